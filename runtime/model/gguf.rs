@@ -1,0 +1,762 @@
+//! GGUF v2/v3: header, metadata of every type, tensor infos, alignment, and a writer.
+//!
+//! The reader maps the file and checks every length against the bytes that are really
+//! there before it allocates or slices, so a truncated or corrupt file gives an error that
+//! names what was being read, never a panic or a huge allocation.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+
+use super::dequant;
+use crate::error::{Error, Result};
+use crate::tensor::{HostTensor, TensorData};
+
+pub const MAGIC: &[u8; 4] = b"GGUF";
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+const MAX_DIMS: u32 = 4;
+
+/// ggml tensor types. Sizes of every known type are listed so that the data of a file can be
+/// bounds-checked even where fdpp cannot dequantize it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GgmlType {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q8_1,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+    Q8K,
+    I8,
+    I16,
+    I32,
+    I64,
+    F64,
+    BF16,
+    /// A type id this reader does not know (newer ggml types, or garbage).
+    Other(u32),
+}
+
+impl GgmlType {
+    pub fn from_id(id: u32) -> Self {
+        use GgmlType::*;
+        match id {
+            0 => F32,
+            1 => F16,
+            2 => Q4_0,
+            3 => Q4_1,
+            6 => Q5_0,
+            7 => Q5_1,
+            8 => Q8_0,
+            9 => Q8_1,
+            10 => Q2K,
+            11 => Q3K,
+            12 => Q4K,
+            13 => Q5K,
+            14 => Q6K,
+            15 => Q8K,
+            24 => I8,
+            25 => I16,
+            26 => I32,
+            27 => I64,
+            28 => F64,
+            30 => BF16,
+            other => Other(other),
+        }
+    }
+
+    pub fn id(self) -> u32 {
+        use GgmlType::*;
+        match self {
+            F32 => 0,
+            F16 => 1,
+            Q4_0 => 2,
+            Q4_1 => 3,
+            Q5_0 => 6,
+            Q5_1 => 7,
+            Q8_0 => 8,
+            Q8_1 => 9,
+            Q2K => 10,
+            Q3K => 11,
+            Q4K => 12,
+            Q5K => 13,
+            Q6K => 14,
+            Q8K => 15,
+            I8 => 24,
+            I16 => 25,
+            I32 => 26,
+            I64 => 27,
+            F64 => 28,
+            BF16 => 30,
+            Other(id) => id,
+        }
+    }
+
+    /// (elements per block, bytes per block), or None for an unknown type.
+    pub fn block_layout(self) -> Option<(u64, u64)> {
+        use GgmlType::*;
+        Some(match self {
+            F32 | I32 => (1, 4),
+            F16 | BF16 | I16 => (1, 2),
+            I8 => (1, 1),
+            I64 | F64 => (1, 8),
+            Q4_0 => (32, 18),
+            Q4_1 => (32, 20),
+            Q5_0 => (32, 22),
+            Q5_1 => (32, 24),
+            Q8_0 => (32, 34),
+            Q8_1 => (32, 36),
+            Q2K => (256, 84),
+            Q3K => (256, 110),
+            Q4K => (256, 144),
+            Q5K => (256, 176),
+            Q6K => (256, 210),
+            Q8K => (256, 292),
+            Other(_) => return None,
+        })
+    }
+
+    pub fn is_supported(self) -> bool {
+        use GgmlType::*;
+        matches!(self, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1)
+    }
+
+    pub const SUPPORTED: &'static str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1";
+}
+
+impl std::fmt::Display for GgmlType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GgmlType::Other(id) => write!(f, "unknown ggml type id {id}"),
+            GgmlType::Q2K => f.write_str("Q2_K"),
+            GgmlType::Q3K => f.write_str("Q3_K"),
+            GgmlType::Q4K => f.write_str("Q4_K"),
+            GgmlType::Q5K => f.write_str("Q5_K"),
+            GgmlType::Q6K => f.write_str("Q6_K"),
+            GgmlType::Q8K => f.write_str("Q8_K"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// A metadata value. Arrays hold values of one type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GgufValue {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(String),
+    Array(Vec<GgufValue>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+impl GgufValue {
+    fn type_id(&self) -> u32 {
+        use GgufValue::*;
+        match self {
+            U8(_) => 0,
+            I8(_) => 1,
+            U16(_) => 2,
+            I16(_) => 3,
+            U32(_) => 4,
+            I32(_) => 5,
+            F32(_) => 6,
+            Bool(_) => 7,
+            String(_) => 8,
+            Array(_) => 9,
+            U64(_) => 10,
+            I64(_) => 11,
+            F64(_) => 12,
+        }
+    }
+
+    /// Any non-negative integer, whatever width the writer chose.
+    pub fn as_u64(&self) -> Option<u64> {
+        use GgufValue::*;
+        match *self {
+            U8(v) => Some(v as u64),
+            U16(v) => Some(v as u64),
+            U32(v) => Some(v as u64),
+            U64(v) => Some(v),
+            I8(v) if v >= 0 => Some(v as u64),
+            I16(v) if v >= 0 => Some(v as u64),
+            I32(v) if v >= 0 => Some(v as u64),
+            I64(v) if v >= 0 => Some(v as u64),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            GgufValue::F32(v) => Some(v as f64),
+            GgufValue::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            GgufValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            GgufValue::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[GgufValue]> {
+        match self {
+            GgufValue::Array(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GgufTensorInfo {
+    pub name: String,
+    /// ggml order: `dims[0]` is the innermost (contiguous) dimension.
+    pub dims: Vec<u64>,
+    pub ggml_type: GgmlType,
+    /// Offset from the start of the data section.
+    pub offset: u64,
+}
+
+impl GgufTensorInfo {
+    pub fn numel(&self) -> u64 {
+        self.dims.iter().product()
+    }
+
+    /// Row-major shape, outermost first (the reverse of `dims`).
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims.iter().rev().map(|&d| d as usize).collect()
+    }
+
+    pub fn byte_size(&self) -> Option<u64> {
+        let (block, bytes) = self.ggml_type.block_layout()?;
+        Some(self.numel() / block * bytes)
+    }
+}
+
+/// An opened GGUF file: metadata and tensor infos parsed, tensor data mapped, not read.
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub version: u32,
+    pub metadata: BTreeMap<String, GgufValue>,
+    pub tensors: Vec<GgufTensorInfo>,
+    pub alignment: u64,
+    /// Absolute file offset of the data section.
+    pub data_offset: u64,
+    map: Mmap,
+}
+
+/// Empty files cannot be mapped; keep one representation for both.
+enum Mmap {
+    Mapped(memmap2::Mmap),
+    Empty,
+}
+
+impl std::ops::Deref for Mmap {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Mmap::Mapped(m) => m,
+            Mmap::Empty => &[],
+        }
+    }
+}
+
+struct Cursor<'a> {
+    path: &'a Path,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<&'a [u8]> {
+        let end = (self.pos as u64).checked_add(n).filter(|&e| e <= self.bytes.len() as u64);
+        match end {
+            Some(end) => {
+                let s = &self.bytes[self.pos..end as usize];
+                self.pos = end as usize;
+                Ok(s)
+            }
+            None => Err(Error::Truncated {
+                path: self.path.to_path_buf(),
+                what: what(),
+                start: self.pos as u64,
+                end: (self.pos as u64).saturating_add(n),
+                len: self.bytes.len() as u64,
+            }),
+        }
+    }
+
+    fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N]> {
+        Ok(self.take(N as u64, what)?.try_into().expect("take returned N bytes"))
+    }
+    fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &dyn Fn() -> String) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
+        let len = self.u64(&|| format!("length of {}", what()))?;
+        let bytes = self.take(len, what)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| Error::InvalidUtf8 { path: self.path.to_path_buf(), what: what() })
+    }
+    fn remaining(&self) -> u64 {
+        (self.bytes.len() - self.pos) as u64
+    }
+
+    fn value(&mut self, ty: u32, what: &dyn Fn() -> String, depth: u32) -> Result<GgufValue> {
+        use GgufValue as V;
+        Ok(match ty {
+            0 => V::U8(self.array::<1>(what)?[0]),
+            1 => V::I8(self.array::<1>(what)?[0] as i8),
+            2 => V::U16(u16::from_le_bytes(self.array(what)?)),
+            3 => V::I16(i16::from_le_bytes(self.array(what)?)),
+            4 => V::U32(self.u32(what)?),
+            5 => V::I32(i32::from_le_bytes(self.array(what)?)),
+            6 => V::F32(f32::from_le_bytes(self.array(what)?)),
+            7 => match self.array::<1>(what)?[0] {
+                0 => V::Bool(false),
+                1 => V::Bool(true),
+                b => return Err(self.malformed(what(), format!("boolean byte is {b}, not 0 or 1"))),
+            },
+            8 => V::String(self.string(what)?),
+            9 => {
+                if depth > 0 {
+                    return Err(self.malformed(what(), "nested arrays are not supported".into()));
+                }
+                let elem_ty = self.u32(what)?;
+                let count = self.u64(what)?;
+                // Every element takes at least one byte: a count beyond the remaining bytes
+                // is corruption, caught here before allocating for it.
+                if count > self.remaining() {
+                    return Err(Error::Truncated {
+                        path: self.path.to_path_buf(),
+                        what: format!("{} ({count} elements)", what()),
+                        start: self.pos as u64,
+                        end: self.pos as u64 + count,
+                        len: self.bytes.len() as u64,
+                    });
+                }
+                let mut items = Vec::with_capacity(count as usize);
+                for i in 0..count {
+                    items.push(self.value(elem_ty, &|| format!("{} element {i}", what()), depth + 1)?);
+                }
+                V::Array(items)
+            }
+            10 => V::U64(self.u64(what)?),
+            11 => V::I64(i64::from_le_bytes(self.array(what)?)),
+            12 => V::F64(f64::from_le_bytes(self.array(what)?)),
+            other => return Err(self.malformed(what(), format!("unknown value type {other}"))),
+        })
+    }
+
+    fn malformed(&self, what: String, reason: String) -> Error {
+        Error::Malformed { path: self.path.to_path_buf(), what, reason }
+    }
+}
+
+impl GgufFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let map = if len == 0 {
+            Mmap::Empty
+        } else {
+            // SAFETY: the map is read-only; fdpp does not modify model files while they are
+            // open, and a concurrent truncation by another process is outside what we defend.
+            Mmap::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?)
+        };
+        Self::parse(path, map)
+    }
+
+    fn parse(path: &Path, map: Mmap) -> Result<Self> {
+        let mut c = Cursor { path, bytes: &map, pos: 0 };
+        if c.bytes.len() < 4 {
+            return Err(Error::WrongFormat {
+                path: path.to_path_buf(),
+                format: "GGUF",
+                reason: format!("the file is only {} bytes long", c.bytes.len()),
+            });
+        }
+        let magic: [u8; 4] = c.array(&|| "magic".into())?;
+        if &magic != MAGIC {
+            return Err(Error::WrongFormat {
+                path: path.to_path_buf(),
+                format: "GGUF",
+                reason: format!("it starts with {:?}, not \"GGUF\"", String::from_utf8_lossy(&magic)),
+            });
+        }
+        let version = c.u32(&|| "version".into())?;
+        if version != 2 && version != 3 {
+            return Err(Error::Malformed {
+                path: path.to_path_buf(),
+                what: "header".into(),
+                reason: format!("GGUF version {version}; fdpp reads versions 2 and 3"),
+            });
+        }
+        let n_tensors = c.u64(&|| "tensor count".into())?;
+        let n_kv = c.u64(&|| "metadata count".into())?;
+        // Each entry needs at least 8 bytes (a length): bound the counts by the file size.
+        if n_kv > c.remaining() / 8 || n_tensors > c.remaining() / 8 {
+            return Err(Error::Malformed {
+                path: path.to_path_buf(),
+                what: "header".into(),
+                reason: format!("{n_kv} metadata entries and {n_tensors} tensors cannot fit in {} bytes", c.bytes.len()),
+            });
+        }
+
+        let mut metadata = BTreeMap::new();
+        for i in 0..n_kv {
+            let key = c.string(&|| format!("metadata key #{i}"))?;
+            let ty = c.u32(&|| format!("type of metadata `{key}`"))?;
+            let value = c.value(ty, &|| format!("metadata `{key}`"), 0)?;
+            metadata.insert(key, value);
+        }
+
+        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        for i in 0..n_tensors {
+            let name = c.string(&|| format!("name of tensor #{i}"))?;
+            let n_dims = c.u32(&|| format!("tensor `{name}` rank"))?;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                return Err(c.malformed(format!("tensor `{name}`"), format!("rank {n_dims} (1..={MAX_DIMS} allowed)")));
+            }
+            let mut dims = Vec::with_capacity(n_dims as usize);
+            for _ in 0..n_dims {
+                dims.push(c.u64(&|| format!("tensor `{name}` dims"))?);
+            }
+            let ggml_type = GgmlType::from_id(c.u32(&|| format!("tensor `{name}` type"))?);
+            let offset = c.u64(&|| format!("tensor `{name}` offset"))?;
+            let numel = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+            if numel.is_none() {
+                return Err(c.malformed(format!("tensor `{name}`"), format!("dims {dims:?} overflow")));
+            }
+            tensors.push(GgufTensorInfo { name, dims, ggml_type, offset });
+        }
+
+        let alignment = match metadata.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(v) => match v.as_u64() {
+                Some(a) if a > 0 && a.is_power_of_two() => a,
+                _ => return Err(c.malformed("metadata `general.alignment`".into(), format!("{v:?} is not a power of two"))),
+            },
+        };
+        let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
+        let file_len = map.len() as u64;
+
+        // Bounds of every tensor's data, checked once here so reads need not.
+        for t in &tensors {
+            if let Some((block, _)) = t.ggml_type.block_layout() {
+                if t.dims[0] % block != 0 {
+                    return Err(Error::Malformed {
+                        path: path.to_path_buf(),
+                        what: format!("tensor `{}`", t.name),
+                        reason: format!("row length {} is not a multiple of the {} block size {block}", t.dims[0], t.ggml_type),
+                    });
+                }
+            }
+            if t.offset % alignment != 0 {
+                return Err(Error::Malformed {
+                    path: path.to_path_buf(),
+                    what: format!("tensor `{}`", t.name),
+                    reason: format!("data offset {} is not aligned to {alignment}", t.offset),
+                });
+            }
+            if let Some(size) = t.byte_size() {
+                let start = data_offset + t.offset;
+                let end = start.checked_add(size).unwrap_or(u64::MAX);
+                if end > file_len {
+                    return Err(Error::Truncated {
+                        path: path.to_path_buf(),
+                        what: format!("data of tensor `{}`", t.name),
+                        start,
+                        end,
+                        len: file_len,
+                    });
+                }
+            }
+        }
+
+        Ok(GgufFile { path: path.to_path_buf(), version, metadata, tensors, alignment, data_offset, map })
+    }
+
+    pub fn tensor_info(&self, name: &str) -> Option<&GgufTensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The raw bytes of a tensor (bounds were checked at open).
+    pub fn tensor_bytes(&self, info: &GgufTensorInfo) -> Result<&[u8]> {
+        let size = info.byte_size().ok_or_else(|| self.unsupported(info))?;
+        let start = (self.data_offset + info.offset) as usize;
+        Ok(&self.map[start..start + size as usize])
+    }
+
+    /// Reads one tensor; quantized types are dequantized to f32, float types keep their type.
+    pub fn read_tensor(&self, name: &str) -> Result<HostTensor> {
+        let info = self
+            .tensor_info(name)
+            .ok_or_else(|| Error::MissingTensor { path: self.path.clone(), tensor: name.to_string() })?;
+        if !info.ggml_type.is_supported() {
+            return Err(self.unsupported(info));
+        }
+        let bytes = self.tensor_bytes(info)?;
+        let n = info.numel() as usize;
+        let data = match info.ggml_type {
+            GgmlType::F32 => TensorData::F32(dequant::f32_from_le(bytes)),
+            GgmlType::F16 => TensorData::F16(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect()),
+            GgmlType::BF16 => TensorData::BF16(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])).collect()),
+            GgmlType::Q8_0 => TensorData::F32(dequant::q8_0(bytes, n)),
+            GgmlType::Q4_0 => TensorData::F32(dequant::q4_0(bytes, n)),
+            GgmlType::Q4_1 => TensorData::F32(dequant::q4_1(bytes, n)),
+            _ => unreachable!("is_supported() covers the types handled above"),
+        };
+        Ok(HostTensor { shape: info.shape(), data })
+    }
+
+    fn unsupported(&self, info: &GgufTensorInfo) -> Error {
+        Error::UnsupportedTensorType {
+            path: self.path.clone(),
+            tensor: info.name.clone(),
+            dtype: info.ggml_type.to_string(),
+            supported: GgmlType::SUPPORTED,
+        }
+    }
+
+    // ---- metadata accessors: absent -> None, present with the wrong type -> error ----
+
+    pub fn get(&self, key: &str) -> Option<&GgufValue> {
+        self.metadata.get(key)
+    }
+
+    fn wrong_type(&self, key: &str, want: &str) -> Error {
+        Error::Malformed {
+            path: self.path.clone(),
+            what: format!("metadata `{key}`"),
+            reason: format!("expected {want}, found {:?}", self.metadata[key]),
+        }
+    }
+
+    pub fn get_u64(&self, key: &str) -> Result<Option<u64>> {
+        self.get(key).map(|v| v.as_u64().ok_or_else(|| self.wrong_type(key, "an integer"))).transpose()
+    }
+    pub fn get_f64(&self, key: &str) -> Result<Option<f64>> {
+        self.get(key).map(|v| v.as_f64().ok_or_else(|| self.wrong_type(key, "a number"))).transpose()
+    }
+    pub fn get_str(&self, key: &str) -> Result<Option<&str>> {
+        self.get(key).map(|v| v.as_str().ok_or_else(|| self.wrong_type(key, "a string"))).transpose()
+    }
+    pub fn get_bool(&self, key: &str) -> Result<Option<bool>> {
+        self.get(key).map(|v| v.as_bool().ok_or_else(|| self.wrong_type(key, "a boolean"))).transpose()
+    }
+    pub fn get_array(&self, key: &str) -> Result<Option<&[GgufValue]>> {
+        self.get(key).map(|v| v.as_array().ok_or_else(|| self.wrong_type(key, "an array"))).transpose()
+    }
+
+    /// A key that must be present.
+    pub fn require<T>(&self, key: &str, got: Result<Option<T>>) -> Result<T> {
+        got?.ok_or_else(|| Error::Malformed {
+            path: self.path.clone(),
+            what: "metadata".into(),
+            reason: format!("required key `{key}` is missing"),
+        })
+    }
+}
+
+/// Writes GGUF v3 files: used by tests to make model files of their own, and by tools.
+#[derive(Default)]
+pub struct GgufWriter {
+    metadata: Vec<(String, GgufValue)>,
+    tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+}
+
+impl GgufWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn meta(&mut self, key: &str, value: GgufValue) -> &mut Self {
+        self.metadata.push((key.to_string(), value));
+        self
+    }
+
+    /// A tensor from raw bytes; `shape` is row-major, outermost first.
+    pub fn tensor_raw(&mut self, name: &str, shape: &[usize], ty: GgmlType, bytes: Vec<u8>) -> &mut Self {
+        let dims = shape.iter().rev().map(|&d| d as u64).collect();
+        self.tensors.push((name.to_string(), dims, ty, bytes));
+        self
+    }
+
+    pub fn tensor(&mut self, name: &str, t: &HostTensor) -> &mut Self {
+        let ty = match t.data {
+            TensorData::F32(_) => GgmlType::F32,
+            TensorData::F16(_) => GgmlType::F16,
+            TensorData::BF16(_) => GgmlType::BF16,
+        };
+        self.tensor_raw(name, &t.shape, ty, t.to_le_bytes())
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&3u32.to_le_bytes());
+        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (k, v) in &self.metadata {
+            write_str(&mut out, k);
+            out.extend_from_slice(&v.type_id().to_le_bytes());
+            write_value(&mut out, v);
+        }
+        let mut offset = 0u64;
+        let mut offsets = Vec::new();
+        for (name, dims, ty, bytes) in &self.tensors {
+            write_str(&mut out, name);
+            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&ty.id().to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            offsets.push(offset);
+            offset = (offset + bytes.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
+        }
+        let data_start = (out.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
+        out.resize(data_start as usize, 0);
+        for ((_, _, _, bytes), off) in self.tensors.iter().zip(offsets) {
+            out.resize((data_start + off) as usize, 0);
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
+        f.write_all(&self.to_bytes()).map_err(|e| Error::io(path, e))
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn write_value(out: &mut Vec<u8>, v: &GgufValue) {
+    use GgufValue as V;
+    match v {
+        V::U8(x) => out.push(*x),
+        V::I8(x) => out.push(*x as u8),
+        V::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        V::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        V::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        V::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        V::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        V::Bool(x) => out.push(*x as u8),
+        V::String(s) => write_str(out, s),
+        V::Array(items) => {
+            let elem_ty = items.first().map_or(8, |i| i.type_id());
+            out.extend_from_slice(&elem_ty.to_le_bytes());
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for i in items {
+                write_value(out, i);
+            }
+        }
+        V::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        V::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        V::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fdpp-gguf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn round_trip_every_metadata_type_and_tensor() {
+        let mut w = GgufWriter::new();
+        w.meta("u8", GgufValue::U8(7))
+            .meta("i8", GgufValue::I8(-7))
+            .meta("u16", GgufValue::U16(700))
+            .meta("i16", GgufValue::I16(-700))
+            .meta("u32", GgufValue::U32(70000))
+            .meta("i32", GgufValue::I32(-70000))
+            .meta("f32", GgufValue::F32(1.5))
+            .meta("bool", GgufValue::Bool(true))
+            .meta("str", GgufValue::String("héllo".into()))
+            .meta("arr", GgufValue::Array(vec![GgufValue::String("a".into()), GgufValue::String("bc".into())]))
+            .meta("u64", GgufValue::U64(1 << 40))
+            .meta("i64", GgufValue::I64(-(1 << 40)))
+            .meta("f64", GgufValue::F64(-2.25));
+        let a = HostTensor::f32(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]);
+        let b = HostTensor { shape: vec![3], data: TensorData::F16(vec![f16::from_f32(0.5); 3]) };
+        w.tensor("a", &a).tensor("b", &b);
+        let p = tmp("rt.gguf");
+        w.write(&p).unwrap();
+        let f = GgufFile::open(&p).unwrap();
+        assert_eq!(f.version, 3);
+        for (k, v) in &w.metadata {
+            assert_eq!(f.metadata.get(k), Some(v), "{k}");
+        }
+        assert_eq!(f.tensor_info("a").unwrap().dims, vec![3, 2]);
+        assert_eq!(f.read_tensor("a").unwrap(), a);
+        assert_eq!(f.read_tensor("b").unwrap(), b);
+        assert_eq!(f.data_offset % DEFAULT_ALIGNMENT, 0);
+        assert_eq!(f.get_u64("u16").unwrap(), Some(700));
+        assert!(f.get_str("u16").is_err());
+        assert!(f.get_u64("absent").unwrap().is_none());
+    }
+
+    #[test]
+    fn every_prefix_of_a_file_is_an_error_not_a_panic() {
+        let mut w = GgufWriter::new();
+        w.meta("k", GgufValue::Array(vec![GgufValue::U32(1), GgufValue::U32(2)]));
+        w.tensor("t", &HostTensor::f32(vec![4], vec![1., 2., 3., 4.]));
+        let bytes = w.to_bytes();
+        let p = tmp("prefix.gguf");
+        for cut in 0..bytes.len() {
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            let r = GgufFile::open(&p);
+            assert!(r.is_err(), "prefix of {cut} bytes parsed");
+        }
+    }
+
+    #[test]
+    fn wrong_magic_names_what_was_found() {
+        let p = tmp("magic.gguf");
+        std::fs::write(&p, b"PK\x03\x04rest of a zip").unwrap();
+        let e = GgufFile::open(&p).err().unwrap().to_string();
+        assert!(e.contains("not a GGUF file") && e.contains("PK"), "{e}");
+    }
+}
