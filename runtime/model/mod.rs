@@ -1,5 +1,97 @@
 //! Model files: GGUF and the Hugging Face layout, tokenizer and chat template.
+//!
+//! Whatever the file format, a loaded [`Model`] names its tensors the Hugging Face way
+//! (`model.layers.0.self_attn.q_proj.weight`, shape `[out, in]`) and reads them lazily
+//! through a [`WeightSource`], so backends pull weights once, in the dtype they want.
 
+pub mod chat;
 pub mod config;
 pub mod dequant;
 pub mod gguf;
+pub mod gguf_llama;
+pub mod hf;
+pub mod hub;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+pub use chat::{ChatMessage, ChatTemplate};
+pub use config::ModelConfig;
+pub use tokenizer::Tokenizer;
+
+use crate::error::{Error, Result};
+use crate::tensor::HostTensor;
+
+/// Tensors of a model under their Hugging Face names.
+pub trait WeightSource: Send + Sync {
+    /// The file or folder the tensors come from (for error messages).
+    fn path(&self) -> &Path;
+    /// Every tensor name, sorted.
+    fn names(&self) -> Vec<String>;
+    /// Row-major shape (outermost first) without reading data; `None` if absent.
+    fn shape(&self, name: &str) -> Option<Vec<usize>>;
+    /// Reads (and dequantizes) one tensor. Absent names give `Error::MissingTensor`.
+    fn load(&self, name: &str) -> Result<HostTensor>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ModelFormat {
+    Gguf,
+    HuggingFace,
+}
+
+pub struct Model {
+    pub path: PathBuf,
+    pub format: ModelFormat,
+    pub config: ModelConfig,
+    pub weights: Box<dyn WeightSource>,
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<ChatTemplate>,
+}
+
+impl Model {
+    /// Loads a `.gguf` file or a Hugging Face folder (config.json + safetensors + tokenizer.json).
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() { hf::load(path) } else { gguf_llama::load(path) }
+    }
+
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        format!(
+            "{} ({:?}, {}): {} layers, hidden {}, {} heads / {} kv heads, head dim {}, ffn {}, vocab {}, {:.1}M params",
+            self.path.display(),
+            self.format,
+            c.architecture,
+            c.num_layers,
+            c.hidden_size,
+            c.num_heads,
+            c.num_kv_heads,
+            c.head_dim,
+            c.intermediate_size,
+            c.vocab_size,
+            c.num_params() as f64 / 1e6
+        )
+    }
+}
+
+/// The Hugging Face names of the tensors a Llama-family model needs, in graph order.
+pub mod names {
+    pub const EMBED: &str = "model.embed_tokens.weight";
+    pub const FINAL_NORM: &str = "model.norm.weight";
+    pub const LM_HEAD: &str = "lm_head.weight";
+
+    pub fn layer(i: usize, leaf: &str) -> String {
+        format!("model.layers.{i}.{leaf}")
+    }
+    pub const ATTN_NORM: &str = "input_layernorm.weight";
+    pub const Q: &str = "self_attn.q_proj.weight";
+    pub const K: &str = "self_attn.k_proj.weight";
+    pub const V: &str = "self_attn.v_proj.weight";
+    pub const O: &str = "self_attn.o_proj.weight";
+    pub const FFN_NORM: &str = "post_attention_layernorm.weight";
+    pub const GATE: &str = "mlp.gate_proj.weight";
+    pub const UP: &str = "mlp.up_proj.weight";
+    pub const DOWN: &str = "mlp.down_proj.weight";
+}

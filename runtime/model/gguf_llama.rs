@@ -1,0 +1,255 @@
+//! Import of Llama-family GGUF files: config from metadata, tensors renamed to the
+//! Hugging Face names, Q and K un-permuted from GGUF's rotary layout.
+
+use std::path::Path;
+
+use super::gguf::GgufFile;
+use super::{ChatTemplate, Model, ModelConfig, ModelFormat, Tokenizer, WeightSource, names};
+use crate::error::{Error, Result};
+use crate::tensor::{HostTensor, TensorData};
+
+pub fn load(path: &Path) -> Result<Model> {
+    let file = GgufFile::open(path)?;
+    let config = config_from_metadata(&file)?;
+    let tokenizer = Tokenizer::from_gguf(&file)?;
+    let chat_template = ChatTemplate::from_gguf(&file, &tokenizer)?;
+    let weights = GgufWeights::new(file, &config);
+    Ok(Model {
+        path: path.to_path_buf(),
+        format: ModelFormat::Gguf,
+        config,
+        weights: Box::new(weights),
+        tokenizer,
+        chat_template,
+    })
+}
+
+pub fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
+    let arch = f.require("general.architecture", f.get_str("general.architecture"))?.to_string();
+    if arch != "llama" {
+        return Err(Error::UnsupportedModel {
+            path: f.path.clone(),
+            reason: format!("architecture `{arch}` (fdpp supports the Llama family: `llama`)"),
+        });
+    }
+    let key = |k: &str| format!("{arch}.{k}");
+    let req = |k: &str| -> Result<usize> { Ok(f.require(&key(k), f.get_u64(&key(k)))? as usize) };
+    let hidden_size = req("embedding_length")?;
+    let num_heads = req("attention.head_count")?;
+    let num_kv_heads = f.get_u64(&key("attention.head_count_kv"))?.map_or(num_heads, |v| v as usize);
+    let head_dim = match f.get_u64(&key("rope.dimension_count"))? {
+        Some(d) => d as usize,
+        None => hidden_size / num_heads.max(1),
+    };
+    let vocab_size = match f.get_u64(&key("vocab_size"))? {
+        Some(v) => v as usize,
+        None => match f.tensor_info("token_embd.weight") {
+            Some(t) => t.shape()[0],
+            None => return Err(Error::MissingTensor { path: f.path.clone(), tensor: "token_embd.weight".into() }),
+        },
+    };
+    let config = ModelConfig {
+        architecture: arch.clone(),
+        vocab_size,
+        hidden_size,
+        intermediate_size: req("feed_forward_length")?,
+        num_layers: req("block_count")?,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        rope_theta: f.get_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0) as f32,
+        rms_norm_eps: f.get_f64(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32,
+        max_context: req("context_length")?,
+        tie_word_embeddings: f.tensor_info("output.weight").is_none(),
+    };
+    config.validate().map_err(|reason| Error::Malformed {
+        path: f.path.clone(),
+        what: "model hyper-parameters".into(),
+        reason,
+    })?;
+    Ok(config)
+}
+
+/// How one Hugging Face tensor is read from the file.
+struct Mapping {
+    hf: String,
+    gguf: String,
+    /// Rows are in GGUF's interleaved rotary order for this many heads.
+    unpermute_heads: Option<usize>,
+}
+
+pub struct GgufWeights {
+    file: GgufFile,
+    map: Vec<Mapping>,
+}
+
+/// GGUF name -> (HF name, whether Q/K un-permuting applies: 'q' / 'k').
+fn hf_name(gguf: &str) -> Option<(String, Option<char>)> {
+    let top = match gguf {
+        "token_embd.weight" => Some(names::EMBED),
+        "output_norm.weight" => Some(names::FINAL_NORM),
+        "output.weight" => Some(names::LM_HEAD),
+        _ => None,
+    };
+    if let Some(t) = top {
+        return Some((t.to_string(), None));
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, leaf) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (hf_leaf, perm) = match leaf {
+        "attn_norm.weight" => (names::ATTN_NORM, None),
+        "attn_q.weight" => (names::Q, Some('q')),
+        "attn_k.weight" => (names::K, Some('k')),
+        "attn_v.weight" => (names::V, None),
+        "attn_output.weight" => (names::O, None),
+        "ffn_norm.weight" => (names::FFN_NORM, None),
+        "ffn_gate.weight" => (names::GATE, None),
+        "ffn_up.weight" => (names::UP, None),
+        "ffn_down.weight" => (names::DOWN, None),
+        _ => return None,
+    };
+    Some((names::layer(layer, hf_leaf), perm))
+}
+
+impl GgufWeights {
+    pub fn new(file: GgufFile, config: &ModelConfig) -> Self {
+        let map = file
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                let (hf, perm) = hf_name(&t.name)?;
+                let unpermute_heads = perm.map(|p| if p == 'q' { config.num_heads } else { config.num_kv_heads });
+                Some(Mapping { hf, gguf: t.name.clone(), unpermute_heads })
+            })
+            .collect();
+        GgufWeights { file, map }
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+}
+
+/// Inverse of llama.cpp's convert-time permutation: within each head, GGUF row `2i + j`
+/// holds Hugging Face row `j * (head_dim / 2) + i` (rotary pairs interleaved vs. split halves).
+pub fn unpermute_rows(t: HostTensor, heads: usize) -> HostTensor {
+    let rows = t.shape[0];
+    let cols: usize = t.shape[1..].iter().product();
+    let head_dim = rows / heads;
+    let half = head_dim / 2;
+    fn apply<T: Copy>(v: &[T], rows: usize, cols: usize, head_dim: usize, half: usize) -> Vec<T> {
+        let mut out = v.to_vec();
+        for r in 0..rows {
+            let (h, within) = (r / head_dim, r % head_dim);
+            let (i, j) = (within / 2, within % 2);
+            let dst = h * head_dim + j * half + i;
+            out[dst * cols..(dst + 1) * cols].copy_from_slice(&v[r * cols..(r + 1) * cols]);
+        }
+        out
+    }
+    let data = match &t.data {
+        TensorData::F32(v) => TensorData::F32(apply(v, rows, cols, head_dim, half)),
+        TensorData::F16(v) => TensorData::F16(apply(v, rows, cols, head_dim, half)),
+        TensorData::BF16(v) => TensorData::BF16(apply(v, rows, cols, head_dim, half)),
+    };
+    HostTensor { shape: t.shape, data }
+}
+
+impl WeightSource for GgufWeights {
+    fn path(&self) -> &Path {
+        &self.file.path
+    }
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.map.iter().map(|m| m.hf.clone()).collect();
+        v.sort();
+        v
+    }
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let m = self.map.iter().find(|m| m.hf == name)?;
+        Some(self.file.tensor_info(&m.gguf)?.shape())
+    }
+    fn load(&self, name: &str) -> Result<HostTensor> {
+        let m = self.map.iter().find(|m| m.hf == name).ok_or_else(|| Error::MissingTensor {
+            path: self.file.path.clone(),
+            tensor: format!("{name} (GGUF name: {})", gguf_name_hint(name)),
+        })?;
+        let t = self.file.read_tensor(&m.gguf)?;
+        match m.unpermute_heads {
+            Some(heads) if t.shape.len() == 2 && heads > 0 && t.shape[0] % heads == 0 && (t.shape[0] / heads) % 2 == 0 => {
+                Ok(unpermute_rows(t, heads))
+            }
+            // A shape that does not split into heads is reported by the graph's shape check.
+            _ => Ok(t),
+        }
+    }
+}
+
+/// The GGUF name a Hugging Face name would come from, for error messages.
+fn gguf_name_hint(hf: &str) -> String {
+    let pairs = [
+        (names::EMBED, "token_embd.weight"),
+        (names::FINAL_NORM, "output_norm.weight"),
+        (names::LM_HEAD, "output.weight"),
+    ];
+    if let Some((_, g)) = pairs.iter().find(|(h, _)| *h == hf) {
+        return g.to_string();
+    }
+    let leaves = [
+        (names::ATTN_NORM, "attn_norm.weight"),
+        (names::Q, "attn_q.weight"),
+        (names::K, "attn_k.weight"),
+        (names::V, "attn_v.weight"),
+        (names::O, "attn_output.weight"),
+        (names::FFN_NORM, "ffn_norm.weight"),
+        (names::GATE, "ffn_gate.weight"),
+        (names::UP, "ffn_up.weight"),
+        (names::DOWN, "ffn_down.weight"),
+    ];
+    if let Some(rest) = hf.strip_prefix("model.layers.") {
+        if let Some((layer, leaf)) = rest.split_once('.') {
+            if let Some((_, g)) = leaves.iter().find(|(h, _)| *h == leaf) {
+                return format!("blk.{layer}.{g}");
+            }
+        }
+    }
+    "?".into()
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: w.reshape(heads, 2, hd/2, cols).swapaxes(1, 2).reshape(rows, cols)
+        let (heads, hd, cols) = (3, 8, 2);
+        let rows = heads * hd;
+        let hf: Vec<f32> = (0..rows * cols).map(|x| x as f32).collect();
+        let mut permuted = vec![0.0; hf.len()];
+        for h in 0..heads {
+            for a in 0..2 {
+                for b in 0..hd / 2 {
+                    // source index (h, a, b) -> destination (h, b, a)
+                    let src = h * hd + a * (hd / 2) + b;
+                    let dst = h * hd + b * 2 + a;
+                    for c in 0..cols {
+                        permuted[dst * cols + c] = hf[src * cols + c];
+                    }
+                }
+            }
+        }
+        let back = unpermute_rows(HostTensor::f32(vec![rows, cols], permuted), heads);
+        assert_eq!(back.into_f32(), hf);
+    }
+
+    #[test]
+    fn names_map_both_ways() {
+        let (hf, perm) = hf_name("blk.12.attn_k.weight").unwrap();
+        assert_eq!(hf, "model.layers.12.self_attn.k_proj.weight");
+        assert_eq!(perm, Some('k'));
+        assert_eq!(gguf_name_hint(&hf), "blk.12.attn_k.weight");
+        assert!(hf_name("rope_freqs.weight").is_none());
+    }
+}

