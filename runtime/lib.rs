@@ -2,7 +2,11 @@
 //! Data flows one way; nothing here knows about the CLI or the viewer, which both read
 //! the engine's trace type.
 
+pub mod backend;
+pub mod dataflow;
+pub mod engine;
 pub mod error;
+pub mod graph;
 pub mod model;
 pub mod tensor;
 

@@ -1,0 +1,296 @@
+//! f32 kernels of the CPU backend. Dot products use AVX2+FMA when the CPU has them
+//! (checked at run time, so one binary runs everywhere) and a portable loop otherwise.
+
+use rayon::prelude::*;
+
+/// Number of token rows one weight row is multiplied with while it sits in registers/L1.
+const TOKEN_TILE: usize = 4;
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+pub fn simd_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        return "avx2+fma";
+    }
+    "portable"
+}
+
+/// `w . x[t]` for up to TOKEN_TILE token rows at once (unused rows are empty slices).
+#[inline]
+fn dot_tile(w: &[f32], xs: &[&[f32]; TOKEN_TILE], count: usize) -> [f32; TOKEN_TILE] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the features were just detected.
+        return unsafe { avx2::dot_tile(w, xs, count) };
+    }
+    let mut out = [0.0; TOKEN_TILE];
+    for t in 0..count {
+        out[t] = dot_portable(w, xs[t]);
+    }
+    out
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_tile(a, &[b, &[], &[], &[]], 1)[0]
+}
+
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::TOKEN_TILE;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Each weight vector load feeds `count` FMAs, so a tile of tokens costs one pass over `w`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_tile(w: &[f32], xs: &[&[f32]; TOKEN_TILE], count: usize) -> [f32; TOKEN_TILE] {
+        let k = w.len();
+        let body = k - k % 16;
+        let mut acc = [[_mm256_setzero_ps(); 2]; TOKEN_TILE];
+        let mut i = 0;
+        unsafe {
+            while i < body {
+                let w0 = _mm256_loadu_ps(w.as_ptr().add(i));
+                let w1 = _mm256_loadu_ps(w.as_ptr().add(i + 8));
+                for t in 0..count {
+                    let x = xs[t].as_ptr().add(i);
+                    acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), acc[t][0]);
+                    acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.add(8)), acc[t][1]);
+                }
+                i += 16;
+            }
+            let mut out = [0.0; TOKEN_TILE];
+            for t in 0..count {
+                let mut s = hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
+                for j in body..k {
+                    s += w[j] * xs[t][j];
+                }
+                out[t] = s;
+            }
+            out
+        }
+    }
+}
+
+/// Shared pointer to an output whose disjoint parts are written by different workers.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// Rows of W handled by one parallel task: enough tasks to balance, few enough to be cheap.
+fn row_chunk(n: usize, k: usize) -> usize {
+    let tasks = rayon::current_num_threads() * 8;
+    let by_balance = n.div_ceil(tasks);
+    // Keep a chunk's weights (rows * k * 4 bytes) around 64 KiB or more.
+    let by_size = (16384 / k.max(1)).max(1);
+    by_balance.max(by_size).min(n).max(1)
+}
+
+/// A (GEMV): y[n] = W[n, :] . x for one token row.
+pub fn gemv(x: &[f32], w: &[f32], y: &mut [f32], k: usize) {
+    let n = y.len();
+    y.par_chunks_mut(row_chunk(n, k)).enumerate().for_each(|(c, ys)| {
+        let base = c * row_chunk(n, k);
+        for (j, out) in ys.iter_mut().enumerate() {
+            let r = base + j;
+            *out = dot(&w[r * k..(r + 1) * k], x);
+        }
+    });
+}
+
+/// Multiplies weight rows `rows` with token rows `tokens`; y is `[m, n]` row-major.
+/// Tokens are walked in tiles so each weight row is read once per tile.
+fn tile(x: &[f32], w: &[f32], y: Out, k: usize, n: usize, rows: std::ops::Range<usize>, tokens: std::ops::Range<usize>) {
+    let mut t0 = tokens.start;
+    while t0 < tokens.end {
+        let count = TOKEN_TILE.min(tokens.end - t0);
+        let mut xs: [&[f32]; TOKEN_TILE] = [&[]; TOKEN_TILE];
+        for t in 0..count {
+            xs[t] = &x[(t0 + t) * k..(t0 + t + 1) * k];
+        }
+        for r in rows.clone() {
+            let d = dot_tile(&w[r * k..(r + 1) * k], &xs, count);
+            for t in 0..count {
+                // SAFETY: (t0 + t, r) lies in this task's rows x tokens block, which no
+                // other task writes; y holds m * n elements.
+                unsafe { *y.0.add((t0 + t) * n + r) = d[t] };
+            }
+        }
+        t0 += count;
+    }
+}
+
+/// B (flat GEMM): N split across workers, every worker takes all M tokens against its rows,
+/// so the weights stream from memory once per step whatever M is.
+pub fn flat_gemm(x: &[f32], m: usize, w: &[f32], y: &mut [f32], k: usize) {
+    let n = y.len() / m;
+    let chunk = row_chunk(n, k);
+    let out = Out(y.as_mut_ptr());
+    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let rows = c * chunk..((c + 1) * chunk).min(n);
+        tile(x, w, out, k, n, rows, 0..m);
+    });
+}
+
+/// C (tiled GEMM): blocks of rows x tokens small enough for L2, parallel over both.
+pub fn gemm(x: &[f32], m: usize, w: &[f32], y: &mut [f32], k: usize) {
+    let n = y.len() / m;
+    let rows_per = (65536 / (k * 4)).clamp(8, 256);
+    let toks_per = 64;
+    let (nb, mb) = (n.div_ceil(rows_per), m.div_ceil(toks_per));
+    let out = Out(y.as_mut_ptr());
+    (0..nb * mb).into_par_iter().for_each(|b| {
+        let (rb, tb) = (b % nb, b / nb);
+        let rows = rb * rows_per..((rb + 1) * rows_per).min(n);
+        let tokens = tb * toks_per..((tb + 1) * toks_per).min(m);
+        tile(x, w, out, k, n, rows, tokens);
+    });
+}
+
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, y: &mut [f32]) {
+    let h = weight.len();
+    for (xr, yr) in x.chunks_exact(h).zip(y.chunks_exact_mut(h)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, v), g) in yr.iter_mut().zip(xr).zip(weight) {
+            *o = v * inv * g;
+        }
+    }
+}
+
+/// Inverse frequencies as Hugging Face computes them: 1 / theta^(2i / d), in f32.
+pub fn rope_inv_freq(theta: f32, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect()
+}
+
+/// Rotates the first `heads` head vectors of `row` (split-halves layout) at `pos`.
+pub fn rope_row(row: &mut [f32], heads: usize, head_dim: usize, inv_freq: &[f32], pos: usize) {
+    let half = head_dim / 2;
+    for h in 0..heads {
+        let v = &mut row[h * head_dim..(h + 1) * head_dim];
+        for i in 0..half {
+            let (sin, cos) = (pos as f32 * inv_freq[i]).sin_cos();
+            let (a, b) = (v[i], v[i + half]);
+            v[i] = a * cos - b * sin;
+            v[i + half] = b * cos + a * sin;
+        }
+    }
+}
+
+pub fn silu_mul(gate_up: &[f32], ffn: usize, y: &mut [f32]) {
+    for (gu, out) in gate_up.chunks_exact(2 * ffn).zip(y.chunks_exact_mut(ffn)) {
+        let (g, u) = gu.split_at(ffn);
+        for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+            *o = g / (1.0 + (-g).exp()) * u;
+        }
+    }
+}
+
+/// Causal attention of one query head over `len` cached positions: softmax(q.K^T * scale) V.
+/// `keys`/`values` are `[positions, kv_dim]` with this head's slice at `offset`.
+pub fn attend(q: &[f32], keys: &[f32], values: &[f32], kv_dim: usize, offset: usize, len: usize, scale: f32, out: &mut [f32], scores: &mut Vec<f32>) {
+    let d = q.len();
+    scores.clear();
+    let mut max = f32::NEG_INFINITY;
+    for j in 0..len {
+        let s = dot(q, &keys[j * kv_dim + offset..j * kv_dim + offset + d]) * scale;
+        max = max.max(s);
+        scores.push(s);
+    }
+    let mut sum = 0.0;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    out.fill(0.0);
+    for (j, &p) in scores.iter().enumerate() {
+        let v = &values[j * kv_dim + offset..j * kv_dim + offset + d];
+        for (o, &vv) in out.iter_mut().zip(v) {
+            *o += p * vv;
+        }
+    }
+    let inv = 1.0 / sum;
+    out.iter_mut().for_each(|o| *o *= inv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f64> {
+        let mut y = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                y[i * n + j] = (0..k).map(|p| x[i * k + p] as f64 * w[j * k + p] as f64).sum();
+            }
+        }
+        y
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn all_three_linear_kernels_agree_with_a_naive_product() {
+        // Odd sizes exercise tails of the SIMD loop, the token tile and the row chunks.
+        for &(m, n, k) in &[(1, 37, 19), (3, 70, 33), (5, 129, 64), (67, 45, 130)] {
+            let (x, w) = (data(m * k, 1), data(n * k, 7));
+            let want = naive(&x, m, &w, n, k);
+            let mut outs = vec![];
+            if m == 1 {
+                let mut y = vec![0.0; n];
+                gemv(&x, &w, &mut y, k);
+                outs.push(("gemv", y));
+            }
+            let mut y = vec![0.0; m * n];
+            flat_gemm(&x, m, &w, &mut y, k);
+            outs.push(("flat", y));
+            let mut y = vec![0.0; m * n];
+            gemm(&x, m, &w, &mut y, k);
+            outs.push(("gemm", y));
+            for (name, y) in outs {
+                for (a, b) in y.iter().zip(&want) {
+                    assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "{name} m={m} n={n} k={k}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_weights_sum_to_one() {
+        // With all values equal to 1, the output is 1 whatever the scores are.
+        let (d, len) = (8, 5);
+        let q = data(d, 3);
+        let keys = data(len * d, 4);
+        let values = vec![1.0; len * d];
+        let mut out = vec![0.0; d];
+        attend(&q, &keys, &values, d, 0, len, 0.3, &mut out, &mut vec![]);
+        assert!(out.iter().all(|v| (v - 1.0).abs() < 1e-6), "{out:?}");
+    }
+}

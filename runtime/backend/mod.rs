@@ -1,0 +1,119 @@
+//! Backends execute a planned graph. The engine drives them one step at a time through
+//! [`Executor`]; a step is a whole graph run over `m` tokens that may belong to several
+//! sequences, so a GPU backend can record a step once and replay it.
+
+pub mod cpu;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Plan};
+use crate::tensor::HostTensor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackendKind {
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+}
+
+/// One graph run. Token `i` belongs to sequence `seqs[i]` at position `positions[i]`;
+/// it attends to that sequence's positions `0..=positions[i]`. Logits are produced for
+/// the token rows listed in `out_rows`.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInput<'a> {
+    pub tokens: &'a [u32],
+    pub positions: &'a [usize],
+    pub seqs: &'a [usize],
+    pub out_rows: &'a [usize],
+}
+
+impl StepInput<'_> {
+    pub fn m(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
+/// What one node did in the last step: the implementation it ran, why, and how long it took.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node: String,
+    pub op: String,
+    pub implementation: String,
+    pub reason: String,
+    pub micros: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExecutorOptions {
+    /// Sequences that may be live at once.
+    pub max_seqs: usize,
+    /// Longest sequence (KV positions) the caches must hold.
+    pub max_context: usize,
+}
+
+pub trait Executor: Send {
+    /// Backend and device, e.g. `cpu (2 threads)`.
+    fn describe(&self) -> String;
+    /// Runs the graph over one step; returns `[out_rows, vocab]` logits.
+    fn step(&mut self, input: &StepInput) -> Result<Vec<f32>>;
+    /// Forgets a sequence's KV cache so its slot can be reused.
+    fn reset_sequence(&mut self, seq: usize);
+    /// Per-node records of the last step, in execution order.
+    fn last_step_records(&self) -> &[NodeRecord];
+}
+
+/// Checks a step against the executor's limits; shared by every backend.
+pub fn validate_step(input: &StepInput, opts: &ExecutorOptions, vocab: usize) -> Result<()> {
+    let m = input.m();
+    if m == 0 {
+        return Err(Error::InvalidArgument("a step needs at least one token".into()));
+    }
+    if input.positions.len() != m || input.seqs.len() != m {
+        return Err(Error::InvalidArgument(format!(
+            "step has {m} tokens but {} positions and {} sequence ids",
+            input.positions.len(),
+            input.seqs.len()
+        )));
+    }
+    if let Some(&t) = input.tokens.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::InvalidArgument(format!("token id {t} is outside the vocabulary (size {vocab})")));
+    }
+    if let Some(&p) = input.positions.iter().find(|&&p| p >= opts.max_context) {
+        return Err(Error::PromptTooLong { tokens: p + 1, limit: opts.max_context, hint: String::new() });
+    }
+    if let Some(&s) = input.seqs.iter().find(|&&s| s >= opts.max_seqs) {
+        return Err(Error::InvalidArgument(format!("sequence {s} >= max_seqs {}", opts.max_seqs)));
+    }
+    if let Some(&r) = input.out_rows.iter().find(|&&r| r >= m) {
+        return Err(Error::InvalidArgument(format!("output row {r} >= {m} tokens")));
+    }
+    Ok(())
+}
+
+/// Creates an executor for `graph` with its parameters (in `graph.params` order).
+pub fn create(
+    kind: BackendKind,
+    graph: &Graph,
+    plan: &Plan,
+    params: Vec<HostTensor>,
+    opts: ExecutorOptions,
+) -> Result<Box<dyn Executor>> {
+    match kind {
+        BackendKind::Cpu => Ok(Box::new(cpu::CpuExecutor::new(graph, plan, params, opts)?)),
+        other => Err(Error::BackendUnavailable {
+            backend: other.name().into(),
+            reason: "not implemented yet in this version of fdpp; use --backend cpu".into(),
+        }),
+    }
+}

@@ -1,0 +1,255 @@
+//! A generation session: builds and plans the graph, loads the weights into a backend,
+//! then runs prefill (the whole prompt in one step) and the decode loop with a sampler,
+//! streaming text as it is produced.
+
+pub mod sampler;
+pub mod trace;
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+pub use sampler::{Sampler, SamplingParams};
+pub use trace::{Phase, StepTrace, Trace};
+
+use crate::backend::{self, BackendKind, Executor, ExecutorOptions, StepInput};
+use crate::error::{Error, Result};
+use crate::graph::{self, Graph, Plan};
+use crate::model::{ChatMessage, ChatTemplate, Model, ModelConfig, Tokenizer};
+
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub backend: BackendKind,
+    /// KV positions per sequence; `None` uses the model's trained context.
+    pub max_context: Option<usize>,
+    /// Sequences decoded together (batch).
+    pub max_seqs: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { backend: BackendKind::Cpu, max_context: None, max_seqs: 1 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Prompt {
+    /// Text as is (BOS added when the tokenizer asks for it).
+    Raw(String),
+    /// Messages rendered with the model's chat template, assistant turn opened.
+    Chat(Vec<ChatMessage>),
+}
+
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StopReason {
+    /// An end-of-sequence / end-of-turn token was produced (not included in the text).
+    EndToken(u32),
+    MaxTokens,
+    ContextFull,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunStats {
+    pub prompt_tokens: usize,
+    pub prefill_secs: f64,
+    pub generated_tokens: usize,
+    /// Time of the decode steps (the first generated token comes from prefill).
+    pub decode_steps: usize,
+    pub decode_secs: f64,
+}
+
+impl RunStats {
+    pub fn prefill_tok_s(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_secs.max(1e-12)
+    }
+    pub fn decode_tok_s(&self) -> f64 {
+        self.decode_steps as f64 / self.decode_secs.max(1e-12)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GenerateOutput {
+    pub prompt_ids: Vec<u32>,
+    /// Generated ids, including the end token if one stopped the run.
+    pub ids: Vec<u32>,
+    pub text: String,
+    /// The five most likely tokens after the prompt, with their logits.
+    pub first_top5: Vec<(u32, f32)>,
+    pub stop: StopReason,
+    pub stats: RunStats,
+}
+
+pub struct Engine {
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    pub graph: Graph,
+    pub plan: Plan,
+    exec: Box<dyn Executor>,
+    max_context: usize,
+    trace: Trace,
+}
+
+impl Engine {
+    /// Builds the graph for `model`, reads its weights (`progress(done, total)` per
+    /// parameter) and hands them to the chosen backend.
+    pub fn load(model: Model, opts: &EngineOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Engine> {
+        let graph = graph::llama::build(&model.config);
+        let plan = Plan::new(&graph)?;
+        let max_context = opts.max_context.unwrap_or(model.config.max_context).min(model.config.max_context);
+        if max_context == 0 || opts.max_seqs == 0 {
+            return Err(Error::InvalidArgument("context length and sequence count must be at least 1".into()));
+        }
+        if opts.backend != BackendKind::Cpu {
+            // Fail before the (slow) weight read.
+            backend::create(opts.backend, &graph, &plan, vec![], ExecutorOptions { max_seqs: 1, max_context: 1 })?;
+        }
+        let params = graph.load_params(model.weights.as_ref(), progress)?;
+        let exec = backend::create(opts.backend, &graph, &plan, params, ExecutorOptions { max_seqs: opts.max_seqs, max_context })?;
+        let trace = Trace { model: model.describe(), backend: exec.describe(), steps: vec![] };
+        Ok(Engine {
+            config: model.config,
+            tokenizer: model.tokenizer,
+            chat_template: model.chat_template,
+            graph,
+            plan,
+            exec,
+            max_context,
+            trace,
+        })
+    }
+
+    pub fn backend_description(&self) -> String {
+        self.exec.describe()
+    }
+    pub fn max_context(&self) -> usize {
+        self.max_context
+    }
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    /// Token ids of a prompt, exactly as generation would feed them.
+    pub fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        let ids = match prompt {
+            Prompt::Raw(text) => {
+                if text.is_empty() {
+                    return Err(Error::EmptyPrompt);
+                }
+                self.tokenizer.encode(text, true)?
+            }
+            Prompt::Chat(messages) => {
+                if messages.iter().all(|m| m.content.is_empty()) {
+                    return Err(Error::EmptyPrompt);
+                }
+                let template = self.chat_template.as_ref().ok_or_else(|| {
+                    Error::ChatTemplate("this model has no chat template; run without --chat".into())
+                })?;
+                // The template writes special tokens as text; HF encodes it without adding more.
+                self.tokenizer.encode(&template.render(messages, true)?, false)?
+            }
+        };
+        if ids.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        if ids.len() > self.max_context {
+            return Err(Error::PromptTooLong {
+                tokens: ids.len(),
+                limit: self.max_context,
+                hint: "; shorten the prompt".into(),
+            });
+        }
+        Ok(ids)
+    }
+
+    /// One graph run for sequence 0 from position `start`; returns the last token's logits.
+    /// `start == 0` forgets what the sequence held before.
+    pub fn forward(&mut self, ids: &[u32], start: usize) -> Result<Vec<f32>> {
+        if start == 0 {
+            self.exec.reset_sequence(0);
+        }
+        let positions: Vec<usize> = (start..start + ids.len()).collect();
+        let seqs = vec![0; ids.len()];
+        let out_rows = [ids.len().saturating_sub(1)];
+        self.exec.step(&StepInput { tokens: ids, positions: &positions, seqs: &seqs, out_rows: &out_rows })
+    }
+
+    fn record(&mut self, phase: Phase, m: usize, secs: f64) {
+        if phase == Phase::Prefill {
+            self.trace.steps.clear();
+        }
+        if self.trace.steps.len() < 2 {
+            let nodes = self.exec.last_step_records().to_vec();
+            self.trace.steps.push(StepTrace { phase, m, wall_micros: secs * 1e6, nodes });
+        }
+    }
+
+    /// Generates from `req`, calling `on_text` with each new piece of text.
+    pub fn generate(&mut self, req: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<GenerateOutput> {
+        req.sampling.validate()?;
+        let prompt_ids = self.tokenize(&req.prompt)?;
+        let mut sampler = Sampler::new(req.sampling.clone());
+        let stops = self.tokenizer.stop_ids().to_vec();
+        let mut stats = RunStats { prompt_tokens: prompt_ids.len(), ..Default::default() };
+
+        let t = Instant::now();
+        let mut logits = self.forward(&prompt_ids, 0)?;
+        stats.prefill_secs = t.elapsed().as_secs_f64();
+        self.record(Phase::Prefill, prompt_ids.len(), stats.prefill_secs);
+        let first_top5 = sampler::top_k(&logits, 5);
+
+        let mut ids: Vec<u32> = Vec::new();
+        let mut text = String::new();
+        let mut pos = prompt_ids.len();
+        let stop = loop {
+            if ids.len() >= req.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            let next = sampler.sample(&logits);
+            ids.push(next);
+            if stops.contains(&next) {
+                break StopReason::EndToken(next);
+            }
+            self.stream(&ids, &mut text, on_text)?;
+            if ids.len() >= req.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if pos >= self.max_context {
+                break StopReason::ContextFull;
+            }
+            let t = Instant::now();
+            logits = self.forward(&[next], pos)?;
+            let secs = t.elapsed().as_secs_f64();
+            if stats.decode_steps == 0 {
+                self.record(Phase::Decode, 1, secs);
+            }
+            stats.decode_secs += secs;
+            stats.decode_steps += 1;
+            pos += 1;
+        };
+        stats.generated_tokens = ids.len();
+        Ok(GenerateOutput { prompt_ids, ids, text, first_top5, stop, stats })
+    }
+
+    /// Emits the text the ids added since the last call. A piece ending in U+FFFD is an
+    /// incomplete UTF-8 sequence (a multi-byte character split over tokens): wait for more.
+    fn stream(&self, ids: &[u32], text: &mut String, on_text: &mut dyn FnMut(&str)) -> Result<()> {
+        let full = self.tokenizer.decode(ids, true)?;
+        if full.ends_with('\u{FFFD}') || !full.starts_with(text.as_str()) {
+            return Ok(());
+        }
+        let piece = &full[text.len()..];
+        if !piece.is_empty() {
+            on_text(piece);
+            text.push_str(piece);
+        }
+        Ok(())
+    }
+}
