@@ -51,9 +51,10 @@ fn load_param(p: &ParamDesc, weights: &dyn WeightSource) -> Result<HostTensor> {
         expected[0] = part.rows;
         let found = weights
             .shape(name)
-            .ok_or_else(|| Error::MissingTensor { path: weights.path().to_path_buf(), tensor: name.clone() })?;
+            .ok_or_else(|| Error::MissingTensor { path: weights.path().to_path_buf(), tensor: weights.display_name(name) })?;
         if found != expected {
-            return Err(Error::ShapeMismatch { path: weights.path().to_path_buf(), tensor: name.clone(), found, expected });
+            let tensor = weights.display_name(name);
+            return Err(Error::ShapeMismatch { path: weights.path().to_path_buf(), tensor, found, expected });
         }
         data.extend(weights.load(name)?.into_f32());
     }

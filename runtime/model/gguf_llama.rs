@@ -172,7 +172,7 @@ impl WeightSource for GgufWeights {
     fn load(&self, name: &str) -> Result<HostTensor> {
         let m = self.map.iter().find(|m| m.hf == name).ok_or_else(|| Error::MissingTensor {
             path: self.file.path.clone(),
-            tensor: format!("{name} (GGUF name: {})", gguf_name_hint(name)),
+            tensor: self.display_name(name),
         })?;
         let t = self.file.read_tensor(&m.gguf)?;
         match m.unpermute_heads {
@@ -182,6 +182,9 @@ impl WeightSource for GgufWeights {
             // A shape that does not split into heads is reported by the graph's shape check.
             _ => Ok(t),
         }
+    }
+    fn display_name(&self, name: &str) -> String {
+        format!("{} ({name})", gguf_name_hint(name))
     }
 }
 

@@ -32,6 +32,10 @@ pub trait WeightSource: Send + Sync {
     fn shape(&self, name: &str) -> Option<Vec<usize>>;
     /// Reads (and dequantizes) one tensor. Absent names give `Error::MissingTensor`.
     fn load(&self, name: &str) -> Result<HostTensor>;
+    /// How errors should name a tensor: the file's own name where it differs.
+    fn display_name(&self, name: &str) -> String {
+        name.to_string()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
