@@ -43,6 +43,8 @@ enum Command {
     },
     /// Measure prefill and decode speed.
     Bench(bench::BenchArgs),
+    /// Fetch the default model into the cache (if it is not there) and print its path.
+    Fetch,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
         Command::Convert { model, out_dir } => convert(&model, &out_dir),
         Command::Inspect { model, m } => resolve_model(model.as_deref()).and_then(|p| inspect::run(&p, m)),
         Command::Bench(args) => bench::run(args),
+        Command::Fetch => resolve_model(None).map(|p| println!("{}", p.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
