@@ -117,7 +117,7 @@ impl Executor for CpuExecutor {
                 let w = crate::graph::plan::row_width(&graph.tensors[t].shape);
                 &buffers[b][..graph.tensors[t].shape[0].eval(m, 0, out_n) * w]
             };
-            let mut implementation = "";
+            let implementation;
             let mut reason = String::new();
             match &node.op {
                 Op::Embedding { table } => {
