@@ -4,17 +4,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use fdpp_runtime::Result;
-use fdpp_runtime::engine::{EngineOptions, sampler};
+use fdpp_runtime::engine::sampler;
 
-use crate::BackendArg;
+use crate::DeviceArgs;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Model file or folder; the default model when omitted.
     #[arg(long)]
     model: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
-    backend: BackendArg,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Prompt length of the prefill measurement.
     #[arg(long, default_value_t = 128)]
     prompt_tokens: usize,
@@ -35,11 +35,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let opts = EngineOptions {
-        backend: args.backend.resolve(),
-        max_context: Some(args.prompt_tokens + args.gen_tokens + 1),
-        max_seqs: 1,
-    };
+    let opts = args.device.engine_options(Some(args.prompt_tokens + args.gen_tokens + 1), 1);
     let mut engine = crate::load_engine(args.model.as_deref(), &opts)?;
     let vocab = engine.config.vocab_size as u64;
     // Token ids spread over the vocabulary; the content does not change the work.
@@ -48,12 +44,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
     for _ in 0..args.repeats.max(1) {
         let t = Instant::now();
-        let mut logits = engine.forward(&prompt, 0)?;
+        let logits = engine.forward(&prompt, 0)?;
         prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
+        let mut next = sampler::argmax(&logits);
         for pos in prompt.len()..prompt.len() + args.gen_tokens {
-            let next = sampler::argmax(&logits);
-            logits = engine.forward(&[next], pos)?;
+            next = engine.forward_greedy(next, pos)?;
         }
         decode.push(args.gen_tokens as f64 / t.elapsed().as_secs_f64());
     }

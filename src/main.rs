@@ -11,6 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use fdpp_runtime::backend::BackendKind;
+use fdpp_runtime::backend::wgpu::device as wgpu_device;
+use fdpp_runtime::backend::wgpu::WeightPrecision;
 use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Prompt, SamplingParams, StopReason};
 use fdpp_runtime::model::{ChatMessage, Model, hf, hub};
 use fdpp_runtime::{Error, Result};
@@ -49,20 +51,48 @@ enum Command {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum BackendArg {
-    /// The fastest available backend (currently the CPU).
+    /// wgpu when a hardware GPU adapter exists, else the CPU.
     Auto,
     Cpu,
     Wgpu,
     Cuda,
 }
 
-impl BackendArg {
-    pub fn resolve(self) -> BackendKind {
-        match self {
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum WeightsArg {
+    /// f16 where the GPU supports it, else f32.
+    Auto,
+    F32,
+    F16,
+}
+
+/// Where the model runs; shared by `generate` and `bench`.
+#[derive(clap::Args)]
+pub struct DeviceArgs {
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// GPU adapter to use (part of its name, e.g. "llvmpipe" or "H200"); WGPU_BACKEND=vulkan|metal|dx12 narrows the search.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Weight storage on GPU backends.
+    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
+    weights: WeightsArg,
+}
+
+impl DeviceArgs {
+    pub fn engine_options(&self, max_context: Option<usize>, max_seqs: usize) -> EngineOptions {
+        let backend = match self.backend {
+            BackendArg::Auto if wgpu_device::has_hardware_adapter() => BackendKind::Wgpu,
             BackendArg::Auto | BackendArg::Cpu => BackendKind::Cpu,
             BackendArg::Wgpu => BackendKind::Wgpu,
             BackendArg::Cuda => BackendKind::Cuda,
-        }
+        };
+        let precision = match self.weights {
+            WeightsArg::Auto => WeightPrecision::Auto,
+            WeightsArg::F32 => WeightPrecision::F32,
+            WeightsArg::F16 => WeightPrecision::F16,
+        };
+        EngineOptions { backend, max_context, max_seqs, adapter: self.adapter.clone(), precision }
     }
 }
 
@@ -91,8 +121,8 @@ struct GenerateArgs {
     /// Random seed (default: from the clock, printed so the run can be repeated).
     #[arg(long)]
     seed: Option<u64>,
-    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
-    backend: BackendArg,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// KV positions to allow (default: the model's trained context).
     #[arg(long)]
     ctx_size: Option<usize>,
@@ -174,7 +204,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     if args.prompt.is_empty() {
         return Err(Error::EmptyPrompt);
     }
-    let opts = EngineOptions { backend: args.backend.resolve(), max_context: args.ctx_size, max_seqs: 1 };
+    let opts = args.device.engine_options(args.ctx_size, 1);
     let mut engine = load_engine(args.model.as_deref(), &opts)?;
     if !sampling.is_greedy() {
         eprintln!("fdpp: sampling with seed {seed}");

@@ -3,6 +3,7 @@
 //! sequences, so a GPU backend can record a step once and replay it.
 
 pub mod cpu;
+pub mod wgpu;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +52,8 @@ pub struct NodeRecord {
     pub op: String,
     pub implementation: String,
     pub reason: String,
-    pub micros: f64,
+    /// Device time of the node, where the backend measures it.
+    pub micros: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -60,6 +62,15 @@ pub struct ExecutorOptions {
     pub max_seqs: usize,
     /// Longest sequence (KV positions) the caches must hold.
     pub max_context: usize,
+    /// GPU adapter to use (substring of its name); the preferred one when `None`.
+    pub adapter: Option<String>,
+    pub precision: wgpu::WeightPrecision,
+}
+
+impl ExecutorOptions {
+    pub fn new(max_seqs: usize, max_context: usize) -> Self {
+        ExecutorOptions { max_seqs, max_context, adapter: None, precision: Default::default() }
+    }
 }
 
 pub trait Executor: Send {
@@ -67,6 +78,14 @@ pub trait Executor: Send {
     fn describe(&self) -> String;
     /// Runs the graph over one step; returns `[out_rows, vocab]` logits.
     fn step(&mut self, input: &StepInput) -> Result<Vec<f32>>;
+    /// Runs one step and returns the greedy token of each output row. GPU backends
+    /// override this to sample on the device and read back only the ids.
+    fn step_greedy(&mut self, input: &StepInput) -> Result<Vec<u32>> {
+        let vocab = self.vocab_size();
+        let logits = self.step(input)?;
+        Ok(logits.chunks_exact(vocab).map(crate::engine::sampler::argmax).collect())
+    }
+    fn vocab_size(&self) -> usize;
     /// Forgets a sequence's KV cache so its slot can be reused.
     fn reset_sequence(&mut self, seq: usize);
     /// Per-node records of the last step, in execution order.
@@ -111,9 +130,13 @@ pub fn create(
 ) -> Result<Box<dyn Executor>> {
     match kind {
         BackendKind::Cpu => Ok(Box::new(cpu::CpuExecutor::new(graph, plan, params, opts)?)),
+        BackendKind::Wgpu => {
+            let (adapter, precision) = (opts.adapter.clone(), opts.precision);
+            Ok(Box::new(wgpu::WgpuExecutor::new(graph, plan, params, opts, adapter.as_deref(), precision)?))
+        }
         other => Err(Error::BackendUnavailable {
             backend: other.name().into(),
-            reason: "not implemented yet in this version of fdpp; use --backend cpu".into(),
+            reason: "not implemented yet in this version of fdpp; use --backend cpu or wgpu".into(),
         }),
     }
 }

@@ -69,6 +69,16 @@ impl DataflowTable {
         }
     }
 
+    /// The wgpu backend's built-in table until the tuner measures one per device: GEMV for
+    /// a few rows, flat GEMM (M padded to 8) up to 64 rows, tiled GEMM beyond.
+    pub fn wgpu_default() -> Self {
+        DataflowTable {
+            source: TableSource::Default { backend: "wgpu".into() },
+            fallback: Inflections { m1: 4, m2: 64 },
+            shapes: BTreeMap::new(),
+        }
+    }
+
     pub fn choose(&self, n: usize, k: usize, m: usize) -> Choice {
         let (inf, which) = match self.shapes.get(&(n, k)) {
             Some(i) => (*i, format!("[N={n}, K={k}]")),

@@ -24,11 +24,14 @@ pub struct EngineOptions {
     pub max_context: Option<usize>,
     /// Sequences decoded together (batch).
     pub max_seqs: usize,
+    /// GPU adapter name filter and weight precision (GPU backends).
+    pub adapter: Option<String>,
+    pub precision: crate::backend::wgpu::WeightPrecision,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { backend: BackendKind::Cpu, max_context: None, max_seqs: 1 }
+        EngineOptions { backend: BackendKind::Cpu, max_context: None, max_seqs: 1, adapter: None, precision: Default::default() }
     }
 }
 
@@ -107,12 +110,17 @@ impl Engine {
         if max_context == 0 || opts.max_seqs == 0 {
             return Err(Error::InvalidArgument("context length and sequence count must be at least 1".into()));
         }
-        if opts.backend != BackendKind::Cpu {
+        if opts.backend == BackendKind::Cuda {
             // Fail before the (slow) weight read.
-            backend::create(opts.backend, &graph, &plan, vec![], ExecutorOptions { max_seqs: 1, max_context: 1 })?;
+            backend::create(opts.backend, &graph, &plan, vec![], ExecutorOptions::new(1, 1))?;
         }
         let params = graph.load_params(model.weights.as_ref(), progress)?;
-        let exec = backend::create(opts.backend, &graph, &plan, params, ExecutorOptions { max_seqs: opts.max_seqs, max_context })?;
+        let exec_opts = ExecutorOptions {
+            adapter: opts.adapter.clone(),
+            precision: opts.precision,
+            ..ExecutorOptions::new(opts.max_seqs, max_context)
+        };
+        let exec = backend::create(opts.backend, &graph, &plan, params, exec_opts)?;
         let trace = Trace { model: model.describe(), backend: exec.describe(), steps: vec![] };
         Ok(Engine {
             config: model.config,
@@ -181,6 +189,13 @@ impl Engine {
         self.exec.step(&StepInput { tokens: ids, positions: &positions, seqs: &seqs, out_rows: &out_rows })
     }
 
+    /// One decode step of sequence 0 that returns the greedy next token; GPU backends
+    /// sample on the device and read back only the id.
+    pub fn forward_greedy(&mut self, token: u32, pos: usize) -> Result<u32> {
+        let step = StepInput { tokens: &[token], positions: &[pos], seqs: &[0], out_rows: &[0] };
+        Ok(self.exec.step_greedy(&step)?[0])
+    }
+
     fn record(&mut self, phase: Phase, m: usize, secs: f64) {
         if phase == Phase::Prefill {
             self.trace.steps.clear();
@@ -208,11 +223,12 @@ impl Engine {
         let mut ids: Vec<u32> = Vec::new();
         let mut text = String::new();
         let mut pos = prompt_ids.len();
+        let mut greedy_next: Option<u32> = None;
         let stop = loop {
             if ids.len() >= req.max_tokens {
                 break StopReason::MaxTokens;
             }
-            let next = sampler.sample(&logits);
+            let next = greedy_next.take().unwrap_or_else(|| sampler.sample(&logits));
             ids.push(next);
             if stops.contains(&next) {
                 break StopReason::EndToken(next);
@@ -225,7 +241,11 @@ impl Engine {
                 break StopReason::ContextFull;
             }
             let t = Instant::now();
-            logits = self.forward(&[next], pos)?;
+            if req.sampling.is_greedy() {
+                greedy_next = Some(self.forward_greedy(next, pos)?);
+            } else {
+                logits = self.forward(&[next], pos)?;
+            }
             let secs = t.elapsed().as_secs_f64();
             if stats.decode_steps == 0 {
                 self.record(Phase::Decode, 1, secs);

@@ -77,6 +77,10 @@ impl Executor for CpuExecutor {
         &self.records
     }
 
+    fn vocab_size(&self) -> usize {
+        self.graph.config.vocab_size
+    }
+
     fn step(&mut self, input: &StepInput) -> Result<Vec<f32>> {
         let c = self.graph.config.clone();
         validate_step(input, &self.opts, c.vocab_size)?;
@@ -96,7 +100,7 @@ impl Executor for CpuExecutor {
                     op: self.graph.nodes[i].op.kind_name().into(),
                     implementation: String::new(),
                     reason: String::new(),
-                    micros: 0.0,
+                    micros: None,
                 })
                 .collect();
             self.record_rows = vec![usize::MAX; self.records.len()];
@@ -205,7 +209,7 @@ impl Executor for CpuExecutor {
             }
             buffers[ob] = y;
             let rec = &mut records[step_index];
-            rec.micros = start.elapsed().as_secs_f64() * 1e6;
+            rec.micros = Some(start.elapsed().as_secs_f64() * 1e6);
             if record_rows[step_index] != out_rows {
                 rec.implementation = implementation.to_string();
                 rec.reason = reason;

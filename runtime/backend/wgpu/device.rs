@@ -1,0 +1,128 @@
+//! Adapter and device: chosen once, features checked once, limits taken from the adapter.
+
+use crate::error::{Error, Result};
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// Weights stored as f16 (SHADER_F16), else f32.
+    pub f16_weights: bool,
+    pub timestamps: bool,
+    pub limits: wgpu::Limits,
+}
+
+fn backend_err(op: &str, reason: impl std::fmt::Display) -> Error {
+    Error::Backend { backend: "wgpu".into(), op: op.into(), reason: reason.to_string() }
+}
+
+fn instance() -> wgpu::Instance {
+    // WGPU_BACKEND (vulkan, metal, dx12) narrows the search, as in every wgpu program.
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.flags = wgpu::InstanceFlags::empty().with_env();
+    wgpu::Instance::new(desc)
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Adapters in order of preference: discrete GPU first, software (lavapipe) last.
+pub fn adapters() -> Vec<wgpu::Adapter> {
+    let mut list = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    list.sort_by_key(|a| rank(a.get_info().device_type));
+    list
+}
+
+/// Whether a hardware GPU adapter exists (what `--backend auto` asks).
+pub fn has_hardware_adapter() -> bool {
+    adapters().iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+}
+
+/// How adapters are described to users choosing one with `--adapter`.
+pub fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?}, driver {} {})", info.name, info.backend, info.device_type, info.driver, info.driver_info)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum WeightPrecision {
+    /// f16 when the device supports it, else f32.
+    #[default]
+    Auto,
+    F32,
+    F16,
+}
+
+impl GpuContext {
+    /// Opens the preferred adapter, or the first whose name contains `name` (case-insensitive).
+    pub fn new(name: Option<&str>, precision: WeightPrecision) -> Result<Self> {
+        let list = adapters();
+        if list.is_empty() {
+            return Err(Error::BackendUnavailable {
+                backend: "wgpu".into(),
+                reason: "no GPU adapter found (no Vulkan/Metal/DX12 driver; on Linux without a GPU install Mesa's lavapipe: mesa-vulkan-drivers)".into(),
+            });
+        }
+        let adapter = match name {
+            None => &list[0],
+            Some(n) => {
+                let needle = n.to_lowercase();
+                list.iter().find(|a| a.get_info().name.to_lowercase().contains(&needle)).ok_or_else(|| {
+                    let names: Vec<String> = list.iter().map(|a| describe(&a.get_info())).collect();
+                    Error::BackendUnavailable {
+                        backend: "wgpu".into(),
+                        reason: format!("no adapter named like `{n}`; found: {}", names.join("; ")),
+                    }
+                })?
+            }
+        };
+        let info = adapter.get_info();
+        let available = adapter.features();
+        let f16_weights = match precision {
+            WeightPrecision::F32 => false,
+            WeightPrecision::Auto => available.contains(wgpu::Features::SHADER_F16),
+            WeightPrecision::F16 => {
+                if !available.contains(wgpu::Features::SHADER_F16) {
+                    return Err(Error::BackendUnavailable {
+                        backend: "wgpu".into(),
+                        reason: format!("{} has no SHADER_F16; use f32 weights", info.name),
+                    });
+                }
+                true
+            }
+        };
+        let timestamps = available.contains(wgpu::Features::TIMESTAMP_QUERY);
+        let mut features = wgpu::Features::empty();
+        if f16_weights {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        // Everything the adapter offers: large bindings, more storage buffers per stage.
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("fdpp"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| backend_err("request_device", e))?;
+        Ok(GpuContext { device, queue, info, f16_weights, timestamps, limits })
+    }
+
+    pub fn describe(&self) -> String {
+        format!("wgpu {} weights {}", describe(&self.info), if self.f16_weights { "f16" } else { "f32" })
+    }
+
+    /// Largest buffer one binding may cover.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+}

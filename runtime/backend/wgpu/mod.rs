@@ -1,0 +1,705 @@
+//! The portable GPU backend: every graph node runs as a WGSL compute kernel through wgpu
+//! (Vulkan, Metal, DX12; Mesa's lavapipe without a GPU). Pipelines and bind groups are made
+//! once for the static graph; a step records every dispatch into one command encoder and
+//! submits once; the KV cache never leaves the GPU. Greedy decoding reads back 4 bytes.
+
+pub mod device;
+pub mod shaders;
+
+use std::collections::HashMap;
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+pub use device::{GpuContext, WeightPrecision};
+
+use super::{Executor, ExecutorOptions, NodeRecord, StepInput, validate_step};
+use crate::backend::cpu::kernels::rope_inv_freq;
+use crate::dataflow::{DataflowTable, LinearImpl};
+use crate::error::{Error, Result};
+use crate::graph::plan::row_width;
+use crate::graph::{Dim, Graph, Op, Plan};
+use crate::tensor::HostTensor;
+
+/// Decode steps (every token of its own sequence) with at most this many tokens use the
+/// split-KV unified-max attention; other steps use the online-softmax kernel.
+const SPLIT_MAX_M: usize = 64;
+/// Keys per split-KV workgroup (`CHUNK` in attention.wgsl).
+const ATTN_CHUNK: usize = 256;
+/// Rows the GEMV kernel handles at once (`GEMV_MAX_M` in linear.wgsl).
+const GEMV_MAX_M: usize = 8;
+
+/// The unified max phi and the safe range of s - phi. Scores and sums stay in f32, so any
+/// phi works while e^(s - phi) neither overflows nor underflows: the default keeps
+/// |s - phi| < 60 (e^60 * 8192 keys ~ 1e30 < f32 max). Per-layer calibration replaces it.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UnifiedMax {
+    pub phi: f32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl Default for UnifiedMax {
+    fn default() -> Self {
+        UnifiedMax { phi: 0.0, lo: -60.0, hi: 60.0 }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct StepUniform {
+    m: u32,
+    n_out: u32,
+    max_m: u32,
+    attn_chunks: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct NodeUniform {
+    rows: u32,
+    n: u32,
+    k: u32,
+    n_offset: u32,
+    ldy: u32,
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    flag_offset: u32,
+    mode: u32,
+    max_ctx: u32,
+    eps: f32,
+    scale: f32,
+    phi: f32,
+    lo: f32,
+    hi: f32,
+    _pad: [u32; 4],
+}
+
+/// A weight in device memory, split by rows where one binding cannot hold it all.
+struct DeviceParam {
+    chunks: Vec<(wgpu::Buffer, usize, usize)>, // (buffer, first row, rows)
+}
+
+/// What a bind group binds; `None` slots get placeholders.
+#[derive(Default)]
+struct Binds<'a> {
+    x: Option<&'a wgpu::Buffer>,
+    x2: Option<&'a wgpu::Buffer>,
+    w: Option<&'a wgpu::Buffer>,
+    y: Option<&'a wgpu::Buffer>,
+    kc: Option<&'a wgpu::Buffer>,
+    vc: Option<&'a wgpu::Buffer>,
+}
+
+/// The prepared work of one graph node.
+enum Work {
+    Embedding { groups: Vec<wgpu::BindGroup>, hidden: usize },
+    RmsNorm { group: wgpu::BindGroup, out_rows: bool },
+    Linear { groups: Vec<(wgpu::BindGroup, usize)>, n: usize, k: usize, out_rows: bool },
+    Rope { group: wgpu::BindGroup, width: usize },
+    Attention { kv_write: wgpu::BindGroup, split: wgpu::BindGroup, combine: wgpu::BindGroup, fallback: wgpu::BindGroup, online: wgpu::BindGroup, kv_dim: usize },
+    Rows { kernel: &'static str, group: wgpu::BindGroup, width: usize, out_rows: bool },
+}
+
+pub struct WgpuExecutor {
+    ctx: GpuContext,
+    graph: Graph,
+    plan: Plan,
+    opts: ExecutorOptions,
+    table: DataflowTable,
+    unified_max: UnifiedMax,
+    layout: wgpu::BindGroupLayout,
+    pipelines: HashMap<&'static str, wgpu::ComputePipeline>,
+    params: Vec<DeviceParam>,
+    rope_table: wgpu::Buffer,
+    kv: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    scratch: wgpu::Buffer,
+    flags: wgpu::Buffer,
+    step_uniform: wgpu::Buffer,
+    placeholders: [wgpu::Buffer; 6],
+    max_out: usize,
+    // Sized for `cap_m` tokens; rebuilt (with every bind group) when a step needs more.
+    cap_m: usize,
+    step_data: wgpu::Buffer,
+    activations: Vec<wgpu::Buffer>,
+    node_uniforms: Option<wgpu::Buffer>,
+    work: Vec<Work>,
+    argmax_group: Option<wgpu::BindGroup>,
+    logits_staging: wgpu::Buffer,
+    ids_staging: wgpu::Buffer,
+    records: Vec<NodeRecord>,
+    /// Rows recomputed by the attention fallback in the last step.
+    pub last_fallback_rows: u32,
+}
+
+fn storage(read_only: bool, binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn uniform(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+        count: None,
+    }
+}
+
+fn oom(what: &str, bytes: u64) -> Error {
+    Error::OutOfMemory { backend: "wgpu".into(), what: what.into(), bytes }
+}
+
+impl WgpuExecutor {
+    pub fn new(
+        graph: &Graph,
+        plan: &Plan,
+        params: Vec<HostTensor>,
+        opts: ExecutorOptions,
+        adapter: Option<&str>,
+        precision: WeightPrecision,
+    ) -> Result<Self> {
+        let ctx = GpuContext::new(adapter, precision)?;
+        let device = &ctx.device;
+        let c = &graph.config;
+
+        // One layout for every kernel (see shaders/common.wgsl).
+        let mut entries = vec![uniform(0), storage(true, 1), uniform(2)];
+        entries.extend([storage(true, 3), storage(true, 4), storage(true, 5)]);
+        entries.extend((6..=10).map(|b| storage(false, b)));
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("fdpp"), entries: &entries });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("fdpp"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let mut pipelines = HashMap::new();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        for &(family, src, entry_points) in shaders::FAMILIES {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(family),
+                source: wgpu::ShaderSource::Wgsl(shaders::source(src, ctx.f16_weights).into()),
+            });
+            for &entry in entry_points {
+                let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&pipeline_layout),
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+                pipelines.insert(entry, p);
+            }
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Backend { backend: "wgpu".into(), op: "compiling shaders".into(), reason: e.to_string() });
+        }
+
+        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let max_binding = ctx.max_binding();
+        let elem = if ctx.f16_weights { 2 } else { 4 };
+        let mut device_params = Vec::with_capacity(params.len());
+        for (p, t) in graph.params.iter().zip(params) {
+            let cols: usize = p.shape[1..].iter().product();
+            let values = t.into_f32();
+            let rows_per = ((max_binding as usize) / (cols * elem)).max(1);
+            let mut chunks = Vec::new();
+            let mut r0 = 0;
+            while r0 < p.shape[0] {
+                let rows = rows_per.min(p.shape[0] - r0);
+                let part = &values[r0 * cols..(r0 + rows) * cols];
+                let bytes: Vec<u8> = if ctx.f16_weights {
+                    part.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()
+                } else {
+                    bytemuck::cast_slice(part).to_vec()
+                };
+                let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(&p.name),
+                    contents: &bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                });
+                chunks.push((buffer, r0, rows));
+                r0 += rows;
+            }
+            device_params.push(DeviceParam { chunks });
+        }
+
+        // (cos, sin) per position and rotary pair, computed exactly as the CPU backend does.
+        let half = c.head_dim / 2;
+        let inv = rope_inv_freq(c.rope_theta, c.head_dim);
+        let mut table = Vec::with_capacity(opts.max_context * half * 2);
+        for pos in 0..opts.max_context {
+            for f in &inv {
+                let (s, co) = (pos as f32 * f).sin_cos();
+                table.extend([co, s]);
+            }
+        }
+        let rope_table = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("rope table"),
+            contents: bytemuck::cast_slice(&table),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let kv_bytes = (opts.max_seqs * opts.max_context * c.kv_dim() * 4) as u64;
+        if kv_bytes > max_binding {
+            return Err(oom(&format!("KV cache of one layer ({} sequences x {} positions)", opts.max_seqs, opts.max_context), kv_bytes));
+        }
+        let buffer = |label: &str, size: u64, usage: wgpu::BufferUsages| {
+            device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: size.max(16), usage, mapped_at_creation: false })
+        };
+        let kv = (0..c.num_layers)
+            .map(|_| {
+                (buffer("k cache", kv_bytes, wgpu::BufferUsages::STORAGE), buffer("v cache", kv_bytes, wgpu::BufferUsages::STORAGE))
+            })
+            .collect();
+        let max_chunks = opts.max_context.div_ceil(ATTN_CHUNK);
+        let scratch_bytes = (SPLIT_MAX_M * c.num_heads * max_chunks * (c.head_dim + 1) * 4) as u64;
+        let scratch = buffer("attention partials", scratch_bytes, wgpu::BufferUsages::STORAGE);
+        let max_out = opts.max_seqs.max(1);
+        let flag_words = 1 + max_out + c.num_layers * SPLIT_MAX_M * c.num_heads;
+        let flags = buffer("flags", (flag_words * 4) as u64, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST);
+        let step_uniform = buffer("step", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let ph = |l| buffer(l, 16, wgpu::BufferUsages::STORAGE);
+        let placeholders = [ph("x"), ph("x2"), ph("w"), ph("y"), ph("kc"), ph("vc")];
+        let logits_staging = buffer(
+            "logits readback",
+            (max_out * c.vocab_size * 4) as u64,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        let ids_staging = buffer("ids readback", ((1 + max_out) * 4) as u64, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let step_data = buffer("step data", 16, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(oom(&format!("weights and caches ({e})"), 0));
+        }
+        let table = DataflowTable::wgpu_default();
+        Ok(WgpuExecutor {
+            ctx,
+            graph: graph.clone(),
+            plan: plan.clone(),
+            opts,
+            table,
+            unified_max: UnifiedMax::default(),
+            layout,
+            pipelines,
+            params: device_params,
+            rope_table,
+            kv,
+            scratch,
+            flags,
+            step_uniform,
+            placeholders,
+            max_out,
+            cap_m: 0,
+            step_data,
+            activations: vec![],
+            node_uniforms: None,
+            work: vec![],
+            argmax_group: None,
+            logits_staging,
+            ids_staging,
+            records: vec![],
+            last_fallback_rows: 0,
+        })
+    }
+
+    pub fn set_unified_max(&mut self, u: UnifiedMax) {
+        self.unified_max = u;
+        self.cap_m = 0; // node uniforms carry phi: rebuild on the next step
+    }
+
+    fn flag_offset(&self, layer: usize) -> u32 {
+        (1 + self.max_out + layer * SPLIT_MAX_M * self.graph.config.num_heads) as u32
+    }
+
+    /// (Re)allocates activations for `m` tokens and builds every bind group.
+    fn ensure_capacity(&mut self, m: usize) -> Result<()> {
+        if m <= self.cap_m {
+            return Ok(());
+        }
+        let cap = m.next_multiple_of(64);
+        let device = &self.ctx.device;
+        let g = &self.graph;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        // A buffer is as large as the largest tensor it holds (out-row tensors are small).
+        let mut sizes = vec![0usize; self.plan.memory.widths.len()];
+        for (t, desc) in g.tensors.iter().enumerate() {
+            if let Some(b) = self.plan.memory.buffer_of[t] {
+                let rows = if desc.shape[0] == Dim::Out { self.max_out } else { cap };
+                sizes[b] = sizes[b].max(rows * row_width(&desc.shape) * 4);
+            }
+        }
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        self.activations = sizes
+            .iter()
+            .map(|&s| device.create_buffer(&wgpu::BufferDescriptor { label: Some("activation"), size: s.max(16) as u64, usage, mapped_at_creation: false }))
+            .collect();
+        self.step_data = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step data"),
+            size: (4 * cap * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(oom(&format!("activations for {cap} tokens ({e})"), sizes.iter().sum::<usize>() as u64));
+        }
+        self.cap_m = cap;
+        self.build_work();
+        Ok(())
+    }
+
+    fn build_work(&mut self) {
+        let g = &self.graph;
+        let c = &g.config;
+        let align = self.ctx.limits.min_uniform_buffer_offset_alignment as usize;
+        let stride = std::mem::size_of::<NodeUniform>().next_multiple_of(align);
+        // First collect every node uniform, then create bind groups at their offsets.
+        let mut uniforms: Vec<NodeUniform> = Vec::new();
+        let mut add = |u: NodeUniform| {
+            uniforms.push(u);
+            uniforms.len() - 1
+        };
+        let um = self.unified_max;
+        let base = |rows_out: bool| NodeUniform { rows: rows_out as u32, max_ctx: self.opts.max_context as u32, ..Default::default() };
+        enum Plan2 {
+            Embedding(Vec<usize>),
+            Single(usize),
+            Linear(Vec<usize>),
+            Attention([usize; 4]),
+        }
+        let mut plans = Vec::new();
+        for &ni in &self.plan.order {
+            let node = &g.nodes[ni];
+            let out = &g.tensors[node.output];
+            let out_rows = out.shape[0] == Dim::Out;
+            let width = row_width(&out.shape) as u32;
+            plans.push(match &node.op {
+                Op::Embedding { table } => Plan2::Embedding(
+                    self.params[*table]
+                        .chunks
+                        .iter()
+                        .map(|&(_, r0, rows)| add(NodeUniform { n: rows as u32, k: width, n_offset: r0 as u32, ..base(false) }))
+                        .collect(),
+                ),
+                Op::RmsNorm { eps, .. } => Plan2::Single(add(NodeUniform { k: width, eps: *eps, ..base(out_rows) })),
+                Op::Linear { weight, n, k, .. } => Plan2::Linear(
+                    self.params[*weight]
+                        .chunks
+                        .iter()
+                        .map(|&(_, r0, rows)| {
+                            add(NodeUniform { n: rows as u32, k: *k as u32, n_offset: r0 as u32, ldy: *n as u32, ..base(out_rows) })
+                        })
+                        .collect(),
+                ),
+                Op::Rope { head_dim, num_heads, num_kv_heads, .. } => Plan2::Single(add(NodeUniform {
+                    n: width,
+                    heads: *num_heads as u32,
+                    kv_heads: *num_kv_heads as u32,
+                    head_dim: *head_dim as u32,
+                    ..base(false)
+                })),
+                Op::Attention { layer, num_heads, num_kv_heads, head_dim, scale } => {
+                    let u = NodeUniform {
+                        heads: *num_heads as u32,
+                        kv_heads: *num_kv_heads as u32,
+                        head_dim: *head_dim as u32,
+                        flag_offset: self.flag_offset(*layer),
+                        scale: *scale,
+                        phi: um.phi,
+                        lo: um.lo,
+                        hi: um.hi,
+                        ..base(false)
+                    };
+                    let all = add(u);
+                    let fallback = add(NodeUniform { mode: 1, ..u });
+                    Plan2::Attention([all, fallback, all, all])
+                }
+                Op::SwiGlu { .. } | Op::Add | Op::SelectRows => Plan2::Single(add(NodeUniform { n: width, ..base(out_rows) })),
+            });
+        }
+        let argmax_u = add(NodeUniform { n: c.vocab_size as u32, ..base(true) });
+        let bytes: Vec<u8> = uniforms
+            .iter()
+            .flat_map(|u| {
+                let mut b = bytemuck::bytes_of(u).to_vec();
+                b.resize(stride, 0);
+                b
+            })
+            .collect();
+        let ubuf = self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("node uniforms"),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let act = |t: usize| &self.activations[self.plan.memory.buffer_of[t].expect("activation")];
+        let bind = |u: usize, b: Binds| self.bind_group(&ubuf, u * stride, b);
+        let mut work = Vec::new();
+        for (&ni, p) in self.plan.order.iter().zip(plans) {
+            let node = &g.nodes[ni];
+            let y = Some(act(node.output));
+            let x = node.inputs.first().filter(|&&t| t != g.tokens).map(|&t| act(t));
+            let out_rows = g.tensors[node.output].shape[0] == Dim::Out;
+            let width = row_width(&g.tensors[node.output].shape);
+            work.push(match (&node.op, p) {
+                (Op::Embedding { table }, Plan2::Embedding(us)) => Work::Embedding {
+                    groups: self.params[*table].chunks.iter().zip(us).map(|((buf, _, _), u)| bind(u, Binds { w: Some(buf), y, ..Default::default() })).collect(),
+                    hidden: width,
+                },
+                (Op::RmsNorm { weight, .. }, Plan2::Single(u)) => Work::RmsNorm {
+                    group: bind(u, Binds { x, w: Some(&self.params[*weight].chunks[0].0), y, ..Default::default() }),
+                    out_rows,
+                },
+                (Op::Linear { weight, n, k, .. }, Plan2::Linear(us)) => Work::Linear {
+                    groups: self.params[*weight]
+                        .chunks
+                        .iter()
+                        .zip(us)
+                        .map(|((buf, _, rows), u)| (bind(u, Binds { x, w: Some(buf), y, ..Default::default() }), *rows))
+                        .collect(),
+                    n: *n,
+                    k: *k,
+                    out_rows,
+                },
+                (Op::Rope { .. }, Plan2::Single(u)) => {
+                    Work::Rope { group: bind(u, Binds { x, x2: Some(&self.rope_table), y, ..Default::default() }), width }
+                }
+                (Op::Attention { layer, .. }, Plan2::Attention([all, fallback, _, _])) => {
+                    let (kc, vc) = (&self.kv[*layer].0, &self.kv[*layer].1);
+                    let b = |u| bind(u, Binds { x, y, kc: Some(kc), vc: Some(vc), ..Default::default() });
+                    Work::Attention { kv_write: b(all), split: b(all), combine: b(all), fallback: b(fallback), online: b(all), kv_dim: c.kv_dim() }
+                }
+                (Op::Add, Plan2::Single(u)) => {
+                    let x2 = Some(act(node.inputs[1]));
+                    Work::Rows { kernel: "add", group: bind(u, Binds { x, x2, y, ..Default::default() }), width, out_rows }
+                }
+                (Op::SwiGlu { .. }, Plan2::Single(u)) => Work::Rows { kernel: "swiglu", group: bind(u, Binds { x, y, ..Default::default() }), width, out_rows },
+                (Op::SelectRows, Plan2::Single(u)) => Work::Rows { kernel: "select_rows", group: bind(u, Binds { x, y, ..Default::default() }), width, out_rows: true },
+                _ => unreachable!("plan and op kinds are built together"),
+            });
+        }
+        self.argmax_group = Some(bind(argmax_u, Binds { x: Some(act(g.logits)), ..Default::default() }));
+        self.work = work;
+        self.node_uniforms = Some(ubuf);
+    }
+
+    fn bind_group(&self, ubuf: &wgpu::Buffer, offset: usize, b: Binds) -> wgpu::BindGroup {
+        let p = &self.placeholders;
+        let buffers = [
+            b.x.unwrap_or(&p[0]),
+            b.x2.unwrap_or(&p[1]),
+            b.w.unwrap_or(&p[2]),
+            b.y.unwrap_or(&p[3]),
+            b.kc.unwrap_or(&p[4]),
+            b.vc.unwrap_or(&p[5]),
+            &self.scratch,
+            &self.flags,
+        ];
+        let mut entries = vec![
+            wgpu::BindGroupEntry { binding: 0, resource: self.step_uniform.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: self.step_data.as_entire_binding() },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: ubuf,
+                    offset: offset as u64,
+                    size: std::num::NonZeroU64::new(std::mem::size_of::<NodeUniform>() as u64),
+                }),
+            },
+        ];
+        for (i, buf) in buffers.into_iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: 3 + i as u32, resource: buf.as_entire_binding() });
+        }
+        self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &self.layout, entries: &entries })
+    }
+
+    /// Records and submits one step; with `greedy`, samples on the device and reads back ids.
+    fn run(&mut self, input: &StepInput, greedy: bool) -> Result<()> {
+        let c = self.graph.config.clone();
+        validate_step(input, &self.opts, c.vocab_size)?;
+        let (m, n_out) = (input.m(), input.out_rows.len());
+        if n_out > self.max_out {
+            return Err(Error::InvalidArgument(format!("{n_out} output rows but the wgpu backend was sized for {}", self.max_out)));
+        }
+        self.ensure_capacity(m)?;
+        let max_pos = *input.positions.iter().max().expect("validated: m > 0");
+        let mut distinct = input.seqs.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let split = distinct.len() == m && m <= SPLIT_MAX_M;
+        let chunks = (max_pos + 1).div_ceil(ATTN_CHUNK);
+        let step = StepUniform { m: m as u32, n_out: n_out as u32, max_m: self.cap_m as u32, attn_chunks: chunks as u32 };
+        self.ctx.queue.write_buffer(&self.step_uniform, 0, bytemuck::bytes_of(&step));
+        let mut data = vec![0u32; 4 * self.cap_m];
+        for i in 0..m {
+            data[i] = input.tokens[i];
+            data[self.cap_m + i] = input.positions[i] as u32;
+            data[2 * self.cap_m + i] = input.seqs[i] as u32;
+        }
+        for (r, &row) in input.out_rows.iter().enumerate() {
+            data[3 * self.cap_m + r] = row as u32;
+        }
+        self.ctx.queue.write_buffer(&self.step_data, 0, bytemuck::cast_slice(&data));
+
+        let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        encoder.clear_buffer(&self.flags, 0, None);
+        let mut records = Vec::with_capacity(self.work.len());
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+            let p = &self.pipelines;
+            let mut dispatch = |kernel: &str, group: &wgpu::BindGroup, x: usize, y: usize, z: usize| {
+                pass.set_pipeline(&p[kernel]);
+                pass.set_bind_group(0, group, &[]);
+                // Fold grids wider than the per-dimension limit into y (see flat_id).
+                let (x, y) = if x > 65535 { (65535, y * x.div_ceil(65535)) } else { (x, y) };
+                pass.dispatch_workgroups(x as u32, y as u32, z as u32);
+            };
+            for (&ni, work) in self.plan.order.iter().zip(&self.work) {
+                let node = &self.graph.nodes[ni];
+                let (implementation, reason) = match work {
+                    Work::Embedding { groups, hidden } => {
+                        for gr in groups {
+                            dispatch("embedding", gr, hidden.div_ceil(64), m, 1);
+                        }
+                        ("gather".to_string(), String::new())
+                    }
+                    Work::RmsNorm { group, out_rows } => {
+                        dispatch("rms_norm", group, 1, if *out_rows { n_out } else { m }, 1);
+                        ("workgroup per row".into(), String::new())
+                    }
+                    Work::Linear { groups, n, k, out_rows } => {
+                        let rows = if *out_rows { n_out } else { m };
+                        let mut choice = self.table.choose(*n, *k, rows);
+                        if choice.implementation == LinearImpl::Gemv && rows > GEMV_MAX_M {
+                            choice.implementation = LinearImpl::FlatGemm;
+                            choice.reason.push_str(&format!("; GEMV holds at most {GEMV_MAX_M} rows"));
+                        }
+                        for (gr, chunk_rows) in groups {
+                            match choice.implementation {
+                                LinearImpl::Gemv => dispatch("gemv", gr, *chunk_rows, 1, 1),
+                                LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(8), 1),
+                                LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
+                            }
+                        }
+                        (choice.implementation.label().to_string(), choice.reason)
+                    }
+                    Work::Rope { group, width } => {
+                        dispatch("rope", group, width.div_ceil(64), m, 1);
+                        ("host angle table".into(), String::new())
+                    }
+                    Work::Attention { kv_write, split: sg, combine, fallback, online, kv_dim } => {
+                        dispatch("kv_write", kv_write, kv_dim.div_ceil(64), m, 1);
+                        if split {
+                            dispatch("attn_split", sg, chunks, c.num_heads, m);
+                            dispatch("attn_combine", combine, c.num_heads, m, 1);
+                            dispatch("attn_online", fallback, c.num_heads, m, 1);
+                            (
+                                "split-KV unified max".into(),
+                                format!(
+                                    "decode step ({m} sequences), {chunks} chunk(s) of {ATTN_CHUNK} keys; phi = {}, safe range ({}, {}); flagged rows recomputed",
+                                    self.unified_max.phi, self.unified_max.lo, self.unified_max.hi
+                                ),
+                            )
+                        } else {
+                            dispatch("attn_online", online, c.num_heads, m, 1);
+                            ("online softmax".into(), format!("{m} tokens of {} sequence(s): prefill", distinct.len()))
+                        }
+                    }
+                    Work::Rows { kernel, group, width, out_rows } => {
+                        dispatch(kernel, group, width.div_ceil(64), if *out_rows { n_out } else { m }, 1);
+                        ("elementwise".into(), String::new())
+                    }
+                };
+                records.push(NodeRecord {
+                    node: node.name.clone(),
+                    op: node.op.kind_name().into(),
+                    implementation,
+                    reason,
+                    micros: None,
+                });
+            }
+            if greedy {
+                dispatch("argmax", self.argmax_group.as_ref().expect("built with the work"), 1, n_out, 1);
+            }
+        }
+        if !greedy {
+            let lb = &self.activations[self.plan.memory.buffer_of[self.graph.logits].expect("logits")];
+            encoder.copy_buffer_to_buffer(lb, 0, &self.logits_staging, 0, (n_out * c.vocab_size * 4) as u64);
+        }
+        encoder.copy_buffer_to_buffer(&self.flags, 0, &self.ids_staging, 0, ((1 + n_out) * 4) as u64);
+        self.ctx.queue.submit([encoder.finish()]);
+        self.records = records;
+        Ok(())
+    }
+
+    fn read(&self, buffer: &wgpu::Buffer, bytes: usize) -> Result<Vec<u8>> {
+        let slice = buffer.slice(..bytes as u64);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Backend { backend: "wgpu".into(), op: "waiting for the step".into(), reason: e.to_string() })?;
+        let out = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Backend { backend: "wgpu".into(), op: "reading back".into(), reason: e.to_string() })?
+            .to_vec();
+        buffer.unmap();
+        Ok(out)
+    }
+
+    fn read_ids(&mut self, n_out: usize) -> Result<Vec<u32>> {
+        let bytes = self.read(&self.ids_staging, (1 + n_out) * 4)?;
+        let words: Vec<u32> = bytemuck::cast_slice(&bytes).to_vec();
+        self.last_fallback_rows = words[0];
+        for r in &mut self.records {
+            if r.op == "attention" && r.implementation.starts_with("split") {
+                r.reason = format!("{}; {} row(s) recomputed this step (all layers)", r.reason, words[0]);
+            }
+        }
+        Ok(words[1..].to_vec())
+    }
+}
+
+impl Executor for WgpuExecutor {
+    fn describe(&self) -> String {
+        self.ctx.describe()
+    }
+
+    fn step(&mut self, input: &StepInput) -> Result<Vec<f32>> {
+        self.run(input, false)?;
+        let n_out = input.out_rows.len();
+        let vocab = self.graph.config.vocab_size;
+        let bytes = self.read(&self.logits_staging, n_out * vocab * 4)?;
+        self.read_ids(0)?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    fn step_greedy(&mut self, input: &StepInput) -> Result<Vec<u32>> {
+        self.run(input, true)?;
+        self.read_ids(input.out_rows.len())
+    }
+
+    fn reset_sequence(&mut self, _seq: usize) {
+        // Positions are overwritten before they are read: attention reads 0..=position,
+        // all written by this sequence's own steps.
+    }
+
+    fn last_step_records(&self) -> &[NodeRecord] {
+        &self.records
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.graph.config.vocab_size
+    }
+}
+
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,42 @@
+//! WGSL sources from `shaders/`, specialised per device by the weight type header.
+
+pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+
+/// Kernel families: (file stem, source, entry points).
+pub const FAMILIES: &[(&str, &str, &[&str])] = &[
+    ("linear", include_str!("../../../shaders/linear.wgsl"), &["gemv", "flat_gemm", "gemm"]),
+    (
+        "elementwise",
+        include_str!("../../../shaders/elementwise.wgsl"),
+        &["embedding", "rms_norm", "rope", "swiglu", "add", "select_rows", "kv_write", "argmax"],
+    ),
+    ("attention", include_str!("../../../shaders/attention.wgsl"), &["attn_split", "attn_combine", "attn_online"]),
+];
+
+/// The full source of one family: weight type, the shared bindings, the kernels.
+pub fn source(family_source: &str, f16_weights: bool) -> String {
+    let header = if f16_weights { "enable f16;\nalias W = f16;\n" } else { "alias W = f32;\n" };
+    format!("{header}{COMMON}\n{family_source}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every family parses and validates for both weight types, with no GPU.
+    #[test]
+    fn every_shader_validates_with_naga() {
+        for &(name, src, entries) in FAMILIES {
+            for f16 in [false, true] {
+                let code = source(src, f16);
+                let module = naga::front::wgsl::parse_str(&code)
+                    .unwrap_or_else(|e| panic!("{name} (f16={f16}): {}", e.emit_to_string(&code)));
+                let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+                v.validate(&module).unwrap_or_else(|e| panic!("{name} (f16={f16}): {}", e.emit_to_string(&code)));
+                for e in entries.iter() {
+                    assert!(module.entry_points.iter().any(|p| p.name == *e), "{name}: entry point {e} missing");
+                }
+            }
+        }
+    }
+}

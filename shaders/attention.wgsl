@@ -1,0 +1,200 @@
+// Causal attention over the KV cache, two ways.
+//
+// Decode, split-KV with a unified max (FlashDecoding++ technique 1): each workgroup takes
+// one chunk of keys of one (token, head) and accumulates sum e^(s - phi) v and sum e^(s - phi)
+// with the same fixed phi for every chunk, so the partial results are simply added by
+// `attn_combine`: no rescaling, no synchronisation between chunks, one final division.
+// If any s - phi leaves (lo, hi) the row is flagged, `attn_combine` skips it, and
+// `attn_online` in fallback mode recomputes exactly the flagged rows.
+//
+// Prefill (and the fallback): `attn_online`, one workgroup per (token, head) walking the
+// keys in tiles of 64 with the ordinary synchronised online softmax.
+
+const AT: u32 = 64u;          // threads per workgroup = keys per tile
+const CHUNK: u32 = 256u;      // keys per split-KV workgroup
+const MAX_HD: u32 = 256u;
+const NEG: f32 = -3.0e38;
+
+var<workgroup> qs: array<f32, 256>;
+var<workgroup> ps: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
+var<workgroup> wg_u32: u32;
+var<workgroup> wg_pos: u32;
+
+fn qkv_width() -> u32 {
+    return (node.heads + 2u * node.kv_heads) * node.head_dim;
+}
+
+fn load_q(i: u32, h: u32, t: u32) {
+    let hd = node.head_dim;
+    for (var d = t; d < hd; d += AT) {
+        qs[d] = x[i * qkv_width() + h * hd + d];
+    }
+}
+
+fn score(i: u32, j: u32, kvh: u32) -> f32 {
+    let hd = node.head_dim;
+    let kv_dim = node.kv_heads * hd;
+    let base = (seq_at(i) * node.max_ctx + j) * kv_dim + kvh * hd;
+    var s = 0.0;
+    for (var d = 0u; d < hd; d++) {
+        s += qs[d] * kc[base + d];
+    }
+    return s * node.scale;
+}
+
+fn value(i: u32, j: u32, kvh: u32, d: u32) -> f32 {
+    let kv_dim = node.kv_heads * node.head_dim;
+    return vc[(seq_at(i) * node.max_ctx + j) * kv_dim + kvh * node.head_dim + d];
+}
+
+fn reduce_sum(t: u32, v: f32) -> f32 {
+    red[t] = v;
+    workgroupBarrier();
+    for (var s = AT / 2u; s > 0u; s >>= 1u) {
+        if (t < s) { red[t] += red[t + s]; }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_max(t: u32, v: f32) -> f32 {
+    red[t] = v;
+    workgroupBarrier();
+    for (var s = AT / 2u; s > 0u; s >>= 1u) {
+        if (t < s) { red[t] = max(red[t], red[t + s]); }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+// grid: (chunks, heads, m); partials in scratch[((i * heads + h) * chunks + c) * (hd + 1)]
+@compute @workgroup_size(64)
+fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let c = wg.x;
+    let h = wg.y;
+    let i = wg.z;
+    let hd = node.head_dim;
+    let kvh = h / (node.heads / node.kv_heads);
+    if (t == 0u) { wg_pos = position_at(i); }
+    let pos = workgroupUniformLoad(&wg_pos);
+    load_q(i, h, t);
+    workgroupBarrier();
+    let start = c * CHUNK;
+    let end = min(start + CHUNK, pos + 1u);
+    var acc: array<f32, 4>;  // output dims t, t + 64, t + 128, t + 192
+    var l = 0.0;
+    var out_of_range = false;
+    for (var j0 = start; j0 < end; j0 += AT) {
+        let j = j0 + t;
+        var e = 0.0;
+        if (j < end) {
+            let d = score(i, j, kvh) - node.phi;
+            if (d < node.lo || d > node.hi) { out_of_range = true; }
+            e = exp(d);
+        }
+        ps[t] = e;
+        workgroupBarrier();
+        let n = min(AT, end - j0);
+        for (var q = 0u; q < n; q++) {
+            let p = ps[q];
+            l += p;
+            for (var a = 0u; a < 4u; a++) {
+                let d = t + a * AT;
+                if (d < hd) { acc[a] += p * value(i, j0 + q, kvh, d); }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (out_of_range) {
+        atomicStore(&flags[node.flag_offset + i * node.heads + h], 1u);
+    }
+    let base = ((i * node.heads + h) * step.attn_chunks + c) * (hd + 1u);
+    for (var a = 0u; a < 4u; a++) {
+        let d = t + a * AT;
+        if (d < hd) { scratch[base + d] = acc[a]; }
+    }
+    if (t == 0u) { scratch[base + hd] = l; }
+}
+
+// grid: (heads, m). Adds the chunks' partial sums and divides once.
+@compute @workgroup_size(64)
+fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let h = wg.x;
+    let i = wg.y;
+    let hd = node.head_dim;
+    if (atomicLoad(&flags[node.flag_offset + i * node.heads + h]) != 0u) { return; }
+    let pos = position_at(i);
+    let chunks = pos / CHUNK + 1u;
+    let base = (i * node.heads + h) * step.attn_chunks;
+    var l = 0.0;
+    for (var c = 0u; c < chunks; c++) {
+        l += scratch[(base + c) * (hd + 1u) + hd];
+    }
+    for (var d = t; d < hd; d += AT) {
+        var s = 0.0;
+        for (var c = 0u; c < chunks; c++) {
+            s += scratch[(base + c) * (hd + 1u) + d];
+        }
+        y[i * node.heads * hd + h * hd + d] = s / l;
+    }
+}
+
+// grid: (heads, m). mode 0: every row; mode 1: only rows flagged by attn_split (fallback),
+// counted in flags[0].
+@compute @workgroup_size(64)
+fn attn_online(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let h = wg.x;
+    let i = wg.y;
+    let hd = node.head_dim;
+    let kvh = h / (node.heads / node.kv_heads);
+    if (t == 0u) {
+        var run = 1u;
+        if (node.mode == 1u) {
+            run = atomicLoad(&flags[node.flag_offset + i * node.heads + h]);
+            if (run != 0u) { atomicAdd(&flags[0], 1u); }
+        }
+        wg_u32 = run;
+    }
+    if (workgroupUniformLoad(&wg_u32) == 0u) { return; }
+    if (t == 0u) { wg_pos = position_at(i); }
+    let pos = workgroupUniformLoad(&wg_pos);
+    load_q(i, h, t);
+    workgroupBarrier();
+    var acc: array<f32, 4>;
+    var m_run = NEG;
+    var l = 0.0;
+    for (var j0 = 0u; j0 <= pos; j0 += AT) {
+        let j = j0 + t;
+        var s = NEG;
+        if (j <= pos) { s = score(i, j, kvh); }
+        let m_new = max(m_run, reduce_max(t, s));
+        var p = 0.0;
+        if (j <= pos) { p = exp(s - m_new); }
+        ps[t] = p;
+        let tile_sum = reduce_sum(t, p);
+        let corr = exp(m_run - m_new);
+        l = l * corr + tile_sum;
+        let n = min(AT, pos + 1u - j0);
+        for (var a = 0u; a < 4u; a++) {
+            let d = t + a * AT;
+            if (d < hd) {
+                var s2 = acc[a] * corr;
+                for (var q = 0u; q < n; q++) {
+                    s2 += ps[q] * value(i, j0 + q, kvh, d);
+                }
+                acc[a] = s2;
+            }
+        }
+        m_run = m_new;
+        workgroupBarrier();
+    }
+    for (var a = 0u; a < 4u; a++) {
+        let d = t + a * AT;
+        if (d < hd) { y[i * node.heads * hd + h * hd + d] = acc[a] / l; }
+    }
+}

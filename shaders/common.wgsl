@@ -1,0 +1,62 @@
+// Shared by every kernel family. The loader prepends the weight type first:
+//   `enable f16; alias W = f16;`  when the device has SHADER_F16, else  `alias W = f32;`
+// Every family sees the same bindings, so one bind group layout serves all pipelines;
+// a node binds small placeholder buffers where it has nothing to bind.
+
+struct Step {
+    m: u32,          // tokens this step
+    n_out: u32,      // rows whose logits are wanted
+    max_m: u32,      // stride of the arrays in `step_data`
+    attn_chunks: u32 // KV chunks of the split-KV attention this step
+}
+
+// Static per-node parameters; each family reads the fields it needs.
+struct Node {
+    rows: u32,       // 0: the node has `m` rows, 1: `n_out` rows
+    n: u32,
+    k: u32,
+    n_offset: u32,   // first output column (or table row) of this weight chunk
+    ldy: u32,        // row stride of the output
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    flag_offset: u32,
+    mode: u32,
+    max_ctx: u32,
+    eps: f32,
+    scale: f32,
+    phi: f32,
+    lo: f32,
+    hi: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+}
+
+@group(0) @binding(0) var<uniform> step: Step;
+// [tokens | positions | seqs | out_rows], each `max_m` long
+@group(0) @binding(1) var<storage, read> step_data: array<u32>;
+@group(0) @binding(2) var<uniform> node: Node;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@group(0) @binding(4) var<storage, read> x2: array<f32>;
+@group(0) @binding(5) var<storage, read> w: array<W>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(7) var<storage, read_write> kc: array<f32>;
+@group(0) @binding(8) var<storage, read_write> vc: array<f32>;
+@group(0) @binding(9) var<storage, read_write> scratch: array<f32>;
+// [0]: rows recomputed by the attention fallback, [1..1+max_m]: sampled ids, then flags
+@group(0) @binding(10) var<storage, read_write> flags: array<atomic<u32>>;
+
+fn row_count() -> u32 {
+    return select(step.m, step.n_out, node.rows == 1u);
+}
+fn token_at(i: u32) -> u32 { return step_data[i]; }
+fn position_at(i: u32) -> u32 { return step_data[step.max_m + i]; }
+fn seq_at(i: u32) -> u32 { return step_data[2u * step.max_m + i]; }
+fn out_row_at(r: u32) -> u32 { return step_data[3u * step.max_m + r]; }
+
+// Large grids fold into two dimensions (at most 65535 workgroups per dimension).
+fn flat_id(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wg.x + wg.y * nwg.x;
+}

@@ -1,0 +1,148 @@
+// Row-wise and elementwise stages of the transformer. Grids: x over columns (64 per
+// workgroup), y over rows, unless noted.
+
+// Rows of the embedding table picked by token id. A table split into chunks is gathered by
+// one dispatch per chunk; each handles the tokens whose id falls in its rows.
+@compute @workgroup_size(64)
+fn embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.y;
+    let j = gid.x;
+    let H = node.k;
+    if (i >= step.m || j >= H) { return; }
+    let tok = token_at(i);
+    if (tok < node.n_offset || tok >= node.n_offset + node.n) { return; }
+    y[i * H + j] = f32(w[(tok - node.n_offset) * H + j]);
+}
+
+var<workgroup> sq: array<f32, 128>;
+
+// One workgroup per row: x / sqrt(mean(x^2) + eps) * weight.
+@compute @workgroup_size(128)
+fn rms_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let i = wg.y;
+    if (i >= row_count()) { return; }
+    let H = node.k;
+    var s = 0.0;
+    for (var j = t; j < H; j += 128u) {
+        let v = x[i * H + j];
+        s += v * v;
+    }
+    sq[t] = s;
+    workgroupBarrier();
+    for (var k = 64u; k > 0u; k >>= 1u) {
+        if (t < k) { sq[t] += sq[t + k]; }
+        workgroupBarrier();
+    }
+    let inv = 1.0 / sqrt(sq[0] / f32(H) + node.eps);
+    for (var j = t; j < H; j += 128u) {
+        y[i * H + j] = x[i * H + j] * inv * f32(w[j]);
+    }
+}
+
+// Rotary embedding of the Q and K heads of a fused QKV row (split-halves layout); V is
+// copied. `x2` holds the host-computed table [position][pair] of (cos, sin), so every
+// backend rotates by exactly the same angles.
+@compute @workgroup_size(64)
+fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.y;
+    let j = gid.x;
+    let width = node.n;
+    if (i >= step.m || j >= width) { return; }
+    let d = node.head_dim;
+    let half = d / 2u;
+    let rotated = (node.heads + node.kv_heads) * d;
+    let src = i * width;
+    if (j >= rotated) {
+        y[src + j] = x[src + j];
+        return;
+    }
+    let base = (j / d) * d;
+    let within = j % d;
+    let p = within % half;
+    let pos = position_at(i);
+    let c = x2[(pos * half + p) * 2u];
+    let s = x2[(pos * half + p) * 2u + 1u];
+    let a = x[src + base + p];
+    let b = x[src + base + p + half];
+    if (within < half) {
+        y[src + j] = a * c - b * s;
+    } else {
+        y[src + j] = b * c + a * s;
+    }
+}
+
+// silu(gate) * up, with gate and up side by side in each input row.
+@compute @workgroup_size(64)
+fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.y;
+    let j = gid.x;
+    let F = node.n;
+    if (i >= step.m || j >= F) { return; }
+    let g = x[i * 2u * F + j];
+    let u = x[i * 2u * F + F + j];
+    y[i * F + j] = g / (1.0 + exp(-g)) * u;
+}
+
+@compute @workgroup_size(64)
+fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.y;
+    let j = gid.x;
+    let H = node.n;
+    if (i >= step.m || j >= H) { return; }
+    y[i * H + j] = x[i * H + j] + x2[i * H + j];
+}
+
+@compute @workgroup_size(64)
+fn select_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.y;
+    let j = gid.x;
+    let H = node.n;
+    if (r >= step.n_out || j >= H) { return; }
+    y[r * H + j] = x[out_row_at(r) * H + j];
+}
+
+// Appends K and V of each token (from the rotated QKV row) to its sequence's cache.
+@compute @workgroup_size(64)
+fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.y;
+    let j = gid.x;
+    let kv_dim = node.kv_heads * node.head_dim;
+    if (i >= step.m || j >= kv_dim) { return; }
+    let q_dim = node.heads * node.head_dim;
+    let width = q_dim + 2u * kv_dim;
+    let slot = (seq_at(i) * node.max_ctx + position_at(i)) * kv_dim + j;
+    kc[slot] = x[i * width + q_dim + j];
+    vc[slot] = x[i * width + q_dim + kv_dim + j];
+}
+
+var<workgroup> best_v: array<f32, 256>;
+var<workgroup> best_i: array<u32, 256>;
+
+// Greedy sampling on the device: the index of the largest logit of each output row
+// (the lowest index among equals), written to flags[1 + row].
+@compute @workgroup_size(256)
+fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let r = wg.y;
+    let V = node.n;
+    var bv = -3.4e38;
+    var bi = 0xffffffffu;
+    for (var j = t; j < V; j += 256u) {
+        let v = x[r * V + j];
+        if (v > bv) { bv = v; bi = j; }
+    }
+    best_v[t] = bv;
+    best_i[t] = bi;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            let ov = best_v[t + s];
+            let oi = best_i[t + s];
+            if (ov > best_v[t] || (ov == best_v[t] && oi < best_i[t])) {
+                best_v[t] = ov;
+                best_i[t] = oi;
+            }
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) { atomicStore(&flags[1u + r], best_i[0]); }
+}
