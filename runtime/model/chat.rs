@@ -24,8 +24,15 @@ pub struct ChatTemplate {
     eos_token: String,
 }
 
+/// minijinja's kind and detail, with the line of the template it is about.
 fn template_err(e: minijinja::Error) -> Error {
-    let mut msg = e.to_string();
+    let mut msg = match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    if let Some(line) = e.line() {
+        msg.push_str(&format!(" (line {line} of the template)"));
+    }
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         msg.push_str(&format!(": {s}"));
@@ -149,4 +156,130 @@ fn strftime_now(fmt: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::model::gguf::GgufFile;
+
+    /// SmolLM2-135M-Instruct's template, as its GGUF stores it.
+    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    fn gguf() -> GgufFile {
+        GgufFile::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/tokenizer/ggml-vocab-gpt-2.gguf")).unwrap()
+    }
+
+    fn tokenizer() -> Tokenizer {
+        Tokenizer::from_gguf(&gguf()).unwrap()
+    }
+
+    fn msg(role: &str, content: &str) -> ChatMessage {
+        ChatMessage { role: role.into(), content: content.into() }
+    }
+
+    fn render(source: &str, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        ChatTemplate::new(source.to_string(), &tokenizer())?.render(messages, add_generation_prompt)
+    }
+
+    fn tmp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fdpp-chat-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn smollm2_template_renders_like_transformers() {
+        let user = [msg("user", "Hi")];
+        assert_eq!(
+            render(SMOLLM2, &user, true).unwrap(),
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+             <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let with_system = [msg("system", "Be brief."), msg("user", "Hi"), msg("assistant", "Hello!")];
+        assert_eq!(
+            render(SMOLLM2, &with_system, false).unwrap(),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+        );
+    }
+
+    #[test]
+    fn python_string_methods_work() {
+        let source = "{{ messages[0]['content'].strip() }}|{{ messages[0].role.upper() }}|{{ messages[0].content.split(',') | length }}|{% if messages[0].content.strip().startswith('a') %}starts{% endif %}";
+        assert_eq!(render(source, &[msg("user", "  a,b,c \n")], false).unwrap(), "a,b,c|USER|3|starts");
+    }
+
+    #[test]
+    fn raise_exception_is_an_error() {
+        let source = "{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('Tool messages are not supported') }}{% endif %}{{ m.content }}{% endfor %}";
+        assert_eq!(render(source, &[msg("user", "ok")], false).unwrap(), "ok");
+        let e = render(source, &[msg("tool", "x")], false).err().unwrap();
+        assert!(matches!(&e, Error::ChatTemplate(m) if m.contains("Tool messages are not supported")), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_with_their_line() {
+        let e = ChatTemplate::new("{% for m in messages %}\n{{ m.content }\n{% endfor %}".into(), &tokenizer()).err().unwrap();
+        let Error::ChatTemplate(m) = &e else { panic!("{e}") };
+        assert!(m.contains("syntax error") && m.contains("line 2"), "{m}");
+        let e = ChatTemplate::new("{% for m in messages %}{{ m.content }}".into(), &tokenizer()).err().unwrap();
+        assert!(matches!(&e, Error::ChatTemplate(m) if m.contains("syntax error")), "{e}");
+    }
+
+    #[test]
+    fn blocks_are_trimmed_as_transformers_does() {
+        // trim_blocks + lstrip_blocks: block tags take their line with them; no trailing
+        // newline kept at the end of the template.
+        let source = "{% for m in messages %}\n    {% if m.role == 'user' %}\nU: {{ m.content }}\n    {% else %}\nA: {{ m.content }}\n    {% endif %}\n{% endfor %}\n";
+        assert_eq!(render(source, &[msg("user", "q"), msg("assistant", "r")], false).unwrap(), "U: q\nA: r\n");
+        assert_eq!(render("x\n", &[], false).unwrap(), "x");
+    }
+
+    #[test]
+    fn bos_eos_and_generation_prompt_are_in_the_context() {
+        let t = tokenizer();
+        let c = ChatTemplate::new("{{ bos_token }}{{ messages | length }}{% if add_generation_prompt %}+{% endif %}{{ eos_token }}".into(), &t).unwrap();
+        let (bos, eos) = (t.bos_token().unwrap(), t.eos_token().unwrap());
+        assert_eq!(c.render(&[msg("user", "a")], true).unwrap(), format!("{bos}1+{eos}"));
+        assert_eq!(c.render(&[], false).unwrap(), format!("{bos}0{eos}"));
+    }
+
+    #[test]
+    fn strftime_now_gives_todays_date() {
+        let s = render("{{ strftime_now('%Y-%m-%d|%d %b %Y|%B') }}", &[], false).unwrap();
+        let parts: Vec<&str> = s.split('|').collect();
+        let date: Vec<&str> = parts[0].split('-').collect();
+        assert_eq!(date.iter().map(|p| p.len()).collect::<Vec<_>>(), [4, 2, 2], "{s}");
+        assert!(date[0].parse::<u32>().unwrap() >= 2024, "{s}");
+        assert!((1..=12).contains(&date[1].parse::<u32>().unwrap()), "{s}");
+        assert_eq!(parts[1], format!("{} {} {}", date[2], &parts[2][..3], date[0]), "{s}");
+    }
+
+    #[test]
+    fn where_templates_come_from() {
+        let t = tokenizer();
+        assert!(ChatTemplate::from_gguf(&gguf(), &t).unwrap().is_none());
+
+        let dir = tmp_dir("sources");
+        assert!(ChatTemplate::from_hf_dir(&dir, &t).unwrap().is_none());
+        let config = dir.join("tokenizer_config.json");
+        std::fs::write(&config, r#"{"eos_token": "x"}"#).unwrap();
+        assert!(ChatTemplate::from_hf_dir(&dir, &t).unwrap().is_none());
+        std::fs::write(&config, r#"{"chat_template": "config:{{ messages[0].content }}"}"#).unwrap();
+        assert_eq!(ChatTemplate::from_hf_dir(&dir, &t).unwrap().unwrap().render(&[msg("user", "a")], false).unwrap(), "config:a");
+        std::fs::write(
+            &config,
+            r#"{"chat_template": [{"name": "tool_use", "template": "tools"}, {"name": "default", "template": "default:{{ messages[0].content }}"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(ChatTemplate::from_hf_dir(&dir, &t).unwrap().unwrap().render(&[msg("user", "a")], false).unwrap(), "default:a");
+        std::fs::write(dir.join("chat_template.jinja"), "file:{{ messages[0].content }}").unwrap();
+        let c = ChatTemplate::from_hf_dir(&dir, &t).unwrap().unwrap();
+        assert_eq!(c.source(), "file:{{ messages[0].content }}");
+        assert_eq!(c.render(&[msg("user", "a")], false).unwrap(), "file:a");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

