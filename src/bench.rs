@@ -1,74 +1,205 @@
-//! `fdpp bench`: prefill and decode throughput of one backend on one model.
+//! `fdpp bench`: prefill and decode throughput of one backend, on a model file or on
+//! synthetic weights of a known model's exact shapes (`--shape`), so performance work
+//! never waits on downloads. Times are medians over repeats after a warm-up.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use fdpp_runtime::Result;
-use fdpp_runtime::engine::sampler;
+use fdpp_runtime::backend::{self, Executor, StepInput};
+use fdpp_runtime::graph::{self, Plan};
+use fdpp_runtime::model::{Model, ModelConfig};
+use fdpp_runtime::tensor::HostTensor;
+use fdpp_runtime::{Error, Result};
+use rayon::prelude::*;
 
 use crate::DeviceArgs;
 
-#[derive(clap::Args)]
-pub struct BenchArgs {
-    /// Model file or folder; the default model when omitted.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    #[command(flatten)]
-    device: DeviceArgs,
-    /// Prompt length of the prefill measurement.
-    #[arg(long, default_value_t = 128)]
-    prompt_tokens: usize,
-    /// Tokens decoded after the prompt.
-    #[arg(long, default_value_t = 64)]
-    gen_tokens: usize,
-    /// Measured repetitions (the median is reported).
-    #[arg(long, default_value_t = 3)]
-    repeats: usize,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Shape {
+    /// SmolLM2-135M: 30 layers, hidden 576, 9/3 heads, ffn 1536, vocab 49152.
+    #[value(name = "smollm2-135m")]
+    Smollm2_135m,
+    /// Llama-2-7B with a 49152 vocabulary: 32 layers, hidden 4096, 32 heads, ffn 11008.
+    #[value(name = "llama2-7b")]
+    Llama2_7b,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+impl Shape {
+    fn config(self) -> ModelConfig {
+        let (h, f, l, heads, kv) = match self {
+            Shape::Smollm2_135m => (576, 1536, 30, 9, 3),
+            Shape::Llama2_7b => (4096, 11008, 32, 32, 32),
+        };
+        ModelConfig {
+            architecture: "llama".into(),
+            vocab_size: 49152,
+            hidden_size: h,
+            intermediate_size: f,
+            num_layers: l,
+            num_heads: heads,
+            num_kv_heads: kv,
+            head_dim: h / heads,
+            rope_theta: 10000.0,
+            rms_norm_eps: 1e-5,
+            max_context: 8192,
+            tie_word_embeddings: matches!(self, Shape::Smollm2_135m),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Model file or folder; the default model when neither this nor --shape is given.
+    #[arg(long, conflicts_with = "shape")]
+    model: Option<PathBuf>,
+    /// Synthetic weights with this model's shapes instead of a model file.
+    #[arg(long, value_enum)]
+    shape: Option<Shape>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Prompt length of the prefill measurement (per sequence).
+    #[arg(long = "prompt", alias = "prompt-tokens", default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens decoded after the prompt (per sequence).
+    #[arg(long = "gen", alias = "gen-tokens", default_value_t = 64)]
+    gen_tokens: usize,
+    /// Sequences decoded together (comma-separated list: one measurement each).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    batch: Vec<usize>,
+    /// Measured repetitions (the median and the spread are reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Random weights of the graph's parameters: uniform in +-0.05, norm weights 1.
+fn synthetic_params(g: &graph::Graph) -> Vec<HostTensor> {
+    g.params
+        .par_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if p.shape.len() == 1 {
+                return HostTensor::f32(p.shape.clone(), vec![1.0; p.numel()]);
+            }
+            let mut rng = fdpp_runtime::engine::sampler::Rng::new(i as u64 + 1);
+            HostTensor::f32(p.shape.clone(), (0..p.numel()).map(|_| (rng.next_f32() - 0.5) * 0.1).collect())
+        })
+        .collect()
+}
+
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    (s[s.len() / 2], s[0], s[s.len() - 1])
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    batch: usize,
+    prefill_tok_s: f64,
+    prefill_min: f64,
+    prefill_max: f64,
+    decode_tok_s_total: f64,
+    decode_tok_s_per_seq: f64,
+    decode_min: f64,
+    decode_max: f64,
+}
+
+/// Prefill every sequence (one step each), then decode `gen` greedy steps of all of them.
+fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, steps: usize) -> Result<(f64, f64)> {
+    let ids: Vec<u32> = (0..prompt as u64).map(|i| ((i * 7919 + 13) % vocab as u64) as u32).collect();
+    let positions: Vec<usize> = (0..prompt).collect();
+    let t = Instant::now();
+    let mut next = Vec::with_capacity(b);
+    for s in 0..b {
+        exec.reset_sequence(s);
+        let seqs = vec![s; prompt];
+        next.extend(exec.step_greedy(&StepInput { tokens: &ids, positions: &positions, seqs: &seqs, out_rows: &[prompt - 1] })?);
+    }
+    let prefill = (b * prompt) as f64 / t.elapsed().as_secs_f64();
+    let seqs: Vec<usize> = (0..b).collect();
+    let rows: Vec<usize> = (0..b).collect();
+    let t = Instant::now();
+    for pos in prompt..prompt + steps {
+        let positions = vec![pos; b];
+        next = exec.step_greedy(&StepInput { tokens: &next, positions: &positions, seqs: &seqs, out_rows: &rows })?;
+    }
+    Ok((prefill, (b * steps) as f64 / t.elapsed().as_secs_f64()))
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let opts = args.device.engine_options(Some(args.prompt_tokens + args.gen_tokens + 1), 1);
-    let mut engine = crate::load_engine(args.model.as_deref(), &opts)?;
-    let vocab = engine.config.vocab_size as u64;
-    // Token ids spread over the vocabulary; the content does not change the work.
-    let prompt: Vec<u32> = (0..args.prompt_tokens as u64).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
-    engine.forward(&prompt[..prompt.len().min(8)], 0)?; // warm-up: buffers, caches, thread pool
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for _ in 0..args.repeats.max(1) {
-        let t = Instant::now();
-        let logits = engine.forward(&prompt, 0)?;
-        prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let mut next = sampler::argmax(&logits);
-        for pos in prompt.len()..prompt.len() + args.gen_tokens {
-            next = engine.forward_greedy(next, pos)?;
-        }
-        decode.push(args.gen_tokens as f64 / t.elapsed().as_secs_f64());
+    if args.prompt_tokens == 0 || args.batch.iter().any(|&b| b == 0) {
+        return Err(Error::InvalidArgument("--prompt and every --batch value must be at least 1".into()));
     }
-    let (p, d) = (median(prefill), median(decode));
-    let backend = engine.backend_description();
-    if args.json {
-        let v = serde_json::json!({
-            "backend": backend,
-            "prompt_tokens": args.prompt_tokens,
-            "gen_tokens": args.gen_tokens,
-            "repeats": args.repeats,
-            "prefill_tok_s": p,
-            "decode_tok_s": d,
+    let max_batch = *args.batch.iter().max().unwrap_or(&1);
+    let (config, params, what) = match args.shape {
+        Some(shape) => {
+            let c = shape.config();
+            let g = graph::llama::build(&c);
+            eprintln!("fdpp: synthetic {shape:?} weights ({:.1}M parameters)", c.num_params() as f64 / 1e6);
+            let p = synthetic_params(&g);
+            (c, p, format!("synthetic {shape:?}"))
+        }
+        None => {
+            let path = crate::resolve_model(args.model.as_deref())?;
+            let model = Model::load(&path)?;
+            let g = graph::llama::build(&model.config);
+            let mut bar = crate::progress::Bar::hidden();
+            let p = g.load_params(model.weights.as_ref(), &mut |d, t| bar.count(d, t, "loading weights"))?;
+            bar.finish();
+            (model.config.clone(), p, path.display().to_string())
+        }
+    };
+    let g = graph::llama::build(&config);
+    let plan = Plan::new(&g)?;
+    let opts = args.device.engine_options(None, max_batch);
+    let exec_opts = backend::ExecutorOptions {
+        adapter: opts.adapter.clone(),
+        precision: opts.precision,
+        ..backend::ExecutorOptions::new(max_batch, args.prompt_tokens + args.gen_tokens + 1)
+    };
+    let mut exec = backend::create(opts.backend, &g, &plan, params, exec_opts)?;
+    let device = exec.describe();
+    eprintln!("fdpp: {device}");
+    measure(exec.as_mut(), config.vocab_size, 1, args.prompt_tokens.min(16), 4)?; // warm-up
+    let mut rows = Vec::new();
+    for &b in &args.batch {
+        let (mut p, mut d) = (Vec::new(), Vec::new());
+        for _ in 0..args.repeats.max(1) {
+            let (pf, dc) = measure(exec.as_mut(), config.vocab_size, b, args.prompt_tokens, args.gen_tokens)?;
+            p.push(pf);
+            d.push(dc);
+        }
+        let ((pm, plo, phi), (dm, dlo, dhi)) = (stats(&p), stats(&d));
+        rows.push(Row {
+            batch: b,
+            prefill_tok_s: pm,
+            prefill_min: plo,
+            prefill_max: phi,
+            decode_tok_s_total: dm,
+            decode_tok_s_per_seq: dm / b as f64,
+            decode_min: dlo,
+            decode_max: dhi,
         });
-        println!("{v}");
-    } else {
-        println!("backend: {backend}");
-        println!("prefill {:>5} tokens: {p:>10.1} tok/s", args.prompt_tokens);
-        println!("decode  {:>5} tokens: {d:>10.1} tok/s (median of {})", args.gen_tokens, args.repeats.max(1));
+    }
+    println!("model:   {what}");
+    println!("backend: {device}");
+    println!("prompt {} tokens, gen {} tokens, median of {} (min..max)", args.prompt_tokens, args.gen_tokens, args.repeats.max(1));
+    println!("{:>5} {:>26} {:>30} {:>14}", "batch", "prefill tok/s", "decode tok/s (total)", "per sequence");
+    for r in &rows {
+        println!(
+            "{:>5} {:>10.1} ({:>6.1}..{:>6.1}) {:>10.1} ({:>7.1}..{:>7.1}) {:>14.1}",
+            r.batch, r.prefill_tok_s, r.prefill_min, r.prefill_max, r.decode_tok_s_total, r.decode_min, r.decode_max, r.decode_tok_s_per_seq
+        );
+    }
+    if let Some(path) = args.json {
+        let v = serde_json::json!({
+            "model": what, "backend": device, "prompt": args.prompt_tokens, "gen": args.gen_tokens,
+            "repeats": args.repeats, "rows": rows,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&v).expect("JSON")).map_err(|e| Error::io(&path, e))?;
     }
     Ok(())
 }

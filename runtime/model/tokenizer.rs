@@ -30,6 +30,7 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     bos: Option<(u32, String)>,
     eos: Option<(u32, String)>,
+    pad: Option<(u32, String)>,
     add_bos: bool,
     add_eos: bool,
     stop_ids: Vec<u32>,
@@ -121,10 +122,11 @@ impl Tokenizer {
         let named = |i: Option<u32>| i.map(|i| (i, tokens[i as usize].clone()));
         let bos = named(id("tokenizer.ggml.bos_token_id")?);
         let eos = named(id("tokenizer.ggml.eos_token_id")?);
+        let pad = named(id("tokenizer.ggml.padding_token_id")?);
         // As llama.cpp does for BPE vocabularies: BOS/EOS only where the file asks for them.
         let add_bos = g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
         let add_eos = g.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
-        let mut t = Tokenizer { inner, bos, eos, add_bos, add_eos, stop_ids: vec![] };
+        let mut t = Tokenizer { inner, bos, eos, pad, add_bos, add_eos, stop_ids: vec![] };
         t.set_post_processor()?;
         t.stop_ids = t.find_stop_ids(&[]);
         Ok(t)
@@ -157,6 +159,7 @@ impl Tokenizer {
         };
         let bos = token(&config["bos_token"]).or_else(|| by_id(&generation["bos_token_id"]));
         let eos = token(&config["eos_token"]).or_else(|| by_id(&generation["eos_token_id"]));
+        let pad = token(&config["pad_token"]).or_else(|| by_id(&generation["pad_token_id"]));
         // tokenizer.json's own post-processor adds BOS/EOS; these only describe it.
         let add_bos = config["add_bos_token"].as_bool().unwrap_or(false);
         let add_eos = config["add_eos_token"].as_bool().unwrap_or(false);
@@ -165,7 +168,7 @@ impl Tokenizer {
             Value::Array(a) => a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect(),
             _ => vec![],
         };
-        let mut t = Tokenizer { inner, bos, eos, add_bos, add_eos, stop_ids: vec![] };
+        let mut t = Tokenizer { inner, bos, eos, pad, add_bos, add_eos, stop_ids: vec![] };
         t.stop_ids = t.find_stop_ids(&extra);
         Ok(t)
     }
@@ -234,6 +237,10 @@ impl Tokenizer {
     pub fn eos_token(&self) -> Option<&str> {
         self.eos.as_ref().map(|e| e.1.as_str())
     }
+    /// The padding token (GGUF `tokenizer.ggml.padding_token_id`, HF `pad_token`), if any.
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad.as_ref().map(|p| p.0)
+    }
     /// Ids that end generation: EOS and the end-of-turn tokens the vocabulary has.
     pub fn stop_ids(&self) -> &[u32] {
         &self.stop_ids
@@ -257,6 +264,7 @@ impl Tokenizer {
         let config = json!({
             "bos_token": self.bos_token(),
             "eos_token": self.eos_token(),
+            "pad_token": self.pad.as_ref().map(|p| p.1.as_str()),
             "add_bos_token": self.add_bos,
             "add_eos_token": self.add_eos,
             "clean_up_tokenization_spaces": false,
@@ -386,6 +394,7 @@ mod tests {
             assert_eq!(t.eos_id(), Some(2), "{what}");
             assert_eq!(t.bos_token(), Some("<|im_start|>"), "{what}");
             assert_eq!(t.eos_token(), Some("<|im_end|>"), "{what}");
+            assert_eq!(t.pad_id(), Some(2), "{what}");
             assert!(!t.add_bos(), "{what}");
             assert!(t.stop_ids().contains(&2), "{what}: {:?}", t.stop_ids());
             // <|endoftext|> (0) is a control token too and ends text.
@@ -431,7 +440,8 @@ mod tests {
     fn control_and_user_tokens_bos_eos_and_hf_round_trip() {
         let dir = tmp_dir("tiny");
         let p = tiny_gguf(&dir, |w| {
-            w.meta("tokenizer.ggml.add_bos_token", GgufValue::Bool(true))
+            w.meta("tokenizer.ggml.padding_token_id", GgufValue::U32(6))
+                .meta("tokenizer.ggml.add_bos_token", GgufValue::Bool(true))
                 .meta("tokenizer.ggml.add_eos_token", GgufValue::Bool(true));
         });
         let t = Tokenizer::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
@@ -447,6 +457,7 @@ mod tests {
             assert_eq!(t.stop_ids(), [1, 5], "{what}");
             assert_eq!((t.bos_id(), t.eos_id()), (Some(0), Some(1)), "{what}");
             assert_eq!((t.bos_token(), t.eos_token()), (Some("<s>"), Some("</s>")), "{what}");
+            assert_eq!(t.pad_id(), Some(6), "{what}");
             assert!(t.add_bos() && t.add_eos(), "{what}");
             assert_eq!(t.vocab_size(), 9, "{what}");
         };
