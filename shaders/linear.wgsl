@@ -1,37 +1,59 @@
 // y[m, n_offset + j] = sum_k x[m, k] * w[j, k]: the three dataflows of a linear layer.
-// A (gemv): M < M1. One workgroup per output column, threads stride K, tree reduction.
+// A (gemv): M < M1. 32 threads per output column, 8 columns per workgroup.
 // B (flat_gemm): M padded to 8, N tiled across workgroups (BN = 64), K walked inside the
 //   workgroup in tiles of BK = 16 that are double-buffered in workgroup memory.
 // C (gemm): 64 x 64 output tiles, 4 x 4 per thread, for large M (prefill).
 
-const GEMV_WG: u32 = 128u;
 const GEMV_MAX_M: u32 = 8u;
-var<workgroup> red: array<f32, 128>;
+const GV_ROWS: u32 = 8u;   // output columns per workgroup
+const GV_LANES: u32 = 32u; // threads per output column
+var<workgroup> gpart: array<f32, 2048>; // GEMV_MAX_M x 256 partial sums
 
-@compute @workgroup_size(128)
+// A: 32 threads per output column walk K in coalesced runs of 4; one barrier, then one
+// thread per (row, column) adds the 32 partial sums.
+@compute @workgroup_size(256)
 fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
-    let col = flat_id(wg, nwg);
-    if (col >= node.n) { return; }
+    let first = flat_id(wg, nwg) * GV_ROWS;
+    let col = first + t / GV_LANES;
+    let lane = t % GV_LANES;
     let m = min(row_count(), GEMV_MAX_M);
     let K = node.k;
     var acc: array<f32, 8>;
-    let wrow = col * K;
-    for (var k = t; k < K; k += GEMV_WG) {
-        let wv = f32(w[wrow + k]);
-        for (var r = 0u; r < m; r++) {
-            acc[r] += wv * x[r * K + k];
+    if (col < node.n) {
+        let wrow = col * K;
+        let k4 = K / 4u * 4u;
+        for (var k = lane * 4u; k < k4; k += GV_LANES * 4u) {
+            let w0 = f32(w[wrow + k]);
+            let w1 = f32(w[wrow + k + 1u]);
+            let w2 = f32(w[wrow + k + 2u]);
+            let w3 = f32(w[wrow + k + 3u]);
+            for (var r = 0u; r < m; r++) {
+                let xb = r * K + k;
+                acc[r] += w0 * x[xb] + w1 * x[xb + 1u] + w2 * x[xb + 2u] + w3 * x[xb + 3u];
+            }
+        }
+        for (var k = k4 + lane; k < K; k += GV_LANES) {
+            let wv = f32(w[wrow + k]);
+            for (var r = 0u; r < m; r++) {
+                acc[r] += wv * x[r * K + k];
+            }
         }
     }
     for (var r = 0u; r < m; r++) {
-        red[t] = acc[r];
-        workgroupBarrier();
-        for (var s = GEMV_WG / 2u; s > 0u; s >>= 1u) {
-            if (t < s) { red[t] += red[t + s]; }
-            workgroupBarrier();
+        gpart[r * 256u + t] = acc[r];
+    }
+    workgroupBarrier();
+    if (t < m * GV_ROWS) {
+        let r = t / GV_ROWS;
+        let c = t % GV_ROWS;
+        if (first + c < node.n) {
+            var s = 0.0;
+            for (var l = 0u; l < GV_LANES; l++) {
+                s += gpart[r * 256u + c * GV_LANES + l];
+            }
+            y[r * node.ldy + node.n_offset + first + c] = s;
         }
-        if (t == 0u) { y[r * node.ldy + node.n_offset + col] = red[0]; }
-        workgroupBarrier();
     }
 }
 

@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// After the measurement, time every node of one decode step (GPU timestamps) and
+    /// print where the time goes, per op and implementation.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// Random weights of the graph's parameters: uniform in +-0.05, norm weights 1.
@@ -194,10 +198,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
             r.batch, r.prefill_tok_s, r.prefill_min, r.prefill_max, r.decode_tok_s_total, r.decode_min, r.decode_max, r.decode_tok_s_per_seq
         );
     }
+    let mut profile = Vec::new();
+    if args.profile {
+        exec.set_profiling(true)?;
+        measure(exec.as_mut(), config.vocab_size, 1, args.prompt_tokens, 2)?;
+        exec.set_profiling(false)?;
+        let mut by_kind: std::collections::BTreeMap<(String, String), (f64, usize)> = Default::default();
+        for r in exec.last_step_records() {
+            let e = by_kind.entry((r.op.clone(), r.implementation.clone())).or_default();
+            e.0 += r.micros.unwrap_or(0.0);
+            e.1 += 1;
+        }
+        let total: f64 = by_kind.values().map(|v| v.0).sum();
+        println!("one decode step at position {}, per node kind (device time):", args.prompt_tokens + 1);
+        let mut kinds: Vec<_> = by_kind.into_iter().collect();
+        kinds.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+        for ((op, imp), (us, n)) in &kinds {
+            println!("  {op:<12} {imp:<22} {n:>4} nodes {us:>10.1} us {:>5.1}%", 100.0 * us / total.max(1e-9));
+            profile.push(serde_json::json!({"op": op, "implementation": imp, "nodes": n, "micros": us}));
+        }
+        println!("  total {total:.1} us ({:.0} tok/s if nothing else ran)", 1e6 / total.max(1e-9));
+    }
     if let Some(path) = args.json {
         let v = serde_json::json!({
             "model": what, "backend": device, "prompt": args.prompt_tokens, "gen": args.gen_tokens,
-            "repeats": args.repeats, "rows": rows,
+            "repeats": args.repeats, "rows": rows, "decode_profile": profile,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&v).expect("JSON")).map_err(|e| Error::io(&path, e))?;
     }

@@ -86,6 +86,11 @@ pub trait Executor: Send {
         Ok(logits.chunks_exact(vocab).map(crate::engine::sampler::argmax).collect())
     }
     fn vocab_size(&self) -> usize;
+    /// Measures every node's device time in the following steps (GPU backends; slower,
+    /// since each node becomes its own pass). The CPU backend always times its nodes.
+    fn set_profiling(&mut self, _on: bool) -> Result<()> {
+        Ok(())
+    }
     /// Forgets a sequence's KV cache so its slot can be reused.
     fn reset_sequence(&mut self, seq: usize);
     /// Per-node records of the last step, in execution order.

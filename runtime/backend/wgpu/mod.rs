@@ -102,6 +102,14 @@ enum Work {
     Rows { kernel: &'static str, group: wgpu::BindGroup, width: usize, out_rows: bool },
 }
 
+/// Timestamp queries around every node's compute pass.
+struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    nodes: usize,
+}
+
 pub struct WgpuExecutor {
     ctx: GpuContext,
     graph: Graph,
@@ -129,6 +137,7 @@ pub struct WgpuExecutor {
     logits_staging: wgpu::Buffer,
     ids_staging: wgpu::Buffer,
     records: Vec<NodeRecord>,
+    profiler: Option<Profiler>,
     /// Rows recomputed by the attention fallback in the last step.
     pub last_fallback_rows: u32,
 }
@@ -307,6 +316,7 @@ impl WgpuExecutor {
             logits_staging,
             ids_staging,
             records: vec![],
+            profiler: None,
             last_fallback_rows: 0,
         })
     }
@@ -551,82 +561,110 @@ impl WgpuExecutor {
         let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         encoder.clear_buffer(&self.flags, 0, None);
         let mut records = Vec::with_capacity(self.work.len());
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
-            let p = &self.pipelines;
-            let mut dispatch = |kernel: &str, group: &wgpu::BindGroup, x: usize, y: usize, z: usize| {
-                pass.set_pipeline(&p[kernel]);
-                pass.set_bind_group(0, group, &[]);
+        // (kernel, bind group, grid, node index): encoded below in one pass, or one pass
+        // per node with timestamps when profiling.
+        let mut cmds: Vec<(&'static str, &wgpu::BindGroup, [u32; 3], usize)> = Vec::new();
+        for (idx, (&ni, work)) in self.plan.order.iter().zip(&self.work).enumerate() {
+            let node = &self.graph.nodes[ni];
+            let mut dispatch = |kernel: &'static str, group, x: usize, y: usize, z: usize| {
                 // Fold grids wider than the per-dimension limit into y (see flat_id).
                 let (x, y) = if x > 65535 { (65535, y * x.div_ceil(65535)) } else { (x, y) };
-                pass.dispatch_workgroups(x as u32, y as u32, z as u32);
+                cmds.push((kernel, group, [x as u32, y as u32, z as u32], idx));
             };
-            for (&ni, work) in self.plan.order.iter().zip(&self.work) {
-                let node = &self.graph.nodes[ni];
-                let (implementation, reason) = match work {
-                    Work::Embedding { groups, hidden } => {
-                        for gr in groups {
-                            dispatch("embedding", gr, hidden.div_ceil(64), m, 1);
-                        }
-                        ("gather".to_string(), String::new())
+            let (implementation, reason) = match work {
+                Work::Embedding { groups, hidden } => {
+                    for gr in groups {
+                        dispatch("embedding", gr, hidden.div_ceil(64), m, 1);
                     }
-                    Work::RmsNorm { group, out_rows } => {
-                        dispatch("rms_norm", group, 1, if *out_rows { n_out } else { m }, 1);
-                        ("workgroup per row".into(), String::new())
+                    ("gather".to_string(), String::new())
+                }
+                Work::RmsNorm { group, out_rows } => {
+                    dispatch("rms_norm", group, 1, if *out_rows { n_out } else { m }, 1);
+                    ("workgroup per row".into(), String::new())
+                }
+                Work::Linear { groups, n, k, out_rows } => {
+                    let rows = if *out_rows { n_out } else { m };
+                    let mut choice = self.table.choose(*n, *k, rows);
+                    if choice.implementation == LinearImpl::Gemv && rows > GEMV_MAX_M {
+                        choice.implementation = LinearImpl::FlatGemm;
+                        choice.reason.push_str(&format!("; GEMV holds at most {GEMV_MAX_M} rows"));
                     }
-                    Work::Linear { groups, n, k, out_rows } => {
-                        let rows = if *out_rows { n_out } else { m };
-                        let mut choice = self.table.choose(*n, *k, rows);
-                        if choice.implementation == LinearImpl::Gemv && rows > GEMV_MAX_M {
-                            choice.implementation = LinearImpl::FlatGemm;
-                            choice.reason.push_str(&format!("; GEMV holds at most {GEMV_MAX_M} rows"));
-                        }
-                        for (gr, chunk_rows) in groups {
-                            match choice.implementation {
-                                LinearImpl::Gemv => dispatch("gemv", gr, *chunk_rows, 1, 1),
-                                LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(8), 1),
-                                LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
-                            }
-                        }
-                        (choice.implementation.label().to_string(), choice.reason)
-                    }
-                    Work::Rope { group, width } => {
-                        dispatch("rope", group, width.div_ceil(64), m, 1);
-                        ("host angle table".into(), String::new())
-                    }
-                    Work::Attention { kv_write, split: sg, combine, fallback, online, kv_dim } => {
-                        dispatch("kv_write", kv_write, kv_dim.div_ceil(64), m, 1);
-                        if split {
-                            dispatch("attn_split", sg, chunks, c.num_heads, m);
-                            dispatch("attn_combine", combine, c.num_heads, m, 1);
-                            dispatch("attn_online", fallback, c.num_heads, m, 1);
-                            (
-                                "split-KV unified max".into(),
-                                format!(
-                                    "decode step ({m} sequences), {chunks} chunk(s) of {ATTN_CHUNK} keys; phi = {}, safe range ({}, {}); flagged rows recomputed",
-                                    self.unified_max.phi, self.unified_max.lo, self.unified_max.hi
-                                ),
-                            )
-                        } else {
-                            dispatch("attn_online", online, c.num_heads, m, 1);
-                            ("online softmax".into(), format!("{m} tokens of {} sequence(s): prefill", distinct.len()))
+                    for (gr, chunk_rows) in groups {
+                        match choice.implementation {
+                            LinearImpl::Gemv => dispatch("gemv", gr, chunk_rows.div_ceil(8), 1, 1),
+                            LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(8), 1),
+                            LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
                         }
                     }
-                    Work::Rows { kernel, group, width, out_rows } => {
-                        dispatch(kernel, group, width.div_ceil(64), if *out_rows { n_out } else { m }, 1);
-                        ("elementwise".into(), String::new())
+                    (choice.implementation.label().to_string(), choice.reason)
+                }
+                Work::Rope { group, width } => {
+                    dispatch("rope", group, width.div_ceil(64), m, 1);
+                    ("host angle table".into(), String::new())
+                }
+                Work::Attention { kv_write, split: sg, combine, fallback, online, kv_dim } => {
+                    dispatch("kv_write", kv_write, kv_dim.div_ceil(64), m, 1);
+                    if split {
+                        dispatch("attn_split", sg, chunks, c.num_heads, m);
+                        dispatch("attn_combine", combine, c.num_heads, m, 1);
+                        dispatch("attn_online", fallback, c.num_heads, m, 1);
+                        (
+                            "split-KV unified max".into(),
+                            format!(
+                                "decode step ({m} sequences), {chunks} chunk(s) of {ATTN_CHUNK} keys; phi = {}, safe range ({}, {}); flagged rows recomputed",
+                                self.unified_max.phi, self.unified_max.lo, self.unified_max.hi
+                            ),
+                        )
+                    } else {
+                        dispatch("attn_online", online, c.num_heads, m, 1);
+                        ("online softmax".into(), format!("{m} tokens of {} sequence(s): prefill", distinct.len()))
                     }
-                };
-                records.push(NodeRecord {
-                    node: node.name.clone(),
-                    op: node.op.kind_name().into(),
-                    implementation,
-                    reason,
-                    micros: None,
-                });
+                }
+                Work::Rows { kernel, group, width, out_rows } => {
+                    dispatch(kernel, group, width.div_ceil(64), if *out_rows { n_out } else { m }, 1);
+                    ("elementwise".into(), String::new())
+                }
+            };
+            records.push(NodeRecord { node: node.name.clone(), op: node.op.kind_name().into(), implementation, reason, micros: None });
+        }
+        if greedy {
+            let group = self.argmax_group.as_ref().expect("built with the work");
+            cmds.push(("argmax", group, [1, n_out as u32, 1], usize::MAX));
+        }
+        let profiler = self.profiler.as_ref().filter(|p| p.nodes >= self.work.len());
+        match profiler {
+            None => {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+                for (kernel, group, [x, y, z], _) in &cmds {
+                    pass.set_pipeline(&self.pipelines[kernel]);
+                    pass.set_bind_group(0, *group, &[]);
+                    pass.dispatch_workgroups(*x, *y, *z);
+                }
             }
-            if greedy {
-                dispatch("argmax", self.argmax_group.as_ref().expect("built with the work"), 1, n_out, 1);
+            Some(p) => {
+                for idx in 0..self.work.len() {
+                    let writes = wgpu::ComputePassTimestampWrites {
+                        query_set: &p.queries,
+                        beginning_of_pass_write_index: Some(2 * idx as u32),
+                        end_of_pass_write_index: Some(2 * idx as u32 + 1),
+                    };
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(writes) });
+                    for (kernel, group, [x, y, z], _) in cmds.iter().filter(|c| c.3 == idx) {
+                        pass.set_pipeline(&self.pipelines[kernel]);
+                        pass.set_bind_group(0, *group, &[]);
+                        pass.dispatch_workgroups(*x, *y, *z);
+                    }
+                }
+                if greedy {
+                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    let (kernel, group, [x, y, z], _) = cmds.last().expect("argmax");
+                    pass.set_pipeline(&self.pipelines[kernel]);
+                    pass.set_bind_group(0, *group, &[]);
+                    pass.dispatch_workgroups(*x, *y, *z);
+                }
+                let n = 2 * self.work.len() as u32;
+                encoder.resolve_query_set(&p.queries, 0..n, &p.resolve, 0);
+                encoder.copy_buffer_to_buffer(&p.resolve, 0, &p.staging, 0, n as u64 * 8);
             }
         }
         if !greedy {
@@ -636,6 +674,19 @@ impl WgpuExecutor {
         encoder.copy_buffer_to_buffer(&self.flags, 0, &self.ids_staging, 0, ((1 + n_out) * 4) as u64);
         self.ctx.queue.submit([encoder.finish()]);
         self.records = records;
+        Ok(())
+    }
+
+    /// Per-node device times of the last step, when profiling.
+    fn read_profile(&mut self) -> Result<()> {
+        let Some(p) = self.profiler.as_ref().filter(|p| p.nodes >= self.work.len()) else { return Ok(()) };
+        let n = 2 * self.work.len();
+        let bytes = self.read(&p.staging, n * 8)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        let period = self.ctx.queue.get_timestamp_period() as f64;
+        for (i, r) in self.records.iter_mut().enumerate() {
+            r.micros = Some(ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / 1000.0);
+        }
         Ok(())
     }
 
@@ -678,12 +729,36 @@ impl Executor for WgpuExecutor {
         let vocab = self.graph.config.vocab_size;
         let bytes = self.read(&self.logits_staging, n_out * vocab * 4)?;
         self.read_ids(0)?;
+        self.read_profile()?;
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
 
     fn step_greedy(&mut self, input: &StepInput) -> Result<Vec<u32>> {
         self.run(input, true)?;
-        self.read_ids(input.out_rows.len())
+        let ids = self.read_ids(input.out_rows.len())?;
+        self.read_profile()?;
+        Ok(ids)
+    }
+
+    fn set_profiling(&mut self, on: bool) -> Result<()> {
+        if !on {
+            self.profiler = None;
+            return Ok(());
+        }
+        if !self.ctx.timestamps {
+            return Err(Error::BackendUnavailable {
+                backend: "wgpu".into(),
+                reason: format!("{} has no TIMESTAMP_QUERY: per-node timing is not available", self.ctx.info.name),
+            });
+        }
+        let nodes = self.graph.nodes.len();
+        let d = &self.ctx.device;
+        let queries = d.create_query_set(&wgpu::QuerySetDescriptor { label: Some("node times"), ty: wgpu::QueryType::Timestamp, count: 2 * nodes as u32 });
+        let size = (2 * nodes * 8) as u64;
+        let resolve = d.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
+        let staging = d.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        self.profiler = Some(Profiler { queries, resolve, staging, nodes });
+        Ok(())
     }
 
     fn reset_sequence(&mut self, _seq: usize) {
