@@ -11,7 +11,7 @@
 // keys in tiles of 64 with the ordinary synchronised online softmax.
 
 const AT: u32 = 64u;          // threads per workgroup = keys per tile
-const CHUNK: u32 = 256u;      // keys per split-KV workgroup
+const CHUNK: u32 = 64u;       // keys per split-KV workgroup: many small chunks fill the GPU
 const MAX_HD: u32 = 256u;
 const NEG: f32 = -3.0e38;
 

@@ -93,6 +93,27 @@ fn synthetic_params(g: &graph::Graph) -> Vec<HostTensor> {
         .collect()
 }
 
+/// Prints device time per (op, implementation) and returns it as JSON.
+fn print_profile(what: &str, records: &[fdpp_runtime::backend::NodeRecord]) -> serde_json::Value {
+    let mut by_kind: std::collections::BTreeMap<(String, String), (f64, usize)> = Default::default();
+    for r in records {
+        let e = by_kind.entry((r.op.clone(), r.implementation.clone())).or_default();
+        e.0 += r.micros.unwrap_or(0.0);
+        e.1 += 1;
+    }
+    let total: f64 = by_kind.values().map(|v| v.0).sum();
+    println!("{what}: device time per node kind");
+    let mut kinds: Vec<_> = by_kind.into_iter().collect();
+    kinds.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+    let mut rows = Vec::new();
+    for ((op, imp), (us, n)) in &kinds {
+        println!("  {op:<12} {imp:<22} {n:>4} nodes {us:>11.1} us {:>5.1}%", 100.0 * us / total.max(1e-9));
+        rows.push(serde_json::json!({"op": op, "implementation": imp, "nodes": n, "micros": us}));
+    }
+    println!("  total {total:.1} us");
+    serde_json::json!({"step": what, "total_micros": total, "kinds": rows})
+}
+
 fn stats(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -201,28 +222,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut profile = Vec::new();
     if args.profile {
         exec.set_profiling(true)?;
-        measure(exec.as_mut(), config.vocab_size, 1, args.prompt_tokens, 2)?;
+        // One prefill step, then one decode step, each timed node by node.
+        let ids: Vec<u32> = (0..args.prompt_tokens as u32).map(|i| i % config.vocab_size as u32).collect();
+        let pos: Vec<usize> = (0..args.prompt_tokens).collect();
+        exec.reset_sequence(0);
+        let last = args.prompt_tokens - 1;
+        let next = exec.step_greedy(&StepInput { tokens: &ids, positions: &pos, seqs: &vec![0; ids.len()], out_rows: &[last] })?;
+        profile.push(print_profile(&format!("prefill of {} tokens", args.prompt_tokens), exec.last_step_records()));
+        exec.step_greedy(&StepInput { tokens: &next, positions: &[args.prompt_tokens], seqs: &[0], out_rows: &[0] })?;
+        profile.push(print_profile(&format!("decode at position {}", args.prompt_tokens), exec.last_step_records()));
         exec.set_profiling(false)?;
-        let mut by_kind: std::collections::BTreeMap<(String, String), (f64, usize)> = Default::default();
-        for r in exec.last_step_records() {
-            let e = by_kind.entry((r.op.clone(), r.implementation.clone())).or_default();
-            e.0 += r.micros.unwrap_or(0.0);
-            e.1 += 1;
-        }
-        let total: f64 = by_kind.values().map(|v| v.0).sum();
-        println!("one decode step at position {}, per node kind (device time):", args.prompt_tokens + 1);
-        let mut kinds: Vec<_> = by_kind.into_iter().collect();
-        kinds.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
-        for ((op, imp), (us, n)) in &kinds {
-            println!("  {op:<12} {imp:<22} {n:>4} nodes {us:>10.1} us {:>5.1}%", 100.0 * us / total.max(1e-9));
-            profile.push(serde_json::json!({"op": op, "implementation": imp, "nodes": n, "micros": us}));
-        }
-        println!("  total {total:.1} us ({:.0} tok/s if nothing else ran)", 1e6 / total.max(1e-9));
     }
     if let Some(path) = args.json {
         let v = serde_json::json!({
             "model": what, "backend": device, "prompt": args.prompt_tokens, "gen": args.gen_tokens,
-            "repeats": args.repeats, "rows": rows, "decode_profile": profile,
+            "repeats": args.repeats, "rows": rows, "profile": profile,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&v).expect("JSON")).map_err(|e| Error::io(&path, e))?;
     }

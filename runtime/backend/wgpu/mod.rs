@@ -25,7 +25,7 @@ use crate::tensor::HostTensor;
 /// split-KV unified-max attention; other steps use the online-softmax kernel.
 const SPLIT_MAX_M: usize = 64;
 /// Keys per split-KV workgroup (`CHUNK` in attention.wgsl).
-const ATTN_CHUNK: usize = 256;
+const ATTN_CHUNK: usize = 64;
 /// Rows the GEMV kernel handles at once (`GEMV_MAX_M` in linear.wgsl).
 const GEMV_MAX_M: usize = 8;
 
@@ -227,14 +227,17 @@ impl WgpuExecutor {
             while r0 < p.shape[0] {
                 let rows = rows_per.min(p.shape[0] - r0);
                 let part = &values[r0 * cols..(r0 + rows) * cols];
-                let bytes: Vec<u8> = if ctx.f16_weights {
-                    part.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()
+                let halves: Vec<half::f16>;
+                let bytes: &[u8] = if ctx.f16_weights {
+                    use rayon::prelude::*;
+                    halves = part.par_iter().map(|v| half::f16::from_f32(*v)).collect();
+                    bytemuck::cast_slice(&halves)
                 } else {
-                    bytemuck::cast_slice(part).to_vec()
+                    bytemuck::cast_slice(part)
                 };
                 let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(&p.name),
-                    contents: &bytes,
+                    contents: bytes,
                     usage: wgpu::BufferUsages::STORAGE,
                 });
                 chunks.push((buffer, r0, rows));

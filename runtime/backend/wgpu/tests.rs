@@ -265,7 +265,7 @@ fn check_attention(unified: UnifiedMax, q_scale: f32, expect_fallback: bool) {
     let (kv_dim, width, max_ctx) = (kvh * hd, (heads + 2 * kvh) * hd, c.max_context);
     let mut rng = Rng::new(3);
     // Four sequences (one token each, as in a batched decode step) at positions that need
-    // one, two and three chunks of 256 keys.
+    // one to eight chunks of keys.
     let positions = [0usize, 255, 300, 511];
     let m = positions.len();
     let kc = random(&mut rng, m * max_ctx * kv_dim, 1.0);
