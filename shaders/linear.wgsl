@@ -19,29 +19,24 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let lane = t % GV_LANES;
     let m = min(row_count(), GEMV_MAX_M);
     let K = node.k;
-    var acc: array<f32, 8>;
-    if (col < node.n) {
-        let wrow = col * K;
-        let k4 = K / 4u * 4u;
-        for (var k = lane * 4u; k < k4; k += GV_LANES * 4u) {
-            let w0 = f32(w[wrow + k]);
-            let w1 = f32(w[wrow + k + 1u]);
-            let w2 = f32(w[wrow + k + 2u]);
-            let w3 = f32(w[wrow + k + 3u]);
-            for (var r = 0u; r < m; r++) {
-                let xb = r * K + k;
-                acc[r] += w0 * x[xb] + w1 * x[xb + 1u] + w2 * x[xb + 2u] + w3 * x[xb + 3u];
-            }
-        }
-        for (var k = k4 + lane; k < K; k += GV_LANES) {
-            let wv = f32(w[wrow + k]);
-            for (var r = 0u; r < m; r++) {
-                acc[r] += wv * x[r * K + k];
-            }
-        }
-    }
+    let k4 = K / 4u * 4u;
+    let wrow = col * K;
+    // One scalar accumulator per pass: a dynamically indexed array would live in local
+    // memory on some GPUs. Rows after the first re-read the weights from cache.
     for (var r = 0u; r < m; r++) {
-        gpart[r * 256u + t] = acc[r];
+        var acc = 0.0;
+        if (col < node.n) {
+            let xr = r * K;
+            for (var k = lane * 4u; k < k4; k += GV_LANES * 4u) {
+                let wv = vec4<f32>(f32(w[wrow + k]), f32(w[wrow + k + 1u]), f32(w[wrow + k + 2u]), f32(w[wrow + k + 3u]));
+                let xv = vec4<f32>(x[xr + k], x[xr + k + 1u], x[xr + k + 2u], x[xr + k + 3u]);
+                acc += dot(wv, xv);
+            }
+            for (var k = k4 + lane; k < K; k += GV_LANES) {
+                acc += f32(w[wrow + k]) * x[xr + k];
+            }
+        }
+        gpart[r * 256u + t] = acc;
     }
     workgroupBarrier();
     if (t < m * GV_ROWS) {
@@ -61,8 +56,8 @@ const FB_M: u32 = 8u;
 const FB_N: u32 = 64u;
 const FB_K: u32 = 16u;
 const FB_WPAD: u32 = 17u; // row stride of the weight tile (padding against bank conflicts)
-var<workgroup> fx: array<f32, 256>;   // 2 buffers x 8 x 16
-var<workgroup> fw: array<f32, 2176>;  // 2 buffers x 64 x 17
+var<workgroup> fx: array<f32, 256>;   // 2 buffers x 16 (k) x 8 (rows): k-major
+var<workgroup> fw: array<f32, 2176>;  // 2 buffers x 64 (cols) x 17
 
 fn flat_load(tile: u32, buf: u32, t: u32, m0: u32, n0: u32, M: u32) {
     let K = node.k;
@@ -72,7 +67,7 @@ fn flat_load(tile: u32, buf: u32, t: u32, m0: u32, n0: u32, M: u32) {
         let c = e % FB_K;
         var v = 0.0;
         if (m0 + r < M && k0 + c < K) { v = x[(m0 + r) * K + k0 + c]; }
-        fx[buf * FB_M * FB_K + e] = v;
+        fx[buf * FB_M * FB_K + c * FB_M + r] = v;
     }
     for (var j = 0u; j < FB_K; j++) {
         let e = t + FB_N * j;
@@ -84,13 +79,18 @@ fn flat_load(tile: u32, buf: u32, t: u32, m0: u32, n0: u32, M: u32) {
     }
 }
 
+fn flat_store(row: u32, col: u32, M: u32, v: f32) {
+    if (row < M) { y[row * node.ldy + node.n_offset + col] = v; }
+}
+
 @compute @workgroup_size(64)
 fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let M = row_count();
     let n0 = wg.x * FB_N;
     let m0 = wg.y * FB_M;
     let tiles = (node.k + FB_K - 1u) / FB_K;
-    var acc: array<f32, 8>;
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
     flat_load(0u, 0u, t, m0, n0, M);
     workgroupBarrier();
     for (var i = 0u; i < tiles; i++) {
@@ -98,26 +98,42 @@ fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         // Fill the other buffer with the next tile while this one is consumed; the
         // barrier at the end of the previous iteration made that buffer free.
         if (i + 1u < tiles) { flat_load(i + 1u, 1u - cur, t, m0, n0, M); }
+        let xb = cur * FB_M * FB_K;
+        let wb = cur * FB_N * FB_WPAD + t * FB_WPAD;
         for (var kk = 0u; kk < FB_K; kk++) {
-            let wv = fw[cur * FB_N * FB_WPAD + t * FB_WPAD + kk];
-            for (var r = 0u; r < FB_M; r++) {
-                acc[r] += fx[cur * FB_M * FB_K + r * FB_K + kk] * wv;
-            }
+            let wv = fw[wb + kk];
+            let o = xb + kk * FB_M;
+            lo += wv * vec4<f32>(fx[o], fx[o + 1u], fx[o + 2u], fx[o + 3u]);
+            hi += wv * vec4<f32>(fx[o + 4u], fx[o + 5u], fx[o + 6u], fx[o + 7u]);
         }
         workgroupBarrier();
     }
     let col = n0 + t;
     if (col < node.n) {
-        for (var r = 0u; r < FB_M; r++) {
-            if (m0 + r < M) { y[(m0 + r) * node.ldy + node.n_offset + col] = acc[r]; }
-        }
+        flat_store(m0, col, M, lo.x);
+        flat_store(m0 + 1u, col, M, lo.y);
+        flat_store(m0 + 2u, col, M, lo.z);
+        flat_store(m0 + 3u, col, M, lo.w);
+        flat_store(m0 + 4u, col, M, hi.x);
+        flat_store(m0 + 5u, col, M, hi.y);
+        flat_store(m0 + 6u, col, M, hi.z);
+        flat_store(m0 + 7u, col, M, hi.w);
     }
 }
 
 const GM: u32 = 64u;
 const GK: u32 = 16u;
-var<workgroup> ga: array<f32, 1024>; // 64 rows of x x 16
-var<workgroup> gb: array<f32, 1024>; // 64 rows of w x 16
+var<workgroup> ga: array<vec4<f32>, 256>; // [k][row / 4]: 16 x 16 vec4 = 64 rows of x
+var<workgroup> gb: array<vec4<f32>, 256>; // [k][col / 4]: 64 rows of w
+
+fn gemm_store(r: u32, col: u32, M: u32, v: vec4<f32>) {
+    if (r >= M) { return; }
+    let base = r * node.ldy + node.n_offset;
+    if (col < node.n) { y[base + col] = v.x; }
+    if (col + 1u < node.n) { y[base + col + 1u] = v.y; }
+    if (col + 2u < node.n) { y[base + col + 2u] = v.z; }
+    if (col + 3u < node.n) { y[base + col + 3u] = v.w; }
+}
 
 @compute @workgroup_size(256)
 fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -127,7 +143,10 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let m0 = wg.y * GM;
     let tx = t % 16u;
     let ty = t / 16u;
-    var acc: array<f32, 16>;
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < K; k0 += GK) {
         for (var j = 0u; j < 4u; j++) {
             let e = t + 256u * j;
@@ -135,32 +154,26 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             let c = e % GK;
             var a = 0.0;
             if (m0 + r < M && k0 + c < K) { a = x[(m0 + r) * K + k0 + c]; }
-            ga[e] = a;
+            ga[c * 16u + r / 4u][r % 4u] = a;
             var b = 0.0;
             if (n0 + r < node.n && k0 + c < K) { b = f32(w[(n0 + r) * K + k0 + c]); }
-            gb[e] = b;
+            gb[c * 16u + r / 4u][r % 4u] = b;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < GK; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = ga[(ty * 4u + i) * GK + kk];
-                b[i] = gb[(tx * 4u + i) * GK + kk];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] += a[i] * b[j];
-                }
-            }
+            let a = ga[kk * 16u + ty];
+            let b = gb[kk * 16u + tx];
+            c0 += a.x * b;
+            c1 += a.y * b;
+            c2 += a.z * b;
+            c3 += a.w * b;
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let r = m0 + ty * 4u + i;
-        for (var j = 0u; j < 4u; j++) {
-            let col = n0 + tx * 4u + j;
-            if (r < M && col < node.n) { y[r * node.ldy + node.n_offset + col] = acc[i * 4u + j]; }
-        }
-    }
+    let r = m0 + ty * 4u;
+    let col = n0 + tx * 4u;
+    gemm_store(r, col, M, c0);
+    gemm_store(r + 1u, col, M, c1);
+    gemm_store(r + 2u, col, M, c2);
+    gemm_store(r + 3u, col, M, c3);
 }
