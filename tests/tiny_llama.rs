@@ -103,7 +103,7 @@ fn rel_err(got: &[f32], want: &[f64]) -> f64 {
 }
 
 /// Prefill of a prompt, then decode steps (each checks the KV cache of earlier steps).
-fn check(spec: Spec, seed: u64, test: &str) {
+fn check(spec: Spec, seed: u64, test: &str, prompt: &[u32], decode: &[u32]) {
     let dir = common::temp_dir(test);
     let path = dir.join("tiny.gguf");
     let weights = common::write_tiny(&path, &spec, seed);
@@ -111,17 +111,16 @@ fn check(spec: Spec, seed: u64, test: &str) {
     let mut engine = Engine::load(model, &EngineOptions::default(), &mut |_, _| {}).unwrap();
     let mut reference = Reference::new(&spec, &weights);
 
-    let prompt = [5u32, 77, 130, 3, 200, 258, 42];
     let mut want = vec![];
-    for &t in &prompt {
+    for &t in prompt {
         want = reference.step(t);
     }
-    let got = engine.forward(&prompt, 0).unwrap();
+    let got = engine.forward(prompt, 0).unwrap();
     let err = rel_err(&got, &want);
     assert!(err < 1e-5, "prefill: relative error {err:e}");
 
     let mut pos = prompt.len();
-    for t in [9u32, 250, 17] {
+    for &t in decode {
         let want = reference.step(t);
         let got = engine.forward(&[t], pos).unwrap();
         let err = rel_err(&got, &want);
@@ -133,25 +132,13 @@ fn check(spec: Spec, seed: u64, test: &str) {
 
 #[test]
 fn tiny_llama_matches_f64_reference_tied() {
-    check(Spec::default(), 1, "tied");
+    check(Spec::default(), 1, "tied", &[5, 77, 130, 3, 200, 258, 42], &[9, 250, 17]);
 }
 
 #[test]
 fn tiny_llama_matches_f64_reference_separate_head_mha_long_prompt() {
     // No GQA (heads == kv heads), separate lm_head, and a prompt long enough for the GEMM path.
     let spec = Spec { kv_heads: 4, tied: false, layers: 3, rope_theta: 500000.0, ..Spec::default() };
-    let dir = common::temp_dir("long");
-    let path = dir.join("tiny.gguf");
-    let weights = common::write_tiny(&path, &spec, 7);
-    let mut engine = Engine::load(Model::load(&path).unwrap(), &EngineOptions::default(), &mut |_, _| {}).unwrap();
-    let mut reference = Reference::new(&spec, &weights);
     let prompt: Vec<u32> = (0..40).map(|i| (i * 37 % 261) as u32).collect();
-    let mut want = vec![];
-    for &t in &prompt {
-        want = reference.step(t);
-    }
-    let got = engine.forward(&prompt, 0).unwrap();
-    let err = rel_err(&got, &want);
-    assert!(err < 1e-5, "relative error {err:e}");
-    let _ = std::fs::remove_dir_all(dir);
+    check(spec, 7, "long", &prompt, &[1]);
 }

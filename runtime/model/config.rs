@@ -50,15 +50,17 @@ impl ModelConfig {
                 return Err(format!("{name} is 0"));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(format!(
                 "num_heads ({}) is not a multiple of num_kv_heads ({})",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim ({}) is odd; rotary embedding needs pairs", self.head_dim));
         }
+        // Written negated so that NaN is rejected too.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(self.rope_theta > 0.0) || !(self.rms_norm_eps >= 0.0) {
             return Err(format!(
                 "rope_theta ({}) must be > 0 and rms_norm_eps ({}) >= 0",

@@ -473,15 +473,14 @@ impl GgufFile {
 
         // Bounds of every tensor's data, checked once here so reads need not.
         for t in &tensors {
-            if let Some((block, _)) = t.ggml_type.block_layout() {
-                if t.dims[0] % block != 0 {
+            if let Some((block, _)) = t.ggml_type.block_layout()
+                && t.dims[0] % block != 0 {
                     return Err(Error::Malformed {
                         path: path.to_path_buf(),
                         what: format!("tensor `{}`", t.name),
                         reason: format!("row length {} is not a multiple of the {} block size {block}", t.dims[0], t.ggml_type),
                     });
                 }
-            }
             if t.offset % alignment != 0 {
                 return Err(Error::Malformed {
                     path: path.to_path_buf(),
@@ -491,7 +490,7 @@ impl GgufFile {
             }
             if let Some(size) = t.byte_size() {
                 let start = data_offset + t.offset;
-                let end = start.checked_add(size).unwrap_or(u64::MAX);
+                let end = start.saturating_add(size);
                 if end > file_len {
                     return Err(Error::Truncated {
                         path: path.to_path_buf(),

@@ -209,13 +209,11 @@ fn gguf_name_hint(hf: &str) -> String {
         (names::UP, "ffn_up.weight"),
         (names::DOWN, "ffn_down.weight"),
     ];
-    if let Some(rest) = hf.strip_prefix("model.layers.") {
-        if let Some((layer, leaf)) = rest.split_once('.') {
-            if let Some((_, g)) = leaves.iter().find(|(h, _)| *h == leaf) {
+    if let Some(rest) = hf.strip_prefix("model.layers.")
+        && let Some((layer, leaf)) = rest.split_once('.')
+            && let Some((_, g)) = leaves.iter().find(|(h, _)| *h == leaf) {
                 return format!("blk.{layer}.{g}");
             }
-        }
-    }
     "?".into()
 }
 

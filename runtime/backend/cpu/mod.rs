@@ -154,8 +154,8 @@ impl Executor for CpuExecutor {
                     ys.copy_from_slice(arg(0));
                     let q_dim = num_heads * head_dim;
                     for (row, &pos) in ys.chunks_exact_mut(out_w).zip(input.positions) {
-                        kernels::rope_row(row, *num_heads, *head_dim, &inv_freq, pos);
-                        kernels::rope_row(&mut row[q_dim..], *num_kv_heads, *head_dim, &inv_freq, pos);
+                        kernels::rope_row(row, *num_heads, *head_dim, inv_freq, pos);
+                        kernels::rope_row(&mut row[q_dim..], *num_kv_heads, *head_dim, inv_freq, pos);
                     }
                     implementation = "rows";
                 }
