@@ -4,11 +4,11 @@
 // one chunk of keys of one (token, head) and accumulates sum e^(s - phi) v and sum e^(s - phi)
 // with the same fixed phi for every chunk, so the partial results are simply added by
 // `attn_combine`: no rescaling, no synchronisation between chunks, one final division.
-// If any s - phi leaves (lo, hi) the row is flagged, `attn_combine` skips it, and
-// `attn_online` in fallback mode recomputes exactly the flagged rows.
+// If any s - phi leaves (lo, hi) the row is flagged and `attn_combine` recomputes exactly
+// that row with the synchronised online softmax instead.
 //
-// Prefill (and the fallback): `attn_online`, one workgroup per (token, head) walking the
-// keys in tiles of 64 with the ordinary synchronised online softmax.
+// Prefill: `attn_online`, one workgroup per (token, head) walking the keys in tiles of 64
+// with the ordinary synchronised online softmax (also the fallback of flagged rows).
 
 const AT: u32 = 64u;          // threads per workgroup = keys per tile
 const CHUNK: u32 = 64u;       // keys per split-KV workgroup: many small chunks fill the GPU
@@ -121,46 +121,10 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     if (t == 0u) { scratch[base + hd] = l; }
 }
 
-// grid: (heads, m). Adds the chunks' partial sums and divides once.
-@compute @workgroup_size(64)
-fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let h = wg.x;
-    let i = wg.y;
-    let hd = node.head_dim;
-    if (atomicLoad(&flags[node.flag_offset + i * node.heads + h]) != 0u) { return; }
-    let pos = position_at(i);
-    let chunks = pos / CHUNK + 1u;
-    let base = (i * node.heads + h) * step.attn_chunks;
-    var l = 0.0;
-    for (var c = 0u; c < chunks; c++) {
-        l += scratch[(base + c) * (hd + 1u) + hd];
-    }
-    for (var d = t; d < hd; d += AT) {
-        var s = 0.0;
-        for (var c = 0u; c < chunks; c++) {
-            s += scratch[(base + c) * (hd + 1u) + d];
-        }
-        y[i * node.heads * hd + h * hd + d] = s / l;
-    }
-}
-
-// grid: (heads, m). mode 0: every row; mode 1: only rows flagged by attn_split (fallback),
-// counted in flags[0].
-@compute @workgroup_size(64)
-fn attn_online(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let h = wg.x;
-    let i = wg.y;
+// The synchronised online softmax for one (token, head); the whole workgroup calls it.
+fn online_row(i: u32, h: u32, t: u32) {
     let hd = node.head_dim;
     let kvh = h / (node.heads / node.kv_heads);
-    if (t == 0u) {
-        var run = 1u;
-        if (node.mode == 1u) {
-            run = atomicLoad(&flags[node.flag_offset + i * node.heads + h]);
-            if (run != 0u) { atomicAdd(&flags[0], 1u); }
-        }
-        wg_u32 = run;
-    }
-    if (workgroupUniformLoad(&wg_u32) == 0u) { return; }
     if (t == 0u) { wg_pos = position_at(i); }
     let pos = workgroupUniformLoad(&wg_pos);
     load_q(i, h, t);
@@ -197,4 +161,42 @@ fn attn_online(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         let d = t + a * AT;
         if (d < hd) { y[i * node.heads * hd + h * hd + d] = acc[a] / l; }
     }
+}
+
+// grid: (heads, m). Adds the chunks' partial sums and divides once; a row that
+// attn_split flagged is recomputed here with the online softmax (counted in flags[0]).
+@compute @workgroup_size(64)
+fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let h = wg.x;
+    let i = wg.y;
+    let hd = node.head_dim;
+    if (t == 0u) {
+        let flagged = atomicLoad(&flags[node.flag_offset + i * node.heads + h]);
+        if (flagged != 0u) { atomicAdd(&flags[0], 1u); }
+        wg_u32 = flagged;
+    }
+    if (workgroupUniformLoad(&wg_u32) != 0u) {
+        online_row(i, h, t);
+        return;
+    }
+    let pos = position_at(i);
+    let chunks = pos / CHUNK + 1u;
+    let base = (i * node.heads + h) * step.attn_chunks;
+    var l = 0.0;
+    for (var c = 0u; c < chunks; c++) {
+        l += scratch[(base + c) * (hd + 1u) + hd];
+    }
+    for (var d = t; d < hd; d += AT) {
+        var s = 0.0;
+        for (var c = 0u; c < chunks; c++) {
+            s += scratch[(base + c) * (hd + 1u) + d];
+        }
+        y[i * node.heads * hd + h * hd + d] = s / l;
+    }
+}
+
+// grid: (heads, m): prefill, every row with the online softmax.
+@compute @workgroup_size(64)
+fn attn_online(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    online_row(wg.y, wg.x, t);
 }

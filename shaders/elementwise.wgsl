@@ -41,7 +41,8 @@ fn rms_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 
 // Rotary embedding of the Q and K heads of a fused QKV row (split-halves layout); V is
 // copied. `x2` holds the host-computed table [position][pair] of (cos, sin), so every
-// backend rotates by exactly the same angles.
+// backend rotates by exactly the same angles. mode 1 also appends the rotated K and the V
+// of the token to its sequence's cache (the KV write fused in).
 @compute @workgroup_size(64)
 fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.y;
@@ -50,24 +51,30 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= step.m || j >= width) { return; }
     let d = node.head_dim;
     let half = d / 2u;
-    let rotated = (node.heads + node.kv_heads) * d;
+    let q_dim = node.heads * d;
+    let rotated = q_dim + node.kv_heads * d;
     let src = i * width;
-    if (j >= rotated) {
-        y[src + j] = x[src + j];
-        return;
+    var v = x[src + j];
+    if (j < rotated) {
+        let base = (j / d) * d;
+        let within = j % d;
+        let p = within % half;
+        let pos = position_at(i);
+        let c = x2[(pos * half + p) * 2u];
+        let s = x2[(pos * half + p) * 2u + 1u];
+        let a = x[src + base + p];
+        let b = x[src + base + p + half];
+        v = select(b * c + a * s, a * c - b * s, within < half);
     }
-    let base = (j / d) * d;
-    let within = j % d;
-    let p = within % half;
-    let pos = position_at(i);
-    let c = x2[(pos * half + p) * 2u];
-    let s = x2[(pos * half + p) * 2u + 1u];
-    let a = x[src + base + p];
-    let b = x[src + base + p + half];
-    if (within < half) {
-        y[src + j] = a * c - b * s;
-    } else {
-        y[src + j] = b * c + a * s;
+    y[src + j] = v;
+    if (node.mode == 1u && j >= q_dim) {
+        let kv_dim = node.kv_heads * d;
+        let slot = (seq_at(i) * node.max_ctx + position_at(i)) * kv_dim;
+        if (j < rotated) {
+            kc[slot + j - q_dim] = v;
+        } else {
+            vc[slot + j - rotated] = v;
+        }
     }
 }
 

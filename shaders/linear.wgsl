@@ -4,6 +4,12 @@
 //   workgroup in tiles of BK = 16 that are double-buffered in workgroup memory.
 // C (gemm): 64 x 64 output tiles, 4 x 4 per thread, for large M (prefill).
 
+// Fused residual add (mode 1): the layer's output plus the residual stream in x2.
+fn epilogue(row: u32, col: u32, v: f32) -> f32 {
+    if (node.mode == 1u) { return v + x2[row * node.ldy + col]; }
+    return v;
+}
+
 const GEMV_MAX_M: u32 = 8u;
 const GV_ROWS: u32 = 8u;   // output columns per workgroup
 const GV_LANES: u32 = 32u; // threads per output column
@@ -47,7 +53,8 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             for (var l = 0u; l < GV_LANES; l++) {
                 s += gpart[r * 256u + c * GV_LANES + l];
             }
-            y[r * node.ldy + node.n_offset + first + c] = s;
+            let col_out = node.n_offset + first + c;
+            y[r * node.ldy + col_out] = epilogue(r, col_out, s);
         }
     }
 }
@@ -80,7 +87,8 @@ fn flat_load(tile: u32, buf: u32, t: u32, m0: u32, n0: u32, M: u32) {
 }
 
 fn flat_store(row: u32, col: u32, M: u32, v: f32) {
-    if (row < M) { y[row * node.ldy + node.n_offset + col] = v; }
+    let c = node.n_offset + col;
+    if (row < M) { y[row * node.ldy + c] = epilogue(row, c, v); }
 }
 
 @compute @workgroup_size(64)
@@ -129,10 +137,11 @@ var<workgroup> gb: array<vec4<f32>, 256>; // [k][col / 4]: 64 rows of w
 fn gemm_store(r: u32, col: u32, M: u32, v: vec4<f32>) {
     if (r >= M) { return; }
     let base = r * node.ldy + node.n_offset;
-    if (col < node.n) { y[base + col] = v.x; }
-    if (col + 1u < node.n) { y[base + col + 1u] = v.y; }
-    if (col + 2u < node.n) { y[base + col + 2u] = v.z; }
-    if (col + 3u < node.n) { y[base + col + 3u] = v.w; }
+    let c = node.n_offset + col;
+    if (col < node.n) { y[base + col] = epilogue(r, c, v.x); }
+    if (col + 1u < node.n) { y[base + col + 1u] = epilogue(r, c + 1u, v.y); }
+    if (col + 2u < node.n) { y[base + col + 2u] = epilogue(r, c + 2u, v.z); }
+    if (col + 3u < node.n) { y[base + col + 3u] = epilogue(r, c + 3u, v.w); }
 }
 
 @compute @workgroup_size(256)

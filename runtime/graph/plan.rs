@@ -96,6 +96,10 @@ fn plan_memory(g: &Graph, order: &[NodeId]) -> MemoryPlan {
     let mut buffer_of = vec![None; g.tensors.len()];
     let mut widths: Vec<usize> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
+    // Buffers freed by node s become available to node s + 2, not s + 1: a backend may then
+    // fuse a node into the one before it (e.g. a residual add into a linear layer's
+    // epilogue) without the fused node writing a buffer it also reads.
+    let mut cooling: Vec<usize> = Vec::new();
     let mut live: Vec<(usize, usize)> = Vec::new(); // (tensor, buffer)
     for (step, &i) in order.iter().enumerate() {
         let node = &g.nodes[i];
@@ -118,11 +122,11 @@ fn plan_memory(g: &Graph, order: &[NodeId]) -> MemoryPlan {
         widths[buf] = widths[buf].max(w);
         buffer_of[node.output] = Some(buf);
         live.push((node.output, buf));
-        // Buffers whose last reader was this node are free for the next node's output.
+        free.append(&mut cooling);
         live.retain(|&(t, b)| {
             let dead = last_use[t] <= step && t != node.output;
             if dead {
-                free.push(b);
+                cooling.push(b);
             }
             !dead
         });

@@ -98,8 +98,71 @@ enum Work {
     RmsNorm { group: wgpu::BindGroup, out_rows: bool },
     Linear { groups: Vec<(wgpu::BindGroup, usize)>, n: usize, k: usize, out_rows: bool },
     Rope { group: wgpu::BindGroup, width: usize },
-    Attention { kv_write: wgpu::BindGroup, split: wgpu::BindGroup, combine: wgpu::BindGroup, fallback: wgpu::BindGroup, online: wgpu::BindGroup, kv_dim: usize },
+    /// `kv_write` is `None` when the rope node before it writes the cache (fused).
+    Attention { kv_write: Option<wgpu::BindGroup>, split: wgpu::BindGroup, combine: wgpu::BindGroup, online: wgpu::BindGroup, kv_dim: usize },
+    /// Folded into the node before it (a residual add done in a linear layer's epilogue).
+    Fused { into: String },
     Rows { kernel: &'static str, group: wgpu::BindGroup, width: usize, out_rows: bool },
+}
+
+/// A linear layer whose only consumer is a residual add: the add happens in its epilogue.
+struct ResidualFusion {
+    /// The other input of the add.
+    residual: usize,
+    /// The add's output tensor, which the linear layer writes instead.
+    output: usize,
+}
+
+/// Which nodes the wgpu lowering fuses (keys are node ids).
+#[derive(Default)]
+struct Fusions {
+    /// rope node -> layer whose KV cache it writes.
+    rope_kv: HashMap<usize, usize>,
+    /// linear node -> the add folded into it.
+    residual: HashMap<usize, ResidualFusion>,
+    /// add node -> the linear node that does it.
+    fused_adds: HashMap<usize, usize>,
+}
+
+impl Fusions {
+    fn find(g: &Graph, plan: &Plan) -> Self {
+        let mut consumers: Vec<Vec<usize>> = vec![vec![]; g.tensors.len()];
+        for (i, n) in g.nodes.iter().enumerate() {
+            for &t in &n.inputs {
+                consumers[t].push(i);
+            }
+        }
+        let buffer = |t: usize| plan.memory.buffer_of[t];
+        let mut f = Fusions::default();
+        for (i, n) in g.nodes.iter().enumerate() {
+            let users = &consumers[n.output];
+            match &n.op {
+                Op::Rope { .. } => {
+                    if let [u] = users[..] {
+                        if let Op::Attention { layer, .. } = g.nodes[u].op {
+                            f.rope_kv.insert(i, layer);
+                        }
+                    }
+                }
+                Op::Linear { .. } => {
+                    let [u] = users[..] else { continue };
+                    if !matches!(g.nodes[u].op, Op::Add) {
+                        continue;
+                    }
+                    let add = &g.nodes[u];
+                    let residual = if add.inputs[0] == n.output { add.inputs[1] } else { add.inputs[0] };
+                    // One dispatch may not read and write the same buffer.
+                    let out = buffer(add.output);
+                    if out != buffer(n.inputs[0]) && out != buffer(residual) {
+                        f.residual.insert(i, ResidualFusion { residual, output: add.output });
+                        f.fused_adds.insert(u, i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        f
+    }
 }
 
 /// Timestamp queries around every node's compute pass.
@@ -138,6 +201,8 @@ pub struct WgpuExecutor {
     ids_staging: wgpu::Buffer,
     records: Vec<NodeRecord>,
     profiler: Option<Profiler>,
+    /// Lower with fusions (rope + KV write, residual add into linear epilogues).
+    fuse: bool,
     /// Rows recomputed by the attention fallback in the last step.
     pub last_fallback_rows: u32,
 }
@@ -320,8 +385,15 @@ impl WgpuExecutor {
             ids_staging,
             records: vec![],
             profiler: None,
+            fuse: true,
             last_fallback_rows: 0,
         })
+    }
+
+    /// Turns the fusions off (to check them against the unfused sequence) or on.
+    pub fn set_fusion(&mut self, on: bool) {
+        self.fuse = on;
+        self.cap_m = 0; // rebuild bind groups on the next step
     }
 
     pub fn set_unified_max(&mut self, u: UnifiedMax) {
@@ -386,8 +458,9 @@ impl WgpuExecutor {
             Embedding(Vec<usize>),
             Single(usize),
             Linear(Vec<usize>),
-            Attention([usize; 4]),
+            Attention(usize),
         }
+        let fusion = if self.fuse { Fusions::find(g, &self.plan) } else { Fusions::default() };
         let mut plans = Vec::new();
         for &ni in &self.plan.order {
             let node = &g.nodes[ni];
@@ -408,7 +481,8 @@ impl WgpuExecutor {
                         .chunks
                         .iter()
                         .map(|&(_, r0, rows)| {
-                            add(NodeUniform { n: rows as u32, k: *k as u32, n_offset: r0 as u32, ldy: *n as u32, ..base(out_rows) })
+                            let mode = fusion.residual.contains_key(&ni) as u32;
+                            add(NodeUniform { n: rows as u32, k: *k as u32, n_offset: r0 as u32, ldy: *n as u32, mode, ..base(out_rows) })
                         })
                         .collect(),
                 ),
@@ -417,6 +491,7 @@ impl WgpuExecutor {
                     heads: *num_heads as u32,
                     kv_heads: *num_kv_heads as u32,
                     head_dim: *head_dim as u32,
+                    mode: fusion.rope_kv.contains_key(&ni) as u32,
                     ..base(false)
                 })),
                 Op::Attention { layer, num_heads, num_kv_heads, head_dim, scale } => {
@@ -431,9 +506,7 @@ impl WgpuExecutor {
                         hi: um.hi,
                         ..base(false)
                     };
-                    let all = add(u);
-                    let fallback = add(NodeUniform { mode: 1, ..u });
-                    Plan2::Attention([all, fallback, all, all])
+                    Plan2::Attention(add(u))
                 }
                 Op::SwiGlu { .. } | Op::Add | Op::SelectRows => Plan2::Single(add(NodeUniform { n: width, ..base(out_rows) })),
             });
@@ -457,7 +530,8 @@ impl WgpuExecutor {
         let mut work = Vec::new();
         for (&ni, p) in self.plan.order.iter().zip(plans) {
             let node = &g.nodes[ni];
-            let y = Some(act(node.output));
+            // A linear layer with the residual add fused writes where the add would have.
+            let y = Some(act(fusion.residual.get(&ni).map_or(node.output, |r| r.output)));
             let x = node.inputs.first().filter(|&&t| t != g.tokens).map(|&t| act(t));
             let out_rows = g.tensors[node.output].shape[0] == Dim::Out;
             let width = row_width(&g.tensors[node.output].shape);
@@ -475,19 +549,30 @@ impl WgpuExecutor {
                         .chunks
                         .iter()
                         .zip(us)
-                        .map(|((buf, _, rows), u)| (bind(u, Binds { x, w: Some(buf), y, ..Default::default() }), *rows))
+                        .map(|((buf, _, rows), u)| {
+                            let x2 = fusion.residual.get(&ni).map(|r| act(r.residual));
+                            (bind(u, Binds { x, x2, w: Some(buf), y, ..Default::default() }), *rows)
+                        })
                         .collect(),
                     n: *n,
                     k: *k,
                     out_rows,
                 },
                 (Op::Rope { .. }, Plan2::Single(u)) => {
-                    Work::Rope { group: bind(u, Binds { x, x2: Some(&self.rope_table), y, ..Default::default() }), width }
+                    let (kc, vc) = match fusion.rope_kv.get(&ni) {
+                        Some(&layer) => (Some(&self.kv[layer].0), Some(&self.kv[layer].1)),
+                        None => (None, None),
+                    };
+                    Work::Rope { group: bind(u, Binds { x, x2: Some(&self.rope_table), y, kc, vc, ..Default::default() }), width }
                 }
-                (Op::Attention { layer, .. }, Plan2::Attention([all, fallback, _, _])) => {
+                (Op::Attention { layer, .. }, Plan2::Attention(u)) => {
                     let (kc, vc) = (&self.kv[*layer].0, &self.kv[*layer].1);
-                    let b = |u| bind(u, Binds { x, y, kc: Some(kc), vc: Some(vc), ..Default::default() });
-                    Work::Attention { kv_write: b(all), split: b(all), combine: b(all), fallback: b(fallback), online: b(all), kv_dim: c.kv_dim() }
+                    let b = || bind(u, Binds { x, y, kc: Some(kc), vc: Some(vc), ..Default::default() });
+                    let kv_write = (!fusion.rope_kv.values().any(|l| l == layer)).then(b);
+                    Work::Attention { kv_write, split: b(), combine: b(), online: b(), kv_dim: c.kv_dim() }
+                }
+                (Op::Add, Plan2::Single(_)) if fusion.fused_adds.contains_key(&ni) => {
+                    Work::Fused { into: g.nodes[fusion.fused_adds[&ni]].name.clone() }
                 }
                 (Op::Add, Plan2::Single(u)) => {
                     let x2 = Some(act(node.inputs[1]));
@@ -599,18 +684,23 @@ impl WgpuExecutor {
                             LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
                         }
                     }
+                    if self.fuse && self.work.get(idx + 1).is_some_and(|w| matches!(w, Work::Fused { .. })) {
+                        choice.reason.push_str("; residual add fused into the epilogue");
+                    }
                     (choice.implementation.label().to_string(), choice.reason)
                 }
                 Work::Rope { group, width } => {
                     dispatch("rope", group, width.div_ceil(64), m, 1);
-                    ("host angle table".into(), String::new())
+                    ("host angle table".into(), if self.fuse { "KV cache write fused in".into() } else { String::new() })
                 }
-                Work::Attention { kv_write, split: sg, combine, fallback, online, kv_dim } => {
-                    dispatch("kv_write", kv_write, kv_dim.div_ceil(64), m, 1);
+                Work::Fused { into } => ("fused".into(), format!("residual add done in the epilogue of {into}")),
+                Work::Attention { kv_write, split: sg, combine, online, kv_dim } => {
+                    if let Some(kw) = kv_write {
+                        dispatch("kv_write", kw, kv_dim.div_ceil(64), m, 1);
+                    }
                     if split {
                         dispatch("attn_split", sg, chunks, c.num_heads, m);
                         dispatch("attn_combine", combine, c.num_heads, m, 1);
-                        dispatch("attn_online", fallback, c.num_heads, m, 1);
                         (
                             "split-KV unified max".into(),
                             format!(

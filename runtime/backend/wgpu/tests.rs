@@ -2,6 +2,7 @@
 //! this machine has (Mesa's lavapipe in CI). Skipped, with the reason printed, without one.
 
 use super::*;
+use crate::backend::Executor;
 use crate::backend::cpu::kernels;
 use crate::engine::sampler::Rng;
 use crate::graph::llama;
@@ -104,7 +105,7 @@ impl WgpuExecutor {
         bytemuck::cast_slice(&self.read(&staging, len * 4).unwrap()).to_vec()
     }
 
-    fn step(&self, m: usize, n_out: usize, chunks: usize) -> StepUniform {
+    fn step_uniform(&self, m: usize, n_out: usize, chunks: usize) -> StepUniform {
         StepUniform { m: m as u32, n_out: n_out as u32, max_m: self.cap_m as u32, attn_chunks: chunks as u32 }
     }
 }
@@ -143,7 +144,7 @@ fn check_linear(precision: WeightPrecision) {
             for (kernel, grid) in kernels_run {
                 let ybuf = ex.upload(&vec![f32::NAN; m * n]);
                 let node = NodeUniform { n: n as u32, k: k as u32, ldy: n as u32, ..Default::default() };
-                ex.dispatch_one(kernel, Binds { x: Some(&xbuf), w: Some(&wbuf), y: Some(&ybuf), ..Default::default() }, node, ex.step(m, 0, 0), &[], grid);
+                ex.dispatch_one(kernel, Binds { x: Some(&xbuf), w: Some(&wbuf), y: Some(&ybuf), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &[], grid);
                 let got = ex.download(&ybuf, m * n);
                 let err = rel_err(&got, &want);
                 assert!(err <= tolerance(&ex), "{kernel} m={m} n={n} k={k} f16={}: relative error {err:e}", ex.ctx.f16_weights);
@@ -184,7 +185,7 @@ fn row_kernels_match_the_oracle() {
     let (gb, _) = ex.upload_weights(&g);
     let yb = ex.upload(&vec![0.0; m * h]);
     let node = NodeUniform { k: h as u32, eps: 1e-5, ..Default::default() };
-    ex.dispatch_one("rms_norm", Binds { x: Some(&xb), w: Some(&gb), y: Some(&yb), ..Default::default() }, node, ex.step(m, 0, 0), &[], (1, m, 1));
+    ex.dispatch_one("rms_norm", Binds { x: Some(&xb), w: Some(&gb), y: Some(&yb), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &[], (1, m, 1));
     let mut want = vec![0.0; m * h];
     kernels::rms_norm(&x, &g, 1e-5, &mut want);
     let want64: Vec<f64> = want.iter().map(|&v| v as f64).collect();
@@ -192,7 +193,7 @@ fn row_kernels_match_the_oracle() {
 
     // add
     let node = NodeUniform { n: h as u32, ..Default::default() };
-    ex.dispatch_one("add", Binds { x: Some(&xb), x2: Some(&x2b), y: Some(&yb), ..Default::default() }, node, ex.step(m, 0, 0), &[], grid);
+    ex.dispatch_one("add", Binds { x: Some(&xb), x2: Some(&x2b), y: Some(&yb), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &[], grid);
     let want: Vec<f64> = x.iter().zip(&x2).map(|(a, b)| (a + b) as f64).collect();
     assert!(rel_err(&ex.download(&yb, m * h), &want) < 1e-6, "add");
 
@@ -200,7 +201,7 @@ fn row_kernels_match_the_oracle() {
     let f = h / 2;
     let node = NodeUniform { n: f as u32, ..Default::default() };
     let ys = ex.upload(&vec![0.0; m * f]);
-    ex.dispatch_one("swiglu", Binds { x: Some(&xb), y: Some(&ys), ..Default::default() }, node, ex.step(m, 0, 0), &[], (f.div_ceil(64), m, 1));
+    ex.dispatch_one("swiglu", Binds { x: Some(&xb), y: Some(&ys), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &[], (f.div_ceil(64), m, 1));
     let mut want = vec![0.0; m * f];
     kernels::silu_mul(&x, f, &mut want);
     let want64: Vec<f64> = want.iter().map(|&v| v as f64).collect();
@@ -216,7 +217,7 @@ fn row_kernels_match_the_oracle() {
     let qb = ex.upload(&qkv);
     let yr = ex.upload(&vec![0.0; m * width]);
     let node = NodeUniform { n: width as u32, heads: heads as u32, kv_heads: kvh as u32, head_dim: hd as u32, ..Default::default() };
-    ex.dispatch_one("rope", Binds { x: Some(&qb), x2: Some(&ex.rope_table), y: Some(&yr), ..Default::default() }, node, ex.step(m, 0, 0), &data, (width.div_ceil(64), m, 1));
+    ex.dispatch_one("rope", Binds { x: Some(&qb), x2: Some(&ex.rope_table), y: Some(&yr), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &data, (width.div_ceil(64), m, 1));
     let inv = kernels::rope_inv_freq(c.rope_theta, hd);
     let mut want = qkv.clone();
     for (i, row) in want.chunks_exact_mut(width).enumerate() {
@@ -232,14 +233,14 @@ fn row_kernels_match_the_oracle() {
     let (tb, _) = ex.upload_weights(&table);
     let tokens: Vec<u32> = (0..m as u32).map(|i| (i * 97 + 5) % vocab as u32).collect();
     let node = NodeUniform { n: vocab as u32, k: h as u32, ..Default::default() };
-    ex.dispatch_one("embedding", Binds { w: Some(&tb), y: Some(&yb), ..Default::default() }, node, ex.step(m, 0, 0), &tokens, grid);
+    ex.dispatch_one("embedding", Binds { w: Some(&tb), y: Some(&yb), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &tokens, grid);
     let want: Vec<f64> = tokens.iter().flat_map(|&t| table[t as usize * h..(t as usize + 1) * h].iter().map(|&v| v as f64)).collect();
     assert!(rel_err(&ex.download(&yb, m * h), &want) == 0.0, "embedding");
     let rows = [4u32, 0, 8];
     let mut data = vec![0u32; ex.cap_m * 4];
     data[3 * ex.cap_m..3 * ex.cap_m + 3].copy_from_slice(&rows);
     let node = NodeUniform { n: h as u32, rows: 1, ..Default::default() };
-    ex.dispatch_one("select_rows", Binds { x: Some(&xb), y: Some(&yb), ..Default::default() }, node, ex.step(m, 3, 0), &data, (h.div_ceil(64), 3, 1));
+    ex.dispatch_one("select_rows", Binds { x: Some(&xb), y: Some(&yb), ..Default::default() }, node, ex.step_uniform(m, 3, 0), &data, (h.div_ceil(64), 3, 1));
     let want: Vec<f64> = rows.iter().flat_map(|&r| x[r as usize * h..(r as usize + 1) * h].iter().map(|&v| v as f64)).collect();
     assert!(rel_err(&ex.download(&yb, 3 * h), &want) == 0.0, "select_rows");
 
@@ -249,7 +250,7 @@ fn row_kernels_match_the_oracle() {
     logits[1000 + 900] = 9.0;
     let lb = ex.upload(&logits);
     let node = NodeUniform { n: 1000, rows: 1, ..Default::default() };
-    ex.dispatch_one("argmax", Binds { x: Some(&lb), ..Default::default() }, node, ex.step(1, 2, 0), &[], (1, 2, 1));
+    ex.dispatch_one("argmax", Binds { x: Some(&lb), ..Default::default() }, node, ex.step_uniform(1, 2, 0), &[], (1, 2, 1));
     let flags: Vec<u32> = bytemuck::cast_slice(&ex.download(&ex.flags, 3)).to_vec();
     assert_eq!(flags[1], crate::engine::sampler::argmax(&logits[..1000]));
     assert_eq!(flags[2], 17);
@@ -302,7 +303,7 @@ fn check_attention(unified: UnifiedMax, q_scale: f32, expect_fallback: bool) {
     };
     let chunks = 512usize.div_ceil(ATTN_CHUNK);
     let binds = |y| Binds { x: Some(&qb), y: Some(y), kc: Some(&kb), vc: Some(&vb), ..Default::default() };
-    let step = ex.step(m, 0, chunks);
+    let step = ex.step_uniform(m, 0, chunks);
 
     let y_split = ex.upload(&vec![f32::NAN; m * heads * hd]);
     let mut enc = ex.ctx.device.create_command_encoder(&Default::default());
@@ -310,7 +311,6 @@ fn check_attention(unified: UnifiedMax, q_scale: f32, expect_fallback: bool) {
     ex.ctx.queue.submit([enc.finish()]);
     ex.dispatch_one("attn_split", binds(&y_split), node, step, &data, (chunks, heads, m));
     ex.dispatch_one("attn_combine", binds(&y_split), node, step, &data, (heads, m, 1));
-    ex.dispatch_one("attn_online", binds(&y_split), NodeUniform { mode: 1, ..node }, step, &data, (heads, m, 1));
     let err = rel_err(&ex.download(&y_split, m * heads * hd), &want64);
     assert!(err < 1e-5, "split-KV unified max: relative error {err:e}");
     let recomputed = bytemuck::cast_slice::<f32, u32>(&ex.download(&ex.flags, 1))[0];
@@ -336,4 +336,45 @@ fn scores_outside_the_safe_range_fall_back_and_stay_right() {
     // phi far above every score: each e^(s - phi) would underflow to 0, so every row is
     // flagged and recomputed by the synchronised kernel.
     check_attention(UnifiedMax { phi: 1000.0, lo: -60.0, hi: 60.0 }, 1.0, true);
+}
+
+#[test]
+fn fused_lowering_matches_the_unfused_sequence() {
+    let c = ModelConfig { num_layers: 2, ..config() };
+    let g = llama::build(&c);
+    let plan = Plan::new(&g).unwrap();
+    let mut rng = Rng::new(9);
+    let params: Vec<HostTensor> =
+        g.params.iter().map(|p| HostTensor::f32(p.shape.clone(), random(&mut rng, p.numel(), 0.3))).collect();
+    let make = |fuse: bool| -> Option<WgpuExecutor> {
+        let opts = ExecutorOptions::new(1, c.max_context);
+        match WgpuExecutor::new(&g, &plan, params.clone(), opts, None, WeightPrecision::F32) {
+            Ok(mut ex) => {
+                ex.set_fusion(fuse);
+                Some(ex)
+            }
+            Err(e) => {
+                eprintln!("skipped: no wgpu adapter on this machine ({e})");
+                None
+            }
+        }
+    };
+    let (Some(mut fused), Some(mut plain)) = (make(true), make(false)) else { return };
+    let prompt: Vec<u32> = (0..10).map(|i| i * 29 % 300).collect();
+    let positions: Vec<usize> = (0..10).collect();
+    let seqs = vec![0; 10];
+    let mut steps = vec![(prompt.clone(), positions.clone(), seqs.clone(), vec![9usize])];
+    for p in 10..13 {
+        steps.push((vec![p as u32], vec![p], vec![0], vec![0]));
+    }
+    for (tokens, positions, seqs, out_rows) in &steps {
+        let input = StepInput { tokens, positions, seqs, out_rows };
+        let (a, b) = (fused.step(&input).unwrap(), plain.step(&input).unwrap());
+        let want: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+        let err = rel_err(&a, &want);
+        assert!(err <= 1e-6, "fused vs unfused at m={}: relative error {err:e}", tokens.len());
+    }
+    // The fusions took effect: the residual adds and the KV writes ran inside other nodes.
+    assert!(fused.last_step_records().iter().any(|r| r.implementation == "fused"));
+    assert!(plain.last_step_records().iter().all(|r| r.implementation != "fused"));
 }
