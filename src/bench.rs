@@ -48,6 +48,85 @@ impl Shape {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchCmd {
+    #[command(subcommand)]
+    sub: Option<BenchSub>,
+    #[command(flatten)]
+    run: BenchArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchSub {
+    /// Each linear implementation (A GEMV, B flat GEMM, C GEMM) over a grid of M on the
+    /// model's four [N, K] shapes, beside the device's measured copy bandwidth (wgpu).
+    Kernels(KernelArgs),
+}
+
+#[derive(clap::Args)]
+struct KernelArgs {
+    #[arg(long, value_enum, default_value_t = Shape::Smollm2_135m)]
+    shape: Shape,
+    /// Tokens per step to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,6,8,12,16,24,32,48,64,96,128,256,512")]
+    m: Vec<usize>,
+    /// GPU adapter (part of its name).
+    #[arg(long)]
+    adapter: Option<String>,
+    #[arg(long, value_enum, default_value_t = crate::WeightsArg::Auto)]
+    weights: crate::WeightsArg,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn command(cmd: BenchCmd) -> Result<()> {
+    match cmd.sub {
+        Some(BenchSub::Kernels(k)) => kernels(k),
+        None => run(cmd.run),
+    }
+}
+
+fn kernels(args: KernelArgs) -> Result<()> {
+    use fdpp_runtime::backend::wgpu::microbench;
+    use fdpp_runtime::dataflow::LinearImpl;
+    let c = args.shape.config();
+    let shapes = [(c.qkv_dim(), c.hidden_size), (c.hidden_size, c.q_dim()), (2 * c.intermediate_size, c.hidden_size), (c.hidden_size, c.intermediate_size)];
+    let names = ["qkv", "o", "gate_up", "down"];
+    let mut bar = crate::progress::Bar::hidden();
+    let precision = crate::DeviceArgs::precision(args.weights);
+    let report = microbench::run(&shapes, &args.m, args.adapter.as_deref(), precision, &mut |d, t| bar.count(d, t, "timing kernels"))?;
+    bar.finish();
+    println!("device: {}", report.device);
+    println!("copy bandwidth (read + write): {:.0} GB/s", report.copy_gbytes_per_s);
+    let inflections = microbench::inflections(&report);
+    for (((n, k), name), (_, m1, m2)) in shapes.iter().zip(names).zip(&inflections) {
+        println!("\n{name} [N={n}, K={k}]: us per call (GB/s); * = fastest");
+        println!("{:>5} {:>20} {:>20} {:>20}", "M", "A gemv", "B flat_gemm", "C gemm");
+        for &m in &args.m {
+            let cell = |imp: LinearImpl| report.linear.iter().find(|t| (t.n, t.k, t.m, t.implementation) == (*n, *k, m, imp));
+            let best = [LinearImpl::Gemv, LinearImpl::FlatGemm, LinearImpl::Gemm]
+                .into_iter()
+                .filter_map(|i| cell(i).map(|t| (i, t.micros)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|b| b.0);
+            let show = |imp: LinearImpl| match cell(imp) {
+                Some(t) => format!("{:.1} ({:.1}){}", t.micros, t.gbytes_per_s, if best == Some(imp) { "*" } else { " " }),
+                None => "-".into(),
+            };
+            println!("{m:>5} {:>20} {:>20} {:>20}", show(LinearImpl::Gemv), show(LinearImpl::FlatGemm), show(LinearImpl::Gemm));
+        }
+        let f = |v: &Option<usize>| v.map_or("not in grid".to_string(), |m| m.to_string());
+        println!("measured M1 = {}, M2 = {} (built-in wgpu table: M1 = 4, M2 = 64)", f(m1), f(m2));
+    }
+    if let Some(path) = args.json {
+        let text = serde_json::to_string_pretty(&report).expect("JSON");
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
 pub struct BenchArgs {
     /// Model file or folder; the default model when neither this nor --shape is given.
     #[arg(long, conflicts_with = "shape")]
@@ -154,7 +233,7 @@ fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, steps
     Ok((prefill, (b * steps) as f64 / t.elapsed().as_secs_f64()))
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+fn run(args: BenchArgs) -> Result<()> {
     if args.prompt_tokens == 0 || args.batch.iter().any(|&b| b == 0) {
         return Err(Error::InvalidArgument("--prompt and every --batch value must be at least 1".into()));
     }

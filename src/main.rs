@@ -43,8 +43,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         m: usize,
     },
-    /// Measure prefill and decode speed.
-    Bench(bench::BenchArgs),
+    /// Measure prefill and decode speed (or, with `bench kernels`, each kernel).
+    Bench(bench::BenchCmd),
     /// Fetch the default model into the cache (if it is not there) and print its path.
     Fetch,
 }
@@ -87,12 +87,15 @@ impl DeviceArgs {
             BackendArg::Wgpu => BackendKind::Wgpu,
             BackendArg::Cuda => BackendKind::Cuda,
         };
-        let precision = match self.weights {
+        EngineOptions { backend, max_context, max_seqs, adapter: self.adapter.clone(), precision: Self::precision(self.weights) }
+    }
+
+    pub fn precision(w: WeightsArg) -> WeightPrecision {
+        match w {
             WeightsArg::Auto => WeightPrecision::Auto,
             WeightsArg::F32 => WeightPrecision::F32,
             WeightsArg::F16 => WeightPrecision::F16,
-        };
-        EngineOptions { backend, max_context, max_seqs, adapter: self.adapter.clone(), precision }
+        }
     }
 }
 
@@ -140,7 +143,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(args),
         Command::Convert { model, out_dir } => convert(&model, &out_dir),
         Command::Inspect { model, m } => resolve_model(model.as_deref()).and_then(|p| inspect::run(&p, m)),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(cmd) => bench::command(cmd),
         Command::Fetch => resolve_model(None).map(|p| println!("{}", p.display())),
     };
     match result {

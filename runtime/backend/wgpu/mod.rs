@@ -4,6 +4,7 @@
 //! submits once; the KV cache never leaves the GPU. Greedy decoding reads back 4 bytes.
 
 pub mod device;
+pub mod microbench;
 pub mod shaders;
 
 use std::collections::HashMap;
