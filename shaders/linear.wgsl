@@ -27,22 +27,31 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let K = node.k;
     let k4 = K / 4u * 4u;
     let wrow = col * K;
-    // One scalar accumulator per pass: a dynamically indexed array would live in local
-    // memory on some GPUs. Rows after the first re-read the weights from cache.
-    for (var r = 0u; r < m; r++) {
-        var acc = 0.0;
+    // Rows are taken four at a time in one vec4 accumulator (a dynamically indexed array
+    // would live in local memory on some GPUs): M <= 4 reads the weights once.
+    for (var r0 = 0u; r0 < m; r0 += 4u) {
+        var acc = vec4<f32>(0.0);
         if (col < node.n) {
-            let xr = r * K;
+            // Rows past m read whatever the buffer holds there; their sums are never stored.
+            let x0 = r0 * K;
             for (var k = lane * 4u; k < k4; k += GV_LANES * 4u) {
                 let wv = vec4<f32>(f32(w[wrow + k]), f32(w[wrow + k + 1u]), f32(w[wrow + k + 2u]), f32(w[wrow + k + 3u]));
-                let xv = vec4<f32>(x[xr + k], x[xr + k + 1u], x[xr + k + 2u], x[xr + k + 3u]);
-                acc += dot(wv, xv);
+                acc += vec4<f32>(
+                    dot(wv, vec4<f32>(x[x0 + k], x[x0 + k + 1u], x[x0 + k + 2u], x[x0 + k + 3u])),
+                    dot(wv, vec4<f32>(x[x0 + K + k], x[x0 + K + k + 1u], x[x0 + K + k + 2u], x[x0 + K + k + 3u])),
+                    dot(wv, vec4<f32>(x[x0 + 2u * K + k], x[x0 + 2u * K + k + 1u], x[x0 + 2u * K + k + 2u], x[x0 + 2u * K + k + 3u])),
+                    dot(wv, vec4<f32>(x[x0 + 3u * K + k], x[x0 + 3u * K + k + 1u], x[x0 + 3u * K + k + 2u], x[x0 + 3u * K + k + 3u])),
+                );
             }
             for (var k = k4 + lane; k < K; k += GV_LANES) {
-                acc += f32(w[wrow + k]) * x[xr + k];
+                let wv = f32(w[wrow + k]);
+                acc += wv * vec4<f32>(x[x0 + k], x[x0 + K + k], x[x0 + 2u * K + k], x[x0 + 3u * K + k]);
             }
         }
-        gpart[r * 256u + t] = acc;
+        gpart[r0 * 256u + t] = acc.x;
+        if (r0 + 1u < m) { gpart[(r0 + 1u) * 256u + t] = acc.y; }
+        if (r0 + 2u < m) { gpart[(r0 + 2u) * 256u + t] = acc.z; }
+        if (r0 + 3u < m) { gpart[(r0 + 3u) * 256u + t] = acc.w; }
     }
     workgroupBarrier();
     if (t < m * GV_ROWS) {

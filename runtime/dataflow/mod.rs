@@ -69,12 +69,14 @@ impl DataflowTable {
         }
     }
 
-    /// The wgpu backend's built-in table until the tuner measures one per device: GEMV for
-    /// a few rows, flat GEMM (M padded to 8) up to 64 rows, tiled GEMM beyond.
+    /// The wgpu backend's built-in table until the tuner measures one per device. Measured
+    /// with `fdpp bench kernels` on an H200 (bench/results/h200.md): GEMV wins up to its
+    /// 8-row limit on all four shapes and today's flat GEMM loses to the tiled GEMM at every
+    /// M, so B gets an empty range (M1 = M2) until it is made parallel enough.
     pub fn wgpu_default() -> Self {
         DataflowTable {
             source: TableSource::Default { backend: "wgpu".into() },
-            fallback: Inflections { m1: 4, m2: 64 },
+            fallback: Inflections { m1: 9, m2: 9 },
             shapes: BTreeMap::new(),
         }
     }

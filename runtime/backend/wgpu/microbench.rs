@@ -120,7 +120,7 @@ pub fn run(shapes: &[(usize, usize)], ms: &[usize], adapter: Option<&str>, preci
         let wbufs: Vec<wgpu::Buffer> = (0..copies)
             .map(|_| d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: wgpu::BufferUsages::STORAGE }))
             .collect();
-        let x: Vec<f32> = (0..max_m * k).map(|_| rng.next_f32() - 0.5).collect();
+        let x: Vec<f32> = (0..max_m.max(4) * k).map(|_| rng.next_f32() - 0.5).collect();
         let xb = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&x), usage: wgpu::BufferUsages::STORAGE });
         let yb = d.create_buffer(&wgpu::BufferDescriptor { label: None, size: (max_m * n * 4) as u64, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
         let node = NodeUniform { n: n as u32, k: k as u32, ldy: n as u32, ..Default::default() };
