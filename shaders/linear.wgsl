@@ -1,7 +1,7 @@
 // y[m, n_offset + j] = sum_k x[m, k] * w[j, k]: the three dataflows of a linear layer.
 // A (gemv): M < M1. 32 threads per output column, 8 columns per workgroup.
-// B (flat_gemm): M padded to 8, N tiled across workgroups (BN = 64), K walked inside the
-//   workgroup in tiles of BK = 16 that are double-buffered in workgroup memory.
+// B (flat_gemm): M padded to 8, N tiled across workgroups (8 columns each), K walked inside
+//   the workgroup; each weight load feeds 8 rows.
 // C (gemm): 64 x 64 output tiles, 4 x 4 per thread, for large M (prefill).
 
 // Fused residual add (mode 1): the layer's output plus the residual stream in x2.
@@ -68,31 +68,21 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 }
 
+// B: M padded to 8 per workgroup row tile, N tiled across workgroups (8 columns each), K
+// walked inside the workgroup by 32 lanes per column in coalesced runs of 4. Every weight
+// read feeds 8 rows (two vec4 accumulators), so the weights stream once per 8 rows.
 const FB_M: u32 = 8u;
-const FB_N: u32 = 64u;
-const FB_K: u32 = 16u;
-const FB_WPAD: u32 = 17u; // row stride of the weight tile (padding against bank conflicts)
-var<workgroup> fx: array<f32, 256>;   // 2 buffers x 16 (k) x 8 (rows): k-major
-var<workgroup> fw: array<f32, 2176>;  // 2 buffers x 64 (cols) x 17
+var<workgroup> fpart: array<vec4<f32>, 512>; // 256 threads x (rows 0-3, rows 4-7)
 
-fn flat_load(tile: u32, buf: u32, t: u32, m0: u32, n0: u32, M: u32) {
-    let K = node.k;
-    let k0 = tile * FB_K;
-    for (var e = t; e < FB_M * FB_K; e += FB_N) {
-        let r = e / FB_K;
-        let c = e % FB_K;
-        var v = 0.0;
-        if (m0 + r < M && k0 + c < K) { v = x[(m0 + r) * K + k0 + c]; }
-        fx[buf * FB_M * FB_K + c * FB_M + r] = v;
-    }
-    for (var j = 0u; j < FB_K; j++) {
-        let e = t + FB_N * j;
-        let r = e / FB_K;
-        let c = e % FB_K;
-        var v = 0.0;
-        if (n0 + r < node.n && k0 + c < K) { v = f32(w[(n0 + r) * K + k0 + c]); }
-        fw[buf * FB_N * FB_WPAD + r * FB_WPAD + c] = v;
-    }
+fn flat_x(row: u32, k: u32, M: u32) -> vec4<f32> {
+    if (row >= M) { return vec4<f32>(0.0); }
+    let b = row * node.k + k;
+    return vec4<f32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]);
+}
+
+fn flat_x1(row: u32, k: u32, M: u32) -> f32 {
+    if (row >= M) { return 0.0; }
+    return x[row * node.k + k];
 }
 
 fn flat_store(row: u32, col: u32, M: u32, v: f32) {
@@ -100,41 +90,42 @@ fn flat_store(row: u32, col: u32, M: u32, v: f32) {
     if (row < M) { y[row * node.ldy + c] = epilogue(row, c, v); }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let M = row_count();
-    let n0 = wg.x * FB_N;
+    let K = node.k;
+    let first = wg.x * GV_ROWS;
+    let col = first + t / GV_LANES;
+    let lane = t % GV_LANES;
     let m0 = wg.y * FB_M;
-    let tiles = (node.k + FB_K - 1u) / FB_K;
+    let k4 = K / 4u * 4u;
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
-    flat_load(0u, 0u, t, m0, n0, M);
-    workgroupBarrier();
-    for (var i = 0u; i < tiles; i++) {
-        let cur = i % 2u;
-        // Fill the other buffer with the next tile while this one is consumed; the
-        // barrier at the end of the previous iteration made that buffer free.
-        if (i + 1u < tiles) { flat_load(i + 1u, 1u - cur, t, m0, n0, M); }
-        let xb = cur * FB_M * FB_K;
-        let wb = cur * FB_N * FB_WPAD + t * FB_WPAD;
-        for (var kk = 0u; kk < FB_K; kk++) {
-            let wv = fw[wb + kk];
-            let o = xb + kk * FB_M;
-            lo += wv * vec4<f32>(fx[o], fx[o + 1u], fx[o + 2u], fx[o + 3u]);
-            hi += wv * vec4<f32>(fx[o + 4u], fx[o + 5u], fx[o + 6u], fx[o + 7u]);
-        }
-        workgroupBarrier();
-    }
-    let col = n0 + t;
     if (col < node.n) {
-        flat_store(m0, col, M, lo.x);
-        flat_store(m0 + 1u, col, M, lo.y);
-        flat_store(m0 + 2u, col, M, lo.z);
-        flat_store(m0 + 3u, col, M, lo.w);
-        flat_store(m0 + 4u, col, M, hi.x);
-        flat_store(m0 + 5u, col, M, hi.y);
-        flat_store(m0 + 6u, col, M, hi.z);
-        flat_store(m0 + 7u, col, M, hi.w);
+        let wrow = col * K;
+        for (var k = lane * 4u; k < k4; k += GV_LANES * 4u) {
+            let wv = vec4<f32>(f32(w[wrow + k]), f32(w[wrow + k + 1u]), f32(w[wrow + k + 2u]), f32(w[wrow + k + 3u]));
+            lo += vec4<f32>(dot(wv, flat_x(m0, k, M)), dot(wv, flat_x(m0 + 1u, k, M)), dot(wv, flat_x(m0 + 2u, k, M)), dot(wv, flat_x(m0 + 3u, k, M)));
+            hi += vec4<f32>(dot(wv, flat_x(m0 + 4u, k, M)), dot(wv, flat_x(m0 + 5u, k, M)), dot(wv, flat_x(m0 + 6u, k, M)), dot(wv, flat_x(m0 + 7u, k, M)));
+        }
+        for (var k = k4 + lane; k < K; k += GV_LANES) {
+            let wv = f32(w[wrow + k]);
+            lo += wv * vec4<f32>(flat_x1(m0, k, M), flat_x1(m0 + 1u, k, M), flat_x1(m0 + 2u, k, M), flat_x1(m0 + 3u, k, M));
+            hi += wv * vec4<f32>(flat_x1(m0 + 4u, k, M), flat_x1(m0 + 5u, k, M), flat_x1(m0 + 6u, k, M), flat_x1(m0 + 7u, k, M));
+        }
+    }
+    fpart[2u * t] = lo;
+    fpart[2u * t + 1u] = hi;
+    workgroupBarrier();
+    // Thread (c, r) for 8 columns x 8 rows adds the 32 lanes' partial sums.
+    if (t < GV_ROWS * FB_M) {
+        let c = t / FB_M;
+        let r = t % FB_M;
+        var s = 0.0;
+        for (var l = 0u; l < GV_LANES; l++) {
+            s += fpart[2u * (c * GV_LANES + l) + r / 4u][r % 4u];
+        }
+        if (first + c < node.n) { flat_store(m0 + r, first + c, M, s); }
     }
 }
 

@@ -130,7 +130,7 @@ pub fn run(shapes: &[(usize, usize)], ms: &[usize], adapter: Option<&str>, preci
         for &m in ms {
             let step = StepUniform { m: m as u32, n_out: 0, max_m: ex.cap_m as u32, attn_chunks: 0 };
             ex.ctx.queue.write_buffer(&ex.step_uniform, 0, bytemuck::bytes_of(&step));
-            let mut impls = vec![(LinearImpl::FlatGemm, "flat_gemm", [n.div_ceil(64), m.div_ceil(8)]), (LinearImpl::Gemm, "gemm", [n.div_ceil(64), m.div_ceil(64)])];
+            let mut impls = vec![(LinearImpl::FlatGemm, "flat_gemm", [n.div_ceil(8), m.div_ceil(8)]), (LinearImpl::Gemm, "gemm", [n.div_ceil(64), m.div_ceil(64)])];
             if m <= GEMV_MAX_M {
                 impls.insert(0, (LinearImpl::Gemv, "gemv", [n.div_ceil(8), 1]));
             }

@@ -681,7 +681,7 @@ impl WgpuExecutor {
                     for (gr, chunk_rows) in groups {
                         match choice.implementation {
                             LinearImpl::Gemv => dispatch("gemv", gr, chunk_rows.div_ceil(8), 1, 1),
-                            LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(8), 1),
+                            LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(8), rows.div_ceil(8), 1),
                             LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
                         }
                     }

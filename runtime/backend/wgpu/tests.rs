@@ -137,7 +137,7 @@ fn check_linear(precision: WeightPrecision) {
                 .collect();
             let _ = &seen;
             let xbuf = ex.upload(&x);
-            let mut kernels_run = vec![("flat_gemm", (n.div_ceil(64), m.div_ceil(8), 1)), ("gemm", (n.div_ceil(64), m.div_ceil(64), 1))];
+            let mut kernels_run = vec![("flat_gemm", (n.div_ceil(8), m.div_ceil(8), 1)), ("gemm", (n.div_ceil(64), m.div_ceil(64), 1))];
             if m <= GEMV_MAX_M {
                 kernels_run.push(("gemv", (n.div_ceil(8), 1, 1)));
             }
