@@ -27,9 +27,23 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let K = node.k;
     let k4 = K / 4u * 4u;
     let wrow = col * K;
-    // Rows are taken four at a time in one vec4 accumulator (a dynamically indexed array
-    // would live in local memory on some GPUs): M <= 4 reads the weights once.
-    for (var r0 = 0u; r0 < m; r0 += 4u) {
+    // Decode's common case, one row: a scalar accumulator, nothing else read.
+    if (m == 1u) {
+        var acc = 0.0;
+        if (col < node.n) {
+            for (var k = lane * 4u; k < k4; k += GV_LANES * 4u) {
+                let wv = vec4<f32>(f32(w[wrow + k]), f32(w[wrow + k + 1u]), f32(w[wrow + k + 2u]), f32(w[wrow + k + 3u]));
+                acc += dot(wv, vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
+            }
+            for (var k = k4 + lane; k < K; k += GV_LANES) {
+                acc += f32(w[wrow + k]) * x[k];
+            }
+        }
+        gpart[t] = acc;
+    }
+    // More rows are taken four at a time in one vec4 accumulator (a dynamically indexed
+    // array would live in local memory on some GPUs): M <= 4 reads the weights once.
+    for (var r0 = 0u; r0 < select(m, 0u, m == 1u); r0 += 4u) {
         var acc = vec4<f32>(0.0);
         if (col < node.n) {
             // Rows past m read whatever the buffer holds there; their sums are never stored.

@@ -69,14 +69,14 @@ impl DataflowTable {
         }
     }
 
-    /// The wgpu backend's built-in table until the tuner measures one per device. Measured
-    /// with `fdpp bench kernels` on an H200 (bench/results/h200.md): GEMV wins up to its
-    /// 8-row limit on all four shapes and today's flat GEMM loses to the tiled GEMM at every
-    /// M, so B gets an empty range (M1 = M2) until it is made parallel enough.
+    /// The wgpu backend's built-in table until the tuner measures one per device and shape.
+    /// From `fdpp bench kernels` on an H200 (bench/results/h200.md): GEMV is best at M = 1,
+    /// the flat GEMM from M = 2 up to M2 between 24 and 96 on Llama-2-7B's shapes (96 to 512
+    /// on SmolLM2's), the tiled GEMM beyond.
     pub fn wgpu_default() -> Self {
         DataflowTable {
             source: TableSource::Default { backend: "wgpu".into() },
-            fallback: Inflections { m1: 9, m2: 9 },
+            fallback: Inflections { m1: 2, m2: 32 },
             shapes: BTreeMap::new(),
         }
     }
