@@ -65,11 +65,14 @@ pub struct ExecutorOptions {
     /// GPU adapter to use (substring of its name); the preferred one when `None`.
     pub adapter: Option<String>,
     pub precision: wgpu::WeightPrecision,
+    /// Largest weight chunk one GPU binding may hold, in bytes; larger tensors are split by
+    /// rows. Default: the device's limit (e.g. 128 MiB on lavapipe).
+    pub binding_limit: Option<u64>,
 }
 
 impl ExecutorOptions {
     pub fn new(max_seqs: usize, max_context: usize) -> Self {
-        ExecutorOptions { max_seqs, max_context, adapter: None, precision: Default::default() }
+        ExecutorOptions { max_seqs, max_context, adapter: None, precision: Default::default(), binding_limit: None }
     }
 }
 

@@ -282,12 +282,13 @@ impl WgpuExecutor {
 
         let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let max_binding = ctx.max_binding();
+        let weight_binding = opts.binding_limit.map_or(max_binding, |l| l.min(max_binding));
         let elem = if ctx.f16_weights { 2 } else { 4 };
         let mut device_params = Vec::with_capacity(params.len());
         for (p, t) in graph.params.iter().zip(params) {
             let cols: usize = p.shape[1..].iter().product();
             let values = t.into_f32();
-            let rows_per = ((max_binding as usize) / (cols * elem)).max(1);
+            let rows_per = ((weight_binding as usize) / (cols * elem)).max(1);
             let mut chunks = Vec::new();
             let mut r0 = 0;
             while r0 < p.shape[0] {
