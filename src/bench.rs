@@ -22,6 +22,9 @@ pub enum Shape {
     /// Llama-2-7B with a 49152 vocabulary: 32 layers, hidden 4096, 32 heads, ffn 11008.
     #[value(name = "llama2-7b")]
     Llama2_7b,
+    /// Llama-2-13B with a 49152 vocabulary: 40 layers, hidden 5120, 40 heads, ffn 13824.
+    #[value(name = "llama2-13b")]
+    Llama2_13b,
 }
 
 impl Shape {
@@ -29,6 +32,7 @@ impl Shape {
         let (h, f, l, heads, kv) = match self {
             Shape::Smollm2_135m => (576, 1536, 30, 9, 3),
             Shape::Llama2_7b => (4096, 11008, 32, 32, 32),
+            Shape::Llama2_13b => (5120, 13824, 40, 40, 40),
         };
         ModelConfig {
             architecture: "llama".into(),
@@ -142,6 +146,10 @@ pub struct BenchArgs {
     /// Tokens decoded after the prompt (per sequence).
     #[arg(long = "gen", alias = "gen-tokens", default_value_t = 64)]
     gen_tokens: usize,
+    /// KV depth before decode is timed (comma-separated list): the sequence is filled to
+    /// this many positions first (untimed) when it is longer than the prompt, as llama-bench does.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    ctx: Vec<usize>,
     /// Sequences decoded together (comma-separated list: one measurement each).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     batch: Vec<usize>,
@@ -201,6 +209,8 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
 
 #[derive(serde::Serialize)]
 struct Row {
+    /// KV depth at which decode was timed.
+    ctx: usize,
     batch: usize,
     prefill_tok_s: f64,
     prefill_min: f64,
@@ -211,8 +221,9 @@ struct Row {
     decode_max: f64,
 }
 
-/// Prefill every sequence (one step each), then decode `gen` greedy steps of all of them.
-fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, steps: usize) -> Result<(f64, f64)> {
+/// Prefill every sequence (one step each), fill it to `depth` positions (untimed), then
+/// decode `steps` greedy steps of all of them.
+fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, depth: usize, steps: usize) -> Result<(f64, f64)> {
     let ids: Vec<u32> = (0..prompt as u64).map(|i| ((i * 7919 + 13) % vocab as u64) as u32).collect();
     let positions: Vec<usize> = (0..prompt).collect();
     let t = Instant::now();
@@ -223,10 +234,19 @@ fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, steps
         next.extend(exec.step_greedy(&StepInput { tokens: &ids, positions: &positions, seqs: &seqs, out_rows: &[prompt - 1] })?);
     }
     let prefill = (b * prompt) as f64 / t.elapsed().as_secs_f64();
+    let start = depth.max(prompt);
+    if start > prompt {
+        let fill: Vec<u32> = (prompt..start).map(|i| ((i as u64 * 7919 + 13) % vocab as u64) as u32).collect();
+        let positions: Vec<usize> = (prompt..start).collect();
+        for (s, n) in next.iter_mut().enumerate() {
+            let seqs = vec![s; fill.len()];
+            *n = exec.step_greedy(&StepInput { tokens: &fill, positions: &positions, seqs: &seqs, out_rows: &[fill.len() - 1] })?[0];
+        }
+    }
     let seqs: Vec<usize> = (0..b).collect();
     let rows: Vec<usize> = (0..b).collect();
     let t = Instant::now();
-    for pos in prompt..prompt + steps {
+    for pos in start..start + steps {
         let positions = vec![pos; b];
         next = exec.step_greedy(&StepInput { tokens: &next, positions: &positions, seqs: &seqs, out_rows: &rows })?;
     }
@@ -238,6 +258,7 @@ fn run(args: BenchArgs) -> Result<()> {
         return Err(Error::InvalidArgument("--prompt and every --batch value must be at least 1".into()));
     }
     let max_batch = *args.batch.iter().max().unwrap_or(&1);
+    let max_ctx = *args.ctx.iter().max().unwrap_or(&0);
     let (config, params, what) = match args.shape {
         Some(shape) => {
             let c = shape.config();
@@ -262,22 +283,26 @@ fn run(args: BenchArgs) -> Result<()> {
     let exec_opts = backend::ExecutorOptions {
         adapter: opts.adapter.clone(),
         precision: opts.precision,
-        ..backend::ExecutorOptions::new(max_batch, args.prompt_tokens + args.gen_tokens + 1)
+        ..backend::ExecutorOptions::new(max_batch, max_ctx.max(args.prompt_tokens) + args.gen_tokens + 1)
     };
     let mut exec = backend::create(opts.backend, &g, &plan, params, exec_opts)?;
     let device = exec.describe();
     eprintln!("fdpp: {device}");
-    measure(exec.as_mut(), config.vocab_size, 1, args.prompt_tokens.min(16), 4)?; // warm-up
+    measure(exec.as_mut(), config.vocab_size, 1, args.prompt_tokens.min(16), 0, 4)?; // warm-up
     let mut rows = Vec::new();
-    for &b in &args.batch {
+    let runs: Vec<(usize, usize)> = args.ctx.iter().flat_map(|&c| args.batch.iter().map(move |&b| (c, b))).collect();
+    let mut bar = crate::progress::Bar::hidden();
+    for (i, &(ctx, b)) in runs.iter().enumerate() {
         let (mut p, mut d) = (Vec::new(), Vec::new());
         for _ in 0..args.repeats.max(1) {
-            let (pf, dc) = measure(exec.as_mut(), config.vocab_size, b, args.prompt_tokens, args.gen_tokens)?;
+            let (pf, dc) = measure(exec.as_mut(), config.vocab_size, b, args.prompt_tokens, ctx, args.gen_tokens)?;
             p.push(pf);
             d.push(dc);
         }
+        bar.count(i + 1, runs.len(), "measuring");
         let ((pm, plo, phi), (dm, dlo, dhi)) = (stats(&p), stats(&d));
         rows.push(Row {
+            ctx: ctx.max(args.prompt_tokens),
             batch: b,
             prefill_tok_s: pm,
             prefill_min: plo,
@@ -291,10 +316,12 @@ fn run(args: BenchArgs) -> Result<()> {
     println!("model:   {what}");
     println!("backend: {device}");
     println!("prompt {} tokens, gen {} tokens, median of {} (min..max)", args.prompt_tokens, args.gen_tokens, args.repeats.max(1));
-    println!("{:>5} {:>26} {:>30} {:>14}", "batch", "prefill tok/s", "decode tok/s (total)", "per sequence");
+    bar.finish();
+    println!("{:>6} {:>5} {:>26} {:>30} {:>14}", "ctx", "batch", "prefill tok/s", "decode tok/s (total)", "per sequence");
     for r in &rows {
         println!(
-            "{:>5} {:>10.1} ({:>6.1}..{:>6.1}) {:>10.1} ({:>7.1}..{:>7.1}) {:>14.1}",
+            "{:>6} {:>5} {:>10.1} ({:>6.1}..{:>6.1}) {:>10.1} ({:>7.1}..{:>7.1}) {:>14.1}",
+            r.ctx,
             r.batch, r.prefill_tok_s, r.prefill_min, r.prefill_max, r.decode_tok_s_total, r.decode_min, r.decode_max, r.decode_tok_s_per_seq
         );
     }
