@@ -36,16 +36,35 @@ fn score(i: u32, j: u32, kvh: u32) -> f32 {
     let hd = node.head_dim;
     let kv_dim = node.kv_heads * hd;
     let base = (seq_at(i) * node.max_ctx + j) * kv_dim + kvh * hd;
-    var s = 0.0;
-    for (var d = 0u; d < hd; d++) {
+    // Four independent loads per step: the K row is read through L2, so the latency chain
+    // is what costs, not the bytes.
+    let h4 = hd / 4u * 4u;
+    var s4 = vec4<f32>(0.0);
+    for (var d = 0u; d < h4; d += 4u) {
+        s4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u])
+            * vec4<f32>(kc[base + d], kc[base + d + 1u], kc[base + d + 2u], kc[base + d + 3u]);
+    }
+    var s = s4.x + s4.y + s4.z + s4.w;
+    for (var d = h4; d < hd; d++) {
         s += qs[d] * kc[base + d];
     }
     return s * node.scale;
 }
 
-fn value(i: u32, j: u32, kvh: u32, d: u32) -> f32 {
+// sum over q < n of ps[q] * V[first + q][d], four keys per step.
+fn weighted_values(i: u32, first: u32, n: u32, kvh: u32, d: u32) -> f32 {
     let kv_dim = node.kv_heads * node.head_dim;
-    return vc[(seq_at(i) * node.max_ctx + j) * kv_dim + kvh * node.head_dim + d];
+    let vb = (seq_at(i) * node.max_ctx + first) * kv_dim + kvh * node.head_dim + d;
+    var s = 0.0;
+    var q = 0u;
+    for (; q + 4u <= n; q += 4u) {
+        let o = vb + q * kv_dim;
+        s += ps[q] * vc[o] + ps[q + 1u] * vc[o + kv_dim] + ps[q + 2u] * vc[o + 2u * kv_dim] + ps[q + 3u] * vc[o + 3u * kv_dim];
+    }
+    for (; q < n; q++) {
+        s += ps[q] * vc[vb + q * kv_dim];
+    }
+    return s;
 }
 
 fn reduce_sum(t: u32, v: f32) -> f32 {
@@ -101,12 +120,11 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         workgroupBarrier();
         let n = min(AT, end - j0);
         for (var q = 0u; q < n; q++) {
-            let p = ps[q];
-            l += p;
-            for (var a = 0u; a < 4u; a++) {
-                let d = t + a * AT;
-                if (d < hd) { acc[a] += p * value(i, j0 + q, kvh, d); }
-            }
+            l += ps[q];
+        }
+        for (var a = 0u; a < 4u; a++) {
+            let d = t + a * AT;
+            if (d < hd) { acc[a] += weighted_values(i, j0, n, kvh, d); }
         }
         workgroupBarrier();
     }
@@ -146,13 +164,7 @@ fn online_row(i: u32, h: u32, t: u32) {
         let n = min(AT, pos + 1u - j0);
         for (var a = 0u; a < 4u; a++) {
             let d = t + a * AT;
-            if (d < hd) {
-                var s2 = acc[a] * corr;
-                for (var q = 0u; q < n; q++) {
-                    s2 += ps[q] * value(i, j0 + q, kvh, d);
-                }
-                acc[a] = s2;
-            }
+            if (d < hd) { acc[a] = acc[a] * corr + weighted_values(i, j0, n, kvh, d); }
         }
         m_run = m_new;
         workgroupBarrier();
