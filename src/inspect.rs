@@ -20,7 +20,7 @@ pub fn run(path: &Path, m: usize) -> Result<()> {
         g.params.len(),
         param_bytes as f64 / 1e6,
         plan.memory.widths.len(),
-        plan.memory.elements(1),
+        plan.memory.buffer_elements(&g.tensors, 1, 1).iter().sum::<usize>(),
     );
     println!(
         "{:>4}  {:<26} {:<12} {:<26} {:<16} {:<20} {:>12}  {}",

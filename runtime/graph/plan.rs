@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Dim, Graph, NodeId, TensorKind};
+use super::{Dim, Graph, NodeId, TensorDesc, TensorKind};
 use crate::error::{Error, Result};
 
 /// Activation buffers: every activation is `[rows, width]` with rows `m` or `out` (<= m),
@@ -17,9 +17,16 @@ pub struct MemoryPlan {
 }
 
 impl MemoryPlan {
-    /// f32 elements of all buffers for steps of up to `max_m` tokens.
-    pub fn elements(&self, max_m: usize) -> usize {
-        self.widths.iter().sum::<usize>() * max_m
+    /// f32 elements each buffer needs for a step of `m` tokens with `out` output rows: its
+    /// largest tenant (out-row tensors such as the logits need `out` rows, not `m`).
+    pub fn buffer_elements(&self, tensors: &[TensorDesc], m: usize, out: usize) -> Vec<usize> {
+        let mut sizes = vec![0; self.widths.len()];
+        for (t, desc) in tensors.iter().enumerate() {
+            if let Some(b) = self.buffer_of[t] {
+                sizes[b] = sizes[b].max(desc.shape[0].eval(m, 0, out) * row_width(&desc.shape));
+            }
+        }
+        sizes
     }
 }
 

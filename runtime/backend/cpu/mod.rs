@@ -85,14 +85,9 @@ impl Executor for CpuExecutor {
         let c = self.graph.config.clone();
         validate_step(input, &self.opts, c.vocab_size)?;
         let (m, out_n) = (input.m(), input.out_rows.len());
-        // A buffer holds its largest tenant: out-row tensors (the logits) need `out_n` rows,
-        // not `m`, which matters for long prompts and a wide vocabulary.
-        for (t, desc) in self.graph.tensors.iter().enumerate() {
-            if let Some(b) = self.plan.memory.buffer_of[t] {
-                let need = desc.shape[0].eval(m, 0, out_n) * crate::graph::plan::row_width(&desc.shape);
-                if self.buffers[b].len() < need {
-                    self.buffers[b].resize(need, 0.0);
-                }
+        for (buf, need) in self.buffers.iter_mut().zip(self.plan.memory.buffer_elements(&self.graph.tensors, m, out_n)) {
+            if buf.len() < need {
+                buf.resize(need, 0.0);
             }
         }
         if self.records.len() != self.graph.nodes.len() {

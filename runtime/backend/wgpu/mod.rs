@@ -414,16 +414,8 @@ impl WgpuExecutor {
         }
         let cap = m.next_multiple_of(64);
         let device = &self.ctx.device;
-        let g = &self.graph;
         let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        // A buffer is as large as the largest tensor it holds (out-row tensors are small).
-        let mut sizes = vec![0usize; self.plan.memory.widths.len()];
-        for (t, desc) in g.tensors.iter().enumerate() {
-            if let Some(b) = self.plan.memory.buffer_of[t] {
-                let rows = if desc.shape[0] == Dim::Out { self.max_out } else { cap };
-                sizes[b] = sizes[b].max(rows * row_width(&desc.shape) * 4);
-            }
-        }
+        let sizes: Vec<usize> = self.plan.memory.buffer_elements(&self.graph.tensors, cap, self.max_out).iter().map(|e| e * 4).collect();
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         self.activations = sizes
             .iter()
