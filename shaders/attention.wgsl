@@ -32,6 +32,16 @@ fn load_q(i: u32, h: u32, t: u32) {
     }
 }
 
+// Loads the query of (token i, head h) into `qs` and returns the token's position, uniform
+// across the workgroup (every invocation must call it).
+fn begin_row(i: u32, h: u32, t: u32) -> u32 {
+    if (t == 0u) { wg_pos = position_at(i); }
+    let pos = workgroupUniformLoad(&wg_pos);
+    load_q(i, h, t);
+    workgroupBarrier();
+    return pos;
+}
+
 fn score(i: u32, j: u32, kvh: u32) -> f32 {
     let hd = node.head_dim;
     let kv_dim = node.kv_heads * hd;
@@ -99,10 +109,7 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let i = wg.z;
     let hd = node.head_dim;
     let kvh = h / (node.heads / node.kv_heads);
-    if (t == 0u) { wg_pos = position_at(i); }
-    let pos = workgroupUniformLoad(&wg_pos);
-    load_q(i, h, t);
-    workgroupBarrier();
+    let pos = begin_row(i, h, t);
     let start = c * CHUNK;
     let end = min(start + CHUNK, pos + 1u);
     var acc: array<f32, 4>;  // output dims t, t + 64, t + 128, t + 192
@@ -143,10 +150,7 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
 fn online_row(i: u32, h: u32, t: u32) {
     let hd = node.head_dim;
     let kvh = h / (node.heads / node.kv_heads);
-    if (t == 0u) { wg_pos = position_at(i); }
-    let pos = workgroupUniformLoad(&wg_pos);
-    load_q(i, h, t);
-    workgroupBarrier();
+    let pos = begin_row(i, h, t);
     var acc: array<f32, 4>;
     var m_run = NEG;
     var l = 0.0;
