@@ -121,6 +121,21 @@ impl GpuContext {
         format!("wgpu {} weights {}", describe(&self.info), if self.f16_weights { "f16" } else { "f32" })
     }
 
+    /// A storage buffer of weights as the kernels read them (`W` in the shaders): f16 where
+    /// the device has SHADER_F16, else f32.
+    pub fn upload_weights(&self, label: &str, values: &[f32]) -> wgpu::Buffer {
+        use rayon::prelude::*;
+        use wgpu::util::DeviceExt;
+        let halves: Vec<half::f16>;
+        let contents: &[u8] = if self.f16_weights {
+            halves = values.par_iter().map(|v| half::f16::from_f32(*v)).collect();
+            bytemuck::cast_slice(&halves)
+        } else {
+            bytemuck::cast_slice(values)
+        };
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE })
+    }
+
     /// Largest buffer one binding may cover.
     pub fn max_binding(&self) -> u64 {
         self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)

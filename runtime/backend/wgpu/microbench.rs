@@ -112,14 +112,7 @@ pub fn run(shapes: &[(usize, usize)], ms: &[usize], adapter: Option<&str>, preci
         let copies = (ROTATE_BYTES / (n * k * elem)).clamp(1, 64);
         let mut rng = crate::engine::sampler::Rng::new(n as u64 * 31 + k as u64);
         let w: Vec<f32> = (0..n * k).map(|_| rng.next_f32() - 0.5).collect();
-        let bytes: Vec<u8> = if ex.ctx.f16_weights {
-            w.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()
-        } else {
-            bytemuck::cast_slice(&w).to_vec()
-        };
-        let wbufs: Vec<wgpu::Buffer> = (0..copies)
-            .map(|_| d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: wgpu::BufferUsages::STORAGE }))
-            .collect();
+        let wbufs: Vec<wgpu::Buffer> = (0..copies).map(|_| ex.ctx.upload_weights("weights", &w)).collect();
         let x: Vec<f32> = (0..max_m.max(4) * k).map(|_| rng.next_f32() - 0.5).collect();
         let xb = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&x), usage: wgpu::BufferUsages::STORAGE });
         let yb = d.create_buffer(&wgpu::BufferDescriptor { label: None, size: (max_m * n * 4) as u64, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });

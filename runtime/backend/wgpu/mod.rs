@@ -97,10 +97,13 @@ struct Binds<'a> {
 enum Work {
     Embedding { groups: Vec<wgpu::BindGroup>, hidden: usize },
     RmsNorm { group: wgpu::BindGroup, out_rows: bool },
-    Linear { groups: Vec<(wgpu::BindGroup, usize)>, n: usize, k: usize, out_rows: bool },
-    Rope { group: wgpu::BindGroup, width: usize },
-    /// `kv_write` is `None` when the rope node before it writes the cache (fused).
-    Attention { kv_write: Option<wgpu::BindGroup>, split: wgpu::BindGroup, combine: wgpu::BindGroup, online: wgpu::BindGroup, kv_dim: usize },
+    /// `fused_add`: the residual add after it happens in its epilogue.
+    Linear { groups: Vec<(wgpu::BindGroup, usize)>, n: usize, k: usize, out_rows: bool, fused_add: bool },
+    /// `writes_kv`: also appends K and V to the cache (the attention's KV write fused in).
+    Rope { group: wgpu::BindGroup, width: usize, writes_kv: bool },
+    /// `kv_write` is `None` when the rope node before it writes the cache (fused). One bind
+    /// group serves the split, combine and online kernels.
+    Attention { kv_write: Option<wgpu::BindGroup>, group: wgpu::BindGroup, kv_dim: usize },
     /// Folded into the node before it (a residual add done in a linear layer's epilogue).
     Fused { into: String },
     Rows { kernel: &'static str, group: wgpu::BindGroup, width: usize, out_rows: bool },
@@ -166,12 +169,14 @@ impl Fusions {
     }
 }
 
+/// One dispatch of a step: kernel, bind group, grid, index of its node in plan order.
+type Command<'a> = (&'static str, &'a wgpu::BindGroup, [u32; 3], usize);
+
 /// Timestamp queries around every node's compute pass.
 struct Profiler {
     queries: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     staging: wgpu::Buffer,
-    nodes: usize,
 }
 
 pub struct WgpuExecutor {
@@ -204,8 +209,6 @@ pub struct WgpuExecutor {
     profiler: Option<Profiler>,
     /// Lower with fusions (rope + KV write, residual add into linear epilogues).
     fuse: bool,
-    /// Rows recomputed by the attention fallback in the last step.
-    pub last_fallback_rows: u32,
 }
 
 fn storage(read_only: bool, binding: u32) -> wgpu::BindGroupLayoutEntry {
@@ -293,21 +296,7 @@ impl WgpuExecutor {
             let mut r0 = 0;
             while r0 < p.shape[0] {
                 let rows = rows_per.min(p.shape[0] - r0);
-                let part = &values[r0 * cols..(r0 + rows) * cols];
-                let halves: Vec<half::f16>;
-                let bytes: &[u8] = if ctx.f16_weights {
-                    use rayon::prelude::*;
-                    halves = part.par_iter().map(|v| half::f16::from_f32(*v)).collect();
-                    bytemuck::cast_slice(&halves)
-                } else {
-                    bytemuck::cast_slice(part)
-                };
-                let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(&p.name),
-                    contents: bytes,
-                    usage: wgpu::BufferUsages::STORAGE,
-                });
-                chunks.push((buffer, r0, rows));
+                chunks.push((ctx.upload_weights(&p.name, &values[r0 * cols..(r0 + rows) * cols]), r0, rows));
                 r0 += rows;
             }
             device_params.push(DeviceParam { chunks });
@@ -388,7 +377,6 @@ impl WgpuExecutor {
             records: vec![],
             profiler: None,
             fuse: true,
-            last_fallback_rows: 0,
         })
     }
 
@@ -551,19 +539,20 @@ impl WgpuExecutor {
                     n: *n,
                     k: *k,
                     out_rows,
+                    fused_add: fusion.residual.contains_key(&ni),
                 },
                 (Op::Rope { .. }, Plan2::Single(u)) => {
                     let (kc, vc) = match fusion.rope_kv.get(&ni) {
                         Some(&layer) => (Some(&self.kv[layer].0), Some(&self.kv[layer].1)),
                         None => (None, None),
                     };
-                    Work::Rope { group: bind(u, Binds { x, x2: Some(&self.rope_table), y, kc, vc, ..Default::default() }), width }
+                    Work::Rope { group: bind(u, Binds { x, x2: Some(&self.rope_table), y, kc, vc, ..Default::default() }), width, writes_kv: kc.is_some() }
                 }
                 (Op::Attention { layer, .. }, Plan2::Attention(u)) => {
                     let (kc, vc) = (&self.kv[*layer].0, &self.kv[*layer].1);
                     let b = || bind(u, Binds { x, y, kc: Some(kc), vc: Some(vc), ..Default::default() });
                     let kv_write = (!fusion.rope_kv.values().any(|l| l == layer)).then(b);
-                    Work::Attention { kv_write, split: b(), combine: b(), online: b(), kv_dim: c.kv_dim() }
+                    Work::Attention { kv_write, group: b(), kv_dim: c.kv_dim() }
                 }
                 (Op::Add, Plan2::Single(_)) if fusion.fused_adds.contains_key(&ni) => {
                     Work::Fused { into: g.nodes[fusion.fused_adds[&ni]].name.clone() }
@@ -614,8 +603,8 @@ impl WgpuExecutor {
 
     /// Records and submits one step; with `greedy`, samples on the device and reads back ids.
     fn run(&mut self, input: &StepInput, greedy: bool) -> Result<()> {
-        let c = self.graph.config.clone();
-        validate_step(input, &self.opts, c.vocab_size)?;
+        let (vocab, heads) = (self.graph.config.vocab_size, self.graph.config.num_heads);
+        validate_step(input, &self.opts, vocab)?;
         let (m, n_out) = (input.m(), input.out_rows.len());
         if n_out > self.max_out {
             return Err(Error::InvalidArgument(format!("{n_out} output rows but the wgpu backend was sized for {}", self.max_out)));
@@ -645,7 +634,7 @@ impl WgpuExecutor {
         let mut records = Vec::with_capacity(self.work.len());
         // (kernel, bind group, grid, node index): encoded below in one pass, or one pass
         // per node with timestamps when profiling.
-        let mut cmds: Vec<(&'static str, &wgpu::BindGroup, [u32; 3], usize)> = Vec::new();
+        let mut cmds: Vec<Command> = Vec::new();
         for (idx, (&ni, work)) in self.plan.order.iter().zip(&self.work).enumerate() {
             let node = &self.graph.nodes[ni];
             let mut dispatch = |kernel: &'static str, group, x: usize, y: usize, z: usize| {
@@ -664,7 +653,7 @@ impl WgpuExecutor {
                     dispatch("rms_norm", group, 1, if *out_rows { n_out } else { m }, 1);
                     ("workgroup per row".into(), String::new())
                 }
-                Work::Linear { groups, n, k, out_rows } => {
+                Work::Linear { groups, n, k, out_rows, fused_add } => {
                     let rows = if *out_rows { n_out } else { m };
                     let mut choice = self.table.choose(*n, *k, rows);
                     if choice.implementation == LinearImpl::Gemv && rows > GEMV_MAX_M {
@@ -678,23 +667,23 @@ impl WgpuExecutor {
                             LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
                         }
                     }
-                    if self.fuse && self.work.get(idx + 1).is_some_and(|w| matches!(w, Work::Fused { .. })) {
+                    if *fused_add {
                         choice.reason.push_str("; residual add fused into the epilogue");
                     }
                     (choice.implementation.label().to_string(), choice.reason)
                 }
-                Work::Rope { group, width } => {
+                Work::Rope { group, width, writes_kv } => {
                     dispatch("rope", group, width.div_ceil(64), m, 1);
-                    ("host angle table".into(), if self.fuse { "KV cache write fused in".into() } else { String::new() })
+                    ("host angle table".into(), if *writes_kv { "KV cache write fused in".into() } else { String::new() })
                 }
                 Work::Fused { into } => ("fused".into(), format!("residual add done in the epilogue of {into}")),
-                Work::Attention { kv_write, split: sg, combine, online, kv_dim } => {
+                Work::Attention { kv_write, group, kv_dim } => {
                     if let Some(kw) = kv_write {
                         dispatch("kv_write", kw, kv_dim.div_ceil(64), m, 1);
                     }
                     if split {
-                        dispatch("attn_split", sg, chunks, c.num_heads, m);
-                        dispatch("attn_combine", combine, c.num_heads, m, 1);
+                        dispatch("attn_split", group, chunks, heads, m);
+                        dispatch("attn_combine", group, heads, m, 1);
                         (
                             "split-KV unified max".into(),
                             format!(
@@ -703,7 +692,7 @@ impl WgpuExecutor {
                             ),
                         )
                     } else {
-                        dispatch("attn_online", online, c.num_heads, m, 1);
+                        dispatch("attn_online", group, heads, m, 1);
                         ("online softmax".into(), format!("{m} tokens of {} sequence(s): prefill", distinct.len()))
                     }
                 }
@@ -718,15 +707,15 @@ impl WgpuExecutor {
             let group = self.argmax_group.as_ref().expect("built with the work");
             cmds.push(("argmax", group, [1, n_out as u32, 1], usize::MAX));
         }
-        let profiler = self.profiler.as_ref().filter(|p| p.nodes >= self.work.len());
-        match profiler {
+        let encode = |pass: &mut wgpu::ComputePass, (kernel, group, [x, y, z], _): &Command| {
+            pass.set_pipeline(&self.pipelines[kernel]);
+            pass.set_bind_group(0, *group, &[]);
+            pass.dispatch_workgroups(*x, *y, *z);
+        };
+        match &self.profiler {
             None => {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
-                for (kernel, group, [x, y, z], _) in &cmds {
-                    pass.set_pipeline(&self.pipelines[kernel]);
-                    pass.set_bind_group(0, *group, &[]);
-                    pass.dispatch_workgroups(*x, *y, *z);
-                }
+                cmds.iter().for_each(|cmd| encode(&mut pass, cmd));
             }
             Some(p) => {
                 for idx in 0..self.work.len() {
@@ -736,18 +725,11 @@ impl WgpuExecutor {
                         end_of_pass_write_index: Some(2 * idx as u32 + 1),
                     };
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(writes) });
-                    for (kernel, group, [x, y, z], _) in cmds.iter().filter(|c| c.3 == idx) {
-                        pass.set_pipeline(&self.pipelines[kernel]);
-                        pass.set_bind_group(0, *group, &[]);
-                        pass.dispatch_workgroups(*x, *y, *z);
-                    }
+                    cmds.iter().filter(|c| c.3 == idx).for_each(|cmd| encode(&mut pass, cmd));
                 }
                 if greedy {
                     let mut pass = encoder.begin_compute_pass(&Default::default());
-                    let (kernel, group, [x, y, z], _) = cmds.last().expect("argmax");
-                    pass.set_pipeline(&self.pipelines[kernel]);
-                    pass.set_bind_group(0, *group, &[]);
-                    pass.dispatch_workgroups(*x, *y, *z);
+                    encode(&mut pass, cmds.last().expect("argmax"));
                 }
                 let n = 2 * self.work.len() as u32;
                 encoder.resolve_query_set(&p.queries, 0..n, &p.resolve, 0);
@@ -756,7 +738,7 @@ impl WgpuExecutor {
         }
         if !greedy {
             let lb = &self.activations[self.plan.memory.buffer_of[self.graph.logits].expect("logits")];
-            encoder.copy_buffer_to_buffer(lb, 0, &self.logits_staging, 0, (n_out * c.vocab_size * 4) as u64);
+            encoder.copy_buffer_to_buffer(lb, 0, &self.logits_staging, 0, (n_out * vocab * 4) as u64);
         }
         encoder.copy_buffer_to_buffer(&self.flags, 0, &self.ids_staging, 0, ((1 + n_out) * 4) as u64);
         self.ctx.queue.submit([encoder.finish()]);
@@ -766,7 +748,7 @@ impl WgpuExecutor {
 
     /// Per-node device times of the last step, when profiling.
     fn read_profile(&mut self) -> Result<()> {
-        let Some(p) = self.profiler.as_ref().filter(|p| p.nodes >= self.work.len()) else { return Ok(()) };
+        let Some(p) = &self.profiler else { return Ok(()) };
         let n = 2 * self.work.len();
         let bytes = self.read(&p.staging, n * 8)?;
         let ticks: &[u64] = bytemuck::cast_slice(&bytes);
@@ -795,7 +777,6 @@ impl WgpuExecutor {
     fn read_ids(&mut self, n_out: usize) -> Result<Vec<u32>> {
         let bytes = self.read(&self.ids_staging, (1 + n_out) * 4)?;
         let words: Vec<u32> = bytemuck::cast_slice(&bytes).to_vec();
-        self.last_fallback_rows = words[0];
         for r in &mut self.records {
             if r.op == "attention" && r.implementation.starts_with("split") {
                 r.reason = format!("{}; {} row(s) recomputed this step (all layers)", r.reason, words[0]);
@@ -844,7 +825,7 @@ impl Executor for WgpuExecutor {
         let size = (2 * nodes * 8) as u64;
         let resolve = d.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
         let staging = d.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
-        self.profiler = Some(Profiler { queries, resolve, staging, nodes });
+        self.profiler = Some(Profiler { queries, resolve, staging });
         Ok(())
     }
 

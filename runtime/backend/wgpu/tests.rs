@@ -55,22 +55,6 @@ impl WgpuExecutor {
         self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents, usage })
     }
 
-    /// Weights as the device stores them, and the values it will actually see.
-    fn upload_weights(&self, data: &[f32]) -> (wgpu::Buffer, Vec<f32>) {
-        if self.ctx.f16_weights {
-            let h: Vec<half::f16> = data.iter().map(|v| half::f16::from_f32(*v)).collect();
-            let bytes: Vec<u8> = h.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let buf = self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: &bytes,
-                usage: wgpu::BufferUsages::STORAGE,
-            });
-            (buf, h.iter().map(|v| v.to_f32()).collect())
-        } else {
-            (self.upload(data), data.to_vec())
-        }
-    }
-
     fn dispatch_one(&self, kernel: &str, binds: Binds, node: NodeUniform, step: StepUniform, data: &[u32], grid: (usize, usize, usize)) {
         let ubuf = self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
@@ -128,14 +112,13 @@ fn check_linear(precision: WeightPrecision) {
     let mut rng = Rng::new(1);
     for &(n, k) in &[(37usize, 19usize), (70, 33), (129, 100)] {
         let w = random(&mut rng, n * k, 1.0);
-        let (wbuf, seen) = ex.upload_weights(&w);
+        let wbuf = ex.ctx.upload_weights("w", &w);
         for &m in &M_GRID {
             let x = random(&mut rng, m * k, 1.0);
             // Against the unrounded weights: f16 storage is inside the tolerance.
             let want: Vec<f64> = (0..m * n)
                 .map(|o| (0..k).map(|p| x[(o / n) * k + p] as f64 * w[(o % n) * k + p] as f64).sum())
                 .collect();
-            let _ = &seen;
             let xbuf = ex.upload(&x);
             let mut kernels_run = vec![("flat_gemm", (n.div_ceil(8), m.div_ceil(8), 1)), ("gemm", (n.div_ceil(64), m.div_ceil(64), 1))];
             if m <= GEMV_MAX_M {
@@ -182,7 +165,7 @@ fn row_kernels_match_the_oracle() {
 
     // rms_norm
     let g = random(&mut rng, h, 1.0);
-    let (gb, _) = ex.upload_weights(&g);
+    let gb = ex.ctx.upload_weights("norm", &g);
     let yb = ex.upload(&vec![0.0; m * h]);
     let node = NodeUniform { k: h as u32, eps: 1e-5, ..Default::default() };
     ex.dispatch_one("rms_norm", Binds { x: Some(&xb), w: Some(&gb), y: Some(&yb), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &[], (1, m, 1));
@@ -230,7 +213,7 @@ fn row_kernels_match_the_oracle() {
     // embedding gather and select_rows
     let vocab = 300;
     let table = random(&mut rng, vocab * h, 1.0);
-    let (tb, _) = ex.upload_weights(&table);
+    let tb = ex.ctx.upload_weights("table", &table);
     let tokens: Vec<u32> = (0..m as u32).map(|i| (i * 97 + 5) % vocab as u32).collect();
     let node = NodeUniform { n: vocab as u32, k: h as u32, ..Default::default() };
     ex.dispatch_one("embedding", Binds { w: Some(&tb), y: Some(&yb), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &tokens, grid);
