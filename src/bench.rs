@@ -221,10 +221,16 @@ struct Row {
     decode_max: f64,
 }
 
+/// Token ids for the positions in `range`, spread over the vocabulary (content does not
+/// change the work).
+fn synthetic_ids(range: std::ops::Range<usize>, vocab: usize) -> Vec<u32> {
+    range.map(|i| ((i as u64 * 7919 + 13) % vocab as u64) as u32).collect()
+}
+
 /// Prefill every sequence (one step each), fill it to `depth` positions (untimed), then
 /// decode `steps` greedy steps of all of them.
 fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, depth: usize, steps: usize) -> Result<(f64, f64)> {
-    let ids: Vec<u32> = (0..prompt as u64).map(|i| ((i * 7919 + 13) % vocab as u64) as u32).collect();
+    let ids = synthetic_ids(0..prompt, vocab);
     let positions: Vec<usize> = (0..prompt).collect();
     let t = Instant::now();
     let mut next = Vec::with_capacity(b);
@@ -236,7 +242,7 @@ fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, depth
     let prefill = (b * prompt) as f64 / t.elapsed().as_secs_f64();
     let start = depth.max(prompt);
     if start > prompt {
-        let fill: Vec<u32> = (prompt..start).map(|i| ((i as u64 * 7919 + 13) % vocab as u64) as u32).collect();
+        let fill = synthetic_ids(prompt..start, vocab);
         let positions: Vec<usize> = (prompt..start).collect();
         for (s, n) in next.iter_mut().enumerate() {
             let seqs = vec![s; fill.len()];
@@ -288,7 +294,8 @@ fn run(args: BenchArgs) -> Result<()> {
     let mut exec = backend::create(opts.backend, &g, &plan, params, exec_opts)?;
     let device = exec.describe();
     eprintln!("fdpp: {device}");
-    measure(exec.as_mut(), config.vocab_size, 1, args.prompt_tokens.min(16), 0, 4)?; // warm-up
+    // Warm-up, inside the context the executor was sized for.
+    measure(exec.as_mut(), config.vocab_size, 1, args.prompt_tokens.min(16), 0, args.gen_tokens.min(4))?;
     let mut rows = Vec::new();
     let runs: Vec<(usize, usize)> = args.ctx.iter().flat_map(|&c| args.batch.iter().map(move |&b| (c, b))).collect();
     let mut bar = crate::progress::Bar::hidden();
@@ -329,7 +336,7 @@ fn run(args: BenchArgs) -> Result<()> {
     if args.profile {
         exec.set_profiling(true)?;
         // One prefill step, then one decode step, each timed node by node.
-        let ids: Vec<u32> = (0..args.prompt_tokens as u32).map(|i| i % config.vocab_size as u32).collect();
+        let ids = synthetic_ids(0..args.prompt_tokens, config.vocab_size);
         let pos: Vec<usize> = (0..args.prompt_tokens).collect();
         exec.reset_sequence(0);
         let last = args.prompt_tokens - 1;
