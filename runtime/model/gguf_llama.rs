@@ -83,32 +83,32 @@ pub struct GgufWeights {
     map: Vec<Mapping>,
 }
 
+/// Tensors outside the layers: (GGUF name, Hugging Face name).
+const TOP_LEVEL: [(&str, &str); 3] =
+    [("token_embd.weight", names::EMBED), ("output_norm.weight", names::FINAL_NORM), ("output.weight", names::LM_HEAD)];
+
+/// Tensors of each layer `blk.N.*`: (GGUF leaf, Hugging Face leaf, 'q' / 'k' where the rows
+/// are stored permuted for GGUF's rotary layout).
+const LAYER: [(&str, &str, Option<char>); 9] = [
+    ("attn_norm.weight", names::ATTN_NORM, None),
+    ("attn_q.weight", names::Q, Some('q')),
+    ("attn_k.weight", names::K, Some('k')),
+    ("attn_v.weight", names::V, None),
+    ("attn_output.weight", names::O, None),
+    ("ffn_norm.weight", names::FFN_NORM, None),
+    ("ffn_gate.weight", names::GATE, None),
+    ("ffn_up.weight", names::UP, None),
+    ("ffn_down.weight", names::DOWN, None),
+];
+
 /// GGUF name -> (HF name, whether Q/K un-permuting applies: 'q' / 'k').
 fn hf_name(gguf: &str) -> Option<(String, Option<char>)> {
-    let top = match gguf {
-        "token_embd.weight" => Some(names::EMBED),
-        "output_norm.weight" => Some(names::FINAL_NORM),
-        "output.weight" => Some(names::LM_HEAD),
-        _ => None,
-    };
-    if let Some(t) = top {
-        return Some((t.to_string(), None));
+    if let Some(&(_, hf)) = TOP_LEVEL.iter().find(|(g, _)| *g == gguf) {
+        return Some((hf.to_string(), None));
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, leaf) = rest.split_once('.')?;
+    let (layer, leaf) = gguf.strip_prefix("blk.")?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let (hf_leaf, perm) = match leaf {
-        "attn_norm.weight" => (names::ATTN_NORM, None),
-        "attn_q.weight" => (names::Q, Some('q')),
-        "attn_k.weight" => (names::K, Some('k')),
-        "attn_v.weight" => (names::V, None),
-        "attn_output.weight" => (names::O, None),
-        "ffn_norm.weight" => (names::FFN_NORM, None),
-        "ffn_gate.weight" => (names::GATE, None),
-        "ffn_up.weight" => (names::UP, None),
-        "ffn_down.weight" => (names::DOWN, None),
-        _ => return None,
-    };
+    let &(_, hf_leaf, perm) = LAYER.iter().find(|(g, _, _)| *g == leaf)?;
     Some((names::layer(layer, hf_leaf), perm))
 }
 
@@ -190,33 +190,16 @@ impl WeightSource for GgufWeights {
 
 /// The GGUF name a Hugging Face name would come from, for error messages.
 fn gguf_name_hint(hf: &str) -> String {
-    let pairs = [
-        (names::EMBED, "token_embd.weight"),
-        (names::FINAL_NORM, "output_norm.weight"),
-        (names::LM_HEAD, "output.weight"),
-    ];
-    if let Some((_, g)) = pairs.iter().find(|(h, _)| *h == hf) {
+    if let Some(&(g, _)) = TOP_LEVEL.iter().find(|(_, h)| *h == hf) {
         return g.to_string();
     }
-    let leaves = [
-        (names::ATTN_NORM, "attn_norm.weight"),
-        (names::Q, "attn_q.weight"),
-        (names::K, "attn_k.weight"),
-        (names::V, "attn_v.weight"),
-        (names::O, "attn_output.weight"),
-        (names::FFN_NORM, "ffn_norm.weight"),
-        (names::GATE, "ffn_gate.weight"),
-        (names::UP, "ffn_up.weight"),
-        (names::DOWN, "ffn_down.weight"),
-    ];
-    if let Some(rest) = hf.strip_prefix("model.layers.")
-        && let Some((layer, leaf)) = rest.split_once('.')
-            && let Some((_, g)) = leaves.iter().find(|(h, _)| *h == leaf) {
-                return format!("blk.{layer}.{g}");
-            }
+    if let Some((layer, leaf)) = hf.strip_prefix("model.layers.").and_then(|r| r.split_once('.'))
+        && let Some((g, _, _)) = LAYER.iter().find(|(_, h, _)| *h == leaf)
+    {
+        return format!("blk.{layer}.{g}");
+    }
     "?".into()
 }
-
 
 #[cfg(test)]
 mod tests {
