@@ -28,7 +28,7 @@ fn qkv_width() -> u32 {
 fn load_q(i: u32, h: u32, t: u32) {
     let hd = node.head_dim;
     for (var d = t; d < hd; d += AT) {
-        qs[d] = x[i * qkv_width() + h * hd + d];
+        qs[d] = xs(i * qkv_width() + h * hd + d);
     }
 }
 

@@ -1,5 +1,6 @@
 // Shared by every kernel family. The loader prepends the weight type first:
 //   `enable f16; alias W = f16;`  when the device has SHADER_F16, else  `alias W = f32;`
+// and then one of reduce_subgroup.wgsl / reduce_workgroup.wgsl (see there).
 // Every family sees the same bindings, so one bind group layout serves all pipelines;
 // a node binds small placeholder buffers where it has nothing to bind.
 
@@ -38,15 +39,29 @@ struct Node {
 // [tokens | positions | seqs | out_rows], each `max_m` long
 @group(0) @binding(1) var<storage, read> step_data: array<u32>;
 @group(0) @binding(2) var<uniform> node: Node;
-@group(0) @binding(3) var<storage, read> x: array<f32>;
+// x and w are declared as vec4 so the linear kernels load 16 (8 for f16) bytes at a time;
+// buffers are padded to whole vec4s. Other kernels read single elements through xs / ws.
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> x2: array<f32>;
-@group(0) @binding(5) var<storage, read> w: array<W>;
+@group(0) @binding(5) var<storage, read> w: array<vec4<W>>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 @group(0) @binding(7) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(8) var<storage, read_write> vc: array<f32>;
 @group(0) @binding(9) var<storage, read_write> scratch: array<f32>;
 // [0]: rows recomputed by the attention fallback, [1..1+max_m]: sampled ids, then flags
 @group(0) @binding(10) var<storage, read_write> flags: array<atomic<u32>>;
+
+fn xs(i: u32) -> f32 { return x[i >> 2u][i & 3u]; }
+fn ws(i: u32) -> f32 { return f32(w[i >> 2u][i & 3u]); }
+// Four consecutive elements from any offset: one vector load when it is aligned.
+fn x4(i: u32) -> vec4<f32> {
+    if ((i & 3u) == 0u) { return x[i >> 2u]; }
+    return vec4<f32>(xs(i), xs(i + 1u), xs(i + 2u), xs(i + 3u));
+}
+fn w4(i: u32) -> vec4<f32> {
+    if ((i & 3u) == 0u) { return vec4<f32>(w[i >> 2u]); }
+    return vec4<f32>(ws(i), ws(i + 1u), ws(i + 2u), ws(i + 3u));
+}
 
 fn row_count() -> u32 {
     return select(step.m, step.n_out, node.rows == 1u);

@@ -11,7 +11,7 @@ fn embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= step.m || j >= H) { return; }
     let tok = token_at(i);
     if (tok < node.n_offset || tok >= node.n_offset + node.n) { return; }
-    y[i * H + j] = f32(w[(tok - node.n_offset) * H + j]);
+    y[i * H + j] = ws((tok - node.n_offset) * H + j);
 }
 
 var<workgroup> sq: array<f32, 128>;
@@ -24,7 +24,7 @@ fn rms_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     let H = node.k;
     var s = 0.0;
     for (var j = t; j < H; j += 128u) {
-        let v = x[i * H + j];
+        let v = xs(i * H + j);
         s += v * v;
     }
     sq[t] = s;
@@ -35,7 +35,7 @@ fn rms_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     }
     let inv = 1.0 / sqrt(sq[0] / f32(H) + node.eps);
     for (var j = t; j < H; j += 128u) {
-        y[i * H + j] = x[i * H + j] * inv * f32(w[j]);
+        y[i * H + j] = xs(i * H + j) * inv * ws(j);
     }
 }
 
@@ -54,7 +54,7 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
     let q_dim = node.heads * d;
     let rotated = q_dim + node.kv_heads * d;
     let src = i * width;
-    var v = x[src + j];
+    var v = xs(src + j);
     if (j < rotated) {
         let base = (j / d) * d;
         let within = j % d;
@@ -62,8 +62,8 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
         let pos = position_at(i);
         let c = x2[(pos * half + p) * 2u];
         let s = x2[(pos * half + p) * 2u + 1u];
-        let a = x[src + base + p];
-        let b = x[src + base + p + half];
+        let a = xs(src + base + p);
+        let b = xs(src + base + p + half);
         v = select(b * c + a * s, a * c - b * s, within < half);
     }
     y[src + j] = v;
@@ -85,8 +85,8 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j = gid.x;
     let F = node.n;
     if (i >= step.m || j >= F) { return; }
-    let g = x[i * 2u * F + j];
-    let u = x[i * 2u * F + F + j];
+    let g = xs(i * 2u * F + j);
+    let u = xs(i * 2u * F + F + j);
     y[i * F + j] = g / (1.0 + exp(-g)) * u;
 }
 
@@ -96,7 +96,7 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j = gid.x;
     let H = node.n;
     if (i >= step.m || j >= H) { return; }
-    y[i * H + j] = x[i * H + j] + x2[i * H + j];
+    y[i * H + j] = xs(i * H + j) + x2[i * H + j];
 }
 
 @compute @workgroup_size(64)
@@ -105,7 +105,7 @@ fn select_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j = gid.x;
     let H = node.n;
     if (r >= step.n_out || j >= H) { return; }
-    y[r * H + j] = x[out_row_at(r) * H + j];
+    y[r * H + j] = xs(out_row_at(r) * H + j);
 }
 
 // Appends K and V of each token (from the rotated QKV row) to its sequence's cache.
@@ -118,8 +118,8 @@ fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
     let q_dim = node.heads * node.head_dim;
     let width = q_dim + 2u * kv_dim;
     let slot = (seq_at(i) * node.max_ctx + position_at(i)) * kv_dim + j;
-    kc[slot] = x[i * width + q_dim + j];
-    vc[slot] = x[i * width + q_dim + kv_dim + j];
+    kc[slot] = xs(i * width + q_dim + j);
+    vc[slot] = xs(i * width + q_dim + kv_dim + j);
 }
 
 var<workgroup> best_v: array<f32, 256>;
@@ -134,7 +134,7 @@ fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var bv = -3.4e38;
     var bi = 0xffffffffu;
     for (var j = t; j < V; j += 256u) {
-        let v = x[r * V + j];
+        let v = xs(r * V + j);
         if (v > bv) { bv = v; bi = j; }
     }
     best_v[t] = bv;

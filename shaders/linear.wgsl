@@ -1,83 +1,151 @@
 // y[m, n_offset + j] = sum_k x[m, k] * w[j, k]: the three dataflows of a linear layer.
-// A (gemv): M < M1. 32 threads per output column, 8 columns per workgroup.
+// A (gemv): M <= 8. A lane group of 32 threads per pair of output columns.
 // B (flat_gemm): M padded to 8, N tiled across workgroups (8 columns each), K walked inside
 //   the workgroup; each weight load feeds 8 rows.
 // C (gemm): 64 x 64 output tiles, 4 x 4 per thread, for large M (prefill).
 
-// Fused residual add (mode 1): the layer's output plus the residual stream in x2.
+// node.mode bits. The residual epilogue serves all three kernels; the norm prologue and the
+// SwiGLU epilogue only GEMV (the lowering runs the unfused nodes when B or C is chosen).
+const MODE_RESIDUAL: u32 = 1u; // + x2, the residual stream
+const MODE_NORM: u32 = 2u;     // x is an RMSNorm's input and x2 its weight: the norm's pass
+                               // over memory disappears (each lane group re-derives 1/rms)
+const MODE_SWIGLU: u32 = 4u;   // a lane group's two columns are gate j and up j (node.ldy = F):
+                               // y[j] = silu(gate) * up, the SwiGLU pass disappears
+
 fn epilogue(row: u32, col: u32, v: f32) -> f32 {
-    if (node.mode == 1u) { return v + x2[row * node.ldy + col]; }
+    if ((node.mode & MODE_RESIDUAL) != 0u) { return v + x2[row * node.ldy + col]; }
     return v;
 }
 
 const GEMV_MAX_M: u32 = 8u;
-const GV_ROWS: u32 = 8u;   // output columns per workgroup
-const GV_LANES: u32 = 32u; // threads per output column
-var<workgroup> gpart: array<f32, 2048>; // GEMV_MAX_M x 256 partial sums
+const GV_LANES: u32 = 32u;             // threads per lane group
+const GV_GROUPS: u32 = 4u;             // lane groups per workgroup
+const GV_COLS: u32 = 2u * GV_GROUPS;   // output columns per workgroup (SwiGLU: 4 outputs)
 
-// A: 32 threads per output column walk K in coalesced runs of 4; one barrier, then one
-// thread per (row, column) adds the 32 partial sums.
-@compute @workgroup_size(256)
+// Row r of x, elements 4k .. 4k + 3, times the norm weight in MODE_NORM.
+fn gemv_x(r: u32, k: u32, K: u32) -> vec4<f32> {
+    let v = x4(r * K + 4u * k);
+    if ((node.mode & MODE_NORM) != 0u) {
+        return v * vec4<f32>(x2[4u * k], x2[4u * k + 1u], x2[4u * k + 2u], x2[4u * k + 3u]);
+    }
+    return v;
+}
+
+fn gemv_x1(r: u32, k: u32, K: u32) -> f32 {
+    let v = xs(r * K + k);
+    if ((node.mode & MODE_NORM) != 0u) { return v * x2[k]; }
+    return v;
+}
+
+// Row r's outputs of columns a and b from their dot products and the row's sum of squares.
+fn gemv_store(r: u32, ca: u32, cb: u32, va: bool, vb: bool, dot_a: f32, dot_b: f32, sumsq: f32) {
+    var a = dot_a;
+    var b = dot_b;
+    if ((node.mode & MODE_NORM) != 0u) {
+        let inv = 1.0 / sqrt(sumsq / f32(node.k) + node.eps);
+        a *= inv;
+        b *= inv;
+    }
+    if ((node.mode & MODE_SWIGLU) != 0u) {
+        if (va) { y[r * node.ldy + ca] = a / (1.0 + exp(-a)) * b; }
+        return;
+    }
+    if (va) { let c = node.n_offset + ca; y[r * node.ldy + c] = epilogue(r, c, a); }
+    if (vb) { let c = node.n_offset + cb; y[r * node.ldy + c] = epilogue(r, c, b); }
+}
+
+// A: each lane group walks K once for two weight rows, so every x load feeds two columns;
+// when K is a multiple of 4 every lane loads whole vec4s (8 or 16 bytes of weights).
+// Rows are taken four at a time in vec4 accumulators (a dynamically indexed array would
+// live in local memory on some GPUs): M <= 4 reads the weights once.
+@compute @workgroup_size(128)
 fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
-    let first = flat_id(wg, nwg) * GV_ROWS;
-    let col = first + t / GV_LANES;
+    let g = t / GV_LANES;
     let lane = t % GV_LANES;
+    let swiglu = (node.mode & MODE_SWIGLU) != 0u;
+    let norm = (node.mode & MODE_NORM) != 0u;
+    var ca = flat_id(wg, nwg) * GV_COLS + g;
+    var cb = ca + GV_GROUPS;
+    var va = ca < node.n;
+    var vb = cb < node.n;
+    if (swiglu) {
+        ca = flat_id(wg, nwg) * GV_GROUPS + g;
+        cb = ca + node.ldy;
+        va = ca < node.ldy;
+        vb = va;
+    }
     let m = min(row_count(), GEMV_MAX_M);
     let K = node.k;
-    let k4 = K / 4u * 4u;
-    let wrow = col * K;
-    // Decode's common case, one row: a scalar accumulator, nothing else read.
+    let K4 = K / 4u;
+    let aligned = K % 4u == 0u;
+    // Decode's common case, one row: scalar accumulators, x read once per two columns.
     if (m == 1u) {
-        var acc = 0.0;
-        if (col < node.n) {
-            for (var k = lane * 4u; k < k4; k += GV_LANES * 4u) {
-                let wv = vec4<f32>(f32(w[wrow + k]), f32(w[wrow + k + 1u]), f32(w[wrow + k + 2u]), f32(w[wrow + k + 3u]));
-                acc += dot(wv, vec4<f32>(x[k], x[k + 1u], x[k + 2u], x[k + 3u]));
+        var acc = vec4<f32>(0.0); // (column a, column b, sum of x^2, -)
+        if (aligned) {
+            for (var k = lane; k < K4; k += GV_LANES) {
+                let xr = x[k];
+                let xv = gemv_x(0u, k, K);
+                if (norm) { acc.z += dot(xr, xr); }
+                if (va) { acc.x += dot(vec4<f32>(w[ca * K4 + k]), xv); }
+                if (vb) { acc.y += dot(vec4<f32>(w[cb * K4 + k]), xv); }
             }
-            for (var k = k4 + lane; k < K; k += GV_LANES) {
-                acc += f32(w[wrow + k]) * x[k];
-            }
-        }
-        gpart[t] = acc;
-    }
-    // More rows are taken four at a time in one vec4 accumulator (a dynamically indexed
-    // array would live in local memory on some GPUs): M <= 4 reads the weights once.
-    for (var r0 = 0u; r0 < select(m, 0u, m == 1u); r0 += 4u) {
-        var acc = vec4<f32>(0.0);
-        if (col < node.n) {
-            // Rows past m read whatever the buffer holds there; their sums are never stored.
-            let x0 = r0 * K;
-            for (var k = lane * 4u; k < k4; k += GV_LANES * 4u) {
-                let wv = vec4<f32>(f32(w[wrow + k]), f32(w[wrow + k + 1u]), f32(w[wrow + k + 2u]), f32(w[wrow + k + 3u]));
-                acc += vec4<f32>(
-                    dot(wv, vec4<f32>(x[x0 + k], x[x0 + k + 1u], x[x0 + k + 2u], x[x0 + k + 3u])),
-                    dot(wv, vec4<f32>(x[x0 + K + k], x[x0 + K + k + 1u], x[x0 + K + k + 2u], x[x0 + K + k + 3u])),
-                    dot(wv, vec4<f32>(x[x0 + 2u * K + k], x[x0 + 2u * K + k + 1u], x[x0 + 2u * K + k + 2u], x[x0 + 2u * K + k + 3u])),
-                    dot(wv, vec4<f32>(x[x0 + 3u * K + k], x[x0 + 3u * K + k + 1u], x[x0 + 3u * K + k + 2u], x[x0 + 3u * K + k + 3u])),
-                );
-            }
-            for (var k = k4 + lane; k < K; k += GV_LANES) {
-                let wv = f32(w[wrow + k]);
-                acc += wv * vec4<f32>(x[x0 + k], x[x0 + K + k], x[x0 + 2u * K + k], x[x0 + 3u * K + k]);
+        } else {
+            for (var k = lane; k < K; k += GV_LANES) {
+                let xr = xs(k);
+                let xv = gemv_x1(0u, k, K);
+                acc.z += xr * xr;
+                if (va) { acc.x += ws(ca * K + k) * xv; }
+                if (vb) { acc.y += ws(cb * K + k) * xv; }
             }
         }
-        gpart[r0 * 256u + t] = acc.x;
-        if (r0 + 1u < m) { gpart[(r0 + 1u) * 256u + t] = acc.y; }
-        if (r0 + 2u < m) { gpart[(r0 + 2u) * 256u + t] = acc.z; }
-        if (r0 + 3u < m) { gpart[(r0 + 3u) * 256u + t] = acc.w; }
+        let s = lanes_sum4(acc, t);
+        if (lane == 0u) { gemv_store(0u, ca, cb, va, vb, s.x, s.y, s.z); }
+        return;
     }
-    workgroupBarrier();
-    if (t < m * GV_ROWS) {
-        let r = t / GV_ROWS;
-        let c = t % GV_ROWS;
-        if (first + c < node.n) {
-            var s = 0.0;
-            for (var l = 0u; l < GV_LANES; l++) {
-                s += gpart[r * 256u + c * GV_LANES + l];
+    for (var r0 = 0u; r0 < m; r0 += 4u) {
+        // Rows past m read whatever the buffer holds there; their sums are never stored.
+        var da = vec4<f32>(0.0);
+        var db = vec4<f32>(0.0);
+        var sq = vec4<f32>(0.0);
+        if (aligned) {
+            for (var k = lane; k < K4; k += GV_LANES) {
+                let x0 = gemv_x(r0, k, K);
+                let x1 = gemv_x(r0 + 1u, k, K);
+                let x2v = gemv_x(r0 + 2u, k, K);
+                let x3 = gemv_x(r0 + 3u, k, K);
+                if (norm) {
+                    let r0v = x4(r0 * K + 4u * k);
+                    let r1v = x4((r0 + 1u) * K + 4u * k);
+                    let r2v = x4((r0 + 2u) * K + 4u * k);
+                    let r3v = x4((r0 + 3u) * K + 4u * k);
+                    sq += vec4<f32>(dot(r0v, r0v), dot(r1v, r1v), dot(r2v, r2v), dot(r3v, r3v));
+                }
+                if (va) {
+                    let wa = vec4<f32>(w[ca * K4 + k]);
+                    da += vec4<f32>(dot(wa, x0), dot(wa, x1), dot(wa, x2v), dot(wa, x3));
+                }
+                if (vb) {
+                    let wb = vec4<f32>(w[cb * K4 + k]);
+                    db += vec4<f32>(dot(wb, x0), dot(wb, x1), dot(wb, x2v), dot(wb, x3));
+                }
             }
-            let col_out = node.n_offset + first + c;
-            y[r * node.ldy + col_out] = epilogue(r, col_out, s);
+        } else {
+            for (var k = lane; k < K; k += GV_LANES) {
+                let xv = vec4<f32>(gemv_x1(r0, k, K), gemv_x1(r0 + 1u, k, K), gemv_x1(r0 + 2u, k, K), gemv_x1(r0 + 3u, k, K));
+                let xr = vec4<f32>(xs(r0 * K + k), xs((r0 + 1u) * K + k), xs((r0 + 2u) * K + k), xs((r0 + 3u) * K + k));
+                sq += xr * xr;
+                if (va) { da += ws(ca * K + k) * xv; }
+                if (vb) { db += ws(cb * K + k) * xv; }
+            }
+        }
+        let sa = lanes_sum4(da, t);
+        let sb = lanes_sum4(db, t);
+        let ss = lanes_sum4(sq, t);
+        if (lane == 0u) {
+            for (var i = 0u; i < 4u; i++) {
+                if (r0 + i < m) { gemv_store(r0 + i, ca, cb, va, vb, sa[i], sb[i], ss[i]); }
+            }
         }
     }
 }
@@ -86,17 +154,17 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 // walked inside the workgroup by 32 lanes per column in coalesced runs of 4. Every weight
 // read feeds 8 rows (two vec4 accumulators), so the weights stream once per 8 rows.
 const FB_M: u32 = 8u;
+const FB_COLS: u32 = 8u; // output columns per workgroup, 32 lanes each
 var<workgroup> fpart: array<vec4<f32>, 512>; // 256 threads x (rows 0-3, rows 4-7)
 
 fn flat_x(row: u32, k: u32, M: u32) -> vec4<f32> {
     if (row >= M) { return vec4<f32>(0.0); }
-    let b = row * node.k + k;
-    return vec4<f32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]);
+    return x4(row * node.k + k);
 }
 
 fn flat_x1(row: u32, k: u32, M: u32) -> f32 {
     if (row >= M) { return 0.0; }
-    return x[row * node.k + k];
+    return xs(row * node.k + k);
 }
 
 fn flat_store(row: u32, col: u32, M: u32, v: f32) {
@@ -108,7 +176,7 @@ fn flat_store(row: u32, col: u32, M: u32, v: f32) {
 fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let M = row_count();
     let K = node.k;
-    let first = wg.x * GV_ROWS;
+    let first = wg.x * FB_COLS;
     let col = first + t / GV_LANES;
     let lane = t % GV_LANES;
     let m0 = wg.y * FB_M;
@@ -118,12 +186,12 @@ fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     if (col < node.n) {
         let wrow = col * K;
         for (var k = lane * 4u; k < k4; k += GV_LANES * 4u) {
-            let wv = vec4<f32>(f32(w[wrow + k]), f32(w[wrow + k + 1u]), f32(w[wrow + k + 2u]), f32(w[wrow + k + 3u]));
+            let wv = w4(wrow + k);
             lo += vec4<f32>(dot(wv, flat_x(m0, k, M)), dot(wv, flat_x(m0 + 1u, k, M)), dot(wv, flat_x(m0 + 2u, k, M)), dot(wv, flat_x(m0 + 3u, k, M)));
             hi += vec4<f32>(dot(wv, flat_x(m0 + 4u, k, M)), dot(wv, flat_x(m0 + 5u, k, M)), dot(wv, flat_x(m0 + 6u, k, M)), dot(wv, flat_x(m0 + 7u, k, M)));
         }
         for (var k = k4 + lane; k < K; k += GV_LANES) {
-            let wv = f32(w[wrow + k]);
+            let wv = ws(wrow + k);
             lo += wv * vec4<f32>(flat_x1(m0, k, M), flat_x1(m0 + 1u, k, M), flat_x1(m0 + 2u, k, M), flat_x1(m0 + 3u, k, M));
             hi += wv * vec4<f32>(flat_x1(m0 + 4u, k, M), flat_x1(m0 + 5u, k, M), flat_x1(m0 + 6u, k, M), flat_x1(m0 + 7u, k, M));
         }
@@ -132,7 +200,7 @@ fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     fpart[2u * t + 1u] = hi;
     workgroupBarrier();
     // Thread (c, r) for 8 columns x 8 rows adds the 32 lanes' partial sums.
-    if (t < GV_ROWS * FB_M) {
+    if (t < FB_COLS * FB_M) {
         let c = t / FB_M;
         let r = t % FB_M;
         var s = 0.0;
@@ -176,10 +244,10 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             let r = e / GK;
             let c = e % GK;
             var a = 0.0;
-            if (m0 + r < M && k0 + c < K) { a = x[(m0 + r) * K + k0 + c]; }
+            if (m0 + r < M && k0 + c < K) { a = xs((m0 + r) * K + k0 + c); }
             ga[c * 16u + r / 4u][r % 4u] = a;
             var b = 0.0;
-            if (n0 + r < node.n && k0 + c < K) { b = f32(w[(n0 + r) * K + k0 + c]); }
+            if (n0 + r < node.n && k0 + c < K) { b = ws((n0 + r) * K + k0 + c); }
             gb[c * 16u + r / 4u][r % 4u] = b;
         }
         workgroupBarrier();

@@ -9,6 +9,8 @@ pub struct GpuContext {
     /// Weights stored as f16 (SHADER_F16), else f32.
     pub f16_weights: bool,
     pub timestamps: bool,
+    /// Lane-group sums by subgroup shuffles: SUBGROUP with every subgroup >= 32 lanes.
+    pub subgroups: bool,
     pub limits: wgpu::Limits,
 }
 
@@ -98,7 +100,13 @@ impl GpuContext {
             }
         };
         let timestamps = available.contains(wgpu::Features::TIMESTAMP_QUERY);
+        // A lane group is 32 threads; narrower subgroups (lavapipe: 8) would need a second
+        // level through workgroup memory anyway, so they take the workgroup reduction.
+        let subgroups = available.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 32;
         let mut features = wgpu::Features::empty();
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
         if f16_weights {
             features |= wgpu::Features::SHADER_F16;
         }
@@ -114,22 +122,28 @@ impl GpuContext {
             ..Default::default()
         }))
         .map_err(|e| backend_err("request_device", e))?;
-        Ok(GpuContext { device, queue, info, f16_weights, timestamps, limits })
+        Ok(GpuContext { device, queue, info, f16_weights, timestamps, subgroups, limits })
     }
 
     pub fn describe(&self) -> String {
-        format!("wgpu {} weights {}", describe(&self.info), if self.f16_weights { "f16" } else { "f32" })
+        let reduce = if self.subgroups { format!("subgroup ({}) reductions", self.info.subgroup_min_size) } else { "workgroup reductions".into() };
+        format!("wgpu {} weights {}, {reduce}", describe(&self.info), if self.f16_weights { "f16" } else { "f32" })
     }
 
-    /// A storage buffer of weights as the kernels read them (`W` in the shaders): f16 where
-    /// the device has SHADER_F16, else f32.
+    /// A storage buffer of weights as the kernels read them (`vec4<W>` in the shaders): f16
+    /// where the device has SHADER_F16, else f32; zero-padded to whole vec4s.
     pub fn upload_weights(&self, label: &str, values: &[f32]) -> wgpu::Buffer {
         use rayon::prelude::*;
         use wgpu::util::DeviceExt;
+        let padded = values.len().next_multiple_of(4).max(4);
         let halves: Vec<half::f16>;
+        let singles: Vec<f32>;
         let contents: &[u8] = if self.f16_weights {
-            halves = values.par_iter().map(|v| half::f16::from_f32(*v)).collect();
+            halves = values.par_iter().map(|v| half::f16::from_f32(*v)).chain(rayon::iter::repeat_n(half::f16::ZERO, padded - values.len())).collect();
             bytemuck::cast_slice(&halves)
+        } else if padded != values.len() {
+            singles = values.iter().copied().chain(std::iter::repeat_n(0.0, padded - values.len())).collect();
+            bytemuck::cast_slice(&singles)
         } else {
             bytemuck::cast_slice(values)
         };

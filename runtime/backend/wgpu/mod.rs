@@ -5,6 +5,7 @@
 
 pub mod device;
 pub mod microbench;
+pub mod sampling;
 pub mod shaders;
 
 use std::collections::HashMap;
@@ -29,6 +30,12 @@ const SPLIT_MAX_M: usize = 64;
 const ATTN_CHUNK: usize = 64;
 /// Rows the GEMV kernel handles at once (`GEMV_MAX_M` in linear.wgsl).
 const GEMV_MAX_M: usize = 8;
+/// Output columns per GEMV workgroup (`GV_COLS`); half as many in the SwiGLU epilogue.
+const GV_COLS: usize = 8;
+/// `node.mode` bits of the linear kernels (linear.wgsl).
+const MODE_RESIDUAL: u32 = 1;
+const MODE_NORM: u32 = 2;
+const MODE_SWIGLU: u32 = 4;
 
 /// The unified max phi and the safe range of s - phi. Scores and sums stay in f32, so any
 /// phi works while e^(s - phi) neither overflows nor underflows: the default keeps
@@ -80,6 +87,8 @@ struct NodeUniform {
 /// A weight in device memory, split by rows where one binding cannot hold it all.
 struct DeviceParam {
     chunks: Vec<(wgpu::Buffer, usize, usize)>, // (buffer, first row, rows)
+    /// Vectors (norm weights) also in f32, as the GEMV norm prologue reads them (x2).
+    vector_f32: Option<wgpu::Buffer>,
 }
 
 /// What a bind group binds; `None` slots get placeholders.
@@ -97,8 +106,9 @@ struct Binds<'a> {
 enum Work {
     Embedding { groups: Vec<wgpu::BindGroup>, hidden: usize },
     RmsNorm { group: wgpu::BindGroup, out_rows: bool },
-    /// `fused_add`: the residual add after it happens in its epilogue.
-    Linear { groups: Vec<(wgpu::BindGroup, usize)>, n: usize, k: usize, out_rows: bool, fused_add: bool },
+    /// `fused_add`: the residual add after it happens in its epilogue (every kernel).
+    /// `gemv_fused`: the variant that also folds neighbours in, taken on GEMV steps.
+    Linear { groups: Vec<(wgpu::BindGroup, usize)>, gemv_fused: Option<GemvFused>, n: usize, k: usize, out_rows: bool, fused_add: bool },
     /// `writes_kv`: also appends K and V to the cache (the attention's KV write fused in).
     Rope { group: wgpu::BindGroup, width: usize, writes_kv: bool },
     /// `kv_write` is `None` when the rope node before it writes the cache (fused). One bind
@@ -107,6 +117,15 @@ enum Work {
     /// Folded into the node before it (a residual add done in a linear layer's epilogue).
     Fused { into: String },
     Rows { kernel: &'static str, group: wgpu::BindGroup, width: usize, out_rows: bool },
+}
+
+/// A linear layer with its RMSNorm folded into the prologue and/or its SwiGLU into the
+/// epilogue. GEMV only: on flat-GEMM and GEMM steps the unfused nodes run instead.
+struct GemvFused {
+    group: wgpu::BindGroup,
+    workgroups: usize,
+    /// Plan-order indices of the nodes it replaces, and how.
+    folds: Vec<(usize, &'static str)>,
 }
 
 /// A linear layer whose only consumer is a residual add: the add happens in its epilogue.
@@ -126,10 +145,14 @@ struct Fusions {
     residual: HashMap<usize, ResidualFusion>,
     /// add node -> the linear node that does it.
     fused_adds: HashMap<usize, usize>,
+    /// linear node -> the RMSNorm node before it (GEMV prologue).
+    norm: HashMap<usize, usize>,
+    /// linear node -> the SwiGLU node after it (GEMV epilogue).
+    swiglu: HashMap<usize, usize>,
 }
 
 impl Fusions {
-    fn find(g: &Graph, plan: &Plan) -> Self {
+    fn find(g: &Graph, plan: &Plan, params: &[DeviceParam]) -> Self {
         let mut consumers: Vec<Vec<usize>> = vec![vec![]; g.tensors.len()];
         for (i, n) in g.nodes.iter().enumerate() {
             for &t in &n.inputs {
@@ -163,6 +186,30 @@ impl Fusions {
                     }
                 }
                 _ => {}
+            }
+        }
+        // The GEMV fusions need the weight in one binding, and x2 free (no residual add).
+        let single = |w: usize| params[w].chunks.len() == 1;
+        for (i, n) in g.nodes.iter().enumerate() {
+            let Op::Linear { weight, n: cols, .. } = n.op else { continue };
+            if f.residual.contains_key(&i) || !single(weight) {
+                continue;
+            }
+            let producer = g.nodes.iter().position(|p| p.output == n.inputs[0]);
+            let at = |id: usize| plan.order.iter().position(|&o| o == id);
+            // Adjacent in the order, so nothing can reuse the norm's input buffer in between.
+            let folds = |p: usize| matches!(g.nodes[p].op, Op::RmsNorm { .. }) && consumers[n.inputs[0]].len() == 1 && at(p).map(|a| a + 1) == at(i);
+            if let Some(p) = producer.filter(|&p| folds(p)) {
+                if buffer(g.nodes[p].inputs[0]) != buffer(n.output) {
+                    f.norm.insert(i, p);
+                }
+            }
+            if let [u] = consumers[n.output][..] {
+                let act = &g.nodes[u];
+                let reads_x = buffer(act.output) == buffer(n.inputs[0]) || f.norm.get(&i).is_some_and(|&p| buffer(act.output) == buffer(g.nodes[p].inputs[0]));
+                if matches!(act.op, Op::SwiGlu { ffn } if 2 * ffn == cols) && !reads_x {
+                    f.swiglu.insert(i, u);
+                }
             }
         }
         f
@@ -265,7 +312,7 @@ impl WgpuExecutor {
         for &(family, src, entry_points) in shaders::FAMILIES {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(family),
-                source: wgpu::ShaderSource::Wgsl(shaders::source(src, ctx.f16_weights).into()),
+                source: wgpu::ShaderSource::Wgsl(shaders::source(src, ctx.f16_weights, ctx.subgroups).into()),
             });
             for &entry in entry_points {
                 let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -299,7 +346,14 @@ impl WgpuExecutor {
                 chunks.push((ctx.upload_weights(&p.name, &values[r0 * cols..(r0 + rows) * cols]), r0, rows));
                 r0 += rows;
             }
-            device_params.push(DeviceParam { chunks });
+            let vector_f32 = (p.shape.len() == 1).then(|| {
+                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(&p.name),
+                    contents: bytemuck::cast_slice(&values),
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+            });
+            device_params.push(DeviceParam { chunks, vector_f32 });
         }
 
         // (cos, sin) per position and rotary pair, computed exactly as the CPU backend does.
@@ -403,7 +457,8 @@ impl WgpuExecutor {
         let cap = m.next_multiple_of(64);
         let device = &self.ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let sizes: Vec<usize> = self.plan.memory.buffer_elements(&self.graph.tensors, cap, self.max_out).iter().map(|e| e * 4).collect();
+        // Whole vec4s: the kernels see activations as array<vec4<f32>>.
+        let sizes: Vec<usize> = self.plan.memory.buffer_elements(&self.graph.tensors, cap, self.max_out).iter().map(|e| e.next_multiple_of(4) * 4).collect();
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         self.activations = sizes
             .iter()
@@ -439,10 +494,11 @@ impl WgpuExecutor {
         enum Plan2 {
             Embedding(Vec<usize>),
             Single(usize),
-            Linear(Vec<usize>),
+            /// Uniforms of every weight chunk, and of the GEMV-fused variant.
+            Linear(Vec<usize>, Option<usize>),
             Attention(usize),
         }
-        let fusion = if self.fuse { Fusions::find(g, &self.plan) } else { Fusions::default() };
+        let fusion = if self.fuse { Fusions::find(g, &self.plan, &self.params) } else { Fusions::default() };
         let mut plans = Vec::new();
         for &ni in &self.plan.order {
             let node = &g.nodes[ni];
@@ -458,16 +514,27 @@ impl WgpuExecutor {
                         .collect(),
                 ),
                 Op::RmsNorm { eps, .. } => Plan2::Single(add(NodeUniform { k: width, eps: *eps, ..base(out_rows) })),
-                Op::Linear { weight, n, k, .. } => Plan2::Linear(
-                    self.params[*weight]
+                Op::Linear { weight, n, k, .. } => {
+                    let plain: Vec<usize> = self.params[*weight]
                         .chunks
                         .iter()
                         .map(|&(_, r0, rows)| {
-                            let mode = fusion.residual.contains_key(&ni) as u32;
+                            let mode = if fusion.residual.contains_key(&ni) { MODE_RESIDUAL } else { 0 };
                             add(NodeUniform { n: rows as u32, k: *k as u32, n_offset: r0 as u32, ldy: *n as u32, mode, ..base(out_rows) })
                         })
-                        .collect(),
-                ),
+                        .collect();
+                    let norm = fusion.norm.get(&ni).map(|&p| match g.nodes[p].op {
+                        Op::RmsNorm { eps, .. } => eps,
+                        _ => unreachable!("norm fusions start at an RMSNorm"),
+                    });
+                    let swiglu = fusion.swiglu.contains_key(&ni);
+                    let fused = (norm.is_some() || swiglu).then(|| {
+                        let mode = if norm.is_some() { MODE_NORM } else { 0 } | if swiglu { MODE_SWIGLU } else { 0 };
+                        let ldy = if swiglu { *n / 2 } else { *n };
+                        add(NodeUniform { n: *n as u32, k: *k as u32, ldy: ldy as u32, mode, eps: norm.unwrap_or(0.0), ..base(out_rows) })
+                    });
+                    Plan2::Linear(plain, fused)
+                }
                 Op::Rope { head_dim, num_heads, num_kv_heads, .. } => Plan2::Single(add(NodeUniform {
                     n: width,
                     heads: *num_heads as u32,
@@ -526,7 +593,28 @@ impl WgpuExecutor {
                     group: bind(u, Binds { x, w: Some(&self.params[*weight].chunks[0].0), y, ..Default::default() }),
                     out_rows,
                 },
-                (Op::Linear { weight, n, k, .. }, Plan2::Linear(us)) => Work::Linear {
+                (Op::Linear { weight, n, k, .. }, Plan2::Linear(us, fused)) => Work::Linear {
+                    gemv_fused: fused.map(|u| {
+                        let norm = fusion.norm.get(&ni).map(|&p| (p, &g.nodes[p]));
+                        let swiglu = fusion.swiglu.get(&ni).map(|&a| (a, &g.nodes[a]));
+                        let x = Some(act(norm.map_or(node.inputs[0], |(_, p)| p.inputs[0])));
+                        let x2 = norm.map(|(_, p)| match p.op {
+                            Op::RmsNorm { weight, .. } => self.params[weight].vector_f32.as_ref().expect("norm weights are vectors"),
+                            _ => unreachable!(),
+                        });
+                        let y = Some(act(swiglu.map_or(node.output, |(_, a)| a.output)));
+                        let position = |id: usize| self.plan.order.iter().position(|&o| o == id).expect("every node is in the order");
+                        let mut folds = Vec::new();
+                        folds.extend(norm.map(|(p, _)| (position(p), "prologue")));
+                        folds.extend(swiglu.map(|(a, _)| (position(a), "epilogue")));
+                        let cols = if swiglu.is_some() { *n / 2 } else { *n };
+                        let per_group = if swiglu.is_some() { GV_COLS / 2 } else { GV_COLS };
+                        GemvFused {
+                            group: bind(u, Binds { x, x2, w: Some(&self.params[*weight].chunks[0].0), y, ..Default::default() }),
+                            workgroups: cols.div_ceil(per_group),
+                            folds,
+                        }
+                    }),
                     groups: self.params[*weight]
                         .chunks
                         .iter()
@@ -601,6 +689,16 @@ impl WgpuExecutor {
         self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &self.layout, entries: &entries })
     }
 
+    /// The dataflow table's choice, within what the GEMV kernel holds.
+    fn linear_choice(&self, n: usize, k: usize, rows: usize) -> crate::dataflow::Choice {
+        let mut choice = self.table.choose(n, k, rows);
+        if choice.implementation == LinearImpl::Gemv && rows > GEMV_MAX_M {
+            choice.implementation = LinearImpl::FlatGemm;
+            choice.reason.push_str(&format!("; GEMV holds at most {GEMV_MAX_M} rows"));
+        }
+        choice
+    }
+
     /// Records and submits one step; with `greedy`, samples on the device and reads back ids.
     fn run(&mut self, input: &StepInput, greedy: bool) -> Result<()> {
         let (vocab, heads) = (self.graph.config.vocab_size, self.graph.config.num_heads);
@@ -632,6 +730,17 @@ impl WgpuExecutor {
         let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         encoder.clear_buffer(&self.flags, 0, None);
         let mut records = Vec::with_capacity(self.work.len());
+        // GEMV steps take the fused linear variants; the nodes they fold in do nothing.
+        let mut folded: HashMap<usize, String> = HashMap::new();
+        for (&ni, work) in self.plan.order.iter().zip(&self.work) {
+            if let Work::Linear { gemv_fused: Some(f), n, k, out_rows, .. } = work {
+                if self.linear_choice(*n, *k, if *out_rows { n_out } else { m }).implementation == LinearImpl::Gemv {
+                    for &(idx, place) in &f.folds {
+                        folded.insert(idx, format!("done in the GEMV {place} of {}", self.graph.nodes[ni].name));
+                    }
+                }
+            }
+        }
         // (kernel, bind group, grid, node index): encoded below in one pass, or one pass
         // per node with timestamps when profiling.
         let mut cmds: Vec<Command> = Vec::new();
@@ -643,6 +752,7 @@ impl WgpuExecutor {
                 cmds.push((kernel, group, [x as u32, y as u32, z as u32], idx));
             };
             let (implementation, reason) = match work {
+                _ if folded.contains_key(&idx) => ("fused".to_string(), folded[&idx].clone()),
                 Work::Embedding { groups, hidden } => {
                     for gr in groups {
                         dispatch("embedding", gr, hidden.div_ceil(64), m, 1);
@@ -653,18 +763,25 @@ impl WgpuExecutor {
                     dispatch("rms_norm", group, 1, if *out_rows { n_out } else { m }, 1);
                     ("workgroup per row".into(), String::new())
                 }
-                Work::Linear { groups, n, k, out_rows, fused_add } => {
+                Work::Linear { groups, gemv_fused, n, k, out_rows, fused_add } => {
                     let rows = if *out_rows { n_out } else { m };
-                    let mut choice = self.table.choose(*n, *k, rows);
-                    if choice.implementation == LinearImpl::Gemv && rows > GEMV_MAX_M {
-                        choice.implementation = LinearImpl::FlatGemm;
-                        choice.reason.push_str(&format!("; GEMV holds at most {GEMV_MAX_M} rows"));
-                    }
-                    for (gr, chunk_rows) in groups {
-                        match choice.implementation {
-                            LinearImpl::Gemv => dispatch("gemv", gr, chunk_rows.div_ceil(8), 1, 1),
-                            LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(8), rows.div_ceil(8), 1),
-                            LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
+                    let mut choice = self.linear_choice(*n, *k, rows);
+                    match (choice.implementation, gemv_fused) {
+                        (LinearImpl::Gemv, Some(f)) => {
+                            dispatch("gemv", &f.group, f.workgroups, 1, 1);
+                            for (idx, place) in &f.folds {
+                                let what = self.graph.nodes[self.plan.order[*idx]].op.kind_name();
+                                choice.reason.push_str(&format!("; {what} fused into the {place}"));
+                            }
+                        }
+                        (imp, _) => {
+                            for (gr, chunk_rows) in groups {
+                                match imp {
+                                    LinearImpl::Gemv => dispatch("gemv", gr, chunk_rows.div_ceil(GV_COLS), 1, 1),
+                                    LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(8), rows.div_ceil(8), 1),
+                                    LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
+                                }
+                            }
                         }
                     }
                     if *fused_add {

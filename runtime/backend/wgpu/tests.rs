@@ -51,8 +51,10 @@ fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
 impl WgpuExecutor {
     fn upload(&self, data: &[f32]) -> wgpu::Buffer {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-        let contents: &[u8] = if data.is_empty() { &[0; 16] } else { bytemuck::cast_slice(data) };
-        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents, usage })
+        // Whole vec4s, as the kernels read activations.
+        let mut padded = data.to_vec();
+        padded.resize(data.len().next_multiple_of(4).max(4), 0.0);
+        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&padded), usage })
     }
 
     fn dispatch_one(&self, kernel: &str, binds: Binds, node: NodeUniform, step: StepUniform, data: &[u32], grid: (usize, usize, usize)) {
@@ -336,16 +338,19 @@ fn fused_and_chunked_lowering_matches_the_plain_one() {
                 ex.set_fusion(fuse);
                 Some(ex)
             }
-            Err(e) => {
+            Err(e @ Error::BackendUnavailable { .. }) => {
                 eprintln!("skipped: no wgpu adapter on this machine ({e})");
                 None
             }
+            Err(e) => panic!("{e}"),
         }
     };
-    // The reference runs unfused, with every weight in one binding; the other fused, with
-    // weights split into 4 KiB chunks (as lavapipe's 128 MiB binding limit splits large ones).
-    let (Some(mut fused), Some(mut plain)) = (make(true, Some(4096)), make(false, None)) else { return };
-    assert!(fused.params.iter().any(|p| p.chunks.len() > 1) && plain.params.iter().all(|p| p.chunks.len() == 1));
+    // The reference runs unfused, with every weight in one binding. One fused executor has
+    // every weight in one binding too (all fusions apply); the other has weights split into
+    // 4 KiB chunks (as lavapipe's 128 MiB binding limit splits large ones), where the GEMV
+    // norm and SwiGLU fusions give way for the chunked weights.
+    let (Some(mut fused), Some(mut chunked), Some(mut plain)) = (make(true, None), make(true, Some(4096)), make(false, None)) else { return };
+    assert!(chunked.params.iter().any(|p| p.chunks.len() > 1) && plain.params.iter().all(|p| p.chunks.len() == 1));
     let prompt: Vec<u32> = (0..10).map(|i| i * 29 % 300).collect();
     let positions: Vec<usize> = (0..10).collect();
     let seqs = vec![0; 10];
@@ -355,12 +360,18 @@ fn fused_and_chunked_lowering_matches_the_plain_one() {
     }
     for (tokens, positions, seqs, out_rows) in &steps {
         let input = StepInput { tokens, positions, seqs, out_rows };
-        let (a, b) = (fused.step(&input).unwrap(), plain.step(&input).unwrap());
-        let want: Vec<f64> = b.iter().map(|&v| v as f64).collect();
-        let err = rel_err(&a, &want);
-        assert!(err <= 1e-6, "fused + chunked vs plain at m={}: relative error {err:e}", tokens.len());
+        let want: Vec<f64> = plain.step(&input).unwrap().iter().map(|&v| v as f64).collect();
+        for (what, ex) in [("fused", &mut fused), ("fused + chunked", &mut chunked)] {
+            let err = rel_err(&ex.step(&input).unwrap(), &want);
+            assert!(err <= 1e-5, "{what} vs plain at m={}: relative error {err:e}", tokens.len());
+        }
     }
-    // The fusions took effect: the residual adds and the KV writes ran inside other nodes.
-    assert!(fused.last_step_records().iter().any(|r| r.implementation == "fused"));
+    // The fusions took effect on the last (decode, GEMV) step: residual adds, KV writes,
+    // every RMSNorm and SwiGLU ran inside other nodes; with chunked weights norms still ran.
+    let folded = |ex: &WgpuExecutor, op: &str| ex.last_step_records().iter().filter(|r| r.op == op).all(|r| r.implementation == "fused");
+    for op in ["add", "rms_norm", "swiglu"] {
+        assert!(folded(&fused, op), "{op} not fused: {:?}", fused.last_step_records());
+    }
+    assert!(folded(&chunked, "add") && !folded(&chunked, "rms_norm"));
     assert!(plain.last_step_records().iter().all(|r| r.implementation != "fused"));
 }
