@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use fdpp_runtime::backend::{self, Executor, StepInput};
+use fdpp_runtime::backend::{self, Executor, StepInput, StepTiming};
+use fdpp_runtime::engine::{Sampler, SamplingParams};
 use fdpp_runtime::graph::{self, Plan};
 use fdpp_runtime::model::{Model, ModelConfig};
 use fdpp_runtime::tensor::HostTensor;
@@ -219,6 +220,10 @@ struct Row {
     decode_tok_s_per_seq: f64,
     decode_min: f64,
     decode_max: f64,
+    /// Mean per decode step of the median run: recording and submitting on the host, and
+    /// first kernel start to last kernel end on the device (GPU backends).
+    host_micros_per_step: Option<f64>,
+    device_micros_per_step: Option<f64>,
 }
 
 /// Token ids for the positions in `range`, spread over the vocabulary (content does not
@@ -227,9 +232,16 @@ fn synthetic_ids(range: std::ops::Range<usize>, vocab: usize) -> Vec<u32> {
     range.map(|i| ((i as u64 * 7919 + 13) % vocab as u64) as u32).collect()
 }
 
+/// One measurement: prefill and decode tokens/s, and the decode steps' mean timing.
+struct Measured {
+    prefill: f64,
+    decode: f64,
+    timing: StepTiming,
+}
+
 /// Prefill every sequence (one step each), fill it to `depth` positions (untimed), then
 /// decode `steps` greedy steps of all of them.
-fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, depth: usize, steps: usize) -> Result<(f64, f64)> {
+fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, depth: usize, steps: usize) -> Result<Measured> {
     let ids = synthetic_ids(0..prompt, vocab);
     let positions: Vec<usize> = (0..prompt).collect();
     let t = Instant::now();
@@ -250,13 +262,12 @@ fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, depth
         }
     }
     let seqs: Vec<usize> = (0..b).collect();
-    let rows: Vec<usize> = (0..b).collect();
+    let positions = vec![start; b];
+    let first = StepInput { tokens: &next, positions: &positions, seqs: &seqs, out_rows: &seqs };
     let t = Instant::now();
-    for pos in start..start + steps {
-        let positions = vec![pos; b];
-        next = exec.step_greedy(&StepInput { tokens: &next, positions: &positions, seqs: &seqs, out_rows: &rows })?;
-    }
-    Ok((prefill, (b * steps) as f64 / t.elapsed().as_secs_f64()))
+    exec.decode(&first, steps, &mut Sampler::new(SamplingParams::default()), &mut |_| true)?;
+    let decode = (b * steps) as f64 / t.elapsed().as_secs_f64();
+    Ok(Measured { prefill, decode, timing: exec.last_step_timing() })
 }
 
 fn run(args: BenchArgs) -> Result<()> {
@@ -300,12 +311,15 @@ fn run(args: BenchArgs) -> Result<()> {
     let runs: Vec<(usize, usize)> = args.ctx.iter().flat_map(|&c| args.batch.iter().map(move |&b| (c, b))).collect();
     let mut bar = crate::progress::Bar::hidden();
     for (i, &(ctx, b)) in runs.iter().enumerate() {
-        let (mut p, mut d) = (Vec::new(), Vec::new());
+        let (mut p, mut d, mut timings) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.repeats.max(1) {
-            let (pf, dc) = measure(exec.as_mut(), config.vocab_size, b, args.prompt_tokens, ctx, args.gen_tokens)?;
-            p.push(pf);
-            d.push(dc);
+            let r = measure(exec.as_mut(), config.vocab_size, b, args.prompt_tokens, ctx, args.gen_tokens)?;
+            p.push(r.prefill);
+            d.push(r.decode);
+            timings.push((r.decode, r.timing));
         }
+        timings.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let timing = timings[timings.len() / 2].1;
         bar.count(i + 1, runs.len(), "measuring");
         let ((pm, plo, phi), (dm, dlo, dhi)) = (stats(&p), stats(&d));
         rows.push(Row {
@@ -318,18 +332,33 @@ fn run(args: BenchArgs) -> Result<()> {
             decode_tok_s_per_seq: dm / b as f64,
             decode_min: dlo,
             decode_max: dhi,
+            host_micros_per_step: timing.host_micros,
+            device_micros_per_step: timing.device_micros,
         });
     }
     println!("model:   {what}");
     println!("backend: {device}");
     println!("prompt {} tokens, gen {} tokens, median of {} (min..max)", args.prompt_tokens, args.gen_tokens, args.repeats.max(1));
     bar.finish();
-    println!("{:>6} {:>5} {:>26} {:>30} {:>14}", "ctx", "batch", "prefill tok/s", "decode tok/s (total)", "per sequence");
+    println!(
+        "{:>6} {:>5} {:>26} {:>30} {:>14} {:>12} {:>12}",
+        "ctx", "batch", "prefill tok/s", "decode tok/s (total)", "per sequence", "host us/step", "device us/step"
+    );
+    let us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     for r in &rows {
         println!(
-            "{:>6} {:>5} {:>10.1} ({:>6.1}..{:>6.1}) {:>10.1} ({:>7.1}..{:>7.1}) {:>14.1}",
+            "{:>6} {:>5} {:>10.1} ({:>6.1}..{:>6.1}) {:>10.1} ({:>7.1}..{:>7.1}) {:>14.1} {:>12} {:>12}",
             r.ctx,
-            r.batch, r.prefill_tok_s, r.prefill_min, r.prefill_max, r.decode_tok_s_total, r.decode_min, r.decode_max, r.decode_tok_s_per_seq
+            r.batch,
+            r.prefill_tok_s,
+            r.prefill_min,
+            r.prefill_max,
+            r.decode_tok_s_total,
+            r.decode_min,
+            r.decode_max,
+            r.decode_tok_s_per_seq,
+            us(r.host_micros_per_step),
+            us(r.device_micros_per_step)
         );
     }
     let mut profile = Vec::new();

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use fdpp_runtime::backend::BackendKind;
 use fdpp_runtime::backend::wgpu::{WeightPrecision, device};
-use fdpp_runtime::engine::{Engine, EngineOptions};
+use fdpp_runtime::engine::{Engine, EngineOptions, SamplingParams};
 use fdpp_runtime::model::Model;
 
 fn adapter_present() -> bool {
@@ -45,15 +45,24 @@ fn tiny_llama_on_wgpu_matches_cpu() {
         let (a, b) = (gpu.forward(&prompt, 0).unwrap(), cpu.forward(&prompt, 0).unwrap());
         let err = max_rel(&a, &b);
         assert!(err < tol, "{precision:?} prefill: relative error {err}");
-        let mut next = fdpp_runtime::engine::sampler::argmax(&b);
+        let first = fdpp_runtime::engine::sampler::argmax(&b);
+        let mut next = first;
         for pos in prompt.len()..prompt.len() + 5 {
             let (a, b) = (gpu.forward(&[next], pos).unwrap(), cpu.forward(&[next], pos).unwrap());
             let err = max_rel(&a, &b);
             assert!(err < tol, "{precision:?} decode at {pos}: relative error {err}");
-            let g = gpu.forward_greedy(next, pos + 1);
-            let c = cpu.forward_greedy(next, pos + 1);
-            assert_eq!(g.unwrap(), c.unwrap(), "greedy token at {}", pos + 1);
             next = fdpp_runtime::engine::sampler::argmax(&b);
+        }
+        // Greedy decoding: the device samples and feeds its own ids back (pipelined steps).
+        let greedy = SamplingParams::default();
+        let (g, c) = (gpu.decode_ids(first, prompt.len(), 8, &greedy).unwrap(), cpu.decode_ids(first, prompt.len(), 8, &greedy).unwrap());
+        assert_eq!(g, c, "{precision:?}: greedy tokens after the prompt");
+        // Top-k / top-p sampling on the device draws the host sampler's numbers, in order.
+        if precision == WeightPrecision::F32 {
+            let sampled = SamplingParams { temperature: 4.0, top_k: 40, top_p: 0.95, seed: 7 };
+            let (g, c) = (gpu.decode_ids(first, prompt.len(), 8, &sampled).unwrap(), cpu.decode_ids(first, prompt.len(), 8, &sampled).unwrap());
+            assert_eq!(g, c, "sampled tokens after the prompt");
+            assert_ne!(c, cpu.decode_ids(first, prompt.len(), 8, &greedy).unwrap(), "sampling should leave the greedy path");
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod wgpu;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Sampler;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Plan};
 use crate::tensor::HostTensor;
@@ -56,6 +57,15 @@ pub struct NodeRecord {
     pub micros: Option<f64>,
 }
 
+/// Where the time of one step went, as far as the backend measures it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepTiming {
+    /// Recording and submitting the step on the host (GPU backends).
+    pub host_micros: Option<f64>,
+    /// From the step's first kernel starting to its last finishing on the device.
+    pub device_micros: Option<f64>,
+}
+
 #[derive(Clone, Debug)]
 pub struct ExecutorOptions {
     /// Sequences that may be live at once.
@@ -87,6 +97,22 @@ pub trait Executor: Send {
         let vocab = self.vocab_size();
         let logits = self.step(input)?;
         Ok(logits.chunks_exact(vocab).map(crate::engine::sampler::argmax).collect())
+    }
+    /// Decodes `steps` steps: step 0 takes `first` (one token per sequence, each its own
+    /// output row); every later step feeds each sequence the id `sampler` drew from its
+    /// logits the step before, one position further. `on_ids` sees each step's ids in
+    /// order; when it returns false no further step starts. GPU backends sample on the
+    /// device where they can, keep the ids there and record step t + 1 while step t runs,
+    /// so one step past the stop may have run: its KV writes lie beyond the kept positions,
+    /// which later steps overwrite before reading.
+    fn decode(&mut self, first: &StepInput, steps: usize, sampler: &mut Sampler, on_ids: &mut dyn FnMut(&[u32]) -> bool) -> Result<()> {
+        check_decode(first)?;
+        decode_one_by_one(self, first, steps, sampler, on_ids)
+    }
+    /// Host and device time of the last step, or the mean over the steps of the last
+    /// `decode`, where measured.
+    fn last_step_timing(&self) -> StepTiming {
+        StepTiming::default()
     }
     fn vocab_size(&self) -> usize;
     /// Measures every node's device time in the following steps (GPU backends; slower,
@@ -124,6 +150,44 @@ pub fn validate_step(input: &StepInput, opts: &ExecutorOptions, vocab: usize) ->
     }
     if let Some(&r) = input.out_rows.iter().find(|&&r| r >= m) {
         return Err(Error::InvalidArgument(format!("output row {r} >= {m} tokens")));
+    }
+    Ok(())
+}
+
+/// What `decode` accepts: every token its own output row, of its own sequence.
+pub fn check_decode(first: &StepInput) -> Result<()> {
+    let m = first.m();
+    let mut seqs = first.seqs.to_vec();
+    seqs.sort_unstable();
+    seqs.dedup();
+    if !first.out_rows.iter().copied().eq(0..m) || seqs.len() != m {
+        return Err(Error::InvalidArgument("greedy decoding takes one token per sequence, each its own output row".into()));
+    }
+    Ok(())
+}
+
+/// `decode` as a plain loop of steps, sampling on the host unless greedy.
+pub fn decode_one_by_one<E: Executor + ?Sized>(
+    exec: &mut E,
+    first: &StepInput,
+    steps: usize,
+    sampler: &mut Sampler,
+    on_ids: &mut dyn FnMut(&[u32]) -> bool,
+) -> Result<()> {
+    let mut tokens = first.tokens.to_vec();
+    let mut positions = first.positions.to_vec();
+    let vocab = exec.vocab_size();
+    for _ in 0..steps {
+        let input = StepInput { tokens: &tokens, positions: &positions, ..*first };
+        tokens = if sampler.params().is_greedy() {
+            exec.step_greedy(&input)?
+        } else {
+            exec.step(&input)?.chunks_exact(vocab).map(|row| sampler.sample(row)).collect()
+        };
+        if !on_ids(&tokens) {
+            break;
+        }
+        positions.iter_mut().for_each(|p| *p += 1);
     }
     Ok(())
 }

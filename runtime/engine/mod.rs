@@ -60,6 +60,8 @@ pub enum StopReason {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunStats {
+    /// Backend and device (adapter name and driver for GPU backends).
+    pub backend: String,
     pub prompt_tokens: usize,
     pub prefill_secs: f64,
     pub generated_tokens: usize,
@@ -189,11 +191,17 @@ impl Engine {
         self.exec.step(&StepInput { tokens: ids, positions: &positions, seqs: &seqs, out_rows: &out_rows })
     }
 
-    /// One decode step of sequence 0 that returns the greedy next token; GPU backends
-    /// sample on the device and read back only the id.
-    pub fn forward_greedy(&mut self, token: u32, pos: usize) -> Result<u32> {
-        let step = StepInput { tokens: &[token], positions: &[pos], seqs: &[0], out_rows: &[0] };
-        Ok(self.exec.step_greedy(&step)?[0])
+    /// Decodes `steps` tokens of sequence 0 after `token` at position `pos` (the positions
+    /// before it already in the cache) and returns them; no stop tokens are checked.
+    pub fn decode_ids(&mut self, token: u32, pos: usize, steps: usize, sampling: &SamplingParams) -> Result<Vec<u32>> {
+        sampling.validate()?;
+        let mut ids = Vec::with_capacity(steps);
+        let input = StepInput { tokens: &[token], positions: &[pos], seqs: &[0], out_rows: &[0] };
+        self.exec.decode(&input, steps, &mut Sampler::new(sampling.clone()), &mut |step| {
+            ids.push(step[0]);
+            true
+        })?;
+        Ok(ids)
     }
 
     fn record(&mut self, phase: Phase, m: usize, secs: f64) {
@@ -211,64 +219,91 @@ impl Engine {
         req.sampling.validate()?;
         let prompt_ids = self.tokenize(&req.prompt)?;
         let mut sampler = Sampler::new(req.sampling.clone());
-        let stops = self.tokenizer.stop_ids().to_vec();
-        let mut stats = RunStats { prompt_tokens: prompt_ids.len(), ..Default::default() };
+        let mut stats = RunStats { prompt_tokens: prompt_ids.len(), backend: self.exec.describe(), ..Default::default() };
 
         let t = Instant::now();
-        let mut logits = self.forward(&prompt_ids, 0)?;
+        let logits = self.forward(&prompt_ids, 0)?;
         stats.prefill_secs = t.elapsed().as_secs_f64();
         self.record(Phase::Prefill, prompt_ids.len(), stats.prefill_secs);
         let first_top5 = sampler::top_k(&logits, 5);
 
-        let mut ids: Vec<u32> = Vec::new();
-        let mut text = String::new();
-        let mut pos = prompt_ids.len();
-        let mut greedy_next: Option<u32> = None;
-        let stop = loop {
-            if ids.len() >= req.max_tokens {
-                break StopReason::MaxTokens;
-            }
-            let next = greedy_next.take().unwrap_or_else(|| sampler.sample(&logits));
-            ids.push(next);
-            if stops.contains(&next) {
-                break StopReason::EndToken(next);
-            }
-            self.stream(&ids, &mut text, on_text)?;
-            if ids.len() >= req.max_tokens {
-                break StopReason::MaxTokens;
-            }
-            if pos >= self.max_context {
-                break StopReason::ContextFull;
-            }
+        let mut out = Collector { ids: vec![], stream: TextStream::default(), stop: None, max_tokens: req.max_tokens, stops: self.tokenizer.stop_ids().to_vec() };
+        let first = sampler.sample(&logits);
+        let pos = prompt_ids.len();
+        if req.max_tokens > 0 && out.accept(first, &self.tokenizer, on_text)? {
+            // Each decode step takes one more position.
+            let steps = (req.max_tokens - out.ids.len()).min(self.max_context - pos);
+            let input = StepInput { tokens: &[first], positions: &[pos], seqs: &[0], out_rows: &[0] };
+            let mut failed = None;
             let t = Instant::now();
-            if req.sampling.is_greedy() {
-                greedy_next = Some(self.forward_greedy(next, pos)?);
-            } else {
-                logits = self.forward(&[next], pos)?;
+            let tokenizer = &self.tokenizer;
+            self.exec.decode(&input, steps, &mut sampler, &mut |ids| {
+                stats.decode_steps += 1;
+                out.accept(ids[0], tokenizer, on_text).unwrap_or_else(|e| {
+                    failed = Some(e);
+                    false
+                })
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
             }
-            let secs = t.elapsed().as_secs_f64();
-            if stats.decode_steps == 0 {
-                self.record(Phase::Decode, 1, secs);
+            stats.decode_secs = t.elapsed().as_secs_f64();
+            if stats.decode_steps > 0 {
+                self.record(Phase::Decode, 1, stats.decode_secs / stats.decode_steps as f64);
             }
-            stats.decode_secs += secs;
-            stats.decode_steps += 1;
-            pos += 1;
-        };
-        stats.generated_tokens = ids.len();
-        Ok(GenerateOutput { prompt_ids, ids, text, first_top5, stop, stats })
+        }
+        let stop = out.stop.unwrap_or(if out.ids.len() >= req.max_tokens { StopReason::MaxTokens } else { StopReason::ContextFull });
+        stats.generated_tokens = out.ids.len();
+        Ok(GenerateOutput { prompt_ids, ids: out.ids, text: out.stream.text, first_top5, stop, stats })
     }
+}
 
-    /// Emits the text the ids added since the last call. A piece ending in U+FFFD is an
-    /// incomplete UTF-8 sequence (a multi-byte character split over tokens): wait for more.
-    fn stream(&self, ids: &[u32], text: &mut String, on_text: &mut dyn FnMut(&str)) -> Result<()> {
-        let full = self.tokenizer.decode(ids, true)?;
-        if full.ends_with('\u{FFFD}') || !full.starts_with(text.as_str()) {
+/// The generated ids of one request, and when to stop taking more.
+struct Collector {
+    ids: Vec<u32>,
+    stream: TextStream,
+    stop: Option<StopReason>,
+    max_tokens: usize,
+    stops: Vec<u32>,
+}
+
+impl Collector {
+    /// Takes one generated id; false when generation should stop.
+    fn accept(&mut self, id: u32, tokenizer: &Tokenizer, on_text: &mut dyn FnMut(&str)) -> Result<bool> {
+        self.ids.push(id);
+        if self.stops.contains(&id) {
+            self.stop = Some(StopReason::EndToken(id));
+            return Ok(false);
+        }
+        self.stream.push(tokenizer, &self.ids, on_text)?;
+        Ok(self.ids.len() < self.max_tokens)
+    }
+}
+
+/// Incremental detokenisation: each new id decodes a short window of the latest ids, not
+/// the whole text again. The window starts one piece back, so tokenizers that drop a
+/// leading space at the start of a decode still join pieces correctly. A window ending in
+/// U+FFFD is a multi-byte character split over tokens: its text waits for the next id.
+#[derive(Default)]
+struct TextStream {
+    /// Ids before `prefix` are settled; `prefix..read` is the context of the window.
+    prefix: usize,
+    read: usize,
+    text: String,
+}
+
+impl TextStream {
+    fn push(&mut self, tokenizer: &Tokenizer, ids: &[u32], on_text: &mut dyn FnMut(&str)) -> Result<()> {
+        let before = tokenizer.decode(&ids[self.prefix..self.read], true)?;
+        let now = tokenizer.decode(&ids[self.prefix..], true)?;
+        if now.ends_with('\u{FFFD}') {
             return Ok(());
         }
-        let piece = &full[text.len()..];
-        if !piece.is_empty() {
+        if let Some(piece) = now.get(before.len()..).filter(|p| !p.is_empty() && now.starts_with(before.as_str())) {
             on_text(piece);
-            text.push_str(piece);
+            self.text.push_str(piece);
+            self.prefix = self.read;
+            self.read = ids.len();
         }
         Ok(())
     }

@@ -105,6 +105,16 @@ impl Sampler {
         Sampler { params, rng }
     }
 
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// The uniform draw the next non-greedy `sample` would use (for device samplers, which
+    /// must consume the same sequence to choose as the host would).
+    pub fn draw(&mut self) -> f32 {
+        self.rng.next_f32()
+    }
+
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.params.is_greedy() {
             return argmax(logits);
@@ -127,7 +137,7 @@ impl Sampler {
             }
         }
         let total: f32 = probs[..keep].iter().sum();
-        let mut r = self.rng.next_f32() * total;
+        let mut r = self.draw() * total;
         for i in 0..keep {
             r -= probs[i];
             if r < 0.0 {

@@ -14,10 +14,12 @@ use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
 pub use device::{GpuContext, WeightPrecision};
+use sampling::GpuSampler;
 
-use super::{Executor, ExecutorOptions, NodeRecord, StepInput, validate_step};
+use super::{Executor, ExecutorOptions, NodeRecord, StepInput, StepTiming, check_decode, decode_one_by_one, validate_step};
 use crate::backend::cpu::kernels::rope_inv_freq;
 use crate::dataflow::{DataflowTable, LinearImpl};
+use crate::engine::Sampler;
 use crate::error::{Error, Result};
 use crate::graph::plan::row_width;
 use crate::graph::{Dim, Graph, Op, Plan};
@@ -117,6 +119,22 @@ enum Work {
     /// Folded into the node before it (a residual add done in a linear layer's epilogue).
     Fused { into: String },
     Rows { kernel: &'static str, group: wgpu::BindGroup, width: usize, out_rows: bool },
+}
+
+/// How a step's next ids are chosen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// On the host: the logits are read back.
+    Logits,
+    /// Greedy, on the device.
+    Argmax,
+    /// Top-k / top-p on the device (`GpuSampler`).
+    Sample,
+}
+
+/// Bytes of the ids read-back before the two step timestamps (8-byte aligned).
+fn ids_readback_bytes(max_out: usize) -> u64 {
+    ((1 + max_out) * 4).next_multiple_of(8) as u64
 }
 
 /// A linear layer with its RMSNorm folded into the prologue and/or its SwiGLU into the
@@ -251,7 +269,16 @@ pub struct WgpuExecutor {
     work: Vec<Work>,
     argmax_group: Option<wgpu::BindGroup>,
     logits_staging: wgpu::Buffer,
-    ids_staging: wgpu::Buffer,
+    /// Read-back of [recomputed rows, ids..., pad, step start, step end]; two, so one step
+    /// can be read while the next runs.
+    ids_staging: [wgpu::Buffer; 2],
+    /// Timestamps around a whole step (two per staging slot), when the device has them.
+    step_queries: Option<(wgpu::QuerySet, wgpu::Buffer)>,
+    timing: StepTiming,
+    /// The device sampler and its bind group (logits -> flags), made at the first
+    /// non-greedy decode; dropped when the activations are reallocated.
+    sampler: Option<(GpuSampler, wgpu::BindGroup)>,
+    slot_timed: [bool; 2],
     records: Vec<NodeRecord>,
     profiler: Option<Profiler>,
     /// Lower with fusions (rope + KV write, residual add into linear epilogues).
@@ -397,7 +424,12 @@ impl WgpuExecutor {
             (max_out * c.vocab_size * 4) as u64,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
-        let ids_staging = buffer("ids readback", ((1 + max_out) * 4) as u64, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let readback = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+        let ids_staging = [buffer("ids readback", ids_readback_bytes(max_out) + 16, readback), buffer("ids readback", ids_readback_bytes(max_out) + 16, readback)];
+        let step_queries = ctx.timestamps.then(|| {
+            let q = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("step time"), ty: wgpu::QueryType::Timestamp, count: 4 });
+            (q, buffer("step time", 2 * wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT, wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC))
+        });
         let step_data = buffer("step data", 16, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(oom(&format!("weights and caches ({e})"), 0));
@@ -428,6 +460,10 @@ impl WgpuExecutor {
             argmax_group: None,
             logits_staging,
             ids_staging,
+            step_queries,
+            timing: StepTiming::default(),
+            sampler: None,
+            slot_timed: [false; 2],
             records: vec![],
             profiler: None,
             fuse: true,
@@ -474,6 +510,7 @@ impl WgpuExecutor {
             return Err(oom(&format!("activations for {cap} tokens ({e})"), sizes.iter().sum::<usize>() as u64));
         }
         self.cap_m = cap;
+        self.sampler = None;
         self.build_work();
         Ok(())
     }
@@ -699,8 +736,11 @@ impl WgpuExecutor {
         choice
     }
 
-    /// Records and submits one step; with `greedy`, samples on the device and reads back ids.
-    fn run(&mut self, input: &StepInput, greedy: bool) -> Result<()> {
+    /// Records and submits one step. Unless `pick` is `Logits`, the device picks the next
+    /// ids and only they are read back, into staging `slot`. With `feedback`, the step's
+    /// tokens are the ids the previous step picked (still on the device), not `input.tokens`.
+    fn run(&mut self, input: &StepInput, pick: Pick, slot: usize, feedback: bool) -> Result<wgpu::SubmissionIndex> {
+        let started = std::time::Instant::now();
         let (vocab, heads) = (self.graph.config.vocab_size, self.graph.config.num_heads);
         validate_step(input, &self.opts, vocab)?;
         let (m, n_out) = (input.m(), input.out_rows.len());
@@ -728,6 +768,9 @@ impl WgpuExecutor {
         self.ctx.queue.write_buffer(&self.step_data, 0, bytemuck::cast_slice(&data));
 
         let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        if feedback {
+            encoder.copy_buffer_to_buffer(&self.flags, 4, &self.step_data, 0, (m * 4) as u64);
+        }
         encoder.clear_buffer(&self.flags, 0, None);
         let mut records = Vec::with_capacity(self.work.len());
         // GEMV steps take the fused linear variants; the nodes they fold in do nothing.
@@ -820,19 +863,30 @@ impl WgpuExecutor {
             };
             records.push(NodeRecord { node: node.name.clone(), op: node.op.kind_name().into(), implementation, reason, micros: None });
         }
-        if greedy {
-            let group = self.argmax_group.as_ref().expect("built with the work");
-            cmds.push(("argmax", group, [1, n_out as u32, 1], usize::MAX));
-        }
         let encode = |pass: &mut wgpu::ComputePass, (kernel, group, [x, y, z], _): &Command| {
             pass.set_pipeline(&self.pipelines[kernel]);
             pass.set_bind_group(0, *group, &[]);
             pass.dispatch_workgroups(*x, *y, *z);
         };
+        let argmax = self.argmax_group.as_ref().expect("built with the work");
+        let pick_ids = |pass: &mut wgpu::ComputePass| match pick {
+            Pick::Logits => {}
+            Pick::Argmax => encode(pass, &("argmax", argmax, [1, n_out as u32, 1], usize::MAX)),
+            Pick::Sample => {
+                let (sampler, group) = self.sampler.as_ref().expect("decode prepared the sampler");
+                sampler.encode(pass, group, n_out);
+            }
+        };
         match &self.profiler {
             None => {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+                let timestamp_writes = self.step_queries.as_ref().map(|(q, _)| wgpu::ComputePassTimestampWrites {
+                    query_set: q,
+                    beginning_of_pass_write_index: Some(2 * slot as u32),
+                    end_of_pass_write_index: Some(2 * slot as u32 + 1),
+                });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes });
                 cmds.iter().for_each(|cmd| encode(&mut pass, cmd));
+                pick_ids(&mut pass);
             }
             Some(p) => {
                 for idx in 0..self.work.len() {
@@ -844,23 +898,29 @@ impl WgpuExecutor {
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(writes) });
                     cmds.iter().filter(|c| c.3 == idx).for_each(|cmd| encode(&mut pass, cmd));
                 }
-                if greedy {
-                    let mut pass = encoder.begin_compute_pass(&Default::default());
-                    encode(&mut pass, cmds.last().expect("argmax"));
-                }
+                pick_ids(&mut encoder.begin_compute_pass(&Default::default()));
                 let n = 2 * self.work.len() as u32;
                 encoder.resolve_query_set(&p.queries, 0..n, &p.resolve, 0);
                 encoder.copy_buffer_to_buffer(&p.resolve, 0, &p.staging, 0, n as u64 * 8);
             }
         }
-        if !greedy {
+        if pick == Pick::Logits {
             let lb = &self.activations[self.plan.memory.buffer_of[self.graph.logits].expect("logits")];
             encoder.copy_buffer_to_buffer(lb, 0, &self.logits_staging, 0, (n_out * vocab * 4) as u64);
         }
-        encoder.copy_buffer_to_buffer(&self.flags, 0, &self.ids_staging, 0, ((1 + n_out) * 4) as u64);
-        self.ctx.queue.submit([encoder.finish()]);
+        let staging = &self.ids_staging[slot];
+        encoder.copy_buffer_to_buffer(&self.flags, 0, staging, 0, ((1 + n_out) * 4) as u64);
+        let timed = self.profiler.is_none() && self.step_queries.is_some();
+        if let (true, Some((q, resolve))) = (timed, &self.step_queries) {
+            let at = slot as u64 * wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT;
+            encoder.resolve_query_set(q, 2 * slot as u32..2 * slot as u32 + 2, resolve, at);
+            encoder.copy_buffer_to_buffer(resolve, at, staging, ids_readback_bytes(self.max_out), 16);
+        }
+        let index = self.ctx.queue.submit([encoder.finish()]);
         self.records = records;
-        Ok(())
+        self.timing = StepTiming { host_micros: Some(started.elapsed().as_secs_f64() * 1e6), device_micros: None };
+        self.slot_timed[slot] = timed;
+        Ok(index)
     }
 
     /// Per-node device times of the last step, when profiling.
@@ -877,11 +937,16 @@ impl WgpuExecutor {
     }
 
     fn read(&self, buffer: &wgpu::Buffer, bytes: usize) -> Result<Vec<u8>> {
+        self.read_after(buffer, bytes, None)
+    }
+
+    /// Reads `buffer` once the submission `after` has finished (every submission if `None`).
+    fn read_after(&self, buffer: &wgpu::Buffer, bytes: usize, after: Option<wgpu::SubmissionIndex>) -> Result<Vec<u8>> {
         let slice = buffer.slice(..bytes as u64);
         slice.map_async(wgpu::MapMode::Read, |_| {});
         self.ctx
             .device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait { submission_index: after, timeout: None })
             .map_err(|e| Error::Backend { backend: "wgpu".into(), op: "waiting for the step".into(), reason: e.to_string() })?;
         let out = slice
             .get_mapped_range()
@@ -891,9 +956,16 @@ impl WgpuExecutor {
         Ok(out)
     }
 
-    fn read_ids(&mut self, n_out: usize) -> Result<Vec<u32>> {
-        let bytes = self.read(&self.ids_staging, (1 + n_out) * 4)?;
-        let words: Vec<u32> = bytemuck::cast_slice(&bytes).to_vec();
+    /// The ids (and the step's device time) in staging `slot`, once submission `after` is done.
+    fn read_ids(&mut self, slot: usize, n_out: usize, after: Option<wgpu::SubmissionIndex>) -> Result<Vec<u32>> {
+        let at = ids_readback_bytes(self.max_out) as usize;
+        let bytes = self.read_after(&self.ids_staging[slot], at + 16, after)?;
+        let words: Vec<u32> = bytemuck::cast_slice(&bytes[..(1 + n_out) * 4]).to_vec();
+        if self.slot_timed[slot] {
+            let ticks: [u64; 2] = bytemuck::pod_read_unaligned(&bytes[at..at + 16]);
+            let period = self.ctx.queue.get_timestamp_period() as f64;
+            self.timing.device_micros = Some(ticks[1].saturating_sub(ticks[0]) as f64 * period / 1000.0);
+        }
         for r in &mut self.records {
             if r.op == "attention" && r.implementation.starts_with("split") {
                 r.reason = format!("{}; {} row(s) recomputed this step (all layers)", r.reason, words[0]);
@@ -909,20 +981,78 @@ impl Executor for WgpuExecutor {
     }
 
     fn step(&mut self, input: &StepInput) -> Result<Vec<f32>> {
-        self.run(input, false)?;
+        self.run(input, Pick::Logits, 0, false)?;
         let n_out = input.out_rows.len();
         let vocab = self.graph.config.vocab_size;
         let bytes = self.read(&self.logits_staging, n_out * vocab * 4)?;
-        self.read_ids(0)?;
+        self.read_ids(0, 0, None)?;
         self.read_profile()?;
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
 
     fn step_greedy(&mut self, input: &StepInput) -> Result<Vec<u32>> {
-        self.run(input, true)?;
-        let ids = self.read_ids(input.out_rows.len())?;
+        self.run(input, Pick::Argmax, 0, false)?;
+        let ids = self.read_ids(0, input.out_rows.len(), None)?;
         self.read_profile()?;
         Ok(ids)
+    }
+
+    fn decode(&mut self, first: &StepInput, steps: usize, sampler: &mut Sampler, on_ids: &mut dyn FnMut(&[u32]) -> bool) -> Result<()> {
+        check_decode(first)?;
+        let pick = if sampler.params().is_greedy() { Pick::Argmax } else { Pick::Sample };
+        // Per-node timing reads every step back before the next: no overlap to keep. Top-k
+        // beyond what the device kernel holds samples on the host.
+        if self.profiler.is_some() || (pick == Pick::Sample && !GpuSampler::supports(sampler.params())) {
+            return decode_one_by_one(self, first, steps, sampler, on_ids);
+        }
+        self.ensure_capacity(first.m())?;
+        if pick == Pick::Sample && self.sampler.is_none() {
+            let s = GpuSampler::new(&self.ctx, self.graph.config.vocab_size, self.max_out)?;
+            let logits = &self.activations[self.plan.memory.buffer_of[self.graph.logits].expect("logits")];
+            let group = s.bind(&self.ctx, logits, &self.flags);
+            self.sampler = Some((s, group));
+        }
+        let m = first.m();
+        let mut positions = first.positions.to_vec();
+        let mut in_flight: Option<(usize, wgpu::SubmissionIndex)> = None;
+        let (mut host, mut device, mut timed) = (0.0, 0.0, 0usize);
+        for t in 0..steps {
+            let slot = t % 2;
+            if pick == Pick::Sample {
+                let draws: Vec<f32> = (0..m).map(|_| sampler.draw()).collect();
+                let (s, _) = self.sampler.as_ref().expect("made above");
+                s.prepare(&self.ctx, sampler.params(), &draws, 1)?;
+            }
+            let index = self.run(&StepInput { positions: &positions, ..*first }, pick, slot, t > 0)?;
+            host += self.timing.host_micros.unwrap_or(0.0);
+            // Step t is queued behind t - 1: read t - 1's ids while the device runs t.
+            if let Some((prev, prev_index)) = in_flight.replace((slot, index)) {
+                let ids = self.read_ids(prev, m, Some(prev_index))?;
+                if let Some(d) = self.timing.device_micros.take() {
+                    device += d;
+                    timed += 1;
+                }
+                if !on_ids(&ids) {
+                    return Ok(());
+                }
+            }
+            positions.iter_mut().for_each(|p| *p += 1);
+        }
+        if let Some((slot, index)) = in_flight {
+            let ids = self.read_ids(slot, m, Some(index))?;
+            if let Some(d) = self.timing.device_micros.take() {
+                device += d;
+                timed += 1;
+            }
+            on_ids(&ids);
+        }
+        let n = steps.max(1) as f64;
+        self.timing = StepTiming { host_micros: Some(host / n), device_micros: (timed > 0).then(|| device / timed as f64) };
+        Ok(())
+    }
+
+    fn last_step_timing(&self) -> StepTiming {
+        self.timing
     }
 
     fn set_profiling(&mut self, on: bool) -> Result<()> {
