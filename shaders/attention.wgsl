@@ -10,14 +10,16 @@
 // Prefill: `attn_online`, one workgroup per (token, head) walking the keys in tiles of 64
 // with the ordinary synchronised online softmax (also the fallback of flagged rows).
 
-const AT: u32 = 64u;          // threads per workgroup = keys per tile
-const CHUNK: u32 = 64u;       // keys per split-KV workgroup: many small chunks fill the GPU
+const AT: u32 = 64u;          // threads per workgroup = keys per tile of attn_online
+const KEY_LANES: u32 = 4u;    // attn_split: threads per key, each a quarter of the dot product
+const SPLIT_TILE: u32 = 16u;  // attn_split: keys per tile (AT / KEY_LANES)
 const MAX_HD: u32 = 256u;
 const NEG: f32 = -3.0e38;
 
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> ps: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
+var<workgroup> sp: array<f32, 64>; // attn_split: the KEY_LANES partial scores of each key
 var<workgroup> wg_u32: u32;
 var<workgroup> wg_pos: u32;
 
@@ -61,6 +63,27 @@ fn score(i: u32, j: u32, kvh: u32) -> f32 {
     return s * node.scale;
 }
 
+// The share of lane `part` of q . k_j (unscaled): every KEY_LANES-th group of four dims, so
+// the lanes of one key read adjacent bytes and each walks a quarter of the row.
+fn partial_score(i: u32, j: u32, kvh: u32, part: u32) -> f32 {
+    let hd = node.head_dim;
+    let kv_dim = node.kv_heads * hd;
+    let base = (seq_at(i) * node.max_ctx + j) * kv_dim + kvh * hd;
+    let h4 = hd / 4u * 4u;
+    var s4 = vec4<f32>(0.0);
+    for (var d = 4u * part; d < h4; d += 4u * KEY_LANES) {
+        s4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u])
+            * vec4<f32>(kc[base + d], kc[base + d + 1u], kc[base + d + 2u], kc[base + d + 3u]);
+    }
+    var s = s4.x + s4.y + s4.z + s4.w;
+    if (part == 0u) {
+        for (var d = h4; d < hd; d++) {
+            s += qs[d] * kc[base + d];
+        }
+    }
+    return s;
+}
+
 // sum over q < n of ps[q] * V[first + q][d], four keys per step.
 fn weighted_values(i: u32, first: u32, n: u32, kvh: u32, d: u32) -> f32 {
     let kv_dim = node.kv_heads * node.head_dim;
@@ -101,7 +124,10 @@ fn reduce_max(t: u32, v: f32) -> f32 {
     return r;
 }
 
-// grid: (chunks, heads, m); partials in scratch[((i * heads + h) * chunks + c) * (hd + 1)]
+// grid: (chunks, heads, m), step.attn_chunk_keys keys per chunk; partials in
+// scratch[((i * heads + h) * chunks + c) * (hd + 1)]. Tiles of SPLIT_TILE keys with
+// KEY_LANES threads per key keep every thread's chain of dependent loads short: at decode
+// the KV bytes are few, and latency is what costs.
 @compute @workgroup_size(64)
 fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let c = wg.x;
@@ -110,22 +136,30 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let hd = node.head_dim;
     let kvh = h / (node.heads / node.kv_heads);
     let pos = begin_row(i, h, t);
-    let start = c * CHUNK;
-    let end = min(start + CHUNK, pos + 1u);
+    let start = c * step.attn_chunk_keys;
+    // Rows of a batch sit at different positions: a chunk past a row's end is empty.
+    let end = max(min(start + step.attn_chunk_keys, pos + 1u), start);
     var acc: array<f32, 4>;  // output dims t, t + 64, t + 128, t + 192
     var l = 0.0;
     var out_of_range = false;
-    for (var j0 = start; j0 < end; j0 += AT) {
-        let j = j0 + t;
-        var e = 0.0;
-        if (j < end) {
-            let d = score(i, j, kvh) - node.phi;
-            if (d < node.lo || d > node.hi) { out_of_range = true; }
-            e = exp(d);
-        }
-        ps[t] = e;
+    for (var j0 = start; j0 < end; j0 += SPLIT_TILE) {
+        let j = j0 + t / KEY_LANES;
+        var s = 0.0;
+        if (j < end) { s = partial_score(i, j, kvh, t % KEY_LANES); }
+        sp[t] = s;
         workgroupBarrier();
-        let n = min(AT, end - j0);
+        if (t < SPLIT_TILE) {
+            var e = 0.0;
+            if (j0 + t < end) {
+                let q = KEY_LANES * t;
+                let d = (sp[q] + sp[q + 1u] + sp[q + 2u] + sp[q + 3u]) * node.scale - node.phi;
+                if (d < node.lo || d > node.hi) { out_of_range = true; }
+                e = exp(d);
+            }
+            ps[t] = e;
+        }
+        workgroupBarrier();
+        let n = min(SPLIT_TILE, end - j0);
         for (var q = 0u; q < n; q++) {
             l += ps[q];
         }
@@ -196,7 +230,7 @@ fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         return;
     }
     let pos = position_at(i);
-    let chunks = pos / CHUNK + 1u;
+    let chunks = pos / step.attn_chunk_keys + 1u;
     let base = (i * node.heads + h) * step.attn_chunks;
     var l = 0.0;
     for (var c = 0u; c < chunks; c++) {

@@ -8,7 +8,11 @@ struct Step {
     m: u32,          // tokens this step
     n_out: u32,      // rows whose logits are wanted
     max_m: u32,      // stride of the arrays in `step_data`
-    attn_chunks: u32 // KV chunks of the split-KV attention this step
+    attn_chunks: u32,    // KV chunks of the split-KV attention this step
+    attn_chunk_keys: u32, // keys per chunk
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // Static per-node parameters; each family reads the fields it needs.
@@ -47,6 +51,8 @@ struct Node {
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 @group(0) @binding(7) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(8) var<storage, read_write> vc: array<f32>;
+// The split-KV attention's partial sums; the RoPE angle table for the QKV GEMV that does
+// the rotation in its epilogue.
 @group(0) @binding(9) var<storage, read_write> scratch: array<f32>;
 // [0]: rows recomputed by the attention fallback, [1..1+max_m]: sampled ids, then flags
 @group(0) @binding(10) var<storage, read_write> flags: array<atomic<u32>>;

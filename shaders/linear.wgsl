@@ -11,6 +11,9 @@ const MODE_NORM: u32 = 2u;     // x is an RMSNorm's input and x2 its weight: the
                                // over memory disappears (each lane group re-derives 1/rms)
 const MODE_SWIGLU: u32 = 4u;   // a lane group's two columns are gate j and up j (node.ldy = F):
                                // y[j] = silu(gate) * up, the SwiGLU pass disappears
+const MODE_ROPE: u32 = 8u;     // QKV: a lane group's two columns are a rotary pair of a Q or K
+                               // head (V: two adjacent columns); the epilogue rotates them
+                               // (angle table in `scratch`) and appends K and V to the cache
 
 fn epilogue(row: u32, col: u32, v: f32) -> f32 {
     if ((node.mode & MODE_RESIDUAL) != 0u) { return v + x2[row * node.ldy + col]; }
@@ -22,11 +25,15 @@ const GV_LANES: u32 = 32u;             // threads per lane group
 const GV_GROUPS: u32 = 4u;             // lane groups per workgroup
 const GV_COLS: u32 = 2u * GV_GROUPS;   // output columns per workgroup (SwiGLU: 4 outputs)
 
+fn norm_weight4(k: u32) -> vec4<f32> {
+    return vec4<f32>(x2[4u * k], x2[4u * k + 1u], x2[4u * k + 2u], x2[4u * k + 3u]);
+}
+
 // Row r of x, elements 4k .. 4k + 3, times the norm weight in MODE_NORM.
 fn gemv_x(r: u32, k: u32, K: u32) -> vec4<f32> {
     let v = x4(r * K + 4u * k);
     if ((node.mode & MODE_NORM) != 0u) {
-        return v * vec4<f32>(x2[4u * k], x2[4u * k + 1u], x2[4u * k + 2u], x2[4u * k + 3u]);
+        return v * norm_weight4(k);
     }
     return v;
 }
@@ -50,8 +57,56 @@ fn gemv_store(r: u32, ca: u32, cb: u32, va: bool, vb: bool, dot_a: f32, dot_b: f
         if (va) { y[r * node.ldy + ca] = a / (1.0 + exp(-a)) * b; }
         return;
     }
+    if ((node.mode & MODE_ROPE) != 0u) {
+        if (va) { rope_store(r, ca, cb, a, b); }
+        return;
+    }
     if (va) { let c = node.n_offset + ca; y[r * node.ldy + c] = epilogue(r, c, a); }
     if (vb) { let c = node.n_offset + cb; y[r * node.ldy + c] = epilogue(r, c, b); }
+}
+
+// The two columns of rotary pair `p`: (i, i + half) of a Q or K head, then V's columns two by two.
+fn rope_pair(p: u32) -> vec2<u32> {
+    let hd = node.head_dim;
+    let half = hd / 2u;
+    let rotary_pairs = (node.heads + node.kv_heads) * half;
+    if (p < rotary_pairs) {
+        let a = (p / half) * hd + p % half;
+        return vec2<u32>(a, a + half);
+    }
+    let v = (node.heads + node.kv_heads) * hd + 2u * (p - rotary_pairs);
+    return vec2<u32>(v, v + 1u);
+}
+
+// As the rope kernel with its KV write (elementwise.wgsl), for one pair of row r.
+fn rope_store(r: u32, ca: u32, cb: u32, a: f32, b: f32) {
+    let hd = node.head_dim;
+    let half = hd / 2u;
+    let q_dim = node.heads * hd;
+    let kv_dim = node.kv_heads * hd;
+    let rotated = q_dim + kv_dim;
+    var ra = a;
+    var rb = b;
+    if (ca < rotated) {
+        let pos = position_at(r);
+        let at = (pos * half + ca % hd) * 2u;
+        let c = scratch[at];
+        let s = scratch[at + 1u];
+        ra = a * c - b * s;
+        rb = b * c + a * s;
+    }
+    y[r * node.ldy + ca] = ra;
+    y[r * node.ldy + cb] = rb;
+    if (ca >= q_dim) {
+        let slot = (seq_at(r) * node.max_ctx + position_at(r)) * kv_dim;
+        if (ca < rotated) {
+            kc[slot + ca - q_dim] = ra;
+            kc[slot + cb - q_dim] = rb;
+        } else {
+            vc[slot + ca - rotated] = ra;
+            vc[slot + cb - rotated] = rb;
+        }
+    }
 }
 
 // A: each lane group walks K once for two weight rows, so every x load feeds two columns;
@@ -75,6 +130,14 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         va = ca < node.ldy;
         vb = va;
     }
+    if ((node.mode & MODE_ROPE) != 0u) {
+        let p = flat_id(wg, nwg) * GV_GROUPS + g;
+        let pair = rope_pair(p);
+        ca = pair.x;
+        cb = pair.y;
+        va = p < node.n / 2u;
+        vb = va;
+    }
     let m = min(row_count(), GEMV_MAX_M);
     let K = node.k;
     let K4 = K / 4u;
@@ -83,12 +146,48 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (m == 1u) {
         var acc = vec4<f32>(0.0); // (column a, column b, sum of x^2, -)
         if (aligned) {
-            for (var k = lane; k < K4; k += GV_LANES) {
+            // Columns past N read a valid row (their sums are never stored), so the loads of
+            // four steps sit in one branch-free block and are in flight together: a lane
+            // walks K in few long steps, and latency, not bandwidth, is what a short walk pays.
+            let wa = min(ca, node.n - 1u) * K4;
+            let wb = min(cb, node.n - 1u) * K4;
+            var k = lane;
+            for (; k + 3u * GV_LANES < K4; k += 4u * GV_LANES) {
+                let k1 = k + GV_LANES;
+                let k2 = k1 + GV_LANES;
+                let k3 = k2 + GV_LANES;
+                let a0 = vec4<f32>(w[wa + k]);
+                let a1 = vec4<f32>(w[wa + k1]);
+                let a2 = vec4<f32>(w[wa + k2]);
+                let a3 = vec4<f32>(w[wa + k3]);
+                let b0 = vec4<f32>(w[wb + k]);
+                let b1 = vec4<f32>(w[wb + k1]);
+                let b2 = vec4<f32>(w[wb + k2]);
+                let b3 = vec4<f32>(w[wb + k3]);
+                let r0 = x[k];
+                let r1 = x[k1];
+                let r2 = x[k2];
+                let r3 = x[k3];
+                var x0 = r0;
+                var x1 = r1;
+                var x2v = r2;
+                var x3 = r3;
+                if (norm) {
+                    acc.z += dot(r0, r0) + dot(r1, r1) + dot(r2, r2) + dot(r3, r3);
+                    x0 *= norm_weight4(k);
+                    x1 *= norm_weight4(k1);
+                    x2v *= norm_weight4(k2);
+                    x3 *= norm_weight4(k3);
+                }
+                acc.x += dot(a0, x0) + dot(a1, x1) + dot(a2, x2v) + dot(a3, x3);
+                acc.y += dot(b0, x0) + dot(b1, x1) + dot(b2, x2v) + dot(b3, x3);
+            }
+            for (; k < K4; k += GV_LANES) {
                 let xr = x[k];
                 let xv = gemv_x(0u, k, K);
-                if (norm) { acc.z += dot(xr, xr); }
-                if (va) { acc.x += dot(vec4<f32>(w[ca * K4 + k]), xv); }
-                if (vb) { acc.y += dot(vec4<f32>(w[cb * K4 + k]), xv); }
+                acc.z += dot(xr, xr);
+                acc.x += dot(vec4<f32>(w[wa + k]), xv);
+                acc.y += dot(vec4<f32>(w[wb + k]), xv);
             }
         } else {
             for (var k = lane; k < K; k += GV_LANES) {

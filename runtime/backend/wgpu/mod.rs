@@ -28,8 +28,16 @@ use crate::tensor::HostTensor;
 /// Decode steps (every token of its own sequence) with at most this many tokens use the
 /// split-KV unified-max attention; other steps use the online-softmax kernel.
 const SPLIT_MAX_M: usize = 64;
-/// Keys per split-KV workgroup (`CHUNK` in attention.wgsl).
-const ATTN_CHUNK: usize = 64;
+/// The split-KV attention cuts the keys into at most this many chunks (one workgroup each).
+const MAX_ATTN_CHUNKS: usize = 64;
+
+/// (chunks, keys per chunk) of the split-KV attention over `keys` keys: chunks of 16 keys
+/// up to 1024 keys, then longer chunks (powers of two), so the combine step, which walks the
+/// chunks one after another, stays short.
+fn split_kv(keys: usize) -> (usize, usize) {
+    let per_chunk = keys.div_ceil(MAX_ATTN_CHUNKS).next_power_of_two().max(16);
+    (keys.div_ceil(per_chunk), per_chunk)
+}
 /// Rows the GEMV kernel handles at once (`GEMV_MAX_M` in linear.wgsl).
 const GEMV_MAX_M: usize = 8;
 /// Output columns per GEMV workgroup (`GV_COLS`); half as many in the SwiGLU epilogue.
@@ -38,6 +46,7 @@ const GV_COLS: usize = 8;
 const MODE_RESIDUAL: u32 = 1;
 const MODE_NORM: u32 = 2;
 const MODE_SWIGLU: u32 = 4;
+const MODE_ROPE: u32 = 8;
 
 /// The unified max phi and the safe range of s - phi. Scores and sums stay in f32, so any
 /// phi works while e^(s - phi) neither overflows nor underflows: the default keeps
@@ -62,6 +71,16 @@ struct StepUniform {
     n_out: u32,
     max_m: u32,
     attn_chunks: u32,
+    attn_chunk_keys: u32,
+    _pad: [u32; 3],
+}
+
+impl StepUniform {
+    /// A step of `m` tokens (arrays `max_m` long) whose longest row attends to `keys` keys.
+    fn new(m: usize, n_out: usize, max_m: usize, keys: usize) -> Self {
+        let (chunks, per_chunk) = split_kv(keys);
+        StepUniform { m: m as u32, n_out: n_out as u32, max_m: max_m as u32, attn_chunks: chunks as u32, attn_chunk_keys: per_chunk as u32, _pad: [0; 3] }
+    }
 }
 
 #[repr(C)]
@@ -102,6 +121,8 @@ struct Binds<'a> {
     y: Option<&'a wgpu::Buffer>,
     kc: Option<&'a wgpu::Buffer>,
     vc: Option<&'a wgpu::Buffer>,
+    /// Instead of the attention partials (the fused QKV GEMV's RoPE table).
+    scratch: Option<&'a wgpu::Buffer>,
 }
 
 /// The prepared work of one graph node.
@@ -167,6 +188,8 @@ struct Fusions {
     norm: HashMap<usize, usize>,
     /// linear node -> the SwiGLU node after it (GEMV epilogue).
     swiglu: HashMap<usize, usize>,
+    /// linear node -> the RoPE node after it, which writes the KV cache (GEMV epilogue).
+    rope: HashMap<usize, usize>,
 }
 
 impl Fusions {
@@ -227,6 +250,10 @@ impl Fusions {
                 let reads_x = buffer(act.output) == buffer(n.inputs[0]) || f.norm.get(&i).is_some_and(|&p| buffer(act.output) == buffer(g.nodes[p].inputs[0]));
                 if matches!(act.op, Op::SwiGlu { ffn } if 2 * ffn == cols) && !reads_x {
                     f.swiglu.insert(i, u);
+                }
+                // Only a rope that also writes the KV cache: the attention then reads it all.
+                if matches!(act.op, Op::Rope { .. }) && f.rope_kv.contains_key(&u) && !reads_x {
+                    f.rope.insert(i, u);
                 }
             }
         }
@@ -410,13 +437,14 @@ impl WgpuExecutor {
                 (buffer("k cache", kv_bytes, wgpu::BufferUsages::STORAGE), buffer("v cache", kv_bytes, wgpu::BufferUsages::STORAGE))
             })
             .collect();
-        let max_chunks = opts.max_context.div_ceil(ATTN_CHUNK);
-        let scratch_bytes = (SPLIT_MAX_M * c.num_heads * max_chunks * (c.head_dim + 1) * 4) as u64;
+        // Split-KV steps hold one token per sequence.
+        let split_rows = opts.max_seqs.min(SPLIT_MAX_M);
+        let scratch_bytes = (split_rows * c.num_heads * MAX_ATTN_CHUNKS * (c.head_dim + 1) * 4) as u64;
         let scratch = buffer("attention partials", scratch_bytes, wgpu::BufferUsages::STORAGE);
         let max_out = opts.max_seqs.max(1);
         let flag_words = 1 + max_out + c.num_layers * SPLIT_MAX_M * c.num_heads;
         let flags = buffer("flags", (flag_words * 4) as u64, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST);
-        let step_uniform = buffer("step", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let step_uniform = buffer("step", std::mem::size_of::<StepUniform>() as u64, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
         let ph = |l| buffer(l, 16, wgpu::BufferUsages::STORAGE);
         let placeholders = [ph("x"), ph("x2"), ph("w"), ph("y"), ph("kc"), ph("vc")];
         let logits_staging = buffer(
@@ -565,10 +593,18 @@ impl WgpuExecutor {
                         _ => unreachable!("norm fusions start at an RMSNorm"),
                     });
                     let swiglu = fusion.swiglu.contains_key(&ni);
-                    let fused = (norm.is_some() || swiglu).then(|| {
-                        let mode = if norm.is_some() { MODE_NORM } else { 0 } | if swiglu { MODE_SWIGLU } else { 0 };
+                    let rope = fusion.rope.get(&ni).map(|&r| &g.nodes[r].op);
+                    let fused = (norm.is_some() || swiglu || rope.is_some()).then(|| {
+                        let bit = |on: bool, b: u32| if on { b } else { 0 };
+                        let mode = bit(norm.is_some(), MODE_NORM) | bit(swiglu, MODE_SWIGLU) | bit(rope.is_some(), MODE_ROPE);
                         let ldy = if swiglu { *n / 2 } else { *n };
-                        add(NodeUniform { n: *n as u32, k: *k as u32, ldy: ldy as u32, mode, eps: norm.unwrap_or(0.0), ..base(out_rows) })
+                        let u = NodeUniform { n: *n as u32, k: *k as u32, ldy: ldy as u32, mode, eps: norm.unwrap_or(0.0), ..base(out_rows) };
+                        add(match rope {
+                            Some(Op::Rope { head_dim, num_heads, num_kv_heads, .. }) => {
+                                NodeUniform { heads: *num_heads as u32, kv_heads: *num_kv_heads as u32, head_dim: *head_dim as u32, ..u }
+                            }
+                            _ => u,
+                        })
                     });
                     Plan2::Linear(plain, fused)
                 }
@@ -634,20 +670,28 @@ impl WgpuExecutor {
                     gemv_fused: fused.map(|u| {
                         let norm = fusion.norm.get(&ni).map(|&p| (p, &g.nodes[p]));
                         let swiglu = fusion.swiglu.get(&ni).map(|&a| (a, &g.nodes[a]));
+                        let rope = fusion.rope.get(&ni).map(|&r| (r, &g.nodes[r]));
                         let x = Some(act(norm.map_or(node.inputs[0], |(_, p)| p.inputs[0])));
                         let x2 = norm.map(|(_, p)| match p.op {
                             Op::RmsNorm { weight, .. } => self.params[weight].vector_f32.as_ref().expect("norm weights are vectors"),
                             _ => unreachable!(),
                         });
-                        let y = Some(act(swiglu.map_or(node.output, |(_, a)| a.output)));
+                        let y = Some(act(swiglu.or(rope).map_or(node.output, |(_, a)| a.output)));
+                        let (kc, vc) = match rope.map(|(r, _)| fusion.rope_kv[&r]) {
+                            Some(layer) => (Some(&self.kv[layer].0), Some(&self.kv[layer].1)),
+                            None => (None, None),
+                        };
                         let position = |id: usize| self.plan.order.iter().position(|&o| o == id).expect("every node is in the order");
                         let mut folds = Vec::new();
                         folds.extend(norm.map(|(p, _)| (position(p), "prologue")));
-                        folds.extend(swiglu.map(|(a, _)| (position(a), "epilogue")));
-                        let cols = if swiglu.is_some() { *n / 2 } else { *n };
-                        let per_group = if swiglu.is_some() { GV_COLS / 2 } else { GV_COLS };
+                        folds.extend(swiglu.or(rope).map(|(a, _)| (position(a), "epilogue")));
+                        // SwiGLU and RoPE: a lane group's two columns make one pair.
+                        let pairs = swiglu.is_some() || rope.is_some();
+                        let cols = if pairs { *n / 2 } else { *n };
+                        let per_group = if pairs { GV_COLS / 2 } else { GV_COLS };
+                        let scratch = rope.map(|_| &self.rope_table);
                         GemvFused {
-                            group: bind(u, Binds { x, x2, w: Some(&self.params[*weight].chunks[0].0), y, ..Default::default() }),
+                            group: bind(u, Binds { x, x2, w: Some(&self.params[*weight].chunks[0].0), y, kc, vc, scratch }),
                             workgroups: cols.div_ceil(per_group),
                             folds,
                         }
@@ -705,7 +749,7 @@ impl WgpuExecutor {
             b.y.unwrap_or(&p[3]),
             b.kc.unwrap_or(&p[4]),
             b.vc.unwrap_or(&p[5]),
-            &self.scratch,
+            b.scratch.unwrap_or(&self.scratch),
             &self.flags,
         ];
         let mut entries = vec![
@@ -753,8 +797,8 @@ impl WgpuExecutor {
         distinct.sort_unstable();
         distinct.dedup();
         let split = distinct.len() == m && m <= SPLIT_MAX_M;
-        let chunks = (max_pos + 1).div_ceil(ATTN_CHUNK);
-        let step = StepUniform { m: m as u32, n_out: n_out as u32, max_m: self.cap_m as u32, attn_chunks: chunks as u32 };
+        let step = StepUniform::new(m, n_out, self.cap_m, max_pos + 1);
+        let (chunks, per_chunk) = (step.attn_chunks as usize, step.attn_chunk_keys as usize);
         self.ctx.queue.write_buffer(&self.step_uniform, 0, bytemuck::bytes_of(&step));
         let mut data = vec![0u32; 4 * self.cap_m];
         for i in 0..m {
@@ -847,7 +891,7 @@ impl WgpuExecutor {
                         (
                             "split-KV unified max".into(),
                             format!(
-                                "decode step ({m} sequences), {chunks} chunk(s) of {ATTN_CHUNK} keys; phi = {}, safe range ({}, {}); flagged rows recomputed",
+                                "decode step ({m} sequences), {chunks} chunk(s) of {per_chunk} keys; phi = {}, safe range ({}, {}); flagged rows recomputed",
                                 self.unified_max.phi, self.unified_max.lo, self.unified_max.hi
                             ),
                         )

@@ -91,8 +91,9 @@ impl WgpuExecutor {
         bytemuck::cast_slice(&self.read(&staging, len * 4).unwrap()).to_vec()
     }
 
-    fn step_uniform(&self, m: usize, n_out: usize, chunks: usize) -> StepUniform {
-        StepUniform { m: m as u32, n_out: n_out as u32, max_m: self.cap_m as u32, attn_chunks: chunks as u32 }
+    /// A step of `m` tokens whose longest row attends to `keys` keys.
+    fn step_uniform(&self, m: usize, n_out: usize, keys: usize) -> StepUniform {
+        StepUniform::new(m, n_out, self.cap_m, keys)
     }
 }
 
@@ -251,7 +252,7 @@ fn check_attention(unified: UnifiedMax, q_scale: f32, expect_fallback: bool) {
     let (kv_dim, width, max_ctx) = (kvh * hd, (heads + 2 * kvh) * hd, c.max_context);
     let mut rng = Rng::new(3);
     // Four sequences (one token each, as in a batched decode step) at positions that need
-    // one to eight chunks of keys.
+    // one to all of the chunks of keys.
     let positions = [0usize, 255, 300, 511];
     let m = positions.len();
     let kc = random(&mut rng, m * max_ctx * kv_dim, 1.0);
@@ -286,29 +287,41 @@ fn check_attention(unified: UnifiedMax, q_scale: f32, expect_fallback: bool) {
         hi: unified.hi,
         ..Default::default()
     };
-    let chunks = 512usize.div_ceil(ATTN_CHUNK);
     let binds = |y| Binds { x: Some(&qb), y: Some(y), kc: Some(&kb), vc: Some(&vb), ..Default::default() };
-    let step = ex.step_uniform(m, 0, chunks);
-
-    let y_split = ex.upload(&vec![f32::NAN; m * heads * hd]);
-    let mut enc = ex.ctx.device.create_command_encoder(&Default::default());
-    enc.clear_buffer(&ex.flags, 0, None);
-    ex.ctx.queue.submit([enc.finish()]);
-    ex.dispatch_one("attn_split", binds(&y_split), node, step, &data, (chunks, heads, m));
-    ex.dispatch_one("attn_combine", binds(&y_split), node, step, &data, (heads, m, 1));
-    let err = rel_err(&ex.download(&y_split, m * heads * hd), &want64);
-    assert!(err < 1e-5, "split-KV unified max: relative error {err:e}");
-    let recomputed = bytemuck::cast_slice::<f32, u32>(&ex.download(&ex.flags, 1))[0];
-    if expect_fallback {
-        assert_eq!(recomputed as usize, m * heads, "every row should have left the safe range");
-    } else {
-        assert_eq!(recomputed, 0, "no row should need the fallback");
+    let step = ex.step_uniform(m, 0, 512);
+    // The chunking split_kv picks for 512 keys (32 chunks of 16, one tile each), and longer
+    // chunks of 64 keys (four tiles each), as it picks past 1024 keys.
+    let long_chunks = StepUniform { attn_chunks: 8, attn_chunk_keys: 64, ..step };
+    let outputs: Vec<wgpu::Buffer> = (0..3).map(|_| ex.upload(&vec![f32::NAN; m * heads * hd])).collect();
+    for (split, y_split) in [step, long_chunks].into_iter().zip(&outputs) {
+        let mut enc = ex.ctx.device.create_command_encoder(&Default::default());
+        enc.clear_buffer(&ex.flags, 0, None);
+        ex.ctx.queue.submit([enc.finish()]);
+        ex.dispatch_one("attn_split", binds(y_split), node, split, &data, (split.attn_chunks as usize, heads, m));
+        ex.dispatch_one("attn_combine", binds(y_split), node, split, &data, (heads, m, 1));
+        let err = rel_err(&ex.download(y_split, m * heads * hd), &want64);
+        assert!(err < 1e-5, "split-KV unified max, {} keys per chunk: relative error {err:e}", split.attn_chunk_keys);
+        let recomputed = bytemuck::cast_slice::<f32, u32>(&ex.download(&ex.flags, 1))[0];
+        if expect_fallback {
+            assert_eq!(recomputed as usize, m * heads, "every row should have left the safe range");
+        } else {
+            assert_eq!(recomputed, 0, "no row should need the fallback");
+        }
     }
 
-    let y_online = ex.upload(&vec![f32::NAN; m * heads * hd]);
-    ex.dispatch_one("attn_online", binds(&y_online), node, step, &data, (heads, m, 1));
-    let err = rel_err(&ex.download(&y_online, m * heads * hd), &want64);
+    let y_online = &outputs[2];
+    ex.dispatch_one("attn_online", binds(y_online), node, step, &data, (heads, m, 1));
+    let err = rel_err(&ex.download(y_online, m * heads * hd), &want64);
     assert!(err < 1e-5, "online softmax: relative error {err:e}");
+}
+
+#[test]
+fn split_kv_chunks_cover_the_keys_in_at_most_64_chunks() {
+    for keys in [1, 15, 16, 17, 512, 1024, 1025, 4096, 8192, 8193, 100_000] {
+        let (chunks, per_chunk) = split_kv(keys);
+        assert!(chunks <= MAX_ATTN_CHUNKS && per_chunk >= 16 && per_chunk.is_power_of_two(), "{keys}: {chunks} x {per_chunk}");
+        assert!(chunks * per_chunk >= keys && (chunks - 1) * per_chunk < keys, "{keys}: {chunks} x {per_chunk}");
+    }
 }
 
 #[test]
@@ -367,9 +380,9 @@ fn fused_and_chunked_lowering_matches_the_plain_one() {
         }
     }
     // The fusions took effect on the last (decode, GEMV) step: residual adds, KV writes,
-    // every RMSNorm and SwiGLU ran inside other nodes; with chunked weights norms still ran.
+    // every RMSNorm, SwiGLU and RoPE ran inside other nodes; with chunked weights norms still ran.
     let folded = |ex: &WgpuExecutor, op: &str| ex.last_step_records().iter().filter(|r| r.op == op).all(|r| r.implementation == "fused");
-    for op in ["add", "rms_norm", "swiglu"] {
+    for op in ["add", "rms_norm", "swiglu", "rope"] {
         assert!(folded(&fused, op), "{op} not fused: {:?}", fused.last_step_records());
     }
     assert!(folded(&chunked, "add") && !folded(&chunked, "rms_norm"));
