@@ -81,6 +81,18 @@ impl DataflowTable {
         }
     }
 
+    /// The implementation `choose` picks, without the reason (for per-step hot paths).
+    pub fn implementation(&self, n: usize, k: usize, m: usize) -> LinearImpl {
+        let inf = self.shapes.get(&(n, k)).copied().unwrap_or(self.fallback);
+        if m < inf.m1 {
+            LinearImpl::Gemv
+        } else if m < inf.m2 {
+            LinearImpl::FlatGemm
+        } else {
+            LinearImpl::Gemm
+        }
+    }
+
     pub fn choose(&self, n: usize, k: usize, m: usize) -> Choice {
         let (inf, which) = match self.shapes.get(&(n, k)) {
             Some(i) => (*i, format!("[N={n}, K={k}]")),
@@ -90,12 +102,11 @@ impl DataflowTable {
             TableSource::Default { backend } => format!("{backend} defaults"),
             TableSource::Tuned { device } => format!("tuned on {device}"),
         };
-        let (implementation, rule) = if m < inf.m1 {
-            (LinearImpl::Gemv, format!("M={m} < M1={}", inf.m1))
-        } else if m < inf.m2 {
-            (LinearImpl::FlatGemm, format!("M1={} <= M={m} < M2={}", inf.m1, inf.m2))
-        } else {
-            (LinearImpl::Gemm, format!("M={m} >= M2={}", inf.m2))
+        let implementation = self.implementation(n, k, m);
+        let rule = match implementation {
+            LinearImpl::Gemv => format!("M={m} < M1={}", inf.m1),
+            LinearImpl::FlatGemm => format!("M1={} <= M={m} < M2={}", inf.m1, inf.m2),
+            LinearImpl::Gemm => format!("M={m} >= M2={}", inf.m2),
         };
         Choice { implementation, reason: format!("{rule} ({which}, {source})") }
     }

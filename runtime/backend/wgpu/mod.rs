@@ -142,6 +142,25 @@ enum Work {
     Rows { kernel: &'static str, group: wgpu::BindGroup, width: usize, out_rows: bool },
 }
 
+/// What a step's dispatches and records depend on besides the static graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StepShape {
+    m: usize,
+    n_out: usize,
+    sequences: usize,
+    /// Split-KV decode attention (every token its own sequence), in `chunks` of `per_chunk` keys.
+    split: bool,
+    chunks: usize,
+    per_chunk: usize,
+}
+
+impl StepShape {
+    /// Rows of a node: the output rows or all tokens.
+    fn rows(&self, out_rows: bool) -> usize {
+        if out_rows { self.n_out } else { self.m }
+    }
+}
+
 /// How a step's next ids are chosen.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pick {
@@ -306,7 +325,12 @@ pub struct WgpuExecutor {
     /// non-greedy decode; dropped when the activations are reallocated.
     sampler: Option<(GpuSampler, wgpu::BindGroup)>,
     slot_timed: [bool; 2],
-    records: Vec<NodeRecord>,
+    /// The last step's shape; its node records are written out only when asked for.
+    shape: Option<StepShape>,
+    records: std::cell::OnceCell<Vec<NodeRecord>>,
+    /// Per-node device times of the last step (when profiling) and rows it recomputed.
+    node_micros: Vec<f64>,
+    recomputed: Option<u32>,
     profiler: Option<Profiler>,
     /// Lower with fusions (rope + KV write, residual add into linear epilogues).
     fuse: bool,
@@ -492,7 +516,10 @@ impl WgpuExecutor {
             timing: StepTiming::default(),
             sampler: None,
             slot_timed: [false; 2],
-            records: vec![],
+            shape: None,
+            records: Default::default(),
+            node_micros: vec![],
+            recomputed: None,
             profiler: None,
             fuse: true,
         })
@@ -771,13 +798,135 @@ impl WgpuExecutor {
     }
 
     /// The dataflow table's choice, within what the GEMV kernel holds.
+    fn linear_impl(&self, n: usize, k: usize, rows: usize) -> LinearImpl {
+        match self.table.implementation(n, k, rows) {
+            LinearImpl::Gemv if rows > GEMV_MAX_M => LinearImpl::FlatGemm,
+            imp => imp,
+        }
+    }
+
+    /// `linear_impl` with the reason.
     fn linear_choice(&self, n: usize, k: usize, rows: usize) -> crate::dataflow::Choice {
         let mut choice = self.table.choose(n, k, rows);
-        if choice.implementation == LinearImpl::Gemv && rows > GEMV_MAX_M {
+        if choice.implementation != self.linear_impl(n, k, rows) {
             choice.implementation = LinearImpl::FlatGemm;
             choice.reason.push_str(&format!("; GEMV holds at most {GEMV_MAX_M} rows"));
         }
         choice
+    }
+
+    /// Nodes folded into a fused GEMV on a step of this shape: plan-order index -> (the
+    /// linear node doing it, where). GEMV steps take the fused variants.
+    fn folded(&self, s: &StepShape) -> HashMap<usize, (usize, &'static str)> {
+        let mut folded = HashMap::new();
+        for (&ni, work) in self.plan.order.iter().zip(&self.work) {
+            if let Work::Linear { gemv_fused: Some(f), n, k, out_rows, .. } = work {
+                if self.linear_impl(*n, *k, s.rows(*out_rows)) == LinearImpl::Gemv {
+                    folded.extend(f.folds.iter().map(|&(idx, place)| (idx, (ni, place))));
+                }
+            }
+        }
+        folded
+    }
+
+    /// The dispatches of a step: kernel, bind group, grid, plan-order index of the node.
+    fn dispatches(&self, s: &StepShape) -> Vec<Command<'_>> {
+        let heads = self.graph.config.num_heads;
+        let folded = self.folded(s);
+        let mut cmds: Vec<Command> = Vec::with_capacity(self.work.len());
+        for (idx, work) in self.work.iter().enumerate() {
+            if folded.contains_key(&idx) {
+                continue;
+            }
+            let mut dispatch = |kernel: &'static str, group, x: usize, y: usize, z: usize| {
+                // Fold grids wider than the per-dimension limit into y (see flat_id).
+                let (x, y) = if x > 65535 { (65535, y * x.div_ceil(65535)) } else { (x, y) };
+                cmds.push((kernel, group, [x as u32, y as u32, z as u32], idx));
+            };
+            match work {
+                Work::Embedding { groups, hidden } => groups.iter().for_each(|gr| dispatch("embedding", gr, hidden.div_ceil(64), s.m, 1)),
+                Work::RmsNorm { group, out_rows } => dispatch("rms_norm", group, 1, s.rows(*out_rows), 1),
+                Work::Linear { groups, gemv_fused, n, k, out_rows, .. } => {
+                    let rows = s.rows(*out_rows);
+                    match (self.linear_impl(*n, *k, rows), gemv_fused) {
+                        (LinearImpl::Gemv, Some(f)) => dispatch("gemv", &f.group, f.workgroups, 1, 1),
+                        (imp, _) => {
+                            for (gr, chunk_rows) in groups {
+                                match imp {
+                                    LinearImpl::Gemv => dispatch("gemv", gr, chunk_rows.div_ceil(GV_COLS), 1, 1),
+                                    LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(8), rows.div_ceil(8), 1),
+                                    LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
+                                }
+                            }
+                        }
+                    }
+                }
+                Work::Rope { group, width, .. } => dispatch("rope", group, width.div_ceil(64), s.m, 1),
+                Work::Fused { .. } => {}
+                Work::Attention { kv_write, group, kv_dim } => {
+                    if let Some(kw) = kv_write {
+                        dispatch("kv_write", kw, kv_dim.div_ceil(64), s.m, 1);
+                    }
+                    if s.split {
+                        dispatch("attn_split", group, s.chunks, heads, s.m);
+                        dispatch("attn_combine", group, heads, s.m, 1);
+                    } else {
+                        dispatch("attn_online", group, heads, s.m, 1);
+                    }
+                }
+                Work::Rows { kernel, group, width, out_rows } => dispatch(kernel, group, width.div_ceil(64), s.rows(*out_rows), 1),
+            }
+        }
+        cmds
+    }
+
+    /// What each node ran in a step of this shape, and why (with the step's device times
+    /// and recomputed rows where they were read back).
+    fn describe_step(&self, s: &StepShape) -> Vec<NodeRecord> {
+        let folded = self.folded(s);
+        let um = self.unified_max;
+        let mut records = Vec::with_capacity(self.work.len());
+        for (idx, (&ni, work)) in self.plan.order.iter().zip(&self.work).enumerate() {
+            let node = &self.graph.nodes[ni];
+            let (implementation, reason) = match work {
+                _ if folded.contains_key(&idx) => {
+                    let (linear, place) = folded[&idx];
+                    ("fused".to_string(), format!("done in the GEMV {place} of {}", self.graph.nodes[linear].name))
+                }
+                Work::Embedding { .. } => ("gather".to_string(), String::new()),
+                Work::RmsNorm { .. } => ("workgroup per row".into(), String::new()),
+                Work::Linear { gemv_fused, n, k, out_rows, fused_add, .. } => {
+                    let mut choice = self.linear_choice(*n, *k, s.rows(*out_rows));
+                    if let (LinearImpl::Gemv, Some(f)) = (choice.implementation, gemv_fused) {
+                        for (idx, place) in &f.folds {
+                            let what = self.graph.nodes[self.plan.order[*idx]].op.kind_name();
+                            choice.reason.push_str(&format!("; {what} fused into the {place}"));
+                        }
+                    }
+                    if *fused_add {
+                        choice.reason.push_str("; residual add fused into the epilogue");
+                    }
+                    (choice.implementation.label().to_string(), choice.reason)
+                }
+                Work::Rope { writes_kv, .. } => ("host angle table".into(), if *writes_kv { "KV cache write fused in".into() } else { String::new() }),
+                Work::Fused { into } => ("fused".into(), format!("residual add done in the epilogue of {into}")),
+                Work::Attention { .. } if s.split => {
+                    let mut reason = format!(
+                        "decode step ({} sequences), {} chunk(s) of {} keys; phi = {}, safe range ({}, {}); flagged rows recomputed",
+                        s.m, s.chunks, s.per_chunk, um.phi, um.lo, um.hi
+                    );
+                    if let Some(n) = self.recomputed {
+                        reason.push_str(&format!("; {n} row(s) recomputed this step (all layers)"));
+                    }
+                    ("split-KV unified max".into(), reason)
+                }
+                Work::Attention { .. } => ("online softmax".into(), format!("{} tokens of {} sequence(s): prefill", s.m, s.sequences)),
+                Work::Rows { .. } => ("elementwise".into(), String::new()),
+            };
+            let micros = self.node_micros.get(idx).copied();
+            records.push(NodeRecord { node: node.name.clone(), op: node.op.kind_name().into(), implementation, reason, micros });
+        }
+        records
     }
 
     /// Records and submits one step. Unless `pick` is `Logits`, the device picks the next
@@ -785,7 +934,7 @@ impl WgpuExecutor {
     /// tokens are the ids the previous step picked (still on the device), not `input.tokens`.
     fn run(&mut self, input: &StepInput, pick: Pick, slot: usize, feedback: bool) -> Result<wgpu::SubmissionIndex> {
         let started = std::time::Instant::now();
-        let (vocab, heads) = (self.graph.config.vocab_size, self.graph.config.num_heads);
+        let vocab = self.graph.config.vocab_size;
         validate_step(input, &self.opts, vocab)?;
         let (m, n_out) = (input.m(), input.out_rows.len());
         if n_out > self.max_out {
@@ -816,97 +965,8 @@ impl WgpuExecutor {
             encoder.copy_buffer_to_buffer(&self.flags, 4, &self.step_data, 0, (m * 4) as u64);
         }
         encoder.clear_buffer(&self.flags, 0, None);
-        let mut records = Vec::with_capacity(self.work.len());
-        // GEMV steps take the fused linear variants; the nodes they fold in do nothing.
-        let mut folded: HashMap<usize, String> = HashMap::new();
-        for (&ni, work) in self.plan.order.iter().zip(&self.work) {
-            if let Work::Linear { gemv_fused: Some(f), n, k, out_rows, .. } = work {
-                if self.linear_choice(*n, *k, if *out_rows { n_out } else { m }).implementation == LinearImpl::Gemv {
-                    for &(idx, place) in &f.folds {
-                        folded.insert(idx, format!("done in the GEMV {place} of {}", self.graph.nodes[ni].name));
-                    }
-                }
-            }
-        }
-        // (kernel, bind group, grid, node index): encoded below in one pass, or one pass
-        // per node with timestamps when profiling.
-        let mut cmds: Vec<Command> = Vec::new();
-        for (idx, (&ni, work)) in self.plan.order.iter().zip(&self.work).enumerate() {
-            let node = &self.graph.nodes[ni];
-            let mut dispatch = |kernel: &'static str, group, x: usize, y: usize, z: usize| {
-                // Fold grids wider than the per-dimension limit into y (see flat_id).
-                let (x, y) = if x > 65535 { (65535, y * x.div_ceil(65535)) } else { (x, y) };
-                cmds.push((kernel, group, [x as u32, y as u32, z as u32], idx));
-            };
-            let (implementation, reason) = match work {
-                _ if folded.contains_key(&idx) => ("fused".to_string(), folded[&idx].clone()),
-                Work::Embedding { groups, hidden } => {
-                    for gr in groups {
-                        dispatch("embedding", gr, hidden.div_ceil(64), m, 1);
-                    }
-                    ("gather".to_string(), String::new())
-                }
-                Work::RmsNorm { group, out_rows } => {
-                    dispatch("rms_norm", group, 1, if *out_rows { n_out } else { m }, 1);
-                    ("workgroup per row".into(), String::new())
-                }
-                Work::Linear { groups, gemv_fused, n, k, out_rows, fused_add } => {
-                    let rows = if *out_rows { n_out } else { m };
-                    let mut choice = self.linear_choice(*n, *k, rows);
-                    match (choice.implementation, gemv_fused) {
-                        (LinearImpl::Gemv, Some(f)) => {
-                            dispatch("gemv", &f.group, f.workgroups, 1, 1);
-                            for (idx, place) in &f.folds {
-                                let what = self.graph.nodes[self.plan.order[*idx]].op.kind_name();
-                                choice.reason.push_str(&format!("; {what} fused into the {place}"));
-                            }
-                        }
-                        (imp, _) => {
-                            for (gr, chunk_rows) in groups {
-                                match imp {
-                                    LinearImpl::Gemv => dispatch("gemv", gr, chunk_rows.div_ceil(GV_COLS), 1, 1),
-                                    LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(8), rows.div_ceil(8), 1),
-                                    LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
-                                }
-                            }
-                        }
-                    }
-                    if *fused_add {
-                        choice.reason.push_str("; residual add fused into the epilogue");
-                    }
-                    (choice.implementation.label().to_string(), choice.reason)
-                }
-                Work::Rope { group, width, writes_kv } => {
-                    dispatch("rope", group, width.div_ceil(64), m, 1);
-                    ("host angle table".into(), if *writes_kv { "KV cache write fused in".into() } else { String::new() })
-                }
-                Work::Fused { into } => ("fused".into(), format!("residual add done in the epilogue of {into}")),
-                Work::Attention { kv_write, group, kv_dim } => {
-                    if let Some(kw) = kv_write {
-                        dispatch("kv_write", kw, kv_dim.div_ceil(64), m, 1);
-                    }
-                    if split {
-                        dispatch("attn_split", group, chunks, heads, m);
-                        dispatch("attn_combine", group, heads, m, 1);
-                        (
-                            "split-KV unified max".into(),
-                            format!(
-                                "decode step ({m} sequences), {chunks} chunk(s) of {per_chunk} keys; phi = {}, safe range ({}, {}); flagged rows recomputed",
-                                self.unified_max.phi, self.unified_max.lo, self.unified_max.hi
-                            ),
-                        )
-                    } else {
-                        dispatch("attn_online", group, heads, m, 1);
-                        ("online softmax".into(), format!("{m} tokens of {} sequence(s): prefill", distinct.len()))
-                    }
-                }
-                Work::Rows { kernel, group, width, out_rows } => {
-                    dispatch(kernel, group, width.div_ceil(64), if *out_rows { n_out } else { m }, 1);
-                    ("elementwise".into(), String::new())
-                }
-            };
-            records.push(NodeRecord { node: node.name.clone(), op: node.op.kind_name().into(), implementation, reason, micros: None });
-        }
+        let shape = StepShape { m, n_out, sequences: distinct.len(), split, chunks, per_chunk };
+        let cmds = self.dispatches(&shape);
         let encode = |pass: &mut wgpu::ComputePass, (kernel, group, [x, y, z], _): &Command| {
             pass.set_pipeline(&self.pipelines[kernel]);
             pass.set_bind_group(0, *group, &[]);
@@ -961,7 +1021,10 @@ impl WgpuExecutor {
             encoder.copy_buffer_to_buffer(resolve, at, staging, ids_readback_bytes(self.max_out), 16);
         }
         let index = self.ctx.queue.submit([encoder.finish()]);
-        self.records = records;
+        self.shape = Some(shape);
+        self.records = Default::default();
+        self.node_micros.clear();
+        self.recomputed = None;
         self.timing = StepTiming { host_micros: Some(started.elapsed().as_secs_f64() * 1e6), device_micros: None };
         self.slot_timed[slot] = timed;
         Ok(index)
@@ -974,9 +1037,7 @@ impl WgpuExecutor {
         let bytes = self.read(&p.staging, n * 8)?;
         let ticks: &[u64] = bytemuck::cast_slice(&bytes);
         let period = self.ctx.queue.get_timestamp_period() as f64;
-        for (i, r) in self.records.iter_mut().enumerate() {
-            r.micros = Some(ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / 1000.0);
-        }
+        self.node_micros = (0..self.work.len()).map(|i| ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / 1000.0).collect();
         Ok(())
     }
 
@@ -1010,11 +1071,7 @@ impl WgpuExecutor {
             let period = self.ctx.queue.get_timestamp_period() as f64;
             self.timing.device_micros = Some(ticks[1].saturating_sub(ticks[0]) as f64 * period / 1000.0);
         }
-        for r in &mut self.records {
-            if r.op == "attention" && r.implementation.starts_with("split") {
-                r.reason = format!("{}; {} row(s) recomputed this step (all layers)", r.reason, words[0]);
-            }
-        }
+        self.recomputed = Some(words[0]);
         Ok(words[1..].to_vec())
     }
 }
@@ -1126,7 +1183,7 @@ impl Executor for WgpuExecutor {
     }
 
     fn last_step_records(&self) -> &[NodeRecord] {
-        &self.records
+        self.records.get_or_init(|| self.shape.as_ref().map_or_else(Vec::new, |s| self.describe_step(s)))
     }
 
     fn vocab_size(&self) -> usize {
