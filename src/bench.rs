@@ -2,8 +2,8 @@
 //! synthetic weights of a known model's exact shapes (`--shape`), so performance work
 //! never waits on downloads. Times are medians over repeats after a warm-up.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
 
 use fdpp_runtime::backend::{self, Executor, StepInput, StepTiming};
 use fdpp_runtime::engine::{Sampler, SamplingParams};
@@ -64,7 +64,8 @@ pub struct BenchCmd {
 #[derive(clap::Subcommand)]
 enum BenchSub {
     /// Each linear implementation (A GEMV, B flat GEMM, C GEMM) over a grid of M on the
-    /// model's four [N, K] shapes, beside the device's measured copy bandwidth (wgpu).
+    /// model's four [N, K] shapes, and decode attention over context lengths, beside the
+    /// device's measured read and copy bandwidth (wgpu).
     Kernels(KernelArgs),
 }
 
@@ -75,6 +76,10 @@ struct KernelArgs {
     /// Tokens per step to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,6,8,12,16,24,32,48,64,96,128,256,512")]
     m: Vec<usize>,
+    /// Context lengths (KV positions) of the decode attention, one sequence each; those
+    /// beyond the shape's context or the device's largest binding are skipped.
+    #[arg(long, value_delimiter = ',', default_value = "128,512,2048,8192")]
+    ctx: Vec<usize>,
     /// GPU adapter (part of its name).
     #[arg(long)]
     adapter: Option<String>,
@@ -98,16 +103,23 @@ fn kernels(args: KernelArgs) -> Result<()> {
     let c = args.shape.config();
     let shapes = [(c.qkv_dim(), c.hidden_size), (c.hidden_size, c.q_dim()), (2 * c.intermediate_size, c.hidden_size), (c.hidden_size, c.intermediate_size)];
     let names = ["qkv", "o", "gate_up", "down"];
+    let attention = microbench::AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: c.head_dim, max_context: c.max_context };
+    let sweep = microbench::Sweep { shapes: &shapes, ms: &args.m, attention, ctxs: &args.ctx };
     let mut bar = crate::progress::Bar::hidden();
     let precision = crate::DeviceArgs::precision(args.weights);
-    let report = microbench::run(&shapes, &args.m, args.adapter.as_deref(), precision, &mut |d, t| bar.count(d, t, "timing kernels"))?;
+    let report = microbench::run(&sweep, args.adapter.as_deref(), precision, &mut |d, t| bar.count(d, t, "timing kernels"))?;
     bar.finish();
     println!("device: {}", report.device);
-    println!("copy bandwidth (read + write): {:.0} GB/s", report.copy_gbytes_per_s);
+    let b = &report.bandwidth;
+    println!("memory bandwidth, GB/s (1e9 bytes/s), {} buffers of {} MiB, median of passes:", b.buffers, b.buffer_bytes >> 20);
+    println!("  read  (stream_read kernel)                   {:>9.1}  <- the read ceiling (GEMV, decode attention)", b.read_gbytes_per_s);
+    println!("  copy  (stream_copy kernel, read + write)     {:>9.1}", b.copy_kernel_gbytes_per_s);
+    println!("  copy  (copy_buffer_to_buffer, read + write)  {:>9.1}", b.copy_buffer_gbytes_per_s);
+    let pct = |gbs: f64| 100.0 * gbs / report.read_gbytes_per_s;
     let inflections = microbench::inflections(&report);
     for (((n, k), name), (_, m1, m2)) in shapes.iter().zip(names).zip(&inflections) {
-        println!("\n{name} [N={n}, K={k}]: us per call (GB/s); * = fastest");
-        println!("{:>5} {:>20} {:>20} {:>20}", "M", "A gemv", "B flat_gemm", "C gemm");
+        println!("\n{name} [N={n}, K={k}]: us per call (GB/s, % of read ceiling); * = fastest");
+        println!("{:>5} {:>26} {:>26} {:>26}", "M", "A gemv", "B flat_gemm", "C gemm");
         for &m in &args.m {
             let cell = |imp: LinearImpl| report.linear.iter().find(|t| (t.n, t.k, t.m, t.implementation) == (*n, *k, m, imp));
             let best = [LinearImpl::Gemv, LinearImpl::FlatGemm, LinearImpl::Gemm]
@@ -116,13 +128,34 @@ fn kernels(args: KernelArgs) -> Result<()> {
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|b| b.0);
             let show = |imp: LinearImpl| match cell(imp) {
-                Some(t) => format!("{:.1} ({:.1}){}", t.micros, t.gbytes_per_s, if best == Some(imp) { "*" } else { " " }),
+                Some(t) => format!("{:.1} ({:.1}, {:.0}%){}", t.micros, t.gbytes_per_s, t.read_ceiling_pct, if best == Some(imp) { "*" } else { " " }),
                 None => "-".into(),
             };
-            println!("{m:>5} {:>20} {:>20} {:>20}", show(LinearImpl::Gemv), show(LinearImpl::FlatGemm), show(LinearImpl::Gemm));
+            println!("{m:>5} {:>26} {:>26} {:>26}", show(LinearImpl::Gemv), show(LinearImpl::FlatGemm), show(LinearImpl::Gemm));
         }
         let f = |v: &Option<usize>| v.map_or("not in grid".to_string(), |m| m.to_string());
         println!("measured M1 = {}, M2 = {} (built-in wgpu table: M1 = 4, M2 = 64)", f(m1), f(m2));
+    }
+    println!(
+        "\ndecode attention, one sequence, {} heads / {} KV heads x {}, K and V f32: us per call (GB/s of K + V read, % of read ceiling)",
+        c.num_heads, c.num_kv_heads, c.head_dim
+    );
+    println!("{:>6} {:>9} {:>13} {:>28} {:>12} {:>28}", "ctx", "K+V MiB", "chunks x keys", "split + combine", "split alone", "online");
+    for t in &report.attention {
+        let show = |us: f64, gbs: f64| format!("{us:.1} ({gbs:.1}, {:.0}%)", pct(gbs));
+        println!(
+            "{:>6} {:>9.2} {:>13} {:>28} {:>12.1} {:>28}{}",
+            t.ctx,
+            t.kv_bytes as f64 / (1u64 << 20) as f64,
+            format!("{} x {}", t.chunks, t.chunk_keys),
+            show(t.split_combine_micros, t.split_combine_gbytes_per_s),
+            t.split_micros,
+            show(t.online_micros, t.online_gbytes_per_s),
+            if t.fallback_heads > 0 { format!("  ({} heads fell back to the online softmax)", t.fallback_heads) } else { String::new() }
+        );
+    }
+    for (ctx, why) in &report.skipped_ctx {
+        println!("{ctx:>6} skipped: {why}");
     }
     if let Some(path) = args.json {
         let text = serde_json::to_string_pretty(&report).expect("JSON");
@@ -164,6 +197,14 @@ pub struct BenchArgs {
     /// print where the time goes, per op and implementation.
     #[arg(long)]
     profile: bool,
+    /// Append one Markdown table row per measured row to this file (e.g.
+    /// bench/results/h200.md), with the date, commit, command and device; the table header
+    /// is written first when the file does not end in this table.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Reference number to write beside ours in the recorded rows, e.g. "llama.cpp CUDA 966 tok/s".
+    #[arg(long, requires = "record")]
+    anchor: Option<String>,
 }
 
 /// Random weights of the graph's parameters: uniform in +-0.05, norm weights 1.
@@ -183,23 +224,27 @@ fn synthetic_params(g: &graph::Graph) -> Vec<HostTensor> {
 
 /// Prints device time per (op, implementation) and returns it as JSON.
 fn print_profile(what: &str, records: &[fdpp_runtime::backend::NodeRecord]) -> serde_json::Value {
-    let mut by_kind: std::collections::BTreeMap<(String, String), (f64, usize)> = Default::default();
-    for r in records {
-        let e = by_kind.entry((r.op.clone(), r.implementation.clone())).or_default();
-        e.0 += r.micros.unwrap_or(0.0);
-        e.1 += 1;
+    write_profile(&mut std::io::stdout().lock(), what, records)
+}
+
+/// Writes device time per (op, implementation) as a short table (shared by `fdpp generate
+/// --profile`, which writes it to stderr) and returns it as JSON.
+pub(crate) fn write_profile(out: &mut dyn std::io::Write, what: &str, records: &[fdpp_runtime::backend::NodeRecord]) -> serde_json::Value {
+    let kinds = fdpp_runtime::engine::trace::op_summary(records);
+    let total: f64 = kinds.iter().filter_map(|k| k.micros).sum();
+    let mut text = format!("{what}: device time per node kind\n");
+    for k in &kinds {
+        let us = k.micros.map_or(format!("{:>11}", "-"), |us| format!("{us:>11.1}"));
+        let share = k.micros.map_or(String::new(), |us| format!(" {:>5.1}%", 100.0 * us / total.max(1e-9)));
+        text.push_str(&format!("  {:<12} {:<22} {:>4} nodes {us} us{share}\n", k.op, k.implementation, k.nodes));
     }
-    let total: f64 = by_kind.values().map(|v| v.0).sum();
-    println!("{what}: device time per node kind");
-    let mut kinds: Vec<_> = by_kind.into_iter().collect();
-    kinds.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
-    let mut rows = Vec::new();
-    for ((op, imp), (us, n)) in &kinds {
-        println!("  {op:<12} {imp:<22} {n:>4} nodes {us:>11.1} us {:>5.1}%", 100.0 * us / total.max(1e-9));
-        rows.push(serde_json::json!({"op": op, "implementation": imp, "nodes": n, "micros": us}));
+    if kinds.iter().all(|k| k.micros.is_none()) {
+        text.push_str("  (no node was timed: this backend does not measure per-node times)\n");
+    } else {
+        text.push_str(&format!("  total {total:.1} us\n"));
     }
-    println!("  total {total:.1} us");
-    serde_json::json!({"step": what, "total_micros": total, "kinds": rows})
+    let _ = out.write_all(text.as_bytes());
+    serde_json::json!({"step": what, "total_micros": total, "kinds": kinds})
 }
 
 fn stats(v: &[f64]) -> (f64, f64, f64) {
@@ -382,5 +427,188 @@ fn run(args: BenchArgs) -> Result<()> {
         });
         std::fs::write(&path, serde_json::to_string_pretty(&v).expect("JSON")).map_err(|e| Error::io(&path, e))?;
     }
+    record_rows(args.record.as_deref(), args.anchor.as_deref(), &what, &device, &rows)?;
     Ok(())
+}
+
+// Recorded results (`--record`): one Markdown table row per measured row, so every
+// performance change appends its numbers to bench/results/<device>.md.
+
+/// The commit this binary was built from (see build.rs): short hash, `-dirty` when tracked
+/// files differed from it, or "unknown".
+const COMMIT: &str = env!("FDPP_COMMIT");
+
+/// Header of the table `--record` appends to.
+const RECORD_HEADER: &str = "| date (UTC) | commit | command | model | device | ctx | batch | prefill tok/s | decode tok/s (total) | decode tok/s per sequence | device us/step | anchor |";
+
+/// Appends the rows of one `fdpp bench` run to the results table in `path` (nothing when
+/// `path` is `None`).
+fn record_rows(path: Option<&Path>, anchor: Option<&str>, model: &str, device: &str, rows: &[Row]) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let date = utc_date(SystemTime::now());
+    let command = command_line(std::env::args());
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            markdown_row(&[
+                date.clone(),
+                COMMIT.to_string(),
+                format!("`{command}`"),
+                model.to_string(),
+                device.to_string(),
+                r.ctx.to_string(),
+                r.batch.to_string(),
+                format!("{:.1}", r.prefill_tok_s),
+                format!("{:.1}", r.decode_tok_s_total),
+                format!("{:.1}", r.decode_tok_s_per_seq),
+                r.device_micros_per_step.map_or("-".into(), |us| format!("{us:.1}")),
+                anchor.unwrap_or("").to_string(),
+            ])
+        })
+        .collect();
+    append_table(path, RECORD_HEADER, &lines)?;
+    eprintln!("fdpp: appended {} row(s) to {}", lines.len(), path.display());
+    Ok(())
+}
+
+/// The command as typed (program name without its folder), arguments with spaces or shell
+/// characters in single quotes.
+fn command_line(args: impl IntoIterator<Item = String>) -> String {
+    let mut args = args.into_iter();
+    let program = args.next().map(|p| Path::new(&p).file_name().map_or(p.clone(), |f| f.to_string_lossy().into_owned())).unwrap_or_else(|| "fdpp".into());
+    let quote = |a: String| {
+        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,/=:+@%".contains(c)) {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    std::iter::once(program).chain(args.map(quote)).collect::<Vec<_>>().join(" ")
+}
+
+/// "YYYY-MM-DD HH:MM" in UTC.
+fn utc_date(t: SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86400));
+    let s = secs.rem_euclid(86400);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", s / 3600, s % 3600 / 60)
+}
+
+/// (year, month, day) of a day number counted from 1970-01-01 (proleptic Gregorian; H.
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// One table row; `|` in a cell is escaped, line breaks become spaces.
+fn markdown_row(cells: &[String]) -> String {
+    let cells: Vec<String> = cells.iter().map(|c| c.replace(['\r', '\n'], " ").replace('|', r"\|")).collect();
+    format!("| {} |", cells.join(" | "))
+}
+
+/// Whether the last table of `text` is the one headed by `header`: the header starts a
+/// line and only table rows follow it.
+fn ends_in_table(text: &str, header: &str) -> bool {
+    let text = text.trim_end();
+    let Some(at) = text.rfind(header) else { return false };
+    (at == 0 || text[..at].ends_with('\n')) && text[at..].lines().all(|l| l.trim_start().starts_with('|'))
+}
+
+/// Appends `lines` to the table headed by `header` at the end of `path` (created if
+/// missing); the header and its separator are written first when the file does not end
+/// in that table.
+fn append_table(path: &Path, header: &str, lines: &[String]) -> Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut text = old.trim_end().to_string();
+    if !ends_in_table(&old, header) {
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        let columns = header.matches('|').count().saturating_sub(1);
+        text.push_str(header);
+        text.push_str(&format!("\n|{}\n", "---|".repeat(columns)));
+    } else {
+        text.push('\n');
+    }
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        let at = |s: u64| utc_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01 00:00");
+        assert_eq!(at(951_782_400), "2000-02-29 00:00");
+        assert_eq!(at(1_709_210_040 + 59), "2024-02-29 12:34");
+        assert_eq!(at(946_684_740), "1999-12-31 23:59");
+        assert_eq!(at(4_107_542_400), "2100-03-01 00:00");
+    }
+
+    #[test]
+    fn command_lines_quote_what_the_shell_would_split() {
+        let args = ["/x/target/release/fdpp", "bench", "--shape", "smollm2-135m", "--batch", "1,8", "--anchor", "llama.cpp CUDA 966 tok/s", "it's"];
+        assert_eq!(
+            command_line(args.iter().map(|s| s.to_string())),
+            r"fdpp bench --shape smollm2-135m --batch 1,8 --anchor 'llama.cpp CUDA 966 tok/s' 'it'\''s'"
+        );
+    }
+
+    #[test]
+    fn rows_escape_pipes_and_line_breaks() {
+        assert_eq!(markdown_row(&["a|b".into(), "c\nd".into(), "".into()]), r"| a\|b | c d |  |");
+    }
+
+    #[test]
+    fn recording_writes_the_header_once_and_appends_rows() {
+        let dir = std::env::temp_dir().join(format!("fdpp-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("results.md");
+        let _ = std::fs::remove_file(&path);
+        let header = "| a | b |";
+        append_table(&path, header, &["| 1 | 2 |".into()]).unwrap();
+        append_table(&path, header, &["| 3 | 4 |".into(), "| 5 | 6 |".into()]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n| 5 | 6 |\n");
+
+        // A file with notes and an older table of other columns: a new table after them.
+        std::fs::write(&path, "# H200\n\nNotes.\n\n| x |\n|---|\n| 9 |\n").unwrap();
+        append_table(&path, header, &["| 1 | 2 |".into()]).unwrap();
+        append_table(&path, header, &["| 3 | 4 |".into()]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "# H200\n\nNotes.\n\n| x |\n|---|\n| 9 |\n\n| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n");
+
+        // Prose written after our table: the next rows start a new table below it.
+        std::fs::write(&path, format!("{text}\nA note on the run above.\n")).unwrap();
+        append_table(&path, header, &["| 5 | 6 |".into()]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches(header).count(), 2);
+        assert!(text.ends_with("A note on the run above.\n\n| a | b |\n|---|---|\n| 5 | 6 |\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_record_header_has_a_column_per_cell() {
+        let columns = RECORD_HEADER.matches('|').count() - 1;
+        let row = markdown_row(&vec![String::new(); 12]);
+        assert_eq!(row.matches('|').count() - 1, columns);
+    }
 }

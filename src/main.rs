@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fdpp_runtime::backend::BackendKind;
 use fdpp_runtime::backend::wgpu::device as wgpu_device;
 use fdpp_runtime::backend::wgpu::WeightPrecision;
-use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Prompt, SamplingParams, StopReason};
+use fdpp_runtime::engine::trace::OpTime;
+use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Phase, Prompt, SamplingParams, StopReason, Trace};
 use fdpp_runtime::model::{ChatMessage, Model, hf, hub};
 use fdpp_runtime::{Error, Result};
 
@@ -132,9 +133,23 @@ struct GenerateArgs {
     /// Print one JSON object (ids, text, top-5 logits, stats) instead of streaming text.
     #[arg(long)]
     json: bool,
-    /// Write the per-node trace (implementation, reason, time) as JSON to this file.
+    /// Write the per-node trace (implementation, reason, time) as JSON to this file, with
+    /// a per-op summary of each recorded step.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Time every node on the device (GPU timestamps; decoding gets slower) and print where
+    /// the time of the prefill and of a decode step goes, per op kind; `--trace` saves it.
+    #[arg(long)]
+    profile: bool,
+}
+
+/// What `--trace` writes: the trace the viewer reads, and each step's time per op kind.
+#[derive(serde::Serialize)]
+struct TraceFile<'a> {
+    #[serde(flatten)]
+    trace: &'a Trace,
+    /// One list per entry of `steps`, in the same order.
+    op_summary: Vec<Vec<OpTime>>,
 }
 
 fn main() -> ExitCode {
@@ -209,6 +224,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     let opts = args.device.engine_options(args.ctx_size, 1);
     let mut engine = load_engine(args.model.as_deref(), &opts)?;
+    if args.profile {
+        engine.set_profiling(true)?;
+    }
     if !sampling.is_greedy() {
         eprintln!("fdpp: sampling with seed {seed}");
     }
@@ -247,8 +265,20 @@ fn generate(args: GenerateArgs) -> Result<()> {
         s.decode_secs,
         s.decode_tok_s()
     );
+    if args.profile {
+        for step in &engine.trace().steps {
+            let what = match step.phase {
+                Phase::Prefill => format!("prefill of {} token(s)", step.m),
+                Phase::Decode => format!("last decode step ({} token)", step.m),
+            };
+            eprintln!();
+            bench::write_profile(&mut std::io::stderr().lock(), &what, &step.nodes);
+        }
+    }
     if let Some(path) = args.trace {
-        let text = serde_json::to_string_pretty(engine.trace()).expect("trace serialises");
+        let trace = engine.trace();
+        let file = TraceFile { trace, op_summary: trace.steps.iter().map(|s| s.op_summary()).collect() };
+        let text = serde_json::to_string_pretty(&file).expect("trace serialises");
         std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
         eprintln!("fdpp: trace written to {}", path.display());
     }
@@ -263,4 +293,24 @@ fn convert(model: &Path, out_dir: &Path) -> Result<()> {
     bar.finish();
     eprintln!("fdpp: wrote {} (config.json, model.safetensors, tokenizer.json)", out_dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fdpp_runtime::backend::NodeRecord;
+    use fdpp_runtime::engine::StepTrace;
+
+    /// The file `--trace` writes is still a `Trace` to its readers, plus the summary.
+    #[test]
+    fn trace_file_reads_back_as_a_trace_with_the_summary_beside_it() {
+        let node = NodeRecord { node: "l0.qkv".into(), op: "linear".into(), implementation: "A:gemv".into(), reason: String::new(), micros: Some(2.5) };
+        let trace = Trace { model: "m".into(), backend: "b".into(), steps: vec![StepTrace { phase: Phase::Decode, m: 1, wall_micros: 9.0, nodes: vec![node.clone(), node] }] };
+        let file = TraceFile { trace: &trace, op_summary: trace.steps.iter().map(|s| s.op_summary()).collect() };
+        let v = serde_json::to_value(&file).unwrap();
+        let back: Trace = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back.steps[0].nodes, trace.steps[0].nodes);
+        assert_eq!(v["op_summary"][0][0]["nodes"], 2);
+        assert_eq!(v["op_summary"][0][0]["micros"], 5.0);
+    }
 }

@@ -256,6 +256,12 @@ impl Engine {
         stats.generated_tokens = out.ids.len();
         Ok(GenerateOutput { prompt_ids, ids: out.ids, text: out.stream.text, first_top5, stop, stats })
     }
+
+    /// Times every node of the following steps on the device (GPU backends; slower), so
+    /// the trace's node records carry `micros`.
+    pub fn set_profiling(&mut self, on: bool) -> Result<()> {
+        self.exec.set_profiling(on)
+    }
 }
 
 /// The generated ids of one request, and when to stop taking more.

@@ -1,6 +1,13 @@
-//! Kernel microbenchmarks on the wgpu backend: each linear implementation over a grid of M
-//! on given [N, K] shapes, and the device's copy bandwidth (the ceiling), timed with GPU
-//! timestamps. Weights rotate over copies larger than the last-level cache.
+//! Kernel microbenchmarks on the wgpu backend, timed with GPU timestamps: the device's
+//! memory bandwidth (the ceilings: a read-only kernel, a copy kernel and the driver's buffer
+//! copy), each linear implementation over a grid of M on given [N, K] shapes, and decode
+//! attention (split-KV + combine, and the online kernel) over context lengths.
+//!
+//! Every number is the median of several passes, each pass timing many back-to-back
+//! dispatches between two timestamps. On a hardware GPU, weights and KV caches rotate over
+//! copies totalling more than any last-level cache, as in a real decode step where the
+//! whole model streams through between two reads of one weight; a software rasteriser
+//! (lavapipe) gets just enough work to print sensible numbers quickly.
 
 use serde::Serialize;
 
@@ -17,36 +24,155 @@ pub struct LinearTiming {
     pub micros: f64,
     /// Weight + activation bytes moved per microsecond, in GB/s.
     pub gbytes_per_s: f64,
+    /// `gbytes_per_s` as a percentage of the measured read bandwidth (these kernels are
+    /// read-bound: the weights dominate what they move).
+    pub read_ceiling_pct: f64,
     pub tflops: f64,
+}
+
+/// The device's memory bandwidth, measured on large buffers (GB/s = 1e9 bytes per second).
+#[derive(Clone, Debug, Serialize)]
+pub struct Bandwidth {
+    /// Size of each buffer streamed, and how many the passes rotate over.
+    pub buffer_bytes: u64,
+    pub buffers: usize,
+    /// `stream_read` (shaders/bandwidth.wgsl): bytes read per second.
+    pub read_gbytes_per_s: f64,
+    /// `stream_copy`: bytes read + written per second by shader invocations.
+    pub copy_kernel_gbytes_per_s: f64,
+    /// The driver's `copy_buffer_to_buffer`: bytes read + written per second.
+    pub copy_buffer_gbytes_per_s: f64,
+}
+
+/// Decode attention of one sequence (one query token) over `ctx` cached positions.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttentionTiming {
+    pub ctx: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Bytes of K and V read (the cache is f32), each KV head once.
+    pub kv_bytes: usize,
+    /// Split-KV workgroups per head, and keys per workgroup.
+    pub chunks: usize,
+    pub chunk_keys: usize,
+    /// `attn_split` alone, and followed by `attn_combine` (what a decode step runs).
+    pub split_micros: f64,
+    pub split_combine_micros: f64,
+    /// `attn_online`: the synchronised online softmax, one workgroup per head.
+    pub online_micros: f64,
+    /// `kv_bytes` per second of split + combine and of online, GB/s.
+    pub split_combine_gbytes_per_s: f64,
+    pub online_gbytes_per_s: f64,
+    /// Heads whose scores left the unified-max safe range (recomputed by the fallback
+    /// inside the timed combine); 0 with the default phi on these random inputs.
+    pub fallback_heads: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelReport {
     pub device: String,
-    /// Device-to-device copy, bytes read + written per second, GB/s.
+    /// The copy ceiling: the better of the copy kernel and the driver copy, bytes read +
+    /// written per second, GB/s.
     pub copy_gbytes_per_s: f64,
+    /// The read ceiling (`stream_read`), GB/s.
+    pub read_gbytes_per_s: f64,
+    pub bandwidth: Bandwidth,
     pub linear: Vec<LinearTiming>,
+    pub attention: Vec<AttentionTiming>,
+    /// Context lengths asked for but not measured, with the reason.
+    pub skipped_ctx: Vec<(usize, String)>,
 }
 
-/// Bytes of weight copies to rotate through, so that no run is served from cache.
-const ROTATE_BYTES: usize = 256 << 20;
-const REPS: usize = 20;
+/// Attention dimensions of the model measured.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Longest context the model is run at: longer ones are skipped.
+    pub max_context: usize,
+}
 
-fn tiny_config() -> ModelConfig {
+/// What to measure.
+pub struct Sweep<'a> {
+    /// Linear [N, K] shapes, each over every M in `ms`.
+    pub shapes: &'a [(usize, usize)],
+    pub ms: &'a [usize],
+    pub attention: AttentionShape,
+    /// Context lengths of the decode attention.
+    pub ctxs: &'a [usize],
+}
+
+/// How hard to measure.
+struct Effort {
+    /// Bytes an operand's copies should add up to (beyond a 60 MB L2), at most `max_copies`.
+    rotate_bytes: usize,
+    max_copies: usize,
+    /// Dispatches per timed pass, at least (and at least one per copy).
+    min_dispatches: usize,
+    /// Timed passes; the median is reported.
+    repeats: usize,
+    /// Bandwidth operations per timed pass.
+    bandwidth_ops: usize,
+}
+
+const HARDWARE: Effort = Effort { rotate_bytes: 256 << 20, max_copies: 512, min_dispatches: 20, repeats: 5, bandwidth_ops: 8 };
+const SOFTWARE: Effort = Effort { rotate_bytes: 0, max_copies: 1, min_dispatches: 3, repeats: 3, bandwidth_ops: 2 };
+
+impl Effort {
+    /// Copies of an operand of `bytes` to rotate over.
+    fn copies(&self, bytes: usize) -> usize {
+        self.rotate_bytes.div_ceil(bytes.max(1)).clamp(1, self.max_copies)
+    }
+    /// Dispatches per timed pass when rotating over `copies`: each copy at least once.
+    fn dispatches(&self, copies: usize) -> usize {
+        self.min_dispatches.max(copies)
+    }
+}
+
+/// Largest bandwidth buffer (the read of one is then ~0.25 ms on a 4 TB/s device).
+const BANDWIDTH_MAX_BYTES: u64 = 1 << 30;
+/// The bandwidth buffers together exceed this (no cache holds them).
+const BANDWIDTH_MIN_TOTAL: u64 = 256 << 20;
+const BW_WG: usize = 256;
+const MAX_GROUPS: usize = 65535;
+
+/// A one-layer model with the measured attention dimensions (everything else tiny): its
+/// executor provides the device, pipelines, bind group layout and flags.
+fn bench_config(a: &AttentionShape) -> ModelConfig {
     ModelConfig {
         architecture: "llama".into(),
         vocab_size: 64,
         hidden_size: 64,
         intermediate_size: 64,
         num_layers: 1,
-        num_heads: 1,
-        num_kv_heads: 1,
-        head_dim: 64,
+        num_heads: a.heads,
+        num_kv_heads: a.kv_heads,
+        head_dim: a.head_dim,
         rope_theta: 10000.0,
         rms_norm_eps: 1e-5,
-        max_context: 16,
+        max_context: 64,
         tie_word_embeddings: true,
     }
+}
+
+/// One dispatch: kernel, bind group, grid.
+type Dispatch<'a> = (&'static str, &'a wgpu::BindGroup, [u32; 3]);
+
+/// A grid whose x is within the per-dimension limit (kernels fold y back, see `flat_id`).
+fn grid(x: usize, y: usize, z: usize) -> [u32; 3] {
+    let (x, y) = if x > MAX_GROUPS { (MAX_GROUPS, y * x.div_ceil(MAX_GROUPS)) } else { (x, y) };
+    [x as u32, y as u32, z as u32]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn storage_buffer(d: &wgpu::Device, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    d.create_buffer(&wgpu::BufferDescriptor { label: Some("microbench"), size: bytes.max(16), usage: wgpu::BufferUsages::STORAGE | usage, mapped_at_creation: false })
 }
 
 impl WgpuExecutor {
@@ -66,11 +192,242 @@ impl WgpuExecutor {
         let t: &[u64] = bytemuck::cast_slice(&bytes);
         Ok(t[1].saturating_sub(t[0]) as f64 * self.ctx.queue.get_timestamp_period() as f64 / 1000.0)
     }
+
+    /// `dispatches` back to back in one compute pass.
+    fn encode_pass(&self, enc: &mut wgpu::CommandEncoder, timestamp_writes: Option<wgpu::ComputePassTimestampWrites>, dispatches: &[Dispatch]) {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("microbench"), timestamp_writes });
+        for (kernel, group, [x, y, z]) in dispatches {
+            pass.set_pipeline(&self.pipelines[kernel]);
+            pass.set_bind_group(0, *group, &[]);
+            pass.dispatch_workgroups(*x, *y, *z);
+        }
+    }
+
+    /// Median over `repeats` passes of the device time of `dispatches` in one pass, in
+    /// microseconds (the whole pass, not per dispatch).
+    fn time_pass(&self, repeats: usize, dispatches: &[Dispatch]) -> Result<f64> {
+        let times = (0..repeats.max(1)).map(|_| self.timed(|enc, writes| self.encode_pass(enc, Some(writes), dispatches))).collect::<Result<Vec<f64>>>()?;
+        Ok(median(times))
+    }
+
+    fn node_uniform(&self, node: &NodeUniform) -> wgpu::Buffer {
+        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::bytes_of(node), usage: wgpu::BufferUsages::UNIFORM })
+    }
+
+    fn set_step(&self, step: StepUniform, data: &[u32]) {
+        self.ctx.queue.write_buffer(&self.step_uniform, 0, bytemuck::bytes_of(&step));
+        if !data.is_empty() {
+            self.ctx.queue.write_buffer(&self.step_data, 0, bytemuck::cast_slice(data));
+        }
+    }
+
+    /// Read, kernel copy and driver copy bandwidth over buffers of up to 1 GiB (within the
+    /// binding limit), rotated so they add up to at least 256 MiB.
+    fn bandwidth(&self, effort: &Effort, progress: &mut dyn FnMut()) -> Result<Bandwidth> {
+        let d = &self.ctx.device;
+        let mib = 1u64 << 20;
+        let size = (self.ctx.max_binding().min(BANDWIDTH_MAX_BYTES) / mib * mib).max(mib);
+        let count = BANDWIDTH_MIN_TOTAL.div_ceil(size).max(2) as usize;
+        let bufs: Vec<wgpu::Buffer> = (0..count).map(|_| storage_buffer(d, size, wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST)).collect();
+        let vec4s = (size / 16) as usize;
+        let ops = effort.bandwidth_ops;
+        let ubuf = self.node_uniform(&NodeUniform { n: vec4s as u32, ..Default::default() });
+
+        // Read: one sum per workgroup into a small buffer; sixteen vec4s per thread (four
+        // rounds of four loads in flight) where the buffer is large enough.
+        let read_groups = (vec4s / (BW_WG * 16)).clamp(1, MAX_GROUPS);
+        let sums = storage_buffer(d, (read_groups * 4) as u64, wgpu::BufferUsages::empty());
+        let read_binds: Vec<wgpu::BindGroup> = bufs.iter().map(|b| self.bind_group(&ubuf, 0, Binds { x: Some(b), y: Some(&sums), ..Default::default() })).collect();
+        let cmds: Vec<Dispatch> = (0..ops).map(|i| ("stream_read", &read_binds[i % count], [read_groups as u32, 1, 1])).collect();
+        let read = (ops as u64 * size) as f64 / self.time_pass(effort.repeats, &cmds)? / 1e3;
+        progress();
+
+        // Copy by shader invocations: buffer i into buffer i + 1.
+        let copy_groups = (vec4s / BW_WG).clamp(1, MAX_GROUPS);
+        let copy_binds: Vec<wgpu::BindGroup> =
+            (0..count).map(|i| self.bind_group(&ubuf, 0, Binds { x: Some(&bufs[i]), y: Some(&bufs[(i + 1) % count]), ..Default::default() })).collect();
+        let cmds: Vec<Dispatch> = (0..ops).map(|i| ("stream_copy", &copy_binds[i % count], [copy_groups as u32, 1, 1])).collect();
+        let copy_kernel = (2 * ops as u64 * size) as f64 / self.time_pass(effort.repeats, &cmds)? / 1e3;
+        progress();
+
+        // The driver's copy: every copy of one encoder between the timestamps of two empty
+        // passes (copies cannot sit inside a compute pass).
+        let times = (0..effort.repeats.max(1))
+            .map(|_| {
+                self.timed(|enc, writes| {
+                    let begin = wgpu::ComputePassTimestampWrites { query_set: writes.query_set, beginning_of_pass_write_index: Some(0), end_of_pass_write_index: None };
+                    drop(enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(begin) }));
+                    for i in 0..ops {
+                        enc.copy_buffer_to_buffer(&bufs[i % count], 0, &bufs[(i + 1) % count], 0, size);
+                    }
+                    let end = wgpu::ComputePassTimestampWrites { query_set: writes.query_set, beginning_of_pass_write_index: None, end_of_pass_write_index: Some(1) };
+                    drop(enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(end) }));
+                })
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        let copy_buffer = (2 * ops as u64 * size) as f64 / median(times) / 1e3;
+        progress();
+        Ok(Bandwidth { buffer_bytes: size, buffers: count, read_gbytes_per_s: read, copy_kernel_gbytes_per_s: copy_kernel, copy_buffer_gbytes_per_s: copy_buffer })
+    }
+
+    /// Every implementation on every shape and M (GEMV only up to its row limit).
+    fn linear_sweep(&self, effort: &Effort, shapes: &[(usize, usize)], ms: &[usize], read_ceiling: f64, progress: &mut dyn FnMut()) -> Result<Vec<LinearTiming>> {
+        let d = &self.ctx.device;
+        let elem = if self.ctx.f16_weights { 2 } else { 4 };
+        let max_m = ms.iter().copied().max().unwrap_or(1);
+        let mut out = Vec::new();
+        for &(n, k) in shapes {
+            let copies = effort.copies(n * k * elem);
+            let mut rng = crate::engine::sampler::Rng::new(n as u64 * 31 + k as u64);
+            let w: Vec<f32> = (0..n * k).map(|_| rng.next_f32() - 0.5).collect();
+            let wbufs: Vec<wgpu::Buffer> = (0..copies).map(|_| self.ctx.upload_weights("weights", &w)).collect();
+            let x: Vec<f32> = (0..(max_m.max(4) * k).next_multiple_of(4)).map(|_| rng.next_f32() - 0.5).collect();
+            let xb = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&x), usage: wgpu::BufferUsages::STORAGE });
+            let yb = storage_buffer(d, (max_m * n * 4) as u64, wgpu::BufferUsages::empty());
+            let ubuf = self.node_uniform(&NodeUniform { n: n as u32, k: k as u32, ldy: n as u32, ..Default::default() });
+            let groups: Vec<wgpu::BindGroup> =
+                wbufs.iter().map(|wb| self.bind_group(&ubuf, 0, Binds { x: Some(&xb), w: Some(wb), y: Some(&yb), ..Default::default() })).collect();
+            let reps = effort.dispatches(copies);
+            for &m in ms {
+                self.set_step(StepUniform::new(m, 0, self.cap_m, 0), &[]);
+                let mut impls = vec![(LinearImpl::FlatGemm, "flat_gemm", grid(n.div_ceil(8), m.div_ceil(8), 1)), (LinearImpl::Gemm, "gemm", grid(n.div_ceil(64), m.div_ceil(64), 1))];
+                if m <= GEMV_MAX_M {
+                    impls.insert(0, (LinearImpl::Gemv, "gemv", grid(n.div_ceil(GV_COLS), 1, 1)));
+                }
+                for (imp, kernel, g) in impls {
+                    let cmds: Vec<Dispatch> = (0..reps).map(|r| (kernel, &groups[r % copies], g)).collect();
+                    let t = self.time_pass(effort.repeats, &cmds)? / reps as f64;
+                    let moved = (n * k * elem + m * k * 4 + m * n * 4) as f64;
+                    let gbytes_per_s = moved / t / 1e3;
+                    out.push(LinearTiming {
+                        n,
+                        k,
+                        m,
+                        implementation: imp,
+                        micros: t,
+                        gbytes_per_s,
+                        read_ceiling_pct: 100.0 * gbytes_per_s / read_ceiling,
+                        tflops: 2.0 * (m * n * k) as f64 / t / 1e6,
+                    });
+                }
+                progress();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decode attention of one sequence at each context length: split + combine (and the
+    /// split alone), and the online kernel, over K and V caches of exactly `ctx` positions.
+    fn attention_sweep(&self, effort: &Effort, a: AttentionShape, ctxs: &[usize], progress: &mut dyn FnMut()) -> Result<Vec<AttentionTiming>> {
+        let (heads, kvh, hd) = (a.heads, a.kv_heads, a.head_dim);
+        let (kv_dim, width) = (kvh * hd, (heads + 2 * kvh) * hd);
+        // The executor (one sequence) holds the partials of one row of split-KV chunks.
+        let d = &self.ctx.device;
+        let mut rng = crate::engine::sampler::Rng::new(7);
+        let mut random = |n: usize| -> Vec<f32> { (0..n.next_multiple_of(4)).map(|_| rng.next_f32() * 2.0 - 1.0).collect() };
+        let upload = |v: &[f32]| d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(v), usage: wgpu::BufferUsages::STORAGE });
+        let qb = upload(&random(width));
+        let yb = storage_buffer(d, (heads * hd * 4) as u64, wgpu::BufferUsages::empty());
+        let um = self.unified_max;
+        let mut out = Vec::new();
+        for &ctx in ctxs {
+            let cache_bytes = ctx * kv_dim * 4;
+            let copies = effort.copies(2 * cache_bytes);
+            let (k, v) = (random(ctx * kv_dim), random(ctx * kv_dim));
+            let caches: Vec<(wgpu::Buffer, wgpu::Buffer)> = (0..copies).map(|_| (upload(&k), upload(&v))).collect();
+            drop((k, v));
+            let ubuf = self.node_uniform(&NodeUniform {
+                heads: heads as u32,
+                kv_heads: kvh as u32,
+                head_dim: hd as u32,
+                max_ctx: ctx as u32,
+                flag_offset: self.flag_offset(0),
+                scale: 1.0 / (hd as f32).sqrt(),
+                phi: um.phi,
+                lo: um.lo,
+                hi: um.hi,
+                ..Default::default()
+            });
+            let groups: Vec<wgpu::BindGroup> = caches
+                .iter()
+                .map(|(kb, vb)| self.bind_group(&ubuf, 0, Binds { x: Some(&qb), y: Some(&yb), kc: Some(kb), vc: Some(vb), ..Default::default() }))
+                .collect();
+            // One token of sequence 0 at position ctx - 1: it attends to all ctx positions,
+            // cut into chunks as a decode step cuts them.
+            let step = StepUniform::new(1, 0, self.cap_m, ctx);
+            let (chunks, chunk_keys) = (step.attn_chunks as usize, step.attn_chunk_keys as usize);
+            let mut data = vec![0u32; 4 * self.cap_m];
+            data[self.cap_m] = (ctx - 1) as u32;
+            self.set_step(step, &data);
+            let mut enc = d.create_command_encoder(&Default::default());
+            enc.clear_buffer(&self.flags, 0, None);
+            self.ctx.queue.submit([enc.finish()]);
+
+            let reps = effort.dispatches(copies);
+            let split = |r: usize| ("attn_split", &groups[r % copies], [chunks as u32, heads as u32, 1]);
+            let combine = |r: usize| ("attn_combine", &groups[r % copies], [heads as u32, 1, 1]);
+            let online = |r: usize| ("attn_online", &groups[r % copies], [heads as u32, 1, 1]);
+            let split_only: Vec<Dispatch> = (0..reps).map(split).collect();
+            let both: Vec<Dispatch> = (0..reps).flat_map(|r| [split(r), combine(r)]).collect();
+            let online_only: Vec<Dispatch> = (0..reps).map(online).collect();
+            let t_split = self.time_pass(effort.repeats, &split_only)? / reps as f64;
+            let t_both = self.time_pass(effort.repeats, &both)? / reps as f64;
+            let t_online = self.time_pass(effort.repeats, &online_only)? / reps as f64;
+            let fallback_heads = self.read_words(&self.flags, self.flag_offset(0) as usize, heads)?.iter().filter(|&&f| f != 0).count();
+            let kv_bytes = 2 * cache_bytes;
+            out.push(AttentionTiming {
+                ctx,
+                heads,
+                kv_heads: kvh,
+                head_dim: hd,
+                kv_bytes,
+                chunks,
+                chunk_keys,
+                split_micros: t_split,
+                split_combine_micros: t_both,
+                online_micros: t_online,
+                split_combine_gbytes_per_s: kv_bytes as f64 / t_both / 1e3,
+                online_gbytes_per_s: kv_bytes as f64 / t_online / 1e3,
+                fallback_heads,
+            });
+            progress();
+        }
+        Ok(out)
+    }
+
+    /// `len` u32 words of `buffer` (COPY_SRC) from word `first`.
+    fn read_words(&self, buffer: &wgpu::Buffer, first: usize, len: usize) -> Result<Vec<u32>> {
+        let bytes = (len * 4).next_multiple_of(4) as u64;
+        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor { label: None, size: bytes.max(4), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, (first * 4) as u64, &staging, 0, bytes);
+        self.ctx.queue.submit([enc.finish()]);
+        Ok(self.read(&staging, len * 4)?.chunks_exact(4).map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes"))).collect())
+    }
 }
 
-/// Measures every implementation on every shape and M (GEMV only up to its row limit).
-pub fn run(shapes: &[(usize, usize)], ms: &[usize], adapter: Option<&str>, precision: WeightPrecision, progress: &mut dyn FnMut(usize, usize)) -> Result<KernelReport> {
-    let c = tiny_config();
+/// Why a context length cannot be measured here, if it cannot.
+pub fn ctx_unmeasurable(ctx: usize, a: &AttentionShape, max_binding: u64) -> Option<String> {
+    let cache = (ctx * a.kv_heads * a.head_dim * 4) as u64;
+    if ctx == 0 {
+        Some("no keys".into())
+    } else if ctx > a.max_context {
+        Some(format!("beyond the model's context ({})", a.max_context))
+    } else if cache > max_binding {
+        Some(format!("a K cache of {} MiB exceeds the device's largest binding ({} MiB)", cache >> 20, max_binding >> 20))
+    } else {
+        None
+    }
+}
+
+/// Measures the bandwidth ceilings, then every linear shape and M, then decode attention
+/// at every context length that fits; `progress(done, total)` after each measurement.
+pub fn run(sweep: &Sweep, adapter: Option<&str>, precision: WeightPrecision, progress: &mut dyn FnMut(usize, usize)) -> Result<KernelReport> {
+    let a = sweep.attention;
+    if a.heads == 0 || a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) || a.head_dim > 256 || !a.head_dim.is_multiple_of(4) {
+        return Err(Error::InvalidArgument(format!("attention shape {a:?}: heads must be a multiple of KV heads and head_dim a multiple of 4 up to 256")));
+    }
+    let c = bench_config(&a);
     let g = llama::build(&c);
     let plan = Plan::new(&g)?;
     let params = g.params.iter().map(|p| HostTensor::f32(p.shape.clone(), vec![0.0; p.numel()])).collect();
@@ -78,86 +435,46 @@ pub fn run(shapes: &[(usize, usize)], ms: &[usize], adapter: Option<&str>, preci
     if !ex.ctx.timestamps {
         return Err(Error::BackendUnavailable { backend: "wgpu".into(), reason: format!("{} has no TIMESTAMP_QUERY", ex.ctx.info.name) });
     }
-    let max_m = *ms.iter().max().unwrap_or(&1);
-    ex.ensure_capacity(max_m)?;
-    let d = ex.ctx.device.clone();
-    let elem = if ex.ctx.f16_weights { 2 } else { 4 };
-
-    // Copy bandwidth: one large buffer to another, a few times.
-    let size = ((ex.ctx.max_binding() as usize).min(1 << 30) / 4 * 4) as u64;
-    let usage = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-    let (a, b) = (
-        d.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage, mapped_at_creation: false }),
-        d.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage, mapped_at_creation: false }),
-    );
-    let mut copies = vec![];
-    for _ in 0..5 {
-        let t = ex.timed(|enc, writes| {
-            // Timestamps sit on an empty pass before and after the copy.
-            let w0 = wgpu::ComputePassTimestampWrites { query_set: writes.query_set, beginning_of_pass_write_index: Some(0), end_of_pass_write_index: None };
-            drop(enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(w0) }));
-            enc.copy_buffer_to_buffer(&a, 0, &b, 0, size);
-            let w1 = wgpu::ComputePassTimestampWrites { query_set: writes.query_set, beginning_of_pass_write_index: None, end_of_pass_write_index: Some(1) };
-            drop(enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(w1) }));
-        })?;
-        copies.push(2.0 * size as f64 / t / 1e3);
-    }
-    copies.sort_by(f64::total_cmp);
-    let copy_gbytes_per_s = copies[copies.len() / 2];
-
-    let mut linear = Vec::new();
-    let total = shapes.len() * ms.len();
-    let mut done = 0;
-    for &(n, k) in shapes {
-        let copies = (ROTATE_BYTES / (n * k * elem)).clamp(1, 64);
-        let mut rng = crate::engine::sampler::Rng::new(n as u64 * 31 + k as u64);
-        let w: Vec<f32> = (0..n * k).map(|_| rng.next_f32() - 0.5).collect();
-        let wbufs: Vec<wgpu::Buffer> = (0..copies).map(|_| ex.ctx.upload_weights("weights", &w)).collect();
-        let x: Vec<f32> = (0..max_m.max(4) * k).map(|_| rng.next_f32() - 0.5).collect();
-        let xb = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&x), usage: wgpu::BufferUsages::STORAGE });
-        let yb = d.create_buffer(&wgpu::BufferDescriptor { label: None, size: (max_m * n * 4) as u64, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
-        let node = NodeUniform { n: n as u32, k: k as u32, ldy: n as u32, ..Default::default() };
-        let ubuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::bytes_of(&node), usage: wgpu::BufferUsages::UNIFORM });
-        let groups: Vec<wgpu::BindGroup> =
-            wbufs.iter().map(|wb| ex.bind_group(&ubuf, 0, Binds { x: Some(&xb), w: Some(wb), y: Some(&yb), ..Default::default() })).collect();
-        for &m in ms {
-            let step = StepUniform { m: m as u32, n_out: 0, max_m: ex.cap_m as u32, attn_chunks: 0 };
-            ex.ctx.queue.write_buffer(&ex.step_uniform, 0, bytemuck::bytes_of(&step));
-            let mut impls = vec![(LinearImpl::FlatGemm, "flat_gemm", [n.div_ceil(8), m.div_ceil(8)]), (LinearImpl::Gemm, "gemm", [n.div_ceil(64), m.div_ceil(64)])];
-            if m <= GEMV_MAX_M {
-                impls.insert(0, (LinearImpl::Gemv, "gemv", [n.div_ceil(8), 1]));
+    let effort = if ex.ctx.info.device_type == wgpu::DeviceType::Cpu { SOFTWARE } else { HARDWARE };
+    ex.ensure_capacity(sweep.ms.iter().copied().max().unwrap_or(1))?;
+    let max_binding = ex.ctx.max_binding();
+    let (ctxs, skipped_ctx): (Vec<usize>, Vec<(usize, String)>) = {
+        let mut ok = Vec::new();
+        let mut skipped = Vec::new();
+        for &ctx in sweep.ctxs {
+            match ctx_unmeasurable(ctx, &a, max_binding) {
+                None => ok.push(ctx),
+                Some(why) => skipped.push((ctx, why)),
             }
-            for (imp, kernel, [gx, gy]) in impls {
-                let (gx, gy) = if gx > 65535 { (65535, gy * gx.div_ceil(65535)) } else { (gx, gy) };
-                let t = ex.timed(|enc, writes| {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(writes) });
-                    pass.set_pipeline(&ex.pipelines[kernel]);
-                    for r in 0..REPS {
-                        pass.set_bind_group(0, &groups[r % groups.len()], &[]);
-                        pass.dispatch_workgroups(gx as u32, gy as u32, 1);
-                    }
-                })? / REPS as f64;
-                let moved = (n * k * elem + m * k * 4 + m * n * 4) as f64;
-                linear.push(LinearTiming {
-                    n,
-                    k,
-                    m,
-                    implementation: imp,
-                    micros: t,
-                    gbytes_per_s: moved / t / 1e3,
-                    tflops: 2.0 * (m * n * k) as f64 / t / 1e6,
-                });
-            }
-            done += 1;
-            progress(done, total);
         }
-    }
-    Ok(KernelReport { device: ex.describe(), copy_gbytes_per_s, linear })
+        (ok, skipped)
+    };
+    let total = 3 + sweep.shapes.len() * sweep.ms.len() + ctxs.len();
+    let mut done = 0;
+    let mut tick = || {
+        done += 1;
+        progress(done, total);
+    };
+    let bandwidth = ex.bandwidth(&effort, &mut tick)?;
+    let linear = ex.linear_sweep(&effort, sweep.shapes, sweep.ms, bandwidth.read_gbytes_per_s, &mut tick)?;
+    let attention = ex.attention_sweep(&effort, a, &ctxs, &mut tick)?;
+    Ok(KernelReport {
+        device: ex.describe(),
+        copy_gbytes_per_s: bandwidth.copy_kernel_gbytes_per_s.max(bandwidth.copy_buffer_gbytes_per_s),
+        read_gbytes_per_s: bandwidth.read_gbytes_per_s,
+        bandwidth,
+        linear,
+        attention,
+        skipped_ctx,
+    })
 }
+
+/// A shape's [N, K], M1 and M2.
+pub type Inflection = ((usize, usize), Option<usize>, Option<usize>);
 
 /// M1 (first M where flat GEMM beats GEMV) and M2 (first M where GEMM beats flat GEMM) per
 /// shape, read off a report; `None` where the crossing was not seen in the grid.
-pub fn inflections(report: &KernelReport) -> Vec<((usize, usize), Option<usize>, Option<usize>)> {
+pub fn inflections(report: &KernelReport) -> Vec<Inflection> {
     let mut shapes: Vec<(usize, usize)> = report.linear.iter().map(|t| (t.n, t.k)).collect();
     shapes.dedup();
     shapes
@@ -177,4 +494,68 @@ pub fn inflections(report: &KernelReport) -> Vec<((usize, usize), Option<usize>,
             (s, m1, m2)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_covers_the_cache_and_touches_every_copy() {
+        assert_eq!(HARDWARE.copies(1 << 30), 1);
+        assert_eq!(HARDWARE.copies(100 << 20), 3);
+        assert_eq!(HARDWARE.copies(1000), HARDWARE.max_copies);
+        assert_eq!(HARDWARE.dispatches(3), HARDWARE.min_dispatches);
+        assert_eq!(HARDWARE.dispatches(300), 300);
+        assert_eq!(SOFTWARE.copies(1000), 1);
+    }
+
+    #[test]
+    fn context_limits() {
+        let a = AttentionShape { heads: 32, kv_heads: 32, head_dim: 128, max_context: 8192 };
+        assert_eq!(ctx_unmeasurable(8192, &a, 128 << 20), None);
+        assert!(ctx_unmeasurable(8193, &a, 1 << 40).unwrap().contains("context"));
+        assert!(ctx_unmeasurable(4096, &a, 32 << 20).unwrap().contains("binding"));
+        assert!(ctx_unmeasurable(0, &a, 1 << 40).is_some());
+    }
+
+    /// The bandwidth probes touch every element exactly once (on whatever adapter exists).
+    #[test]
+    fn bandwidth_kernels_read_and_copy_every_element() {
+        let a = AttentionShape { heads: 1, kv_heads: 1, head_dim: 64, max_context: 64 };
+        let c = bench_config(&a);
+        let g = llama::build(&c);
+        let plan = Plan::new(&g).unwrap();
+        let params = g.params.iter().map(|p| HostTensor::f32(p.shape.clone(), vec![0.0; p.numel()])).collect();
+        let mut ex = match WgpuExecutor::new(&g, &plan, params, ExecutorOptions::new(1, c.max_context), None, WeightPrecision::F32) {
+            Ok(ex) => ex,
+            Err(e @ Error::BackendUnavailable { .. }) => {
+                eprintln!("skipped: no wgpu adapter on this machine ({e})");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        ex.ensure_capacity(1).unwrap();
+        let d = ex.ctx.device.clone();
+        // Not a multiple of the workgroup or of the four-load unroll.
+        let vec4s = 3 * BW_WG * 4 * 5 + 37;
+        let values: Vec<f32> = (0..4 * vec4s).map(|i| (i % 7) as f32).collect();
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        let xb = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&values), usage });
+        let ubuf = ex.node_uniform(&NodeUniform { n: vec4s as u32, ..Default::default() });
+        for groups in [1usize, 3, 64] {
+            let sums = storage_buffer(&d, (groups * 4) as u64, wgpu::BufferUsages::COPY_SRC);
+            let copy = storage_buffer(&d, (vec4s * 16) as u64, wgpu::BufferUsages::COPY_SRC);
+            let read = ex.bind_group(&ubuf, 0, Binds { x: Some(&xb), y: Some(&sums), ..Default::default() });
+            let cp = ex.bind_group(&ubuf, 0, Binds { x: Some(&xb), y: Some(&copy), ..Default::default() });
+            let mut enc = d.create_command_encoder(&Default::default());
+            ex.encode_pass(&mut enc, None, &[("stream_read", &read, [groups as u32, 1, 1]), ("stream_copy", &cp, [groups as u32, 1, 1])]);
+            ex.ctx.queue.submit([enc.finish()]);
+            let got: f64 = ex.read_words(&sums, 0, groups).unwrap().iter().map(|&w| f32::from_bits(w) as f64).sum();
+            let want: f64 = values.iter().map(|&v| v as f64).sum();
+            assert_eq!(got, want, "stream_read over {groups} workgroups");
+            let copied: Vec<f32> = ex.read_words(&copy, 0, 4 * vec4s).unwrap().into_iter().map(f32::from_bits).collect();
+            assert!(copied == values, "stream_copy over {groups} workgroups");
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
         &["embedding", "rms_norm", "rope", "swiglu", "add", "select_rows", "kv_write", "argmax"],
     ),
     ("attention", include_str!("../../../shaders/attention.wgsl"), &["attn_split", "attn_combine", "attn_online"]),
+    ("bandwidth", include_str!("../../../shaders/bandwidth.wgsl"), &["stream_read", "stream_copy"]),
 ];
 
 /// Lane-group reductions: subgroup shuffles, or workgroup memory where subgroups are
