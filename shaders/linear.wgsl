@@ -22,8 +22,11 @@ fn epilogue(row: u32, col: u32, v: f32) -> f32 {
 
 const GEMV_MAX_M: u32 = 8u;
 const GV_LANES: u32 = 32u;             // threads per lane group
-const GV_GROUPS: u32 = 4u;             // lane groups per workgroup
-const GV_COLS: u32 = 2u * GV_GROUPS;   // output columns per workgroup (SwiGLU: 4 outputs)
+const GV_GROUPS: u32 = 4u;             // column pairs per workgroup
+const GV_COLS: u32 = 2u * GV_GROUPS;   // output columns per workgroup (SwiGLU, RoPE: 4 pairs)
+// Two lane groups per pair, each walking half of K: twice the loads in flight, which a
+// GEMV with few columns (N = 4096) needs to cover the memory latency.
+var<workgroup> gv_upper: array<vec4<f32>, 12>; // the upper half's sums: [pair][a, b, x^2]
 
 fn norm_weight4(k: u32) -> vec4<f32> {
     return vec4<f32>(x2[4u * k], x2[4u * k + 1u], x2[4u * k + 2u], x2[4u * k + 3u]);
@@ -109,14 +112,15 @@ fn rope_store(r: u32, ca: u32, cb: u32, a: f32, b: f32) {
     }
 }
 
-// A: each lane group walks K once for two weight rows, so every x load feeds two columns;
-// when K is a multiple of 4 every lane loads whole vec4s (8 or 16 bytes of weights).
-// Rows are taken four at a time in vec4 accumulators (a dynamically indexed array would
-// live in local memory on some GPUs): M <= 4 reads the weights once.
-@compute @workgroup_size(128)
+// A: each lane group walks its half of K once for two weight rows, so every x load feeds
+// two columns; when K is a multiple of 4 every lane loads whole vec4s (8 or 16 bytes of
+// weights). Rows are taken four at a time in vec4 accumulators (a dynamically indexed array
+// would live in local memory on some GPUs): M <= 4 reads the weights once.
+@compute @workgroup_size(256)
 fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
-    let g = t / GV_LANES;
+    let g = (t / GV_LANES) % GV_GROUPS;
+    let upper = t >= GV_GROUPS * GV_LANES;
     let lane = t % GV_LANES;
     let swiglu = (node.mode & MODE_SWIGLU) != 0u;
     let norm = (node.mode & MODE_NORM) != 0u;
@@ -142,6 +146,11 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let K = node.k;
     let K4 = K / 4u;
     let aligned = K % 4u == 0u;
+    // This lane group's share of K, in vec4s when aligned, else in elements.
+    let span = select(K, K4, aligned);
+    let half = (span + 1u) / 2u;
+    let k_begin = select(0u, half, upper);
+    let k_end = select(half, span, upper);
     // Decode's common case, one row: scalar accumulators, x read once per two columns.
     if (m == 1u) {
         var acc = vec4<f32>(0.0); // (column a, column b, sum of x^2, -)
@@ -151,8 +160,8 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             // walks K in few long steps, and latency, not bandwidth, is what a short walk pays.
             let wa = min(ca, node.n - 1u) * K4;
             let wb = min(cb, node.n - 1u) * K4;
-            var k = lane;
-            for (; k + 3u * GV_LANES < K4; k += 4u * GV_LANES) {
+            var k = k_begin + lane;
+            for (; k + 3u * GV_LANES < k_end; k += 4u * GV_LANES) {
                 let k1 = k + GV_LANES;
                 let k2 = k1 + GV_LANES;
                 let k3 = k2 + GV_LANES;
@@ -182,7 +191,7 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 acc.x += dot(a0, x0) + dot(a1, x1) + dot(a2, x2v) + dot(a3, x3);
                 acc.y += dot(b0, x0) + dot(b1, x1) + dot(b2, x2v) + dot(b3, x3);
             }
-            for (; k < K4; k += GV_LANES) {
+            for (; k < k_end; k += GV_LANES) {
                 let xr = x[k];
                 let xv = gemv_x(0u, k, K);
                 acc.z += dot(xr, xr);
@@ -190,7 +199,7 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 acc.y += dot(vec4<f32>(w[wb + k]), xv);
             }
         } else {
-            for (var k = lane; k < K; k += GV_LANES) {
+            for (var k = k_begin + lane; k < k_end; k += GV_LANES) {
                 let xr = xs(k);
                 let xv = gemv_x1(0u, k, K);
                 acc.z += xr * xr;
@@ -199,7 +208,12 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
         }
         let s = lanes_sum4(acc, t);
-        if (lane == 0u) { gemv_store(0u, ca, cb, va, vb, s.x, s.y, s.z); }
+        if (upper && lane == 0u) { gv_upper[3u * g] = s; }
+        workgroupBarrier();
+        if (!upper && lane == 0u) {
+            let total = s + gv_upper[3u * g];
+            gemv_store(0u, ca, cb, va, vb, total.x, total.y, total.z);
+        }
         return;
     }
     for (var r0 = 0u; r0 < m; r0 += 4u) {
@@ -208,7 +222,7 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         var db = vec4<f32>(0.0);
         var sq = vec4<f32>(0.0);
         if (aligned) {
-            for (var k = lane; k < K4; k += GV_LANES) {
+            for (var k = k_begin + lane; k < k_end; k += GV_LANES) {
                 let x0 = gemv_x(r0, k, K);
                 let x1 = gemv_x(r0 + 1u, k, K);
                 let x2v = gemv_x(r0 + 2u, k, K);
@@ -230,7 +244,7 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 }
             }
         } else {
-            for (var k = lane; k < K; k += GV_LANES) {
+            for (var k = k_begin + lane; k < k_end; k += GV_LANES) {
                 let xv = vec4<f32>(gemv_x1(r0, k, K), gemv_x1(r0 + 1u, k, K), gemv_x1(r0 + 2u, k, K), gemv_x1(r0 + 3u, k, K));
                 let xr = vec4<f32>(xs(r0 * K + k), xs((r0 + 1u) * K + k), xs((r0 + 2u) * K + k), xs((r0 + 3u) * K + k));
                 sq += xr * xr;
@@ -238,14 +252,24 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 if (vb) { db += ws(cb * K + k) * xv; }
             }
         }
-        let sa = lanes_sum4(da, t);
-        let sb = lanes_sum4(db, t);
-        let ss = lanes_sum4(sq, t);
-        if (lane == 0u) {
+        var sa = lanes_sum4(da, t);
+        var sb = lanes_sum4(db, t);
+        var ss = lanes_sum4(sq, t);
+        if (upper && lane == 0u) {
+            gv_upper[3u * g] = sa;
+            gv_upper[3u * g + 1u] = sb;
+            gv_upper[3u * g + 2u] = ss;
+        }
+        workgroupBarrier();
+        if (!upper && lane == 0u) {
+            sa += gv_upper[3u * g];
+            sb += gv_upper[3u * g + 1u];
+            ss += gv_upper[3u * g + 2u];
             for (var i = 0u; i < 4u; i++) {
                 if (r0 + i < m) { gemv_store(r0 + i, ca, cb, va, vb, sa[i], sb[i], ss[i]); }
             }
         }
+        workgroupBarrier(); // gv_upper is refilled by the next rows
     }
 }
 

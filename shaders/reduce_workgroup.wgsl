@@ -2,7 +2,7 @@
 // For devices without subgroups, or with subgroups narrower than a lane group (lavapipe: 8):
 // through workgroup memory, with two barriers (a tree would take six, and barriers are what
 // software rasterisers pay for most). Call from uniform control flow.
-var<workgroup> lane_red: array<vec4<f32>, 128>;
+var<workgroup> lane_red: array<vec4<f32>, 256>;
 
 fn lanes_sum4(v: vec4<f32>, t: u32) -> vec4<f32> {
     lane_red[t] = v;

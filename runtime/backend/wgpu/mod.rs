@@ -923,7 +923,9 @@ impl WgpuExecutor {
                 Work::Attention { .. } => ("online softmax".into(), format!("{} tokens of {} sequence(s): prefill", s.m, s.sequences)),
                 Work::Rows { .. } => ("elementwise".into(), String::new()),
             };
-            let micros = self.node_micros.get(idx).copied();
+            // A node that ran inside another has no time of its own (its pass was empty).
+            let ran = !folded.contains_key(&idx) && !matches!(work, Work::Fused { .. });
+            let micros = self.node_micros.get(idx).copied().filter(|_| ran);
             records.push(NodeRecord { node: node.name.clone(), op: node.op.kind_name().into(), implementation, reason, micros });
         }
         records
