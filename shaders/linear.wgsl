@@ -24,8 +24,9 @@ const GEMV_MAX_M: u32 = 8u;
 const GV_LANES: u32 = 32u;             // threads per lane group
 const GV_GROUPS: u32 = 4u;             // column pairs per workgroup
 const GV_COLS: u32 = 2u * GV_GROUPS;   // output columns per workgroup (SwiGLU, RoPE: 4 pairs)
-// Two lane groups per pair, each walking half of K: twice the loads in flight, which a
-// GEMV with few columns (N = 4096) needs to cover the memory latency.
+// gemv_split_k: two lane groups per pair, each walking half of K: twice the loads in
+// flight, which a long K (Llama-2-7B's down projection, K = 11008) needs to cover the
+// memory latency; shorter rows lose more to the extra barrier than they gain.
 var<workgroup> gv_upper: array<vec4<f32>, 12>; // the upper half's sums: [pair][a, b, x^2]
 
 fn norm_weight4(k: u32) -> vec4<f32> {
@@ -112,30 +113,41 @@ fn rope_store(r: u32, ca: u32, cb: u32, a: f32, b: f32) {
     }
 }
 
-// A: each lane group walks its half of K once for two weight rows, so every x load feeds
-// two columns; when K is a multiple of 4 every lane loads whole vec4s (8 or 16 bytes of
-// weights). Rows are taken four at a time in vec4 accumulators (a dynamically indexed array
-// would live in local memory on some GPUs): M <= 4 reads the weights once.
-@compute @workgroup_size(256)
+// A: each lane group walks K (or its half of K) once for two weight rows, so every x load
+// feeds two columns; when K is a multiple of 4 every lane loads whole vec4s (8 or 16 bytes
+// of weights). Rows are taken four at a time in vec4 accumulators (a dynamically indexed
+// array would live in local memory on some GPUs): M <= 4 reads the weights once.
+@compute @workgroup_size(128)
 fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
+    gemv_body(flat_id(wg, nwg), t, false);
+}
+
+@compute @workgroup_size(256)
+fn gemv_split_k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+    gemv_body(flat_id(wg, nwg), t, true);
+}
+
+// Workgroup `wgi` of either GEMV; every invocation calls it (it holds barriers).
+fn gemv_body(wgi: u32, t: u32, split: bool) {
     let g = (t / GV_LANES) % GV_GROUPS;
     let upper = t >= GV_GROUPS * GV_LANES;
     let lane = t % GV_LANES;
     let swiglu = (node.mode & MODE_SWIGLU) != 0u;
     let norm = (node.mode & MODE_NORM) != 0u;
-    var ca = flat_id(wg, nwg) * GV_COLS + g;
+    var ca = wgi * GV_COLS + g;
     var cb = ca + GV_GROUPS;
     var va = ca < node.n;
     var vb = cb < node.n;
     if (swiglu) {
-        ca = flat_id(wg, nwg) * GV_GROUPS + g;
+        ca = wgi * GV_GROUPS + g;
         cb = ca + node.ldy;
         va = ca < node.ldy;
         vb = va;
     }
     if ((node.mode & MODE_ROPE) != 0u) {
-        let p = flat_id(wg, nwg) * GV_GROUPS + g;
+        let p = wgi * GV_GROUPS + g;
         let pair = rope_pair(p);
         ca = pair.x;
         cb = pair.y;
@@ -148,7 +160,7 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let aligned = K % 4u == 0u;
     // This lane group's share of K, in vec4s when aligned, else in elements.
     let span = select(K, K4, aligned);
-    let half = (span + 1u) / 2u;
+    let half = select(span, (span + 1u) / 2u, split);
     let k_begin = select(0u, half, upper);
     let k_end = select(half, span, upper);
     // Decode's common case, one row: scalar accumulators, x read once per two columns.

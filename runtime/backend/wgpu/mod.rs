@@ -42,6 +42,15 @@ fn split_kv(keys: usize) -> (usize, usize) {
 const GEMV_MAX_M: usize = 8;
 /// Output columns per GEMV workgroup (`GV_COLS`); half as many in the SwiGLU epilogue.
 const GV_COLS: usize = 8;
+/// From this K on, GEMV splits K over two lane groups per column pair (`gemv_split_k`).
+/// On an H200, Llama-2-7B's down projection (K = 11008) gained 9% and every K = 4096
+/// shape lost 4-11% (`fdpp bench kernels`, bench/results/h200.md).
+const GEMV_SPLIT_K_MIN: usize = 8192;
+
+/// The GEMV entry point for rows of length `k`.
+fn gemv_kernel(k: usize) -> &'static str {
+    if k >= GEMV_SPLIT_K_MIN { "gemv_split_k" } else { "gemv" }
+}
 /// `node.mode` bits of the linear kernels (linear.wgsl).
 const MODE_RESIDUAL: u32 = 1;
 const MODE_NORM: u32 = 2;
@@ -849,11 +858,11 @@ impl WgpuExecutor {
                 Work::Linear { groups, gemv_fused, n, k, out_rows, .. } => {
                     let rows = s.rows(*out_rows);
                     match (self.linear_impl(*n, *k, rows), gemv_fused) {
-                        (LinearImpl::Gemv, Some(f)) => dispatch("gemv", &f.group, f.workgroups, 1, 1),
+                        (LinearImpl::Gemv, Some(f)) => dispatch(gemv_kernel(*k), &f.group, f.workgroups, 1, 1),
                         (imp, _) => {
                             for (gr, chunk_rows) in groups {
                                 match imp {
-                                    LinearImpl::Gemv => dispatch("gemv", gr, chunk_rows.div_ceil(GV_COLS), 1, 1),
+                                    LinearImpl::Gemv => dispatch(gemv_kernel(*k), gr, chunk_rows.div_ceil(GV_COLS), 1, 1),
                                     LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(8), rows.div_ceil(8), 1),
                                     LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
                                 }
@@ -902,6 +911,9 @@ impl WgpuExecutor {
                             let what = self.graph.nodes[self.plan.order[*idx]].op.kind_name();
                             choice.reason.push_str(&format!("; {what} fused into the {place}"));
                         }
+                    }
+                    if choice.implementation == LinearImpl::Gemv && gemv_kernel(*k) == "gemv_split_k" {
+                        choice.reason.push_str(&format!("; K = {k} split over two lane groups per column pair"));
                     }
                     if *fused_add {
                         choice.reason.push_str("; residual add fused into the epilogue");

@@ -4,7 +4,7 @@ pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 
 /// Kernel families: (file stem, source, entry points).
 pub const FAMILIES: &[(&str, &str, &[&str])] = &[
-    ("linear", include_str!("../../../shaders/linear.wgsl"), &["gemv", "flat_gemm", "gemm"]),
+    ("linear", include_str!("../../../shaders/linear.wgsl"), &["gemv", "gemv_split_k", "flat_gemm", "gemm"]),
     (
         "elementwise",
         include_str!("../../../shaders/elementwise.wgsl"),
