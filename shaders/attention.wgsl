@@ -70,8 +70,17 @@ fn partial_score(i: u32, j: u32, kvh: u32, part: u32) -> f32 {
     let kv_dim = node.kv_heads * hd;
     let base = (seq_at(i) * node.max_ctx + j) * kv_dim + kvh * hd;
     let h4 = hd / 4u * 4u;
+    let step = 4u * KEY_LANES;
     var s4 = vec4<f32>(0.0);
-    for (var d = 4u * part; d < h4; d += 4u * KEY_LANES) {
+    var d = 4u * part;
+    // Two steps' loads per iteration, in flight together.
+    for (; d + step < h4; d += 2u * step) {
+        let e = d + step;
+        let k0 = vec4<f32>(kc[base + d], kc[base + d + 1u], kc[base + d + 2u], kc[base + d + 3u]);
+        let k1 = vec4<f32>(kc[base + e], kc[base + e + 1u], kc[base + e + 2u], kc[base + e + 3u]);
+        s4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]) * k0 + vec4<f32>(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]) * k1;
+    }
+    for (; d < h4; d += step) {
         s4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u])
             * vec4<f32>(kc[base + d], kc[base + d + 1u], kc[base + d + 2u], kc[base + d + 3u]);
     }
@@ -82,6 +91,11 @@ fn partial_score(i: u32, j: u32, kvh: u32, part: u32) -> f32 {
         }
     }
     return s;
+}
+
+// One dim of four consecutive keys' values.
+fn value4(r: u32, kv_dim: u32) -> vec4<f32> {
+    return vec4<f32>(vc[r], vc[r + kv_dim], vc[r + 2u * kv_dim], vc[r + 3u * kv_dim]);
 }
 
 // sum over q < n of ps[q] * V[first + q][d], four keys per step.
@@ -163,10 +177,32 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         for (var q = 0u; q < n; q++) {
             l += ps[q];
         }
-        for (var a = 0u; a < 4u; a++) {
-            let d = t + a * AT;
-            if (d < hd) { acc[a] += weighted_values(i, j0, n, kvh, d); }
+        // Every dim of this thread in one walk over the keys: their loads overlap.
+        let kv_dim = node.kv_heads * hd;
+        let vb = (seq_at(i) * node.max_ctx + j0) * kv_dim + kvh * hd;
+        let dims = min(4u, (hd + AT - 1u - t) / AT); // dims t, t + 64, ... below hd
+        var o = vec4<f32>(0.0);
+        var q = 0u;
+        for (; q + 4u <= n; q += 4u) {
+            let r = vb + q * kv_dim + t;
+            let p = vec4<f32>(ps[q], ps[q + 1u], ps[q + 2u], ps[q + 3u]);
+            o.x += dot(p, value4(r, kv_dim));
+            if (dims > 1u) { o.y += dot(p, value4(r + AT, kv_dim)); }
+            if (dims > 2u) { o.z += dot(p, value4(r + 2u * AT, kv_dim)); }
+            if (dims > 3u) { o.w += dot(p, value4(r + 3u * AT, kv_dim)); }
         }
+        for (; q < n; q++) {
+            let r = vb + q * kv_dim + t;
+            let p = ps[q];
+            o.x += p * vc[r];
+            if (dims > 1u) { o.y += p * vc[r + AT]; }
+            if (dims > 2u) { o.z += p * vc[r + 2u * AT]; }
+            if (dims > 3u) { o.w += p * vc[r + 3u * AT]; }
+        }
+        acc[0] += o.x;
+        acc[1] += o.y;
+        acc[2] += o.z;
+        acc[3] += o.w;
         workgroupBarrier();
     }
     if (out_of_range) {
@@ -232,14 +268,27 @@ fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let pos = position_at(i);
     let chunks = pos / step.attn_chunk_keys + 1u;
     let base = (i * node.heads + h) * step.attn_chunks;
-    var l = 0.0;
-    for (var c = 0u; c < chunks; c++) {
-        l += scratch[(base + c) * (hd + 1u) + hd];
+    // Four chunks per iteration: independent loads, a quarter of the dependent chain.
+    let stride = hd + 1u;
+    let c4 = chunks / 4u * 4u;
+    var l4 = vec4<f32>(0.0);
+    for (var c = 0u; c < c4; c += 4u) {
+        let r = (base + c) * stride + hd;
+        l4 += vec4<f32>(scratch[r], scratch[r + stride], scratch[r + 2u * stride], scratch[r + 3u * stride]);
+    }
+    var l = l4.x + l4.y + l4.z + l4.w;
+    for (var c = c4; c < chunks; c++) {
+        l += scratch[(base + c) * stride + hd];
     }
     for (var d = t; d < hd; d += AT) {
-        var s = 0.0;
-        for (var c = 0u; c < chunks; c++) {
-            s += scratch[(base + c) * (hd + 1u) + d];
+        var s4 = vec4<f32>(0.0);
+        for (var c = 0u; c < c4; c += 4u) {
+            let r = (base + c) * stride + d;
+            s4 += vec4<f32>(scratch[r], scratch[r + stride], scratch[r + 2u * stride], scratch[r + 3u * stride]);
+        }
+        var s = s4.x + s4.y + s4.z + s4.w;
+        for (var c = c4; c < chunks; c++) {
+            s += scratch[(base + c) * stride + d];
         }
         y[i * node.heads * hd + h * hd + d] = s / l;
     }
