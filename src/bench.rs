@@ -115,6 +115,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
     println!("  read  (stream_read kernel)                   {:>9.1}  <- the read ceiling (GEMV, decode attention)", b.read_gbytes_per_s);
     println!("  copy  (stream_copy kernel, read + write)     {:>9.1}", b.copy_kernel_gbytes_per_s);
     println!("  copy  (copy_buffer_to_buffer, read + write)  {:>9.1}", b.copy_buffer_gbytes_per_s);
+    println!("dispatch floor: {:.2} us per dependent dispatch (a chain of tiny kernels in one pass)", report.dispatch_floor_micros);
     let pct = |gbs: f64| 100.0 * gbs / report.read_gbytes_per_s;
     let inflections = microbench::inflections(&report);
     for (((n, k), name), (_, m1, m2)) in shapes.iter().zip(names).zip(&inflections) {
@@ -244,7 +245,7 @@ pub(crate) fn write_profile(out: &mut dyn std::io::Write, what: &str, records: &
         text.push_str(&format!("  total {total:.1} us\n"));
     }
     let _ = out.write_all(text.as_bytes());
-    serde_json::json!({"step": what, "total_micros": total, "kinds": kinds})
+    serde_json::json!({"step": what, "total_micros": total, "kinds": kinds, "nodes": records})
 }
 
 fn stats(v: &[f64]) -> (f64, f64, f64) {

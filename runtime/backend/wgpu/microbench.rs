@@ -78,6 +78,9 @@ pub struct KernelReport {
     /// The read ceiling (`stream_read`), GB/s.
     pub read_gbytes_per_s: f64,
     pub bandwidth: Bandwidth,
+    /// Device time per dispatch of a chain of tiny dependent dispatches in one pass: what
+    /// every node of a decode step costs before it does any work.
+    pub dispatch_floor_micros: f64,
     pub linear: Vec<LinearTiming>,
     pub attention: Vec<AttentionTiming>,
     /// Context lengths asked for but not measured, with the reason.
@@ -219,6 +222,23 @@ impl WgpuExecutor {
         if !data.is_empty() {
             self.ctx.queue.write_buffer(&self.step_data, 0, bytemuck::cast_slice(data));
         }
+    }
+
+    /// Per-dispatch device time of `DISPATCH_CHAIN` one-workgroup `add`s in one pass, each
+    /// reading what the one before wrote (so a barrier separates every two).
+    fn dispatch_floor(&self, repeats: usize) -> Result<f64> {
+        const DISPATCH_CHAIN: usize = 256;
+        let (a, b) = (self.small_buffer(64), self.small_buffer(64));
+        let ubuf = self.node_uniform(&NodeUniform { n: 64, ..Default::default() });
+        let forth = self.bind_group(&ubuf, 0, Binds { x: Some(&a), x2: Some(&a), y: Some(&b), ..Default::default() });
+        let back = self.bind_group(&ubuf, 0, Binds { x: Some(&b), x2: Some(&b), y: Some(&a), ..Default::default() });
+        self.set_step(StepUniform::new(1, 0, self.cap_m, 0), &[]);
+        let chain: Vec<Dispatch> = (0..DISPATCH_CHAIN).map(|i| ("add", if i % 2 == 0 { &forth } else { &back }, [1, 1, 1])).collect();
+        Ok(self.time_pass(repeats, &chain)? / DISPATCH_CHAIN as f64)
+    }
+
+    fn small_buffer(&self, floats: usize) -> wgpu::Buffer {
+        storage_buffer(&self.ctx.device, (floats * 4) as u64, wgpu::BufferUsages::empty())
     }
 
     /// Read, kernel copy and driver copy bandwidth over buffers of up to 1 GiB (within the
@@ -456,6 +476,7 @@ pub fn run(sweep: &Sweep, adapter: Option<&str>, precision: WeightPrecision, pro
         progress(done, total);
     };
     let bandwidth = ex.bandwidth(&effort, &mut tick)?;
+    let dispatch_floor_micros = ex.dispatch_floor(5)?;
     let linear = ex.linear_sweep(&effort, sweep.shapes, sweep.ms, bandwidth.read_gbytes_per_s, &mut tick)?;
     let attention = ex.attention_sweep(&effort, a, &ctxs, &mut tick)?;
     Ok(KernelReport {
@@ -463,6 +484,7 @@ pub fn run(sweep: &Sweep, adapter: Option<&str>, precision: WeightPrecision, pro
         copy_gbytes_per_s: bandwidth.copy_kernel_gbytes_per_s.max(bandwidth.copy_buffer_gbytes_per_s),
         read_gbytes_per_s: bandwidth.read_gbytes_per_s,
         bandwidth,
+        dispatch_floor_micros,
         linear,
         attention,
         skipped_ctx,
