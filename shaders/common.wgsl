@@ -43,10 +43,10 @@ struct Node {
 // [tokens | positions | seqs | out_rows], each `max_m` long
 @group(0) @binding(1) var<storage, read> step_data: array<u32>;
 @group(0) @binding(2) var<uniform> node: Node;
-// x and w are declared as vec4 so the linear kernels load 16 (8 for f16) bytes at a time;
+// x, x2 and w are declared as vec4 so the linear kernels load 16 (8 for f16) bytes at a time;
 // buffers are padded to whole vec4s. Other kernels read single elements through xs / ws.
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> x2: array<f32>;
+@group(0) @binding(4) var<storage, read> x2: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> w: array<vec4<W>>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 @group(0) @binding(7) var<storage, read_write> kc: array<f32>;
@@ -58,6 +58,7 @@ struct Node {
 @group(0) @binding(10) var<storage, read_write> flags: array<atomic<u32>>;
 
 fn xs(i: u32) -> f32 { return x[i >> 2u][i & 3u]; }
+fn x2s(i: u32) -> f32 { return x2[i >> 2u][i & 3u]; }
 fn ws(i: u32) -> f32 { return f32(w[i >> 2u][i & 3u]); }
 // Four consecutive elements from any offset: one vector load when it is aligned.
 fn x4(i: u32) -> vec4<f32> {

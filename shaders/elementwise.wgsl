@@ -60,8 +60,8 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
         let within = j % d;
         let p = within % half;
         let pos = position_at(i);
-        let c = x2[(pos * half + p) * 2u];
-        let s = x2[(pos * half + p) * 2u + 1u];
+        let c = x2s((pos * half + p) * 2u);
+        let s = x2s((pos * half + p) * 2u + 1u);
         let a = xs(src + base + p);
         let b = xs(src + base + p + half);
         v = select(b * c + a * s, a * c - b * s, within < half);
@@ -96,7 +96,7 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j = gid.x;
     let H = node.n;
     if (i >= step.m || j >= H) { return; }
-    y[i * H + j] = xs(i * H + j) + x2[i * H + j];
+    y[i * H + j] = xs(i * H + j) + x2s(i * H + j);
 }
 
 @compute @workgroup_size(64)

@@ -16,7 +16,7 @@ const MODE_ROPE: u32 = 8u;     // QKV: a lane group's two columns are a rotary p
                                // (angle table in `scratch`) and appends K and V to the cache
 
 fn epilogue(row: u32, col: u32, v: f32) -> f32 {
-    if ((node.mode & MODE_RESIDUAL) != 0u) { return v + x2[row * node.ldy + col]; }
+    if ((node.mode & MODE_RESIDUAL) != 0u) { return v + x2s(row * node.ldy + col); }
     return v;
 }
 
@@ -29,22 +29,18 @@ const GV_COLS: u32 = 2u * GV_GROUPS;   // output columns per workgroup (SwiGLU, 
 // memory latency; shorter rows lose more to the extra barrier than they gain.
 var<workgroup> gv_upper: array<vec4<f32>, 12>; // the upper half's sums: [pair][a, b, x^2]
 
-fn norm_weight4(k: u32) -> vec4<f32> {
-    return vec4<f32>(x2[4u * k], x2[4u * k + 1u], x2[4u * k + 2u], x2[4u * k + 3u]);
-}
-
 // Row r of x, elements 4k .. 4k + 3, times the norm weight in MODE_NORM.
 fn gemv_x(r: u32, k: u32, K: u32) -> vec4<f32> {
     let v = x4(r * K + 4u * k);
     if ((node.mode & MODE_NORM) != 0u) {
-        return v * norm_weight4(k);
+        return v * x2[k];
     }
     return v;
 }
 
 fn gemv_x1(r: u32, k: u32, K: u32) -> f32 {
     let v = xs(r * K + k);
-    if ((node.mode & MODE_NORM) != 0u) { return v * x2[k]; }
+    if ((node.mode & MODE_NORM) != 0u) { return v * x2s(k); }
     return v;
 }
 
@@ -113,6 +109,56 @@ fn rope_store(r: u32, ca: u32, cb: u32, a: f32, b: f32) {
     }
 }
 
+// One row's dot products with weight rows starting at vec4 `wa` and `wb` over vec4s
+// k0, k0 + 32, ... < k_end (sum of x^2 in z when `norm`). The loads of four steps sit in one
+// branch-free block and are in flight together: a lane walks K in few long steps, and
+// latency, not bandwidth, is what a short walk pays.
+fn gemv_walk(norm: bool, wa: u32, wb: u32, k0: u32, k_end: u32, K: u32) -> vec4<f32> {
+    var acc = vec4<f32>(0.0);
+    var k = k0;
+    for (; k + 3u * GV_LANES < k_end; k += 4u * GV_LANES) {
+        let k1 = k + GV_LANES;
+        let k2 = k1 + GV_LANES;
+        let k3 = k2 + GV_LANES;
+        let a0 = vec4<f32>(w[wa + k]);
+        let a1 = vec4<f32>(w[wa + k1]);
+        let a2 = vec4<f32>(w[wa + k2]);
+        let a3 = vec4<f32>(w[wa + k3]);
+        let b0 = vec4<f32>(w[wb + k]);
+        let b1 = vec4<f32>(w[wb + k1]);
+        let b2 = vec4<f32>(w[wb + k2]);
+        let b3 = vec4<f32>(w[wb + k3]);
+        let r0 = x[k];
+        let r1 = x[k1];
+        let r2 = x[k2];
+        let r3 = x[k3];
+        var x0 = r0;
+        var x1 = r1;
+        var x2v = r2;
+        var x3 = r3;
+        if (norm) {
+            acc.z += dot(r0, r0) + dot(r1, r1) + dot(r2, r2) + dot(r3, r3);
+            x0 *= x2[k];
+            x1 *= x2[k1];
+            x2v *= x2[k2];
+            x3 *= x2[k3];
+        }
+        acc.x += dot(a0, x0) + dot(a1, x1) + dot(a2, x2v) + dot(a3, x3);
+        acc.y += dot(b0, x0) + dot(b1, x1) + dot(b2, x2v) + dot(b3, x3);
+    }
+    for (; k < k_end; k += GV_LANES) {
+        let xr = x[k];
+        var xv = xr;
+        if (norm) {
+            acc.z += dot(xr, xr);
+            xv *= x2[k];
+        }
+        acc.x += dot(vec4<f32>(w[wa + k]), xv);
+        acc.y += dot(vec4<f32>(w[wb + k]), xv);
+    }
+    return acc;
+}
+
 // A: each lane group walks K (or its half of K) once for two weight rows, so every x load
 // feeds two columns; when K is a multiple of 4 every lane loads whole vec4s (8 or 16 bytes
 // of weights). Rows are taken four at a time in vec4 accumulators (a dynamically indexed
@@ -167,48 +213,14 @@ fn gemv_body(wgi: u32, t: u32, split: bool) {
     if (m == 1u) {
         var acc = vec4<f32>(0.0); // (column a, column b, sum of x^2, -)
         if (aligned) {
-            // Columns past N read a valid row (their sums are never stored), so the loads of
-            // four steps sit in one branch-free block and are in flight together: a lane
-            // walks K in few long steps, and latency, not bandwidth, is what a short walk pays.
+            // Columns past N read a valid row (their sums are never stored).
             let wa = min(ca, node.n - 1u) * K4;
             let wb = min(cb, node.n - 1u) * K4;
-            var k = k_begin + lane;
-            for (; k + 3u * GV_LANES < k_end; k += 4u * GV_LANES) {
-                let k1 = k + GV_LANES;
-                let k2 = k1 + GV_LANES;
-                let k3 = k2 + GV_LANES;
-                let a0 = vec4<f32>(w[wa + k]);
-                let a1 = vec4<f32>(w[wa + k1]);
-                let a2 = vec4<f32>(w[wa + k2]);
-                let a3 = vec4<f32>(w[wa + k3]);
-                let b0 = vec4<f32>(w[wb + k]);
-                let b1 = vec4<f32>(w[wb + k1]);
-                let b2 = vec4<f32>(w[wb + k2]);
-                let b3 = vec4<f32>(w[wb + k3]);
-                let r0 = x[k];
-                let r1 = x[k1];
-                let r2 = x[k2];
-                let r3 = x[k3];
-                var x0 = r0;
-                var x1 = r1;
-                var x2v = r2;
-                var x3 = r3;
-                if (norm) {
-                    acc.z += dot(r0, r0) + dot(r1, r1) + dot(r2, r2) + dot(r3, r3);
-                    x0 *= norm_weight4(k);
-                    x1 *= norm_weight4(k1);
-                    x2v *= norm_weight4(k2);
-                    x3 *= norm_weight4(k3);
-                }
-                acc.x += dot(a0, x0) + dot(a1, x1) + dot(a2, x2v) + dot(a3, x3);
-                acc.y += dot(b0, x0) + dot(b1, x1) + dot(b2, x2v) + dot(b3, x3);
-            }
-            for (; k < k_end; k += GV_LANES) {
-                let xr = x[k];
-                let xv = gemv_x(0u, k, K);
-                acc.z += dot(xr, xr);
-                acc.x += dot(vec4<f32>(w[wa + k]), xv);
-                acc.y += dot(vec4<f32>(w[wb + k]), xv);
+            // A literal flag per call, so the compiler can build the loop without the norm.
+            if (norm) {
+                acc = gemv_walk(true, wa, wb, k_begin + lane, k_end, K);
+            } else {
+                acc = gemv_walk(false, wa, wb, k_begin + lane, k_end, K);
             }
         } else {
             for (var k = k_begin + lane; k < k_end; k += GV_LANES) {

@@ -434,9 +434,11 @@ impl WgpuExecutor {
                 r0 += rows;
             }
             let vector_f32 = (p.shape.len() == 1).then(|| {
+                let mut padded = values.clone();
+                padded.resize(values.len().next_multiple_of(4), 0.0); // whole vec4s (x2)
                 device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(&p.name),
-                    contents: bytemuck::cast_slice(&values),
+                    contents: bytemuck::cast_slice(&padded),
                     usage: wgpu::BufferUsages::STORAGE,
                 })
             });
@@ -446,13 +448,14 @@ impl WgpuExecutor {
         // (cos, sin) per position and rotary pair, computed exactly as the CPU backend does.
         let half = c.head_dim / 2;
         let inv = rope_inv_freq(c.rope_theta, c.head_dim);
-        let mut table = Vec::with_capacity(opts.max_context * half * 2);
+        let mut table = Vec::with_capacity(opts.max_context * half * 2 + 4);
         for pos in 0..opts.max_context {
             for f in &inv {
                 let (s, co) = (pos as f32 * f).sin_cos();
                 table.extend([co, s]);
             }
         }
+        table.resize(table.len().next_multiple_of(4), 0.0); // whole vec4s (x2)
         let rope_table = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("rope table"),
             contents: bytemuck::cast_slice(&table),
