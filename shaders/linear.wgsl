@@ -109,42 +109,51 @@ fn rope_store(r: u32, ca: u32, cb: u32, a: f32, b: f32) {
     }
 }
 
+// Four steps of a lane's walk from vec4 k: (column a, column b, sum of x^2 when `norm`).
+// Their loads sit in one branch-free block, in flight together.
+fn gemv_step4(norm: bool, wa: u32, wb: u32, k: u32) -> vec4<f32> {
+    let k1 = k + GV_LANES;
+    let k2 = k1 + GV_LANES;
+    let k3 = k2 + GV_LANES;
+    let a0 = vec4<f32>(w[wa + k]);
+    let a1 = vec4<f32>(w[wa + k1]);
+    let a2 = vec4<f32>(w[wa + k2]);
+    let a3 = vec4<f32>(w[wa + k3]);
+    let b0 = vec4<f32>(w[wb + k]);
+    let b1 = vec4<f32>(w[wb + k1]);
+    let b2 = vec4<f32>(w[wb + k2]);
+    let b3 = vec4<f32>(w[wb + k3]);
+    let r0 = x[k];
+    let r1 = x[k1];
+    let r2 = x[k2];
+    let r3 = x[k3];
+    var x0 = r0;
+    var x1 = r1;
+    var x2v = r2;
+    var x3 = r3;
+    var sq = 0.0;
+    if (norm) {
+        sq = dot(r0, r0) + dot(r1, r1) + dot(r2, r2) + dot(r3, r3);
+        x0 *= x2[k];
+        x1 *= x2[k1];
+        x2v *= x2[k2];
+        x3 *= x2[k3];
+    }
+    return vec4<f32>(dot(a0, x0) + dot(a1, x1) + dot(a2, x2v) + dot(a3, x3), dot(b0, x0) + dot(b1, x1) + dot(b2, x2v) + dot(b3, x3), sq, 0.0);
+}
+
 // One row's dot products with weight rows starting at vec4 `wa` and `wb` over vec4s
-// k0, k0 + 32, ... < k_end (sum of x^2 in z when `norm`). The loads of four steps sit in one
-// branch-free block and are in flight together: a lane walks K in few long steps, and
-// latency, not bandwidth, is what a short walk pays.
+// k0, k0 + 32, ... < k_end (sum of x^2 in z when `norm`). Eight steps per iteration while
+// they last: a lane walks K in few long steps, and latency, not bandwidth, is what a walk
+// with few loads in flight pays.
 fn gemv_walk(norm: bool, wa: u32, wb: u32, k0: u32, k_end: u32, K: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     var k = k0;
+    for (; k + 7u * GV_LANES < k_end; k += 8u * GV_LANES) {
+        acc += gemv_step4(norm, wa, wb, k) + gemv_step4(norm, wa, wb, k + 4u * GV_LANES);
+    }
     for (; k + 3u * GV_LANES < k_end; k += 4u * GV_LANES) {
-        let k1 = k + GV_LANES;
-        let k2 = k1 + GV_LANES;
-        let k3 = k2 + GV_LANES;
-        let a0 = vec4<f32>(w[wa + k]);
-        let a1 = vec4<f32>(w[wa + k1]);
-        let a2 = vec4<f32>(w[wa + k2]);
-        let a3 = vec4<f32>(w[wa + k3]);
-        let b0 = vec4<f32>(w[wb + k]);
-        let b1 = vec4<f32>(w[wb + k1]);
-        let b2 = vec4<f32>(w[wb + k2]);
-        let b3 = vec4<f32>(w[wb + k3]);
-        let r0 = x[k];
-        let r1 = x[k1];
-        let r2 = x[k2];
-        let r3 = x[k3];
-        var x0 = r0;
-        var x1 = r1;
-        var x2v = r2;
-        var x3 = r3;
-        if (norm) {
-            acc.z += dot(r0, r0) + dot(r1, r1) + dot(r2, r2) + dot(r3, r3);
-            x0 *= x2[k];
-            x1 *= x2[k1];
-            x2v *= x2[k2];
-            x3 *= x2[k3];
-        }
-        acc.x += dot(a0, x0) + dot(a1, x1) + dot(a2, x2v) + dot(a3, x3);
-        acc.y += dot(b0, x0) + dot(b1, x1) + dot(b2, x2v) + dot(b3, x3);
+        acc += gemv_step4(norm, wa, wb, k);
     }
     for (; k < k_end; k += GV_LANES) {
         let xr = x[k];

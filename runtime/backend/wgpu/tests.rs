@@ -113,7 +113,8 @@ const M_GRID: [usize; 11] = [1, 2, 3, 7, 8, 9, 16, 33, 64, 65, 200];
 fn check_linear(precision: WeightPrecision) {
     let Some(ex) = executor(precision, 1) else { return };
     let mut rng = Rng::new(1);
-    for &(n, k) in &[(37usize, 19usize), (70, 33), (129, 100)] {
+    // K = 1100 is long enough for the eight-step GEMV walk.
+    for &(n, k) in &[(37usize, 19usize), (70, 33), (129, 100), (21, 1100)] {
         let w = random(&mut rng, n * k, 1.0);
         let wbuf = ex.ctx.upload_weights("w", &w);
         for &m in &M_GRID {
