@@ -126,8 +126,8 @@ fn check_linear(precision: WeightPrecision) {
             let xbuf = ex.upload(&x);
             let mut kernels_run = vec![("flat_gemm", (n.div_ceil(8), m.div_ceil(8), 1)), ("gemm", (n.div_ceil(64), m.div_ceil(64), 1))];
             if m <= GEMV_MAX_M {
-                kernels_run.push(("gemv", (n.div_ceil(8), 1, 1)));
-                kernels_run.push(("gemv_split_k", (n.div_ceil(8), 1, 1)));
+                kernels_run.push(("gemv", (n.div_ceil(GV_COLS), 1, 1)));
+                kernels_run.push(("gemv_split_k", (n.div_ceil(GV_COLS), 1, 1)));
             }
             for (kernel, grid) in kernels_run {
                 let ybuf = ex.upload(&vec![f32::NAN; m * n]);
