@@ -306,43 +306,21 @@ fn gemv_body(wgi: u32, t: u32, split: bool) {
     }
 }
 
-// B: M padded to 8 per workgroup, N tiled across workgroups (16 columns each: 8 lane groups
-// of 32 lanes, two columns per group), K walked inside the workgroup in tiles of 512. The
-// 8 rows of x for a tile sit in workgroup memory, double-buffered: the next tile's x is
-// fetched into registers while this one is used. Every weight load feeds 8 rows, so the
-// weights stream once per 8 rows and each lane keeps several weight loads in flight.
+// B: M padded to 8 per workgroup row tile, N tiled across workgroups (8 columns each), K
+// walked inside the workgroup by 32 lanes per column in coalesced runs of 4. Every weight
+// read feeds 8 rows (two vec4 accumulators), so the weights stream once per 8 rows.
 const FB_M: u32 = 8u;
-const FB_GROUPS: u32 = 8u;            // lane groups per workgroup
-const FB_COLS: u32 = 2u * FB_GROUPS;  // output columns per workgroup
-const FB_KT: u32 = 128u;              // vec4s of K per tile
-var<workgroup> fx: array<vec4<f32>, 2048>; // [buffer][row][vec4 of the tile], 32 KiB
+const FB_COLS: u32 = 8u; // output columns per workgroup, 32 lanes each
+var<workgroup> fpart: array<vec4<f32>, 512>; // 256 threads x (rows 0-3, rows 4-7)
 
-// Vec4 j of row r's part of K-tile `tile` (zero past M rows and past K).
-fn flat_tile_x(r: u32, j: u32, tile: u32, m0: u32, M: u32) -> vec4<f32> {
-    let row = m0 + r;
-    let K = node.k;
-    let k = (tile * FB_KT + j) * 4u;
-    if (row >= M || k >= K) { return vec4<f32>(0.0); }
-    if (k + 4u <= K) { return x4(row * K + k); }
-    var v = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if (k + c < K) { v[c] = xs(row * K + k + c); }
-    }
-    return v;
+fn flat_x(row: u32, k: u32, M: u32) -> vec4<f32> {
+    if (row >= M) { return vec4<f32>(0.0); }
+    return x4(row * node.k + k);
 }
 
-// Thread t stages four vec4s of a tile: elements t, t + 256, t + 512, t + 768 of its 8 x 128.
-fn flat_stage(t: u32, i: u32, tile: u32, m0: u32, M: u32) -> vec4<f32> {
-    let e = t + 256u * i;
-    return flat_tile_x(e / FB_KT, e % FB_KT, tile, m0, M);
-}
-
-// Rows 0-3 and 4-7 of one weight vec4 against the tile's x at vec4 j.
-fn flat_rows(wv: vec4<f32>, buf: u32, j: u32) -> array<vec4<f32>, 2> {
-    return array<vec4<f32>, 2>(
-        vec4<f32>(dot(wv, fx[buf + j]), dot(wv, fx[buf + FB_KT + j]), dot(wv, fx[buf + 2u * FB_KT + j]), dot(wv, fx[buf + 3u * FB_KT + j])),
-        vec4<f32>(dot(wv, fx[buf + 4u * FB_KT + j]), dot(wv, fx[buf + 5u * FB_KT + j]), dot(wv, fx[buf + 6u * FB_KT + j]), dot(wv, fx[buf + 7u * FB_KT + j])),
-    );
+fn flat_x1(row: u32, k: u32, M: u32) -> f32 {
+    if (row >= M) { return 0.0; }
+    return xs(row * node.k + k);
 }
 
 fn flat_store(row: u32, col: u32, M: u32, v: f32) {
@@ -354,98 +332,38 @@ fn flat_store(row: u32, col: u32, M: u32, v: f32) {
 fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let M = row_count();
     let K = node.k;
-    let m0 = wg.y * FB_M;
-    let g = t / GV_LANES;
+    let first = wg.x * FB_COLS;
+    let col = first + t / GV_LANES;
     let lane = t % GV_LANES;
-    let ca = wg.x * FB_COLS + g;
-    let cb = ca + FB_GROUPS;
-    // Columns past N read a valid row; their sums are never stored.
-    let wa = min(ca, node.n - 1u) * K;
-    let wb = min(cb, node.n - 1u) * K;
-    let tiles = (K + 4u * FB_KT - 1u) / (4u * FB_KT);
-    var a_lo = vec4<f32>(0.0);
-    var a_hi = vec4<f32>(0.0);
-    var b_lo = vec4<f32>(0.0);
-    var b_hi = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        fx[t + 256u * i] = flat_stage(t, i, 0u, m0, M);
-    }
-    for (var tile = 0u; tile < tiles; tile++) {
-        let buf = (tile % 2u) * FB_M * FB_KT;
-        workgroupBarrier(); // tile `tile` is in fx[buf..]
-        // The next tile's x, fetched while this one is used.
-        var p0 = vec4<f32>(0.0);
-        var p1 = vec4<f32>(0.0);
-        var p2 = vec4<f32>(0.0);
-        var p3 = vec4<f32>(0.0);
-        if (tile + 1u < tiles) {
-            p0 = flat_stage(t, 0u, tile + 1u, m0, M);
-            p1 = flat_stage(t, 1u, tile + 1u, m0, M);
-            p2 = flat_stage(t, 2u, tile + 1u, m0, M);
-            p3 = flat_stage(t, 3u, tile + 1u, m0, M);
+    let m0 = wg.y * FB_M;
+    let k4 = K / 4u * 4u;
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    if (col < node.n) {
+        let wrow = col * K;
+        for (var k = lane * 4u; k < k4; k += GV_LANES * 4u) {
+            let wv = w4(wrow + k);
+            lo += vec4<f32>(dot(wv, flat_x(m0, k, M)), dot(wv, flat_x(m0 + 1u, k, M)), dot(wv, flat_x(m0 + 2u, k, M)), dot(wv, flat_x(m0 + 3u, k, M)));
+            hi += vec4<f32>(dot(wv, flat_x(m0 + 4u, k, M)), dot(wv, flat_x(m0 + 5u, k, M)), dot(wv, flat_x(m0 + 6u, k, M)), dot(wv, flat_x(m0 + 7u, k, M)));
         }
-        let k0 = tile * FB_KT * 4u;
-        if (k0 + 4u * FB_KT <= K) {
-            // A whole tile: four steps per lane, their eight weight loads in flight together.
-            let j0 = lane;
-            let j1 = lane + GV_LANES;
-            let j2 = lane + 2u * GV_LANES;
-            let j3 = lane + 3u * GV_LANES;
-            let wa0 = w4(wa + k0 + 4u * j0);
-            let wa1 = w4(wa + k0 + 4u * j1);
-            let wa2 = w4(wa + k0 + 4u * j2);
-            let wa3 = w4(wa + k0 + 4u * j3);
-            let wb0 = w4(wb + k0 + 4u * j0);
-            let wb1 = w4(wb + k0 + 4u * j1);
-            let wb2 = w4(wb + k0 + 4u * j2);
-            let wb3 = w4(wb + k0 + 4u * j3);
-            let a0 = flat_rows(wa0, buf, j0);
-            let a1 = flat_rows(wa1, buf, j1);
-            let a2 = flat_rows(wa2, buf, j2);
-            let a3 = flat_rows(wa3, buf, j3);
-            let b0 = flat_rows(wb0, buf, j0);
-            let b1 = flat_rows(wb1, buf, j1);
-            let b2 = flat_rows(wb2, buf, j2);
-            let b3 = flat_rows(wb3, buf, j3);
-            a_lo += a0[0] + a1[0] + a2[0] + a3[0];
-            a_hi += a0[1] + a1[1] + a2[1] + a3[1];
-            b_lo += b0[0] + b1[0] + b2[0] + b3[0];
-            b_hi += b0[1] + b1[1] + b2[1] + b3[1];
-        } else {
-            // The last, partial tile: x past K is zero, so weights read past a row's end
-            // (the next row's, or clamped) add nothing.
-            for (var j = lane; j < FB_KT && k0 + 4u * j < K; j += GV_LANES) {
-                let a = flat_rows(w4(wa + k0 + 4u * j), buf, j);
-                let b = flat_rows(w4(wb + k0 + 4u * j), buf, j);
-                a_lo += a[0];
-                a_hi += a[1];
-                b_lo += b[0];
-                b_hi += b[1];
-            }
-        }
-        if (tile + 1u < tiles) {
-            let next = FB_M * FB_KT - buf;
-            fx[next + t] = p0;
-            fx[next + t + 256u] = p1;
-            fx[next + t + 512u] = p2;
-            fx[next + t + 768u] = p3;
+        for (var k = k4 + lane; k < K; k += GV_LANES) {
+            let wv = ws(wrow + k);
+            lo += wv * vec4<f32>(flat_x1(m0, k, M), flat_x1(m0 + 1u, k, M), flat_x1(m0 + 2u, k, M), flat_x1(m0 + 3u, k, M));
+            hi += wv * vec4<f32>(flat_x1(m0 + 4u, k, M), flat_x1(m0 + 5u, k, M), flat_x1(m0 + 6u, k, M), flat_x1(m0 + 7u, k, M));
         }
     }
-    a_lo = lanes_sum4(a_lo, t);
-    a_hi = lanes_sum4(a_hi, t);
-    b_lo = lanes_sum4(b_lo, t);
-    b_hi = lanes_sum4(b_hi, t);
-    if (lane == 0u) {
-        for (var r = 0u; r < 4u; r++) {
-            if (ca < node.n) {
-                flat_store(m0 + r, ca, M, a_lo[r]);
-                flat_store(m0 + 4u + r, ca, M, a_hi[r]);
-            }
-            if (cb < node.n) {
-                flat_store(m0 + r, cb, M, b_lo[r]);
-                flat_store(m0 + 4u + r, cb, M, b_hi[r]);
-            }
+    fpart[2u * t] = lo;
+    fpart[2u * t + 1u] = hi;
+    workgroupBarrier();
+    // Thread (c, r) for 8 columns x 8 rows adds the 32 lanes' partial sums.
+    if (t < FB_COLS * FB_M) {
+        let c = t / FB_M;
+        let r = t % FB_M;
+        var s = 0.0;
+        for (var l = 0u; l < GV_LANES; l++) {
+            s += fpart[2u * (c * GV_LANES + l) + r / 4u][r % 4u];
         }
+        if (first + c < node.n) { flat_store(m0 + r, first + c, M, s); }
     }
 }
 
