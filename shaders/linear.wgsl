@@ -306,65 +306,106 @@ fn gemv_body(wgi: u32, t: u32, split: bool) {
     }
 }
 
-// B: M padded to 8 per workgroup row tile, N tiled across workgroups (8 columns each), K
-// walked inside the workgroup by 32 lanes per column in coalesced runs of 4. Every weight
-// read feeds 8 rows (two vec4 accumulators), so the weights stream once per 8 rows.
+// B: M padded to 8 per workgroup, N tiled across workgroups (32 columns each), K walked
+// inside the workgroup by 32 lanes per lane group. Each lane keeps an 8-row x 8-column tile
+// of sums in registers: per step it loads 8 rows of x and 8 weight vec4s and does 64 dot
+// products, so x comes from cache once per 8 columns and the weights stream once per 8 rows.
 const FB_M: u32 = 8u;
-const FB_COLS: u32 = 8u; // output columns per workgroup, 32 lanes each
-var<workgroup> fpart: array<vec4<f32>, 512>; // 256 threads x (rows 0-3, rows 4-7)
+const FB_GROUPS: u32 = 4u;                 // lane groups per workgroup
+const FB_CPL: u32 = 8u;                    // columns per lane group
+const FB_COLS: u32 = FB_GROUPS * FB_CPL;   // output columns per workgroup
 
-fn flat_x(row: u32, k: u32, M: u32) -> vec4<f32> {
+// Elements e .. e + 3 of a row of x (K a multiple of 4), or element e alone.
+fn flat_load_x(row: u32, e: u32, M: u32, aligned: bool) -> vec4<f32> {
     if (row >= M) { return vec4<f32>(0.0); }
-    return x4(row * node.k + k);
+    let i = row * node.k + e;
+    if (aligned) { return x[i >> 2u]; }
+    return vec4<f32>(xs(i), 0.0, 0.0, 0.0);
 }
 
-fn flat_x1(row: u32, k: u32, M: u32) -> f32 {
-    if (row >= M) { return 0.0; }
-    return xs(row * node.k + k);
+fn flat_load_w(col: u32, e: u32, aligned: bool) -> vec4<f32> {
+    // Columns past N read a valid row; their sums are never stored.
+    let i = min(col, node.n - 1u) * node.k + e;
+    if (aligned) { return vec4<f32>(w[i >> 2u]); }
+    return vec4<f32>(ws(i), 0.0, 0.0, 0.0);
+}
+
+// One column's weight vec4 against the 8 rows: rows 0-3 into lo, 4-7 into hi.
+fn flat_col(lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>, wv: vec4<f32>,
+            x0: vec4<f32>, x1: vec4<f32>, x2v: vec4<f32>, x3: vec4<f32>,
+            x4v: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) {
+    *lo += vec4<f32>(dot(wv, x0), dot(wv, x1), dot(wv, x2v), dot(wv, x3));
+    *hi += vec4<f32>(dot(wv, x4v), dot(wv, x5), dot(wv, x6), dot(wv, x7));
 }
 
 fn flat_store(row: u32, col: u32, M: u32, v: f32) {
     let c = node.n_offset + col;
-    if (row < M) { y[row * node.ldy + c] = epilogue(row, c, v); }
+    if (row < M && col < node.n) { y[row * node.ldy + c] = epilogue(row, c, v); }
 }
 
-@compute @workgroup_size(256)
+// Column `col`'s sums over the lane group, stored by lane 0 (every lane calls it).
+fn flat_finish(lo: vec4<f32>, hi: vec4<f32>, t: u32, lane: u32, m0: u32, col: u32, M: u32) {
+    let a = lanes_sum4(lo, t);
+    let b = lanes_sum4(hi, t);
+    if (lane == 0u) {
+        for (var r = 0u; r < 4u; r++) {
+            flat_store(m0 + r, col, M, a[r]);
+            flat_store(m0 + 4u + r, col, M, b[r]);
+        }
+    }
+}
+
+@compute @workgroup_size(128)
 fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let M = row_count();
     let K = node.k;
-    let first = wg.x * FB_COLS;
-    let col = first + t / GV_LANES;
-    let lane = t % GV_LANES;
     let m0 = wg.y * FB_M;
-    let k4 = K / 4u * 4u;
-    var lo = vec4<f32>(0.0);
-    var hi = vec4<f32>(0.0);
-    if (col < node.n) {
-        let wrow = col * K;
-        for (var k = lane * 4u; k < k4; k += GV_LANES * 4u) {
-            let wv = w4(wrow + k);
-            lo += vec4<f32>(dot(wv, flat_x(m0, k, M)), dot(wv, flat_x(m0 + 1u, k, M)), dot(wv, flat_x(m0 + 2u, k, M)), dot(wv, flat_x(m0 + 3u, k, M)));
-            hi += vec4<f32>(dot(wv, flat_x(m0 + 4u, k, M)), dot(wv, flat_x(m0 + 5u, k, M)), dot(wv, flat_x(m0 + 6u, k, M)), dot(wv, flat_x(m0 + 7u, k, M)));
-        }
-        for (var k = k4 + lane; k < K; k += GV_LANES) {
-            let wv = ws(wrow + k);
-            lo += wv * vec4<f32>(flat_x1(m0, k, M), flat_x1(m0 + 1u, k, M), flat_x1(m0 + 2u, k, M), flat_x1(m0 + 3u, k, M));
-            hi += wv * vec4<f32>(flat_x1(m0 + 4u, k, M), flat_x1(m0 + 5u, k, M), flat_x1(m0 + 6u, k, M), flat_x1(m0 + 7u, k, M));
-        }
+    let lane = t % GV_LANES;
+    let c = wg.x * FB_COLS + (t / GV_LANES) * FB_CPL;
+    let aligned = K % 4u == 0u;
+    let per_step = select(1u, 4u, aligned);
+    var l0 = vec4<f32>(0.0); var h0 = vec4<f32>(0.0);
+    var l1 = vec4<f32>(0.0); var h1 = vec4<f32>(0.0);
+    var l2 = vec4<f32>(0.0); var h2 = vec4<f32>(0.0);
+    var l3 = vec4<f32>(0.0); var h3 = vec4<f32>(0.0);
+    var l4 = vec4<f32>(0.0); var h4 = vec4<f32>(0.0);
+    var l5 = vec4<f32>(0.0); var h5 = vec4<f32>(0.0);
+    var l6 = vec4<f32>(0.0); var h6 = vec4<f32>(0.0);
+    var l7 = vec4<f32>(0.0); var h7 = vec4<f32>(0.0);
+    for (var e = lane * per_step; e < K; e += GV_LANES * per_step) {
+        let w0 = flat_load_w(c, e, aligned);
+        let w1 = flat_load_w(c + 1u, e, aligned);
+        let w2 = flat_load_w(c + 2u, e, aligned);
+        let w3 = flat_load_w(c + 3u, e, aligned);
+        let w4v = flat_load_w(c + 4u, e, aligned);
+        let w5 = flat_load_w(c + 5u, e, aligned);
+        let w6 = flat_load_w(c + 6u, e, aligned);
+        let w7 = flat_load_w(c + 7u, e, aligned);
+        let x0 = flat_load_x(m0, e, M, aligned);
+        let x1 = flat_load_x(m0 + 1u, e, M, aligned);
+        let x2v = flat_load_x(m0 + 2u, e, M, aligned);
+        let x3 = flat_load_x(m0 + 3u, e, M, aligned);
+        let x4v = flat_load_x(m0 + 4u, e, M, aligned);
+        let x5 = flat_load_x(m0 + 5u, e, M, aligned);
+        let x6 = flat_load_x(m0 + 6u, e, M, aligned);
+        let x7 = flat_load_x(m0 + 7u, e, M, aligned);
+        flat_col(&l0, &h0, w0, x0, x1, x2v, x3, x4v, x5, x6, x7);
+        flat_col(&l1, &h1, w1, x0, x1, x2v, x3, x4v, x5, x6, x7);
+        flat_col(&l2, &h2, w2, x0, x1, x2v, x3, x4v, x5, x6, x7);
+        flat_col(&l3, &h3, w3, x0, x1, x2v, x3, x4v, x5, x6, x7);
+        flat_col(&l4, &h4, w4v, x0, x1, x2v, x3, x4v, x5, x6, x7);
+        flat_col(&l5, &h5, w5, x0, x1, x2v, x3, x4v, x5, x6, x7);
+        flat_col(&l6, &h6, w6, x0, x1, x2v, x3, x4v, x5, x6, x7);
+        flat_col(&l7, &h7, w7, x0, x1, x2v, x3, x4v, x5, x6, x7);
     }
-    fpart[2u * t] = lo;
-    fpart[2u * t + 1u] = hi;
-    workgroupBarrier();
-    // Thread (c, r) for 8 columns x 8 rows adds the 32 lanes' partial sums.
-    if (t < FB_COLS * FB_M) {
-        let c = t / FB_M;
-        let r = t % FB_M;
-        var s = 0.0;
-        for (var l = 0u; l < GV_LANES; l++) {
-            s += fpart[2u * (c * GV_LANES + l) + r / 4u][r % 4u];
-        }
-        if (first + c < node.n) { flat_store(m0 + r, first + c, M, s); }
-    }
+    flat_finish(l0, h0, t, lane, m0, c, M);
+    flat_finish(l1, h1, t, lane, m0, c + 1u, M);
+    flat_finish(l2, h2, t, lane, m0, c + 2u, M);
+    flat_finish(l3, h3, t, lane, m0, c + 3u, M);
+    flat_finish(l4, h4, t, lane, m0, c + 4u, M);
+    flat_finish(l5, h5, t, lane, m0, c + 5u, M);
+    flat_finish(l6, h6, t, lane, m0, c + 6u, M);
+    flat_finish(l7, h7, t, lane, m0, c + 7u, M);
 }
 
 const GM: u32 = 64u;

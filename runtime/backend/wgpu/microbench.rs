@@ -310,7 +310,7 @@ impl WgpuExecutor {
             let reps = effort.dispatches(copies);
             for &m in ms {
                 self.set_step(StepUniform::new(m, 0, self.cap_m, 0), &[]);
-                let mut impls = vec![(LinearImpl::FlatGemm, "flat_gemm", grid(n.div_ceil(8), m.div_ceil(8), 1)), (LinearImpl::Gemm, "gemm", grid(n.div_ceil(64), m.div_ceil(64), 1))];
+                let mut impls = vec![(LinearImpl::FlatGemm, "flat_gemm", grid(n.div_ceil(FB_COLS), m.div_ceil(FB_M), 1)), (LinearImpl::Gemm, "gemm", grid(n.div_ceil(64), m.div_ceil(64), 1))];
                 if m <= GEMV_MAX_M {
                     impls.insert(0, (LinearImpl::Gemv, "gemv", grid(n.div_ceil(GV_COLS), 1, 1)));
                 }

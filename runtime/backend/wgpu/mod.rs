@@ -42,6 +42,9 @@ fn split_kv(keys: usize) -> (usize, usize) {
 const GEMV_MAX_M: usize = 8;
 /// Output columns per GEMV workgroup (`GV_COLS`); half as many in the SwiGLU epilogue.
 const GV_COLS: usize = 8;
+/// Output columns per flat-GEMM workgroup (`FB_COLS`); rows per workgroup (`FB_M`).
+const FB_COLS: usize = 32;
+const FB_M: usize = 8;
 /// From this K on, GEMV splits K over two lane groups per column pair (`gemv_split_k`).
 /// On an H200, Llama-2-7B's down projection (K = 11008) gained 9% and every K = 4096
 /// shape lost 4-11% (`fdpp bench kernels`, bench/results/h200.md).
@@ -866,7 +869,7 @@ impl WgpuExecutor {
                             for (gr, chunk_rows) in groups {
                                 match imp {
                                     LinearImpl::Gemv => dispatch(gemv_kernel(*k), gr, chunk_rows.div_ceil(GV_COLS), 1, 1),
-                                    LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(8), rows.div_ceil(8), 1),
+                                    LinearImpl::FlatGemm => dispatch("flat_gemm", gr, chunk_rows.div_ceil(FB_COLS), rows.div_ceil(FB_M), 1),
                                     LinearImpl::Gemm => dispatch("gemm", gr, chunk_rows.div_ceil(64), rows.div_ceil(64), 1),
                                 }
                             }

@@ -124,7 +124,7 @@ fn check_linear(precision: WeightPrecision) {
                 .map(|o| (0..k).map(|p| x[(o / n) * k + p] as f64 * w[(o % n) * k + p] as f64).sum())
                 .collect();
             let xbuf = ex.upload(&x);
-            let mut kernels_run = vec![("flat_gemm", (n.div_ceil(8), m.div_ceil(8), 1)), ("gemm", (n.div_ceil(64), m.div_ceil(64), 1))];
+            let mut kernels_run = vec![("flat_gemm", (n.div_ceil(FB_COLS), m.div_ceil(FB_M), 1)), ("gemm", (n.div_ceil(64), m.div_ceil(64), 1))];
             if m <= GEMV_MAX_M {
                 kernels_run.push(("gemv", (n.div_ceil(GV_COLS), 1, 1)));
                 kernels_run.push(("gemv_split_k", (n.div_ceil(GV_COLS), 1, 1)));
