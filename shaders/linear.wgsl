@@ -28,10 +28,6 @@ const GV_COLS: u32 = 2u * GV_GROUPS;   // output columns per workgroup (SwiGLU, 
 // flight, which a long K (Llama-2-7B's down projection, K = 11008) needs to cover the
 // memory latency; shorter rows lose more to the extra barrier than they gain.
 var<workgroup> gv_upper: array<vec4<f32>, 12>; // the upper half's sums: [pair][a, b, x^2]
-// The norm prologue at one row: x times the norm weight, staged once per workgroup, and each
-// lane group's share of the sum of squares. Rows of up to GEMV_NORM_MAX_K (mod.rs) elements.
-var<workgroup> gx: array<vec4<f32>, 1280>;
-var<workgroup> gsq: array<f32, 8>;
 
 // Row r of x, elements 4k .. 4k + 3, times the norm weight in MODE_NORM.
 fn gemv_x(r: u32, k: u32, K: u32) -> vec4<f32> {
@@ -115,7 +111,7 @@ fn rope_store(r: u32, ca: u32, cb: u32, a: f32, b: f32) {
 
 // Four steps of a lane's walk from vec4 k: (column a, column b, sum of x^2 when `norm`).
 // Their loads sit in one branch-free block, in flight together.
-fn gemv_step4(staged: bool, wa: u32, wb: u32, k: u32) -> vec2<f32> {
+fn gemv_step4(norm: bool, wa: u32, wb: u32, k: u32) -> vec4<f32> {
     let k1 = k + GV_LANES;
     let k2 = k1 + GV_LANES;
     let k3 = k2 + GV_LANES;
@@ -127,35 +123,47 @@ fn gemv_step4(staged: bool, wa: u32, wb: u32, k: u32) -> vec2<f32> {
     let b1 = vec4<f32>(w[wb + k1]);
     let b2 = vec4<f32>(w[wb + k2]);
     let b3 = vec4<f32>(w[wb + k3]);
-    let x0 = gemv_xv(staged, k);
-    let x1 = gemv_xv(staged, k1);
-    let x2v = gemv_xv(staged, k2);
-    let x3 = gemv_xv(staged, k3);
-    return vec2<f32>(dot(a0, x0) + dot(a1, x1) + dot(a2, x2v) + dot(a3, x3), dot(b0, x0) + dot(b1, x1) + dot(b2, x2v) + dot(b3, x3));
-}
-
-// x's vec4 k: from workgroup memory (normed, see gemv_body) or from the buffer.
-fn gemv_xv(staged: bool, k: u32) -> vec4<f32> {
-    if (staged) { return gx[k]; }
-    return x[k];
+    let r0 = x[k];
+    let r1 = x[k1];
+    let r2 = x[k2];
+    let r3 = x[k3];
+    var x0 = r0;
+    var x1 = r1;
+    var x2v = r2;
+    var x3 = r3;
+    var sq = 0.0;
+    if (norm) {
+        sq = dot(r0, r0) + dot(r1, r1) + dot(r2, r2) + dot(r3, r3);
+        x0 *= x2[k];
+        x1 *= x2[k1];
+        x2v *= x2[k2];
+        x3 *= x2[k3];
+    }
+    return vec4<f32>(dot(a0, x0) + dot(a1, x1) + dot(a2, x2v) + dot(a3, x3), dot(b0, x0) + dot(b1, x1) + dot(b2, x2v) + dot(b3, x3), sq, 0.0);
 }
 
 // One row's dot products with weight rows starting at vec4 `wa` and `wb` over vec4s
-// k0, k0 + 32, ... < k_end. Eight steps per iteration while they last: a lane walks K in
-// few long steps, and latency, not bandwidth, is what a walk with few loads in flight pays.
-// `staged` is a literal at every call, so each walk compiles with one source of x.
-fn gemv_walk(staged: bool, wa: u32, wb: u32, k0: u32, k_end: u32) -> vec2<f32> {
-    var acc = vec2<f32>(0.0);
+// k0, k0 + 32, ... < k_end (sum of x^2 in z when `norm`). Eight steps per iteration while
+// they last: a lane walks K in few long steps, and latency, not bandwidth, is what a walk
+// with few loads in flight pays.
+fn gemv_walk(norm: bool, wa: u32, wb: u32, k0: u32, k_end: u32, K: u32) -> vec4<f32> {
+    var acc = vec4<f32>(0.0);
     var k = k0;
     for (; k + 7u * GV_LANES < k_end; k += 8u * GV_LANES) {
-        acc += gemv_step4(staged, wa, wb, k) + gemv_step4(staged, wa, wb, k + 4u * GV_LANES);
+        acc += gemv_step4(norm, wa, wb, k) + gemv_step4(norm, wa, wb, k + 4u * GV_LANES);
     }
     for (; k + 3u * GV_LANES < k_end; k += 4u * GV_LANES) {
-        acc += gemv_step4(staged, wa, wb, k);
+        acc += gemv_step4(norm, wa, wb, k);
     }
     for (; k < k_end; k += GV_LANES) {
-        let xv = gemv_xv(staged, k);
-        acc += vec2<f32>(dot(vec4<f32>(w[wa + k]), xv), dot(vec4<f32>(w[wb + k]), xv));
+        let xr = x[k];
+        var xv = xr;
+        if (norm) {
+            acc.z += dot(xr, xr);
+            xv *= x2[k];
+        }
+        acc.x += dot(vec4<f32>(w[wa + k]), xv);
+        acc.y += dot(vec4<f32>(w[wb + k]), xv);
     }
     return acc;
 }
@@ -217,28 +225,11 @@ fn gemv_body(wgi: u32, t: u32, split: bool) {
             // Columns past N read a valid row (their sums are never stored).
             let wa = min(ca, node.n - 1u) * K4;
             let wb = min(cb, node.n - 1u) * K4;
+            // A literal flag per call, so the compiler can build the loop without the norm.
             if (norm) {
-                // x times the norm weight once per workgroup, with the row's sum of squares:
-                // the walk then reads workgroup memory and carries no norm work.
-                let groups = select(GV_GROUPS, 2u * GV_GROUPS, split);
-                var sq = 0.0;
-                for (var k = t; k < K4; k += groups * GV_LANES) {
-                    let v = x[k];
-                    sq += dot(v, v);
-                    gx[k] = v * x2[k];
-                }
-                let part = lanes_sum4(vec4<f32>(sq, 0.0, 0.0, 0.0), t);
-                if (lane == 0u) { gsq[t / GV_LANES] = part.x; }
-                workgroupBarrier();
-                var row_sq = 0.0;
-                for (var i = 0u; i < groups; i++) {
-                    row_sq += gsq[i];
-                }
-                // acc is summed over the lanes and the halves below: count the row's once.
-                let once = lane == 0u && !upper;
-                acc = vec4<f32>(gemv_walk(true, wa, wb, k_begin + lane, k_end), select(0.0, row_sq, once), 0.0);
+                acc = gemv_walk(true, wa, wb, k_begin + lane, k_end, K);
             } else {
-                acc = vec4<f32>(gemv_walk(false, wa, wb, k_begin + lane, k_end), 0.0, 0.0);
+                acc = gemv_walk(false, wa, wb, k_begin + lane, k_end, K);
             }
         } else {
             for (var k = k_begin + lane; k < k_end; k += GV_LANES) {

@@ -45,8 +45,6 @@ const GV_COLS: usize = 8;
 /// Output columns per flat-GEMM workgroup (`FB_COLS`); rows per workgroup (`FB_M`).
 const FB_COLS: usize = 32;
 const FB_M: usize = 8;
-/// Longest row the GEMV norm prologue stages in workgroup memory (`gx` in linear.wgsl).
-const GEMV_NORM_MAX_K: usize = 5120;
 /// From this K on, GEMV splits K over two lane groups per column pair (`gemv_split_k`).
 /// On an H200, Llama-2-7B's down projection (K = 11008) gained 9% and every K = 4096
 /// shape lost 4-11% (`fdpp bench kernels`, bench/results/h200.md).
@@ -273,8 +271,7 @@ impl Fusions {
             let at = |id: usize| plan.order.iter().position(|&o| o == id);
             // Adjacent in the order, so nothing can reuse the norm's input buffer in between.
             let folds = |p: usize| matches!(g.nodes[p].op, Op::RmsNorm { .. }) && consumers[n.inputs[0]].len() == 1 && at(p).map(|a| a + 1) == at(i);
-            let Op::Linear { k, .. } = n.op else { unreachable!() };
-            if let Some(p) = producer.filter(|&p| folds(p) && k <= GEMV_NORM_MAX_K) {
+            if let Some(p) = producer.filter(|&p| folds(p)) {
                 if buffer(g.nodes[p].inputs[0]) != buffer(n.output) {
                     f.norm.insert(i, p);
                 }

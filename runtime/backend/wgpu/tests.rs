@@ -390,4 +390,3 @@ fn fused_and_chunked_lowering_matches_the_plain_one() {
     assert!(folded(&chunked, "add") && !folded(&chunked, "rms_norm"));
     assert!(plain.last_step_records().iter().all(|r| r.implementation != "fused"));
 }
-
