@@ -135,7 +135,8 @@ fn kernels(args: KernelArgs) -> Result<()> {
             println!("{m:>5} {:>26} {:>26} {:>26}", show(LinearImpl::Gemv), show(LinearImpl::FlatGemm), show(LinearImpl::Gemm));
         }
         let f = |v: &Option<usize>| v.map_or("not in grid".to_string(), |m| m.to_string());
-        println!("measured M1 = {}, M2 = {} (built-in wgpu table: M1 = 4, M2 = 64)", f(m1), f(m2));
+        let builtin = fdpp_runtime::dataflow::DataflowTable::wgpu_default().fallback;
+        println!("measured M1 = {}, M2 = {} (built-in wgpu table: M1 = {}, M2 = {})", f(m1), f(m2), builtin.m1, builtin.m2);
     }
     println!(
         "\ndecode attention, one sequence, {} heads / {} KV heads x {}, K and V f32: us per call (GB/s of K + V read, % of read ceiling)",

@@ -70,13 +70,13 @@ impl DataflowTable {
     }
 
     /// The wgpu backend's built-in table until the tuner measures one per device and shape.
-    /// From `fdpp bench kernels` on an H200 (bench/results/h200.md): GEMV is best at M = 1,
-    /// the flat GEMM from M = 2 up to M2 between 24 and 96 on Llama-2-7B's shapes (96 to 512
-    /// on SmolLM2's), the tiled GEMM beyond.
+    /// From `fdpp bench kernels` on an H200 (bench/results/h200.md, 2026-11-29, register-tiled
+    /// flat GEMM): GEMV is best at M = 1, the flat GEMM from M = 2 to at least M = 64 on all
+    /// four Llama-2-7B shapes, the tiled GEMM beyond (at M = 256 it wins on every shape).
     pub fn wgpu_default() -> Self {
         DataflowTable {
             source: TableSource::Default { backend: "wgpu".into() },
-            fallback: Inflections { m1: 2, m2: 32 },
+            fallback: Inflections { m1: 2, m2: 65 },
             shapes: BTreeMap::new(),
         }
     }
