@@ -249,6 +249,22 @@ fn online_row(i: u32, h: u32, t: u32) {
     }
 }
 
+// sum over chunks c of scratch[(base + c) * stride + offset], four chunks per iteration:
+// independent loads, a quarter of the dependent chain.
+fn chunk_sum(base: u32, chunks: u32, stride: u32, offset: u32) -> f32 {
+    let c4 = chunks / 4u * 4u;
+    var s4 = vec4<f32>(0.0);
+    for (var c = 0u; c < c4; c += 4u) {
+        let r = (base + c) * stride + offset;
+        s4 += vec4<f32>(scratch[r], scratch[r + stride], scratch[r + 2u * stride], scratch[r + 3u * stride]);
+    }
+    var s = s4.x + s4.y + s4.z + s4.w;
+    for (var c = c4; c < chunks; c++) {
+        s += scratch[(base + c) * stride + offset];
+    }
+    return s;
+}
+
 // grid: (heads, m). Adds the chunks' partial sums and divides once; a row that
 // attn_split flagged is recomputed here with the online softmax (counted in flags[0]).
 @compute @workgroup_size(64)
@@ -268,28 +284,10 @@ fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let pos = position_at(i);
     let chunks = pos / step.attn_chunk_keys + 1u;
     let base = (i * node.heads + h) * step.attn_chunks;
-    // Four chunks per iteration: independent loads, a quarter of the dependent chain.
     let stride = hd + 1u;
-    let c4 = chunks / 4u * 4u;
-    var l4 = vec4<f32>(0.0);
-    for (var c = 0u; c < c4; c += 4u) {
-        let r = (base + c) * stride + hd;
-        l4 += vec4<f32>(scratch[r], scratch[r + stride], scratch[r + 2u * stride], scratch[r + 3u * stride]);
-    }
-    var l = l4.x + l4.y + l4.z + l4.w;
-    for (var c = c4; c < chunks; c++) {
-        l += scratch[(base + c) * stride + hd];
-    }
+    let l = chunk_sum(base, chunks, stride, hd);
     for (var d = t; d < hd; d += AT) {
-        var s4 = vec4<f32>(0.0);
-        for (var c = 0u; c < c4; c += 4u) {
-            let r = (base + c) * stride + d;
-            s4 += vec4<f32>(scratch[r], scratch[r + stride], scratch[r + 2u * stride], scratch[r + 3u * stride]);
-        }
-        var s = s4.x + s4.y + s4.z + s4.w;
-        for (var c = c4; c < chunks; c++) {
-            s += scratch[(base + c) * stride + d];
-        }
+        let s = chunk_sum(base, chunks, stride, d);
         y[i * node.heads * hd + h * hd + d] = s / l;
     }
 }
