@@ -1,7 +1,11 @@
 //! The portable GPU backend: every graph node runs as a WGSL compute kernel through wgpu
 //! (Vulkan, Metal, DX12; Mesa's lavapipe without a GPU). Pipelines and bind groups are made
 //! once for the static graph; a step records every dispatch into one command encoder and
-//! submits once; the KV cache never leaves the GPU. Greedy decoding reads back 4 bytes.
+//! submits once; the KV cache never leaves the GPU. Decoding picks the next ids on the
+//! device (argmax or top-k/top-p), feeds them to the next step there and reads back 4 bytes
+//! per sequence one step behind, so step t + 1 is recorded while step t runs. On GEMV steps
+//! the RMSNorms, SwiGLU, RoPE with the KV write and the residual adds run inside the linear
+//! layers around them (6 dispatches per layer).
 
 pub mod device;
 pub mod microbench;
@@ -237,10 +241,10 @@ impl Fusions {
             let users = &consumers[n.output];
             match &n.op {
                 Op::Rope { .. } => {
-                    if let [u] = users[..] {
-                        if let Op::Attention { layer, .. } = g.nodes[u].op {
-                            f.rope_kv.insert(i, layer);
-                        }
+                    if let [u] = users[..]
+                        && let Op::Attention { layer, .. } = g.nodes[u].op
+                    {
+                        f.rope_kv.insert(i, layer);
                     }
                 }
                 Op::Linear { .. } => {
@@ -271,10 +275,8 @@ impl Fusions {
             let at = |id: usize| plan.order.iter().position(|&o| o == id);
             // Adjacent in the order, so nothing can reuse the norm's input buffer in between.
             let folds = |p: usize| matches!(g.nodes[p].op, Op::RmsNorm { .. }) && consumers[n.inputs[0]].len() == 1 && at(p).map(|a| a + 1) == at(i);
-            if let Some(p) = producer.filter(|&p| folds(p)) {
-                if buffer(g.nodes[p].inputs[0]) != buffer(n.output) {
-                    f.norm.insert(i, p);
-                }
+            if let Some(p) = producer.filter(|&p| folds(p) && buffer(g.nodes[p].inputs[0]) != buffer(n.output)) {
+                f.norm.insert(i, p);
             }
             if let [u] = consumers[n.output][..] {
                 let act = &g.nodes[u];
@@ -835,10 +837,10 @@ impl WgpuExecutor {
     fn folded(&self, s: &StepShape) -> HashMap<usize, (usize, &'static str)> {
         let mut folded = HashMap::new();
         for (&ni, work) in self.plan.order.iter().zip(&self.work) {
-            if let Work::Linear { gemv_fused: Some(f), n, k, out_rows, .. } = work {
-                if self.linear_impl(*n, *k, s.rows(*out_rows)) == LinearImpl::Gemv {
-                    folded.extend(f.folds.iter().map(|&(idx, place)| (idx, (ni, place))));
-                }
+            if let Work::Linear { gemv_fused: Some(f), n, k, out_rows, .. } = work
+                && self.linear_impl(*n, *k, s.rows(*out_rows)) == LinearImpl::Gemv
+            {
+                folded.extend(f.folds.iter().map(|&(idx, place)| (idx, (ni, place))));
             }
         }
         folded
