@@ -161,7 +161,7 @@ pub fn check_decode(first: &StepInput) -> Result<()> {
     seqs.sort_unstable();
     seqs.dedup();
     if !first.out_rows.iter().copied().eq(0..m) || seqs.len() != m {
-        return Err(Error::InvalidArgument("greedy decoding takes one token per sequence, each its own output row".into()));
+        return Err(Error::InvalidArgument("decoding takes one token per sequence, each its own output row".into()));
     }
     Ok(())
 }
