@@ -65,10 +65,6 @@ fn x4(i: u32) -> vec4<f32> {
     if ((i & 3u) == 0u) { return x[i >> 2u]; }
     return vec4<f32>(xs(i), xs(i + 1u), xs(i + 2u), xs(i + 3u));
 }
-fn w4(i: u32) -> vec4<f32> {
-    if ((i & 3u) == 0u) { return vec4<f32>(w[i >> 2u]); }
-    return vec4<f32>(ws(i), ws(i + 1u), ws(i + 2u), ws(i + 3u));
-}
 
 fn row_count() -> u32 {
     return select(step.m, step.n_out, node.rows == 1u);
