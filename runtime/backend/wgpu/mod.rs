@@ -44,7 +44,8 @@ fn split_kv(keys: usize) -> (usize, usize) {
 }
 /// Rows the GEMV kernel handles at once (`GEMV_MAX_M` in linear.wgsl).
 const GEMV_MAX_M: usize = 8;
-/// Output columns per GEMV workgroup (`GV_COLS`); half as many in the SwiGLU epilogue.
+/// Output columns per GEMV workgroup (`GV_COLS`); half as many pairs with the SwiGLU or
+/// RoPE epilogue.
 const GV_COLS: usize = 8;
 /// Output columns per flat-GEMM workgroup (`FB_COLS`); rows per workgroup (`FB_M`).
 const FB_COLS: usize = 32;
@@ -193,8 +194,9 @@ fn ids_readback_bytes(max_out: usize) -> u64 {
     ((1 + max_out) * 4).next_multiple_of(8) as u64
 }
 
-/// A linear layer with its RMSNorm folded into the prologue and/or its SwiGLU into the
-/// epilogue. GEMV only: on flat-GEMM and GEMM steps the unfused nodes run instead.
+/// A linear layer with its RMSNorm folded into the prologue and/or its SwiGLU or RoPE (with
+/// the KV write) into the epilogue. GEMV only: on flat-GEMM and GEMM steps the unfused nodes
+/// run instead.
 struct GemvFused {
     group: wgpu::BindGroup,
     workgroups: usize,
@@ -346,7 +348,8 @@ pub struct WgpuExecutor {
     node_micros: Vec<f64>,
     recomputed: Option<u32>,
     profiler: Option<Profiler>,
-    /// Lower with fusions (rope + KV write, residual add into linear epilogues).
+    /// Lower with fusions (KV write into rope, residual adds into linear epilogues, and on
+    /// GEMV steps RMSNorm, SwiGLU and RoPE into the linear layers around them).
     fuse: bool,
 }
 
@@ -693,6 +696,8 @@ impl WgpuExecutor {
         });
         let act = |t: usize| &self.activations[self.plan.memory.buffer_of[t].expect("activation")];
         let bind = |u: usize, b: Binds| self.bind_group(&ubuf, u * stride, b);
+        // The K and V caches a rope node writes, when it writes them.
+        let cache_of = |rope: usize| fusion.rope_kv.get(&rope).map(|&layer| (&self.kv[layer].0, &self.kv[layer].1)).unzip();
         let mut work = Vec::new();
         for (&ni, p) in self.plan.order.iter().zip(plans) {
             let node = &g.nodes[ni];
@@ -721,10 +726,7 @@ impl WgpuExecutor {
                             _ => unreachable!(),
                         });
                         let y = Some(act(swiglu.or(rope).map_or(node.output, |(_, a)| a.output)));
-                        let (kc, vc) = match rope.map(|(r, _)| fusion.rope_kv[&r]) {
-                            Some(layer) => (Some(&self.kv[layer].0), Some(&self.kv[layer].1)),
-                            None => (None, None),
-                        };
+                        let (kc, vc) = rope.map_or((None, None), |(r, _)| cache_of(r));
                         let position = |id: usize| self.plan.order.iter().position(|&o| o == id).expect("every node is in the order");
                         let mut folds = Vec::new();
                         folds.extend(norm.map(|(p, _)| (position(p), "prologue")));
@@ -755,10 +757,7 @@ impl WgpuExecutor {
                     fused_add: fusion.residual.contains_key(&ni),
                 },
                 (Op::Rope { .. }, Plan2::Single(u)) => {
-                    let (kc, vc) = match fusion.rope_kv.get(&ni) {
-                        Some(&layer) => (Some(&self.kv[layer].0), Some(&self.kv[layer].1)),
-                        None => (None, None),
-                    };
+                    let (kc, vc) = cache_of(ni);
                     Work::Rope { group: bind(u, Binds { x, x2: Some(&self.rope_table), y, kc, vc, ..Default::default() }), width, writes_kv: kc.is_some() }
                 }
                 (Op::Attention { layer, .. }, Plan2::Attention(u)) => {
@@ -1138,38 +1137,37 @@ impl Executor for WgpuExecutor {
         let m = first.m();
         let mut positions = first.positions.to_vec();
         let mut in_flight: Option<(usize, wgpu::SubmissionIndex)> = None;
-        let (mut host, mut device, mut timed) = (0.0, 0.0, 0usize);
-        for t in 0..steps {
-            let slot = t % 2;
-            if pick == Pick::Sample {
-                let draws: Vec<f32> = (0..m).map(|_| sampler.draw()).collect();
-                let (s, _) = self.sampler.as_ref().expect("made above");
-                s.prepare(&self.ctx, sampler.params(), &draws, 1)?;
-            }
-            let index = self.run(&StepInput { positions: &positions, ..*first }, pick, slot, t > 0)?;
-            host += self.timing.host_micros.unwrap_or(0.0);
+        let (mut host, mut submitted_steps, mut device, mut timed) = (0.0, 0usize, 0.0, 0usize);
+        // One more round than steps: the last only reads the last step's ids.
+        for t in 0..=steps {
+            let submitted = if t < steps {
+                let slot = t % 2;
+                if pick == Pick::Sample {
+                    let draws: Vec<f32> = (0..m).map(|_| sampler.draw()).collect();
+                    let (s, _) = self.sampler.as_ref().expect("made above");
+                    s.prepare(&self.ctx, sampler.params(), &draws, 1)?;
+                }
+                let index = self.run(&StepInput { positions: &positions, ..*first }, pick, slot, t > 0)?;
+                host += self.timing.host_micros.unwrap_or(0.0);
+                submitted_steps += 1;
+                positions.iter_mut().for_each(|p| *p += 1);
+                Some((slot, index))
+            } else {
+                None
+            };
             // Step t is queued behind t - 1: read t - 1's ids while the device runs t.
-            if let Some((prev, prev_index)) = in_flight.replace((slot, index)) {
+            if let Some((prev, prev_index)) = std::mem::replace(&mut in_flight, submitted) {
                 let ids = self.read_ids(prev, m, Some(prev_index))?;
                 if let Some(d) = self.timing.device_micros.take() {
                     device += d;
                     timed += 1;
                 }
                 if !on_ids(&ids) {
-                    return Ok(());
+                    break;
                 }
             }
-            positions.iter_mut().for_each(|p| *p += 1);
         }
-        if let Some((slot, index)) = in_flight {
-            let ids = self.read_ids(slot, m, Some(index))?;
-            if let Some(d) = self.timing.device_micros.take() {
-                device += d;
-                timed += 1;
-            }
-            on_ids(&ids);
-        }
-        let n = steps.max(1) as f64;
+        let n = submitted_steps.max(1) as f64;
         self.timing = StepTiming { host_micros: Some(host / n), device_micros: (timed > 0).then(|| device / timed as f64) };
         Ok(())
     }
