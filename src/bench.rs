@@ -101,9 +101,15 @@ fn kernels(args: KernelArgs) -> Result<()> {
     use fdpp_runtime::backend::wgpu::microbench;
     use fdpp_runtime::dataflow::LinearImpl;
     let c = args.shape.config();
-    let shapes = [(c.qkv_dim(), c.hidden_size), (c.hidden_size, c.q_dim()), (2 * c.intermediate_size, c.hidden_size), (c.hidden_size, c.intermediate_size)];
+    let shapes = [
+        (c.qkv_dim(), c.hidden_size),
+        (c.hidden_size, c.q_dim()),
+        (2 * c.intermediate_size, c.hidden_size),
+        (c.hidden_size, c.intermediate_size),
+    ];
     let names = ["qkv", "o", "gate_up", "down"];
-    let attention = microbench::AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: c.head_dim, max_context: c.max_context };
+    let attention =
+        microbench::AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: c.head_dim, max_context: c.max_context };
     let sweep = microbench::Sweep { shapes: &shapes, ms: &args.m, attention, ctxs: &args.ctx };
     let mut bar = crate::progress::Bar::hidden();
     let precision = crate::DeviceArgs::precision(args.weights);
@@ -129,7 +135,13 @@ fn kernels(args: KernelArgs) -> Result<()> {
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|b| b.0);
             let show = |imp: LinearImpl| match cell(imp) {
-                Some(t) => format!("{:.1} ({:.1}, {:.0}%){}", t.micros, t.gbytes_per_s, t.read_ceiling_pct, if best == Some(imp) { "*" } else { " " }),
+                Some(t) => format!(
+                    "{:.1} ({:.1}, {:.0}%){}",
+                    t.micros,
+                    t.gbytes_per_s,
+                    t.read_ceiling_pct,
+                    if best == Some(imp) { "*" } else { " " }
+                ),
                 None => "-".into(),
             };
             println!("{m:>5} {:>26} {:>26} {:>26}", show(LinearImpl::Gemv), show(LinearImpl::FlatGemm), show(LinearImpl::Gemm));
@@ -477,7 +489,10 @@ fn record_rows(path: Option<&Path>, anchor: Option<&str>, model: &str, device: &
 /// characters in single quotes.
 fn command_line(args: impl IntoIterator<Item = String>) -> String {
     let mut args = args.into_iter();
-    let program = args.next().map(|p| Path::new(&p).file_name().map_or(p.clone(), |f| f.to_string_lossy().into_owned())).unwrap_or_else(|| "fdpp".into());
+    let program = args
+        .next()
+        .map(|p| Path::new(&p).file_name().map_or(p.clone(), |f| f.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "fdpp".into());
     let quote = |a: String| {
         if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,/=:+@%".contains(c)) {
             a
@@ -568,7 +583,17 @@ mod tests {
 
     #[test]
     fn command_lines_quote_what_the_shell_would_split() {
-        let args = ["/x/target/release/fdpp", "bench", "--shape", "smollm2-135m", "--batch", "1,8", "--anchor", "llama.cpp CUDA 966 tok/s", "it's"];
+        let args = [
+            "/x/target/release/fdpp",
+            "bench",
+            "--shape",
+            "smollm2-135m",
+            "--batch",
+            "1,8",
+            "--anchor",
+            "llama.cpp CUDA 966 tok/s",
+            "it's",
+        ];
         assert_eq!(
             command_line(args.iter().map(|s| s.to_string())),
             r"fdpp bench --shape smollm2-135m --batch 1,8 --anchor 'llama.cpp CUDA 966 tok/s' 'it'\''s'"

@@ -24,7 +24,14 @@ pub fn run(path: &Path, m: usize) -> Result<()> {
     );
     println!(
         "{:>4}  {:<26} {:<12} {:<26} {:<16} {:<20} {:>12}  {}",
-        "#", "node", "op", "inputs", "output", "parameter", "param bytes", format!("cpu dataflow at m={m}")
+        "#",
+        "node",
+        "op",
+        "inputs",
+        "output",
+        "parameter",
+        "param bytes",
+        format!("cpu dataflow at m={m}")
     );
     for (row, &i) in plan.order.iter().enumerate() {
         let n = &g.nodes[i];

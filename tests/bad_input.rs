@@ -172,12 +172,8 @@ fn backend_not_available_yet() {
     let dir = common::temp_dir("backend");
     let path = dir.join("model.gguf");
     common::write_tiny(&path, &Spec::default(), 3);
-    let out = Command::new(env!("CARGO_BIN_EXE_fdpp"))
-        .args(["generate", "--backend", "cuda", "--model"])
-        .arg(&path)
-        .arg("hi")
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_fdpp")).args(["generate", "--backend", "cuda", "--model"]).arg(&path).arg("hi").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_mentions(&stderr, &["cuda", "not available"]);

@@ -60,7 +60,8 @@ fn tiny_llama_on_wgpu_matches_cpu() {
         // Top-k / top-p sampling on the device draws the host sampler's numbers, in order.
         if precision == WeightPrecision::F32 {
             let sampled = SamplingParams { temperature: 4.0, top_k: 40, top_p: 0.95, seed: 7 };
-            let (g, c) = (gpu.decode_ids(first, prompt.len(), 8, &sampled).unwrap(), cpu.decode_ids(first, prompt.len(), 8, &sampled).unwrap());
+            let (g, c) =
+                (gpu.decode_ids(first, prompt.len(), 8, &sampled).unwrap(), cpu.decode_ids(first, prompt.len(), 8, &sampled).unwrap());
             assert_eq!(g, c, "sampled tokens after the prompt");
             assert_ne!(c, cpu.decode_ids(first, prompt.len(), 8, &greedy).unwrap(), "sampling should leave the greedy path");
         }
@@ -80,7 +81,19 @@ fn smollm2_reference_prompts_on_wgpu_match_cpu() {
         let prompt = if chat { "What is the boiling point of water at sea level?" } else { "The capital of France is" };
         let run = |backend: &str| {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_fdpp"));
-            cmd.args(["generate", "--backend", backend, "--weights", "f32", "--temperature", "0", "--max-tokens", "24", "--json", "--model"]);
+            cmd.args([
+                "generate",
+                "--backend",
+                backend,
+                "--weights",
+                "f32",
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "24",
+                "--json",
+                "--model",
+            ]);
             cmd.arg(&model);
             if chat {
                 cmd.arg("--chat");

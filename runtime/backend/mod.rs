@@ -193,13 +193,7 @@ pub fn decode_one_by_one<E: Executor + ?Sized>(
 }
 
 /// Creates an executor for `graph` with its parameters (in `graph.params` order).
-pub fn create(
-    kind: BackendKind,
-    graph: &Graph,
-    plan: &Plan,
-    params: Vec<HostTensor>,
-    opts: ExecutorOptions,
-) -> Result<Box<dyn Executor>> {
+pub fn create(kind: BackendKind, graph: &Graph, plan: &Plan, params: Vec<HostTensor>, opts: ExecutorOptions) -> Result<Box<dyn Executor>> {
     match kind {
         BackendKind::Cpu => Ok(Box::new(cpu::CpuExecutor::new(graph, plan, params, opts)?)),
         BackendKind::Wgpu => {

@@ -159,9 +159,10 @@ impl Engine {
                 if messages.iter().all(|m| m.content.is_empty()) {
                     return Err(Error::EmptyPrompt);
                 }
-                let template = self.chat_template.as_ref().ok_or_else(|| {
-                    Error::ChatTemplate("this model has no chat template; run without --chat".into())
-                })?;
+                let template = self
+                    .chat_template
+                    .as_ref()
+                    .ok_or_else(|| Error::ChatTemplate("this model has no chat template; run without --chat".into()))?;
                 // The template writes special tokens as text; HF encodes it without adding more.
                 self.tokenizer.encode(&template.render(messages, true)?, false)?
             }
@@ -170,11 +171,7 @@ impl Engine {
             return Err(Error::EmptyPrompt);
         }
         if ids.len() > self.max_context {
-            return Err(Error::PromptTooLong {
-                tokens: ids.len(),
-                limit: self.max_context,
-                hint: "; shorten the prompt".into(),
-            });
+            return Err(Error::PromptTooLong { tokens: ids.len(), limit: self.max_context, hint: "; shorten the prompt".into() });
         }
         Ok(ids)
     }
@@ -227,7 +224,13 @@ impl Engine {
         self.record(Phase::Prefill, prompt_ids.len(), stats.prefill_secs);
         let first_top5 = sampler::top_k(&logits, 5);
 
-        let mut out = Collector { ids: vec![], stream: TextStream::default(), stop: None, max_tokens: req.max_tokens, stops: self.tokenizer.stop_ids().to_vec() };
+        let mut out = Collector {
+            ids: vec![],
+            stream: TextStream::default(),
+            stop: None,
+            max_tokens: req.max_tokens,
+            stops: self.tokenizer.stop_ids().to_vec(),
+        };
         let first = sampler.sample(&logits);
         let pos = prompt_ids.len();
         if req.max_tokens > 0 && out.accept(first, &self.tokenizer, on_text)? {

@@ -177,8 +177,14 @@ mod tests {
     fn the_same_seed_gives_the_same_draws_and_frequencies_follow_the_probabilities() {
         let logits = [0.0f32, (3.0f32).ln()]; // probabilities 1/4 and 3/4
         let p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 42 };
-        let a: Vec<u32> = { let mut s = Sampler::new(p.clone()); (0..4000).map(|_| s.sample(&logits)).collect() };
-        let b: Vec<u32> = { let mut s = Sampler::new(p); (0..4000).map(|_| s.sample(&logits)).collect() };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(p.clone());
+            (0..4000).map(|_| s.sample(&logits)).collect()
+        };
+        let b: Vec<u32> = {
+            let mut s = Sampler::new(p);
+            (0..4000).map(|_| s.sample(&logits)).collect()
+        };
         assert_eq!(a, b);
         let ones = a.iter().filter(|&&x| x == 1).count() as f64 / 4000.0;
         assert!((ones - 0.75).abs() < 0.03, "{ones}");

@@ -76,7 +76,13 @@ mod tests {
     use super::*;
 
     fn rec(op: &str, implementation: &str, micros: Option<f64>) -> NodeRecord {
-        NodeRecord { node: format!("{op}.{implementation}"), op: op.into(), implementation: implementation.into(), reason: String::new(), micros }
+        NodeRecord {
+            node: format!("{op}.{implementation}"),
+            op: op.into(),
+            implementation: implementation.into(),
+            reason: String::new(),
+            micros,
+        }
     }
 
     #[test]
@@ -95,7 +101,8 @@ mod tests {
             ],
         };
         let s = step.op_summary();
-        let got: Vec<(&str, &str, usize, Option<f64>)> = s.iter().map(|o| (o.op.as_str(), o.implementation.as_str(), o.nodes, o.micros)).collect();
+        let got: Vec<(&str, &str, usize, Option<f64>)> =
+            s.iter().map(|o| (o.op.as_str(), o.implementation.as_str(), o.nodes, o.micros)).collect();
         assert_eq!(
             got,
             vec![

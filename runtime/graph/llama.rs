@@ -2,8 +2,8 @@
 //! Q, K, V are fused into one projection and gate/up into another, so a layer has the
 //! four FlashDecoding++ linear shapes: QKV, O, gate-up, down.
 
-use super::ir::*;
 use super::Graph;
+use super::ir::*;
 use crate::model::{ModelConfig, names};
 
 struct Builder {
@@ -80,4 +80,3 @@ pub fn build(c: &ModelConfig) -> Graph {
     b.tensors[logits].kind = TensorKind::Output;
     Graph { config: c.clone(), tensors: b.tensors, params: b.params, nodes: b.nodes, tokens, logits }
 }
-

@@ -25,11 +25,7 @@ pub struct Graph {
 impl Graph {
     /// Reads every parameter from `weights`, checking each part's shape against the config
     /// and stacking fused parts. `progress(done, total)` is called after each parameter.
-    pub fn load_params(
-        &self,
-        weights: &dyn WeightSource,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Vec<HostTensor>> {
+    pub fn load_params(&self, weights: &dyn WeightSource, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<HostTensor>> {
         let mut out = Vec::with_capacity(self.params.len());
         for (i, p) in self.params.iter().enumerate() {
             out.push(load_param(p, weights)?);

@@ -44,11 +44,7 @@ fn template_err(e: minijinja::Error) -> Error {
 impl ChatTemplate {
     pub fn new(source: String, tokenizer: &Tokenizer) -> Result<Self> {
         let mut env = Environment::new();
-        let syntax = minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-            .map_err(template_err)?;
+        let syntax = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(template_err)?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -84,15 +80,16 @@ impl ChatTemplate {
             return Ok(None);
         }
         let text = std::fs::read(&config).map_err(|e| Error::io(&config, e))?;
-        let v: serde_json::Value = serde_json::from_slice(&text)
-            .map_err(|e| Error::Malformed { path: config.clone(), what: "JSON".into(), reason: e.to_string() })?;
+        let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Malformed {
+            path: config.clone(),
+            what: "JSON".into(),
+            reason: e.to_string(),
+        })?;
         let source = match &v["chat_template"] {
             serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Array(list) => list
-                .iter()
-                .find(|t| t["name"] == "default")
-                .and_then(|t| t["template"].as_str())
-                .map(str::to_string),
+            serde_json::Value::Array(list) => {
+                list.iter().find(|t| t["name"] == "default").and_then(|t| t["template"].as_str()).map(str::to_string)
+            }
             _ => None,
         };
         source.map(|s| Self::new(s, tokenizer)).transpose()
@@ -241,7 +238,9 @@ mod tests {
     #[test]
     fn bos_eos_and_generation_prompt_are_in_the_context() {
         let t = tokenizer();
-        let c = ChatTemplate::new("{{ bos_token }}{{ messages | length }}{% if add_generation_prompt %}+{% endif %}{{ eos_token }}".into(), &t).unwrap();
+        let c =
+            ChatTemplate::new("{{ bos_token }}{{ messages | length }}{% if add_generation_prompt %}+{% endif %}{{ eos_token }}".into(), &t)
+                .unwrap();
         let (bos, eos) = (t.bos_token().unwrap(), t.eos_token().unwrap());
         assert_eq!(c.render(&[msg("user", "a")], true).unwrap(), format!("{bos}1+{eos}"));
         assert_eq!(c.render(&[], false).unwrap(), format!("{bos}0{eos}"));

@@ -51,10 +51,7 @@ impl ModelConfig {
             }
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
-            return Err(format!(
-                "num_heads ({}) is not a multiple of num_kv_heads ({})",
-                self.num_heads, self.num_kv_heads
-            ));
+            return Err(format!("num_heads ({}) is not a multiple of num_kv_heads ({})", self.num_heads, self.num_kv_heads));
         }
         if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim ({}) is odd; rotary embedding needs pairs", self.head_dim));
@@ -62,10 +59,7 @@ impl ModelConfig {
         // Written negated so that NaN is rejected too.
         #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(self.rope_theta > 0.0) || !(self.rms_norm_eps >= 0.0) {
-            return Err(format!(
-                "rope_theta ({}) must be > 0 and rms_norm_eps ({}) >= 0",
-                self.rope_theta, self.rms_norm_eps
-            ));
+            return Err(format!("rope_theta ({}) must be > 0 and rms_norm_eps ({}) >= 0", self.rope_theta, self.rms_norm_eps));
         }
         Ok(())
     }

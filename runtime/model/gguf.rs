@@ -324,8 +324,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
         let len = self.u64(&|| format!("length of {}", what()))?;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| Error::InvalidUtf8 { path: self.path.to_path_buf(), what: what() })
+        String::from_utf8(bytes.to_vec()).map_err(|_| Error::InvalidUtf8 { path: self.path.to_path_buf(), what: what() })
     }
     fn remaining(&self) -> u64 {
         (self.bytes.len() - self.pos) as u64
@@ -474,13 +473,14 @@ impl GgufFile {
         // Bounds of every tensor's data, checked once here so reads need not.
         for t in &tensors {
             if let Some((block, _)) = t.ggml_type.block_layout()
-                && t.dims[0] % block != 0 {
-                    return Err(Error::Malformed {
-                        path: path.to_path_buf(),
-                        what: format!("tensor `{}`", t.name),
-                        reason: format!("row length {} is not a multiple of the {} block size {block}", t.dims[0], t.ggml_type),
-                    });
-                }
+                && t.dims[0] % block != 0
+            {
+                return Err(Error::Malformed {
+                    path: path.to_path_buf(),
+                    what: format!("tensor `{}`", t.name),
+                    reason: format!("row length {} is not a multiple of the {} block size {block}", t.dims[0], t.ggml_type),
+                });
+            }
             if t.offset % alignment != 0 {
                 return Err(Error::Malformed {
                     path: path.to_path_buf(),
@@ -519,9 +519,7 @@ impl GgufFile {
 
     /// Reads one tensor; quantized types are dequantized to f32, float types keep their type.
     pub fn read_tensor(&self, name: &str) -> Result<HostTensor> {
-        let info = self
-            .tensor_info(name)
-            .ok_or_else(|| Error::MissingTensor { path: self.path.clone(), tensor: name.to_string() })?;
+        let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor { path: self.path.clone(), tensor: name.to_string() })?;
         if !info.ggml_type.is_supported() {
             return Err(self.unsupported(info));
         }

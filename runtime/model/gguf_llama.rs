@@ -14,14 +14,7 @@ pub fn load(path: &Path) -> Result<Model> {
     let tokenizer = Tokenizer::from_gguf(&file)?;
     let chat_template = ChatTemplate::from_gguf(&file, &tokenizer)?;
     let weights = GgufWeights::new(file, &config);
-    Ok(Model {
-        path: path.to_path_buf(),
-        format: ModelFormat::Gguf,
-        config,
-        weights: Box::new(weights),
-        tokenizer,
-        chat_template,
-    })
+    Ok(Model { path: path.to_path_buf(), format: ModelFormat::Gguf, config, weights: Box::new(weights), tokenizer, chat_template })
 }
 
 pub fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
@@ -62,11 +55,7 @@ pub fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
         max_context: req("context_length")?,
         tie_word_embeddings: f.tensor_info("output.weight").is_none(),
     };
-    config.validate().map_err(|reason| Error::Malformed {
-        path: f.path.clone(),
-        what: "model hyper-parameters".into(),
-        reason,
-    })?;
+    config.validate().map_err(|reason| Error::Malformed { path: f.path.clone(), what: "model hyper-parameters".into(), reason })?;
     Ok(config)
 }
 
@@ -170,10 +159,11 @@ impl WeightSource for GgufWeights {
         Some(self.file.tensor_info(&m.gguf)?.shape())
     }
     fn load(&self, name: &str) -> Result<HostTensor> {
-        let m = self.map.iter().find(|m| m.hf == name).ok_or_else(|| Error::MissingTensor {
-            path: self.file.path.clone(),
-            tensor: self.display_name(name),
-        })?;
+        let m = self
+            .map
+            .iter()
+            .find(|m| m.hf == name)
+            .ok_or_else(|| Error::MissingTensor { path: self.file.path.clone(), tensor: self.display_name(name) })?;
         let t = self.file.read_tensor(&m.gguf)?;
         match m.unpermute_heads {
             Some(heads) if t.shape.len() == 2 && heads > 0 && t.shape[0] % heads == 0 && (t.shape[0] / heads) % 2 == 0 => {

@@ -19,23 +19,12 @@ pub fn load(dir: &Path) -> Result<Model> {
     let weights = SafetensorsWeights::open(dir)?;
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
     let chat_template = ChatTemplate::from_hf_dir(dir, &tokenizer)?;
-    Ok(Model {
-        path: dir.to_path_buf(),
-        format: ModelFormat::HuggingFace,
-        config,
-        weights: Box::new(weights),
-        tokenizer,
-        chat_template,
-    })
+    Ok(Model { path: dir.to_path_buf(), format: ModelFormat::HuggingFace, config, weights: Box::new(weights), tokenizer, chat_template })
 }
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&text).map_err(|e| Error::Malformed {
-        path: path.to_path_buf(),
-        what: "JSON".into(),
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(&text).map_err(|e| Error::Malformed { path: path.to_path_buf(), what: "JSON".into(), reason: e.to_string() })
 }
 
 pub fn read_config(path: &Path) -> Result<ModelConfig> {
@@ -155,10 +144,7 @@ impl SafetensorsWeights {
                 reason: e.to_string(),
             })?;
             for (name, info) in meta.tensors() {
-                tensors.insert(
-                    name,
-                    Entry { shard: shards.len(), dtype: info.dtype, shape: info.shape.clone(), range: info.data_offsets },
-                );
+                tensors.insert(name, Entry { shard: shards.len(), dtype: info.dtype, shape: info.shape.clone(), range: info.data_offsets });
             }
             shards.push(Shard { path, map, data_start: 8 + header_len });
         }
@@ -177,10 +163,7 @@ impl WeightSource for SafetensorsWeights {
         self.tensors.get(name).map(|e| e.shape.clone())
     }
     fn load(&self, name: &str) -> Result<HostTensor> {
-        let e = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| Error::MissingTensor { path: self.dir.clone(), tensor: name.to_string() })?;
+        let e = self.tensors.get(name).ok_or_else(|| Error::MissingTensor { path: self.dir.clone(), tensor: name.to_string() })?;
         let shard = &self.shards[e.shard];
         let bytes = &shard.map[shard.data_start + e.range.0..shard.data_start + e.range.1];
         let data = match e.dtype {
@@ -240,9 +223,8 @@ pub fn write(model: &Model, dir: &Path, progress: &mut dyn FnMut(usize, usize)) 
     }
     let out = dir.join("model.safetensors");
     let metadata = [("format".to_string(), "pt".to_string())].into_iter().collect();
-    safetensors::serialize_to_file(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata), &out).map_err(
-        |e| Error::Io { path: out.clone(), source: std::io::Error::other(e.to_string()) },
-    )?;
+    safetensors::serialize_to_file(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata), &out)
+        .map_err(|e| Error::Io { path: out.clone(), source: std::io::Error::other(e.to_string()) })?;
     let config = dir.join("config.json");
     let text = serde_json::to_string_pretty(&config_json(&model.config)).expect("JSON values serialise");
     std::fs::write(&config, text).map_err(|e| Error::io(&config, e))?;

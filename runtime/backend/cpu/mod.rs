@@ -59,7 +59,6 @@ impl CpuExecutor {
             record_rows: Vec::new(),
         })
     }
-
 }
 
 impl Executor for CpuExecutor {

@@ -126,7 +126,8 @@ impl GpuContext {
     }
 
     pub fn describe(&self) -> String {
-        let reduce = if self.subgroups { format!("subgroup ({}) reductions", self.info.subgroup_min_size) } else { "workgroup reductions".into() };
+        let reduce =
+            if self.subgroups { format!("subgroup ({}) reductions", self.info.subgroup_min_size) } else { "workgroup reductions".into() };
         format!("wgpu {} weights {}, {reduce}", describe(&self.info), if self.f16_weights { "f16" } else { "f32" })
     }
 
@@ -139,7 +140,11 @@ impl GpuContext {
         let halves: Vec<half::f16>;
         let singles: Vec<f32>;
         let contents: &[u8] = if self.f16_weights {
-            halves = values.par_iter().map(|v| half::f16::from_f32(*v)).chain(rayon::iter::repeat_n(half::f16::ZERO, padded - values.len())).collect();
+            halves = values
+                .par_iter()
+                .map(|v| half::f16::from_f32(*v))
+                .chain(rayon::iter::repeat_n(half::f16::ZERO, padded - values.len()))
+                .collect();
             bytemuck::cast_slice(&halves)
         } else if padded != values.len() {
             singles = values.iter().copied().chain(std::iter::repeat_n(0.0, padded - values.len())).collect();
@@ -147,7 +152,11 @@ impl GpuContext {
         } else {
             bytemuck::cast_slice(values)
         };
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE,
+        })
     }
 
     /// Largest buffer one binding may cover.

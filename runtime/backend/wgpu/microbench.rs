@@ -175,7 +175,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn storage_buffer(d: &wgpu::Device, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
-    d.create_buffer(&wgpu::BufferDescriptor { label: Some("microbench"), size: bytes.max(16), usage: wgpu::BufferUsages::STORAGE | usage, mapped_at_creation: false })
+    d.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("microbench"),
+        size: bytes.max(16),
+        usage: wgpu::BufferUsages::STORAGE | usage,
+        mapped_at_creation: false,
+    })
 }
 
 impl WgpuExecutor {
@@ -183,10 +188,24 @@ impl WgpuExecutor {
     fn timed(&self, encode: impl FnOnce(&mut wgpu::CommandEncoder, wgpu::ComputePassTimestampWrites)) -> Result<f64> {
         let d = &self.ctx.device;
         let queries = d.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: 2 });
-        let resolve = d.create_buffer(&wgpu::BufferDescriptor { label: None, size: 16, usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
-        let staging = d.create_buffer(&wgpu::BufferDescriptor { label: None, size: 16, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let resolve = d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let mut enc = d.create_command_encoder(&Default::default());
-        let writes = wgpu::ComputePassTimestampWrites { query_set: &queries, beginning_of_pass_write_index: Some(0), end_of_pass_write_index: Some(1) };
+        let writes = wgpu::ComputePassTimestampWrites {
+            query_set: &queries,
+            beginning_of_pass_write_index: Some(0),
+            end_of_pass_write_index: Some(1),
+        };
         encode(&mut enc, writes);
         enc.resolve_query_set(&queries, 0..2, &resolve, 0);
         enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, 16);
@@ -197,7 +216,12 @@ impl WgpuExecutor {
     }
 
     /// `dispatches` back to back in one compute pass.
-    fn encode_pass(&self, enc: &mut wgpu::CommandEncoder, timestamp_writes: Option<wgpu::ComputePassTimestampWrites>, dispatches: &[Dispatch]) {
+    fn encode_pass(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        timestamp_writes: Option<wgpu::ComputePassTimestampWrites>,
+        dispatches: &[Dispatch],
+    ) {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("microbench"), timestamp_writes });
         for (kernel, group, [x, y, z]) in dispatches {
             pass.set_pipeline(&self.pipelines[kernel]);
@@ -209,12 +233,18 @@ impl WgpuExecutor {
     /// Median over `repeats` passes of the device time of `dispatches` in one pass, in
     /// microseconds (the whole pass, not per dispatch).
     fn time_pass(&self, repeats: usize, dispatches: &[Dispatch]) -> Result<f64> {
-        let times = (0..repeats.max(1)).map(|_| self.timed(|enc, writes| self.encode_pass(enc, Some(writes), dispatches))).collect::<Result<Vec<f64>>>()?;
+        let times = (0..repeats.max(1))
+            .map(|_| self.timed(|enc, writes| self.encode_pass(enc, Some(writes), dispatches)))
+            .collect::<Result<Vec<f64>>>()?;
         Ok(median(times))
     }
 
     fn node_uniform(&self, node: &NodeUniform) -> wgpu::Buffer {
-        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::bytes_of(node), usage: wgpu::BufferUsages::UNIFORM })
+        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::bytes_of(node),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
     }
 
     fn set_step(&self, step: StepUniform, data: &[u32]) {
@@ -248,7 +278,8 @@ impl WgpuExecutor {
         let mib = 1u64 << 20;
         let size = (self.ctx.max_binding().min(BANDWIDTH_MAX_BYTES) / mib * mib).max(mib);
         let count = BANDWIDTH_MIN_TOTAL.div_ceil(size).max(2) as usize;
-        let bufs: Vec<wgpu::Buffer> = (0..count).map(|_| storage_buffer(d, size, wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST)).collect();
+        let bufs: Vec<wgpu::Buffer> =
+            (0..count).map(|_| storage_buffer(d, size, wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST)).collect();
         let vec4s = (size / 16) as usize;
         let ops = effort.bandwidth_ops;
         let ubuf = self.node_uniform(&NodeUniform { n: vec4s as u32, ..Default::default() });
@@ -257,15 +288,17 @@ impl WgpuExecutor {
         // rounds of four loads in flight) where the buffer is large enough.
         let read_groups = (vec4s / (BW_WG * 16)).clamp(1, MAX_GROUPS);
         let sums = storage_buffer(d, (read_groups * 4) as u64, wgpu::BufferUsages::empty());
-        let read_binds: Vec<wgpu::BindGroup> = bufs.iter().map(|b| self.bind_group(&ubuf, 0, Binds { x: Some(b), y: Some(&sums), ..Default::default() })).collect();
+        let read_binds: Vec<wgpu::BindGroup> =
+            bufs.iter().map(|b| self.bind_group(&ubuf, 0, Binds { x: Some(b), y: Some(&sums), ..Default::default() })).collect();
         let cmds: Vec<Dispatch> = (0..ops).map(|i| ("stream_read", &read_binds[i % count], [read_groups as u32, 1, 1])).collect();
         let read = (ops as u64 * size) as f64 / self.time_pass(effort.repeats, &cmds)? / 1e3;
         progress();
 
         // Copy by shader invocations: buffer i into buffer i + 1.
         let copy_groups = (vec4s / BW_WG).clamp(1, MAX_GROUPS);
-        let copy_binds: Vec<wgpu::BindGroup> =
-            (0..count).map(|i| self.bind_group(&ubuf, 0, Binds { x: Some(&bufs[i]), y: Some(&bufs[(i + 1) % count]), ..Default::default() })).collect();
+        let copy_binds: Vec<wgpu::BindGroup> = (0..count)
+            .map(|i| self.bind_group(&ubuf, 0, Binds { x: Some(&bufs[i]), y: Some(&bufs[(i + 1) % count]), ..Default::default() }))
+            .collect();
         let cmds: Vec<Dispatch> = (0..ops).map(|i| ("stream_copy", &copy_binds[i % count], [copy_groups as u32, 1, 1])).collect();
         let copy_kernel = (2 * ops as u64 * size) as f64 / self.time_pass(effort.repeats, &cmds)? / 1e3;
         progress();
@@ -275,23 +308,44 @@ impl WgpuExecutor {
         let times = (0..effort.repeats.max(1))
             .map(|_| {
                 self.timed(|enc, writes| {
-                    let begin = wgpu::ComputePassTimestampWrites { query_set: writes.query_set, beginning_of_pass_write_index: Some(0), end_of_pass_write_index: None };
+                    let begin = wgpu::ComputePassTimestampWrites {
+                        query_set: writes.query_set,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: None,
+                    };
                     drop(enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(begin) }));
                     for i in 0..ops {
                         enc.copy_buffer_to_buffer(&bufs[i % count], 0, &bufs[(i + 1) % count], 0, size);
                     }
-                    let end = wgpu::ComputePassTimestampWrites { query_set: writes.query_set, beginning_of_pass_write_index: None, end_of_pass_write_index: Some(1) };
+                    let end = wgpu::ComputePassTimestampWrites {
+                        query_set: writes.query_set,
+                        beginning_of_pass_write_index: None,
+                        end_of_pass_write_index: Some(1),
+                    };
                     drop(enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(end) }));
                 })
             })
             .collect::<Result<Vec<f64>>>()?;
         let copy_buffer = (2 * ops as u64 * size) as f64 / median(times) / 1e3;
         progress();
-        Ok(Bandwidth { buffer_bytes: size, buffers: count, read_gbytes_per_s: read, copy_kernel_gbytes_per_s: copy_kernel, copy_buffer_gbytes_per_s: copy_buffer })
+        Ok(Bandwidth {
+            buffer_bytes: size,
+            buffers: count,
+            read_gbytes_per_s: read,
+            copy_kernel_gbytes_per_s: copy_kernel,
+            copy_buffer_gbytes_per_s: copy_buffer,
+        })
     }
 
     /// Every implementation on every shape and M (GEMV only up to its row limit).
-    fn linear_sweep(&self, effort: &Effort, shapes: &[(usize, usize)], ms: &[usize], read_ceiling: f64, progress: &mut dyn FnMut()) -> Result<Vec<LinearTiming>> {
+    fn linear_sweep(
+        &self,
+        effort: &Effort,
+        shapes: &[(usize, usize)],
+        ms: &[usize],
+        read_ceiling: f64,
+        progress: &mut dyn FnMut(),
+    ) -> Result<Vec<LinearTiming>> {
         let d = &self.ctx.device;
         let elem = if self.ctx.f16_weights { 2 } else { 4 };
         let max_m = ms.iter().copied().max().unwrap_or(1);
@@ -302,15 +356,24 @@ impl WgpuExecutor {
             let w: Vec<f32> = (0..n * k).map(|_| rng.next_f32() - 0.5).collect();
             let wbufs: Vec<wgpu::Buffer> = (0..copies).map(|_| self.ctx.upload_weights("weights", &w)).collect();
             let x: Vec<f32> = (0..(max_m.max(4) * k).next_multiple_of(4)).map(|_| rng.next_f32() - 0.5).collect();
-            let xb = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&x), usage: wgpu::BufferUsages::STORAGE });
+            let xb = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytemuck::cast_slice(&x),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
             let yb = storage_buffer(d, (max_m * n * 4) as u64, wgpu::BufferUsages::empty());
             let ubuf = self.node_uniform(&NodeUniform { n: n as u32, k: k as u32, ldy: n as u32, ..Default::default() });
-            let groups: Vec<wgpu::BindGroup> =
-                wbufs.iter().map(|wb| self.bind_group(&ubuf, 0, Binds { x: Some(&xb), w: Some(wb), y: Some(&yb), ..Default::default() })).collect();
+            let groups: Vec<wgpu::BindGroup> = wbufs
+                .iter()
+                .map(|wb| self.bind_group(&ubuf, 0, Binds { x: Some(&xb), w: Some(wb), y: Some(&yb), ..Default::default() }))
+                .collect();
             let reps = effort.dispatches(copies);
             for &m in ms {
                 self.set_step(StepUniform::new(m, 0, self.cap_m, 0), &[]);
-                let mut impls = vec![(LinearImpl::FlatGemm, "flat_gemm", grid(n.div_ceil(FB_COLS), m.div_ceil(FB_M), 1)), (LinearImpl::Gemm, "gemm", grid(n.div_ceil(64), m.div_ceil(64), 1))];
+                let mut impls = vec![
+                    (LinearImpl::FlatGemm, "flat_gemm", grid(n.div_ceil(FB_COLS), m.div_ceil(FB_M), 1)),
+                    (LinearImpl::Gemm, "gemm", grid(n.div_ceil(64), m.div_ceil(64), 1)),
+                ];
                 if m <= GEMV_MAX_M {
                     impls.insert(0, (LinearImpl::Gemv, "gemv", grid(n.div_ceil(GV_COLS), 1, 1)));
                 }
@@ -338,14 +401,26 @@ impl WgpuExecutor {
 
     /// Decode attention of one sequence at each context length: split + combine (and the
     /// split alone), and the online kernel, over K and V caches of exactly `ctx` positions.
-    fn attention_sweep(&self, effort: &Effort, a: AttentionShape, ctxs: &[usize], progress: &mut dyn FnMut()) -> Result<Vec<AttentionTiming>> {
+    fn attention_sweep(
+        &self,
+        effort: &Effort,
+        a: AttentionShape,
+        ctxs: &[usize],
+        progress: &mut dyn FnMut(),
+    ) -> Result<Vec<AttentionTiming>> {
         let (heads, kvh, hd) = (a.heads, a.kv_heads, a.head_dim);
         let (kv_dim, width) = (kvh * hd, (heads + 2 * kvh) * hd);
         // The executor (one sequence) holds the partials of one row of split-KV chunks.
         let d = &self.ctx.device;
         let mut rng = crate::engine::sampler::Rng::new(7);
         let mut random = |n: usize| -> Vec<f32> { (0..n.next_multiple_of(4)).map(|_| rng.next_f32() * 2.0 - 1.0).collect() };
-        let upload = |v: &[f32]| d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(v), usage: wgpu::BufferUsages::STORAGE });
+        let upload = |v: &[f32]| {
+            d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytemuck::cast_slice(v),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
         let qb = upload(&random(width));
         let yb = storage_buffer(d, (heads * hd * 4) as u64, wgpu::BufferUsages::empty());
         let um = self.unified_max;
@@ -370,7 +445,9 @@ impl WgpuExecutor {
             });
             let groups: Vec<wgpu::BindGroup> = caches
                 .iter()
-                .map(|(kb, vb)| self.bind_group(&ubuf, 0, Binds { x: Some(&qb), y: Some(&yb), kc: Some(kb), vc: Some(vb), ..Default::default() }))
+                .map(|(kb, vb)| {
+                    self.bind_group(&ubuf, 0, Binds { x: Some(&qb), y: Some(&yb), kc: Some(kb), vc: Some(vb), ..Default::default() })
+                })
                 .collect();
             // One token of sequence 0 at position ctx - 1: it attends to all ctx positions,
             // cut into chunks as a decode step cuts them.
@@ -418,7 +495,12 @@ impl WgpuExecutor {
     /// `len` u32 words of `buffer` (COPY_SRC) from word `first`.
     fn read_words(&self, buffer: &wgpu::Buffer, first: usize, len: usize) -> Result<Vec<u32>> {
         let bytes = (len * 4).next_multiple_of(4) as u64;
-        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor { label: None, size: bytes.max(4), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buffer, (first * 4) as u64, &staging, 0, bytes);
         self.ctx.queue.submit([enc.finish()]);
@@ -442,10 +524,17 @@ pub fn ctx_unmeasurable(ctx: usize, a: &AttentionShape, max_binding: u64) -> Opt
 
 /// Measures the bandwidth ceilings, then every linear shape and M, then decode attention
 /// at every context length that fits; `progress(done, total)` after each measurement.
-pub fn run(sweep: &Sweep, adapter: Option<&str>, precision: WeightPrecision, progress: &mut dyn FnMut(usize, usize)) -> Result<KernelReport> {
+pub fn run(
+    sweep: &Sweep,
+    adapter: Option<&str>,
+    precision: WeightPrecision,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<KernelReport> {
     let a = sweep.attention;
     if a.heads == 0 || a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) || a.head_dim > 256 || !a.head_dim.is_multiple_of(4) {
-        return Err(Error::InvalidArgument(format!("attention shape {a:?}: heads must be a multiple of KV heads and head_dim a multiple of 4 up to 256")));
+        return Err(Error::InvalidArgument(format!(
+            "attention shape {a:?}: heads must be a multiple of KV heads and head_dim a multiple of 4 up to 256"
+        )));
     }
     let c = bench_config(&a);
     let g = llama::build(&c);
@@ -512,7 +601,8 @@ pub fn inflections(report: &KernelReport) -> Vec<Inflection> {
                 (Some(_), None) => true,
                 _ => false,
             });
-            let m2 = ms.iter().copied().find(|&m| matches!((at(m, LinearImpl::Gemm), at(m, LinearImpl::FlatGemm)), (Some(c), Some(b)) if c < b));
+            let m2 =
+                ms.iter().copied().find(|&m| matches!((at(m, LinearImpl::Gemm), at(m, LinearImpl::FlatGemm)), (Some(c), Some(b)) if c < b));
             (s, m1, m2)
         })
         .collect()

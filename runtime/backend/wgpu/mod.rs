@@ -96,7 +96,14 @@ impl StepUniform {
     /// A step of `m` tokens (arrays `max_m` long) whose longest row attends to `keys` keys.
     fn new(m: usize, n_out: usize, max_m: usize, keys: usize) -> Self {
         let (chunks, per_chunk) = split_kv(keys);
-        StepUniform { m: m as u32, n_out: n_out as u32, max_m: max_m as u32, attn_chunks: chunks as u32, attn_chunk_keys: per_chunk as u32, _pad: [0; 3] }
+        StepUniform {
+            m: m as u32,
+            n_out: n_out as u32,
+            max_m: max_m as u32,
+            attn_chunks: chunks as u32,
+            attn_chunk_keys: per_chunk as u32,
+            _pad: [0; 3],
+        }
     }
 }
 
@@ -144,19 +151,47 @@ struct Binds<'a> {
 
 /// The prepared work of one graph node.
 enum Work {
-    Embedding { groups: Vec<wgpu::BindGroup>, hidden: usize },
-    RmsNorm { group: wgpu::BindGroup, out_rows: bool },
+    Embedding {
+        groups: Vec<wgpu::BindGroup>,
+        hidden: usize,
+    },
+    RmsNorm {
+        group: wgpu::BindGroup,
+        out_rows: bool,
+    },
     /// `fused_add`: the residual add after it happens in its epilogue (every kernel).
     /// `gemv_fused`: the variant that also folds neighbours in, taken on GEMV steps.
-    Linear { groups: Vec<(wgpu::BindGroup, usize)>, gemv_fused: Option<GemvFused>, n: usize, k: usize, out_rows: bool, fused_add: bool },
+    Linear {
+        groups: Vec<(wgpu::BindGroup, usize)>,
+        gemv_fused: Option<GemvFused>,
+        n: usize,
+        k: usize,
+        out_rows: bool,
+        fused_add: bool,
+    },
     /// `writes_kv`: also appends K and V to the cache (the attention's KV write fused in).
-    Rope { group: wgpu::BindGroup, width: usize, writes_kv: bool },
+    Rope {
+        group: wgpu::BindGroup,
+        width: usize,
+        writes_kv: bool,
+    },
     /// `kv_write` is `None` when the rope node before it writes the cache (fused). One bind
     /// group serves the split, combine and online kernels.
-    Attention { kv_write: Option<wgpu::BindGroup>, group: wgpu::BindGroup, kv_dim: usize },
+    Attention {
+        kv_write: Option<wgpu::BindGroup>,
+        group: wgpu::BindGroup,
+        kv_dim: usize,
+    },
     /// Folded into the node before it (a residual add done in a linear layer's epilogue).
-    Fused { into: String },
-    Rows { kernel: &'static str, group: wgpu::BindGroup, width: usize, out_rows: bool },
+    Fused {
+        into: String,
+    },
+    Rows {
+        kernel: &'static str,
+        group: wgpu::BindGroup,
+        width: usize,
+        out_rows: bool,
+    },
 }
 
 /// What a step's dispatches and records depend on besides the static graph.
@@ -276,13 +311,16 @@ impl Fusions {
             let producer = g.nodes.iter().position(|p| p.output == n.inputs[0]);
             let at = |id: usize| plan.order.iter().position(|&o| o == id);
             // Adjacent in the order, so nothing can reuse the norm's input buffer in between.
-            let folds = |p: usize| matches!(g.nodes[p].op, Op::RmsNorm { .. }) && consumers[n.inputs[0]].len() == 1 && at(p).map(|a| a + 1) == at(i);
+            let folds = |p: usize| {
+                matches!(g.nodes[p].op, Op::RmsNorm { .. }) && consumers[n.inputs[0]].len() == 1 && at(p).map(|a| a + 1) == at(i)
+            };
             if let Some(p) = producer.filter(|&p| folds(p) && buffer(g.nodes[p].inputs[0]) != buffer(n.output)) {
                 f.norm.insert(i, p);
             }
             if let [u] = consumers[n.output][..] {
                 let act = &g.nodes[u];
-                let reads_x = buffer(act.output) == buffer(n.inputs[0]) || f.norm.get(&i).is_some_and(|&p| buffer(act.output) == buffer(g.nodes[p].inputs[0]));
+                let reads_x = buffer(act.output) == buffer(n.inputs[0])
+                    || f.norm.get(&i).is_some_and(|&p| buffer(act.output) == buffer(g.nodes[p].inputs[0]));
                 if matches!(act.op, Op::SwiGlu { ffn } if 2 * ffn == cols) && !reads_x {
                     f.swiglu.insert(i, u);
                 }
@@ -477,9 +515,7 @@ impl WgpuExecutor {
             device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: size.max(16), usage, mapped_at_creation: false })
         };
         let kv = (0..c.num_layers)
-            .map(|_| {
-                (buffer("k cache", kv_bytes, wgpu::BufferUsages::STORAGE), buffer("v cache", kv_bytes, wgpu::BufferUsages::STORAGE))
-            })
+            .map(|_| (buffer("k cache", kv_bytes, wgpu::BufferUsages::STORAGE), buffer("v cache", kv_bytes, wgpu::BufferUsages::STORAGE)))
             .collect();
         // Split-KV steps hold one token per sequence.
         let split_rows = opts.max_seqs.min(SPLIT_MAX_M);
@@ -487,20 +523,33 @@ impl WgpuExecutor {
         let scratch = buffer("attention partials", scratch_bytes, wgpu::BufferUsages::STORAGE);
         let max_out = opts.max_seqs.max(1);
         let flag_words = 1 + max_out + c.num_layers * SPLIT_MAX_M * c.num_heads;
-        let flags = buffer("flags", (flag_words * 4) as u64, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST);
-        let step_uniform = buffer("step", std::mem::size_of::<StepUniform>() as u64, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let flags = buffer(
+            "flags",
+            (flag_words * 4) as u64,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        );
+        let step_uniform =
+            buffer("step", std::mem::size_of::<StepUniform>() as u64, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
         let ph = |l| buffer(l, 16, wgpu::BufferUsages::STORAGE);
         let placeholders = [ph("x"), ph("x2"), ph("w"), ph("y"), ph("kc"), ph("vc")];
-        let logits_staging = buffer(
-            "logits readback",
-            (max_out * c.vocab_size * 4) as u64,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        );
+        let logits_staging =
+            buffer("logits readback", (max_out * c.vocab_size * 4) as u64, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
         let readback = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-        let ids_staging = [buffer("ids readback", ids_readback_bytes(max_out) + 16, readback), buffer("ids readback", ids_readback_bytes(max_out) + 16, readback)];
+        let ids_staging = [
+            buffer("ids readback", ids_readback_bytes(max_out) + 16, readback),
+            buffer("ids readback", ids_readback_bytes(max_out) + 16, readback),
+        ];
         let step_queries = ctx.timestamps.then(|| {
-            let q = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("step time"), ty: wgpu::QueryType::Timestamp, count: 4 });
-            (q, buffer("step time", 2 * wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT, wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC))
+            let q =
+                device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("step time"), ty: wgpu::QueryType::Timestamp, count: 4 });
+            (
+                q,
+                buffer(
+                    "step time",
+                    2 * wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT,
+                    wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                ),
+            )
         });
         let step_data = buffer("step data", 16, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST);
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -569,11 +618,19 @@ impl WgpuExecutor {
         let device = &self.ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         // Whole vec4s: the kernels see activations as array<vec4<f32>>.
-        let sizes: Vec<usize> = self.plan.memory.buffer_elements(&self.graph.tensors, cap, self.max_out).iter().map(|e| e.next_multiple_of(4) * 4).collect();
+        let sizes: Vec<usize> =
+            self.plan.memory.buffer_elements(&self.graph.tensors, cap, self.max_out).iter().map(|e| e.next_multiple_of(4) * 4).collect();
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         self.activations = sizes
             .iter()
-            .map(|&s| device.create_buffer(&wgpu::BufferDescriptor { label: Some("activation"), size: s.max(16) as u64, usage, mapped_at_creation: false }))
+            .map(|&s| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("activation"),
+                    size: s.max(16) as u64,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            })
             .collect();
         self.step_data = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step data"),
@@ -645,7 +702,8 @@ impl WgpuExecutor {
                         let bit = |on: bool, b: u32| if on { b } else { 0 };
                         let mode = bit(norm.is_some(), MODE_NORM) | bit(swiglu, MODE_SWIGLU) | bit(rope.is_some(), MODE_ROPE);
                         let ldy = if swiglu { *n / 2 } else { *n };
-                        let u = NodeUniform { n: *n as u32, k: *k as u32, ldy: ldy as u32, mode, eps: norm.unwrap_or(0.0), ..base(out_rows) };
+                        let u =
+                            NodeUniform { n: *n as u32, k: *k as u32, ldy: ldy as u32, mode, eps: norm.unwrap_or(0.0), ..base(out_rows) };
                         add(match rope {
                             Some(Op::Rope { head_dim, num_heads, num_kv_heads, .. }) => {
                                 NodeUniform { heads: *num_heads as u32, kv_heads: *num_kv_heads as u32, head_dim: *head_dim as u32, ..u }
@@ -708,7 +766,12 @@ impl WgpuExecutor {
             let width = row_width(&g.tensors[node.output].shape);
             work.push(match (&node.op, p) {
                 (Op::Embedding { table }, Plan2::Embedding(us)) => Work::Embedding {
-                    groups: self.params[*table].chunks.iter().zip(us).map(|((buf, _, _), u)| bind(u, Binds { w: Some(buf), y, ..Default::default() })).collect(),
+                    groups: self.params[*table]
+                        .chunks
+                        .iter()
+                        .zip(us)
+                        .map(|((buf, _, _), u)| bind(u, Binds { w: Some(buf), y, ..Default::default() }))
+                        .collect(),
                     hidden: width,
                 },
                 (Op::RmsNorm { weight, .. }, Plan2::Single(u)) => Work::RmsNorm {
@@ -758,7 +821,11 @@ impl WgpuExecutor {
                 },
                 (Op::Rope { .. }, Plan2::Single(u)) => {
                     let (kc, vc) = cache_of(ni);
-                    Work::Rope { group: bind(u, Binds { x, x2: Some(&self.rope_table), y, kc, vc, ..Default::default() }), width, writes_kv: kc.is_some() }
+                    Work::Rope {
+                        group: bind(u, Binds { x, x2: Some(&self.rope_table), y, kc, vc, ..Default::default() }),
+                        width,
+                        writes_kv: kc.is_some(),
+                    }
                 }
                 (Op::Attention { layer, .. }, Plan2::Attention(u)) => {
                     let (kc, vc) = (&self.kv[*layer].0, &self.kv[*layer].1);
@@ -773,8 +840,12 @@ impl WgpuExecutor {
                     let x2 = Some(act(node.inputs[1]));
                     Work::Rows { kernel: "add", group: bind(u, Binds { x, x2, y, ..Default::default() }), width, out_rows }
                 }
-                (Op::SwiGlu { .. }, Plan2::Single(u)) => Work::Rows { kernel: "swiglu", group: bind(u, Binds { x, y, ..Default::default() }), width, out_rows },
-                (Op::SelectRows, Plan2::Single(u)) => Work::Rows { kernel: "select_rows", group: bind(u, Binds { x, y, ..Default::default() }), width, out_rows: true },
+                (Op::SwiGlu { .. }, Plan2::Single(u)) => {
+                    Work::Rows { kernel: "swiglu", group: bind(u, Binds { x, y, ..Default::default() }), width, out_rows }
+                }
+                (Op::SelectRows, Plan2::Single(u)) => {
+                    Work::Rows { kernel: "select_rows", group: bind(u, Binds { x, y, ..Default::default() }), width, out_rows: true }
+                }
                 _ => unreachable!("plan and op kinds are built together"),
             });
         }
@@ -927,7 +998,9 @@ impl WgpuExecutor {
                     }
                     (choice.implementation.label().to_string(), choice.reason)
                 }
-                Work::Rope { writes_kv, .. } => ("host angle table".into(), if *writes_kv { "KV cache write fused in".into() } else { String::new() }),
+                Work::Rope { writes_kv, .. } => {
+                    ("host angle table".into(), if *writes_kv { "KV cache write fused in".into() } else { String::new() })
+                }
                 Work::Fused { into } => ("fused".into(), format!("residual add done in the epilogue of {into}")),
                 Work::Attention { .. } if s.split => {
                     let mut reason = format!(
@@ -1070,10 +1143,11 @@ impl WgpuExecutor {
     fn read_after(&self, buffer: &wgpu::Buffer, bytes: usize, after: Option<wgpu::SubmissionIndex>) -> Result<Vec<u8>> {
         let slice = buffer.slice(..bytes as u64);
         slice.map_async(wgpu::MapMode::Read, |_| {});
-        self.ctx
-            .device
-            .poll(wgpu::PollType::Wait { submission_index: after, timeout: None })
-            .map_err(|e| Error::Backend { backend: "wgpu".into(), op: "waiting for the step".into(), reason: e.to_string() })?;
+        self.ctx.device.poll(wgpu::PollType::Wait { submission_index: after, timeout: None }).map_err(|e| Error::Backend {
+            backend: "wgpu".into(),
+            op: "waiting for the step".into(),
+            reason: e.to_string(),
+        })?;
         let out = slice
             .get_mapped_range()
             .map_err(|e| Error::Backend { backend: "wgpu".into(), op: "reading back".into(), reason: e.to_string() })?
@@ -1189,10 +1263,24 @@ impl Executor for WgpuExecutor {
         }
         let nodes = self.graph.nodes.len();
         let d = &self.ctx.device;
-        let queries = d.create_query_set(&wgpu::QuerySetDescriptor { label: Some("node times"), ty: wgpu::QueryType::Timestamp, count: 2 * nodes as u32 });
+        let queries = d.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("node times"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2 * nodes as u32,
+        });
         let size = (2 * nodes * 8) as u64;
-        let resolve = d.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
-        let staging = d.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let resolve = d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         self.profiler = Some(Profiler { queries, resolve, staging });
         Ok(())
     }
@@ -1210,7 +1298,6 @@ impl Executor for WgpuExecutor {
         self.graph.config.vocab_size
     }
 }
-
 
 #[cfg(test)]
 mod tests;

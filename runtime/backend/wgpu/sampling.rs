@@ -86,8 +86,10 @@ impl GpuSampler {
             immediate_size: 0,
         });
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module =
-            device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("sampling"), source: wgpu::ShaderSource::Wgsl(SOURCE.into()) });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("sampling"),
+            source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
+        });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(ENTRY),
             layout: Some(&pipeline_layout),
@@ -118,11 +120,7 @@ impl GpuSampler {
     /// otherwise the caller samples on the host (greedy takes the argmax kernel; top_k 0 or
     /// above MAX_TOP_K needs the whole vocabulary sorted).
     pub fn supports(p: &SamplingParams) -> bool {
-        (1..=Self::MAX_TOP_K).contains(&p.top_k)
-            && p.temperature > 0.0
-            && p.temperature.is_finite()
-            && p.top_p > 0.0
-            && p.top_p <= 1.0
+        (1..=Self::MAX_TOP_K).contains(&p.top_k) && p.temperature > 0.0 && p.temperature.is_finite() && p.top_p > 0.0 && p.top_p <= 1.0
     }
 
     pub fn vocab(&self) -> usize {

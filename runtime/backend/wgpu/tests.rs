@@ -54,7 +54,11 @@ impl WgpuExecutor {
         // Whole vec4s, as the kernels read activations.
         let mut padded = data.to_vec();
         padded.resize(data.len().next_multiple_of(4).max(4), 0.0);
-        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&padded), usage })
+        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(&padded),
+            usage,
+        })
     }
 
     fn dispatch_one(&self, kernel: &str, binds: Binds, node: NodeUniform, step: StepUniform, data: &[u32], grid: (usize, usize, usize)) {
@@ -120,11 +124,10 @@ fn check_linear(precision: WeightPrecision) {
         for &m in &M_GRID {
             let x = random(&mut rng, m * k, 1.0);
             // Against the unrounded weights: f16 storage is inside the tolerance.
-            let want: Vec<f64> = (0..m * n)
-                .map(|o| (0..k).map(|p| x[(o / n) * k + p] as f64 * w[(o % n) * k + p] as f64).sum())
-                .collect();
+            let want: Vec<f64> = (0..m * n).map(|o| (0..k).map(|p| x[(o / n) * k + p] as f64 * w[(o % n) * k + p] as f64).sum()).collect();
             let xbuf = ex.upload(&x);
-            let mut kernels_run = vec![("flat_gemm", (n.div_ceil(FB_COLS), m.div_ceil(FB_M), 1)), ("gemm", (n.div_ceil(64), m.div_ceil(64), 1))];
+            let mut kernels_run =
+                vec![("flat_gemm", (n.div_ceil(FB_COLS), m.div_ceil(FB_M), 1)), ("gemm", (n.div_ceil(64), m.div_ceil(64), 1))];
             if m <= GEMV_MAX_M {
                 kernels_run.push(("gemv", (n.div_ceil(GV_COLS), 1, 1)));
                 kernels_run.push(("gemv_split_k", (n.div_ceil(GV_COLS), 1, 1)));
@@ -132,7 +135,14 @@ fn check_linear(precision: WeightPrecision) {
             for (kernel, grid) in kernels_run {
                 let ybuf = ex.upload(&vec![f32::NAN; m * n]);
                 let node = NodeUniform { n: n as u32, k: k as u32, ldy: n as u32, ..Default::default() };
-                ex.dispatch_one(kernel, Binds { x: Some(&xbuf), w: Some(&wbuf), y: Some(&ybuf), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &[], grid);
+                ex.dispatch_one(
+                    kernel,
+                    Binds { x: Some(&xbuf), w: Some(&wbuf), y: Some(&ybuf), ..Default::default() },
+                    node,
+                    ex.step_uniform(m, 0, 0),
+                    &[],
+                    grid,
+                );
                 let got = ex.download(&ybuf, m * n);
                 let err = rel_err(&got, &want);
                 assert!(err <= tolerance(&ex), "{kernel} m={m} n={n} k={k} f16={}: relative error {err:e}", ex.ctx.f16_weights);
@@ -173,7 +183,14 @@ fn row_kernels_match_the_oracle() {
     let gb = ex.ctx.upload_weights("norm", &g);
     let yb = ex.upload(&vec![0.0; m * h]);
     let node = NodeUniform { k: h as u32, eps: 1e-5, ..Default::default() };
-    ex.dispatch_one("rms_norm", Binds { x: Some(&xb), w: Some(&gb), y: Some(&yb), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &[], (1, m, 1));
+    ex.dispatch_one(
+        "rms_norm",
+        Binds { x: Some(&xb), w: Some(&gb), y: Some(&yb), ..Default::default() },
+        node,
+        ex.step_uniform(m, 0, 0),
+        &[],
+        (1, m, 1),
+    );
     let mut want = vec![0.0; m * h];
     kernels::rms_norm(&x, &g, 1e-5, &mut want);
     let want64: Vec<f64> = want.iter().map(|&v| v as f64).collect();
@@ -181,7 +198,14 @@ fn row_kernels_match_the_oracle() {
 
     // add
     let node = NodeUniform { n: h as u32, ..Default::default() };
-    ex.dispatch_one("add", Binds { x: Some(&xb), x2: Some(&x2b), y: Some(&yb), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &[], grid);
+    ex.dispatch_one(
+        "add",
+        Binds { x: Some(&xb), x2: Some(&x2b), y: Some(&yb), ..Default::default() },
+        node,
+        ex.step_uniform(m, 0, 0),
+        &[],
+        grid,
+    );
     let want: Vec<f64> = x.iter().zip(&x2).map(|(a, b)| (a + b) as f64).collect();
     assert!(rel_err(&ex.download(&yb, m * h), &want) < 1e-6, "add");
 
@@ -189,7 +213,14 @@ fn row_kernels_match_the_oracle() {
     let f = h / 2;
     let node = NodeUniform { n: f as u32, ..Default::default() };
     let ys = ex.upload(&vec![0.0; m * f]);
-    ex.dispatch_one("swiglu", Binds { x: Some(&xb), y: Some(&ys), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &[], (f.div_ceil(64), m, 1));
+    ex.dispatch_one(
+        "swiglu",
+        Binds { x: Some(&xb), y: Some(&ys), ..Default::default() },
+        node,
+        ex.step_uniform(m, 0, 0),
+        &[],
+        (f.div_ceil(64), m, 1),
+    );
     let mut want = vec![0.0; m * f];
     kernels::silu_mul(&x, f, &mut want);
     let want64: Vec<f64> = want.iter().map(|&v| v as f64).collect();
@@ -205,7 +236,14 @@ fn row_kernels_match_the_oracle() {
     let qb = ex.upload(&qkv);
     let yr = ex.upload(&vec![0.0; m * width]);
     let node = NodeUniform { n: width as u32, heads: heads as u32, kv_heads: kvh as u32, head_dim: hd as u32, ..Default::default() };
-    ex.dispatch_one("rope", Binds { x: Some(&qb), x2: Some(&ex.rope_table), y: Some(&yr), ..Default::default() }, node, ex.step_uniform(m, 0, 0), &data, (width.div_ceil(64), m, 1));
+    ex.dispatch_one(
+        "rope",
+        Binds { x: Some(&qb), x2: Some(&ex.rope_table), y: Some(&yr), ..Default::default() },
+        node,
+        ex.step_uniform(m, 0, 0),
+        &data,
+        (width.div_ceil(64), m, 1),
+    );
     let inv = kernels::rope_inv_freq(c.rope_theta, hd);
     let mut want = qkv.clone();
     for (i, row) in want.chunks_exact_mut(width).enumerate() {
@@ -228,7 +266,14 @@ fn row_kernels_match_the_oracle() {
     let mut data = vec![0u32; ex.cap_m * 4];
     data[3 * ex.cap_m..3 * ex.cap_m + 3].copy_from_slice(&rows);
     let node = NodeUniform { n: h as u32, rows: 1, ..Default::default() };
-    ex.dispatch_one("select_rows", Binds { x: Some(&xb), y: Some(&yb), ..Default::default() }, node, ex.step_uniform(m, 3, 0), &data, (h.div_ceil(64), 3, 1));
+    ex.dispatch_one(
+        "select_rows",
+        Binds { x: Some(&xb), y: Some(&yb), ..Default::default() },
+        node,
+        ex.step_uniform(m, 3, 0),
+        &data,
+        (h.div_ceil(64), 3, 1),
+    );
     let want: Vec<f64> = rows.iter().flat_map(|&r| x[r as usize * h..(r as usize + 1) * h].iter().map(|&v| v as f64)).collect();
     assert!(rel_err(&ex.download(&yb, 3 * h), &want) == 0.0, "select_rows");
 
@@ -344,8 +389,7 @@ fn fused_and_chunked_lowering_matches_the_plain_one() {
     let g = llama::build(&c);
     let plan = Plan::new(&g).unwrap();
     let mut rng = Rng::new(9);
-    let params: Vec<HostTensor> =
-        g.params.iter().map(|p| HostTensor::f32(p.shape.clone(), random(&mut rng, p.numel(), 0.3))).collect();
+    let params: Vec<HostTensor> = g.params.iter().map(|p| HostTensor::f32(p.shape.clone(), random(&mut rng, p.numel(), 0.3))).collect();
     let make = |fuse: bool, binding_limit: Option<u64>| -> Option<WgpuExecutor> {
         let opts = ExecutorOptions { binding_limit, ..ExecutorOptions::new(1, c.max_context) };
         match WgpuExecutor::new(&g, &plan, params.clone(), opts, None, WeightPrecision::F32) {
@@ -364,7 +408,9 @@ fn fused_and_chunked_lowering_matches_the_plain_one() {
     // every weight in one binding too (all fusions apply); the other has weights split into
     // 4 KiB chunks (as lavapipe's 128 MiB binding limit splits large ones), where the GEMV
     // norm and SwiGLU fusions give way for the chunked weights.
-    let (Some(mut fused), Some(mut chunked), Some(mut plain)) = (make(true, None), make(true, Some(4096)), make(false, None)) else { return };
+    let (Some(mut fused), Some(mut chunked), Some(mut plain)) = (make(true, None), make(true, Some(4096)), make(false, None)) else {
+        return;
+    };
     assert!(chunked.params.iter().any(|p| p.chunks.len() > 1) && plain.params.iter().all(|p| p.chunks.len() == 1));
     let prompt: Vec<u32> = (0..10).map(|i| i * 29 % 300).collect();
     let positions: Vec<usize> = (0..10).collect();
