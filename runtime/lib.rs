@@ -1,13 +1,19 @@
-//! fdpp-runtime: model files -> static graph -> per-node dataflow plan -> backend -> engine.
-//! Data flows one way; nothing here knows about the CLI or the viewer, which both read
-//! the engine's trace type.
+//! fdpp-runtime: model files -> static graph -> lowering (every decision, typed, for one
+//! backend's capabilities) -> backend (executes lowered steps) -> engine (sessions, the
+//! pipelined decode driver). Data flows one way; nothing here knows about the CLI or the
+//! viewer, which read the typed records of `trace`.
 
 pub mod backend;
+pub mod compare;
 pub mod dataflow;
 pub mod engine;
 pub mod error;
 pub mod graph;
+pub mod lower;
 pub mod model;
+pub mod sampling;
 pub mod tensor;
+pub mod testing;
+pub mod trace;
 
 pub use error::{Error, Result};

@@ -12,8 +12,9 @@
 
 const AT: u32 = 64u;          // threads per workgroup = keys per tile of attn_online
 const KEY_LANES: u32 = 4u;    // attn_split: threads per key, each a quarter of the dot product
-const SPLIT_TILE: u32 = 16u;  // attn_split: keys per tile (AT / KEY_LANES)
-const MAX_HD: u32 = 256u;
+// SPLIT_TILE (attn_split's keys per tile, the shortest chunk) and MAX_HD come from the header.
+const_assert SPLIT_TILE == AT / KEY_LANES;
+const_assert MAX_HD == 4u * AT; // four output dims per thread
 const NEG: f32 = -3.0e38;
 
 var<workgroup> qs: array<f32, 256>;

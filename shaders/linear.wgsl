@@ -1,29 +1,30 @@
 // y[m, n_offset + j] = sum_k x[m, k] * w[j, k]: the three dataflows of a linear layer.
-// A (gemv): M <= 8. A lane group of 32 threads per pair of output columns.
-// B (flat_gemm): M padded to 8, N tiled across workgroups (8 columns each), K walked inside
-//   the workgroup; each weight load feeds 8 rows.
+// A (gemv): M <= GEMV_MAX_M. A lane group of 32 threads per pair of output columns.
+// B (flat_gemm): M padded to FB_M, N tiled across workgroups (FB_COLS columns each), K walked
+//   inside the workgroup; each weight load feeds FB_M rows.
 // C (gemm): 64 x 64 output tiles, 4 x 4 per thread, for large M (prefill).
 
-// node.mode bits. The residual epilogue serves all three kernels; the norm prologue and the
-// SwiGLU epilogue only GEMV (the lowering runs the unfused nodes when B or C is chosen).
-const MODE_RESIDUAL: u32 = 1u; // + x2, the residual stream
-const MODE_NORM: u32 = 2u;     // x is an RMSNorm's input and x2 its weight: the norm's pass
-                               // over memory disappears (each lane group re-derives 1/rms)
-const MODE_SWIGLU: u32 = 4u;   // a lane group's two columns are gate j and up j (node.ldy = F):
-                               // y[j] = silu(gate) * up, the SwiGLU pass disappears
-const MODE_ROPE: u32 = 8u;     // QKV: a lane group's two columns are a rotary pair of a Q or K
-                               // head (V: two adjacent columns); the epilogue rotates them
-                               // (angle table in `scratch`) and appends K and V to the cache
+// node.mode bits (MODE_*, in the generated header). The residual epilogue serves all
+// three kernels; the norm prologue and the SwiGLU / RoPE epilogues only GEMV (the lowering
+// runs the unfused nodes when B or C is chosen).
+// MODE_RESIDUAL: + x2, the residual stream
+// MODE_NORM:     x is an RMSNorm's input and x2 its weight: the norm's pass over memory
+//                disappears (each lane group re-derives 1/rms)
+// MODE_SWIGLU:   a lane group's two columns are gate j and up j (node.ldy = F):
+//                y[j] = silu(gate) * up, the SwiGLU pass disappears
+// MODE_ROPE:     QKV: a lane group's two columns are a rotary pair of a Q or K head (V: two
+//                adjacent columns); the epilogue rotates them (angle table in `scratch`)
+//                and appends K and V to the cache
 
 fn epilogue(row: u32, col: u32, v: f32) -> f32 {
     if ((node.mode & MODE_RESIDUAL) != 0u) { return v + x2s(row * node.ldy + col); }
     return v;
 }
 
-const GEMV_MAX_M: u32 = 8u;
+// GEMV_MAX_M (rows) and GV_GROUPS (column pairs per workgroup) come from the header.
 const GV_LANES: u32 = 32u;             // threads per lane group
-const GV_GROUPS: u32 = 4u;             // column pairs per workgroup
 const GV_COLS: u32 = 2u * GV_GROUPS;   // output columns per workgroup (SwiGLU, RoPE: 4 pairs)
+const_assert GV_GROUPS * GV_LANES == 128u; // gemv's workgroup size
 // gemv_split_k: two lane groups per pair, each walking half of K: twice the loads in
 // flight, which a long K (Llama-2-7B's down projection, K = 11008) needs to cover the
 // memory latency; shorter rows lose more to the extra barrier than they gain.
@@ -310,10 +311,11 @@ fn gemv_body(wgi: u32, t: u32, split: bool) {
 // inside the workgroup by 32 lanes per lane group. Each lane keeps an 8-row x 8-column tile
 // of sums in registers: per step it loads 8 rows of x and 8 weight vec4s and does 64 dot
 // products, so x comes from cache once per 8 columns and the weights stream once per 8 rows.
-const FB_M: u32 = 8u;
+// FB_M (rows) and FB_COLS (columns per workgroup) come from the header.
 const FB_GROUPS: u32 = 4u;                 // lane groups per workgroup
 const FB_CPL: u32 = 8u;                    // columns per lane group
-const FB_COLS: u32 = FB_GROUPS * FB_CPL;   // output columns per workgroup
+const_assert FB_COLS == FB_GROUPS * FB_CPL;
+const_assert FB_M == 8u;                   // the eight row registers of flat_gemm
 
 // Elements e .. e + 3 of a row of x (K a multiple of 4), or element e alone.
 fn flat_load_x(row: u32, e: u32, M: u32, aligned: bool) -> vec4<f32> {
@@ -408,7 +410,8 @@ fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     flat_finish(l7, h7, t, lane, m0, c + 7u, M);
 }
 
-const GM: u32 = 64u;
+// GM, the tile's side, comes from the header: 16 x 16 threads, 4 x 4 outputs each.
+const_assert GM == 64u;
 const GK: u32 = 16u;
 var<workgroup> ga: array<vec4<f32>, 256>; // [k][row / 4]: 16 x 16 vec4 = 64 rows of x
 var<workgroup> gb: array<vec4<f32>, 256>; // [k][col / 4]: 64 rows of w

@@ -1,5 +1,5 @@
 // Top-k / top-p sampling, one workgroup per row, matching `Sampler::sample` in
-// runtime/engine/sampler.rs. Self-contained: it has its own bindings, not common.wgsl's.
+// runtime/sampling.rs. Self-contained: it has its own bindings, not common.wgsl's.
 //
 // Dispatch: (rows, 1, 1) workgroups of 256 threads.
 
@@ -24,7 +24,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
 
 const WG: u32 = 256u;
-const MAX_K: u32 = 256u;
+// MAX_K, the largest top-k, comes from the header.
 const SIGN: u32 = 0x80000000u;
 // Ids take part in the selection as 24-bit digits (vocabularies up to 2^24).
 const ID_MAX: u32 = 0xffffffu;

@@ -1,33 +1,23 @@
-//! Backends execute a planned graph. The engine drives them one step at a time through
-//! [`Executor`]; a step is a whole graph run over `m` tokens that may belong to several
-//! sequences, so a GPU backend can record a step once and replay it.
+//! Backends execute lowered steps; they decide nothing. A backend is opened first
+//! ([`open`]: the device and its capabilities, which feed the lowering), then loaded with a
+//! [`Lowering`] and the model's weights ([`Device::load`]: it allocates, converts and uploads
+//! each weight in the type it stores, prepares every launch template once). The engine's
+//! driver then submits steps and collects what they picked through the narrow
+//! [`Executor`] interface, two steps in flight where the device picks the next ids itself.
 
 pub mod cpu;
+#[cfg(feature = "wgpu")]
 pub mod wgpu;
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Sampler;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Plan};
-use crate::tensor::HostTensor;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BackendKind {
-    Cpu,
-    Wgpu,
-    Cuda,
-}
-
-impl BackendKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Cpu => "cpu",
-            BackendKind::Wgpu => "wgpu",
-            BackendKind::Cuda => "cuda",
-        }
-    }
-}
+pub use crate::lower::caps::{BackendCaps, BackendKind};
+use crate::lower::{LoweredStep, Lowering};
+use crate::model::WeightSource;
+use crate::sampling::SamplingParams;
 
 /// One graph run. Token `i` belongs to sequence `seqs[i]` at position `positions[i]`;
 /// it attends to that sequence's positions `0..=positions[i]`. Logits are produced for
@@ -46,163 +36,161 @@ impl StepInput<'_> {
     }
 }
 
-/// What one node did in the last step: the implementation it ran, why, and how long it took.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NodeRecord {
-    pub node: String,
-    pub op: String,
-    pub implementation: String,
-    pub reason: String,
-    /// Device time of the node, where the backend measures it.
-    pub micros: Option<f64>,
+/// Where a step's token ids come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tokens {
+    /// `StepInput::tokens`.
+    Host,
+    /// The ids the previous step picked (`Pick::Argmax` / `Pick::Sample`), still on the
+    /// device: one per output row, in order.
+    Picked,
+}
+
+/// What a step hands back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pick {
+    /// The logits of every output row.
+    Logits,
+    /// The greedy id of every output row, picked on the device.
+    Argmax,
+    /// Top-k / top-p ids picked on the device with these uniform draws (one per row), as
+    /// `Sampler::sample` would pick them.
+    Sample { params: SamplingParams, draws: Vec<f32> },
 }
 
 /// Where the time of one step went, as far as the backend measures it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepTiming {
-    /// Recording and submitting the step on the host (GPU backends).
+    /// Recording and submitting the step on the host.
     pub host_micros: Option<f64>,
     /// From the step's first kernel starting to its last finishing on the device.
     pub device_micros: Option<f64>,
 }
 
-#[derive(Clone, Debug)]
-pub struct ExecutorOptions {
+/// What a finished step produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepOutput {
+    /// Picked ids (empty for `Pick::Logits`).
+    pub ids: Vec<u32>,
+    /// `[out_rows, vocab]` logits (`Pick::Logits` only).
+    pub logits: Vec<f32>,
+    pub timing: StepTiming,
+    /// Device time of each launch, when profiling.
+    pub launch_micros: Option<Vec<f64>>,
+    /// Attention rows recomputed because their scores left the unified-max range.
+    pub fallback_rows: Option<u32>,
+}
+
+/// A loaded backend, driven one step at a time. Step `t` is submitted into one of two
+/// slots (`t % 2`) and collected later, so a backend that runs asynchronously can record
+/// step t + 1 while step t runs.
+pub trait Executor: Send {
+    /// Backend and device, e.g. `cpu (2 threads, avx2+fma)`.
+    fn describe(&self) -> String;
+    /// Records and starts `step` in `slot` (a synchronous backend runs it here).
+    fn submit(&mut self, step: &LoweredStep, input: &StepInput, tokens: Tokens, pick: &Pick, slot: usize) -> Result<()>;
+    /// Waits for the step in `slot` and returns what it produced.
+    fn collect(&mut self, slot: usize) -> Result<StepOutput>;
+    /// Times every launch of the following steps (slower on GPUs: each launch in its own pass).
+    fn set_profiling(&mut self, on: bool) -> Result<()>;
+    /// Forgets a sequence's KV cache so its slot can be reused.
+    fn reset_sequence(&mut self, seq: usize);
+}
+
+/// Sizes every backend allocates for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
     /// Sequences that may be live at once.
     pub max_seqs: usize,
-    /// Longest sequence (KV positions) the caches must hold.
+    /// Longest sequence (KV positions) the caches hold.
     pub max_context: usize,
+}
+
+/// How weights are stored on a GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum WeightPrecision {
+    /// f16 when the device supports it, else f32.
+    #[default]
+    Auto,
+    F32,
+    F16,
+}
+
+/// Options of the wgpu backend.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WgpuOptions {
     /// GPU adapter to use (substring of its name); the preferred one when `None`.
     pub adapter: Option<String>,
-    pub precision: wgpu::WeightPrecision,
-    /// Largest weight chunk one GPU binding may hold, in bytes; larger tensors are split by
-    /// rows. Default: the device's limit (e.g. 128 MiB on lavapipe).
+    pub precision: WeightPrecision,
+    /// Largest weight chunk one binding may hold, in bytes (default: the device's limit).
     pub binding_limit: Option<u64>,
 }
 
-impl ExecutorOptions {
-    pub fn new(max_seqs: usize, max_context: usize) -> Self {
-        ExecutorOptions { max_seqs, max_context, adapter: None, precision: Default::default(), binding_limit: None }
-    }
+/// Which backend to open, with its own options.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackendOptions {
+    Cpu,
+    Wgpu(WgpuOptions),
+    Cuda,
 }
 
-pub trait Executor: Send {
-    /// Backend and device, e.g. `cpu (2 threads)`.
-    fn describe(&self) -> String;
-    /// Runs the graph over one step; returns `[out_rows, vocab]` logits.
-    fn step(&mut self, input: &StepInput) -> Result<Vec<f32>>;
-    /// Runs one step and returns the greedy token of each output row. GPU backends
-    /// override this to sample on the device and read back only the ids.
-    fn step_greedy(&mut self, input: &StepInput) -> Result<Vec<u32>> {
-        let vocab = self.vocab_size();
-        let logits = self.step(input)?;
-        Ok(logits.chunks_exact(vocab).map(crate::engine::sampler::argmax).collect())
-    }
-    /// Decodes `steps` steps: step 0 takes `first` (one token per sequence, each its own
-    /// output row); every later step feeds each sequence the id `sampler` drew from its
-    /// logits the step before, one position further. `on_ids` sees each step's ids in
-    /// order; when it returns false no further step starts. GPU backends sample on the
-    /// device where they can, keep the ids there and record step t + 1 while step t runs,
-    /// so one step past the stop may have run: its KV writes lie beyond the kept positions,
-    /// which later steps overwrite before reading.
-    fn decode(&mut self, first: &StepInput, steps: usize, sampler: &mut Sampler, on_ids: &mut dyn FnMut(&[u32]) -> bool) -> Result<()> {
-        check_decode(first)?;
-        decode_one_by_one(self, first, steps, sampler, on_ids)
-    }
-    /// Host and device time of the last step, or the mean over the steps of the last
-    /// `decode`, where measured.
-    fn last_step_timing(&self) -> StepTiming {
-        StepTiming::default()
-    }
-    fn vocab_size(&self) -> usize;
-    /// Measures every node's device time in the following steps (GPU backends; slower,
-    /// since each node becomes its own pass). The CPU backend always times its nodes.
-    fn set_profiling(&mut self, _on: bool) -> Result<()> {
-        Ok(())
-    }
-    /// Forgets a sequence's KV cache so its slot can be reused.
-    fn reset_sequence(&mut self, seq: usize);
-    /// Per-node records of the last step, in execution order.
-    fn last_step_records(&self) -> &[NodeRecord];
-}
-
-/// Checks a step against the executor's limits; shared by every backend.
-pub fn validate_step(input: &StepInput, opts: &ExecutorOptions, vocab: usize) -> Result<()> {
-    let m = input.m();
-    if m == 0 {
-        return Err(Error::InvalidArgument("a step needs at least one token".into()));
-    }
-    if input.positions.len() != m || input.seqs.len() != m {
-        return Err(Error::InvalidArgument(format!(
-            "step has {m} tokens but {} positions and {} sequence ids",
-            input.positions.len(),
-            input.seqs.len()
-        )));
-    }
-    if let Some(&t) = input.tokens.iter().find(|&&t| t as usize >= vocab) {
-        return Err(Error::InvalidArgument(format!("token id {t} is outside the vocabulary (size {vocab})")));
-    }
-    if let Some(&p) = input.positions.iter().find(|&&p| p >= opts.max_context) {
-        return Err(Error::PromptTooLong { tokens: p + 1, limit: opts.max_context, hint: String::new() });
-    }
-    if let Some(&s) = input.seqs.iter().find(|&&s| s >= opts.max_seqs) {
-        return Err(Error::InvalidArgument(format!("sequence {s} >= max_seqs {}", opts.max_seqs)));
-    }
-    if let Some(&r) = input.out_rows.iter().find(|&&r| r >= m) {
-        return Err(Error::InvalidArgument(format!("output row {r} >= {m} tokens")));
-    }
-    Ok(())
-}
-
-/// What `decode` accepts: every token its own output row, of its own sequence.
-pub fn check_decode(first: &StepInput) -> Result<()> {
-    let m = first.m();
-    let mut seqs = first.seqs.to_vec();
-    seqs.sort_unstable();
-    seqs.dedup();
-    if !first.out_rows.iter().copied().eq(0..m) || seqs.len() != m {
-        return Err(Error::InvalidArgument("decoding takes one token per sequence, each its own output row".into()));
-    }
-    Ok(())
-}
-
-/// `decode` as a plain loop of steps, sampling on the host unless greedy.
-pub fn decode_one_by_one<E: Executor + ?Sized>(
-    exec: &mut E,
-    first: &StepInput,
-    steps: usize,
-    sampler: &mut Sampler,
-    on_ids: &mut dyn FnMut(&[u32]) -> bool,
-) -> Result<()> {
-    let mut tokens = first.tokens.to_vec();
-    let mut positions = first.positions.to_vec();
-    let vocab = exec.vocab_size();
-    for _ in 0..steps {
-        let input = StepInput { tokens: &tokens, positions: &positions, ..*first };
-        tokens = if sampler.params().is_greedy() {
-            exec.step_greedy(&input)?
-        } else {
-            exec.step(&input)?.chunks_exact(vocab).map(|row| sampler.sample(row)).collect()
-        };
-        if !on_ids(&tokens) {
-            break;
+impl BackendOptions {
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            BackendOptions::Cpu => BackendKind::Cpu,
+            BackendOptions::Wgpu(_) => BackendKind::Wgpu,
+            BackendOptions::Cuda => BackendKind::Cuda,
         }
-        positions.iter_mut().for_each(|p| *p += 1);
     }
-    Ok(())
 }
 
-/// Creates an executor for `graph` with its parameters (in `graph.params` order).
-pub fn create(kind: BackendKind, graph: &Graph, plan: &Plan, params: Vec<HostTensor>, opts: ExecutorOptions) -> Result<Box<dyn Executor>> {
-    match kind {
-        BackendKind::Cpu => Ok(Box::new(cpu::CpuExecutor::new(graph, plan, params, opts)?)),
-        BackendKind::Wgpu => {
-            let (adapter, precision) = (opts.adapter.clone(), opts.precision);
-            Ok(Box::new(wgpu::WgpuExecutor::new(graph, plan, params, opts, adapter.as_deref(), precision)?))
-        }
-        other => Err(Error::BackendUnavailable {
-            backend: other.name().into(),
-            reason: "not implemented yet in this version of fdpp; use --backend cpu or wgpu".into(),
-        }),
+/// An opened device: its capabilities are known, nothing of a model is loaded yet.
+pub trait Device {
+    fn caps(&self) -> &BackendCaps;
+    /// Allocates for `capacity`, uploads every weight of `lowering`'s graph (read one at a
+    /// time from `weights`, in the type the device stores; call `Graph::check_weights`
+    /// first), and prepares the launch templates. `progress(done, total)` per weight.
+    fn load(
+        self: Box<Self>,
+        lowering: Arc<Lowering>,
+        weights: &dyn WeightSource,
+        capacity: Capacity,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Box<dyn Executor>>;
+}
+
+/// Whether this build has the backend, and the reason where it has not.
+pub fn unavailable(kind: BackendKind) -> Option<Error> {
+    let reason = match kind {
+        BackendKind::Cpu => return None,
+        BackendKind::Wgpu if cfg!(feature = "wgpu") => return None,
+        BackendKind::Wgpu => "this fdpp was built without the `wgpu` feature".to_string(),
+        BackendKind::Cuda => "not implemented yet in this version of fdpp; use --backend cpu or wgpu".to_string(),
+    };
+    Some(Error::BackendUnavailable { backend: kind.name().into(), reason })
+}
+
+/// Opens the backend `opts` names.
+pub fn open(opts: &BackendOptions) -> Result<Box<dyn Device>> {
+    if let Some(e) = unavailable(opts.kind()) {
+        return Err(e);
+    }
+    match opts {
+        BackendOptions::Cpu => Ok(Box::new(cpu::CpuDevice::new())),
+        #[cfg(feature = "wgpu")]
+        BackendOptions::Wgpu(o) => Ok(Box::new(wgpu::WgpuDevice::open(o)?)),
+        _ => unreachable!("unavailable() refused it"),
+    }
+}
+
+/// Whether `--backend auto` should pick a GPU: this build has wgpu and a hardware adapter exists.
+pub fn has_hardware_gpu() -> bool {
+    #[cfg(feature = "wgpu")]
+    {
+        wgpu::device::has_hardware_adapter()
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        false
     }
 }

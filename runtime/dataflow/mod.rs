@@ -1,9 +1,8 @@
 //! The FlashDecoding++ heuristic dataflow: for each linear layer shape [N, K] and each
 //! device, two inflection points over M (tokens this step) pick the implementation:
 //! A = GEMV if M < M1, B = flat GEMM if M1 <= M < M2, C = tiled GEMM otherwise.
-//! This is the only place where that choice is made.
-
-use std::collections::BTreeMap;
+//! The table holds the numbers; the lowering (`crate::lower`) applies them, once, for every
+//! backend.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,29 +43,27 @@ pub enum TableSource {
     Tuned { device: String },
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DataflowTable {
-    pub source: TableSource,
-    pub fallback: Inflections,
-    /// Per [N, K] inflection points.
-    pub shapes: BTreeMap<(usize, usize), Inflections>,
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShapeInflections {
+    pub n: usize,
+    pub k: usize,
+    pub inflections: Inflections,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Choice {
-    pub implementation: LinearImpl,
-    pub reason: String,
+pub struct DataflowTable {
+    pub source: TableSource,
+    /// For shapes the table does not list.
+    pub fallback: Inflections,
+    /// Per [N, K] inflection points (a model has four or five shapes).
+    pub shapes: Vec<ShapeInflections>,
 }
 
 impl DataflowTable {
     /// The CPU backend's built-in table: one token streams the weights (GEMV); a few tokens
     /// reuse each weight row from L1 (flat); many tokens tile both ways to stay in L2.
     pub fn cpu_default() -> Self {
-        DataflowTable {
-            source: TableSource::Default { backend: "cpu".into() },
-            fallback: Inflections { m1: 2, m2: 32 },
-            shapes: BTreeMap::new(),
-        }
+        DataflowTable { source: TableSource::Default { backend: "cpu".into() }, fallback: Inflections { m1: 2, m2: 32 }, shapes: vec![] }
     }
 
     /// The wgpu backend's built-in table until the tuner measures one per device and shape.
@@ -74,16 +71,21 @@ impl DataflowTable {
     /// flat GEMM): GEMV is best at M = 1, the flat GEMM from M = 2 to at least M = 64 on all
     /// four Llama-2-7B shapes, the tiled GEMM beyond (at M = 256 it wins on every shape).
     pub fn wgpu_default() -> Self {
-        DataflowTable {
-            source: TableSource::Default { backend: "wgpu".into() },
-            fallback: Inflections { m1: 2, m2: 65 },
-            shapes: BTreeMap::new(),
+        DataflowTable { source: TableSource::Default { backend: "wgpu".into() }, fallback: Inflections { m1: 2, m2: 65 }, shapes: vec![] }
+    }
+
+    /// The inflection points of [N, K], and whether the table lists the shape (else they are
+    /// the fallback).
+    pub fn inflections(&self, n: usize, k: usize) -> (Inflections, bool) {
+        match self.shapes.iter().find(|s| (s.n, s.k) == (n, k)) {
+            Some(s) => (s.inflections, true),
+            None => (self.fallback, false),
         }
     }
 
-    /// The implementation `choose` picks, without the reason (for per-step hot paths).
+    /// A if M < M1, B if M1 <= M < M2, else C.
     pub fn implementation(&self, n: usize, k: usize, m: usize) -> LinearImpl {
-        let inf = self.shapes.get(&(n, k)).copied().unwrap_or(self.fallback);
+        let (inf, _) = self.inflections(n, k);
         if m < inf.m1 {
             LinearImpl::Gemv
         } else if m < inf.m2 {
@@ -92,23 +94,14 @@ impl DataflowTable {
             LinearImpl::Gemm
         }
     }
+}
 
-    pub fn choose(&self, n: usize, k: usize, m: usize) -> Choice {
-        let (inf, which) = match self.shapes.get(&(n, k)) {
-            Some(i) => (*i, format!("[N={n}, K={k}]")),
-            None => (self.fallback, format!("fallback for [N={n}, K={k}]")),
-        };
-        let source = match &self.source {
-            TableSource::Default { backend } => format!("{backend} defaults"),
-            TableSource::Tuned { device } => format!("tuned on {device}"),
-        };
-        let implementation = self.implementation(n, k, m);
-        let rule = match implementation {
-            LinearImpl::Gemv => format!("M={m} < M1={}", inf.m1),
-            LinearImpl::FlatGemm => format!("M1={} <= M={m} < M2={}", inf.m1, inf.m2),
-            LinearImpl::Gemm => format!("M={m} >= M2={}", inf.m2),
-        };
-        Choice { implementation, reason: format!("{rule} ({which}, {source})") }
+impl std::fmt::Display for TableSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TableSource::Default { backend } => write!(f, "{backend} defaults"),
+            TableSource::Tuned { device } => write!(f, "tuned on {device}"),
+        }
     }
 }
 
@@ -119,15 +112,18 @@ mod tests {
     #[test]
     fn inflection_points_split_m_into_three_ranges() {
         let mut t = DataflowTable::cpu_default();
-        t.shapes.insert((960, 576), Inflections { m1: 4, m2: 16 });
-        let pick = |m| t.choose(960, 576, m).implementation;
+        t.shapes.push(ShapeInflections { n: 960, k: 576, inflections: Inflections { m1: 4, m2: 16 } });
+        let pick = |m| t.implementation(960, 576, m);
         assert_eq!(pick(3), LinearImpl::Gemv);
         assert_eq!(pick(4), LinearImpl::FlatGemm);
         assert_eq!(pick(15), LinearImpl::FlatGemm);
         assert_eq!(pick(16), LinearImpl::Gemm);
-        // Unknown shapes use the fallback, and the reason says so.
-        let c = t.choose(7, 7, 1);
-        assert_eq!(c.implementation, LinearImpl::Gemv);
-        assert!(c.reason.contains("fallback"), "{}", c.reason);
+        // Unknown shapes use the fallback, and say so.
+        assert_eq!(t.inflections(7, 7), (t.fallback, false));
+        assert_eq!(t.inflections(960, 576).1, true);
+        assert_eq!(t.implementation(7, 7, 1), LinearImpl::Gemv);
+        // The table survives JSON (the plan and the tuner's profile hold it).
+        let back: DataflowTable = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
     }
 }

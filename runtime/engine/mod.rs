@@ -1,37 +1,38 @@
-//! A generation session: builds and plans the graph, loads the weights into a backend,
-//! then runs prefill (the whole prompt in one step) and the decode loop with a sampler,
-//! streaming text as it is produced.
+//! A generation session: builds the graph, loads the weights into a backend through the
+//! driver (which lowers each step for it), then runs prefill (the whole prompt in one
+//! step) and the pipelined decode with a sampler, streaming text as it is produced, and
+//! keeps the typed trace of the last prefill and decode step.
 
-pub mod sampler;
-pub mod trace;
+pub mod driver;
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-pub use sampler::{Sampler, SamplingParams};
-pub use trace::{Phase, StepTrace, Trace};
+pub use driver::Driver;
 
-use crate::backend::{self, BackendKind, Executor, ExecutorOptions, StepInput};
+pub use crate::sampling::{Sampler, SamplingParams};
+use crate::backend::{BackendOptions, Capacity, StepInput};
 use crate::error::{Error, Result};
-use crate::graph::{self, Graph, Plan};
+use crate::graph;
+use crate::lower::LoweringOptions;
 use crate::model::{ChatMessage, ChatTemplate, Model, ModelConfig, Tokenizer};
+pub use crate::trace::{Phase, StepTrace};
 
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
-    pub backend: BackendKind,
+    /// The backend and its own options.
+    pub backend: BackendOptions,
     /// KV positions per sequence; `None` uses the model's trained context.
     pub max_context: Option<usize>,
     /// Sequences decoded together (batch).
     pub max_seqs: usize,
-    /// GPU adapter name filter and weight precision (GPU backends).
-    pub adapter: Option<String>,
-    pub precision: crate::backend::wgpu::WeightPrecision,
+    pub lowering: LoweringOptions,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { backend: BackendKind::Cpu, max_context: None, max_seqs: 1, adapter: None, precision: Default::default() }
+        EngineOptions { backend: BackendOptions::Cpu, max_context: None, max_seqs: 1, lowering: LoweringOptions::default() }
     }
 }
 
@@ -93,57 +94,47 @@ pub struct GenerateOutput {
 
 pub struct Engine {
     pub config: ModelConfig,
+    pub model_description: String,
     pub tokenizer: Tokenizer,
     pub chat_template: Option<ChatTemplate>,
-    pub graph: Graph,
-    pub plan: Plan,
-    exec: Box<dyn Executor>,
+    driver: Driver,
     max_context: usize,
-    trace: Trace,
+    /// The last prefill step and the first decode step after it.
+    steps: Vec<StepTrace>,
 }
 
 impl Engine {
-    /// Builds the graph for `model`, reads its weights (`progress(done, total)` per
-    /// parameter) and hands them to the chosen backend.
+    /// Builds the graph for `model`, checks its weights, opens the backend and loads them
+    /// (`progress(done, total)` per weight).
     pub fn load(model: Model, opts: &EngineOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Engine> {
         let graph = graph::llama::build(&model.config);
-        let plan = Plan::new(&graph)?;
         let max_context = opts.max_context.unwrap_or(model.config.max_context).min(model.config.max_context);
-        if max_context == 0 || opts.max_seqs == 0 {
-            return Err(Error::InvalidArgument("context length and sequence count must be at least 1".into()));
-        }
-        if opts.backend == BackendKind::Cuda {
-            // Fail before the (slow) weight read.
-            backend::create(opts.backend, &graph, &plan, vec![], ExecutorOptions::new(1, 1))?;
-        }
-        let params = graph.load_params(model.weights.as_ref(), progress)?;
-        let exec_opts = ExecutorOptions {
-            adapter: opts.adapter.clone(),
-            precision: opts.precision,
-            ..ExecutorOptions::new(opts.max_seqs, max_context)
-        };
-        let exec = backend::create(opts.backend, &graph, &plan, params, exec_opts)?;
-        let trace = Trace { model: model.describe(), backend: exec.describe(), steps: vec![] };
+        let capacity = Capacity { max_seqs: opts.max_seqs, max_context };
+        let driver = Driver::load(&opts.backend, graph, &opts.lowering, model.weights.as_ref(), capacity, progress)?;
         Ok(Engine {
+            model_description: model.describe(),
             config: model.config,
             tokenizer: model.tokenizer,
             chat_template: model.chat_template,
-            graph,
-            plan,
-            exec,
+            driver,
             max_context,
-            trace,
+            steps: vec![],
         })
     }
 
+    pub fn driver(&self) -> &Driver {
+        &self.driver
+    }
+
     pub fn backend_description(&self) -> String {
-        self.exec.describe()
+        self.driver.describe()
     }
     pub fn max_context(&self) -> usize {
         self.max_context
     }
-    pub fn trace(&self) -> &Trace {
-        &self.trace
+    /// The last prefill step and the first decode step after it, as they ran.
+    pub fn trace_steps(&self) -> &[StepTrace] {
+        &self.steps
     }
 
     /// Token ids of a prompt, exactly as generation would feed them.
@@ -180,12 +171,12 @@ impl Engine {
     /// `start == 0` forgets what the sequence held before.
     pub fn forward(&mut self, ids: &[u32], start: usize) -> Result<Vec<f32>> {
         if start == 0 {
-            self.exec.reset_sequence(0);
+            self.driver.reset_sequence(0);
         }
         let positions: Vec<usize> = (start..start + ids.len()).collect();
         let seqs = vec![0; ids.len()];
         let out_rows = [ids.len().saturating_sub(1)];
-        self.exec.step(&StepInput { tokens: ids, positions: &positions, seqs: &seqs, out_rows: &out_rows })
+        self.driver.step(&StepInput { tokens: ids, positions: &positions, seqs: &seqs, out_rows: &out_rows })
     }
 
     /// Decodes `steps` tokens of sequence 0 after `token` at position `pos` (the positions
@@ -194,20 +185,23 @@ impl Engine {
         sampling.validate()?;
         let mut ids = Vec::with_capacity(steps);
         let input = StepInput { tokens: &[token], positions: &[pos], seqs: &[0], out_rows: &[0] };
-        self.exec.decode(&input, steps, &mut Sampler::new(sampling.clone()), &mut |step| {
+        self.driver.decode(&input, steps, &mut Sampler::new(sampling.clone()), &mut |step| {
             ids.push(step[0]);
             true
         })?;
         Ok(ids)
     }
 
-    fn record(&mut self, phase: Phase, m: usize, secs: f64) {
+    fn record(&mut self, phase: Phase, secs: f64) {
         if phase == Phase::Prefill {
-            self.trace.steps.clear();
+            self.steps.clear();
         }
-        if self.trace.steps.len() < 2 {
-            let nodes = self.exec.last_step_records().to_vec();
-            self.trace.steps.push(StepTrace { phase, m, wall_micros: secs * 1e6, nodes });
+        if self.steps.len() < 2
+            && let Some((shape, nodes)) = self.driver.last_records()
+        {
+            let device_micros = self.driver.last_timing().device_micros;
+            let fallback_rows = self.driver.last_fallback_rows();
+            self.steps.push(StepTrace { phase, shape, wall_micros: secs * 1e6, device_micros, fallback_rows, nodes });
         }
     }
 
@@ -216,13 +210,13 @@ impl Engine {
         req.sampling.validate()?;
         let prompt_ids = self.tokenize(&req.prompt)?;
         let mut sampler = Sampler::new(req.sampling.clone());
-        let mut stats = RunStats { prompt_tokens: prompt_ids.len(), backend: self.exec.describe(), ..Default::default() };
+        let mut stats = RunStats { prompt_tokens: prompt_ids.len(), backend: self.driver.describe(), ..Default::default() };
 
         let t = Instant::now();
         let logits = self.forward(&prompt_ids, 0)?;
         stats.prefill_secs = t.elapsed().as_secs_f64();
-        self.record(Phase::Prefill, prompt_ids.len(), stats.prefill_secs);
-        let first_top5 = sampler::top_k(&logits, 5);
+        self.record(Phase::Prefill, stats.prefill_secs);
+        let first_top5 = crate::sampling::top_k(&logits, 5);
 
         let mut out = Collector {
             ids: vec![],
@@ -240,7 +234,7 @@ impl Engine {
             let mut failed = None;
             let t = Instant::now();
             let tokenizer = &self.tokenizer;
-            self.exec.decode(&input, steps, &mut sampler, &mut |ids| {
+            self.driver.decode(&input, steps, &mut sampler, &mut |ids| {
                 stats.decode_steps += 1;
                 out.accept(ids[0], tokenizer, on_text).unwrap_or_else(|e| {
                     failed = Some(e);
@@ -252,7 +246,7 @@ impl Engine {
             }
             stats.decode_secs = t.elapsed().as_secs_f64();
             if stats.decode_steps > 0 {
-                self.record(Phase::Decode, 1, stats.decode_secs / stats.decode_steps as f64);
+                self.record(Phase::Decode, stats.decode_secs / stats.decode_steps as f64);
             }
         }
         let stop = out.stop.unwrap_or(if out.ids.len() >= req.max_tokens { StopReason::MaxTokens } else { StopReason::ContextFull });
@@ -263,7 +257,7 @@ impl Engine {
     /// Times every node of the following steps on the device (GPU backends; slower), so
     /// the trace's node records carry `micros`.
     pub fn set_profiling(&mut self, on: bool) -> Result<()> {
-        self.exec.set_profiling(on)
+        self.driver.set_profiling(on)
     }
 }
 

@@ -62,6 +62,23 @@ pub struct TensorDesc {
     pub kind: TensorKind,
 }
 
+impl TensorDesc {
+    /// Elements per row: activations are `[rows, width...]` with rows `m` or `out`.
+    pub fn row_width(&self) -> usize {
+        self.shape[1..].iter().map(|d| d.eval(1, 1, 1)).product()
+    }
+
+    /// Rows in a step of `m` tokens with `out` output rows.
+    pub fn rows(&self, m: usize, out: usize) -> usize {
+        self.shape[0].eval(m, 0, out)
+    }
+
+    /// The shape in a step of `m` tokens with `out` output rows.
+    pub fn eval(&self, m: usize, out: usize) -> Vec<usize> {
+        self.shape.iter().map(|d| d.eval(m, 0, out)).collect()
+    }
+}
+
 /// A weight of the graph: one or more model tensors concatenated along rows
 /// (the fused QKV and gate/up projections), row-major `[rows, cols]` or `[len]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

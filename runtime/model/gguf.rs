@@ -9,11 +9,10 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use half::{bf16, f16};
 
 use super::dequant;
 use crate::error::{Error, Result};
-use crate::tensor::{HostTensor, TensorData};
+use crate::tensor::{DType, FileType, HostTensor, TensorData};
 
 pub const MAGIC: &[u8; 4] = b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -126,10 +125,19 @@ impl GgmlType {
         })
     }
 
-    pub fn is_supported(self) -> bool {
-        use GgmlType::*;
-        matches!(self, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1)
+    /// The file type fdpp reads this as, if it can.
+    pub fn file_type(self) -> Option<FileType> {
+        Some(match self {
+            GgmlType::F32 => FileType::F32,
+            GgmlType::F16 => FileType::F16,
+            GgmlType::BF16 => FileType::BF16,
+            GgmlType::Q8_0 => FileType::Q8_0,
+            GgmlType::Q4_0 => FileType::Q4_0,
+            GgmlType::Q4_1 => FileType::Q4_1,
+            _ => return None,
+        })
     }
+
 
     pub const SUPPORTED: &'static str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1";
 }
@@ -517,24 +525,12 @@ impl GgufFile {
         Ok(&self.map[start..start + size as usize])
     }
 
-    /// Reads one tensor; quantized types are dequantized to f32, float types keep their type.
-    pub fn read_tensor(&self, name: &str) -> Result<HostTensor> {
+    /// Reads one tensor, decoded into `dtype` (quantized types are dequantized).
+    pub fn read_tensor(&self, name: &str, dtype: DType) -> Result<HostTensor> {
         let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor { path: self.path.clone(), tensor: name.to_string() })?;
-        if !info.ggml_type.is_supported() {
-            return Err(self.unsupported(info));
-        }
+        let ty = info.ggml_type.file_type().ok_or_else(|| self.unsupported(info))?;
         let bytes = self.tensor_bytes(info)?;
-        let n = info.numel() as usize;
-        let data = match info.ggml_type {
-            GgmlType::F32 => TensorData::F32(dequant::f32_from_le(bytes)),
-            GgmlType::F16 => TensorData::F16(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect()),
-            GgmlType::BF16 => TensorData::BF16(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])).collect()),
-            GgmlType::Q8_0 => TensorData::F32(dequant::q8_0(bytes, n)),
-            GgmlType::Q4_0 => TensorData::F32(dequant::q4_0(bytes, n)),
-            GgmlType::Q4_1 => TensorData::F32(dequant::q4_1(bytes, n)),
-            _ => unreachable!("is_supported() covers the types handled above"),
-        };
-        Ok(HostTensor { shape: info.shape(), data })
+        Ok(HostTensor { shape: info.shape(), data: dequant::decode(ty, bytes, dtype) })
     }
 
     fn unsupported(&self, info: &GgufTensorInfo) -> Error {
@@ -616,7 +612,7 @@ impl GgufWriter {
             TensorData::F16(_) => GgmlType::F16,
             TensorData::BF16(_) => GgmlType::BF16,
         };
-        self.tensor_raw(name, &t.shape, ty, t.to_le_bytes())
+        self.tensor_raw(name, &t.shape, ty, t.as_le_bytes().to_vec())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -693,6 +689,7 @@ fn write_value(out: &mut Vec<u8>, v: &GgufValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
     fn tmp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("fdpp-gguf-{}", std::process::id()));
@@ -727,8 +724,9 @@ mod tests {
             assert_eq!(f.metadata.get(k), Some(v), "{k}");
         }
         assert_eq!(f.tensor_info("a").unwrap().dims, vec![3, 2]);
-        assert_eq!(f.read_tensor("a").unwrap(), a);
-        assert_eq!(f.read_tensor("b").unwrap(), b);
+        assert_eq!(f.read_tensor("a", DType::F32).unwrap(), a);
+        assert_eq!(f.read_tensor("b", DType::F16).unwrap(), b);
+        assert_eq!(f.read_tensor("b", DType::F32).unwrap().into_f32(), vec![0.5; 3]);
         assert_eq!(f.data_offset % DEFAULT_ALIGNMENT, 0);
         assert_eq!(f.get_u64("u16").unwrap(), Some(700));
         assert!(f.get_str("u16").is_err());

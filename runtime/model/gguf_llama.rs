@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use super::gguf::GgufFile;
+use super::gguf::{GgmlType, GgufFile};
 use super::{ChatTemplate, Model, ModelConfig, ModelFormat, Tokenizer, WeightSource, names};
 use crate::error::{Error, Result};
-use crate::tensor::{HostTensor, TensorData};
+use crate::tensor::{DType, FileType, HostTensor, TensorData};
 
 pub fn load(path: &Path) -> Result<Model> {
     let file = GgufFile::open(path)?;
@@ -118,6 +118,18 @@ impl GgufWeights {
     pub fn file(&self) -> &GgufFile {
         &self.file
     }
+
+    fn mapping(&self, name: &str) -> Result<&Mapping> {
+        self.map
+            .iter()
+            .find(|m| m.hf == name)
+            .ok_or_else(|| Error::MissingTensor { path: self.file.path.clone(), tensor: self.display_name(name) })
+    }
+
+    fn info(&self, name: &str) -> Result<&super::gguf::GgufTensorInfo> {
+        let m = self.mapping(name)?;
+        self.file.tensor_info(&m.gguf).ok_or_else(|| Error::MissingTensor { path: self.file.path.clone(), tensor: self.display_name(name) })
+    }
 }
 
 /// Inverse of llama.cpp's convert-time permutation: within each head, GGUF row `2i + j`
@@ -158,13 +170,18 @@ impl WeightSource for GgufWeights {
         let m = self.map.iter().find(|m| m.hf == name)?;
         Some(self.file.tensor_info(&m.gguf)?.shape())
     }
-    fn load(&self, name: &str) -> Result<HostTensor> {
-        let m = self
-            .map
-            .iter()
-            .find(|m| m.hf == name)
-            .ok_or_else(|| Error::MissingTensor { path: self.file.path.clone(), tensor: self.display_name(name) })?;
-        let t = self.file.read_tensor(&m.gguf)?;
+    fn file_type(&self, name: &str) -> Result<FileType> {
+        let info = self.info(name)?;
+        info.ggml_type.file_type().ok_or_else(|| Error::UnsupportedTensorType {
+            path: self.file.path.clone(),
+            tensor: info.name.clone(),
+            dtype: info.ggml_type.to_string(),
+            supported: GgmlType::SUPPORTED,
+        })
+    }
+    fn load(&self, name: &str, dtype: DType) -> Result<HostTensor> {
+        let m = self.mapping(name)?;
+        let t = self.file.read_tensor(&m.gguf, dtype)?;
         match m.unpermute_heads {
             Some(heads) if t.shape.len() == 2 && heads > 0 && t.shape[0] % heads == 0 && (t.shape[0] / heads) % 2 == 0 => {
                 Ok(unpermute_rows(t, heads))

@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{Value, json};
 
-use super::{ChatTemplate, Model, ModelConfig, ModelFormat, Tokenizer, WeightSource};
+use super::{ChatTemplate, Model, ModelConfig, ModelFormat, Tokenizer, WeightSource, dequant};
 use crate::error::{Error, Result};
-use crate::tensor::{DType, HostTensor, TensorData};
+use crate::tensor::{DType, FileType, HostTensor};
 
 pub fn load(dir: &Path) -> Result<Model> {
     let config = read_config(&dir.join("config.json"))?;
@@ -162,24 +161,32 @@ impl WeightSource for SafetensorsWeights {
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
         self.tensors.get(name).map(|e| e.shape.clone())
     }
-    fn load(&self, name: &str) -> Result<HostTensor> {
-        let e = self.tensors.get(name).ok_or_else(|| Error::MissingTensor { path: self.dir.clone(), tensor: name.to_string() })?;
+    fn file_type(&self, name: &str) -> Result<FileType> {
+        let e = self.entry(name)?;
+        match e.dtype {
+            Dtype::F32 => Ok(FileType::F32),
+            Dtype::F16 => Ok(FileType::F16),
+            Dtype::BF16 => Ok(FileType::BF16),
+            other => Err(Error::UnsupportedTensorType {
+                path: self.shards[e.shard].path.clone(),
+                tensor: name.to_string(),
+                dtype: format!("{other:?}"),
+                supported: "F32, F16, BF16",
+            }),
+        }
+    }
+    fn load(&self, name: &str, dtype: DType) -> Result<HostTensor> {
+        let ty = self.file_type(name)?;
+        let e = self.entry(name)?;
         let shard = &self.shards[e.shard];
         let bytes = &shard.map[shard.data_start + e.range.0..shard.data_start + e.range.1];
-        let data = match e.dtype {
-            Dtype::F32 => TensorData::F32(super::dequant::f32_from_le(bytes)),
-            Dtype::F16 => TensorData::F16(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect()),
-            Dtype::BF16 => TensorData::BF16(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])).collect()),
-            other => {
-                return Err(Error::UnsupportedTensorType {
-                    path: shard.path.clone(),
-                    tensor: name.to_string(),
-                    dtype: format!("{other:?}"),
-                    supported: "F32, F16, BF16",
-                });
-            }
-        };
-        Ok(HostTensor { shape: e.shape.clone(), data })
+        Ok(HostTensor { shape: e.shape.clone(), data: dequant::decode(ty, bytes, dtype) })
+    }
+}
+
+impl SafetensorsWeights {
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.tensors.get(name).ok_or_else(|| Error::MissingTensor { path: self.dir.clone(), tensor: name.to_string() })
     }
 }
 
@@ -204,21 +211,22 @@ impl safetensors::View for &OwnedView {
     }
 }
 
-/// Writes `model` to `dir` in the Hugging Face layout. Tensors keep their loaded dtype
-/// (quantized GGUF tensors were dequantized to f32, so the conversion is exact).
+/// Writes `model` to `dir` in the Hugging Face layout. Float tensors keep their type;
+/// quantized GGUF tensors become f32, so the conversion is exact.
 /// `progress(done, total)` is called once per tensor.
 pub fn write(model: &Model, dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let names = model.weights.names();
     let mut views = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
-        let t = model.weights.load(name)?;
+        // Quantized tensors are written as f32, which holds their values exactly.
+        let t = model.weights.load(name, model.weights.file_type(name)?.exact_dtype())?;
         let dtype = match t.dtype() {
             DType::F32 => Dtype::F32,
             DType::F16 => Dtype::F16,
             DType::BF16 => Dtype::BF16,
         };
-        views.push((name.clone(), OwnedView { dtype, shape: t.shape.clone(), bytes: t.to_le_bytes() }));
+        views.push((name.clone(), OwnedView { dtype, shape: t.shape.clone(), bytes: t.as_le_bytes().to_vec() }));
         progress(i + 1, names.len());
     }
     let out = dir.join("model.safetensors");

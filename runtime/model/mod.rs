@@ -11,6 +11,7 @@ pub mod gguf;
 pub mod gguf_llama;
 pub mod hf;
 pub mod hub;
+pub mod synthetic;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -20,9 +21,10 @@ pub use config::ModelConfig;
 pub use tokenizer::Tokenizer;
 
 use crate::error::{Error, Result};
-use crate::tensor::HostTensor;
+use crate::tensor::{DType, FileType, HostTensor};
 
-/// Tensors of a model under their Hugging Face names.
+/// Tensors of a model under their Hugging Face names. Files stay memory-mapped in their
+/// own types; a tensor is read only when asked for, in the float type the caller stores.
 pub trait WeightSource: Send + Sync {
     /// The file or folder the tensors come from (for error messages).
     fn path(&self) -> &Path;
@@ -30,8 +32,11 @@ pub trait WeightSource: Send + Sync {
     fn names(&self) -> Vec<String>;
     /// Row-major shape (outermost first) without reading data; `None` if absent.
     fn shape(&self, name: &str) -> Option<Vec<usize>>;
-    /// Reads (and dequantizes) one tensor. Absent names give `Error::MissingTensor`.
-    fn load(&self, name: &str) -> Result<HostTensor>;
+    /// How the tensor is stored; an absent tensor or a type fdpp cannot read is an error
+    /// naming it.
+    fn file_type(&self, name: &str) -> Result<FileType>;
+    /// Reads one tensor, decoded into `dtype`. Absent names give `Error::MissingTensor`.
+    fn load(&self, name: &str, dtype: DType) -> Result<HostTensor>;
     /// How errors should name a tensor: the file's own name where it differs.
     fn display_name(&self, name: &str) -> String {
         name.to_string()

@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use crate::lower::caps::Tile;
+
 /// Number of token rows one weight row is multiplied with while it sits in registers/L1.
 const TOKEN_TILE: usize = 4;
 
@@ -19,12 +21,18 @@ pub fn simd_name() -> &'static str {
     "portable"
 }
 
-/// `w . x[t]` for up to TOKEN_TILE token rows at once (unused rows are empty slices).
+/// `w . x[t]` for the first `count` token rows at once.
+///
+/// # Panics
+/// If `count > TOKEN_TILE` or a used row's length differs from `w`'s: the SIMD loop reads
+/// `w.len()` elements of every row it uses.
 #[inline]
 fn dot_tile(w: &[f32], xs: &[&[f32]; TOKEN_TILE], count: usize) -> [f32; TOKEN_TILE] {
+    assert!(count <= TOKEN_TILE && xs[..count].iter().all(|x| x.len() == w.len()), "dot products need rows of equal length");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        // SAFETY: the features were just detected.
+        // SAFETY: AVX2 and FMA were just detected, and the assert above gives every row
+        // `avx2::dot_tile` reads (the first `count`) exactly `w.len()` elements.
         return unsafe { avx2::dot_tile(w, xs, count) };
     }
     let mut out = [0.0; TOKEN_TILE];
@@ -34,6 +42,10 @@ fn dot_tile(w: &[f32], xs: &[&[f32]; TOKEN_TILE], count: usize) -> [f32; TOKEN_T
     out
 }
 
+/// The dot product of two slices of equal length.
+///
+/// # Panics
+/// If the lengths differ.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_tile(a, &[b, &[], &[], &[]], 1)[0]
 }
@@ -55,6 +67,8 @@ mod avx2 {
     use super::TOKEN_TILE;
     use std::arch::x86_64::*;
 
+    /// # Safety
+    /// The CPU must have AVX2.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
@@ -66,12 +80,18 @@ mod avx2 {
     }
 
     /// Each weight vector load feeds `count` FMAs, so a tile of tokens costs one pass over `w`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA, `count <= TOKEN_TILE`, and `xs[t].len() == w.len()`
+    /// for every `t < count` (every element of `w` and of those rows is read).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_tile(w: &[f32], xs: &[&[f32]; TOKEN_TILE], count: usize) -> [f32; TOKEN_TILE] {
         let k = w.len();
         let body = k - k % 16;
         let mut acc = [[_mm256_setzero_ps(); 2]; TOKEN_TILE];
         let mut i = 0;
+        // SAFETY: i + 15 < body <= k = w.len() = xs[t].len() for every t < count (the
+        // caller's contract), so every load is inside its slice.
         unsafe {
             while i < body {
                 let w0 = _mm256_loadu_ps(w.as_ptr().add(i));
@@ -99,32 +119,29 @@ mod avx2 {
 /// Shared pointer to an output whose disjoint parts are written by different workers.
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
+// SAFETY: `Out` is only made in `flat_gemm` and `gemm` from a `&mut [f32]` that outlives the
+// parallel loop using it, and each task writes a block of it no other task writes.
 unsafe impl Send for Out {}
+// SAFETY: as for Send: tasks share the pointer but never an element.
 unsafe impl Sync for Out {}
 
-/// Rows of W handled by one parallel task: enough tasks to balance, few enough to be cheap.
-fn row_chunk(n: usize, k: usize) -> usize {
-    let tasks = rayon::current_num_threads() * 8;
-    let by_balance = n.div_ceil(tasks);
-    // Keep a chunk's weights (rows * k * 4 bytes) around 64 KiB or more.
-    let by_size = (16384 / k.max(1)).max(1);
-    by_balance.max(by_size).min(n).max(1)
-}
-
-/// A (GEMV): y[n] = W[n, :] . x for one token row.
-pub fn gemv(x: &[f32], w: &[f32], y: &mut [f32], k: usize) {
-    let n = y.len();
-    y.par_chunks_mut(row_chunk(n, k)).enumerate().for_each(|(c, ys)| {
-        let base = c * row_chunk(n, k);
-        for (j, out) in ys.iter_mut().enumerate() {
-            let r = base + j;
-            *out = dot(&w[r * k..(r + 1) * k], x);
+/// A (GEMV): y[n] = W[n, :] . x for one token row (`k = x.len()`, `n = y.len()`).
+///
+/// # Panics
+/// If `w` holds fewer than `n * k` values.
+pub fn gemv(x: &[f32], w: &[f32], y: &mut [f32]) {
+    let k = x.len();
+    let w = &w[..y.len() * k];
+    let chunk = (16384 / k.max(1)).max(1);
+    y.par_chunks_mut(chunk).zip(w.par_chunks(chunk * k.max(1))).for_each(|(ys, ws)| {
+        for (out, row) in ys.iter_mut().zip(ws.chunks_exact(k.max(1))) {
+            *out = dot(row, x);
         }
     });
 }
 
-/// Multiplies weight rows `rows` with token rows `tokens`; y is `[m, n]` row-major.
-/// Tokens are walked in tiles so each weight row is read once per tile.
+/// Multiplies weight rows `rows` with token rows `tokens`; y is `[m, n]` row-major with
+/// `m * n <= y.len()` (checked by the callers), x is `[m, k]`, w is `[n, k]`.
 fn tile(x: &[f32], w: &[f32], y: Out, k: usize, n: usize, rows: std::ops::Range<usize>, tokens: std::ops::Range<usize>) {
     let mut t0 = tokens.start;
     while t0 < tokens.end {
@@ -137,7 +154,8 @@ fn tile(x: &[f32], w: &[f32], y: Out, k: usize, n: usize, rows: std::ops::Range<
             let d = dot_tile(&w[r * k..(r + 1) * k], &xs, count);
             for t in 0..count {
                 // SAFETY: (t0 + t, r) lies in this task's rows x tokens block, which no
-                // other task writes; y holds m * n elements.
+                // other task writes; t0 + t < m and r < n, and the callers checked that y
+                // holds m * n elements.
                 unsafe { *y.0.add((t0 + t) * n + r) = d[t] };
             }
         }
@@ -145,11 +163,20 @@ fn tile(x: &[f32], w: &[f32], y: Out, k: usize, n: usize, rows: std::ops::Range<
     }
 }
 
-/// B (flat GEMM): N split across workers, every worker takes all M tokens against its rows,
-/// so the weights stream from memory once per step whatever M is.
-pub fn flat_gemm(x: &[f32], m: usize, w: &[f32], y: &mut [f32], k: usize) {
-    let n = y.len() / m;
-    let chunk = row_chunk(n, k);
+/// `(m, n, k)` of y = x W^T, checked against the slices so the tiles stay inside them.
+fn dims(x: &[f32], m: usize, w: &[f32], y: &[f32]) -> (usize, usize) {
+    assert!(m > 0 && y.len().is_multiple_of(m) && x.len().is_multiple_of(m), "x and y must hold whole rows of m = {m} tokens");
+    let (n, k) = (y.len() / m, x.len() / m);
+    assert!(w.len() >= n * k, "w holds {} values, the product needs {n} x {k}", w.len());
+    (n, k)
+}
+
+/// B (flat GEMM): N split across workers in tiles of `tile.n` weight rows, every worker
+/// takes all M tokens against its rows (`TOKEN_TILE` at a time), so the weights stream from
+/// memory once per step whatever M is. x is `[m, k]`, y `[m, n]`, w at least `[n, k]`.
+pub fn flat_gemm(x: &[f32], m: usize, w: &[f32], y: &mut [f32], tile_size: Tile) {
+    let (n, k) = dims(x, m, w, y);
+    let chunk = tile_size.n.max(1);
     let out = Out(y.as_mut_ptr());
     (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let rows = c * chunk..((c + 1) * chunk).min(n);
@@ -157,11 +184,10 @@ pub fn flat_gemm(x: &[f32], m: usize, w: &[f32], y: &mut [f32], k: usize) {
     });
 }
 
-/// C (tiled GEMM): blocks of rows x tokens small enough for L2, parallel over both.
-pub fn gemm(x: &[f32], m: usize, w: &[f32], y: &mut [f32], k: usize) {
-    let n = y.len() / m;
-    let rows_per = (65536 / (k * 4)).clamp(8, 256);
-    let toks_per = 64;
+/// C (tiled GEMM): blocks of `tile.m` tokens x `tile.n` weight rows, parallel over both.
+pub fn gemm(x: &[f32], m: usize, w: &[f32], y: &mut [f32], tile_size: Tile) {
+    let (n, k) = dims(x, m, w, y);
+    let (rows_per, toks_per) = (tile_size.n.max(1), tile_size.m.max(1));
     let (nb, mb) = (n.div_ceil(rows_per), m.div_ceil(toks_per));
     let out = Out(y.as_mut_ptr());
     (0..nb * mb).into_par_iter().for_each(|b| {
@@ -183,18 +209,14 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, y: &mut [f32]) {
     }
 }
 
-/// Inverse frequencies as Hugging Face computes them: 1 / theta^(2i / d), in f32.
-pub fn rope_inv_freq(theta: f32, head_dim: usize) -> Vec<f32> {
-    (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect()
-}
-
-/// Rotates the first `heads` head vectors of `row` (split-halves layout) at `pos`.
-pub fn rope_row(row: &mut [f32], heads: usize, head_dim: usize, inv_freq: &[f32], pos: usize) {
+/// Rotates the first `heads` head vectors of `row` (split-halves layout) by `angles`:
+/// (cos, sin) per rotary pair of this position (`crate::lower::rope::table`).
+pub fn rope_row(row: &mut [f32], heads: usize, head_dim: usize, angles: &[f32]) {
     let half = head_dim / 2;
     for h in 0..heads {
         let v = &mut row[h * head_dim..(h + 1) * head_dim];
         for i in 0..half {
-            let (sin, cos) = (pos as f32 * inv_freq[i]).sin_cos();
+            let (cos, sin) = (angles[2 * i], angles[2 * i + 1]);
             let (a, b) = (v[i], v[i + half]);
             v[i] = a * cos - b * sin;
             v[i + half] = b * cos + a * sin;
@@ -273,21 +295,20 @@ mod tests {
             let (x, w) = (data(m * k, 1), data(n * k, 7));
             let want = naive(&x, m, &w, n, k);
             let mut outs = vec![];
-            if m == 1 {
-                let mut y = vec![0.0; n];
-                gemv(&x, &w, &mut y, k);
-                outs.push(("gemv", y));
+            let mut y = vec![f32::NAN; m * n];
+            x.chunks_exact(k).zip(y.chunks_exact_mut(n)).for_each(|(x, y)| gemv(x, &w, y));
+            outs.push(("gemv", y));
+            for tile in [Tile { m: 4, n: 64 }, Tile { m: 2, n: 7 }] {
+                let mut y = vec![f32::NAN; m * n];
+                flat_gemm(&x, m, &w, &mut y, tile);
+                outs.push(("flat", y));
+                let mut y = vec![f32::NAN; m * n];
+                gemm(&x, m, &w, &mut y, tile);
+                outs.push(("gemm", y));
             }
-            let mut y = vec![0.0; m * n];
-            flat_gemm(&x, m, &w, &mut y, k);
-            outs.push(("flat", y));
-            let mut y = vec![0.0; m * n];
-            gemm(&x, m, &w, &mut y, k);
-            outs.push(("gemm", y));
             for (name, y) in outs {
-                for (a, b) in y.iter().zip(&want) {
-                    assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "{name} m={m} n={n} k={k}: {a} vs {b}");
-                }
+                let err = crate::compare::max_error(&y, &want).unwrap_or_else(|e| panic!("{name} m={m} n={n} k={k}: {e}"));
+                assert!(err.abs <= 1e-4 * (1.0 + err.scale), "{name} m={m} n={n} k={k}: {err:?}");
             }
         }
     }
@@ -302,5 +323,30 @@ mod tests {
         let mut out = vec![0.0; d];
         attend(&q, &keys, &values, d, 0, len, 0.3, &mut out, &mut vec![]);
         assert!(out.iter().all(|v| (v - 1.0).abs() < 1e-6), "{out:?}");
+    }
+
+    #[test]
+    #[should_panic(expected = "equal length")]
+    fn dot_of_unequal_lengths_panics_instead_of_reading_past_the_shorter() {
+        let a = vec![1.0f32; 64];
+        let b = vec![1.0f32; 3];
+        dot(&a, &b);
+    }
+
+    #[test]
+    fn dot_of_equal_lengths_matches_a_plain_sum() {
+        for len in [0usize, 1, 15, 16, 17, 100] {
+            let a = data(len, 1);
+            let b = data(len, 2);
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            assert!((dot(&a, &b) as f64 - want).abs() < 1e-4, "len {len}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "the product needs")]
+    fn a_short_weight_is_refused() {
+        let mut y = vec![0.0; 8];
+        flat_gemm(&[1.0; 8], 2, &[1.0; 10], &mut y, Tile { m: 4, n: 4 });
     }
 }

@@ -1,17 +1,77 @@
-//! The CPU backend: runs the graph in f32 with rayon. It is the reference every other
-//! backend is compared with, so it favours plain, checkable arithmetic over tricks.
+//! The CPU backend: runs lowered steps in f32 with rayon. It is the reference every other
+//! backend is compared with, so it favours plain, checkable arithmetic over tricks; it runs
+//! the variant each launch names (its GEMV, flat GEMM and GEMM are different loops), so
+//! its records say what it ran.
 
 pub mod kernels;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::{Executor, ExecutorOptions, NodeRecord, StepInput, validate_step};
-use crate::dataflow::{DataflowTable, LinearImpl};
+use super::{BackendCaps, Capacity, Device, Executor, Pick, StepInput, StepOutput, StepTiming, Tokens};
 use crate::error::{Error, Result};
-use crate::graph::{Dim, Graph, Op, Plan, TensorKind};
-use crate::tensor::HostTensor;
+use crate::lower::kernel::{Epilogue, Params, Variant};
+use crate::lower::{Launch, LoweredStep, Lowering, Template};
+use crate::model::WeightSource;
+use crate::sampling::argmax;
+use crate::tensor::DType;
+
+pub struct CpuDevice {
+    caps: BackendCaps,
+}
+
+impl CpuDevice {
+    pub fn new() -> Self {
+        CpuDevice { caps: BackendCaps { device: describe(), ..BackendCaps::cpu() } }
+    }
+}
+
+impl Default for CpuDevice {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn describe() -> String {
+    format!("cpu ({} threads, {})", rayon::current_num_threads(), kernels::simd_name())
+}
+
+fn unsupported(what: String) -> Error {
+    Error::Backend { backend: "cpu".into(), op: "running a launch".into(), reason: format!("no CPU kernel for {what}") }
+}
+
+impl Device for CpuDevice {
+    fn caps(&self) -> &BackendCaps {
+        &self.caps
+    }
+
+    fn load(
+        self: Box<Self>,
+        lowering: Arc<Lowering>,
+        weights: &dyn WeightSource,
+        capacity: Capacity,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Box<dyn Executor>> {
+        let g = &lowering.graph;
+        let mut params = Vec::with_capacity(g.params.len());
+        for p in 0..g.params.len() {
+            params.push(g.load_param(p, weights, DType::F32)?.into_f32());
+            progress(p + 1, g.params.len());
+        }
+        let c = &g.config;
+        Ok(Box::new(CpuExecutor {
+            buffers: vec![Vec::new(); lowering.memory.widths.len()],
+            kv: (0..capacity.max_seqs).map(|_| (0..c.num_layers).map(|_| LayerKv::default()).collect()).collect(),
+            rope: crate::lower::rope::table(c.rope_theta, c.head_dim, capacity.max_context),
+            params,
+            lowering,
+            picked: Vec::new(),
+            slots: [None, None],
+        }))
+    }
+}
 
 /// K and V of one layer of one sequence, `[positions, kv_dim]` each.
 #[derive(Default)]
@@ -21,203 +81,182 @@ struct LayerKv {
 }
 
 pub struct CpuExecutor {
-    graph: Graph,
-    plan: Plan,
+    lowering: Arc<Lowering>,
     params: Vec<Vec<f32>>,
     buffers: Vec<Vec<f32>>,
     /// `kv[seq][layer]`.
     kv: Vec<Vec<LayerKv>>,
-    inv_freq: Vec<f32>,
-    table: DataflowTable,
-    opts: ExecutorOptions,
-    records: Vec<NodeRecord>,
-    /// Rows each node's record was made for (choices are remade only when M changes).
-    record_rows: Vec<usize>,
+    /// (cos, sin) per position and rotary pair.
+    rope: Vec<f32>,
+    /// The ids the last step picked (fed to a step with `Tokens::Picked`).
+    picked: Vec<u32>,
+    slots: [Option<StepOutput>; 2],
+}
+
+/// The step's data as one launch needs it.
+struct StepData<'a> {
+    tokens: &'a [u32],
+    input: &'a StepInput<'a>,
 }
 
 impl CpuExecutor {
-    pub fn new(graph: &Graph, plan: &Plan, params: Vec<HostTensor>, opts: ExecutorOptions) -> Result<Self> {
-        if params.len() != graph.params.len() {
-            return Err(Error::InvalidArgument(format!(
-                "cpu backend: {} parameters given, the graph has {}",
-                params.len(),
-                graph.params.len()
-            )));
+    fn run(&mut self, launch: &Launch, t: &Template, s: &StepData) -> Result<()> {
+        let rows = launch.rows;
+        let m = s.tokens.len();
+        let mut y = std::mem::take(&mut self.buffers[t.io.y]);
+        let Self { params, buffers, kv, rope, .. } = self;
+        let buf = |b: Option<usize>| b.map(|b| &buffers[b][..]).unwrap_or(&[]);
+        let (x, x2) = (buf(t.io.x), buf(t.io.x2));
+        let weight = |p: Option<crate::lower::WeightChunk>| p.map(|w| &params[w.param][..]).unwrap_or(&[]);
+        let w = weight(t.io.weight);
+        match (t.params, launch.variant) {
+            (Params::Embedding { hidden, first_row, rows: table_rows }, Variant::Gather) => {
+                for (row, &tok) in y.chunks_exact_mut(hidden).zip(s.tokens) {
+                    let r = tok as usize;
+                    if (first_row..first_row + table_rows).contains(&r) {
+                        row.copy_from_slice(&w[(r - first_row) * hidden..(r - first_row + 1) * hidden]);
+                    }
+                }
+            }
+            (Params::RmsNorm { width, eps }, Variant::RmsNorm) => kernels::rms_norm(&x[..rows * width], w, eps, &mut y[..rows * width]),
+            (Params::Linear { n, k, n_offset, ldy, prologue: None, epilogue }, v) => {
+                // One chunk writes columns n_offset..n_offset + n of rows of `ldy`.
+                if n_offset != 0 || ldy != n {
+                    return Err(unsupported(format!("a weight in chunks ({n} of {ldy} columns)")));
+                }
+                let (x, ys) = (&x[..rows * k], &mut y[..rows * n]);
+                match v {
+                    Variant::Gemv { split_k: false } => x.chunks_exact(k).zip(ys.chunks_exact_mut(n)).for_each(|(x, y)| kernels::gemv(x, w, y)),
+                    Variant::FlatGemm { tile } => kernels::flat_gemm(x, rows, w, ys, tile),
+                    Variant::Gemm { tile } => kernels::gemm(x, rows, w, ys, tile),
+                    other => return Err(unsupported(format!("linear variant {other}"))),
+                }
+                match epilogue {
+                    Epilogue::None => {}
+                    Epilogue::Residual => ys.iter_mut().zip(&x2[..rows * n]).for_each(|(o, r)| *o += r),
+                    other => return Err(unsupported(format!("the {other:?} epilogue"))),
+                }
+            }
+            (Params::Rope { dims, kv_write }, Variant::Rope) => {
+                let width = dims.qkv_width();
+                let ys = &mut y[..m * width];
+                ys.copy_from_slice(&x[..m * width]);
+                let half = dims.head_dim / 2;
+                for (row, &pos) in ys.chunks_exact_mut(width).zip(s.input.positions) {
+                    let angles = &rope[pos * half * 2..(pos + 1) * half * 2];
+                    kernels::rope_row(row, dims.heads, dims.head_dim, angles);
+                    kernels::rope_row(&mut row[dims.q_dim()..], dims.kv_heads, dims.head_dim, angles);
+                }
+                if kv_write {
+                    let layer = t.io.kv.expect("a KV-writing rope names its layer");
+                    write_kv(kv, layer, dims.q_dim(), dims.kv_dim(), ys, s.input);
+                }
+            }
+            (Params::Attention { dims, layer, scale, kv_write, .. }, Variant::TwoPassAttention) => {
+                let width = dims.qkv_width();
+                let (hd, q_dim, kv_dim) = (dims.head_dim, dims.q_dim(), dims.kv_dim());
+                if kv_write {
+                    // Every token's K and V first: a token may attend to earlier tokens of
+                    // the same step (prefill).
+                    write_kv(kv, layer, q_dim, kv_dim, &x[..m * width], s.input);
+                }
+                let group = dims.heads / dims.kv_heads;
+                let kv = &*kv;
+                let input = s.input;
+                y[..m * q_dim].par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores, (idx, out)| {
+                    let (i, h) = (idx / dims.heads, idx % dims.heads);
+                    let cache = &kv[input.seqs[i]][layer];
+                    let q = &x[i * width + h * hd..i * width + (h + 1) * hd];
+                    kernels::attend(q, &cache.k, &cache.v, kv_dim, (h / group) * hd, input.positions[i] + 1, scale, out, scores);
+                });
+            }
+            (Params::SwiGlu { ffn }, Variant::SwiGlu) => kernels::silu_mul(&x[..rows * 2 * ffn], ffn, &mut y[..rows * ffn]),
+            (Params::Add { width }, Variant::Add) => {
+                y[..rows * width].iter_mut().zip(&x[..rows * width]).zip(&x2[..rows * width]).for_each(|((o, a), b)| *o = a + b)
+            }
+            (Params::SelectRows { width }, Variant::SelectRows) => {
+                for (row, &r) in y.chunks_exact_mut(width).zip(s.input.out_rows) {
+                    row.copy_from_slice(&x[r * width..(r + 1) * width]);
+                }
+            }
+            (p, v) => return Err(unsupported(format!("{v} on {p:?}"))),
         }
-        let c = &graph.config;
-        let kv = (0..opts.max_seqs).map(|_| (0..c.num_layers).map(|_| LayerKv::default()).collect()).collect();
-        Ok(CpuExecutor {
-            graph: graph.clone(),
-            plan: plan.clone(),
-            params: params.into_iter().map(HostTensor::into_f32).collect(),
-            buffers: vec![Vec::new(); plan.memory.widths.len()],
-            kv,
-            inv_freq: kernels::rope_inv_freq(c.rope_theta, c.head_dim),
-            table: DataflowTable::cpu_default(),
-            opts,
-            records: Vec::new(),
-            record_rows: Vec::new(),
-        })
+        self.buffers[t.io.y] = y;
+        Ok(())
+    }
+}
+
+/// Appends each token's K and V (from its QKV row of `rows`) to its sequence's cache.
+fn write_kv(kv: &mut [Vec<LayerKv>], layer: usize, q_dim: usize, kv_dim: usize, rows: &[f32], input: &StepInput) {
+    let width = q_dim + 2 * kv_dim;
+    for (i, row) in rows.chunks_exact(width).enumerate() {
+        let (seq, pos) = (input.seqs[i], input.positions[i]);
+        let cache = &mut kv[seq][layer];
+        let need = (pos + 1) * kv_dim;
+        if cache.k.len() < need {
+            cache.k.resize(need, 0.0);
+            cache.v.resize(need, 0.0);
+        }
+        cache.k[pos * kv_dim..need].copy_from_slice(&row[q_dim..q_dim + kv_dim]);
+        cache.v[pos * kv_dim..need].copy_from_slice(&row[q_dim + kv_dim..]);
     }
 }
 
 impl Executor for CpuExecutor {
     fn describe(&self) -> String {
-        format!("cpu ({} threads, {})", rayon::current_num_threads(), kernels::simd_name())
+        describe()
+    }
+
+    fn submit(&mut self, step: &LoweredStep, input: &StepInput, tokens: Tokens, pick: &Pick, slot: usize) -> Result<()> {
+        let started = Instant::now();
+        let (m, out) = (step.shape.m, step.shape.out);
+        let l = Arc::clone(&self.lowering);
+        let g = &l.graph;
+        for (buf, need) in self.buffers.iter_mut().zip(l.memory.buffer_elements(&g.tensors, m, out)) {
+            if buf.len() < need {
+                buf.resize(need, 0.0);
+            }
+        }
+        let picked = std::mem::take(&mut self.picked);
+        let tokens = match tokens {
+            Tokens::Host => input.tokens,
+            Tokens::Picked if picked.len() == m => &picked,
+            Tokens::Picked => return Err(Error::InvalidArgument(format!("{m} tokens asked for, the last step picked {}", picked.len()))),
+        };
+        let data = StepData { tokens, input };
+        let mut micros = Vec::with_capacity(step.launches.len());
+        for launch in &step.launches {
+            let t0 = Instant::now();
+            self.run(launch, &l.templates[launch.template], &data)?;
+            micros.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+        let vocab = g.config.vocab_size;
+        let lb = l.memory.buffer_of[g.logits].expect("the logits are stored");
+        let logits = &self.buffers[lb][..out * vocab];
+        let (ids, logits) = match pick {
+            Pick::Logits => (vec![], logits.to_vec()),
+            Pick::Argmax => (logits.chunks_exact(vocab).map(argmax).collect(), vec![]),
+            Pick::Sample { .. } => return Err(unsupported("sampling (the driver samples the logits on the host)".into())),
+        };
+        self.picked = ids.clone();
+        let host = started.elapsed().as_secs_f64() * 1e6;
+        let timing = StepTiming { host_micros: Some(host), device_micros: None };
+        self.slots[slot] = Some(StepOutput { ids, logits, timing, launch_micros: Some(micros), fallback_rows: None });
+        Ok(())
+    }
+
+    fn collect(&mut self, slot: usize) -> Result<StepOutput> {
+        self.slots[slot].take().ok_or_else(|| Error::InvalidArgument(format!("no step was submitted in slot {slot}")))
+    }
+
+    fn set_profiling(&mut self, _on: bool) -> Result<()> {
+        // Every launch is timed anyway.
+        Ok(())
     }
 
     fn reset_sequence(&mut self, seq: usize) {
         if let Some(layers) = self.kv.get_mut(seq) {
             layers.iter_mut().for_each(|l| *l = LayerKv::default());
         }
-    }
-
-    fn last_step_records(&self) -> &[NodeRecord] {
-        &self.records
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.graph.config.vocab_size
-    }
-
-    fn step(&mut self, input: &StepInput) -> Result<Vec<f32>> {
-        let c = self.graph.config.clone();
-        validate_step(input, &self.opts, c.vocab_size)?;
-        let (m, out_n) = (input.m(), input.out_rows.len());
-        for (buf, need) in self.buffers.iter_mut().zip(self.plan.memory.buffer_elements(&self.graph.tensors, m, out_n)) {
-            if buf.len() < need {
-                buf.resize(need, 0.0);
-            }
-        }
-        if self.records.len() != self.graph.nodes.len() {
-            self.records = self
-                .plan
-                .order
-                .iter()
-                .map(|&i| NodeRecord {
-                    node: self.graph.nodes[i].name.clone(),
-                    op: self.graph.nodes[i].op.kind_name().into(),
-                    implementation: String::new(),
-                    reason: String::new(),
-                    micros: None,
-                })
-                .collect();
-            self.record_rows = vec![usize::MAX; self.records.len()];
-        }
-        let Self { graph, plan, params, buffers, kv, inv_freq, table, records, record_rows, .. } = self;
-        for (step_index, &ni) in plan.order.iter().enumerate() {
-            let start = Instant::now();
-            let node = &graph.nodes[ni];
-            let out_t = node.output;
-            let out_rows = graph.tensors[out_t].shape[0].eval(m, 0, out_n);
-            let out_w = crate::graph::plan::row_width(&graph.tensors[out_t].shape);
-            let ob = plan.memory.buffer_of[out_t].expect("every node output has a buffer");
-            let mut y = std::mem::take(&mut buffers[ob]);
-            let ys = &mut y[..out_rows * out_w];
-            let arg = |j: usize| -> &[f32] {
-                let t = node.inputs[j];
-                let b = plan.memory.buffer_of[t].expect("activation input");
-                let w = crate::graph::plan::row_width(&graph.tensors[t].shape);
-                &buffers[b][..graph.tensors[t].shape[0].eval(m, 0, out_n) * w]
-            };
-            let implementation;
-            let mut reason = String::new();
-            match &node.op {
-                Op::Embedding { table } => {
-                    let t = &params[*table];
-                    for (row, &tok) in ys.chunks_exact_mut(out_w).zip(input.tokens) {
-                        row.copy_from_slice(&t[tok as usize * out_w..(tok as usize + 1) * out_w]);
-                    }
-                    implementation = "gather";
-                }
-                Op::RmsNorm { weight, eps } => {
-                    kernels::rms_norm(arg(0), &params[*weight], *eps, ys);
-                    implementation = "rows";
-                }
-                Op::Linear { weight, n, k, .. } => {
-                    let x = arg(0);
-                    let w = &params[*weight];
-                    let rows = out_rows;
-                    let choice = table.choose(*n, *k, rows);
-                    match choice.implementation {
-                        LinearImpl::Gemv if rows == 1 => kernels::gemv(x, w, ys, *k),
-                        LinearImpl::Gemv | LinearImpl::FlatGemm => kernels::flat_gemm(x, rows, w, ys, *k),
-                        LinearImpl::Gemm => kernels::gemm(x, rows, w, ys, *k),
-                    }
-                    implementation = choice.implementation.label();
-                    if record_rows[step_index] != rows {
-                        reason = choice.reason;
-                    }
-                }
-                Op::Rope { head_dim, num_heads, num_kv_heads, .. } => {
-                    ys.copy_from_slice(arg(0));
-                    let q_dim = num_heads * head_dim;
-                    for (row, &pos) in ys.chunks_exact_mut(out_w).zip(input.positions) {
-                        kernels::rope_row(row, *num_heads, *head_dim, inv_freq, pos);
-                        kernels::rope_row(&mut row[q_dim..], *num_kv_heads, *head_dim, inv_freq, pos);
-                    }
-                    implementation = "rows";
-                }
-                Op::Attention { layer, num_heads, num_kv_heads, head_dim, scale } => {
-                    let qkv = arg(0);
-                    let (hd, q_dim, kv_dim) = (*head_dim, num_heads * head_dim, num_kv_heads * head_dim);
-                    let qkv_w = q_dim + 2 * kv_dim;
-                    // Append every token's K and V first: a token may attend to earlier
-                    // tokens of the same step (prefill).
-                    for i in 0..m {
-                        let (seq, pos) = (input.seqs[i], input.positions[i]);
-                        let cache = &mut kv[seq][*layer];
-                        let need = (pos + 1) * kv_dim;
-                        if cache.k.len() < need {
-                            cache.k.resize(need, 0.0);
-                            cache.v.resize(need, 0.0);
-                        }
-                        let row = &qkv[i * qkv_w..(i + 1) * qkv_w];
-                        cache.k[pos * kv_dim..need].copy_from_slice(&row[q_dim..q_dim + kv_dim]);
-                        cache.v[pos * kv_dim..need].copy_from_slice(&row[q_dim + kv_dim..]);
-                    }
-                    let group = num_heads / num_kv_heads;
-                    let kv = &*kv;
-                    ys.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores, (idx, out)| {
-                        let (i, h) = (idx / num_heads, idx % num_heads);
-                        let cache = &kv[input.seqs[i]][*layer];
-                        let q = &qkv[i * qkv_w + h * hd..i * qkv_w + (h + 1) * hd];
-                        let len = input.positions[i] + 1;
-                        kernels::attend(q, &cache.k, &cache.v, kv_dim, (h / group) * hd, len, *scale, out, scores);
-                    });
-                    implementation = "two-pass softmax";
-                }
-                Op::SwiGlu { ffn } => {
-                    kernels::silu_mul(arg(0), *ffn, ys);
-                    implementation = "rows";
-                }
-                Op::Add => {
-                    let (a, b) = (arg(0), arg(1));
-                    for ((o, x), y) in ys.iter_mut().zip(a).zip(b) {
-                        *o = x + y;
-                    }
-                    implementation = "rows";
-                }
-                Op::SelectRows => {
-                    let x = arg(0);
-                    for (row, &r) in ys.chunks_exact_mut(out_w).zip(input.out_rows) {
-                        row.copy_from_slice(&x[r * out_w..(r + 1) * out_w]);
-                    }
-                    implementation = "gather";
-                }
-            }
-            buffers[ob] = y;
-            let rec = &mut records[step_index];
-            rec.micros = Some(start.elapsed().as_secs_f64() * 1e6);
-            if record_rows[step_index] != out_rows {
-                rec.implementation = implementation.to_string();
-                rec.reason = reason;
-                record_rows[step_index] = out_rows;
-            }
-        }
-        debug_assert_eq!(self.graph.tensors[self.graph.logits].kind, TensorKind::Output);
-        debug_assert_eq!(self.graph.tensors[self.graph.logits].shape[0], Dim::Out);
-        let lb = self.plan.memory.buffer_of[self.graph.logits].expect("logits buffer");
-        Ok(self.buffers[lb][..out_n * c.vocab_size].to_vec())
     }
 }

@@ -1,6 +1,10 @@
-//! Adapter and device: chosen once, features checked once, limits taken from the adapter.
+//! Adapter and device: chosen once, features checked once, limits taken from the adapter,
+//! and turned into the capabilities the lowering plans with.
 
+use crate::backend::WeightPrecision;
 use crate::error::{Error, Result};
+use crate::lower::caps::BackendCaps;
+use crate::tensor::{DType, HostTensor};
 
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -9,9 +13,12 @@ pub struct GpuContext {
     /// Weights stored as f16 (SHADER_F16), else f32.
     pub f16_weights: bool,
     pub timestamps: bool,
-    /// Lane-group sums by subgroup shuffles: SUBGROUP with every subgroup >= 32 lanes.
-    pub subgroups: bool,
+    /// Lanes per subgroup where the kernels reduce with subgroup shuffles: SUBGROUP, and
+    /// either one fixed size (lavapipe: 8) or never fewer than a lane group's 32 lanes.
+    pub subgroup_size: Option<u32>,
     pub limits: wgpu::Limits,
+    /// Everything the adapter offers (a subset is requested).
+    pub adapter_features: wgpu::Features,
 }
 
 fn backend_err(op: &str, reason: impl std::fmt::Display) -> Error {
@@ -50,15 +57,6 @@ pub fn has_hardware_adapter() -> bool {
 /// How adapters are described to users choosing one with `--adapter`.
 pub fn describe(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?}, {:?}, driver {} {})", info.name, info.backend, info.device_type, info.driver, info.driver_info)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum WeightPrecision {
-    /// f16 when the device supports it, else f32.
-    #[default]
-    Auto,
-    F32,
-    F16,
 }
 
 impl GpuContext {
@@ -100,11 +98,13 @@ impl GpuContext {
             }
         };
         let timestamps = available.contains(wgpu::Features::TIMESTAMP_QUERY);
-        // A lane group is 32 threads; narrower subgroups (lavapipe: 8) would need a second
-        // level through workgroup memory anyway, so they take the workgroup reduction.
-        let subgroups = available.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 32;
+        // A lane group is 32 threads. Subgroups of at least 32 lanes reduce by shuffles alone;
+        // a narrower size that never varies (lavapipe: 8) shuffles inside each subgroup and
+        // meets in workgroup memory; a size that varies below 32 takes the workgroup path.
+        let (lo, hi) = (info.subgroup_min_size, info.subgroup_max_size);
+        let subgroup_size = (available.contains(wgpu::Features::SUBGROUP) && lo.is_power_of_two() && (lo >= 32 || lo == hi)).then_some(lo);
         let mut features = wgpu::Features::empty();
-        if subgroups {
+        if subgroup_size.is_some() {
             features |= wgpu::Features::SUBGROUP;
         }
         if f16_weights {
@@ -122,41 +122,57 @@ impl GpuContext {
             ..Default::default()
         }))
         .map_err(|e| backend_err("request_device", e))?;
-        Ok(GpuContext { device, queue, info, f16_weights, timestamps, subgroups, limits })
+        Ok(GpuContext { device, queue, info, f16_weights, timestamps, subgroup_size, limits, adapter_features: available })
     }
 
     pub fn describe(&self) -> String {
-        let reduce =
-            if self.subgroups { format!("subgroup ({}) reductions", self.info.subgroup_min_size) } else { "workgroup reductions".into() };
+        let reduce = match self.subgroup_size {
+            Some(s) if s >= 32 => format!("subgroup ({s}) reductions"),
+            Some(s) => format!("subgroup ({s}) + workgroup reductions"),
+            None => "workgroup reductions".into(),
+        };
         format!("wgpu {} weights {}, {reduce}", describe(&self.info), if self.f16_weights { "f16" } else { "f32" })
     }
 
-    /// A storage buffer of weights as the kernels read them (`vec4<W>` in the shaders): f16
-    /// where the device has SHADER_F16, else f32; zero-padded to whole vec4s.
-    pub fn upload_weights(&self, label: &str, values: &[f32]) -> wgpu::Buffer {
-        use rayon::prelude::*;
+    /// What the lowering may plan with on this device; `binding_limit` caps the weight
+    /// chunks below the device's own limit.
+    pub fn caps(&self, binding_limit: Option<u64>) -> BackendCaps {
+        let max_binding = self.max_binding();
+        BackendCaps {
+            device: self.describe(),
+            weight_dtype: if self.f16_weights { DType::F16 } else { DType::F32 },
+            max_binding_bytes: binding_limit.map_or(max_binding, |l| l.min(max_binding)),
+            subgroup_size: self.subgroup_size,
+            ..BackendCaps::wgpu_builtin()
+        }
+    }
+
+    /// A storage buffer of weights as the kernels read them (`vec4<W>` in the shaders):
+    /// `bytes` of values of `elem` bytes, already in the device's weight type, zero-padded
+    /// to whole vec4s.
+    pub fn upload_weights(&self, label: &str, bytes: &[u8], elem: usize) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;
-        let padded = values.len().next_multiple_of(4).max(4);
-        let halves: Vec<half::f16>;
-        let singles: Vec<f32>;
-        let contents: &[u8] = if self.f16_weights {
-            halves = values
-                .par_iter()
-                .map(|v| half::f16::from_f32(*v))
-                .chain(rayon::iter::repeat_n(half::f16::ZERO, padded - values.len()))
-                .collect();
-            bytemuck::cast_slice(&halves)
-        } else if padded != values.len() {
-            singles = values.iter().copied().chain(std::iter::repeat_n(0.0, padded - values.len())).collect();
-            bytemuck::cast_slice(&singles)
+        let padded = (bytes.len() / elem).next_multiple_of(4).max(4) * elem;
+        let mut tail;
+        let contents = if padded == bytes.len() {
+            bytes
         } else {
-            bytemuck::cast_slice(values)
+            tail = bytes.to_vec();
+            tail.resize(padded, 0);
+            &tail[..]
         };
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents,
-            usage: wgpu::BufferUsages::STORAGE,
-        })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE })
+    }
+
+    /// Uploads f32 values as the device's weight type (for tests and microbenchmarks).
+    pub fn upload_f32_weights(&self, label: &str, values: &[f32]) -> wgpu::Buffer {
+        let t = HostTensor::f32(vec![values.len()], values.to_vec()).convert(self.weight_dtype());
+        self.upload_weights(label, t.as_le_bytes(), t.dtype().size())
+    }
+
+    /// The weight type of this device.
+    pub fn weight_dtype(&self) -> DType {
+        if self.f16_weights { DType::F16 } else { DType::F32 }
     }
 
     /// Largest buffer one binding may cover.

@@ -10,10 +10,15 @@
 //! (lavapipe) gets just enough work to print sensible numbers quickly.
 
 use serde::Serialize;
+use wgpu::util::DeviceExt;
 
-use super::*;
-use crate::graph::llama;
-use crate::model::ModelConfig;
+use super::kernels::{Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform, grid};
+use super::{GpuContext, read_buffer};
+use crate::backend::WeightPrecision;
+use crate::dataflow::LinearImpl;
+use crate::error::{Error, Result};
+use crate::lower::caps::wgsl;
+use crate::lower::kernel::UnifiedMax;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct LinearTiming {
@@ -141,33 +146,16 @@ const BANDWIDTH_MIN_TOTAL: u64 = 256 << 20;
 const BW_WG: usize = 256;
 const MAX_GROUPS: usize = 65535;
 
-/// A one-layer model with the measured attention dimensions (everything else tiny): its
-/// executor provides the device, pipelines, bind group layout and flags.
-fn bench_config(a: &AttentionShape) -> ModelConfig {
-    ModelConfig {
-        architecture: "llama".into(),
-        vocab_size: 64,
-        hidden_size: 64,
-        intermediate_size: 64,
-        num_layers: 1,
-        num_heads: a.heads,
-        num_kv_heads: a.kv_heads,
-        head_dim: a.head_dim,
-        rope_theta: 10000.0,
-        rms_norm_eps: 1e-5,
-        max_context: 64,
-        tie_word_embeddings: true,
-    }
+/// The kernels, and the shared buffers of steps of up to `MAX_M` tokens.
+struct Bench {
+    kernels: Kernels,
+    shared: Shared,
 }
 
-/// One dispatch: kernel, bind group, grid.
-type Dispatch<'a> = (&'static str, &'a wgpu::BindGroup, [u32; 3]);
-
-/// A grid whose x is within the per-dimension limit (kernels fold y back, see `flat_id`).
-fn grid(x: usize, y: usize, z: usize) -> [u32; 3] {
-    let (x, y) = if x > MAX_GROUPS { (MAX_GROUPS, y * x.div_ceil(MAX_GROUPS)) } else { (x, y) };
-    [x as u32, y as u32, z as u32]
-}
+/// Rows the benchmark's step data holds.
+const MAX_M: usize = 512;
+/// The attention flags start after the recomputed-rows word.
+const FLAG_OFFSET: usize = 1;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -183,10 +171,22 @@ fn storage_buffer(d: &wgpu::Device, bytes: u64, usage: wgpu::BufferUsages) -> wg
     })
 }
 
-impl WgpuExecutor {
+impl Bench {
+    /// The kernels on the chosen adapter, with partials and flags for one row of `a`.
+    fn new(adapter: Option<&str>, precision: WeightPrecision, a: AttentionShape) -> Result<Bench> {
+        let kernels = Kernels::new(GpuContext::new(adapter, precision)?)?;
+        let scratch = (a.heads * wgsl::MAX_ATTN_CHUNKS * (a.head_dim + 1) * 4) as u64;
+        let shared = Shared::new(&kernels.ctx, MAX_M, scratch, FLAG_OFFSET + a.heads);
+        Ok(Bench { kernels, shared })
+    }
+
+    fn ctx(&self) -> &GpuContext {
+        &self.kernels.ctx
+    }
+
     /// Runs `encode` between two timestamps; returns the device time in microseconds.
     fn timed(&self, encode: impl FnOnce(&mut wgpu::CommandEncoder, wgpu::ComputePassTimestampWrites)) -> Result<f64> {
-        let d = &self.ctx.device;
+        let d = &self.ctx().device;
         let queries = d.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: 2 });
         let resolve = d.create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -209,10 +209,10 @@ impl WgpuExecutor {
         encode(&mut enc, writes);
         enc.resolve_query_set(&queries, 0..2, &resolve, 0);
         enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, 16);
-        self.ctx.queue.submit([enc.finish()]);
-        let bytes = self.read(&staging, 16)?;
+        self.ctx().queue.submit([enc.finish()]);
+        let bytes = read_buffer(self.ctx(), &staging, 16, None)?;
         let t: &[u64] = bytemuck::cast_slice(&bytes);
-        Ok(t[1].saturating_sub(t[0]) as f64 * self.ctx.queue.get_timestamp_period() as f64 / 1000.0)
+        Ok(t[1].saturating_sub(t[0]) as f64 * self.ctx().queue.get_timestamp_period() as f64 / 1000.0)
     }
 
     /// `dispatches` back to back in one compute pass.
@@ -223,11 +223,7 @@ impl WgpuExecutor {
         dispatches: &[Dispatch],
     ) {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("microbench"), timestamp_writes });
-        for (kernel, group, [x, y, z]) in dispatches {
-            pass.set_pipeline(&self.pipelines[kernel]);
-            pass.set_bind_group(0, *group, &[]);
-            pass.dispatch_workgroups(*x, *y, *z);
-        }
+        self.kernels.encode(&mut pass, dispatches);
     }
 
     /// Median over `repeats` passes of the device time of `dispatches` in one pass, in
@@ -240,7 +236,7 @@ impl WgpuExecutor {
     }
 
     fn node_uniform(&self, node: &NodeUniform) -> wgpu::Buffer {
-        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        self.ctx().device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
             contents: bytemuck::bytes_of(node),
             usage: wgpu::BufferUsages::UNIFORM,
@@ -248,10 +244,14 @@ impl WgpuExecutor {
     }
 
     fn set_step(&self, step: StepUniform, data: &[u32]) {
-        self.ctx.queue.write_buffer(&self.step_uniform, 0, bytemuck::bytes_of(&step));
+        self.ctx().queue.write_buffer(&self.shared.step_uniform, 0, bytemuck::bytes_of(&step));
         if !data.is_empty() {
-            self.ctx.queue.write_buffer(&self.step_data, 0, bytemuck::cast_slice(data));
+            self.ctx().queue.write_buffer(&self.shared.step_data, 0, bytemuck::cast_slice(data));
         }
+    }
+
+    fn bind_group(&self, ubuf: &wgpu::Buffer, b: Binds) -> wgpu::BindGroup {
+        self.kernels.bind_group(&self.shared, ubuf, 0, b)
     }
 
     /// Per-dispatch device time of `DISPATCH_CHAIN` one-workgroup `add`s in one pass, each
@@ -260,23 +260,23 @@ impl WgpuExecutor {
         const DISPATCH_CHAIN: usize = 256;
         let (a, b) = (self.small_buffer(64), self.small_buffer(64));
         let ubuf = self.node_uniform(&NodeUniform { n: 64, ..Default::default() });
-        let forth = self.bind_group(&ubuf, 0, Binds { x: Some(&a), x2: Some(&a), y: Some(&b), ..Default::default() });
-        let back = self.bind_group(&ubuf, 0, Binds { x: Some(&b), x2: Some(&b), y: Some(&a), ..Default::default() });
-        self.set_step(StepUniform::new(1, 0, self.cap_m, 0), &[]);
+        let forth = self.bind_group(&ubuf, Binds { x: Some(&a), x2: Some(&a), y: Some(&b), ..Default::default() });
+        let back = self.bind_group(&ubuf, Binds { x: Some(&b), x2: Some(&b), y: Some(&a), ..Default::default() });
+        self.set_step(StepUniform::new(1, 0, MAX_M, None), &[]);
         let chain: Vec<Dispatch> = (0..DISPATCH_CHAIN).map(|i| ("add", if i % 2 == 0 { &forth } else { &back }, [1, 1, 1])).collect();
         Ok(self.time_pass(repeats, &chain)? / DISPATCH_CHAIN as f64)
     }
 
     fn small_buffer(&self, floats: usize) -> wgpu::Buffer {
-        storage_buffer(&self.ctx.device, (floats * 4) as u64, wgpu::BufferUsages::empty())
+        storage_buffer(&self.ctx().device, (floats * 4) as u64, wgpu::BufferUsages::empty())
     }
 
     /// Read, kernel copy and driver copy bandwidth over buffers of up to 1 GiB (within the
     /// binding limit), rotated so they add up to at least 256 MiB.
     fn bandwidth(&self, effort: &Effort, progress: &mut dyn FnMut()) -> Result<Bandwidth> {
-        let d = &self.ctx.device;
+        let d = &self.ctx().device;
         let mib = 1u64 << 20;
-        let size = (self.ctx.max_binding().min(BANDWIDTH_MAX_BYTES) / mib * mib).max(mib);
+        let size = (self.ctx().max_binding().min(BANDWIDTH_MAX_BYTES) / mib * mib).max(mib);
         let count = BANDWIDTH_MIN_TOTAL.div_ceil(size).max(2) as usize;
         let bufs: Vec<wgpu::Buffer> =
             (0..count).map(|_| storage_buffer(d, size, wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST)).collect();
@@ -289,7 +289,7 @@ impl WgpuExecutor {
         let read_groups = (vec4s / (BW_WG * 16)).clamp(1, MAX_GROUPS);
         let sums = storage_buffer(d, (read_groups * 4) as u64, wgpu::BufferUsages::empty());
         let read_binds: Vec<wgpu::BindGroup> =
-            bufs.iter().map(|b| self.bind_group(&ubuf, 0, Binds { x: Some(b), y: Some(&sums), ..Default::default() })).collect();
+            bufs.iter().map(|b| self.bind_group(&ubuf, Binds { x: Some(b), y: Some(&sums), ..Default::default() })).collect();
         let cmds: Vec<Dispatch> = (0..ops).map(|i| ("stream_read", &read_binds[i % count], [read_groups as u32, 1, 1])).collect();
         let read = (ops as u64 * size) as f64 / self.time_pass(effort.repeats, &cmds)? / 1e3;
         progress();
@@ -297,7 +297,7 @@ impl WgpuExecutor {
         // Copy by shader invocations: buffer i into buffer i + 1.
         let copy_groups = (vec4s / BW_WG).clamp(1, MAX_GROUPS);
         let copy_binds: Vec<wgpu::BindGroup> = (0..count)
-            .map(|i| self.bind_group(&ubuf, 0, Binds { x: Some(&bufs[i]), y: Some(&bufs[(i + 1) % count]), ..Default::default() }))
+            .map(|i| self.bind_group(&ubuf, Binds { x: Some(&bufs[i]), y: Some(&bufs[(i + 1) % count]), ..Default::default() }))
             .collect();
         let cmds: Vec<Dispatch> = (0..ops).map(|i| ("stream_copy", &copy_binds[i % count], [copy_groups as u32, 1, 1])).collect();
         let copy_kernel = (2 * ops as u64 * size) as f64 / self.time_pass(effort.repeats, &cmds)? / 1e3;
@@ -346,15 +346,15 @@ impl WgpuExecutor {
         read_ceiling: f64,
         progress: &mut dyn FnMut(),
     ) -> Result<Vec<LinearTiming>> {
-        let d = &self.ctx.device;
-        let elem = if self.ctx.f16_weights { 2 } else { 4 };
+        let d = &self.ctx().device;
+        let elem = self.ctx().weight_dtype().size();
         let max_m = ms.iter().copied().max().unwrap_or(1);
         let mut out = Vec::new();
         for &(n, k) in shapes {
             let copies = effort.copies(n * k * elem);
-            let mut rng = crate::engine::sampler::Rng::new(n as u64 * 31 + k as u64);
+            let mut rng = crate::sampling::Rng::new(n as u64 * 31 + k as u64);
             let w: Vec<f32> = (0..n * k).map(|_| rng.next_f32() - 0.5).collect();
-            let wbufs: Vec<wgpu::Buffer> = (0..copies).map(|_| self.ctx.upload_weights("weights", &w)).collect();
+            let wbufs: Vec<wgpu::Buffer> = (0..copies).map(|_| self.ctx().upload_f32_weights("weights", &w)).collect();
             let x: Vec<f32> = (0..(max_m.max(4) * k).next_multiple_of(4)).map(|_| rng.next_f32() - 0.5).collect();
             let xb = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: None,
@@ -365,17 +365,17 @@ impl WgpuExecutor {
             let ubuf = self.node_uniform(&NodeUniform { n: n as u32, k: k as u32, ldy: n as u32, ..Default::default() });
             let groups: Vec<wgpu::BindGroup> = wbufs
                 .iter()
-                .map(|wb| self.bind_group(&ubuf, 0, Binds { x: Some(&xb), w: Some(wb), y: Some(&yb), ..Default::default() }))
+                .map(|wb| self.bind_group(&ubuf, Binds { x: Some(&xb), w: Some(wb), y: Some(&yb), ..Default::default() }))
                 .collect();
             let reps = effort.dispatches(copies);
             for &m in ms {
-                self.set_step(StepUniform::new(m, 0, self.cap_m, 0), &[]);
+                self.set_step(StepUniform::new(m, 0, MAX_M, None), &[]);
                 let mut impls = vec![
-                    (LinearImpl::FlatGemm, "flat_gemm", grid(n.div_ceil(FB_COLS), m.div_ceil(FB_M), 1)),
-                    (LinearImpl::Gemm, "gemm", grid(n.div_ceil(64), m.div_ceil(64), 1)),
+                    (LinearImpl::FlatGemm, "flat_gemm", grid(n.div_ceil(wgsl::FB_COLS), m.div_ceil(wgsl::FB_M), 1)),
+                    (LinearImpl::Gemm, "gemm", grid(n.div_ceil(wgsl::GM), m.div_ceil(wgsl::GM), 1)),
                 ];
-                if m <= GEMV_MAX_M {
-                    impls.insert(0, (LinearImpl::Gemv, "gemv", grid(n.div_ceil(GV_COLS), 1, 1)));
+                if m <= wgsl::GEMV_MAX_M {
+                    impls.insert(0, (LinearImpl::Gemv, "gemv", grid(n.div_ceil(2 * wgsl::GV_GROUPS), 1, 1)));
                 }
                 for (imp, kernel, g) in impls {
                     let cmds: Vec<Dispatch> = (0..reps).map(|r| (kernel, &groups[r % copies], g)).collect();
@@ -411,8 +411,8 @@ impl WgpuExecutor {
         let (heads, kvh, hd) = (a.heads, a.kv_heads, a.head_dim);
         let (kv_dim, width) = (kvh * hd, (heads + 2 * kvh) * hd);
         // The executor (one sequence) holds the partials of one row of split-KV chunks.
-        let d = &self.ctx.device;
-        let mut rng = crate::engine::sampler::Rng::new(7);
+        let d = &self.ctx().device;
+        let mut rng = crate::sampling::Rng::new(7);
         let mut random = |n: usize| -> Vec<f32> { (0..n.next_multiple_of(4)).map(|_| rng.next_f32() * 2.0 - 1.0).collect() };
         let upload = |v: &[f32]| {
             d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -423,7 +423,7 @@ impl WgpuExecutor {
         };
         let qb = upload(&random(width));
         let yb = storage_buffer(d, (heads * hd * 4) as u64, wgpu::BufferUsages::empty());
-        let um = self.unified_max;
+        let um = UnifiedMax::default();
         let mut out = Vec::new();
         for &ctx in ctxs {
             let cache_bytes = ctx * kv_dim * 4;
@@ -436,7 +436,7 @@ impl WgpuExecutor {
                 kv_heads: kvh as u32,
                 head_dim: hd as u32,
                 max_ctx: ctx as u32,
-                flag_offset: self.flag_offset(0),
+                flag_offset: FLAG_OFFSET as u32,
                 scale: 1.0 / (hd as f32).sqrt(),
                 phi: um.phi,
                 lo: um.lo,
@@ -446,19 +446,19 @@ impl WgpuExecutor {
             let groups: Vec<wgpu::BindGroup> = caches
                 .iter()
                 .map(|(kb, vb)| {
-                    self.bind_group(&ubuf, 0, Binds { x: Some(&qb), y: Some(&yb), kc: Some(kb), vc: Some(vb), ..Default::default() })
+                    self.bind_group(&ubuf, Binds { x: Some(&qb), y: Some(&yb), kc: Some(kb), vc: Some(vb), ..Default::default() })
                 })
                 .collect();
             // One token of sequence 0 at position ctx - 1: it attends to all ctx positions,
             // cut into chunks as a decode step cuts them.
-            let step = StepUniform::new(1, 0, self.cap_m, ctx);
-            let (chunks, chunk_keys) = (step.attn_chunks as usize, step.attn_chunk_keys as usize);
-            let mut data = vec![0u32; 4 * self.cap_m];
-            data[self.cap_m] = (ctx - 1) as u32;
+            let (chunks, chunk_keys) = crate::lower::split_kv(ctx, wgsl::MAX_ATTN_CHUNKS, wgsl::SPLIT_TILE);
+            let step = StepUniform::new(1, 0, MAX_M, Some((chunks, chunk_keys)));
+            let mut data = vec![0u32; 4 * MAX_M];
+            data[MAX_M] = (ctx - 1) as u32;
             self.set_step(step, &data);
             let mut enc = d.create_command_encoder(&Default::default());
-            enc.clear_buffer(&self.flags, 0, None);
-            self.ctx.queue.submit([enc.finish()]);
+            enc.clear_buffer(&self.shared.flags, 0, None);
+            self.ctx().queue.submit([enc.finish()]);
 
             let reps = effort.dispatches(copies);
             let split = |r: usize| ("attn_split", &groups[r % copies], [chunks as u32, heads as u32, 1]);
@@ -470,7 +470,7 @@ impl WgpuExecutor {
             let t_split = self.time_pass(effort.repeats, &split_only)? / reps as f64;
             let t_both = self.time_pass(effort.repeats, &both)? / reps as f64;
             let t_online = self.time_pass(effort.repeats, &online_only)? / reps as f64;
-            let fallback_heads = self.read_words(&self.flags, self.flag_offset(0) as usize, heads)?.iter().filter(|&&f| f != 0).count();
+            let fallback_heads = self.read_words(&self.shared.flags, FLAG_OFFSET, heads)?.iter().filter(|&&f| f != 0).count();
             let kv_bytes = 2 * cache_bytes;
             out.push(AttentionTiming {
                 ctx,
@@ -495,16 +495,16 @@ impl WgpuExecutor {
     /// `len` u32 words of `buffer` (COPY_SRC) from word `first`.
     fn read_words(&self, buffer: &wgpu::Buffer, first: usize, len: usize) -> Result<Vec<u32>> {
         let bytes = (len * 4).next_multiple_of(4) as u64;
-        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging = self.ctx().device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: bytes.max(4),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        let mut enc = self.ctx().device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buffer, (first * 4) as u64, &staging, 0, bytes);
-        self.ctx.queue.submit([enc.finish()]);
-        Ok(self.read(&staging, len * 4)?.chunks_exact(4).map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes"))).collect())
+        self.ctx().queue.submit([enc.finish()]);
+        Ok(read_buffer(self.ctx(), &staging, len * 4, None)?.chunks_exact(4).map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes"))).collect())
     }
 }
 
@@ -536,17 +536,15 @@ pub fn run(
             "attention shape {a:?}: heads must be a multiple of KV heads and head_dim a multiple of 4 up to 256"
         )));
     }
-    let c = bench_config(&a);
-    let g = llama::build(&c);
-    let plan = Plan::new(&g)?;
-    let params = g.params.iter().map(|p| HostTensor::f32(p.shape.clone(), vec![0.0; p.numel()])).collect();
-    let mut ex = WgpuExecutor::new(&g, &plan, params, ExecutorOptions::new(1, c.max_context), adapter, precision)?;
-    if !ex.ctx.timestamps {
-        return Err(Error::BackendUnavailable { backend: "wgpu".into(), reason: format!("{} has no TIMESTAMP_QUERY", ex.ctx.info.name) });
+    let ex = Bench::new(adapter, precision, a)?;
+    if !ex.ctx().timestamps {
+        return Err(Error::BackendUnavailable { backend: "wgpu".into(), reason: format!("{} has no TIMESTAMP_QUERY", ex.ctx().info.name) });
     }
-    let effort = if ex.ctx.info.device_type == wgpu::DeviceType::Cpu { SOFTWARE } else { HARDWARE };
-    ex.ensure_capacity(sweep.ms.iter().copied().max().unwrap_or(1))?;
-    let max_binding = ex.ctx.max_binding();
+    let effort = if ex.ctx().info.device_type == wgpu::DeviceType::Cpu { SOFTWARE } else { HARDWARE };
+    if sweep.ms.iter().any(|&m| m > MAX_M) {
+        return Err(Error::InvalidArgument(format!("bench kernels measures M up to {MAX_M}")));
+    }
+    let max_binding = ex.ctx().max_binding();
     let (ctxs, skipped_ctx): (Vec<usize>, Vec<(usize, String)>) = {
         let mut ok = Vec::new();
         let mut skipped = Vec::new();
@@ -569,7 +567,7 @@ pub fn run(
     let linear = ex.linear_sweep(&effort, sweep.shapes, sweep.ms, bandwidth.read_gbytes_per_s, &mut tick)?;
     let attention = ex.attention_sweep(&effort, a, &ctxs, &mut tick)?;
     Ok(KernelReport {
-        device: ex.describe(),
+        device: ex.ctx().describe(),
         copy_gbytes_per_s: bandwidth.copy_kernel_gbytes_per_s.max(bandwidth.copy_buffer_gbytes_per_s),
         read_gbytes_per_s: bandwidth.read_gbytes_per_s,
         bandwidth,
@@ -635,20 +633,8 @@ mod tests {
     #[test]
     fn bandwidth_kernels_read_and_copy_every_element() {
         let a = AttentionShape { heads: 1, kv_heads: 1, head_dim: 64, max_context: 64 };
-        let c = bench_config(&a);
-        let g = llama::build(&c);
-        let plan = Plan::new(&g).unwrap();
-        let params = g.params.iter().map(|p| HostTensor::f32(p.shape.clone(), vec![0.0; p.numel()])).collect();
-        let mut ex = match WgpuExecutor::new(&g, &plan, params, ExecutorOptions::new(1, c.max_context), None, WeightPrecision::F32) {
-            Ok(ex) => ex,
-            Err(e @ Error::BackendUnavailable { .. }) => {
-                eprintln!("skipped: no wgpu adapter on this machine ({e})");
-                return;
-            }
-            Err(e) => panic!("{e}"),
-        };
-        ex.ensure_capacity(1).unwrap();
-        let d = ex.ctx.device.clone();
+        let Some(ex) = Bench::new(None, WeightPrecision::F32, a).map_err(crate::testing::skip_unavailable).ok() else { return };
+        let d = ex.ctx().device.clone();
         // Not a multiple of the workgroup or of the four-load unroll.
         let vec4s = 3 * BW_WG * 4 * 5 + 37;
         let values: Vec<f32> = (0..4 * vec4s).map(|i| (i % 7) as f32).collect();
@@ -658,11 +644,11 @@ mod tests {
         for groups in [1usize, 3, 64] {
             let sums = storage_buffer(&d, (groups * 4) as u64, wgpu::BufferUsages::COPY_SRC);
             let copy = storage_buffer(&d, (vec4s * 16) as u64, wgpu::BufferUsages::COPY_SRC);
-            let read = ex.bind_group(&ubuf, 0, Binds { x: Some(&xb), y: Some(&sums), ..Default::default() });
-            let cp = ex.bind_group(&ubuf, 0, Binds { x: Some(&xb), y: Some(&copy), ..Default::default() });
+            let read = ex.bind_group(&ubuf, Binds { x: Some(&xb), y: Some(&sums), ..Default::default() });
+            let cp = ex.bind_group(&ubuf, Binds { x: Some(&xb), y: Some(&copy), ..Default::default() });
             let mut enc = d.create_command_encoder(&Default::default());
             ex.encode_pass(&mut enc, None, &[("stream_read", &read, [groups as u32, 1, 1]), ("stream_copy", &cp, [groups as u32, 1, 1])]);
-            ex.ctx.queue.submit([enc.finish()]);
+            ex.ctx().queue.submit([enc.finish()]);
             let got: f64 = ex.read_words(&sums, 0, groups).unwrap().iter().map(|&w| f32::from_bits(w) as f64).sum();
             let want: f64 = values.iter().map(|&v| v as f64).sum();
             assert_eq!(got, want, "stream_read over {groups} workgroups");

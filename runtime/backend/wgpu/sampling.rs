@@ -10,10 +10,16 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::device::GpuContext;
-use crate::engine::sampler::SamplingParams;
+use crate::lower::caps::wgsl;
+use crate::sampling::SamplingParams;
 use crate::error::{Error, Result};
 
 const SOURCE: &str = include_str!("../../../shaders/sampling.wgsl");
+
+/// The kernel with the shared constants (`MAX_K`) in front.
+fn source() -> String {
+    format!("{}{SOURCE}", wgsl::header())
+}
 const ENTRY: &str = "sample";
 
 /// Matches `Params` in shaders/sampling.wgsl.
@@ -54,7 +60,7 @@ fn entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntr
 
 impl GpuSampler {
     /// Largest `top_k` the kernel takes: its candidates live in workgroup memory.
-    pub const MAX_TOP_K: usize = 256;
+    pub const MAX_TOP_K: usize = wgsl::SAMPLER_MAX_K;
     /// Ids break ties at the k-th logit as 24-bit digits.
     pub const MAX_VOCAB: usize = 1 << 24;
     /// Threads per workgroup; one workgroup samples one row.
@@ -88,7 +94,7 @@ impl GpuSampler {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("sampling"),
-            source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
+            source: wgpu::ShaderSource::Wgsl(source().into()),
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(ENTRY),
@@ -187,17 +193,18 @@ impl GpuSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::wgpu::device::WeightPrecision;
-    use crate::engine::sampler::{Rng, Sampler, argmax, top_k};
+    use crate::backend::WeightPrecision;
+    use crate::sampling::{Rng, Sampler, argmax, top_k};
     use wgpu::util::DeviceExt;
 
     /// The kernel parses and validates with no GPU, with the entry point and shape the
     /// launcher dispatches.
     #[test]
     fn sampling_shader_validates_with_naga() {
-        let module = naga::front::wgsl::parse_str(SOURCE).unwrap_or_else(|e| panic!("sampling.wgsl: {}", e.emit_to_string(SOURCE)));
+        let code = source();
+        let module = naga::front::wgsl::parse_str(&code).unwrap_or_else(|e| panic!("sampling.wgsl: {}", e.emit_to_string(&code)));
         let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
-        v.validate(&module).unwrap_or_else(|e| panic!("sampling.wgsl: {}", e.emit_to_string(SOURCE)));
+        v.validate(&module).unwrap_or_else(|e| panic!("sampling.wgsl: {}", e.emit_to_string(&code)));
         let ep = module.entry_points.iter().find(|p| p.name == ENTRY).expect("entry point `sample`");
         assert_eq!(ep.workgroup_size, [GpuSampler::WORKGROUP, 1, 1]);
     }
@@ -215,14 +222,7 @@ mod tests {
     }
 
     fn context() -> Option<GpuContext> {
-        match GpuContext::new(None, WeightPrecision::Auto) {
-            Ok(c) => Some(c),
-            Err(e @ Error::BackendUnavailable { .. }) => {
-                eprintln!("skipped: no wgpu adapter on this machine ({e})");
-                None
-            }
-            Err(e) => panic!("{e}"),
-        }
+        GpuContext::new(None, WeightPrecision::Auto).map_err(crate::testing::skip_unavailable).ok()
     }
 
     /// Ids written past a few leading words, as the executor's flags buffer holds them.

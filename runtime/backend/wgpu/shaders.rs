@@ -1,4 +1,8 @@
-//! WGSL sources from `shaders/`, specialised per device by the weight type header.
+//! WGSL sources from `shaders/`, specialised per device: the weight type, the lane-group
+//! reduction its subgroups allow, and the constants the Rust side shares with the kernels
+//! (`crate::lower::caps::wgsl`, written only there).
+
+use crate::lower::caps::wgsl;
 
 pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 
@@ -14,34 +18,47 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("bandwidth", include_str!("../../../shaders/bandwidth.wgsl"), &["stream_read", "stream_copy"]),
 ];
 
-/// Lane-group reductions: subgroup shuffles, or workgroup memory where subgroups are
-/// missing or narrower than a lane group.
+/// Lane-group reductions: subgroup shuffles (subgroups of at least 32 lanes), shuffles then
+/// workgroup memory (a fixed narrower subgroup), or workgroup memory alone.
 pub const REDUCE_SUBGROUP: &str = include_str!("../../../shaders/reduce_subgroup.wgsl");
+pub const REDUCE_SUBGROUP_NARROW: &str = include_str!("../../../shaders/reduce_subgroup_narrow.wgsl");
 pub const REDUCE_WORKGROUP: &str = include_str!("../../../shaders/reduce_workgroup.wgsl");
 
-/// The full source of one family: weight type, reductions, the shared bindings, the kernels.
-pub fn source(family_source: &str, f16_weights: bool, subgroups: bool) -> String {
-    let header = if f16_weights { "enable f16;\nalias W = f16;\n" } else { "alias W = f32;\n" };
-    let reduce = if subgroups { REDUCE_SUBGROUP } else { REDUCE_WORKGROUP };
-    format!("{header}{reduce}\n{COMMON}\n{family_source}")
+/// The shared constants and the weight type, the header of every kernel source.
+pub fn header(f16_weights: bool) -> String {
+    let weights = if f16_weights { "enable f16;\nalias W = f16;\n" } else { "alias W = f32;\n" };
+    format!("{weights}{}", wgsl::header())
+}
+
+/// The full source of one family: header, reductions, the shared bindings, the kernels.
+pub fn source(family_source: &str, f16_weights: bool, subgroup_size: Option<u32>) -> String {
+    let reduce = match subgroup_size {
+        Some(s) if s >= 32 => REDUCE_SUBGROUP.to_string(),
+        Some(s) => format!("const SUBGROUP: u32 = {s}u;\n{REDUCE_SUBGROUP_NARROW}"),
+        None => REDUCE_WORKGROUP.to_string(),
+    };
+    format!("{}{reduce}\n{COMMON}\n{family_source}", header(f16_weights))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every family parses and validates for both weight types, with no GPU.
+    /// Every family parses and validates for both weight types and every reduction, with
+    /// no GPU.
     #[test]
     fn every_shader_validates_with_naga() {
         for &(name, src, entries) in FAMILIES {
-            for (f16, subgroups) in [(false, false), (true, false), (false, true), (true, true)] {
-                let code = source(src, f16, subgroups);
-                let module = naga::front::wgsl::parse_str(&code)
-                    .unwrap_or_else(|e| panic!("{name} (f16={f16}, subgroups={subgroups}): {}", e.emit_to_string(&code)));
-                let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
-                v.validate(&module).unwrap_or_else(|e| panic!("{name} (f16={f16}, subgroups={subgroups}): {}", e.emit_to_string(&code)));
-                for e in entries.iter() {
-                    assert!(module.entry_points.iter().any(|p| p.name == *e), "{name}: entry point {e} missing");
+            for f16 in [false, true] {
+                for subgroup in [None, Some(32), Some(64), Some(8), Some(16)] {
+                    let code = source(src, f16, subgroup);
+                    let what = format!("{name} (f16={f16}, subgroup={subgroup:?})");
+                    let module = naga::front::wgsl::parse_str(&code).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&code)));
+                    let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+                    v.validate(&module).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&code)));
+                    for e in entries.iter() {
+                        assert!(module.entry_points.iter().any(|p| p.name == *e), "{name}: entry point {e} missing");
+                    }
                 }
             }
         }

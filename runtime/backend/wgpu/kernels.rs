@@ -1,0 +1,345 @@
+//! The compiled WGSL kernels and how a typed launch becomes dispatches: the pipelines (one
+//! bind group layout for all, see shaders/common.wgsl), the per-node uniform built from a
+//! launch template's parameters, and the grid of each variant. Shared by the executor, the
+//! kernel tests and `bench kernels`.
+
+use std::collections::HashMap;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::device::GpuContext;
+use super::shaders;
+use crate::error::{Error, Result};
+use crate::lower::caps::{Tile, wgsl};
+use crate::lower::kernel::{Epilogue, Params, Prologue, Variant};
+use crate::lower::{Launch, Template};
+
+/// Matches `Step` in shaders/common.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default, Debug)]
+pub struct StepUniform {
+    pub m: u32,
+    pub n_out: u32,
+    pub max_m: u32,
+    pub attn_chunks: u32,
+    pub attn_chunk_keys: u32,
+    pub _pad: [u32; 3],
+}
+
+impl StepUniform {
+    /// A step of `m` tokens (arrays `max_m` long) whose split-KV attention, if any, cuts the
+    /// keys into `split = (chunks, keys per chunk)`.
+    pub fn new(m: usize, n_out: usize, max_m: usize, split: Option<(usize, usize)>) -> Self {
+        let (chunks, keys) = split.unwrap_or((0, 0));
+        StepUniform {
+            m: m as u32,
+            n_out: n_out as u32,
+            max_m: max_m as u32,
+            attn_chunks: chunks as u32,
+            attn_chunk_keys: keys as u32,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Matches `Node` in shaders/common.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default, Debug)]
+pub struct NodeUniform {
+    pub rows: u32,
+    pub n: u32,
+    pub k: u32,
+    pub n_offset: u32,
+    pub ldy: u32,
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    pub flag_offset: u32,
+    pub mode: u32,
+    pub max_ctx: u32,
+    pub eps: f32,
+    pub scale: f32,
+    pub phi: f32,
+    pub lo: f32,
+    pub hi: f32,
+    pub _pad: [u32; 4],
+}
+
+impl NodeUniform {
+    /// The uniform of a launch template. `max_ctx` strides the KV caches; `flag_offset`
+    /// is the first flag word of an attention layer.
+    pub fn of(t: &Template, max_ctx: usize, flag_offset: impl Fn(usize) -> usize) -> NodeUniform {
+        let base = NodeUniform { rows: t.out_rows as u32, max_ctx: max_ctx as u32, ..Default::default() };
+        let u = |v: usize| v as u32;
+        match t.params {
+            Params::Embedding { hidden, first_row, rows } => NodeUniform { n: u(rows), k: u(hidden), n_offset: u(first_row), ..base },
+            Params::RmsNorm { width, eps } => NodeUniform { k: u(width), eps, ..base },
+            Params::Linear { n, k, n_offset, ldy, prologue, epilogue } => {
+                let mut mode = 0;
+                let mut node = NodeUniform { n: u(n), k: u(k), n_offset: u(n_offset), ldy: u(ldy), ..base };
+                if let Some(Prologue::RmsNorm { eps }) = prologue {
+                    mode |= wgsl::MODE_NORM;
+                    node.eps = eps;
+                }
+                match epilogue {
+                    Epilogue::None => {}
+                    Epilogue::Residual => mode |= wgsl::MODE_RESIDUAL,
+                    Epilogue::SwiGlu => mode |= wgsl::MODE_SWIGLU,
+                    Epilogue::Rope { dims } => {
+                        mode |= wgsl::MODE_ROPE;
+                        (node.heads, node.kv_heads, node.head_dim) = (u(dims.heads), u(dims.kv_heads), u(dims.head_dim));
+                    }
+                }
+                NodeUniform { mode, ..node }
+            }
+            Params::Rope { dims, kv_write } => NodeUniform {
+                n: u(dims.qkv_width()),
+                heads: u(dims.heads),
+                kv_heads: u(dims.kv_heads),
+                head_dim: u(dims.head_dim),
+                mode: kv_write as u32,
+                ..base
+            },
+            Params::Attention { dims, layer, scale, unified, .. } => NodeUniform {
+                heads: u(dims.heads),
+                kv_heads: u(dims.kv_heads),
+                head_dim: u(dims.head_dim),
+                flag_offset: u(flag_offset(layer)),
+                scale,
+                phi: unified.phi,
+                lo: unified.lo,
+                hi: unified.hi,
+                ..base
+            },
+            Params::SwiGlu { ffn } => NodeUniform { n: u(ffn), ..base },
+            Params::Add { width } | Params::SelectRows { width } => NodeUniform { n: u(width), ..base },
+        }
+    }
+}
+
+/// What a bind group binds; `None` slots get placeholders.
+#[derive(Default, Clone, Copy)]
+pub struct Binds<'a> {
+    pub x: Option<&'a wgpu::Buffer>,
+    pub x2: Option<&'a wgpu::Buffer>,
+    pub w: Option<&'a wgpu::Buffer>,
+    pub y: Option<&'a wgpu::Buffer>,
+    pub kc: Option<&'a wgpu::Buffer>,
+    pub vc: Option<&'a wgpu::Buffer>,
+    /// Instead of the attention partials (the fused QKV GEMV's RoPE table).
+    pub scratch: Option<&'a wgpu::Buffer>,
+}
+
+/// The buffers every bind group of one executor (or test) shares.
+pub struct Shared {
+    pub step_uniform: wgpu::Buffer,
+    /// `[tokens | positions | seqs | out_rows]`, each `max_m` long.
+    pub step_data: wgpu::Buffer,
+    /// Split-KV partial sums.
+    pub scratch: wgpu::Buffer,
+    /// `[recomputed rows, picked ids..., attention flags...]`.
+    pub flags: wgpu::Buffer,
+}
+
+impl Shared {
+    /// Buffers for steps of up to `max_m` tokens, `scratch_bytes` of partials and
+    /// `flag_words` flags.
+    pub fn new(ctx: &GpuContext, max_m: usize, scratch_bytes: u64, flag_words: usize) -> Shared {
+        let d = &ctx.device;
+        let buffer = |label: &str, size: u64, usage: wgpu::BufferUsages| {
+            d.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: size.max(16), usage, mapped_at_creation: false })
+        };
+        let copy = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        Shared {
+            step_uniform: buffer("step", std::mem::size_of::<StepUniform>() as u64, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST),
+            step_data: buffer("step data", (4 * max_m * 4) as u64, wgpu::BufferUsages::STORAGE | copy),
+            scratch: buffer("attention partials", scratch_bytes, wgpu::BufferUsages::STORAGE),
+            flags: buffer("flags", (flag_words * 4) as u64, wgpu::BufferUsages::STORAGE | copy),
+        }
+    }
+}
+
+/// One dispatch: entry point, bind group, grid.
+pub type Dispatch<'a> = (&'static str, &'a wgpu::BindGroup, [u32; 3]);
+
+pub struct Kernels {
+    pub ctx: GpuContext,
+    layout: wgpu::BindGroupLayout,
+    pipelines: HashMap<&'static str, wgpu::ComputePipeline>,
+    placeholders: [wgpu::Buffer; 6],
+}
+
+fn storage(read_only: bool, binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only }, has_dynamic_offset: false, min_binding_size: None },
+        count: None,
+    }
+}
+
+fn uniform(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+        count: None,
+    }
+}
+
+/// A grid whose x is within the per-dimension limit (kernels fold y back, see `flat_id`).
+pub fn grid(x: usize, y: usize, z: usize) -> [u32; 3] {
+    let (x, y) = if x > 65535 { (65535, y * x.div_ceil(65535)) } else { (x, y) };
+    [x as u32, y as u32, z as u32]
+}
+
+impl Kernels {
+    /// Compiles every kernel family for this device (weight type and reduction chosen by
+    /// its capabilities).
+    pub fn new(ctx: GpuContext) -> Result<Kernels> {
+        let device = &ctx.device;
+        let mut entries = vec![uniform(0), storage(true, 1), uniform(2)];
+        entries.extend([storage(true, 3), storage(true, 4), storage(true, 5)]);
+        entries.extend((6..=10).map(|b| storage(false, b)));
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("fdpp"), entries: &entries });
+        let pipeline_layout =
+            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("fdpp"), bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
+        let mut pipelines = HashMap::new();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        for &(family, src, entry_points) in shaders::FAMILIES {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(family),
+                source: wgpu::ShaderSource::Wgsl(shaders::source(src, ctx.f16_weights, ctx.subgroup_size).into()),
+            });
+            for &entry in entry_points {
+                let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&pipeline_layout),
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+                pipelines.insert(entry, p);
+            }
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Backend { backend: "wgpu".into(), op: "compiling shaders".into(), reason: e.to_string() });
+        }
+        let ph = |label| device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: 16, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+        let placeholders = [ph("x"), ph("x2"), ph("w"), ph("y"), ph("kc"), ph("vc")];
+        Ok(Kernels { ctx, layout, pipelines, placeholders })
+    }
+
+    /// A bind group over `shared`, the node uniform at `offset` of `ubuf`, and `b`.
+    pub fn bind_group(&self, shared: &Shared, ubuf: &wgpu::Buffer, offset: u64, b: Binds) -> wgpu::BindGroup {
+        let p = &self.placeholders;
+        let buffers = [
+            b.x.unwrap_or(&p[0]),
+            b.x2.unwrap_or(&p[1]),
+            b.w.unwrap_or(&p[2]),
+            b.y.unwrap_or(&p[3]),
+            b.kc.unwrap_or(&p[4]),
+            b.vc.unwrap_or(&p[5]),
+            b.scratch.unwrap_or(&shared.scratch),
+            &shared.flags,
+        ];
+        let mut entries = vec![
+            wgpu::BindGroupEntry { binding: 0, resource: shared.step_uniform.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: shared.step_data.as_entire_binding() },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: ubuf,
+                    offset,
+                    size: std::num::NonZeroU64::new(std::mem::size_of::<NodeUniform>() as u64),
+                }),
+            },
+        ];
+        for (i, buf) in buffers.into_iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: 3 + i as u32, resource: buf.as_entire_binding() });
+        }
+        self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &self.layout, entries: &entries })
+    }
+
+    /// A uniform buffer holding `nodes`, each at a multiple of the device's alignment;
+    /// returns it and that stride.
+    pub fn node_uniforms(&self, nodes: &[NodeUniform]) -> (wgpu::Buffer, u64) {
+        use wgpu::util::DeviceExt;
+        let align = self.ctx.limits.min_uniform_buffer_offset_alignment as usize;
+        let stride = std::mem::size_of::<NodeUniform>().next_multiple_of(align);
+        let mut bytes = vec![0u8; stride * nodes.len().max(1)];
+        for (i, n) in nodes.iter().enumerate() {
+            bytes[i * stride..i * stride + std::mem::size_of::<NodeUniform>()].copy_from_slice(bytemuck::bytes_of(n));
+        }
+        let buffer = self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("node uniforms"),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        (buffer, stride as u64)
+    }
+
+    /// Encodes `dispatches` into `pass`.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass, dispatches: &[Dispatch]) {
+        for (kernel, group, [x, y, z]) in dispatches {
+            pass.set_pipeline(&self.pipelines[kernel]);
+            pass.set_bind_group(0, *group, &[]);
+            pass.dispatch_workgroups(*x, *y, *z);
+        }
+    }
+}
+
+fn no_kernel(what: String) -> Error {
+    Error::Backend { backend: "wgpu".into(), op: "encoding a launch".into(), reason: format!("no WGSL kernel for {what}") }
+}
+
+fn check_tile(tile: Tile, have: Tile, what: &str) -> Result<()> {
+    if tile == have { Ok(()) } else { Err(no_kernel(format!("a {what} with tile {tile} (the kernel's is {have})"))) }
+}
+
+/// The dispatches of one launch of template `t` over `group`; `m` is the step's tokens.
+pub fn dispatches<'a>(launch: &Launch, t: &Template, group: &'a wgpu::BindGroup, m: usize, out: &mut Vec<Dispatch<'a>>) -> Result<()> {
+    let rows = launch.rows;
+    let mut push = |kernel: &'static str, g: [u32; 3]| out.push((kernel, group, g));
+    match (t.params, launch.variant) {
+        (Params::Embedding { hidden, .. }, Variant::Gather) => push("embedding", grid(hidden.div_ceil(64), m, 1)),
+        (Params::RmsNorm { .. }, Variant::RmsNorm) => push("rms_norm", grid(1, rows, 1)),
+        (Params::Linear { n, epilogue, .. }, Variant::Gemv { split_k }) => {
+            if rows > wgsl::GEMV_MAX_M {
+                return Err(no_kernel(format!("a GEMV over {rows} rows (at most {})", wgsl::GEMV_MAX_M)));
+            }
+            // SwiGLU and RoPE: a lane group's two columns make one pair.
+            let pairs = matches!(epilogue, Epilogue::SwiGlu | Epilogue::Rope { .. });
+            let groups = if pairs { (n / 2).div_ceil(wgsl::GV_GROUPS) } else { n.div_ceil(2 * wgsl::GV_GROUPS) };
+            push(if split_k { "gemv_split_k" } else { "gemv" }, grid(groups, 1, 1));
+        }
+        (Params::Linear { n, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::FlatGemm { tile }) => {
+            check_tile(tile, Tile { m: wgsl::FB_M, n: wgsl::FB_COLS }, "flat GEMM")?;
+            push("flat_gemm", grid(n.div_ceil(tile.n), rows.div_ceil(tile.m), 1));
+        }
+        (Params::Linear { n, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::Gemm { tile }) => {
+            check_tile(tile, Tile { m: wgsl::GM, n: wgsl::GM }, "GEMM")?;
+            push("gemm", grid(n.div_ceil(tile.n), rows.div_ceil(tile.m), 1));
+        }
+        (Params::Rope { dims, .. }, Variant::Rope) => push("rope", grid(dims.qkv_width().div_ceil(64), m, 1)),
+        (Params::Attention { dims, kv_write, .. }, v) => {
+            if kv_write {
+                push("kv_write", grid(dims.kv_dim().div_ceil(64), m, 1));
+            }
+            match v {
+                Variant::SplitKvAttention { chunks, .. } => {
+                    push("attn_split", grid(chunks, dims.heads, m));
+                    push("attn_combine", grid(dims.heads, m, 1));
+                }
+                Variant::OnlineAttention => push("attn_online", grid(dims.heads, m, 1)),
+                other => return Err(no_kernel(format!("attention variant {other}"))),
+            }
+        }
+        (Params::SwiGlu { ffn }, Variant::SwiGlu) => push("swiglu", grid(ffn.div_ceil(64), rows, 1)),
+        (Params::Add { width }, Variant::Add) => push("add", grid(width.div_ceil(64), rows, 1)),
+        (Params::SelectRows { width }, Variant::SelectRows) => push("select_rows", grid(width.div_ceil(64), rows, 1)),
+        (p, v) => return Err(no_kernel(format!("{v} on {p:?}"))),
+    }
+    Ok(())
+}

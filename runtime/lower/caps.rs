@@ -1,0 +1,261 @@
+//! What a backend offers the lowering: its kernels (tiles, row limits, which fusions its
+//! kernels implement), its memory limits and its dataflow table. Queried once when the
+//! device is opened and handed to the lowering; each backend also has a built-in profile,
+//! so a plan can be made and inspected on a machine without its device.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataflow::DataflowTable;
+use crate::tensor::DType;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BackendKind {
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An output tile: `m` token rows by `n` output columns per workgroup (or CPU task).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tile {
+    pub m: usize,
+    pub n: usize,
+}
+
+impl std::fmt::Display for Tile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.m, self.n)
+    }
+}
+
+/// The linear-layer kernels of a backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinearKernels {
+    /// Most token rows the GEMV kernel takes; a larger M the table gives to A runs B.
+    pub gemv_max_m: usize,
+    /// From this K on, the GEMV splits K over two lane groups per column pair.
+    pub gemv_split_k_min: Option<usize>,
+    /// The flat GEMM's tile (M padded to `m`).
+    pub flat_tile: Tile,
+    /// The conventional GEMM's tile.
+    pub gemm_tile: Tile,
+}
+
+/// Limits of a split-KV unified-max decode attention kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitKvLimits {
+    /// Most chunks one (token, head) is cut into (the combine walks them one by one).
+    pub max_chunks: usize,
+    /// Fewest keys per chunk (the kernel's key tile); chunk lengths are powers of two.
+    pub min_chunk_keys: usize,
+    /// Most token rows one step may have (the flags and partials are sized for it).
+    pub max_rows: usize,
+}
+
+/// The attention kernel of steps that are not split-KV decode steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GeneralAttention {
+    /// Tiles of keys with the synchronised online softmax.
+    Online,
+    /// All scores, then the softmax, then the values (the CPU oracle).
+    TwoPass,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttentionKernels {
+    pub split_kv: Option<SplitKvLimits>,
+    pub general: GeneralAttention,
+    pub max_head_dim: usize,
+}
+
+/// Which fusions the backend's kernels implement (the lowering applies only these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FusionSupport {
+    /// A residual add in any linear kernel's epilogue.
+    pub residual_epilogue: bool,
+    /// The attention's KV-cache write inside the RoPE before it.
+    pub kv_write_in_rope: bool,
+    /// An RMSNorm in the GEMV's prologue.
+    pub gemv_norm_prologue: bool,
+    /// SwiGLU in the gate/up GEMV's epilogue.
+    pub gemv_swiglu_epilogue: bool,
+    /// RoPE with the KV write in the QKV GEMV's epilogue.
+    pub gemv_rope_epilogue: bool,
+}
+
+impl FusionSupport {
+    pub const NONE: FusionSupport = FusionSupport {
+        residual_epilogue: false,
+        kv_write_in_rope: false,
+        gemv_norm_prologue: false,
+        gemv_swiglu_epilogue: false,
+        gemv_rope_epilogue: false,
+    };
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendCaps {
+    pub backend: BackendKind,
+    /// The device as its driver names it, or which built-in profile this is.
+    pub device: String,
+    /// How weights are stored on the device.
+    pub weight_dtype: DType,
+    /// Largest buffer one kernel argument may cover: larger weights are split by rows.
+    pub max_binding_bytes: u64,
+    /// Lanes of a subgroup where subgroup operations are used.
+    pub subgroup_size: Option<u32>,
+    /// Tensor-core / cooperative-matrix instructions available to the kernels.
+    pub cooperative_matrix: bool,
+    pub linear: LinearKernels,
+    pub attention: AttentionKernels,
+    pub fusions: FusionSupport,
+    /// The device picks greedy ids itself and can feed them to the next step.
+    pub device_argmax: bool,
+    /// Largest top-k the device samples itself; `None`: sampling reads the logits back.
+    pub device_top_k: Option<usize>,
+    pub table: DataflowTable,
+}
+
+/// Facts of the WGSL kernels (shaders/*.wgsl) that the lowering and the wgpu launcher
+/// need. The shader loader writes each into every kernel's header, so they are written
+/// only here.
+pub mod wgsl {
+    /// Token rows the GEMV kernel holds (`GEMV_MAX_M`).
+    pub const GEMV_MAX_M: usize = 8;
+    /// Column pairs per GEMV workgroup (`GV_GROUPS`): 8 columns, or 4 SwiGLU / RoPE pairs.
+    pub const GV_GROUPS: usize = 4;
+    /// From this K on, `gemv_split_k`. On an H200, Llama-2-7B's down projection (K = 11008)
+    /// gained 9% with it and every K = 4096 shape lost 4-11% (`fdpp bench kernels`).
+    pub const GEMV_SPLIT_K_MIN: usize = 8192;
+    /// The flat GEMM's tile: rows (`FB_M`) x columns (`FB_COLS`) per workgroup.
+    pub const FB_M: usize = 8;
+    pub const FB_COLS: usize = 32;
+    /// The tiled GEMM's square tile (`GM`).
+    pub const GM: usize = 64;
+    /// Keys per tile of `attn_split` (`SPLIT_TILE`): the shortest chunk.
+    pub const SPLIT_TILE: usize = 16;
+    /// Chunks per (token, head) of the split-KV attention (the partials are sized for it).
+    pub const MAX_ATTN_CHUNKS: usize = 64;
+    /// Most rows of a split-KV step (flags per layer are sized for it).
+    pub const SPLIT_MAX_M: usize = 64;
+    /// Longest head the attention kernels hold (`MAX_HD`).
+    pub const MAX_HEAD_DIM: usize = 256;
+    /// `node.mode` bits of the linear kernels: which prologue and epilogue run.
+    pub const MODE_RESIDUAL: u32 = 1;
+    pub const MODE_NORM: u32 = 2;
+    pub const MODE_SWIGLU: u32 = 4;
+    pub const MODE_ROPE: u32 = 8;
+    /// Top-k the device sampler takes (`MAX_K` in sampling.wgsl).
+    pub const SAMPLER_MAX_K: usize = 256;
+
+    /// The constants as WGSL declarations.
+    pub fn header() -> String {
+        let u = |name: &str, v: usize| format!("const {name}: u32 = {v}u;\n");
+        [
+            u("GEMV_MAX_M", GEMV_MAX_M),
+            u("GV_GROUPS", GV_GROUPS),
+            u("FB_M", FB_M),
+            u("FB_COLS", FB_COLS),
+            u("GM", GM),
+            u("SPLIT_TILE", SPLIT_TILE),
+            u("MAX_HD", MAX_HEAD_DIM),
+            u("MODE_RESIDUAL", MODE_RESIDUAL as usize),
+            u("MODE_NORM", MODE_NORM as usize),
+            u("MODE_SWIGLU", MODE_SWIGLU as usize),
+            u("MODE_ROPE", MODE_ROPE as usize),
+            u("MAX_K", SAMPLER_MAX_K),
+        ]
+        .concat()
+    }
+}
+
+impl BackendCaps {
+    /// The built-in profile of a backend, for planning without its device.
+    pub fn builtin(kind: BackendKind) -> Option<BackendCaps> {
+        match kind {
+            BackendKind::Cpu => Some(BackendCaps::cpu()),
+            BackendKind::Wgpu => Some(BackendCaps::wgpu_builtin()),
+            BackendKind::Cuda => None,
+        }
+    }
+
+    /// The CPU oracle: f32 weights, plain kernels, only the fusions that cost it nothing.
+    pub fn cpu() -> BackendCaps {
+        BackendCaps {
+            backend: BackendKind::Cpu,
+            device: "cpu".into(),
+            weight_dtype: DType::F32,
+            max_binding_bytes: u64::MAX,
+            subgroup_size: None,
+            cooperative_matrix: false,
+            // GEMV walks rows one by one; the flat GEMM multiplies each weight row with 4
+            // token rows while it sits in L1 (64 weight rows per task); the GEMM takes
+            // blocks of 64 tokens x 64 weight rows.
+            linear: LinearKernels {
+                gemv_max_m: usize::MAX,
+                gemv_split_k_min: None,
+                flat_tile: Tile { m: 4, n: 64 },
+                gemm_tile: Tile { m: 64, n: 64 },
+            },
+            attention: AttentionKernels { split_kv: None, general: GeneralAttention::TwoPass, max_head_dim: usize::MAX },
+            fusions: FusionSupport { residual_epilogue: true, kv_write_in_rope: true, ..FusionSupport::NONE },
+            device_argmax: true,
+            device_top_k: None,
+            table: DataflowTable::cpu_default(),
+        }
+    }
+
+    /// The WGSL kernels on a discrete GPU with SHADER_F16 and 32-lane subgroups; the wgpu
+    /// backend replaces the device facts with what its adapter reports.
+    pub fn wgpu_builtin() -> BackendCaps {
+        BackendCaps {
+            backend: BackendKind::Wgpu,
+            device: "built-in wgpu profile (no adapter queried)".into(),
+            weight_dtype: DType::F16,
+            max_binding_bytes: 2 << 30,
+            subgroup_size: Some(32),
+            cooperative_matrix: false,
+            linear: LinearKernels {
+                gemv_max_m: wgsl::GEMV_MAX_M,
+                gemv_split_k_min: Some(wgsl::GEMV_SPLIT_K_MIN),
+                flat_tile: Tile { m: wgsl::FB_M, n: wgsl::FB_COLS },
+                gemm_tile: Tile { m: wgsl::GM, n: wgsl::GM },
+            },
+            attention: AttentionKernels {
+                split_kv: Some(SplitKvLimits {
+                    max_chunks: wgsl::MAX_ATTN_CHUNKS,
+                    min_chunk_keys: wgsl::SPLIT_TILE,
+                    max_rows: wgsl::SPLIT_MAX_M,
+                }),
+                general: GeneralAttention::Online,
+                max_head_dim: wgsl::MAX_HEAD_DIM,
+            },
+            fusions: FusionSupport {
+                residual_epilogue: true,
+                kv_write_in_rope: true,
+                gemv_norm_prologue: true,
+                gemv_swiglu_epilogue: true,
+                gemv_rope_epilogue: true,
+            },
+            device_argmax: true,
+            device_top_k: Some(wgsl::SAMPLER_MAX_K),
+            table: DataflowTable::wgpu_default(),
+        }
+    }
+}

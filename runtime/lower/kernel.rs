@@ -1,0 +1,156 @@
+//! The typed vocabulary of a lowered step: which kernel variant a launch runs
+//! ([`Variant`], chosen per step) and the static parameters of what it computes
+//! ([`Params`], fixed per launch template, fused prologue and epilogue included).
+
+use serde::{Deserialize, Serialize};
+
+use super::caps::Tile;
+use crate::dataflow::LinearImpl;
+
+/// The unified max phi of the split-KV attention and the safe range of s - phi. Scores and
+/// sums stay in f32, so any phi works while e^(s - phi) neither overflows nor underflows;
+/// the default keeps |s - phi| < 60 (e^60 * 8192 keys ~ 1e30 < f32 max). A row whose
+/// scores leave the range is recomputed with the synchronised softmax.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnifiedMax {
+    pub phi: f32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl Default for UnifiedMax {
+    fn default() -> Self {
+        UnifiedMax { phi: 0.0, lo: -60.0, hi: 60.0 }
+    }
+}
+
+/// Attention head counts and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HeadDims {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl HeadDims {
+    pub fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+    /// Width of a fused QKV row.
+    pub fn qkv_width(&self) -> usize {
+        self.q_dim() + 2 * self.kv_dim()
+    }
+}
+
+/// The kernel variant a launch runs, with the parameters the lowering chose for this step.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kernel")]
+pub enum Variant {
+    /// Rows of a table picked by token id.
+    Gather,
+    RmsNorm,
+    /// A: one pass over the weights per token row, parallel over N.
+    Gemv { split_k: bool },
+    /// B: M padded to the tile's rows, N tiled across workgroups, K walked inside one.
+    FlatGemm { tile: Tile },
+    /// C: conventional 2-D tiled GEMM.
+    Gemm { tile: Tile },
+    Rope,
+    /// Decode attention: the keys cut into `chunks` of `chunk_keys`, summed with one
+    /// unified max (FlashDecoding++ technique 1).
+    SplitKvAttention { chunks: usize, chunk_keys: usize, unified: UnifiedMax },
+    /// One workgroup per (token, head) with the synchronised online softmax.
+    OnlineAttention,
+    /// Scores, softmax, values: the CPU oracle's attention.
+    TwoPassAttention,
+    SwiGlu,
+    Add,
+    SelectRows,
+}
+
+impl Variant {
+    /// A short name, e.g. `A:gemv`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Variant::Gather => "gather",
+            Variant::RmsNorm => "rms_norm",
+            Variant::Gemv { .. } => "A:gemv",
+            Variant::FlatGemm { .. } => "B:flat_gemm",
+            Variant::Gemm { .. } => "C:gemm",
+            Variant::Rope => "rope",
+            Variant::SplitKvAttention { .. } => "split-KV unified max",
+            Variant::OnlineAttention => "online softmax",
+            Variant::TwoPassAttention => "two-pass softmax",
+            Variant::SwiGlu => "swiglu",
+            Variant::Add => "add",
+            Variant::SelectRows => "select_rows",
+        }
+    }
+
+    /// The dataflow (A/B/C) of a linear variant.
+    pub fn dataflow(&self) -> Option<LinearImpl> {
+        match self {
+            Variant::Gemv { .. } => Some(LinearImpl::Gemv),
+            Variant::FlatGemm { .. } => Some(LinearImpl::FlatGemm),
+            Variant::Gemm { .. } => Some(LinearImpl::Gemm),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())?;
+        match self {
+            Variant::Gemv { split_k: true } => f.write_str(" (split K)"),
+            Variant::FlatGemm { tile } | Variant::Gemm { tile } => write!(f, " (tile {tile})"),
+            Variant::SplitKvAttention { chunks, chunk_keys, unified } => {
+                write!(f, " ({chunks} x {chunk_keys} keys, phi {}, range ({}, {}))", unified.phi, unified.lo, unified.hi)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Work done before a linear layer's product, on its input.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Prologue {
+    /// x / rms(x) * g: the RMSNorm before the layer (its weight is the launch's norm weight).
+    RmsNorm { eps: f32 },
+}
+
+/// Work done on a linear layer's outputs before they are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Epilogue {
+    None,
+    /// + the residual stream (the launch's second input): the residual add after the layer.
+    Residual,
+    /// silu(gate) * up of each column pair (gate j, up j): the SwiGLU after gate/up.
+    SwiGlu,
+    /// Rotary embedding of each Q and K pair, and the K and V rows appended to the KV cache:
+    /// the RoPE (with its KV write) after the QKV projection.
+    Rope { dims: HeadDims },
+}
+
+/// What a launch computes, fixed for the launch template whatever variant runs it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op")]
+pub enum Params {
+    /// Table rows `first_row .. first_row + rows` (one chunk of the table) of width `hidden`.
+    Embedding { hidden: usize, first_row: usize, rows: usize },
+    RmsNorm { width: usize, eps: f32 },
+    /// Output columns `n_offset .. n_offset + n` (one weight chunk) of rows of stride `ldy`.
+    Linear { n: usize, k: usize, n_offset: usize, ldy: usize, prologue: Option<Prologue>, epilogue: Epilogue },
+    /// `kv_write`: also appends the rotated K and the V to the KV cache.
+    Rope { dims: HeadDims, kv_write: bool },
+    /// `kv_write`: appends K and V first (false when the RoPE before it does).
+    Attention { dims: HeadDims, layer: usize, scale: f32, kv_write: bool, unified: UnifiedMax },
+    SwiGlu { ffn: usize },
+    Add { width: usize },
+    SelectRows { width: usize },
+}

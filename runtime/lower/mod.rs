@@ -1,0 +1,518 @@
+//! THE lowering: from the graph, the backend's capabilities and a step's shape to a typed
+//! [`LoweredStep`]: launches with a kernel variant and its parameters, the buffers of a
+//! memory plan computed on the fused graph, and a reason for every choice. Every decision
+//! (dataflow A/B/C, GEMV split-K, split-KV chunking, fusion, weight chunking) is made here,
+//! once, for every backend; backends only execute what they are given.
+//!
+//! Two levels: [`Lowering::new`] fixes what does not depend on the step (weight chunks,
+//! fusions, the memory plan, launch [`Template`]s: each launch's parameters and buffers,
+//! prepared once by a backend); [`Lowering::lower`] picks, per step, which templates run with
+//! which [`Variant`].
+
+pub mod caps;
+pub mod fusion;
+pub mod kernel;
+pub mod memory;
+pub mod rope;
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use caps::{BackendCaps, GeneralAttention};
+use fusion::{Fusion, When};
+use kernel::{Epilogue, HeadDims, Params, Prologue, UnifiedMax, Variant};
+use memory::{BufferId, MemoryPlan};
+
+use crate::dataflow::LinearImpl;
+use crate::error::{Error, Result};
+use crate::graph::{Dim, Graph, NodeId, Op, ParamId};
+use crate::trace::{How, NodeRecord, Reason, StepShape};
+
+/// A weight split by rows into chunks that each fit one binding of the backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightLayout {
+    pub rows: usize,
+    /// Elements per row.
+    pub cols: usize,
+    pub chunks: Vec<Range<usize>>,
+}
+
+/// One chunk of a parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightChunk {
+    pub param: ParamId,
+    pub chunk: usize,
+}
+
+/// The buffers a launch binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Io {
+    /// The main input (`None`: the step's token ids).
+    pub x: Option<BufferId>,
+    /// The second input: the other operand of an add, the residual of a Residual epilogue.
+    pub x2: Option<BufferId>,
+    pub weight: Option<WeightChunk>,
+    /// The RMSNorm weight of a norm prologue.
+    pub norm_weight: Option<ParamId>,
+    pub y: BufferId,
+    /// The layer whose KV cache the launch reads or writes.
+    pub kv: Option<usize>,
+}
+
+/// A launch as it is prepared once: what it computes and which buffers it binds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    pub node: NodeId,
+    /// Its rows are the step's output rows (`out`), not all tokens (`m`).
+    pub out_rows: bool,
+    pub params: Params,
+    pub io: Io,
+}
+
+pub type TemplateId = usize;
+
+/// One launch of a step.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    pub template: TemplateId,
+    pub variant: Variant,
+    /// Rows it computes this step (`m` or `out`).
+    pub rows: usize,
+}
+
+/// How a node is done in one step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NodeStep {
+    /// Its launches, `launches` in [`LoweredStep::launches`].
+    Runs { launches: Range<usize>, reason: Reason },
+    /// Inside the launch of node `into`, by `fusion`.
+    Fused { into: NodeId, fusion: usize },
+}
+
+/// Everything a backend needs to run one step, and why it runs that way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoweredStep {
+    pub shape: StepShape,
+    pub launches: Vec<Launch>,
+    /// Per node, in execution order (`Lowering::order`).
+    pub nodes: Vec<NodeStep>,
+    /// The split-KV chunking of this step's decode attention: (chunks, keys per chunk).
+    pub split_kv: Option<(usize, usize)>,
+}
+
+/// The static part of a node's lowering.
+#[derive(Clone, Debug)]
+enum Program {
+    /// These launches every step (a table in chunks: one per chunk).
+    Fixed(Vec<TemplateId>),
+    /// Per weight chunk, launches for any variant; and, where GEMV fusions apply, the fused
+    /// GEMV launch that replaces them (and the nodes it absorbs) on GEMV steps.
+    Linear { plain: Vec<TemplateId>, fused_gemv: Option<TemplateId>, n: usize, k: usize },
+    Attention { template: TemplateId },
+    /// Inside another node's launch on every step (`fusions[_]`).
+    Absorbed(usize),
+}
+
+/// Options of a lowering that are not the backend's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoweringOptions {
+    /// Apply the fusions the backend supports (off: every node its own launch, the
+    /// reference the fused lowering is tested against).
+    pub fuse: bool,
+    /// Phi and its safe range per layer (one value: every layer).
+    pub unified_max: Vec<UnifiedMax>,
+}
+
+impl Default for LoweringOptions {
+    fn default() -> Self {
+        LoweringOptions { fuse: true, unified_max: vec![UnifiedMax::default()] }
+    }
+}
+
+/// A graph lowered for one backend: the static decisions, and `lower` for each step.
+#[derive(Clone, Debug)]
+pub struct Lowering {
+    pub graph: Graph,
+    pub caps: BackendCaps,
+    /// Nodes in execution order.
+    pub order: Vec<NodeId>,
+    /// Per parameter.
+    pub weights: Vec<WeightLayout>,
+    pub fusions: Vec<Fusion>,
+    pub memory: MemoryPlan,
+    pub templates: Vec<Template>,
+    programs: Vec<Program>,
+}
+
+impl Lowering {
+    pub fn new(graph: Graph, caps: BackendCaps, opts: &LoweringOptions) -> Result<Lowering> {
+        let c = &graph.config;
+        if c.head_dim > caps.attention.max_head_dim {
+            return Err(Error::UnsupportedModel {
+                path: Default::default(),
+                reason: format!(
+                    "head_dim {} is larger than the {} backend's attention kernels hold ({})",
+                    c.head_dim, caps.backend, caps.attention.max_head_dim
+                ),
+            });
+        }
+        if opts.unified_max.is_empty() || (opts.unified_max.len() != 1 && opts.unified_max.len() != c.num_layers) {
+            return Err(Error::InvalidArgument(format!("unified max: give one value or one per layer ({})", c.num_layers)));
+        }
+        let order = graph.topological_order()?;
+        let weights = weight_layouts(&graph, &caps)?;
+        let single_chunk = |n: NodeId| graph.nodes[n].op.param().is_some_and(|p| weights[p].chunks.len() == 1);
+        let fusions = if opts.fuse { fusion::find(&graph, &order, &caps.fusions, &single_chunk) } else { vec![] };
+        let memory = memory::plan(&graph, &order, &fusions);
+        let mut l = Lowering { graph, caps, order, weights, fusions, memory, templates: vec![], programs: vec![] };
+        l.programs = l.order.clone().into_iter().map(|n| l.program(n, &opts.unified_max)).collect();
+        Ok(l)
+    }
+
+    fn buffer(&self, t: usize) -> BufferId {
+        self.memory.buffer_of[t].expect("the memory plan stores every tensor a launch touches")
+    }
+
+    fn template(&mut self, node: NodeId, params: Params, io: Io) -> TemplateId {
+        let out_rows = self.graph.tensors[self.graph.nodes[node].output].shape[0] == Dim::Out;
+        self.templates.push(Template { node, out_rows, params, io });
+        self.templates.len() - 1
+    }
+
+    fn fusion_of(&self, pred: impl Fn(&Fusion) -> bool) -> Option<(usize, Fusion)> {
+        self.fusions.iter().copied().enumerate().find(|(_, f)| pred(f))
+    }
+
+    fn program(&mut self, ni: NodeId, unified: &[UnifiedMax]) -> Program {
+        let node = self.graph.nodes[ni].clone();
+        if let Some((i, _)) = self.fusion_of(|f| f.when() == When::Always && f.absorbed() == Some(ni)) {
+            return Program::Absorbed(i);
+        }
+        let x = node.inputs.first().filter(|&&t| t != self.graph.tokens).map(|&t| self.buffer(t));
+        let width = self.graph.tensors[node.output].row_width();
+        let io = |y: BufferId| Io { x, x2: None, weight: None, norm_weight: None, y, kv: None };
+        let c = &self.graph.config;
+        let dims = HeadDims { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: c.head_dim };
+        match node.op {
+            Op::Embedding { table } => {
+                let chunks = self.weights[table].chunks.clone();
+                let y = self.buffer(node.output);
+                let templates = chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(chunk, r)| {
+                        let params = Params::Embedding { hidden: width, first_row: r.start, rows: r.len() };
+                        self.template(ni, params, Io { weight: Some(WeightChunk { param: table, chunk }), ..io(y) })
+                    })
+                    .collect();
+                Program::Fixed(templates)
+            }
+            Op::RmsNorm { weight, eps } => {
+                let t = self.template(ni, Params::RmsNorm { width, eps }, Io { weight: Some(WeightChunk { param: weight, chunk: 0 }), ..io(self.buffer(node.output)) });
+                Program::Fixed(vec![t])
+            }
+            Op::Linear { weight, n, k, .. } => {
+                let residual = self.fusion_of(|f| matches!(f, Fusion::ResidualEpilogue { linear, .. } if *linear == ni));
+                let (y, x2, epilogue) = match residual {
+                    Some((_, Fusion::ResidualEpilogue { add, .. })) => {
+                        let a = &self.graph.nodes[add];
+                        let other = if a.inputs[0] == node.output { a.inputs[1] } else { a.inputs[0] };
+                        (self.buffer(a.output), Some(self.buffer(other)), Epilogue::Residual)
+                    }
+                    _ => (self.buffer(node.output), None, Epilogue::None),
+                };
+                let chunks = self.weights[weight].chunks.clone();
+                let plain = chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(chunk, r)| {
+                        let params = Params::Linear { n: r.len(), k, n_offset: r.start, ldy: n, prologue: None, epilogue };
+                        self.template(ni, params, Io { x2, weight: Some(WeightChunk { param: weight, chunk }), ..io(y) })
+                    })
+                    .collect();
+                let fused_gemv = self.fused_gemv(ni, weight, n, k);
+                Program::Linear { plain, fused_gemv, n, k }
+            }
+            Op::Rope { .. } => {
+                let kv = self.fusion_of(|f| matches!(f, Fusion::KvWriteInRope { rope, .. } if *rope == ni)).map(|(_, f)| match f {
+                    Fusion::KvWriteInRope { attention, .. } => self.layer_of(attention),
+                    _ => unreachable!("filtered above"),
+                });
+                let t = self.template(ni, Params::Rope { dims, kv_write: kv.is_some() }, Io { kv, ..io(self.buffer(node.output)) });
+                Program::Fixed(vec![t])
+            }
+            Op::Attention { layer, scale, .. } => {
+                let kv_write = self.fusion_of(|f| matches!(f, Fusion::KvWriteInRope { attention, .. } if *attention == ni)).is_none();
+                let unified = unified[if unified.len() == 1 { 0 } else { layer }];
+                let params = Params::Attention { dims, layer, scale, kv_write, unified };
+                let template = self.template(ni, params, Io { kv: Some(layer), ..io(self.buffer(node.output)) });
+                Program::Attention { template }
+            }
+            Op::SwiGlu { ffn } => Program::Fixed(vec![self.template(ni, Params::SwiGlu { ffn }, io(self.buffer(node.output)))]),
+            Op::Add => {
+                let x2 = Some(self.buffer(node.inputs[1]));
+                Program::Fixed(vec![self.template(ni, Params::Add { width }, Io { x2, ..io(self.buffer(node.output)) })])
+            }
+            Op::SelectRows => Program::Fixed(vec![self.template(ni, Params::SelectRows { width }, io(self.buffer(node.output)))]),
+        }
+    }
+
+    fn layer_of(&self, attention: NodeId) -> usize {
+        match self.graph.nodes[attention].op {
+            Op::Attention { layer, .. } => layer,
+            _ => unreachable!("KV fusions end at an attention node"),
+        }
+    }
+
+    /// The GEMV launch with this linear layer's GEMV fusions, if it has any.
+    fn fused_gemv(&mut self, ni: NodeId, weight: ParamId, n: usize, k: usize) -> Option<TemplateId> {
+        if !self.fusions.iter().any(|f| f.when() == When::GemvSteps && f.host() == ni) {
+            return None;
+        }
+        let node = self.graph.nodes[ni].clone();
+        let mut prologue = None;
+        let mut epilogue = Epilogue::None;
+        let mut x = self.buffer(node.inputs[0]);
+        let mut y = self.buffer(node.output);
+        let mut norm_weight = None;
+        let mut kv = None;
+        for f in self.fusions.clone() {
+            match f {
+                Fusion::NormPrologue { norm, linear } if linear == ni => {
+                    let Op::RmsNorm { weight, eps } = self.graph.nodes[norm].op else { unreachable!("norm prologues start at an RMSNorm") };
+                    prologue = Some(Prologue::RmsNorm { eps });
+                    norm_weight = Some(weight);
+                    x = self.buffer(self.graph.nodes[norm].inputs[0]);
+                }
+                Fusion::SwiGluEpilogue { linear, swiglu } if linear == ni => {
+                    epilogue = Epilogue::SwiGlu;
+                    y = self.buffer(self.graph.nodes[swiglu].output);
+                }
+                Fusion::RopeEpilogue { linear, rope } if linear == ni => {
+                    let Op::Rope { head_dim, num_heads, num_kv_heads, .. } = self.graph.nodes[rope].op else { unreachable!("rope epilogues end at a RoPE") };
+                    epilogue = Epilogue::Rope { dims: HeadDims { heads: num_heads, kv_heads: num_kv_heads, head_dim } };
+                    y = self.buffer(self.graph.nodes[rope].output);
+                    let attention = self.graph.consumers()[self.graph.nodes[rope].output][0];
+                    kv = Some(self.layer_of(attention));
+                }
+                _ => {}
+            }
+        }
+        let ldy = if epilogue == Epilogue::SwiGlu { n / 2 } else { n };
+        let params = Params::Linear { n, k, n_offset: 0, ldy, prologue, epilogue };
+        let io = Io { x: Some(x), x2: None, weight: Some(WeightChunk { param: weight, chunk: 0 }), norm_weight, y, kv };
+        Some(self.template(ni, params, io))
+    }
+
+    /// The dataflow variant of a linear layer of [N, K] over `rows` rows, and why.
+    fn linear_variant(&self, n: usize, k: usize, rows: usize) -> (Variant, Reason) {
+        let table = &self.caps.table;
+        let lin = &self.caps.linear;
+        let (inflections, per_shape) = table.inflections(n, k);
+        let mut imp = table.implementation(n, k, rows);
+        let mut gemv_max_m = None;
+        if imp == LinearImpl::Gemv && rows > lin.gemv_max_m {
+            imp = LinearImpl::FlatGemm;
+            gemv_max_m = Some(lin.gemv_max_m);
+        }
+        let split_k_from = lin.gemv_split_k_min.filter(|&min| imp == LinearImpl::Gemv && k >= min);
+        let variant = match imp {
+            LinearImpl::Gemv => Variant::Gemv { split_k: split_k_from.is_some() },
+            LinearImpl::FlatGemm => Variant::FlatGemm { tile: lin.flat_tile },
+            LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
+        };
+        let reason = Reason::Dataflow { n, k, m: rows, inflections, per_shape, source: table.source.clone(), gemv_max_m, split_k_from };
+        (variant, reason)
+    }
+
+    /// The attention variant of a step, and why.
+    fn attention_variant(&self, shape: &StepShape, unified: UnifiedMax) -> (Variant, Reason, Option<(usize, usize)>) {
+        let general = match self.caps.attention.general {
+            GeneralAttention::Online => Variant::OnlineAttention,
+            GeneralAttention::TwoPass => Variant::TwoPassAttention,
+        };
+        let Some(limits) = self.caps.attention.split_kv else { return (general, Reason::NoSplitKv, None) };
+        if !shape.is_decode() {
+            return (general, Reason::NotDecode { tokens: shape.m, sequences: shape.sequences }, None);
+        }
+        if shape.m > limits.max_rows {
+            return (general, Reason::TooManyRows { rows: shape.m, max: limits.max_rows }, None);
+        }
+        let (chunks, chunk_keys) = split_kv(shape.max_keys, limits.max_chunks, limits.min_chunk_keys);
+        let variant = Variant::SplitKvAttention { chunks, chunk_keys, unified };
+        (variant, Reason::SplitKv { sequences: shape.sequences, keys: chunks * chunk_keys, limits }, Some((chunks, chunk_keys)))
+    }
+
+    /// What the step depends on beyond its shape's identity: equal keys lower equally.
+    pub fn step_key(&self, shape: &StepShape) -> (usize, usize, usize, Option<(usize, usize)>) {
+        let split = self
+            .caps
+            .attention
+            .split_kv
+            .filter(|l| shape.is_decode() && shape.m <= l.max_rows)
+            .map(|l| split_kv(shape.max_keys, l.max_chunks, l.min_chunk_keys));
+        (shape.m, shape.out, shape.sequences, split)
+    }
+
+    /// The launches of one step.
+    pub fn lower(&self, shape: &StepShape) -> LoweredStep {
+        let (m, out) = (shape.m, shape.out);
+        let rows = |t: &Template| if t.out_rows { out } else { m };
+        // Which linear layers run their fused GEMV this step (their absorbed nodes then
+        // run no launch of their own).
+        let mut fused_here = vec![false; self.fusions.len()];
+        for (pi, &ni) in self.order.iter().enumerate() {
+            if let Program::Linear { fused_gemv: Some(_), n, k, .. } = &self.programs[pi] {
+                let rows = self.graph.tensors[self.graph.nodes[ni].output].rows(m, out);
+                if matches!(self.linear_variant(*n, *k, rows).0, Variant::Gemv { .. }) {
+                    for (fi, f) in self.fusions.iter().enumerate() {
+                        fused_here[fi] |= f.when() == When::GemvSteps && f.host() == ni;
+                    }
+                }
+            }
+        }
+        let mut launches = Vec::with_capacity(self.templates.len());
+        let mut nodes = Vec::with_capacity(self.order.len());
+        let mut split = None;
+        for (pi, &ni) in self.order.iter().enumerate() {
+            let folded = match &self.programs[pi] {
+                Program::Absorbed(fi) => Some(*fi),
+                _ => (0..self.fusions.len()).find(|&fi| fused_here[fi] && self.fusions[fi].absorbed() == Some(ni)),
+            };
+            let start = launches.len();
+            let step = match (&self.programs[pi], folded) {
+                (_, Some(fi)) => NodeStep::Fused { into: self.fusions[fi].host(), fusion: fi },
+                (Program::Absorbed(_), None) => unreachable!("absorbed nodes are folded"),
+                (Program::Fixed(ts), None) => {
+                    for &t in ts {
+                        let variant = fixed_variant(&self.templates[t].params);
+                        launches.push(Launch { template: t, variant, rows: rows(&self.templates[t]) });
+                    }
+                    NodeStep::Runs { launches: start..launches.len(), reason: Reason::OnlyKernel }
+                }
+                (Program::Linear { plain, fused_gemv, n, k }, None) => {
+                    let r = rows(&self.templates[plain[0]]);
+                    let (variant, reason) = self.linear_variant(*n, *k, r);
+                    match fused_gemv {
+                        Some(t) if matches!(variant, Variant::Gemv { .. }) => launches.push(Launch { template: *t, variant, rows: r }),
+                        _ => launches.extend(plain.iter().map(|&t| Launch { template: t, variant, rows: r })),
+                    }
+                    NodeStep::Runs { launches: start..launches.len(), reason }
+                }
+                (Program::Attention { template }, None) => {
+                    let Params::Attention { unified, .. } = self.templates[*template].params else { unreachable!("attention template") };
+                    let (variant, reason, chunking) = self.attention_variant(shape, unified);
+                    split = split.or(chunking);
+                    launches.push(Launch { template: *template, variant, rows: m });
+                    NodeStep::Runs { launches: start..launches.len(), reason }
+                }
+            };
+            nodes.push(step);
+        }
+        LoweredStep { shape: *shape, launches, nodes, split_kv: split }
+    }
+
+    /// The typed record of every node of `step`; `launch_micros` (per launch) where the
+    /// backend timed them.
+    pub fn records(&self, step: &LoweredStep, launch_micros: Option<&[f64]>) -> Vec<NodeRecord> {
+        let g = &self.graph;
+        let (m, out) = (step.shape.m, step.shape.out);
+        let mut absorbs: Vec<Vec<String>> = vec![vec![]; g.nodes.len()];
+        for (&ni, s) in self.order.iter().zip(&step.nodes) {
+            if let NodeStep::Fused { into, .. } = s {
+                absorbs[*into].push(g.nodes[ni].name.clone());
+            }
+        }
+        self.order
+            .iter()
+            .zip(&step.nodes)
+            .map(|(&ni, s)| {
+                let node = &g.nodes[ni];
+                let param = node.op.param();
+                let dtype = param.map(|_| self.caps.weight_dtype);
+                let weight_bytes = param.map_or(0, |p| g.params[p].numel() * self.caps.weight_dtype.size());
+                let (how, reason, micros) = match s {
+                    NodeStep::Runs { launches, reason } => {
+                        let first = &step.launches[launches.start];
+                        let how = How::Launch {
+                            variant: first.variant,
+                            params: self.templates[first.template].params,
+                            launches: launches.len(),
+                            absorbs: std::mem::take(&mut absorbs[ni]),
+                        };
+                        let micros = launch_micros.map(|t| t[launches.clone()].iter().sum());
+                        (how, reason.clone(), micros)
+                    }
+                    NodeStep::Fused { into, fusion } => {
+                        let f = &self.fusions[*fusion];
+                        let into = g.nodes[*into].name.clone();
+                        let reason = Reason::Fused { into: into.clone(), stage: f.stage(), when: f.when() };
+                        (How::Fused { into, stage: f.stage() }, reason, None)
+                    }
+                };
+                NodeRecord {
+                    node: node.name.clone(),
+                    op: node.op.kind_name().into(),
+                    inputs: node.inputs.iter().map(|&t| g.tensors[t].eval(m, out)).collect(),
+                    output: g.tensors[node.output].eval(m, out),
+                    dtype,
+                    weight_bytes,
+                    how,
+                    reason,
+                    micros,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The variant of an op with one kernel.
+fn fixed_variant(p: &Params) -> Variant {
+    match p {
+        Params::Embedding { .. } => Variant::Gather,
+        Params::RmsNorm { .. } => Variant::RmsNorm,
+        Params::Rope { .. } => Variant::Rope,
+        Params::SwiGlu { .. } => Variant::SwiGlu,
+        Params::Add { .. } => Variant::Add,
+        Params::SelectRows { .. } => Variant::SelectRows,
+        Params::Linear { .. } | Params::Attention { .. } => unreachable!("linear and attention layers choose their variant"),
+    }
+}
+
+/// (chunks, keys per chunk) of the split-KV attention over `keys` keys: chunks of
+/// `min_keys` while that needs at most `max_chunks` chunks, then longer chunks (powers of
+/// two), so the combine, which walks the chunks one after another, stays short.
+pub fn split_kv(keys: usize, max_chunks: usize, min_keys: usize) -> (usize, usize) {
+    let per_chunk = keys.max(1).div_ceil(max_chunks).next_power_of_two().max(min_keys);
+    (keys.max(1).div_ceil(per_chunk), per_chunk)
+}
+
+/// Every parameter split by rows so that each chunk fits one binding of `caps`.
+fn weight_layouts(g: &Graph, caps: &BackendCaps) -> Result<Vec<WeightLayout>> {
+    let elem = caps.weight_dtype.size() as u64;
+    g.params
+        .iter()
+        .map(|p| {
+            let rows = p.shape[0];
+            let cols: usize = p.shape[1..].iter().product();
+            let row_bytes = cols as u64 * elem;
+            if row_bytes > caps.max_binding_bytes {
+                return Err(Error::UnsupportedModel {
+                    path: Default::default(),
+                    reason: format!(
+                        "a row of `{}` is {row_bytes} bytes, more than one binding of the {} backend holds ({} bytes)",
+                        p.name, caps.backend, caps.max_binding_bytes
+                    ),
+                });
+            }
+            // Vectors (norm weights) are one row of `rows` elements: never split.
+            let per = if p.shape.len() == 1 { rows } else { ((caps.max_binding_bytes / row_bytes) as usize).max(1) };
+            let chunks = (0..rows).step_by(per.max(1)).map(|r| r..(r + per).min(rows)).collect();
+            Ok(WeightLayout { rows, cols, chunks })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

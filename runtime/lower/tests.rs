@@ -1,0 +1,204 @@
+//! The lowering on its own, with the backends' built-in profiles: no device, no weights.
+
+use super::caps::{BackendCaps, Tile, wgsl};
+use super::*;
+use crate::dataflow::{Inflections, ShapeInflections};
+use crate::graph::llama;
+use crate::model::ModelConfig;
+use crate::trace::NodeRecord;
+
+/// SmolLM2-135M's shapes, two layers.
+fn config() -> ModelConfig {
+    ModelConfig {
+        architecture: "llama".into(),
+        vocab_size: 49152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_layers: 2,
+        num_heads: 9,
+        num_kv_heads: 3,
+        head_dim: 64,
+        rope_theta: 100000.0,
+        rms_norm_eps: 1e-5,
+        max_context: 8192,
+        tie_word_embeddings: true,
+    }
+}
+
+fn lowering(caps: BackendCaps) -> Lowering {
+    Lowering::new(llama::build(&config()), caps, &LoweringOptions::default()).unwrap()
+}
+
+fn decode(m: usize, keys: usize) -> StepShape {
+    StepShape { m, out: m, sequences: m, max_keys: keys }
+}
+
+fn prefill(m: usize) -> StepShape {
+    StepShape { m, out: 1, sequences: 1, max_keys: m }
+}
+
+fn record<'a>(records: &'a [NodeRecord], name: &str) -> &'a NodeRecord {
+    records.iter().find(|r| r.node == name).unwrap_or_else(|| panic!("no node {name}"))
+}
+
+fn variant(r: &NodeRecord) -> Variant {
+    match &r.how {
+        How::Launch { variant, .. } => *variant,
+        How::Fused { into, .. } => panic!("{} is fused into {into}", r.node),
+    }
+}
+
+#[test]
+fn linear_layers_take_a_at_one_token_b_at_eight_and_c_at_128_with_the_wgpu_table() {
+    let l = lowering(BackendCaps::wgpu_builtin());
+    for (m, want) in [(1, "A:gemv"), (8, "B:flat_gemm"), (128, "C:gemm")] {
+        let step = l.lower(&decode(m, 100));
+        let records = l.records(&step, None);
+        for r in records.iter().filter(|r| r.op == "linear" && r.node != "lm_head") {
+            assert_eq!(variant(r).label(), want, "{} at m={m}", r.node);
+            let Reason::Dataflow { m: rm, inflections, per_shape: false, .. } = &r.reason else { panic!("{:?}", r.reason) };
+            assert_eq!((*rm, *inflections), (m, Inflections { m1: 2, m2: 65 }));
+        }
+        // The lm_head runs over the output rows (one per sequence here).
+        assert_eq!(variant(record(&records, "lm_head")).label(), want);
+    }
+    // The tiles are the WGSL kernels'.
+    let step = l.lower(&decode(8, 100));
+    assert_eq!(variant(record(&l.records(&step, None), "layers.0.ffn.down")), Variant::FlatGemm { tile: Tile { m: wgsl::FB_M, n: wgsl::FB_COLS } });
+}
+
+#[test]
+fn nodes_fused_on_a_gemv_step_name_the_launch_that_absorbed_them() {
+    let l = lowering(BackendCaps::wgpu_builtin());
+    let records = l.records(&l.lower(&decode(1, 10)), None);
+    let fused_into = |name: &str| match &record(&records, name).how {
+        How::Fused { into, stage } => (into.clone(), *stage),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(fused_into("layers.0.attn_norm"), ("layers.0.attn.qkv".into(), fusion::Stage::Prologue));
+    assert_eq!(fused_into("layers.0.attn.rope"), ("layers.0.attn.qkv".into(), fusion::Stage::Epilogue));
+    assert_eq!(fused_into("layers.1.ffn.swiglu"), ("layers.1.ffn.gate_up".into(), fusion::Stage::Epilogue));
+    assert_eq!(fused_into("layers.1.attn.residual"), ("layers.1.attn.o".into(), fusion::Stage::Epilogue));
+    assert_eq!(fused_into("final_norm"), ("lm_head".into(), fusion::Stage::Prologue));
+    // The absorbing launch lists them and carries the prologue and epilogue.
+    let How::Launch { absorbs, params, .. } = &record(&records, "layers.0.attn.qkv").how else { panic!() };
+    assert_eq!(absorbs, &["layers.0.attn_norm".to_string(), "layers.0.attn.rope".to_string()]);
+    let Params::Linear { prologue: Some(kernel::Prologue::RmsNorm { .. }), epilogue: Epilogue::Rope { .. }, .. } = params else { panic!("{params:?}") };
+    // Five launches per layer (qkv, attention, o, gate_up, down), plus the embedding,
+    // select_rows and the lm_head.
+    let step = l.lower(&decode(1, 10));
+    assert_eq!(step.launches.len(), 5 * 2 + 3);
+
+    // On a flat-GEMM step only the always-on fusions remain: the norms run their own launch.
+    let records = l.records(&l.lower(&decode(8, 10)), None);
+    assert_eq!(variant(record(&records, "layers.0.attn_norm")), Variant::RmsNorm);
+    assert!(matches!(record(&records, "layers.0.ffn.residual").how, How::Fused { .. }));
+}
+
+#[test]
+fn the_gemv_row_limit_and_split_k_are_decided_here_with_their_reason() {
+    let mut caps = BackendCaps::wgpu_builtin();
+    // A table that would give A up to 15 rows: the GEMV holds 8, so 9..15 run B.
+    caps.table.shapes.push(ShapeInflections { n: 576, k: 1536, inflections: Inflections { m1: 16, m2: 64 } });
+    let l = lowering(caps);
+    let r = l.records(&l.lower(&decode(9, 10)), None);
+    let down = record(&r, "layers.0.ffn.down");
+    assert!(matches!(variant(down), Variant::FlatGemm { .. }));
+    let Reason::Dataflow { gemv_max_m: Some(8), per_shape: true, .. } = down.reason else { panic!("{:?}", down.reason) };
+    assert!(down.reason.to_string().contains("at most 8 rows"), "{}", down.reason);
+
+    // K = 11008 (Llama-2-7B's down projection) splits K on the GEMV; K = 4096 does not.
+    let c = ModelConfig { hidden_size: 4096, intermediate_size: 11008, num_heads: 32, num_kv_heads: 32, head_dim: 128, ..config() };
+    let l = Lowering::new(llama::build(&c), BackendCaps::wgpu_builtin(), &LoweringOptions::default()).unwrap();
+    let r = l.records(&l.lower(&decode(1, 10)), None);
+    assert_eq!(variant(record(&r, "layers.0.ffn.down")), Variant::Gemv { split_k: true });
+    assert_eq!(variant(record(&r, "layers.0.attn.o")), Variant::Gemv { split_k: false });
+}
+
+#[test]
+fn split_kv_chunks_cover_the_keys_in_at_most_64_chunks() {
+    for keys in [1, 15, 16, 17, 512, 1024, 1025, 4096, 8192, 8193, 100_000] {
+        let (chunks, per_chunk) = split_kv(keys, 64, 16);
+        assert!(chunks <= 64 && per_chunk >= 16 && per_chunk.is_power_of_two(), "{keys}: {chunks} x {per_chunk}");
+        assert!(chunks * per_chunk >= keys && (chunks - 1) * per_chunk < keys, "{keys}: {chunks} x {per_chunk}");
+    }
+}
+
+#[test]
+fn attention_splits_kv_on_decode_steps_only() {
+    let l = lowering(BackendCaps::wgpu_builtin());
+    let att = |shape: StepShape| {
+        let step = l.lower(&shape);
+        let r = l.records(&step, None);
+        let a = record(&r, "layers.1.attn.sdpa").clone();
+        (variant(&a), a.reason, step.split_kv)
+    };
+    let (v, reason, split) = att(decode(4, 2000));
+    assert_eq!(split, Some((63, 32)));
+    assert!(matches!(v, Variant::SplitKvAttention { chunks: 63, chunk_keys: 32, .. }), "{v:?}");
+    assert!(matches!(reason, Reason::SplitKv { sequences: 4, .. }));
+    let (v, reason, split) = att(prefill(40));
+    assert_eq!((v, split), (Variant::OnlineAttention, None));
+    assert!(matches!(reason, Reason::NotDecode { tokens: 40, sequences: 1 }));
+    let (v, reason, _) = att(decode(65, 10));
+    assert_eq!(v, Variant::OnlineAttention);
+    assert!(matches!(reason, Reason::TooManyRows { rows: 65, max: 64 }));
+    // The CPU oracle has one attention kernel.
+    let cpu = lowering(BackendCaps::cpu());
+    let r = cpu.records(&cpu.lower(&decode(1, 10)), None);
+    assert_eq!(variant(record(&r, "layers.0.attn.sdpa")), Variant::TwoPassAttention);
+    assert_eq!(record(&r, "layers.0.attn.sdpa").reason, Reason::NoSplitKv);
+}
+
+#[test]
+fn the_cpu_profile_fuses_only_what_its_kernels_do() {
+    let l = lowering(BackendCaps::cpu());
+    assert!(l.fusions.iter().all(|f| f.when() == fusion::When::Always), "{:?}", l.fusions);
+    let records = l.records(&l.lower(&decode(1, 10)), None);
+    assert_eq!(variant(record(&records, "layers.0.attn_norm")), Variant::RmsNorm);
+    assert!(matches!(record(&records, "layers.0.attn.residual").how, How::Fused { .. }));
+    let Params::Rope { kv_write: true, .. } = l.templates.iter().find(|t| matches!(t.params, Params::Rope { .. })).unwrap().params else { panic!() };
+}
+
+#[test]
+fn large_weights_are_chunked_by_the_binding_limit_and_lose_their_gemv_fusions() {
+    let mut caps = BackendCaps::wgpu_builtin();
+    caps.max_binding_bytes = 1 << 20;
+    let l = lowering(caps);
+    // The embedding (49152 x 576 x 2 bytes) in chunks of 910 rows; gate_up 3072 x 576 too.
+    let embed = &l.weights[0];
+    assert_eq!(embed.chunks.len(), 49152usize.div_ceil((1 << 20) / (576 * 2)));
+    assert!(embed.chunks.iter().all(|c| c.len() * 576 * 2 <= 1 << 20));
+    assert_eq!(embed.chunks.last().unwrap().end, 49152);
+    let records = l.records(&l.lower(&decode(1, 10)), None);
+    assert_eq!(variant(record(&records, "layers.0.ffn_norm")), Variant::RmsNorm);
+    let How::Launch { launches, .. } = record(&records, "layers.0.ffn.gate_up").how else { panic!() };
+    assert_eq!(launches, (3072 * 576 * 2usize).div_ceil(1 << 20));
+    // A row larger than a binding cannot be planned.
+    let mut caps = BackendCaps::wgpu_builtin();
+    caps.max_binding_bytes = 1000;
+    assert!(Lowering::new(llama::build(&config()), caps, &LoweringOptions::default()).is_err());
+}
+
+#[test]
+fn no_launch_reads_the_buffer_it_writes() {
+    for caps in [BackendCaps::wgpu_builtin(), BackendCaps::cpu()] {
+        let l = lowering(caps);
+        for t in &l.templates {
+            assert_ne!(t.io.x, Some(t.io.y), "{}", l.graph.nodes[t.node].name);
+            assert_ne!(t.io.x2, Some(t.io.y), "{}", l.graph.nodes[t.node].name);
+        }
+    }
+}
+
+#[test]
+fn plans_serialise_for_the_viewer() {
+    let l = lowering(BackendCaps::wgpu_builtin());
+    let step = l.lower(&decode(1, 10));
+    let records = l.records(&step, None);
+    let text = serde_json::to_string(&records).unwrap();
+    let back: Vec<NodeRecord> = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, records);
+    let caps: BackendCaps = serde_json::from_str(&serde_json::to_string(&l.caps).unwrap()).unwrap();
+    assert_eq!(caps, l.caps);
+}

@@ -1,0 +1,41 @@
+//! Support for tests that need what a machine may lack (a GPU adapter, the cached default
+//! model): they print why they cannot run, and fail instead where the environment says
+//! they must run (`FDPP_REQUIRE_GPU=1`, `FDPP_REQUIRE_MODEL=1`, as CI sets them).
+
+/// What a test needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    Gpu,
+    Model,
+}
+
+impl Requirement {
+    fn variable(self) -> &'static str {
+        match self {
+            Requirement::Gpu => "FDPP_REQUIRE_GPU",
+            Requirement::Model => "FDPP_REQUIRE_MODEL",
+        }
+    }
+
+    /// Whether the environment says tests needing this must run.
+    pub fn required(self) -> bool {
+        std::env::var(self.variable()).is_ok_and(|v| v == "1")
+    }
+}
+
+/// Reports that a test cannot run here because `why`: prints it, or panics when the
+/// requirement is marked required.
+pub fn skip(req: Requirement, why: &str) {
+    if req.required() {
+        panic!("{} is set but this test cannot run: {why}", req.variable());
+    }
+    eprintln!("skipped: {why} (set {}=1 to make this a failure)", req.variable());
+}
+
+/// Skips for `Error::BackendUnavailable`, passes any other error on as a panic.
+pub fn skip_unavailable(e: crate::Error) {
+    match e {
+        crate::Error::BackendUnavailable { .. } => skip(Requirement::Gpu, &e.to_string()),
+        other => panic!("{other}"),
+    }
+}

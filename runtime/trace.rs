@@ -1,0 +1,327 @@
+//! Typed plan and trace records: what each node of a step ran (kernel variant and its
+//! parameters, or the launch that absorbed it), why, and how long it took. The lowering
+//! writes them, the engine adds device times, the CLI prints them and `fdpp inspect --json`
+//! / `generate --trace` save them; the viewer and `fdpp check` read these files. Nothing
+//! here depends on a GPU API.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataflow::{Inflections, TableSource};
+use crate::lower::caps::{BackendCaps, SplitKvLimits};
+use crate::lower::fusion::{Fusion, Stage, When};
+use crate::lower::kernel::{Params, Variant};
+use crate::lower::memory::MemoryPlan;
+use crate::tensor::DType;
+
+/// Why a node runs the way it does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule")]
+pub enum Reason {
+    /// The backend has one kernel for this op.
+    OnlyKernel,
+    /// A linear layer's dataflow, from the table: A if M < M1, B if M1 <= M < M2, else C.
+    Dataflow {
+        n: usize,
+        k: usize,
+        m: usize,
+        inflections: Inflections,
+        /// The table lists this [N, K]; else its fallback applied.
+        per_shape: bool,
+        source: TableSource,
+        /// The table gave A, but M is above the GEMV's rows: B runs.
+        gemv_max_m: Option<usize>,
+        /// The GEMV splits K over two lane groups, as it does from this K on.
+        split_k_from: Option<usize>,
+    },
+    /// A decode step (every token of its own sequence): split-KV with a unified max.
+    SplitKv { sequences: usize, keys: usize, limits: SplitKvLimits },
+    /// Tokens of one sequence attend to each other in this step (prefill).
+    NotDecode { tokens: usize, sequences: usize },
+    /// More rows than the split-KV kernel takes.
+    TooManyRows { rows: usize, max: usize },
+    /// The backend has no split-KV kernel.
+    NoSplitKv,
+    /// Done inside another node's launch.
+    Fused { into: String, stage: Stage, when: When },
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::OnlyKernel => f.write_str("the backend's only kernel for this op"),
+            Reason::Dataflow { n, k, m, inflections: inf, per_shape, source, gemv_max_m, split_k_from } => {
+                let rule = if m < &inf.m1 {
+                    format!("M={m} < M1={}", inf.m1)
+                } else if m < &inf.m2 {
+                    format!("M1={} <= M={m} < M2={}", inf.m1, inf.m2)
+                } else {
+                    format!("M={m} >= M2={}", inf.m2)
+                };
+                let which = if *per_shape { format!("[N={n}, K={k}]") } else { format!("fallback for [N={n}, K={k}]") };
+                write!(f, "{rule} ({which}, {source})")?;
+                if let Some(max) = gemv_max_m {
+                    write!(f, "; the GEMV holds at most {max} rows, so the flat GEMM runs")?;
+                }
+                if let Some(from) = split_k_from {
+                    write!(f, "; K={k} >= {from}: K split over two lane groups")?;
+                }
+                Ok(())
+            }
+            Reason::SplitKv { sequences, keys, limits } => write!(
+                f,
+                "decode step ({sequences} sequence(s), up to {keys} keys): chunks of at least {} keys, at most {} per row",
+                limits.min_chunk_keys, limits.max_chunks
+            ),
+            Reason::NotDecode { tokens, sequences } => write!(f, "{tokens} tokens of {sequences} sequence(s) attend to each other (prefill)"),
+            Reason::TooManyRows { rows, max } => write!(f, "{rows} rows: the split-KV kernel takes at most {max}"),
+            Reason::NoSplitKv => f.write_str("the backend has no split-KV kernel"),
+            Reason::Fused { into, stage, when } => {
+                write!(f, "done in the {stage} of {into}")?;
+                if *when == When::GemvSteps {
+                    f.write_str(" (on GEMV steps)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How a node runs in a step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum How {
+    /// Its own launch(es) (one per weight chunk), and the nodes fused into them.
+    Launch { variant: Variant, params: Params, launches: usize, absorbs: Vec<String> },
+    /// No launch: `into`'s launch does the work.
+    Fused { into: String, stage: Stage },
+}
+
+/// What one node did in one step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Where it sits in the model, e.g. `layers.3.attn.qkv`.
+    pub node: String,
+    pub op: String,
+    /// Input and output shapes in this step.
+    pub inputs: Vec<Vec<usize>>,
+    pub output: Vec<usize>,
+    /// The weight's type on the backend and its bytes (nodes with a weight).
+    pub dtype: Option<DType>,
+    pub weight_bytes: usize,
+    pub how: How,
+    pub reason: Reason,
+    /// Device time of the node's launches (when the backend measured them).
+    pub micros: Option<f64>,
+}
+
+impl NodeRecord {
+    /// The variant label, or `fused`.
+    pub fn implementation(&self) -> &'static str {
+        match &self.how {
+            How::Launch { variant, .. } => variant.label(),
+            How::Fused { .. } => "fused",
+        }
+    }
+}
+
+/// What a step looked like to the lowering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StepShape {
+    /// Tokens in the step.
+    pub m: usize,
+    /// Rows whose logits are wanted.
+    pub out: usize,
+    /// Distinct sequences the tokens belong to.
+    pub sequences: usize,
+    /// Keys the longest row attends to (its position + 1).
+    pub max_keys: usize,
+}
+
+impl StepShape {
+    /// Every token is its own sequence's next token.
+    pub fn is_decode(&self) -> bool {
+        self.sequences == self.m
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Prefill,
+    Decode,
+}
+
+/// One executed step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepTrace {
+    pub phase: Phase,
+    pub shape: StepShape,
+    pub wall_micros: f64,
+    /// First kernel start to last kernel end, where the backend measures it.
+    pub device_micros: Option<f64>,
+    /// Attention rows recomputed because their scores left the unified-max range.
+    pub fallback_rows: Option<u32>,
+    pub nodes: Vec<NodeRecord>,
+}
+
+impl StepTrace {
+    /// Where this step's device time went, per op kind (see [`op_summary`]).
+    pub fn op_summary(&self) -> Vec<OpTime> {
+        op_summary(&self.nodes)
+    }
+
+    /// Sum of the nodes' device times, when any was timed.
+    pub fn node_micros(&self) -> Option<f64> {
+        self.nodes.iter().filter_map(|n| n.micros).reduce(|a, b| a + b)
+    }
+}
+
+/// What `fdpp generate --trace` writes: the run's steps as they executed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TraceFile {
+    pub model: String,
+    pub backend: String,
+    pub caps: BackendCaps,
+    /// The last prefill step and the first decode step after it.
+    pub steps: Vec<StepTrace>,
+    /// One list per entry of `steps`: device time per (op, implementation).
+    pub op_summary: Vec<Vec<OpTime>>,
+}
+
+impl TraceFile {
+    pub fn new(model: String, backend: String, caps: BackendCaps, steps: Vec<StepTrace>) -> Self {
+        let op_summary = steps.iter().map(|s| s.op_summary()).collect();
+        TraceFile { model, backend, caps, steps, op_summary }
+    }
+}
+
+/// One planned step of `fdpp inspect`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlannedStep {
+    pub shape: StepShape,
+    pub nodes: Vec<NodeRecord>,
+}
+
+/// What `fdpp inspect --json` writes: a backend's plan of a model, without running it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlanFile {
+    pub model: String,
+    pub caps: BackendCaps,
+    pub fusions: Vec<Fusion>,
+    pub memory: MemoryPlan,
+    pub steps: Vec<PlannedStep>,
+}
+
+/// Device time of one kind of node in a step: every node with this op and implementation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpTime {
+    pub op: String,
+    pub implementation: String,
+    pub nodes: usize,
+    /// Sum of the nodes' times; `None` when the backend timed none of them (profiling off).
+    pub micros: Option<f64>,
+}
+
+/// Nodes grouped by (op, implementation), the most expensive kind first (then by name).
+pub fn op_summary(records: &[NodeRecord]) -> Vec<OpTime> {
+    let mut kinds: std::collections::BTreeMap<(&str, &str), OpTime> = Default::default();
+    for r in records {
+        let e = kinds.entry((&r.op, r.implementation())).or_insert_with(|| OpTime {
+            op: r.op.clone(),
+            implementation: r.implementation().to_string(),
+            nodes: 0,
+            micros: None,
+        });
+        e.nodes += 1;
+        if let Some(us) = r.micros {
+            *e.micros.get_or_insert(0.0) += us;
+        }
+    }
+    let mut out: Vec<OpTime> = kinds.into_values().collect();
+    // Stable: equal times keep the (op, implementation) order.
+    out.sort_by(|a, b| b.micros.unwrap_or(-1.0).total_cmp(&a.micros.unwrap_or(-1.0)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lower::kernel::Epilogue;
+
+    fn rec(op: &str, variant: Option<Variant>, micros: Option<f64>) -> NodeRecord {
+        let how = match variant {
+            Some(variant) => How::Launch {
+                variant,
+                params: Params::Linear { n: 1, k: 1, n_offset: 0, ldy: 1, prologue: None, epilogue: Epilogue::None },
+                launches: 1,
+                absorbs: vec![],
+            },
+            None => How::Fused { into: "x".into(), stage: Stage::Prologue },
+        };
+        NodeRecord {
+            node: op.into(),
+            op: op.into(),
+            inputs: vec![],
+            output: vec![],
+            dtype: None,
+            weight_bytes: 0,
+            how,
+            reason: Reason::OnlyKernel,
+            micros,
+        }
+    }
+
+    #[test]
+    fn op_summary_groups_by_op_and_implementation_most_expensive_first() {
+        let gemv = Some(Variant::Gemv { split_k: false });
+        let nodes = vec![
+            rec("linear", gemv, Some(10.0)),
+            rec("rms_norm", None, None),
+            rec("linear", gemv, Some(20.0)),
+            rec("attention", Some(Variant::OnlineAttention), Some(12.0)),
+            rec("linear", Some(Variant::FlatGemm { tile: crate::lower::caps::Tile { m: 8, n: 32 } }), Some(1.0)),
+            rec("rms_norm", None, None),
+        ];
+        let step = StepTrace {
+            phase: Phase::Decode,
+            shape: StepShape { m: 1, out: 1, sequences: 1, max_keys: 5 },
+            wall_micros: 100.0,
+            device_micros: None,
+            fallback_rows: None,
+            nodes,
+        };
+        let s = step.op_summary();
+        let got: Vec<(&str, &str, usize, Option<f64>)> = s.iter().map(|o| (o.op.as_str(), o.implementation.as_str(), o.nodes, o.micros)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("linear", "A:gemv", 2, Some(30.0)),
+                ("attention", "online softmax", 1, Some(12.0)),
+                ("linear", "B:flat_gemm", 1, Some(1.0)),
+                ("rms_norm", "fused", 2, None),
+            ]
+        );
+        assert_eq!(step.node_micros(), Some(43.0));
+        // The summary serialises with untimed kinds as null, and the trace reads back.
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v[3]["micros"], serde_json::Value::Null);
+        let back: StepTrace = serde_json::from_value(serde_json::to_value(&step).unwrap()).unwrap();
+        assert_eq!(back.nodes, step.nodes);
+    }
+
+    #[test]
+    fn reasons_read_as_sentences_with_their_thresholds() {
+        let r = Reason::Dataflow {
+            n: 960,
+            k: 576,
+            m: 12,
+            inflections: Inflections { m1: 2, m2: 65 },
+            per_shape: false,
+            source: TableSource::Default { backend: "wgpu".into() },
+            gemv_max_m: None,
+            split_k_from: None,
+        };
+        assert_eq!(r.to_string(), "M1=2 <= M=12 < M2=65 (fallback for [N=960, K=576], wgpu defaults)");
+        let f = Reason::Fused { into: "layers.0.attn.qkv".into(), stage: Stage::Prologue, when: When::GemvSteps };
+        assert_eq!(f.to_string(), "done in the prologue of layers.0.attn.qkv (on GEMV steps)");
+    }
+}
