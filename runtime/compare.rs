@@ -66,7 +66,10 @@ mod tests {
         let want = [1.0f64, 2.0, 3.0];
         assert!(matches!(max_error(&[1.0, f32::NAN, 3.0], &want), Err(CompareError::NotFinite { side: "got", index: 1, .. })));
         assert!(matches!(max_error(&[1.0, 2.0, f32::INFINITY], &want), Err(CompareError::NotFinite { index: 2, .. })));
-        assert!(matches!(max_error(&[1.0, 2.0, 3.0], &[1.0, f64::NEG_INFINITY, 3.0]), Err(CompareError::NotFinite { side: "reference", .. })));
+        assert!(matches!(
+            max_error(&[1.0, 2.0, 3.0], &[1.0, f64::NEG_INFINITY, 3.0]),
+            Err(CompareError::NotFinite { side: "reference", .. })
+        ));
         assert!(matches!(max_error(&[1.0, 2.0], &want), Err(CompareError::Length { got: 2, want: 3 })));
         assert!(matches!(max_error(&[], &want), Err(CompareError::Length { .. })));
         // The fold that used to be used here, `fold(0.0, f64::max)` over zipped values,

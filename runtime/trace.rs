@@ -72,7 +72,9 @@ impl std::fmt::Display for Reason {
                 "decode step ({sequences} sequence(s), up to {keys} keys): chunks of at least {} keys, at most {} per row",
                 limits.min_chunk_keys, limits.max_chunks
             ),
-            Reason::NotDecode { tokens, sequences } => write!(f, "{tokens} tokens of {sequences} sequence(s) attend to each other (prefill)"),
+            Reason::NotDecode { tokens, sequences } => {
+                write!(f, "{tokens} tokens of {sequences} sequence(s) attend to each other (prefill)")
+            }
             Reason::TooManyRows { rows, max } => write!(f, "{rows} rows: the split-KV kernel takes at most {max}"),
             Reason::NoSplitKv => f.write_str("the backend has no split-KV kernel"),
             Reason::Fused { into, stage, when } => {
@@ -290,7 +292,8 @@ mod tests {
             nodes,
         };
         let s = step.op_summary();
-        let got: Vec<(&str, &str, usize, Option<f64>)> = s.iter().map(|o| (o.op.as_str(), o.implementation.as_str(), o.nodes, o.micros)).collect();
+        let got: Vec<(&str, &str, usize, Option<f64>)> =
+            s.iter().map(|o| (o.op.as_str(), o.implementation.as_str(), o.nodes, o.micros)).collect();
         assert_eq!(
             got,
             vec![

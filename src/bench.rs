@@ -5,52 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use fdpp_runtime::backend::{self, Executor, StepInput, StepTiming};
-use fdpp_runtime::engine::{Sampler, SamplingParams};
-use fdpp_runtime::graph::{self, Plan};
-use fdpp_runtime::model::{Model, ModelConfig};
-use fdpp_runtime::tensor::HostTensor;
+use fdpp_runtime::backend::{Capacity, StepInput, StepTiming};
+use fdpp_runtime::engine::{Driver, Sampler, SamplingParams};
+use fdpp_runtime::graph;
+use fdpp_runtime::lower::LoweringOptions;
+use fdpp_runtime::model::synthetic::SyntheticWeights;
+use fdpp_runtime::model::{Model, WeightSource};
+use fdpp_runtime::trace::NodeRecord;
 use fdpp_runtime::{Error, Result};
-use rayon::prelude::*;
 
 use crate::DeviceArgs;
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Shape {
-    /// SmolLM2-135M: 30 layers, hidden 576, 9/3 heads, ffn 1536, vocab 49152.
-    #[value(name = "smollm2-135m")]
-    Smollm2_135m,
-    /// Llama-2-7B with a 49152 vocabulary: 32 layers, hidden 4096, 32 heads, ffn 11008.
-    #[value(name = "llama2-7b")]
-    Llama2_7b,
-    /// Llama-2-13B with a 49152 vocabulary: 40 layers, hidden 5120, 40 heads, ffn 13824.
-    #[value(name = "llama2-13b")]
-    Llama2_13b,
-}
-
-impl Shape {
-    fn config(self) -> ModelConfig {
-        let (h, f, l, heads, kv) = match self {
-            Shape::Smollm2_135m => (576, 1536, 30, 9, 3),
-            Shape::Llama2_7b => (4096, 11008, 32, 32, 32),
-            Shape::Llama2_13b => (5120, 13824, 40, 40, 40),
-        };
-        ModelConfig {
-            architecture: "llama".into(),
-            vocab_size: 49152,
-            hidden_size: h,
-            intermediate_size: f,
-            num_layers: l,
-            num_heads: heads,
-            num_kv_heads: kv,
-            head_dim: h / heads,
-            rope_theta: 10000.0,
-            rms_norm_eps: 1e-5,
-            max_context: 8192,
-            tie_word_embeddings: matches!(self, Shape::Smollm2_135m),
-        }
-    }
-}
+use crate::shape::Shape;
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -97,6 +62,12 @@ pub fn command(cmd: BenchCmd) -> Result<()> {
     }
 }
 
+#[cfg(not(feature = "wgpu"))]
+fn kernels(_: KernelArgs) -> Result<()> {
+    Err(fdpp_runtime::backend::unavailable(fdpp_runtime::backend::BackendKind::Wgpu).expect("this build has no wgpu"))
+}
+
+#[cfg(feature = "wgpu")]
 fn kernels(args: KernelArgs) -> Result<()> {
     use fdpp_runtime::backend::wgpu::microbench;
     use fdpp_runtime::dataflow::LinearImpl;
@@ -221,30 +192,15 @@ pub struct BenchArgs {
     anchor: Option<String>,
 }
 
-/// Random weights of the graph's parameters: uniform in +-0.05, norm weights 1.
-fn synthetic_params(g: &graph::Graph) -> Vec<HostTensor> {
-    g.params
-        .par_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            if p.shape.len() == 1 {
-                return HostTensor::f32(p.shape.clone(), vec![1.0; p.numel()]);
-            }
-            let mut rng = fdpp_runtime::engine::sampler::Rng::new(i as u64 + 1);
-            HostTensor::f32(p.shape.clone(), (0..p.numel()).map(|_| (rng.next_f32() - 0.5) * 0.1).collect())
-        })
-        .collect()
-}
-
 /// Prints device time per (op, implementation) and returns it as JSON.
-fn print_profile(what: &str, records: &[fdpp_runtime::backend::NodeRecord]) -> serde_json::Value {
+fn print_profile(what: &str, records: &[NodeRecord]) -> serde_json::Value {
     write_profile(&mut std::io::stdout().lock(), what, records)
 }
 
 /// Writes device time per (op, implementation) as a short table (shared by `fdpp generate
 /// --profile`, which writes it to stderr) and returns it as JSON.
-pub(crate) fn write_profile(out: &mut dyn std::io::Write, what: &str, records: &[fdpp_runtime::backend::NodeRecord]) -> serde_json::Value {
-    let kinds = fdpp_runtime::engine::trace::op_summary(records);
+pub(crate) fn write_profile(out: &mut dyn std::io::Write, what: &str, records: &[NodeRecord]) -> serde_json::Value {
+    let kinds = fdpp_runtime::trace::op_summary(records);
     let total: f64 = kinds.iter().filter_map(|k| k.micros).sum();
     let mut text = format!("{what}: device time per node kind\n");
     for k in &kinds {
@@ -300,7 +256,7 @@ struct Measured {
 
 /// Prefill every sequence (one step each), fill it to `depth` positions (untimed), then
 /// decode `steps` greedy steps of all of them.
-fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, depth: usize, steps: usize) -> Result<Measured> {
+fn measure(exec: &mut Driver, vocab: usize, b: usize, prompt: usize, depth: usize, steps: usize) -> Result<Measured> {
     let ids = synthetic_ids(0..prompt, vocab);
     let positions: Vec<usize> = (0..prompt).collect();
     let t = Instant::now();
@@ -326,53 +282,47 @@ fn measure(exec: &mut dyn Executor, vocab: usize, b: usize, prompt: usize, depth
     let t = Instant::now();
     exec.decode(&first, steps, &mut Sampler::new(SamplingParams::default()), &mut |_| true)?;
     let decode = (b * steps) as f64 / t.elapsed().as_secs_f64();
-    Ok(Measured { prefill, decode, timing: exec.last_step_timing() })
+    Ok(Measured { prefill, decode, timing: exec.last_timing() })
 }
 
 fn run(args: BenchArgs) -> Result<()> {
-    if args.prompt_tokens == 0 || args.batch.iter().any(|&b| b == 0) {
+    if args.prompt_tokens == 0 || args.batch.contains(&0) {
         return Err(Error::InvalidArgument("--prompt and every --batch value must be at least 1".into()));
     }
     let max_batch = *args.batch.iter().max().unwrap_or(&1);
     let max_ctx = *args.ctx.iter().max().unwrap_or(&0);
-    let (config, params, what) = match args.shape {
+    let (config, weights, what): (_, Box<dyn WeightSource>, _) = match args.shape {
         Some(shape) => {
             let c = shape.config();
-            let g = graph::llama::build(&c);
             eprintln!("fdpp: synthetic {shape:?} weights ({:.1}M parameters)", c.num_params() as f64 / 1e6);
-            let p = synthetic_params(&g);
-            (c, p, format!("synthetic {shape:?}"))
+            let w = SyntheticWeights::new(&c);
+            (c, Box::new(w), format!("synthetic {shape:?}"))
         }
         None => {
             let path = crate::resolve_model(args.model.as_deref())?;
             let model = Model::load(&path)?;
-            let g = graph::llama::build(&model.config);
-            let mut bar = crate::progress::Bar::hidden();
-            let p = g.load_params(model.weights.as_ref(), &mut |d, t| bar.count(d, t, "loading weights"))?;
-            bar.finish();
-            (model.config.clone(), p, path.display().to_string())
+            (model.config.clone(), model.weights, path.display().to_string())
         }
     };
+    let capacity = Capacity { max_seqs: max_batch, max_context: max_ctx.max(args.prompt_tokens) + args.gen_tokens + 1 };
+    let mut bar = crate::progress::Bar::hidden();
     let g = graph::llama::build(&config);
-    let plan = Plan::new(&g)?;
-    let opts = args.device.engine_options(None, max_batch);
-    let exec_opts = backend::ExecutorOptions {
-        adapter: opts.adapter.clone(),
-        precision: opts.precision,
-        ..backend::ExecutorOptions::new(max_batch, max_ctx.max(args.prompt_tokens) + args.gen_tokens + 1)
-    };
-    let mut exec = backend::create(opts.backend, &g, &plan, params, exec_opts)?;
+    let backend = args.device.backend();
+    let mut exec =
+        Driver::load(&backend, g, &LoweringOptions::default(), weights.as_ref(), capacity, &mut |d, t| bar.count(d, t, "loading weights"))?;
+    bar.finish();
+    drop(weights);
     let device = exec.describe();
     eprintln!("fdpp: {device}");
     // Warm-up, inside the context the executor was sized for.
-    measure(exec.as_mut(), config.vocab_size, 1, args.prompt_tokens.min(16), 0, args.gen_tokens.min(4))?;
+    measure(&mut exec, config.vocab_size, 1, args.prompt_tokens.min(16), 0, args.gen_tokens.min(4))?;
     let mut rows = Vec::new();
     let runs: Vec<(usize, usize)> = args.ctx.iter().flat_map(|&c| args.batch.iter().map(move |&b| (c, b))).collect();
     let mut bar = crate::progress::Bar::hidden();
     for (i, &(ctx, b)) in runs.iter().enumerate() {
         let (mut p, mut d, mut timings) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.repeats.max(1) {
-            let r = measure(exec.as_mut(), config.vocab_size, b, args.prompt_tokens, ctx, args.gen_tokens)?;
+            let r = measure(&mut exec, config.vocab_size, b, args.prompt_tokens, ctx, args.gen_tokens)?;
             p.push(r.prefill);
             d.push(r.decode);
             timings.push((r.decode, r.timing));
@@ -429,9 +379,10 @@ fn run(args: BenchArgs) -> Result<()> {
         exec.reset_sequence(0);
         let last = args.prompt_tokens - 1;
         let next = exec.step_greedy(&StepInput { tokens: &ids, positions: &pos, seqs: &vec![0; ids.len()], out_rows: &[last] })?;
-        profile.push(print_profile(&format!("prefill of {} tokens", args.prompt_tokens), exec.last_step_records()));
+        let records = |d: &Driver| d.last_records().map(|(_, r)| r).unwrap_or_default();
+        profile.push(print_profile(&format!("prefill of {} tokens", args.prompt_tokens), &records(&exec)));
         exec.step_greedy(&StepInput { tokens: &next, positions: &[args.prompt_tokens], seqs: &[0], out_rows: &[0] })?;
-        profile.push(print_profile(&format!("decode at position {}", args.prompt_tokens), exec.last_step_records()));
+        profile.push(print_profile(&format!("decode at position {}", args.prompt_tokens), &records(&exec)));
         exec.set_profiling(false)?;
     }
     if let Some(path) = args.json {

@@ -1,64 +1,127 @@
-//! `fdpp inspect`: the static graph as a table, without reading the weights.
+//! `fdpp inspect`: a backend's plan of a model, node by node, for steps of the sizes asked
+//! for: which kernel variant each node runs with which parameters (or which launch absorbs
+//! it), and why. Needs no weights, and with `--offline` no device either.
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use fdpp_runtime::Result;
-use fdpp_runtime::dataflow::DataflowTable;
-use fdpp_runtime::graph::{self, Op, Plan, shape_string};
+use fdpp_runtime::backend::{self, BackendCaps};
+use fdpp_runtime::graph;
+use fdpp_runtime::lower::{Lowering, LoweringOptions};
 use fdpp_runtime::model::Model;
+use fdpp_runtime::trace::{How, PlanFile, PlannedStep, StepShape};
+use fdpp_runtime::{Error, Result};
 
-pub fn run(path: &Path, m: usize) -> Result<()> {
-    let model = Model::load(path)?;
-    let g = graph::llama::build(&model.config);
-    let plan = Plan::new(&g)?;
-    let table = DataflowTable::cpu_default();
-    println!("{}", model.describe());
-    let param_bytes: usize = g.params.iter().map(|p| p.numel() * 4).sum();
+use crate::DeviceArgs;
+use crate::shape::Shape;
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// Model file or folder (only its header and config are read); the default model when
+    /// neither this nor --shape is given.
+    model: Option<PathBuf>,
+    /// A known model's shapes instead of a file.
+    #[arg(long, value_enum, conflicts_with = "model")]
+    shape: Option<Shape>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Plan with the backend's built-in profile instead of its device's capabilities (no
+    /// GPU needed).
+    #[arg(long)]
+    offline: bool,
+    /// Tokens per step (comma-separated list): decode steps of that many sequences, or with
+    /// --prefill one sequence's prompt of that many tokens.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    m: Vec<usize>,
+    /// Keys the longest row attends to (its KV length) in every planned step.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Plan prefill steps instead of decode steps.
+    #[arg(long)]
+    prefill: bool,
+    /// Also write the plan as JSON (typed node records per step, fusions, memory plan,
+    /// capabilities) to this file, for the viewer and `fdpp check`.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(args: InspectArgs) -> Result<()> {
+    if args.m.contains(&0) {
+        return Err(Error::InvalidArgument("--m values must be at least 1".into()));
+    }
+    let (config, model) = match args.shape {
+        Some(shape) => (shape.config(), format!("{} shapes", shape.name())),
+        None => {
+            let m = Model::load(crate::resolve_model(args.model.as_deref())?)?;
+            (m.config.clone(), m.describe())
+        }
+    };
+    let opts = args.device.backend();
+    let caps = if args.offline {
+        BackendCaps::builtin(opts.kind()).ok_or_else(|| Error::BackendUnavailable {
+            backend: opts.kind().name().into(),
+            reason: "it has no built-in profile to plan with".into(),
+        })?
+    } else {
+        backend::open(&opts)
+            .map_err(|e| match e {
+                Error::BackendUnavailable { backend, reason } => {
+                    Error::BackendUnavailable { backend, reason: format!("{reason} (--offline plans with the built-in profile)") }
+                }
+                other => other,
+            })?
+            .caps()
+            .clone()
+    };
+    let lowering = Lowering::new(graph::llama::build(&config), caps, &LoweringOptions::default())?;
+    let caps = &lowering.caps;
+    println!("model:   {model}");
     println!(
-        "graph: {} nodes, {} parameters ({:.1} MB as f32); memory plan: {} buffers, {} floats per token",
+        "backend: {} ({}), weights {}, largest binding {} MiB, subgroups {}, table: {}",
+        caps.backend,
+        caps.device,
+        caps.weight_dtype,
+        caps.max_binding_bytes >> 20,
+        caps.subgroup_size.map_or("none".into(), |s| format!("{s} lanes")),
+        caps.table.source
+    );
+    let g = &lowering.graph;
+    println!(
+        "graph:   {} nodes, {} launch templates, {} fusions; memory plan: {} buffers, {} floats per token",
         g.nodes.len(),
-        g.params.len(),
-        param_bytes as f64 / 1e6,
-        plan.memory.widths.len(),
-        plan.memory.buffer_elements(&g.tensors, 1, 1).iter().sum::<usize>(),
+        lowering.templates.len(),
+        lowering.fusions.len(),
+        lowering.memory.widths.len(),
+        lowering.memory.buffer_elements(&g.tensors, 1, 1).iter().sum::<usize>()
     );
-    println!(
-        "{:>4}  {:<26} {:<12} {:<26} {:<16} {:<20} {:>12}  {}",
-        "#",
-        "node",
-        "op",
-        "inputs",
-        "output",
-        "parameter",
-        "param bytes",
-        format!("cpu dataflow at m={m}")
-    );
-    for (row, &i) in plan.order.iter().enumerate() {
-        let n = &g.nodes[i];
-        let inputs: Vec<String> = n.inputs.iter().map(|&t| shape_string(&g.tensors[t].shape)).collect();
-        let (pname, pbytes) = match n.op.param() {
-            Some(p) => (g.params[p].name.clone(), format!("{}", g.params[p].numel() * 4)),
-            None => ("-".into(), "-".into()),
+    let mut steps = Vec::new();
+    for &m in &args.m {
+        let shape = if args.prefill {
+            StepShape { m, out: 1, sequences: 1, max_keys: args.ctx.max(m) }
+        } else {
+            StepShape { m, out: m, sequences: m, max_keys: args.ctx.max(1) }
         };
-        let dataflow = match &n.op {
-            Op::Linear { n: nn, k, .. } => {
-                let rows = g.tensors[n.output].shape[0].eval(m, 0, 1);
-                let c = table.choose(*nn, *k, rows);
-                format!("{}  {}", c.implementation.label(), c.reason)
-            }
-            _ => String::new(),
-        };
-        println!(
-            "{:>4}  {:<26} {:<12} {:<26} {:<16} {:<20} {:>12}  {}",
-            row,
-            n.name,
-            n.op.kind_name(),
-            inputs.join(" "),
-            shape_string(&g.tensors[n.output].shape),
-            pname,
-            pbytes,
-            dataflow
-        );
+        let step = lowering.lower(&shape);
+        let nodes = lowering.records(&step, None);
+        let kind = if shape.is_decode() { format!("decode, {m} sequence(s)") } else { format!("prefill of {m} tokens") };
+        println!("\nstep m={m} ({kind}, up to {} keys): {} launches", shape.max_keys, step.launches.len());
+        println!("{:>4}  {:<26} {:<12} {:<14} {:>10}  {:<44} reason", "#", "node", "op", "output", "weight MB", "variant");
+        for (i, r) in nodes.iter().enumerate() {
+            let what = match &r.how {
+                How::Launch { variant, launches, .. } if *launches > 1 => format!("{variant} x{launches}"),
+                How::Launch { variant, .. } => variant.to_string(),
+                How::Fused { into, stage } => format!("fused into {into} ({stage})"),
+            };
+            let weight = if r.weight_bytes > 0 { format!("{:.2}", r.weight_bytes as f64 / 1e6) } else { "-".into() };
+            println!("{i:>4}  {:<26} {:<12} {:<14} {weight:>10}  {what:<44} {}", r.node, r.op, format!("{:?}", r.output), r.reason);
+        }
+        steps.push(PlannedStep { shape, nodes });
+    }
+    if let Some(path) = args.json {
+        let file =
+            PlanFile { model, caps: lowering.caps.clone(), fusions: lowering.fusions.clone(), memory: lowering.memory.clone(), steps };
+        let text = serde_json::to_string_pretty(&file).expect("plans serialise");
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        eprintln!("fdpp: plan written to {}", path.display());
     }
     Ok(())
 }

@@ -4,18 +4,17 @@
 mod bench;
 mod inspect;
 mod progress;
+mod shape;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fdpp_runtime::backend::BackendKind;
-use fdpp_runtime::backend::wgpu::WeightPrecision;
-use fdpp_runtime::backend::wgpu::device as wgpu_device;
-use fdpp_runtime::engine::trace::OpTime;
-use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Phase, Prompt, SamplingParams, StopReason, Trace};
+use fdpp_runtime::backend::{self, BackendOptions, WeightPrecision, WgpuOptions};
+use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Phase, Prompt, SamplingParams, StopReason};
 use fdpp_runtime::model::{ChatMessage, Model, hf, hub};
+use fdpp_runtime::trace::TraceFile;
 use fdpp_runtime::{Error, Result};
 
 #[derive(Parser)]
@@ -36,14 +35,9 @@ enum Command {
         /// Output folder (created if missing).
         out_dir: PathBuf,
     },
-    /// Print the model's static graph: one row per node with shapes and parameter bytes.
-    Inspect {
-        /// Model file or folder; the default model when omitted.
-        model: Option<PathBuf>,
-        /// Tokens per step for the dataflow column (1 = decode).
-        #[arg(long, default_value_t = 1)]
-        m: usize,
-    },
+    /// Print a backend's plan of the model: per node and step size, the kernel variant it
+    /// runs (or the launch that absorbs it) and why; no weights are read.
+    Inspect(inspect::InspectArgs),
     /// Measure prefill and decode speed (or, with `bench kernels`, each kernel).
     Bench(bench::BenchCmd),
     /// Fetch the default model into the cache (if it is not there) and print its path.
@@ -81,14 +75,25 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    pub fn engine_options(&self, max_context: Option<usize>, max_seqs: usize) -> EngineOptions {
-        let backend = match self.backend {
-            BackendArg::Auto if wgpu_device::has_hardware_adapter() => BackendKind::Wgpu,
-            BackendArg::Auto | BackendArg::Cpu => BackendKind::Cpu,
-            BackendArg::Wgpu => BackendKind::Wgpu,
-            BackendArg::Cuda => BackendKind::Cuda,
+    /// The backend to open: `auto` takes wgpu where a hardware GPU adapter exists.
+    pub fn backend(&self) -> BackendOptions {
+        let wgpu = || {
+            BackendOptions::Wgpu(WgpuOptions {
+                adapter: self.adapter.clone(),
+                precision: Self::precision(self.weights),
+                binding_limit: None,
+            })
         };
-        EngineOptions { backend, max_context, max_seqs, adapter: self.adapter.clone(), precision: Self::precision(self.weights) }
+        match self.backend {
+            BackendArg::Auto if backend::has_hardware_gpu() => wgpu(),
+            BackendArg::Auto | BackendArg::Cpu => BackendOptions::Cpu,
+            BackendArg::Wgpu => wgpu(),
+            BackendArg::Cuda => BackendOptions::Cuda,
+        }
+    }
+
+    pub fn engine_options(&self, max_context: Option<usize>, max_seqs: usize) -> EngineOptions {
+        EngineOptions { backend: self.backend(), max_context, max_seqs, ..Default::default() }
     }
 
     pub fn precision(w: WeightsArg) -> WeightPrecision {
@@ -143,21 +148,12 @@ struct GenerateArgs {
     profile: bool,
 }
 
-/// What `--trace` writes: the trace the viewer reads, and each step's time per op kind.
-#[derive(serde::Serialize)]
-struct TraceFile<'a> {
-    #[serde(flatten)]
-    trace: &'a Trace,
-    /// One list per entry of `steps`, in the same order.
-    op_summary: Vec<Vec<OpTime>>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate(args),
         Command::Convert { model, out_dir } => convert(&model, &out_dir),
-        Command::Inspect { model, m } => resolve_model(model.as_deref()).and_then(|p| inspect::run(&p, m)),
+        Command::Inspect(args) => inspect::run(args),
         Command::Bench(cmd) => bench::command(cmd),
         Command::Fetch => resolve_model(None).map(|p| println!("{}", p.display())),
     };
@@ -263,18 +259,18 @@ fn generate(args: GenerateArgs) -> Result<()> {
         s.decode_tok_s()
     );
     if args.profile {
-        for step in &engine.trace().steps {
+        for step in engine.trace_steps() {
             let what = match step.phase {
-                Phase::Prefill => format!("prefill of {} token(s)", step.m),
-                Phase::Decode => format!("last decode step ({} token)", step.m),
+                Phase::Prefill => format!("prefill of {} token(s)", step.shape.m),
+                Phase::Decode => format!("last decode step ({} token)", step.shape.m),
             };
             eprintln!();
             bench::write_profile(&mut std::io::stderr().lock(), &what, &step.nodes);
         }
     }
     if let Some(path) = args.trace {
-        let trace = engine.trace();
-        let file = TraceFile { trace, op_summary: trace.steps.iter().map(|s| s.op_summary()).collect() };
+        let caps = engine.driver().lowering().caps.clone();
+        let file = TraceFile::new(engine.model_description.clone(), engine.backend_description(), caps, engine.trace_steps().to_vec());
         let text = serde_json::to_string_pretty(&file).expect("trace serialises");
         std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
         eprintln!("fdpp: trace written to {}", path.display());
@@ -290,34 +286,4 @@ fn convert(model: &Path, out_dir: &Path) -> Result<()> {
     bar.finish();
     eprintln!("fdpp: wrote {} (config.json, model.safetensors, tokenizer.json)", out_dir.display());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use fdpp_runtime::backend::NodeRecord;
-    use fdpp_runtime::engine::StepTrace;
-
-    /// The file `--trace` writes is still a `Trace` to its readers, plus the summary.
-    #[test]
-    fn trace_file_reads_back_as_a_trace_with_the_summary_beside_it() {
-        let node = NodeRecord {
-            node: "l0.qkv".into(),
-            op: "linear".into(),
-            implementation: "A:gemv".into(),
-            reason: String::new(),
-            micros: Some(2.5),
-        };
-        let trace = Trace {
-            model: "m".into(),
-            backend: "b".into(),
-            steps: vec![StepTrace { phase: Phase::Decode, m: 1, wall_micros: 9.0, nodes: vec![node.clone(), node] }],
-        };
-        let file = TraceFile { trace: &trace, op_summary: trace.steps.iter().map(|s| s.op_summary()).collect() };
-        let v = serde_json::to_value(&file).unwrap();
-        let back: Trace = serde_json::from_value(v.clone()).unwrap();
-        assert_eq!(back.steps[0].nodes, trace.steps[0].nodes);
-        assert_eq!(v["op_summary"][0][0]["nodes"], 2);
-        assert_eq!(v["op_summary"][0][0]["micros"], 5.0);
-    }
 }

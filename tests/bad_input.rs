@@ -32,7 +32,9 @@ fn assert_mentions(stderr: &str, parts: &[&str]) {
     }
 }
 
-fn tiny_parts() -> (Spec, Vec<(String, GgufValue)>, Vec<(String, fdpp_runtime::tensor::HostTensor)>) {
+type Tensors = Vec<(String, fdpp_runtime::tensor::HostTensor)>;
+
+fn tiny_parts() -> (Spec, Vec<(String, GgufValue)>, Tensors) {
     let spec = Spec::default();
     let w = common::random_weights(&spec, 3);
     let meta = common::metadata(&spec);

@@ -29,7 +29,8 @@ fn same_logits(a: &Path, b: &Path, prompt: &str) {
     assert_eq!(ea.tokenizer.stop_ids(), eb.tokenizer.stop_ids());
     let (la, lb) = (ea.forward(&ids, 0).unwrap(), eb.forward(&ids, 0).unwrap());
     let (da, db) = (ea.forward(&[7], ids.len()).unwrap(), eb.forward(&[7], ids.len()).unwrap());
-    let diff = la.iter().chain(&da).zip(lb.iter().chain(&db)).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let (a, b): (Vec<f32>, Vec<f32>) = (la.into_iter().chain(da).collect(), lb.into_iter().chain(db).collect());
+    let diff = fdpp_runtime::compare::max_error(&a, &b).unwrap_or_else(|e| panic!("logits: {e}")).abs;
     assert!(diff < 1e-4, "max abs logit difference {diff}");
 }
 
@@ -47,10 +48,7 @@ fn tiny_model_round_trip() {
 
 #[test]
 fn smollm2_round_trip() {
-    let Some(model) = common::cached_smollm2() else {
-        eprintln!("skipped: SmolLM2-135M-Instruct is not in the cache; run `cargo run --release -- generate \"hi\"` once");
-        return;
-    };
+    let Some(model) = common::smollm2() else { return };
     let dir = common::temp_dir("convert-smollm2");
     convert(&model, &dir);
     same_logits(&model, &dir, "The capital of France is");

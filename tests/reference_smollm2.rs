@@ -38,14 +38,7 @@ fn check(out: &Value, prompt_ids: &[u64], greedy: &[u64], top5_ids: &[u64], top5
 }
 
 fn model() -> Option<std::path::PathBuf> {
-    let m = common::cached_smollm2();
-    if m.is_none() {
-        eprintln!(
-            "skipped: SmolLM2-135M-Instruct is not in the cache ({}); run `cargo run --release -- generate \"hi\"` once to fetch it",
-            fdpp_runtime::model::hub::default_model_path().map(|p| p.display().to_string()).unwrap_or_default()
-        );
-    }
-    m
+    common::smollm2()
 }
 
 #[test]

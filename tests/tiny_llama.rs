@@ -97,11 +97,6 @@ impl<'a> Reference<'a> {
     }
 }
 
-fn rel_err(got: &[f32], want: &[f64]) -> f64 {
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    got.iter().zip(want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max) / scale
-}
-
 /// Prefill of a prompt, then decode steps (each checks the KV cache of earlier steps).
 fn check(spec: Spec, seed: u64, test: &str, prompt: &[u32], decode: &[u32]) {
     let dir = common::temp_dir(test);
@@ -116,16 +111,14 @@ fn check(spec: Spec, seed: u64, test: &str, prompt: &[u32], decode: &[u32]) {
         want = reference.step(t);
     }
     let got = engine.forward(prompt, 0).unwrap();
-    let err = rel_err(&got, &want);
+    let err = common::rel_err(&got, &want, "prefill logits");
     assert!(err < 1e-5, "prefill: relative error {err:e}");
 
-    let mut pos = prompt.len();
-    for &t in decode {
+    for (pos, &t) in (prompt.len()..).zip(decode) {
         let want = reference.step(t);
         let got = engine.forward(&[t], pos).unwrap();
-        let err = rel_err(&got, &want);
+        let err = common::rel_err(&got, &want, "decode logits");
         assert!(err < 1e-5, "decode at position {pos}: relative error {err:e}");
-        pos += 1;
     }
     let _ = std::fs::remove_dir_all(dir);
 }

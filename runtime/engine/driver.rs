@@ -169,7 +169,11 @@ impl Driver {
         check_decode(first)?;
         let last_pos = first.positions.iter().max().copied().unwrap_or(0) + steps.saturating_sub(1);
         if steps > 0 && last_pos >= self.capacity.max_context {
-            return Err(Error::PromptTooLong { tokens: last_pos + 1, limit: self.capacity.max_context, hint: "; decode fewer tokens".into() });
+            return Err(Error::PromptTooLong {
+                tokens: last_pos + 1,
+                limit: self.capacity.max_context,
+                hint: "; decode fewer tokens".into(),
+            });
         }
         let params = sampler.params().clone();
         // Per-launch timing reads every step back before the next: nothing to overlap.
@@ -219,7 +223,13 @@ impl Driver {
     }
 
     /// `decode` one step at a time, sampling on the host unless the device picks greedy ids.
-    fn decode_on_host(&mut self, first: &StepInput, steps: usize, sampler: &mut Sampler, on_ids: &mut dyn FnMut(&[u32]) -> bool) -> Result<()> {
+    fn decode_on_host(
+        &mut self,
+        first: &StepInput,
+        steps: usize,
+        sampler: &mut Sampler,
+        on_ids: &mut dyn FnMut(&[u32]) -> bool,
+    ) -> Result<()> {
         let mut tokens = first.tokens.to_vec();
         let mut positions = first.positions.to_vec();
         let vocab = self.lowering.graph.config.vocab_size;

@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 
 pub use driver::Driver;
 
-pub use crate::sampling::{Sampler, SamplingParams};
 use crate::backend::{BackendOptions, Capacity, StepInput};
 use crate::error::{Error, Result};
 use crate::graph;
 use crate::lower::LoweringOptions;
 use crate::model::{ChatMessage, ChatTemplate, Model, ModelConfig, Tokenizer};
+pub use crate::sampling::{Sampler, SamplingParams};
 pub use crate::trace::{Phase, StepTrace};
 
 #[derive(Clone, Debug)]

@@ -53,15 +53,25 @@ pub enum Variant {
     Gather,
     RmsNorm,
     /// A: one pass over the weights per token row, parallel over N.
-    Gemv { split_k: bool },
+    Gemv {
+        split_k: bool,
+    },
     /// B: M padded to the tile's rows, N tiled across workgroups, K walked inside one.
-    FlatGemm { tile: Tile },
+    FlatGemm {
+        tile: Tile,
+    },
     /// C: conventional 2-D tiled GEMM.
-    Gemm { tile: Tile },
+    Gemm {
+        tile: Tile,
+    },
     Rope,
     /// Decode attention: the keys cut into `chunks` of `chunk_keys`, summed with one
     /// unified max (FlashDecoding++ technique 1).
-    SplitKvAttention { chunks: usize, chunk_keys: usize, unified: UnifiedMax },
+    SplitKvAttention {
+        chunks: usize,
+        chunk_keys: usize,
+        unified: UnifiedMax,
+    },
     /// One workgroup per (token, head) with the synchronised online softmax.
     OnlineAttention,
     /// Scores, softmax, values: the CPU oracle's attention.
@@ -134,7 +144,9 @@ pub enum Epilogue {
     SwiGlu,
     /// Rotary embedding of each Q and K pair, and the K and V rows appended to the KV cache:
     /// the RoPE (with its KV write) after the QKV projection.
-    Rope { dims: HeadDims },
+    Rope {
+        dims: HeadDims,
+    },
 }
 
 /// What a launch computes, fixed for the launch template whatever variant runs it.
@@ -142,15 +154,44 @@ pub enum Epilogue {
 #[serde(tag = "op")]
 pub enum Params {
     /// Table rows `first_row .. first_row + rows` (one chunk of the table) of width `hidden`.
-    Embedding { hidden: usize, first_row: usize, rows: usize },
-    RmsNorm { width: usize, eps: f32 },
+    Embedding {
+        hidden: usize,
+        first_row: usize,
+        rows: usize,
+    },
+    RmsNorm {
+        width: usize,
+        eps: f32,
+    },
     /// Output columns `n_offset .. n_offset + n` (one weight chunk) of rows of stride `ldy`.
-    Linear { n: usize, k: usize, n_offset: usize, ldy: usize, prologue: Option<Prologue>, epilogue: Epilogue },
+    Linear {
+        n: usize,
+        k: usize,
+        n_offset: usize,
+        ldy: usize,
+        prologue: Option<Prologue>,
+        epilogue: Epilogue,
+    },
     /// `kv_write`: also appends the rotated K and the V to the KV cache.
-    Rope { dims: HeadDims, kv_write: bool },
+    Rope {
+        dims: HeadDims,
+        kv_write: bool,
+    },
     /// `kv_write`: appends K and V first (false when the RoPE before it does).
-    Attention { dims: HeadDims, layer: usize, scale: f32, kv_write: bool, unified: UnifiedMax },
-    SwiGlu { ffn: usize },
-    Add { width: usize },
-    SelectRows { width: usize },
+    Attention {
+        dims: HeadDims,
+        layer: usize,
+        scale: f32,
+        kv_write: bool,
+        unified: UnifiedMax,
+    },
+    SwiGlu {
+        ffn: usize,
+    },
+    Add {
+        width: usize,
+    },
+    SelectRows {
+        width: usize,
+    },
 }

@@ -44,7 +44,9 @@ pub fn plan(g: &Graph, order: &[NodeId], fusions: &[Fusion]) -> MemoryPlan {
     let mut group: Vec<usize> = vec![0; g.nodes.len()];
     let mut next_group = 0;
     let joined = |a: NodeId, b: NodeId| {
-        fusions.iter().any(|f| f.absorbed().is_some() && ((f.host() == a && f.absorbed() == Some(b)) || (f.host() == b && f.absorbed() == Some(a))))
+        fusions
+            .iter()
+            .any(|f| f.absorbed().is_some() && ((f.host() == a && f.absorbed() == Some(b)) || (f.host() == b && f.absorbed() == Some(a))))
     };
     for (p, &n) in order.iter().enumerate() {
         if p > 0 && joined(order[p - 1], n) {
@@ -54,7 +56,8 @@ pub fn plan(g: &Graph, order: &[NodeId], fusions: &[Fusion]) -> MemoryPlan {
             next_group += 1;
         }
     }
-    let never_stored = |t: usize| fusions.iter().any(|f| matches!(f, Fusion::ResidualEpilogue { linear, .. } if g.nodes[*linear].output == t));
+    let never_stored =
+        |t: usize| fusions.iter().any(|f| matches!(f, Fusion::ResidualEpilogue { linear, .. } if g.nodes[*linear].output == t));
     // Live range of each stored tensor, in groups: from its producer's to its last reader's.
     let mut first = vec![usize::MAX; g.tensors.len()];
     let mut last = vec![0usize; g.tensors.len()];

@@ -108,8 +108,15 @@ enum Program {
     Fixed(Vec<TemplateId>),
     /// Per weight chunk, launches for any variant; and, where GEMV fusions apply, the fused
     /// GEMV launch that replaces them (and the nodes it absorbs) on GEMV steps.
-    Linear { plain: Vec<TemplateId>, fused_gemv: Option<TemplateId>, n: usize, k: usize },
-    Attention { template: TemplateId },
+    Linear {
+        plain: Vec<TemplateId>,
+        fused_gemv: Option<TemplateId>,
+        n: usize,
+        k: usize,
+    },
+    Attention {
+        template: TemplateId,
+    },
     /// Inside another node's launch on every step (`fusions[_]`).
     Absorbed(usize),
 }
@@ -209,7 +216,11 @@ impl Lowering {
                 Program::Fixed(templates)
             }
             Op::RmsNorm { weight, eps } => {
-                let t = self.template(ni, Params::RmsNorm { width, eps }, Io { weight: Some(WeightChunk { param: weight, chunk: 0 }), ..io(self.buffer(node.output)) });
+                let t = self.template(
+                    ni,
+                    Params::RmsNorm { width, eps },
+                    Io { weight: Some(WeightChunk { param: weight, chunk: 0 }), ..io(self.buffer(node.output)) },
+                );
                 Program::Fixed(vec![t])
             }
             Op::Linear { weight, n, k, .. } => {
@@ -290,7 +301,9 @@ impl Lowering {
                     y = self.buffer(self.graph.nodes[swiglu].output);
                 }
                 Fusion::RopeEpilogue { linear, rope } if linear == ni => {
-                    let Op::Rope { head_dim, num_heads, num_kv_heads, .. } = self.graph.nodes[rope].op else { unreachable!("rope epilogues end at a RoPE") };
+                    let Op::Rope { head_dim, num_heads, num_kv_heads, .. } = self.graph.nodes[rope].op else {
+                        unreachable!("rope epilogues end at a RoPE")
+                    };
                     epilogue = Epilogue::Rope { dims: HeadDims { heads: num_heads, kv_heads: num_kv_heads, head_dim } };
                     y = self.buffer(self.graph.nodes[rope].output);
                     let attention = self.graph.consumers()[self.graph.nodes[rope].output][0];

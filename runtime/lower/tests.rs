@@ -64,7 +64,10 @@ fn linear_layers_take_a_at_one_token_b_at_eight_and_c_at_128_with_the_wgpu_table
     }
     // The tiles are the WGSL kernels'.
     let step = l.lower(&decode(8, 100));
-    assert_eq!(variant(record(&l.records(&step, None), "layers.0.ffn.down")), Variant::FlatGemm { tile: Tile { m: wgsl::FB_M, n: wgsl::FB_COLS } });
+    assert_eq!(
+        variant(record(&l.records(&step, None), "layers.0.ffn.down")),
+        Variant::FlatGemm { tile: Tile { m: wgsl::FB_M, n: wgsl::FB_COLS } }
+    );
 }
 
 #[test]
@@ -83,7 +86,9 @@ fn nodes_fused_on_a_gemv_step_name_the_launch_that_absorbed_them() {
     // The absorbing launch lists them and carries the prologue and epilogue.
     let How::Launch { absorbs, params, .. } = &record(&records, "layers.0.attn.qkv").how else { panic!() };
     assert_eq!(absorbs, &["layers.0.attn_norm".to_string(), "layers.0.attn.rope".to_string()]);
-    let Params::Linear { prologue: Some(kernel::Prologue::RmsNorm { .. }), epilogue: Epilogue::Rope { .. }, .. } = params else { panic!("{params:?}") };
+    let Params::Linear { prologue: Some(kernel::Prologue::RmsNorm { .. }), epilogue: Epilogue::Rope { .. }, .. } = params else {
+        panic!("{params:?}")
+    };
     // Five launches per layer (qkv, attention, o, gate_up, down), plus the embedding,
     // select_rows and the lm_head.
     let step = l.lower(&decode(1, 10));
@@ -157,7 +162,9 @@ fn the_cpu_profile_fuses_only_what_its_kernels_do() {
     let records = l.records(&l.lower(&decode(1, 10)), None);
     assert_eq!(variant(record(&records, "layers.0.attn_norm")), Variant::RmsNorm);
     assert!(matches!(record(&records, "layers.0.attn.residual").how, How::Fused { .. }));
-    let Params::Rope { kv_write: true, .. } = l.templates.iter().find(|t| matches!(t.params, Params::Rope { .. })).unwrap().params else { panic!() };
+    let Params::Rope { kv_write: true, .. } = l.templates.iter().find(|t| matches!(t.params, Params::Rope { .. })).unwrap().params else {
+        panic!()
+    };
 }
 
 #[test]

@@ -9,7 +9,6 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-
 use super::dequant;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, FileType, HostTensor, TensorData};
@@ -137,7 +136,6 @@ impl GgmlType {
             _ => return None,
         })
     }
-
 
     pub const SUPPORTED: &'static str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1";
 }

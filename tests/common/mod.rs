@@ -222,7 +222,19 @@ pub fn temp_dir(test: &str) -> PathBuf {
     d
 }
 
-/// The default model if it is in the cache (`$FDPP_CACHE` or the user cache).
-pub fn cached_smollm2() -> Option<PathBuf> {
-    fdpp_runtime::model::hub::cached_default_model()
+/// The default model if it is in the cache (`$FDPP_CACHE` or the user cache); else the
+/// test is skipped with the reason printed (a failure under FDPP_REQUIRE_MODEL=1).
+pub fn smollm2() -> Option<PathBuf> {
+    let m = fdpp_runtime::model::hub::cached_default_model();
+    if m.is_none() {
+        let at = fdpp_runtime::model::hub::default_model_path().map(|p| p.display().to_string()).unwrap_or_default();
+        let why = format!("SmolLM2-135M-Instruct is not in the cache ({at}); run `cargo run --release -- fetch`");
+        fdpp_runtime::testing::skip(fdpp_runtime::testing::Requirement::Model, &why);
+    }
+    m
+}
+
+/// `max |got - want| / max |want|`; NaN, infinities and unequal lengths fail the test.
+pub fn rel_err(got: &[f32], want: &[impl Copy + Into<f64>], what: &str) -> f64 {
+    fdpp_runtime::compare::rel_error(got, want, what)
 }

@@ -152,11 +152,11 @@ fn tile(x: &[f32], w: &[f32], y: Out, k: usize, n: usize, rows: std::ops::Range<
         }
         for r in rows.clone() {
             let d = dot_tile(&w[r * k..(r + 1) * k], &xs, count);
-            for t in 0..count {
+            for (t, v) in d.iter().enumerate().take(count) {
                 // SAFETY: (t0 + t, r) lies in this task's rows x tokens block, which no
                 // other task writes; t0 + t < m and r < n, and the callers checked that y
                 // holds m * n elements.
-                unsafe { *y.0.add((t0 + t) * n + r) = d[t] };
+                unsafe { *y.0.add((t0 + t) * n + r) = *v };
             }
         }
         t0 += count;
@@ -233,24 +233,24 @@ pub fn silu_mul(gate_up: &[f32], ffn: usize, y: &mut [f32]) {
     }
 }
 
+/// One KV head of a cache: `keys` and `values` are `[positions, kv_dim]`, the head's slice
+/// of each row starting at `offset`.
+#[derive(Clone, Copy)]
+pub struct KvHead<'a> {
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub kv_dim: usize,
+    pub offset: usize,
+}
+
 /// Causal attention of one query head over `len` cached positions: softmax(q.K^T * scale) V.
-/// `keys`/`values` are `[positions, kv_dim]` with this head's slice at `offset`.
-pub fn attend(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    kv_dim: usize,
-    offset: usize,
-    len: usize,
-    scale: f32,
-    out: &mut [f32],
-    scores: &mut Vec<f32>,
-) {
+pub fn attend(q: &[f32], kv: KvHead, len: usize, scale: f32, out: &mut [f32], scores: &mut Vec<f32>) {
     let d = q.len();
+    let row = |j: usize| j * kv.kv_dim + kv.offset..j * kv.kv_dim + kv.offset + d;
     scores.clear();
     let mut max = f32::NEG_INFINITY;
     for j in 0..len {
-        let s = dot(q, &keys[j * kv_dim + offset..j * kv_dim + offset + d]) * scale;
+        let s = dot(q, &kv.keys[row(j)]) * scale;
         max = max.max(s);
         scores.push(s);
     }
@@ -261,8 +261,7 @@ pub fn attend(
     }
     out.fill(0.0);
     for (j, &p) in scores.iter().enumerate() {
-        let v = &values[j * kv_dim + offset..j * kv_dim + offset + d];
-        for (o, &vv) in out.iter_mut().zip(v) {
+        for (o, &vv) in out.iter_mut().zip(&kv.values[row(j)]) {
             *o += p * vv;
         }
     }
@@ -321,7 +320,7 @@ mod tests {
         let keys = data(len * d, 4);
         let values = vec![1.0; len * d];
         let mut out = vec![0.0; d];
-        attend(&q, &keys, &values, d, 0, len, 0.3, &mut out, &mut vec![]);
+        attend(&q, KvHead { keys: &keys, values: &values, kv_dim: d, offset: 0 }, len, 0.3, &mut out, &mut vec![]);
         assert!(out.iter().all(|v| (v - 1.0).abs() < 1e-6), "{out:?}");
     }
 

@@ -126,7 +126,9 @@ impl CpuExecutor {
                 }
                 let (x, ys) = (&x[..rows * k], &mut y[..rows * n]);
                 match v {
-                    Variant::Gemv { split_k: false } => x.chunks_exact(k).zip(ys.chunks_exact_mut(n)).for_each(|(x, y)| kernels::gemv(x, w, y)),
+                    Variant::Gemv { split_k: false } => {
+                        x.chunks_exact(k).zip(ys.chunks_exact_mut(n)).for_each(|(x, y)| kernels::gemv(x, w, y))
+                    }
                     Variant::FlatGemm { tile } => kernels::flat_gemm(x, rows, w, ys, tile),
                     Variant::Gemm { tile } => kernels::gemm(x, rows, w, ys, tile),
                     other => return Err(unsupported(format!("linear variant {other}"))),
@@ -167,7 +169,8 @@ impl CpuExecutor {
                     let (i, h) = (idx / dims.heads, idx % dims.heads);
                     let cache = &kv[input.seqs[i]][layer];
                     let q = &x[i * width + h * hd..i * width + (h + 1) * hd];
-                    kernels::attend(q, &cache.k, &cache.v, kv_dim, (h / group) * hd, input.positions[i] + 1, scale, out, scores);
+                    let head = kernels::KvHead { keys: &cache.k, values: &cache.v, kv_dim, offset: (h / group) * hd };
+                    kernels::attend(q, head, input.positions[i] + 1, scale, out, scores);
                 });
             }
             (Params::SwiGlu { ffn }, Variant::SwiGlu) => kernels::silu_mul(&x[..rows * 2 * ffn], ffn, &mut y[..rows * ffn]),

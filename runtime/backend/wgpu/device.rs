@@ -161,7 +161,11 @@ impl GpuContext {
             tail.resize(padded, 0);
             &tail[..]
         };
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE,
+        })
     }
 
     /// Uploads f32 values as the device's weight type (for tests and microbenchmarks).

@@ -151,7 +151,11 @@ impl Shared {
         };
         let copy = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         Shared {
-            step_uniform: buffer("step", std::mem::size_of::<StepUniform>() as u64, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST),
+            step_uniform: buffer(
+                "step",
+                std::mem::size_of::<StepUniform>() as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            ),
             step_data: buffer("step data", (4 * max_m * 4) as u64, wgpu::BufferUsages::STORAGE | copy),
             scratch: buffer("attention partials", scratch_bytes, wgpu::BufferUsages::STORAGE),
             flags: buffer("flags", (flag_words * 4) as u64, wgpu::BufferUsages::STORAGE | copy),
@@ -173,7 +177,11 @@ fn storage(read_only: bool, binding: u32) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only }, has_dynamic_offset: false, min_binding_size: None },
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
         count: None,
     }
 }
@@ -202,8 +210,11 @@ impl Kernels {
         entries.extend([storage(true, 3), storage(true, 4), storage(true, 5)]);
         entries.extend((6..=10).map(|b| storage(false, b)));
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("fdpp"), entries: &entries });
-        let pipeline_layout =
-            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("fdpp"), bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("fdpp"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
         let mut pipelines = HashMap::new();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         for &(family, src, entry_points) in shaders::FAMILIES {
@@ -226,7 +237,14 @@ impl Kernels {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Backend { backend: "wgpu".into(), op: "compiling shaders".into(), reason: e.to_string() });
         }
-        let ph = |label| device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: 16, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+        let ph = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
         let placeholders = [ph("x"), ph("x2"), ph("w"), ph("y"), ph("kc"), ph("vc")];
         Ok(Kernels { ctx, layout, pipelines, placeholders })
     }

@@ -504,7 +504,10 @@ impl Bench {
         let mut enc = self.ctx().device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buffer, (first * 4) as u64, &staging, 0, bytes);
         self.ctx().queue.submit([enc.finish()]);
-        Ok(read_buffer(self.ctx(), &staging, len * 4, None)?.chunks_exact(4).map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes"))).collect())
+        Ok(read_buffer(self.ctx(), &staging, len * 4, None)?
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")))
+            .collect())
     }
 }
 

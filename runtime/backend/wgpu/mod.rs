@@ -73,7 +73,10 @@ impl Device for WgpuDevice {
         let max_binding = ctx.max_binding();
         let kv_bytes = (capacity.max_seqs * capacity.max_context * c.kv_dim() * 4) as u64;
         if kv_bytes > max_binding {
-            let what = format!("KV cache of one layer ({} sequences x {} positions; one binding holds {max_binding} bytes)", capacity.max_seqs, capacity.max_context);
+            let what = format!(
+                "KV cache of one layer ({} sequences x {} positions; one binding holds {max_binding} bytes)",
+                capacity.max_seqs, capacity.max_context
+            );
             return Err(oom(&what, kv_bytes));
         }
         let kernels = Kernels::new(ctx)?;
@@ -88,7 +91,11 @@ impl Device for WgpuDevice {
             let t = g.load_param(id, weights, dtype)?;
             let row_bytes = layout.cols * dtype.size();
             let bytes = t.as_le_bytes();
-            let chunks = layout.chunks.iter().map(|r| ctx.upload_weights(&p.name, &bytes[r.start * row_bytes..r.end * row_bytes], dtype.size())).collect();
+            let chunks = layout
+                .chunks
+                .iter()
+                .map(|r| ctx.upload_weights(&p.name, &bytes[r.start * row_bytes..r.end * row_bytes], dtype.size()))
+                .collect();
             let vector_f32 = (p.shape.len() == 1).then(|| {
                 let v = t.convert(DType::F32);
                 ctx.upload_weights(&p.name, v.as_le_bytes(), 4)
@@ -117,9 +124,13 @@ impl Device for WgpuDevice {
         let shared = Shared::new(ctx, 0, scratch_bytes, flag_words);
         let readback = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
         let logits_staging = buffer("logits readback", (max_out * c.vocab_size * 4) as u64, readback);
-        let ids_staging = [buffer("ids readback", ids_readback_bytes(max_out) + 16, readback), buffer("ids readback", ids_readback_bytes(max_out) + 16, readback)];
+        let ids_staging = [
+            buffer("ids readback", ids_readback_bytes(max_out) + 16, readback),
+            buffer("ids readback", ids_readback_bytes(max_out) + 16, readback),
+        ];
         let step_queries = ctx.timestamps.then(|| {
-            let q = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("step time"), ty: wgpu::QueryType::Timestamp, count: 4 });
+            let q =
+                device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("step time"), ty: wgpu::QueryType::Timestamp, count: 4 });
             let usage = wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC;
             (q, buffer("step time", 2 * wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT, usage))
         });
@@ -219,11 +230,19 @@ impl WgpuExecutor {
         let device = self.kernels.ctx.device.clone();
         let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         // Whole vec4s: the kernels see activations as array<vec4<f32>>.
-        let sizes: Vec<usize> = l.memory.buffer_elements(&l.graph.tensors, cap, self.max_out).iter().map(|e| e.next_multiple_of(4) * 4).collect();
+        let sizes: Vec<usize> =
+            l.memory.buffer_elements(&l.graph.tensors, cap, self.max_out).iter().map(|e| e.next_multiple_of(4) * 4).collect();
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         self.activations = sizes
             .iter()
-            .map(|&s| device.create_buffer(&wgpu::BufferDescriptor { label: Some("activation"), size: s.max(16) as u64, usage, mapped_at_creation: false }))
+            .map(|&s| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("activation"),
+                    size: s.max(16) as u64,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            })
             .collect();
         let scratch_bytes = self.shared.scratch.size();
         let flag_words = (self.shared.flags.size() / 4) as usize;
@@ -234,11 +253,17 @@ impl WgpuExecutor {
         self.cap_m = cap;
         self.sampler = None;
         let max_ctx = self.capacity.max_context;
-        let mut uniforms: Vec<NodeUniform> = l.templates.iter().map(|t| NodeUniform::of(t, max_ctx, |layer| self.flag_offset(layer))).collect();
+        let mut uniforms: Vec<NodeUniform> =
+            l.templates.iter().map(|t| NodeUniform::of(t, max_ctx, |layer| self.flag_offset(layer))).collect();
         let vocab = l.graph.config.vocab_size;
         uniforms.push(NodeUniform { n: vocab as u32, rows: 1, ..Default::default() });
         let (ubuf, stride) = self.kernels.node_uniforms(&uniforms);
-        self.groups = l.templates.iter().enumerate().map(|(i, t)| self.kernels.bind_group(&self.shared, &ubuf, i as u64 * stride, self.binds(t))).collect();
+        self.groups = l
+            .templates
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.kernels.bind_group(&self.shared, &ubuf, i as u64 * stride, self.binds(t)))
+            .collect();
         let logits = &self.activations[l.memory.buffer_of[l.graph.logits].expect("the logits are stored")];
         let argmax = Binds { x: Some(logits), ..Default::default() };
         self.argmax_group = Some(self.kernels.bind_group(&self.shared, &ubuf, l.templates.len() as u64 * stride, argmax));
@@ -280,9 +305,11 @@ impl WgpuExecutor {
 pub fn read_buffer(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: usize, after: Option<wgpu::SubmissionIndex>) -> Result<Vec<u8>> {
     let slice = buffer.slice(..bytes as u64);
     slice.map_async(wgpu::MapMode::Read, |_| {});
-    ctx.device
-        .poll(wgpu::PollType::Wait { submission_index: after, timeout: None })
-        .map_err(|e| Error::Backend { backend: "wgpu".into(), op: "waiting for the step".into(), reason: e.to_string() })?;
+    ctx.device.poll(wgpu::PollType::Wait { submission_index: after, timeout: None }).map_err(|e| Error::Backend {
+        backend: "wgpu".into(),
+        op: "waiting for the step".into(),
+        reason: e.to_string(),
+    })?;
     let out = slice
         .get_mapped_range()
         .map_err(|e| Error::Backend { backend: "wgpu".into(), op: "reading back".into(), reason: e.to_string() })?
@@ -444,7 +471,11 @@ impl Executor for WgpuExecutor {
         // A step has at most one launch per template.
         let launches = self.lowering.templates.len();
         let d = &ctx.device;
-        let queries = d.create_query_set(&wgpu::QuerySetDescriptor { label: Some("launch times"), ty: wgpu::QueryType::Timestamp, count: 2 * launches as u32 });
+        let queries = d.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("launch times"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2 * launches as u32,
+        });
         let size = (2 * launches * 8) as u64;
         let resolve = d.create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -452,8 +483,12 @@ impl Executor for WgpuExecutor {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let staging =
-            d.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let staging = d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         self.profiler = Some(Profiler { queries, resolve, staging });
         Ok(())
     }

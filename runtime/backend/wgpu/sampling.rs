@@ -10,9 +10,9 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::device::GpuContext;
+use crate::error::{Error, Result};
 use crate::lower::caps::wgsl;
 use crate::sampling::SamplingParams;
-use crate::error::{Error, Result};
 
 const SOURCE: &str = include_str!("../../../shaders/sampling.wgsl");
 

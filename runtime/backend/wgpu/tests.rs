@@ -67,7 +67,11 @@ impl Rig {
         // Whole vec4s, as the kernels read activations.
         let mut padded = data.to_vec();
         padded.resize(data.len().next_multiple_of(4).max(4), 0.0);
-        self.ctx().device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&padded), usage })
+        self.ctx().device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(&padded),
+            usage,
+        })
     }
 
     fn dispatch(&self, kernel: &'static str, binds: Binds, node: NodeUniform, step: StepUniform, data: &[u32], g: [u32; 3]) {
@@ -168,7 +172,10 @@ fn linear_kernels_match_the_oracle_f16() {
 fn every_reduction_the_adapter_offers_gives_the_same_products() {
     let Some(own) = Rig::new(WeightPrecision::F32, None) else { return };
     let ctx = own.ctx();
-    eprintln!("{}: subgroups of {}..={} lanes, reduction {:?}", ctx.info.name, ctx.info.subgroup_min_size, ctx.info.subgroup_max_size, ctx.subgroup_size);
+    eprintln!(
+        "{}: subgroups of {}..={} lanes, reduction {:?}",
+        ctx.info.name, ctx.info.subgroup_min_size, ctx.info.subgroup_max_size, ctx.subgroup_size
+    );
     // Where the adapter has SUBGROUP with one fixed size (lavapipe: 8), that path runs.
     if ctx.adapter_features.contains(wgpu::Features::SUBGROUP) && ctx.info.subgroup_min_size == ctx.info.subgroup_max_size {
         assert_eq!(ctx.subgroup_size, Some(ctx.info.subgroup_min_size), "the subgroup reduction was not chosen");
@@ -228,7 +235,14 @@ fn row_kernels_match_the_oracle() {
     let (qb, tb) = (rig.upload(&qkv), rig.upload(&table));
     let yr = rig.upload(&vec![f32::NAN; m * width]);
     let node = NodeUniform { n: width as u32, heads: heads as u32, kv_heads: kvh as u32, head_dim: hd as u32, ..Default::default() };
-    rig.dispatch("rope", Binds { x: Some(&qb), x2: Some(&tb), y: Some(&yr), ..Default::default() }, node, step, &data, grid(width.div_ceil(64), m, 1));
+    rig.dispatch(
+        "rope",
+        Binds { x: Some(&qb), x2: Some(&tb), y: Some(&yr), ..Default::default() },
+        node,
+        step,
+        &data,
+        grid(width.div_ceil(64), m, 1),
+    );
     let mut want = qkv.clone();
     for (i, row) in want.chunks_exact_mut(width).enumerate() {
         let p = positions[i] as usize;
@@ -251,7 +265,14 @@ fn row_kernels_match_the_oracle() {
     let mut data = vec![0u32; CAP * 4];
     data[3 * CAP..3 * CAP + 3].copy_from_slice(&rows);
     let node = NodeUniform { n: h as u32, rows: 1, ..Default::default() };
-    rig.dispatch("select_rows", Binds { x: Some(&xb), y: Some(&yb), ..Default::default() }, node, StepUniform::new(m, 3, CAP, None), &data, grid(h.div_ceil(64), 3, 1));
+    rig.dispatch(
+        "select_rows",
+        Binds { x: Some(&xb), y: Some(&yb), ..Default::default() },
+        node,
+        StepUniform::new(m, 3, CAP, None),
+        &data,
+        grid(h.div_ceil(64), 3, 1),
+    );
     let want: Vec<f32> = rows.iter().flat_map(|&r| x[r as usize * h..(r as usize + 1) * h].to_vec()).collect();
     assert_eq!(rel_error(&rig.download(&yb, 3 * h), &want, "select_rows"), 0.0);
 
@@ -295,7 +316,8 @@ fn check_attention(unified: UnifiedMax, expect_fallback: bool) {
             let base = i * max_ctx * kv_dim;
             let q = &qkv[i * width + h * hd..i * width + (h + 1) * hd];
             let out = &mut want[(i * heads + h) * hd..(i * heads + h + 1) * hd];
-            cpu::attend(q, &kc[base..], &vc[base..], kv_dim, (h / (heads / kvh)) * hd, positions[i] + 1, scale, out, &mut vec![]);
+            let head = cpu::KvHead { keys: &kc[base..], values: &vc[base..], kv_dim, offset: (h / (heads / kvh)) * hd };
+            cpu::attend(q, head, positions[i] + 1, scale, out, &mut vec![]);
         }
     }
     let node = NodeUniform {
@@ -366,7 +388,11 @@ fn fused_and_chunked_lowering_matches_the_plain_one() {
     // every weight in one binding too (all fusions apply); the other has weights split into
     // 4 KiB chunks (as lavapipe's 128 MiB binding limit splits large ones), where the GEMV
     // norm and SwiGLU fusions give way for the chunked weights.
-    let (Some(mut fused), Some(mut chunked), Some(mut plain)) = (driver(&c, true, None), driver(&c, true, Some(4096)), driver(&c, false, None)) else { return };
+    let (Some(mut fused), Some(mut chunked), Some(mut plain)) =
+        (driver(&c, true, None), driver(&c, true, Some(4096)), driver(&c, false, None))
+    else {
+        return;
+    };
     assert!(chunked.lowering().weights.iter().any(|w| w.chunks.len() > 1));
     assert!(plain.lowering().weights.iter().all(|w| w.chunks.len() == 1) && plain.lowering().fusions.is_empty());
     let prompt: Vec<u32> = (0..10).map(|i| i * 29 % 300).collect();
