@@ -24,8 +24,8 @@ pub struct InspectArgs {
     shape: Option<Shape>,
     #[command(flatten)]
     device: DeviceArgs,
-    /// Plan with the backend's built-in profile instead of its device's capabilities (no
-    /// GPU needed).
+    /// Plan with the backend's built-in profile instead of its device's capabilities (also
+    /// used, with a notice, when the device cannot be opened here).
     #[arg(long)]
     offline: bool,
     /// Tokens per step (comma-separated list): decode steps of that many sequences, or with
@@ -56,21 +56,22 @@ pub fn run(args: InspectArgs) -> Result<()> {
         }
     };
     let opts = args.device.backend();
+    let builtin = || {
+        BackendCaps::builtin(opts.kind())
+            .ok_or_else(|| Error::BackendUnavailable { backend: opts.kind().name().into(), reason: "it has no built-in profile to plan with".into() })
+    };
     let caps = if args.offline {
-        BackendCaps::builtin(opts.kind()).ok_or_else(|| Error::BackendUnavailable {
-            backend: opts.kind().name().into(),
-            reason: "it has no built-in profile to plan with".into(),
-        })?
+        builtin()?
     } else {
-        backend::open(&opts)
-            .map_err(|e| match e {
-                Error::BackendUnavailable { backend, reason } => {
-                    Error::BackendUnavailable { backend, reason: format!("{reason} (--offline plans with the built-in profile)") }
-                }
-                other => other,
-            })?
-            .caps()
-            .clone()
+        match backend::open(&opts) {
+            Ok(device) => device.caps().clone(),
+            // No device here: the plan is still useful with the backend's own profile.
+            Err(Error::BackendUnavailable { backend, reason }) if BackendCaps::builtin(opts.kind()).is_some() => {
+                eprintln!("fdpp: {backend} is not available here ({reason}); planning with its built-in profile");
+                builtin()?
+            }
+            Err(e) => return Err(e),
+        }
     };
     let lowering = Lowering::new(graph::llama::build(&config), caps, &LoweringOptions::default())?;
     let caps = &lowering.caps;

@@ -200,11 +200,34 @@ pub fn load_engine(model: Option<&Path>, opts: &EngineOptions) -> Result<Engine>
     let path = resolve_model(model)?;
     let model = Model::load(&path)?;
     eprintln!("fdpp: {}", model.describe());
+    let before = host_memory();
+    let started = std::time::Instant::now();
     let mut bar = progress::Bar::hidden();
     let engine = Engine::load(model, opts, &mut |done, total| bar.count(done, total, "loading weights"))?;
     bar.finish();
     eprintln!("fdpp: backend {}", engine.backend_description());
+    if let (Some(before), Some(after)) = (before, host_memory()) {
+        eprintln!(
+            "fdpp: loaded in {:.2} s; host memory resident {} MB before loading the weights, {} MB after (peak {} MB)",
+            started.elapsed().as_secs_f64(),
+            before.resident_kb / 1024,
+            after.resident_kb / 1024,
+            after.peak_kb / 1024
+        );
+    }
     Ok(engine)
+}
+
+/// This process's resident host memory, now and at its peak (Linux).
+pub struct HostMemory {
+    pub resident_kb: u64,
+    pub peak_kb: u64,
+}
+
+pub fn host_memory() -> Option<HostMemory> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse().ok());
+    Some(HostMemory { resident_kb: field("VmRSS:")?, peak_kb: field("VmHWM:")? })
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {

@@ -129,11 +129,13 @@ pub struct LoweringOptions {
     pub fuse: bool,
     /// Phi and its safe range per layer (one value: every layer).
     pub unified_max: Vec<UnifiedMax>,
+    /// A dataflow table measured for this device, in place of the backend's built-in one.
+    pub table: Option<crate::dataflow::DataflowTable>,
 }
 
 impl Default for LoweringOptions {
     fn default() -> Self {
-        LoweringOptions { fuse: true, unified_max: vec![UnifiedMax::default()] }
+        LoweringOptions { fuse: true, unified_max: vec![UnifiedMax::default()], table: None }
     }
 }
 
@@ -153,7 +155,10 @@ pub struct Lowering {
 }
 
 impl Lowering {
-    pub fn new(graph: Graph, caps: BackendCaps, opts: &LoweringOptions) -> Result<Lowering> {
+    pub fn new(graph: Graph, mut caps: BackendCaps, opts: &LoweringOptions) -> Result<Lowering> {
+        if let Some(t) = &opts.table {
+            caps.table = t.clone();
+        }
         let c = &graph.config;
         if c.head_dim > caps.attention.max_head_dim {
             return Err(Error::UnsupportedModel {

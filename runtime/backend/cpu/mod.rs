@@ -263,3 +263,44 @@ impl Executor for CpuExecutor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendOptions, Capacity};
+    use crate::dataflow::{DataflowTable, Inflections, TableSource};
+    use crate::engine::Driver;
+    use crate::graph::llama;
+    use crate::lower::LoweringOptions;
+    use crate::model::synthetic::SyntheticWeights;
+    use crate::trace::How;
+
+    /// Whatever variant the lowering picks, the CPU runs that variant's loop and its
+    /// records say so; all three give the same logits.
+    #[test]
+    fn each_variant_runs_its_own_kernel_and_records_what_it_ran() {
+        let c = crate::graph::tests::config();
+        let weights = SyntheticWeights::new(&c);
+        let table = |m1, m2| DataflowTable { source: TableSource::Tuned { device: "test".into() }, fallback: Inflections { m1, m2 }, shapes: vec![] };
+        let mut results = vec![];
+        for (name, m1, m2) in [("A:gemv", 100, 200), ("B:flat_gemm", 1, 200), ("C:gemm", 1, 1)] {
+            let opts = LoweringOptions { table: Some(table(m1, m2)), ..Default::default() };
+            let capacity = Capacity { max_seqs: 1, max_context: 64 };
+            let mut d = Driver::load(&BackendOptions::Cpu, llama::build(&c), &opts, &weights, capacity, &mut |_, _| {}).unwrap();
+            let tokens: Vec<u32> = (0..7).map(|i| i * 13 % 100).collect();
+            let positions: Vec<usize> = (0..7).collect();
+            let logits = d.step(&StepInput { tokens: &tokens, positions: &positions, seqs: &[0; 7], out_rows: &[6] }).unwrap();
+            let (_, records) = d.last_records().unwrap();
+            for r in records.iter().filter(|r| r.op == "linear") {
+                let How::Launch { variant, .. } = &r.how else { panic!("{} fused", r.node) };
+                assert_eq!(variant.label(), name, "{}", r.node);
+                assert!(r.micros.is_some(), "the CPU times every launch");
+            }
+            results.push(logits);
+        }
+        for other in &results[1..] {
+            let err = crate::compare::rel_error(other, &results[0], "logits of another variant");
+            assert!(err < 1e-5, "relative error {err:e}");
+        }
+    }
+}

@@ -65,8 +65,9 @@ impl Device for WgpuDevice {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Box<dyn Executor>> {
         let WgpuDevice { ctx, caps } = *self;
-        if lowering.caps != caps {
-            return Err(Error::InvalidArgument("the lowering was made for other capabilities than this device's".into()));
+        let l = &lowering.caps;
+        if l.backend != caps.backend || l.weight_dtype != caps.weight_dtype || l.subgroup_size != caps.subgroup_size || l.max_binding_bytes > caps.max_binding_bytes {
+            return Err(Error::InvalidArgument(format!("the lowering was made for {}, not for this device ({})", l.device, caps.device)));
         }
         let g = &lowering.graph;
         let c = &g.config;
