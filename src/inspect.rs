@@ -57,8 +57,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
     };
     let opts = args.device.backend();
     let builtin = || {
-        BackendCaps::builtin(opts.kind())
-            .ok_or_else(|| Error::BackendUnavailable { backend: opts.kind().name().into(), reason: "it has no built-in profile to plan with".into() })
+        BackendCaps::builtin(opts.kind()).ok_or_else(|| Error::BackendUnavailable {
+            backend: opts.kind().name().into(),
+            reason: "it has no built-in profile to plan with".into(),
+        })
     };
     let caps = if args.offline {
         builtin()?

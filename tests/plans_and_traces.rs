@@ -49,7 +49,9 @@ fn check_plan(plan: &PlanFile, ms: &[usize]) {
         // On GEMV steps the norms before QKV and gate/up run inside them.
         for r in step.nodes.iter().filter(|r| r.op == "rms_norm" && r.node.starts_with("layers.")) {
             match (&r.how, want) {
-                (How::Fused { into, .. }, LinearImpl::Gemv) => assert!(into.ends_with(".qkv") || into.ends_with(".gate_up"), "{} into {into}", r.node),
+                (How::Fused { into, .. }, LinearImpl::Gemv) => {
+                    assert!(into.ends_with(".qkv") || into.ends_with(".gate_up"), "{} into {into}", r.node)
+                }
                 (How::Launch { variant: Variant::RmsNorm, .. }, LinearImpl::FlatGemm | LinearImpl::Gemm) => {}
                 (how, _) => panic!("{} at m={m}: {how:?}", r.node),
             }
@@ -71,7 +73,8 @@ fn wgpu_plan_without_a_device_has_a_b_and_c() {
     assert_eq!(plan.caps.backend.name(), "wgpu");
     check_plan(&plan, &[1, 8, 128]);
     // The built-in wgpu table: A at 1, B at 8, C at 128.
-    let labels: Vec<&str> = plan.steps.iter().map(|s| variant(s.nodes.iter().find(|r| r.node == "layers.0.attn.o").unwrap()).label()).collect();
+    let labels: Vec<&str> =
+        plan.steps.iter().map(|s| variant(s.nodes.iter().find(|r| r.node == "layers.0.attn.o").unwrap()).label()).collect();
     assert_eq!(labels, ["A:gemv", "B:flat_gemm", "C:gemm"]);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -66,7 +66,11 @@ impl Device for WgpuDevice {
     ) -> Result<Box<dyn Executor>> {
         let WgpuDevice { ctx, caps } = *self;
         let l = &lowering.caps;
-        if l.backend != caps.backend || l.weight_dtype != caps.weight_dtype || l.subgroup_size != caps.subgroup_size || l.max_binding_bytes > caps.max_binding_bytes {
+        if l.backend != caps.backend
+            || l.weight_dtype != caps.weight_dtype
+            || l.subgroup_size != caps.subgroup_size
+            || l.max_binding_bytes > caps.max_binding_bytes
+        {
             return Err(Error::InvalidArgument(format!("the lowering was made for {}, not for this device ({})", l.device, caps.device)));
         }
         let g = &lowering.graph;
