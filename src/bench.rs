@@ -294,9 +294,9 @@ fn run(args: BenchArgs) -> Result<()> {
     let (config, weights, what): (_, Box<dyn WeightSource>, _) = match args.shape {
         Some(shape) => {
             let c = shape.config();
-            eprintln!("fdpp: synthetic {shape:?} weights ({:.1}M parameters)", c.num_params() as f64 / 1e6);
+            eprintln!("fdpp: synthetic {} weights ({:.1}M parameters)", shape.name(), c.num_params() as f64 / 1e6);
             let w = SyntheticWeights::new(&c);
-            (c, Box::new(w), format!("synthetic {shape:?}"))
+            (c, Box::new(w), format!("synthetic {}", shape.name()))
         }
         None => {
             let path = crate::resolve_model(args.model.as_deref())?;
@@ -305,6 +305,7 @@ fn run(args: BenchArgs) -> Result<()> {
         }
     };
     let capacity = Capacity { max_seqs: max_batch, max_context: max_ctx.max(args.prompt_tokens) + args.gen_tokens + 1 };
+    let before = crate::host_memory();
     let mut bar = crate::progress::Bar::hidden();
     let g = graph::llama::build(&config);
     let backend = args.device.backend();
@@ -312,6 +313,14 @@ fn run(args: BenchArgs) -> Result<()> {
         Driver::load(&backend, g, &LoweringOptions::default(), weights.as_ref(), capacity, &mut |d, t| bar.count(d, t, "loading weights"))?;
     bar.finish();
     drop(weights);
+    if let (Some(before), Some(after)) = (before, crate::host_memory()) {
+        eprintln!(
+            "fdpp: host memory resident {} MB before loading the weights, {} MB after (peak {} MB)",
+            before.resident_kb / 1024,
+            after.resident_kb / 1024,
+            after.peak_kb / 1024
+        );
+    }
     let device = exec.describe();
     eprintln!("fdpp: {device}");
     // Warm-up, inside the context the executor was sized for.
@@ -393,6 +402,9 @@ fn run(args: BenchArgs) -> Result<()> {
         std::fs::write(&path, serde_json::to_string_pretty(&v).expect("JSON")).map_err(|e| Error::io(&path, e))?;
     }
     record_rows(args.record.as_deref(), args.anchor.as_deref(), &what, &device, &rows)?;
+    if let Some(m) = crate::host_memory() {
+        eprintln!("fdpp: host memory peak {} MB", m.peak_kb / 1024);
+    }
     Ok(())
 }
 
