@@ -311,3 +311,6 @@ impl TextStream {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

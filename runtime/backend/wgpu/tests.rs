@@ -1,20 +1,16 @@
 //! Every WGSL kernel against the CPU oracle on fresh random inputs, on whatever adapter
 //! this machine has (Mesa's lavapipe in CI), with each lane-group reduction the adapter
-//! allows; and whole lowered steps, fused and chunked, against the unfused lowering.
+//! allows (whole lowered steps are tested in `engine/tests.rs`).
 //! Without an adapter they skip with the reason printed (and fail under FDPP_REQUIRE_GPU=1).
 
 use super::kernels::{Binds, Kernels, NodeUniform, Shared, StepUniform, grid};
 use super::*;
 use crate::backend::cpu::kernels as cpu;
-use crate::backend::{BackendOptions, WeightPrecision};
+use crate::backend::WeightPrecision;
 use crate::compare::rel_error;
-use crate::engine::Driver;
-use crate::graph::llama;
-use crate::lower::LoweringOptions;
 use crate::lower::kernel::UnifiedMax;
 use crate::model::ModelConfig;
 use crate::sampling::Rng;
-use crate::trace::How;
 
 fn config() -> ModelConfig {
     ModelConfig {
@@ -369,59 +365,4 @@ fn scores_outside_the_safe_range_fall_back_and_stay_right() {
     // phi far above every score: each e^(s - phi) would underflow to 0, so every row is
     // flagged and recomputed by the synchronised kernel.
     check_attention(UnifiedMax { phi: 1000.0, lo: -60.0, hi: 60.0 }, true);
-}
-
-/// A driver on the wgpu backend over random weights (f32, so lowerings compare to 1e-5).
-fn driver(c: &ModelConfig, fuse: bool, binding_limit: Option<u64>) -> Option<Driver> {
-    let g = llama::build(c);
-    let weights = crate::model::synthetic::SyntheticWeights::new(c);
-    let backend = BackendOptions::Wgpu(WgpuOptions { precision: WeightPrecision::F32, binding_limit, ..Default::default() });
-    let opts = LoweringOptions { fuse, ..Default::default() };
-    let capacity = crate::backend::Capacity { max_seqs: 1, max_context: c.max_context };
-    Driver::load(&backend, g, &opts, &weights, capacity, &mut |_, _| {}).map_err(crate::testing::skip_unavailable).ok()
-}
-
-#[test]
-fn fused_and_chunked_lowering_matches_the_plain_one() {
-    let c = ModelConfig { num_layers: 2, ..config() };
-    // The reference runs unfused, with every weight in one binding. One fused driver has
-    // every weight in one binding too (all fusions apply); the other has weights split into
-    // 4 KiB chunks (as lavapipe's 128 MiB binding limit splits large ones), where the GEMV
-    // norm and SwiGLU fusions give way for the chunked weights.
-    let (Some(mut fused), Some(mut chunked), Some(mut plain)) =
-        (driver(&c, true, None), driver(&c, true, Some(4096)), driver(&c, false, None))
-    else {
-        return;
-    };
-    assert!(chunked.lowering().weights.iter().any(|w| w.chunks.len() > 1));
-    assert!(plain.lowering().weights.iter().all(|w| w.chunks.len() == 1) && plain.lowering().fusions.is_empty());
-    let prompt: Vec<u32> = (0..10).map(|i| i * 29 % 300).collect();
-    let positions: Vec<usize> = (0..10).collect();
-    let seqs = vec![0; 10];
-    let mut steps = vec![(prompt.clone(), positions.clone(), seqs.clone(), vec![9usize])];
-    for p in 10..13 {
-        steps.push((vec![p as u32], vec![p], vec![0], vec![0]));
-    }
-    for (tokens, positions, seqs, out_rows) in &steps {
-        let input = StepInput { tokens, positions, seqs, out_rows };
-        let want = plain.step(&input).unwrap();
-        for (what, d) in [("fused", &mut fused), ("fused + chunked", &mut chunked)] {
-            let err = rel_error(&d.step(&input).unwrap(), &want, what);
-            assert!(err <= 1e-5, "{what} vs plain at m={}: relative error {err:e}", tokens.len());
-        }
-    }
-    // The fusions took effect on the last (decode, GEMV) step: residual adds, every
-    // RMSNorm, SwiGLU and RoPE ran inside the linear launch named; with chunked weights the
-    // norms still ran on their own.
-    let records = |d: &Driver| d.last_records().expect("a step ran").1;
-    let folded = |d: &Driver, op: &str| records(d).iter().filter(|r| r.op == op).all(|r| matches!(r.how, How::Fused { .. }));
-    for op in ["add", "rms_norm", "swiglu", "rope"] {
-        assert!(folded(&fused, op), "{op} not fused: {:?}", records(&fused));
-    }
-    for r in records(&fused).iter().filter(|r| r.op == "rms_norm" && r.node != "final_norm") {
-        let How::Fused { into, .. } = &r.how else { unreachable!() };
-        assert!(into.ends_with(".qkv") || into.ends_with(".gate_up"), "{} fused into {into}", r.node);
-    }
-    assert!(folded(&chunked, "add") && !folded(&chunked, "rms_norm"));
-    assert!(records(&plain).iter().all(|r| matches!(r.how, How::Launch { .. })));
 }
