@@ -183,7 +183,7 @@ pub struct TraceFile {
     pub model: String,
     pub backend: String,
     pub caps: BackendCaps,
-    /// The last prefill step and the first decode step after it.
+    /// The last prefill step and the last decode step after it.
     pub steps: Vec<StepTrace>,
     /// One list per entry of `steps`: device time per (op, implementation).
     pub op_summary: Vec<Vec<OpTime>>,

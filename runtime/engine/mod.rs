@@ -99,7 +99,7 @@ pub struct Engine {
     pub chat_template: Option<ChatTemplate>,
     driver: Driver,
     max_context: usize,
-    /// The last prefill step and the first decode step after it.
+    /// The last prefill step and the last decode step after it.
     steps: Vec<StepTrace>,
 }
 
@@ -132,7 +132,7 @@ impl Engine {
     pub fn max_context(&self) -> usize {
         self.max_context
     }
-    /// The last prefill step and the first decode step after it, as they ran.
+    /// The last prefill step and the last decode step after it, as they ran.
     pub fn trace_steps(&self) -> &[StepTrace] {
         &self.steps
     }

@@ -17,11 +17,8 @@ use crate::trace::How;
 fn each_variant_runs_its_own_kernel_and_records_what_it_ran() {
     let c = crate::graph::tests::config();
     let weights = SyntheticWeights::new(&c);
-    let table = |m1, m2| DataflowTable {
-        source: TableSource::Tuned { device: "test".into() },
-        fallback: Inflections { m1, m2 },
-        shapes: vec![],
-    };
+    let table =
+        |m1, m2| DataflowTable { source: TableSource::Tuned { device: "test".into() }, fallback: Inflections { m1, m2 }, shapes: vec![] };
     let mut results = vec![];
     for (name, m1, m2) in [("A:gemv", 100, 200), ("B:flat_gemm", 1, 200), ("C:gemm", 1, 1)] {
         let opts = LoweringOptions { table: Some(table(m1, m2)), ..Default::default() };

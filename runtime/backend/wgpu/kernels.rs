@@ -156,10 +156,20 @@ impl Shared {
                 std::mem::size_of::<StepUniform>() as u64,
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             ),
-            step_data: buffer("step data", (4 * max_m * 4) as u64, wgpu::BufferUsages::STORAGE | copy),
+            step_data: Shared::step_data(ctx, max_m),
             scratch: buffer("attention partials", scratch_bytes, wgpu::BufferUsages::STORAGE),
             flags: buffer("flags", (flag_words * 4) as u64, wgpu::BufferUsages::STORAGE | copy),
         }
+    }
+
+    /// The step data of steps of up to `max_m` tokens.
+    pub fn step_data(ctx: &GpuContext, max_m: usize) -> wgpu::Buffer {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step data"),
+            size: (4 * max_m * 4).max(16) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
     }
 }
 

@@ -249,9 +249,8 @@ impl WgpuExecutor {
                 })
             })
             .collect();
-        let scratch_bytes = self.shared.scratch.size();
-        let flag_words = (self.shared.flags.size() / 4) as usize;
-        self.shared = Shared::new(&self.kernels.ctx, cap, scratch_bytes, flag_words);
+        // Only the step data grows: the flags keep the ids a pipelined step feeds the next.
+        self.shared.step_data = Shared::step_data(&self.kernels.ctx, cap);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(oom(&format!("activations for {cap} tokens ({e})"), sizes.iter().sum::<usize>() as u64));
         }

@@ -5,8 +5,8 @@
 
 use super::kernels::{Binds, Kernels, NodeUniform, Shared, StepUniform, grid};
 use super::*;
-use crate::backend::cpu::kernels as cpu;
 use crate::backend::WeightPrecision;
+use crate::backend::cpu::kernels as cpu;
 use crate::compare::rel_error;
 use crate::lower::kernel::UnifiedMax;
 use crate::model::ModelConfig;
