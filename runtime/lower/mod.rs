@@ -161,13 +161,8 @@ impl Lowering {
         }
         let c = &graph.config;
         if c.head_dim > caps.attention.max_head_dim {
-            return Err(Error::UnsupportedModel {
-                path: Default::default(),
-                reason: format!(
-                    "head_dim {} is larger than the {} backend's attention kernels hold ({})",
-                    c.head_dim, caps.backend, caps.attention.max_head_dim
-                ),
-            });
+            let reason = format!("head_dim {} is larger than its attention kernels hold ({})", c.head_dim, caps.attention.max_head_dim);
+            return Err(Error::Backend { backend: caps.backend.name().into(), op: "planning the model".into(), reason });
         }
         if opts.unified_max.is_empty() || (opts.unified_max.len() != 1 && opts.unified_max.len() != c.num_layers) {
             return Err(Error::InvalidArgument(format!("unified max: give one value or one per layer ({})", c.num_layers)));
@@ -204,8 +199,6 @@ impl Lowering {
         let x = node.inputs.first().filter(|&&t| t != self.graph.tokens).map(|&t| self.buffer(t));
         let width = self.graph.tensors[node.output].row_width();
         let io = |y: BufferId| Io { x, x2: None, weight: None, norm_weight: None, y, kv: None };
-        let c = &self.graph.config;
-        let dims = HeadDims { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: c.head_dim };
         match node.op {
             Op::Embedding { table } => {
                 let chunks = self.weights[table].chunks.clone();
@@ -250,15 +243,14 @@ impl Lowering {
                 let fused_gemv = self.fused_gemv(ni, weight, n, k);
                 Program::Linear { plain, fused_gemv, n, k }
             }
-            Op::Rope { .. } => {
-                let kv = self.fusion_of(|f| matches!(f, Fusion::KvWriteInRope { rope, .. } if *rope == ni)).map(|(_, f)| match f {
-                    Fusion::KvWriteInRope { attention, .. } => self.layer_of(attention),
-                    _ => unreachable!("filtered above"),
-                });
+            Op::Rope { head_dim, num_heads, num_kv_heads, .. } => {
+                let dims = HeadDims { heads: num_heads, kv_heads: num_kv_heads, head_dim };
+                let kv = self.kv_layer_written_by(ni);
                 let t = self.template(ni, Params::Rope { dims, kv_write: kv.is_some() }, Io { kv, ..io(self.buffer(node.output)) });
                 Program::Fixed(vec![t])
             }
-            Op::Attention { layer, scale, .. } => {
+            Op::Attention { layer, num_heads, num_kv_heads, head_dim, scale } => {
+                let dims = HeadDims { heads: num_heads, kv_heads: num_kv_heads, head_dim };
                 let kv_write = self.fusion_of(|f| matches!(f, Fusion::KvWriteInRope { attention, .. } if *attention == ni)).is_none();
                 let unified = unified[if unified.len() == 1 { 0 } else { layer }];
                 let params = Params::Attention { dims, layer, scale, kv_write, unified };
@@ -274,11 +266,15 @@ impl Lowering {
         }
     }
 
-    fn layer_of(&self, attention: NodeId) -> usize {
-        match self.graph.nodes[attention].op {
-            Op::Attention { layer, .. } => layer,
-            _ => unreachable!("KV fusions end at an attention node"),
-        }
+    /// The layer whose KV cache a RoPE node writes (the attention's write fused into it).
+    fn kv_layer_written_by(&self, rope: NodeId) -> Option<usize> {
+        self.fusions.iter().find_map(|f| match *f {
+            Fusion::KvWriteInRope { rope: r, attention } if r == rope => match self.graph.nodes[attention].op {
+                Op::Attention { layer, .. } => Some(layer),
+                _ => None,
+            },
+            _ => None,
+        })
     }
 
     /// The GEMV launch with this linear layer's GEMV fusions, if it has any.
@@ -311,8 +307,7 @@ impl Lowering {
                     };
                     epilogue = Epilogue::Rope { dims: HeadDims { heads: num_heads, kv_heads: num_kv_heads, head_dim } };
                     y = self.buffer(self.graph.nodes[rope].output);
-                    let attention = self.graph.consumers()[self.graph.nodes[rope].output][0];
-                    kv = Some(self.layer_of(attention));
+                    kv = self.kv_layer_written_by(rope);
                 }
                 _ => {}
             }
@@ -516,13 +511,9 @@ fn weight_layouts(g: &Graph, caps: &BackendCaps) -> Result<Vec<WeightLayout>> {
             let cols: usize = p.shape[1..].iter().product();
             let row_bytes = cols as u64 * elem;
             if row_bytes > caps.max_binding_bytes {
-                return Err(Error::UnsupportedModel {
-                    path: Default::default(),
-                    reason: format!(
-                        "a row of `{}` is {row_bytes} bytes, more than one binding of the {} backend holds ({} bytes)",
-                        p.name, caps.backend, caps.max_binding_bytes
-                    ),
-                });
+                let reason =
+                    format!("a row of `{}` is {row_bytes} bytes, more than one binding holds ({} bytes)", p.name, caps.max_binding_bytes);
+                return Err(Error::Backend { backend: caps.backend.name().into(), op: "planning the model".into(), reason });
             }
             // Vectors (norm weights) are one row of `rows` elements: never split.
             let per = if p.shape.len() == 1 { rows } else { ((caps.max_binding_bytes / row_bytes) as usize).max(1) };
