@@ -5,6 +5,7 @@ mod bench;
 mod inspect;
 mod progress;
 mod shape;
+mod tokenize;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure prefill and decode speed (or, with `bench kernels`, each kernel).
     Bench(bench::BenchCmd),
+    /// Print the token ids (and pieces) a model's tokenizer makes of a text.
+    Tokenize(tokenize::TokenizeArgs),
     /// Fetch the default model into the cache (if it is not there) and print its path.
     Fetch,
 }
@@ -155,6 +158,7 @@ fn main() -> ExitCode {
         Command::Convert { model, out_dir } => convert(&model, &out_dir),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(cmd) => bench::command(cmd),
+        Command::Tokenize(args) => tokenize::run(args),
         Command::Fetch => resolve_model(None).map(|p| println!("{}", p.display())),
     };
     match result {

@@ -66,6 +66,14 @@ impl Model {
         if meta.is_dir() { hf::load(path) } else { gguf_llama::load(path) }
     }
 
+    /// Only the tokenizer of a `.gguf` file (a vocabulary-only GGUF too) or a Hugging Face
+    /// folder, without reading the model's config or weights.
+    pub fn load_tokenizer(path: impl AsRef<Path>) -> Result<Tokenizer> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() { Tokenizer::from_hf_dir(path) } else { Tokenizer::from_gguf(&gguf::GgufFile::open(path)?) }
+    }
+
     pub fn describe(&self) -> String {
         let c = &self.config;
         format!(

@@ -6,10 +6,17 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::{Value, json};
+use tokenizers::decoders::DecoderWrapper;
+use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::normalizers::prepend::Prepend;
+use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::{NormalizerWrapper, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
@@ -22,10 +29,192 @@ use crate::error::{Error, Result};
 /// Tokens that end an assistant turn in common chat formats, besides the model's EOS.
 const END_OF_TURN: [&str; 6] = ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>", "<|end|>"];
 
-/// llama.cpp's pre-tokenizer regexes, by the name GGUF stores in `tokenizer.ggml.pre`.
-const LLAMA3_REGEX: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const SUPPORTED_PRE: &str = "gpt2 (gpt-2), default, smollm, llama-bpe (llama3)";
+/// llama.cpp's pre-tokenizer regexes (src/llama-vocab.cpp, copied by a script so that no
+/// character of their classes is normalised on the way; non-ASCII as `\u{..}`), by the name
+/// GGUF stores in `tokenizer.ggml.pre`. Each regex splits the pieces the one before it
+/// left, keeping both the matches and the text between them.
+const GPT2: &[&str] = &["'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"];
+const LLAMA3: &[&str] = &[
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+];
+const QWEN2: &[&str] = &[
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+];
+const DEEPSEEK_LLM: &[&str] = &[
+    "[\r\n]",
+    "\\s?[A-Za-z\u{B5}\u{C0}-\u{D6}\u{D8}-\u{F6}\u{F8}-\u{1BA}\u{1BC}-\u{1BF}\u{1C4}-\u{293}\u{295}-\u{2AF}\u{370}-\u{373}\u{376}\u{377}\u{37B}-\u{37D}\u{37F}\u{386}\u{388}-\u{38A}\u{38C}\u{38E}-\u{3A1}\u{3A3}-\u{3F5}\u{3F7}-\u{481}\u{48A}-\u{52F}\u{531}-\u{556}\u{10A0}-\u{10C5}\u{13A0}-\u{13F5}\u{13F8}-\u{13FD}\u{1C90}-\u{1CBA}\u{1CBD}-\u{1CBF}\u{1D00}-\u{1D2B}\u{1D6B}-\u{1D77}\u{1D79}-\u{1D9A}\u{1E00}-\u{1F15}\u{1F18}-\u{1F1D}\u{1F20}-\u{1F45}\u{1F48}-\u{1F4D}\u{1F50}-\u{1F57}\u{1F59}\u{1F5B}\u{1F5D}\u{1F5F}-\u{1F7D}\u{1F80}-\u{1FB4}\u{1FB6}-\u{1FBC}\u{1FBE}\u{1FC2}-\u{1FC4}\u{1FC6}-\u{1FCC}\u{1FD0}-\u{1FD3}\u{1FD6}-\u{1FDB}\u{1FE0}-\u{1FEC}\u{1FF2}-\u{1FF4}\u{1FF6}-\u{1FFC}\u{2102}\u{2107}\u{210A}-\u{2113}\u{2115}\u{2119}-\u{211D}\u{2124}\u{2126}\u{2128}\u{212A}-\u{212D}\u{212F}-\u{2134}\u{2139}\u{213C}-\u{213F}\u{2145}-\u{2149}\u{214E}\u{2183}\u{2184}\u{2C00}-\u{2C7B}\u{2C7E}-\u{2CE4}\u{2CEB}-\u{2CEE}\u{2CF2}\u{2CF3}\u{A640}-\u{A66D}\u{A680}-\u{A69B}\u{A722}-\u{A76F}\u{A771}-\u{A787}\u{A78B}-\u{A78E}\u{AB70}-\u{ABBF}\u{FB00}-\u{FB06}\u{FB13}-\u{FB17}\u{FF21}-\u{FF3A}\u{FF41}-\u{FF5A}\u{10400}-\u{1044F}\u{104B0}-\u{104D3}\u{104D8}-\u{104FB}\u{10C80}-\u{10CB2}\u{10CC0}-\u{10CF2}\u{118A0}-\u{118DF}\u{1E900}-\u{1E943}]+",
+    "\\s?[!-/:-~\u{FF01}-\u{FF0F}\u{FF1A}-\u{FF5E}\u{2018}-\u{201F}\u{3000}-\u{3002}]+",
+    "\\s+$",
+    "[\u{4E00}-\u{9FA5}\u{800}-\u{4E00}\u{AC00}-\u{D7FF}]+",
+    "\\p{N}+",
+];
+const DEEPSEEK_CODER: &[&str] =
+    &["[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[\u{4E00}-\u{9FA5}\u{800}-\u{4E00}\u{AC00}-\u{D7FF}]+", "\\p{N}"];
+const FALCON: &[&str] =
+    &["[\\p{P}\\$\\+<=>\\^~\\|`]+", "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)", "[0-9][0-9][0-9]"];
+const STARCODER: &[&str] = &["\\p{N}", "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"];
+const BLOOM: &[&str] = &[" ?[^(\\s|.,!?\u{2026}\u{3002}\u{FF0C}\u{3001}\u{964}\u{6D4}\u{60C})]+"];
+const VIKING: &[&str] = &[" ?[^(\\s|.,!?\u{2026}\u{3002}\u{FF0C}\u{3001}\u{964}\u{6D4}\u{60C})]+", "\\p{N}"];
+const DEFAULT: &[&str] = &[
+    "[\\p{P}\\$\\+<=>\\^~\\|]+",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+    "\\p{N}+",
+    "[0-9][0-9][0-9]",
+];
+
+/// How a byte-level BPE vocabulary splits text before merging, by `tokenizer.ggml.pre`.
+struct PreTokenizer {
+    regexes: &'static [&'static str],
+    /// A whole pre-token found in the vocabulary is taken as is (Llama 3).
+    ignore_merges: bool,
+}
+
+fn bpe_pre_tokenizer(name: &str) -> Option<PreTokenizer> {
+    let (regexes, ignore_merges) = match name {
+        "gpt2" | "gpt-2" | "phi-2" | "mpt" | "olmo" | "jais" => (GPT2, false),
+        "llama-bpe" | "llama3" | "llama-v3" | "falcon3" | "pixtral" => (LLAMA3, true),
+        "dbrx" | "smaug-bpe" | "chatglm-bpe" => (LLAMA3, false),
+        "qwen2" | "deepseek-r1-qwen" | "stablelm2" | "hunyuan" => (QWEN2, false),
+        "deepseek-llm" => (DEEPSEEK_LLM, false),
+        "deepseek-coder" => (DEEPSEEK_CODER, false),
+        "falcon" => (FALCON, false),
+        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b" => (STARCODER, false),
+        "default" => (DEFAULT, false),
+        "poro-chat" | "bloom" | "gpt3-finnish" => (BLOOM, false),
+        "viking" => (VIKING, false),
+        _ => return None,
+    };
+    Some(PreTokenizer { regexes, ignore_merges })
+}
+
+const SUPPORTED_PRE: &str = "gpt2, llama-bpe (llama3), qwen2, deepseek-llm, deepseek-coder, falcon, starcoder, smollm, refact, \
+                             command-r, mpt, olmo, dbrx, stablelm2, default, bloom, viking";
+
+/// The vocabulary a GGUF file stores.
+struct GgufVocab {
+    tokens: Vec<String>,
+    /// llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
+    types: Vec<i64>,
+    scores: Vec<f32>,
+    merges: Vec<(String, String)>,
+}
+
+impl GgufVocab {
+    fn read(g: &GgufFile, with_merges: bool) -> Result<Self> {
+        let malformed =
+            |key: &str, reason: &str| Error::Malformed { path: g.path.clone(), what: format!("metadata `{key}`"), reason: reason.into() };
+        let strings = |key: &str| -> Result<Vec<String>> {
+            let arr = g.require(key, g.get_array(key))?;
+            arr.iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| malformed(key, "expected an array of strings"))
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let types: Vec<i64> = match g.get_array("tokenizer.ggml.token_type")? {
+            Some(a) => a
+                .iter()
+                .map(|v| match v {
+                    GgufValue::I32(x) => *x as i64,
+                    other => other.as_u64().map_or(1, |x| x as i64),
+                })
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        let scores: Vec<f32> = match g.get_array("tokenizer.ggml.scores")? {
+            Some(a) => a
+                .iter()
+                .map(|v| v.as_f64().map(|x| x as f32))
+                .collect::<Option<_>>()
+                .ok_or_else(|| malformed("tokenizer.ggml.scores", "expected numbers"))?,
+            None => vec![0.0; tokens.len()],
+        };
+        if types.len() != tokens.len() || scores.len() != tokens.len() {
+            return Err(malformed("tokenizer.ggml.token_type", "the token types and scores must be as many as the tokens"));
+        }
+        let merges = if with_merges {
+            strings("tokenizer.ggml.merges")?
+                .iter()
+                .map(|m| {
+                    m.split_once(' ')
+                        .map(|(a, b)| (a.to_string(), b.to_string()))
+                        .ok_or_else(|| malformed("tokenizer.ggml.merges", &format!("merge {m:?} is not two tokens separated by a space")))
+                })
+                .collect::<Result<_>>()?
+        } else {
+            vec![]
+        };
+        Ok(GgufVocab { tokens, types, scores, merges })
+    }
+
+    fn vocab(&self) -> Vocab {
+        self.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect()
+    }
+}
+
+/// Byte-level BPE (`tokenizer.ggml.model = gpt2`) with the pre-tokenizer llama.cpp names `pre`.
+fn byte_level_bpe(v: &GgufVocab, pre: &str, path: &str) -> Result<tokenizers::Tokenizer> {
+    let Some(p) = bpe_pre_tokenizer(pre) else {
+        return Err(Error::Tokenizer(format!("{path}: pre-tokenizer `{pre}` is not supported (supported: {SUPPORTED_PRE})")));
+    };
+    let bpe = BPE::builder()
+        .vocab_and_merges(v.vocab(), v.merges.clone())
+        .ignore_merges(p.ignore_merges)
+        .build()
+        .map_err(|e| tok_err(format!("{path}: building BPE"), e))?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
+    for r in p.regexes {
+        let split = Split::new(SplitPattern::Regex((*r).into()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| tok_err(format!("{path}: pre-tokenizer `{pre}` regex"), e))?;
+        steps.push(split.into());
+    }
+    steps.push(ByteLevel::new(false, true, false).into());
+    inner.with_pre_tokenizer(Some(Sequence::new(steps)));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(inner)
+}
+
+/// SentencePiece BPE (`tokenizer.ggml.model = llama`: Llama 2, Mistral, TinyLlama, Phi-3): the
+/// text's spaces become `▁` and one `▁` goes in front; then the adjacent pair whose join
+/// is the best-scoring token merges first, as llama.cpp and sentencepiece do; characters
+/// no token holds become byte tokens (`<0x0A>`).
+fn sentencepiece_bpe(v: &GgufVocab, add_space_prefix: bool, path: &str) -> Result<tokenizers::Tokenizer> {
+    let vocab = v.vocab();
+    // A merge for every way a token splits into two tokens, ranked by the joined token's
+    // score (best first), then by the pieces' ids (as Hugging Face derives them).
+    let mut merges: Vec<(f32, u32, u32, String, String)> = Vec::new();
+    for (tok, &score) in v.tokens.iter().zip(&v.scores) {
+        for (i, _) in tok.char_indices().skip(1) {
+            let (l, r) = tok.split_at(i);
+            if let (Some(&a), Some(&b)) = (vocab.get(l), vocab.get(r)) {
+                merges.push((score, a, b, l.to_string(), r.to_string()));
+            }
+        }
+    }
+    merges.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    let merges: Vec<(String, String)> = merges.into_iter().map(|m| (m.3, m.4)).collect();
+    let unk = v.types.iter().position(|&t| t == 2).map(|i| v.tokens[i].clone());
+    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true);
+    if let Some(u) = unk {
+        builder = builder.unk_token(u);
+    }
+    let bpe = builder.build().map_err(|e| tok_err(format!("{path}: building the SentencePiece BPE"), e))?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    // Spaces become `▁`; with the prefix, every stretch of text gets one in front, also
+    // after a special token (llama.cpp's `add_space_prefix`, sentencepiece's dummy prefix).
+    let escape: NormalizerWrapper = Replace::new(" ", "▁").map_err(|e| tok_err("normalizer", e))?.into();
+    let normalizer: NormalizerWrapper =
+        if add_space_prefix { NormalizerSequence::new(vec![Prepend::new("▁".into()).into(), escape]).into() } else { escape };
+    inner.with_normalizer(Some(normalizer)).map_err(|e| tok_err("normalizer", e))?;
+    let mut decoders: Vec<DecoderWrapper> =
+        vec![Replace::new("▁", " ").map_err(|e| tok_err("decoder", e))?.into(), ByteFallback::new().into(), Fuse::new().into()];
+    if add_space_prefix {
+        decoders.push(Strip::new(' ', 1, 0).into());
+    }
+    inner.with_decoder(Some(DecoderSequence::new(decoders)));
+    Ok(inner)
+}
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -43,70 +232,21 @@ fn tok_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
 
 impl Tokenizer {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let path = g.path.display();
+        let path = g.path.display().to_string();
         let model = g.require("tokenizer.ggml.model", g.get_str("tokenizer.ggml.model"))?;
-        if model != "gpt2" {
-            return Err(Error::Tokenizer(format!(
-                "{path}: tokenizer model `{model}` is not supported (fdpp reads byte-level BPE: `gpt2`)"
-            )));
-        }
-        let strings = |key: &str| -> Result<Vec<String>> {
-            let arr = g.require(key, g.get_array(key))?;
-            arr.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().ok_or_else(|| Error::Malformed {
-                path: g.path.clone(),
-                what: format!("metadata `{key}`"),
-                reason: "expected an array of strings".into(),
-            })
-        };
-        let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?;
-        let types: Vec<i64> = match g.get_array("tokenizer.ggml.token_type")? {
-            Some(a) => a
-                .iter()
-                .map(|v| match v {
-                    GgufValue::I32(x) => *x as i64,
-                    other => other.as_u64().map_or(1, |x| x as i64),
-                })
-                .collect(),
-            None => vec![1; tokens.len()],
-        };
-        let id = |key: &str| -> Result<Option<u32>> { Ok(g.get_u64(key)?.map(|v| v as u32).filter(|&v| (v as usize) < tokens.len())) };
-
-        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let merges: Vec<(String, String)> = merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| Error::Malformed {
-                    path: g.path.clone(),
-                    what: "metadata `tokenizer.ggml.merges`".into(),
-                    reason: format!("merge {m:?} is not two tokens separated by a space"),
-                })
-            })
-            .collect::<Result<_>>()?;
-        let pre = g.get_str("tokenizer.ggml.pre")?.unwrap_or("default").to_string();
-        // Llama 3 takes a whole pre-token from the vocabulary before applying merges.
-        let ignore_merges = matches!(pre.as_str(), "llama-bpe" | "llama3");
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .ignore_merges(ignore_merges)
-            .build()
-            .map_err(|e| tok_err(format!("{path}: building BPE"), e))?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        let byte_level = ByteLevel::new(false, true, true);
-        let pre_tokenizer: PreTokenizerWrapper = match pre.as_str() {
-            "gpt2" | "gpt-2" | "default" => byte_level.into(),
-            "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
-            "llama-bpe" | "llama3" => {
-                let split = Split::new(SplitPattern::Regex(LLAMA3_REGEX.into()), SplitDelimiterBehavior::Isolated, false)
-                    .map_err(|e| tok_err("llama3 pre-tokenizer regex", e))?;
-                Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into()
-            }
+        let v = GgufVocab::read(g, model == "gpt2")?;
+        let mut inner = match model {
+            "gpt2" => byte_level_bpe(&v, g.get_str("tokenizer.ggml.pre")?.unwrap_or("default"), &path)?,
+            "llama" => sentencepiece_bpe(&v, g.get_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true), &path)?,
             other => {
-                return Err(Error::Tokenizer(format!("{path}: pre-tokenizer `{other}` is not supported (supported: {SUPPORTED_PRE})")));
+                return Err(Error::Tokenizer(format!(
+                    "{path}: tokenizer model `{other}` is not supported (fdpp reads byte-level BPE `gpt2` and SentencePiece `llama`)"
+                )));
             }
         };
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let tokens = &v.tokens;
+        let types = &v.types;
+        let id = |key: &str| -> Result<Option<u32>> { Ok(g.get_u64(key)?.map(|v| v as u32).filter(|&v| (v as usize) < tokens.len())) };
 
         // Control tokens are matched whole in text (chat templates write them out).
         let typed = |want: i64| -> Vec<AddedToken> {
@@ -124,8 +264,9 @@ impl Tokenizer {
         let bos = named(id("tokenizer.ggml.bos_token_id")?);
         let eos = named(id("tokenizer.ggml.eos_token_id")?);
         let pad = named(id("tokenizer.ggml.padding_token_id")?);
-        // As llama.cpp does for BPE vocabularies: BOS/EOS only where the file asks for them.
-        let add_bos = g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
+        // As llama.cpp does: BOS where the file asks for it, and for SentencePiece
+        // vocabularies unless the file says otherwise.
+        let add_bos = g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(model == "llama");
         let add_eos = g.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
         let mut t = Tokenizer { inner, bos, eos, pad, add_bos, add_eos, stop_ids: vec![] };
         t.set_post_processor()?;
@@ -327,8 +468,30 @@ mod tests {
                 failures.push(format!("{case:?}: decodes back as {back:?}"));
             }
         }
-        eprintln!("{vocab}: {} of {} cases encode as llama.cpp does and decode back", cases.len() - failures.len(), cases.len());
-        assert!(failures.is_empty(), "{vocab}: {} of {} checks fail:\n{}", failures.len(), cases.len(), failures.join("\n"));
+        // Written as tokenizer.json and read back, the tokenizer encodes the same.
+        let dir = tmp_dir(vocab);
+        t.write_hf(&dir, None).unwrap();
+        let hf = Tokenizer::from_hf_dir(&dir).unwrap();
+        for (case, want) in cases.iter().zip(&expected) {
+            let got = hf.encode(case, false).unwrap();
+            if &got != want {
+                failures.push(format!("{case:?} through tokenizer.json: got {got:?}, want {want:?}"));
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(failures.is_empty(), "{vocab}: {} checks of {} cases fail:\n{}", failures.len(), cases.len(), failures.join("\n"));
+        eprintln!("{vocab}: all {} cases encode as llama.cpp does, decode back and survive tokenizer.json", cases.len());
+    }
+
+    #[test]
+    fn every_pre_tokenizer_regex_compiles() {
+        for name in SUPPORTED_PRE.split(", ").map(|n| n.split(' ').next().unwrap()) {
+            let p = bpe_pre_tokenizer(name).unwrap_or_else(|| panic!("{name} is listed as supported"));
+            for r in p.regexes {
+                Split::new(SplitPattern::Regex(r.to_string()), SplitDelimiterBehavior::Isolated, false)
+                    .unwrap_or_else(|e| panic!("{name}: {r:?}: {e}"));
+            }
+        }
     }
 
     #[test]
@@ -341,10 +504,36 @@ mod tests {
         check_vectors("llama-bpe");
     }
 
+    #[test]
+    fn sentencepiece_vectors_from_llama_cpp() {
+        check_vectors("llama-spm");
+        check_vectors("phi-3");
+    }
+
+    #[test]
+    fn qwen2_vectors_from_llama_cpp() {
+        check_vectors("qwen2");
+    }
+
+    #[test]
+    fn deepseek_vectors_from_llama_cpp() {
+        check_vectors("deepseek-llm");
+        check_vectors("deepseek-coder");
+    }
+
+    #[test]
+    fn starcoder_and_falcon_vectors_from_llama_cpp() {
+        check_vectors("starcoder");
+        check_vectors("falcon");
+    }
+
     fn smollm2_path() -> Option<PathBuf> {
         let path = crate::model::hub::cached_default_model();
         if path.is_none() {
-            crate::testing::skip(crate::testing::Requirement::Model, "SmolLM2-135M-Instruct.Q4_1.gguf is not in the fdpp cache ($FDPP_CACHE)");
+            crate::testing::skip(
+                crate::testing::Requirement::Model,
+                "SmolLM2-135M-Instruct.Q4_1.gguf is not in the fdpp cache ($FDPP_CACHE)",
+            );
         }
         path
     }
@@ -475,16 +664,16 @@ mod tests {
     fn unsupported_gguf_tokenizers_are_named() {
         let dir = tmp_dir("unsupported");
         let p = tiny_gguf(&dir, |w| {
-            w.meta("tokenizer.ggml.model", GgufValue::String("llama".into()));
+            w.meta("tokenizer.ggml.model", GgufValue::String("t5".into()));
         });
         let e = Tokenizer::from_gguf(&GgufFile::open(&p).unwrap()).err().unwrap().to_string();
-        assert!(e.contains("`llama`") && e.contains("tiny.gguf") && e.contains("gpt2"), "{e}");
+        assert!(e.contains("`t5`") && e.contains("tiny.gguf") && e.contains("gpt2") && e.contains("llama"), "{e}");
 
         let p = tiny_gguf(&dir, |w| {
-            w.meta("tokenizer.ggml.pre", GgufValue::String("qwen2".into()));
+            w.meta("tokenizer.ggml.pre", GgufValue::String("gemma4".into()));
         });
         let e = Tokenizer::from_gguf(&GgufFile::open(&p).unwrap()).err().unwrap().to_string();
-        assert!(e.contains("`qwen2`") && e.contains("tiny.gguf") && e.contains("llama-bpe") && e.contains("smollm"), "{e}");
+        assert!(e.contains("`gemma4`") && e.contains("tiny.gguf") && e.contains("llama-bpe") && e.contains("qwen2"), "{e}");
 
         let p = tiny_gguf(&dir, |w| {
             w.meta("tokenizer.ggml.merges", strs(&["ab"]));
