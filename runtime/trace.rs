@@ -253,7 +253,7 @@ mod tests {
         let how = match variant {
             Some(variant) => How::Launch {
                 variant,
-                params: Params::Linear { n: 1, k: 1, n_offset: 0, ldy: 1, prologue: None, epilogue: Epilogue::None },
+                params: Params::Linear { n: 1, k: 1, n_offset: 0, ldy: 1, bias: false, prologue: None, epilogue: Epilogue::None },
                 launches: 1,
                 absorbs: vec![],
             },

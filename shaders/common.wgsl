@@ -56,6 +56,8 @@ struct Node {
 @group(0) @binding(9) var<storage, read_write> scratch: array<f32>;
 // [0]: rows recomputed by the attention fallback, [1..1+max_m]: sampled ids, then flags
 @group(0) @binding(10) var<storage, read_write> flags: array<atomic<u32>>;
+// A linear layer's bias (f32, the whole vector; indexed by output column).
+@group(0) @binding(11) var<storage, read> bias: array<f32>;
 
 fn xs(i: u32) -> f32 { return x[i >> 2u][i & 3u]; }
 fn x2s(i: u32) -> f32 { return x2[i >> 2u][i & 3u]; }

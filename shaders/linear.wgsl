@@ -7,6 +7,7 @@
 // node.mode bits (MODE_*, in the generated header). The residual epilogue serves all
 // three kernels; the norm prologue and the SwiGLU / RoPE epilogues only GEMV (the lowering
 // runs the unfused nodes when B or C is chosen).
+// MODE_BIAS:     + bias[column], before the epilogue
 // MODE_RESIDUAL: + x2, the residual stream
 // MODE_NORM:     x is an RMSNorm's input and x2 its weight: the norm's pass over memory
 //                disappears (each lane group re-derives 1/rms)
@@ -16,9 +17,16 @@
 //                adjacent columns); the epilogue rotates them (angle table in `scratch`)
 //                and appends K and V to the cache
 
+// The layer's bias of output column `col` (0 without MODE_BIAS).
+fn bias_of(col: u32) -> f32 {
+    if ((node.mode & MODE_BIAS) != 0u) { return bias[col]; }
+    return 0.0;
+}
+
 fn epilogue(row: u32, col: u32, v: f32) -> f32 {
-    if ((node.mode & MODE_RESIDUAL) != 0u) { return v + x2s(row * node.ldy + col); }
-    return v;
+    let b = v + bias_of(col);
+    if ((node.mode & MODE_RESIDUAL) != 0u) { return b + x2s(row * node.ldy + col); }
+    return b;
 }
 
 // GEMV_MAX_M (rows) and GV_GROUPS (column pairs per workgroup) come from the header.
@@ -53,6 +61,11 @@ fn gemv_store(r: u32, ca: u32, cb: u32, va: bool, vb: bool, dot_a: f32, dot_b: f
         let inv = 1.0 / sqrt(sumsq / f32(node.k) + node.eps);
         a *= inv;
         b *= inv;
+    }
+    if ((node.mode & (MODE_SWIGLU | MODE_ROPE)) != 0u) {
+        // The fused epilogues see the biased product (plain columns add it in `epilogue`).
+        a += bias_of(ca);
+        b += bias_of(cb);
     }
     if ((node.mode & MODE_SWIGLU) != 0u) {
         if (va) { y[r * node.ldy + ca] = a / (1.0 + exp(-a)) * b; }

@@ -44,6 +44,9 @@ impl Shape {
             rms_norm_eps: 1e-5,
             max_context: 8192,
             tie_word_embeddings: matches!(self, Shape::Smollm2_135m),
+            rope_scaling: Default::default(),
+            biases: Default::default(),
+            notes: vec![],
         }
     }
 }

@@ -117,8 +117,8 @@ pub enum Op {
     Embedding { table: ParamId },
     /// x / sqrt(mean(x^2) + eps) * weight, per row.
     RmsNorm { weight: ParamId, eps: f32 },
-    /// y = x W^T with W `[n, k]`: [rows, k] -> [rows, n].
-    Linear { weight: ParamId, n: usize, k: usize, role: LinearRole },
+    /// y = x W^T (+ b) with W `[n, k]` and b `[n]`: [rows, k] -> [rows, n].
+    Linear { weight: ParamId, bias: Option<ParamId>, n: usize, k: usize, role: LinearRole },
     /// Rotary embedding (split-halves layout, as in Hugging Face Llama) applied to the Q and K
     /// parts of a fused QKV row, at each token's position.
     Rope { theta: f32, head_dim: usize, num_heads: usize, num_kv_heads: usize },

@@ -30,9 +30,17 @@ impl Builder {
         self.nodes.push(Node { name, op, inputs, output });
         output
     }
-    fn linear(&mut self, name: String, x: TensorId, w: ParamId, role: LinearRole, rows: Dim) -> TensorId {
-        let (n, k) = (self.params[w].shape[0], self.params[w].shape[1]);
-        self.node(name, Op::Linear { weight: w, n, k, role }, vec![x], vec![rows, Dim::Const(n)])
+    fn linear(&mut self, name: String, x: TensorId, (weight, bias): (ParamId, Option<ParamId>), role: LinearRole, rows: Dim) -> TensorId {
+        let (n, k) = (self.params[weight].shape[0], self.params[weight].shape[1]);
+        self.node(name, Op::Linear { weight, bias, n, k, role }, vec![x], vec![rows, Dim::Const(n)])
+    }
+    /// A weight `[rows, cols]` stacking `parts` (leaf names under the layer, rows each), and
+    /// its bias stacking the same parts' biases where the model has them.
+    fn weight_and_bias(&mut self, name: &str, cols: usize, parts: &[(&str, &str, usize)], layer: usize, bias: bool) -> (ParamId, Option<ParamId>) {
+        let p = |leaf: &str| names::layer(layer, leaf);
+        let w = self.param(name, Some(cols), parts.iter().map(|(w, _, r)| (p(w), *r)).collect());
+        let b = bias.then(|| self.param(&format!("{name}.bias"), None, parts.iter().map(|(_, b, r)| (p(b), *r)).collect()));
+        (w, b)
     }
 }
 
@@ -48,12 +56,13 @@ pub fn build(c: &ModelConfig) -> Graph {
         let p = |leaf: &str| names::layer(l, leaf);
         let f = c.intermediate_size;
         let attn_norm = b.param(&format!("layers.{l}.attn_norm"), None, vec![(p(names::ATTN_NORM), h)]);
-        let qkv_parts = vec![(p(names::Q), c.q_dim()), (p(names::K), c.kv_dim()), (p(names::V), c.kv_dim())];
-        let qkv_w = b.param(&format!("layers.{l}.qkv"), Some(h), qkv_parts);
-        let o_w = b.param(&format!("layers.{l}.o"), Some(c.q_dim()), vec![(p(names::O), h)]);
+        let bias = c.biases;
+        let qkv_parts = [(names::Q, names::Q_BIAS, c.q_dim()), (names::K, names::K_BIAS, c.kv_dim()), (names::V, names::V_BIAS, c.kv_dim())];
+        let qkv_w = b.weight_and_bias(&format!("layers.{l}.qkv"), h, &qkv_parts, l, bias.qkv);
+        let o_w = b.weight_and_bias(&format!("layers.{l}.o"), c.q_dim(), &[(names::O, names::O_BIAS, h)], l, bias.o);
         let ffn_norm = b.param(&format!("layers.{l}.ffn_norm"), None, vec![(p(names::FFN_NORM), h)]);
-        let gate_up = b.param(&format!("layers.{l}.gate_up"), Some(h), vec![(p(names::GATE), f), (p(names::UP), f)]);
-        let down = b.param(&format!("layers.{l}.down"), Some(f), vec![(p(names::DOWN), h)]);
+        let gate_up = b.weight_and_bias(&format!("layers.{l}.gate_up"), h, &[(names::GATE, names::GATE_BIAS, f), (names::UP, names::UP_BIAS, f)], l, bias.mlp);
+        let down = b.weight_and_bias(&format!("layers.{l}.down"), f, &[(names::DOWN, names::DOWN_BIAS, h)], l, bias.mlp);
 
         let hs = vec![m, Dim::Const(h)];
         let xn = b.node(format!("layers.{l}.attn_norm"), Op::RmsNorm { weight: attn_norm, eps: c.rms_norm_eps }, vec![x], hs.clone());
@@ -76,7 +85,7 @@ pub fn build(c: &ModelConfig) -> Graph {
     let xn = b.node("final_norm".into(), Op::RmsNorm { weight: norm, eps: c.rms_norm_eps }, vec![last], vec![out, Dim::Const(h)]);
     // Tied embeddings share the parameter itself, so it is loaded and stored once.
     let head = if c.tie_word_embeddings { embed } else { b.param("lm_head", Some(h), vec![(names::LM_HEAD.into(), c.vocab_size)]) };
-    let logits = b.linear("lm_head".into(), xn, head, LinearRole::LmHead, out);
+    let logits = b.linear("lm_head".into(), xn, (head, None), LinearRole::LmHead, out);
     b.tensors[logits].kind = TensorKind::Output;
     Graph { config: c.clone(), tensors: b.tensors, params: b.params, nodes: b.nodes, tokens, logits }
 }

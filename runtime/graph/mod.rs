@@ -137,6 +137,9 @@ pub(crate) mod tests {
             rms_norm_eps: 1e-5,
             max_context: 128,
             tie_word_embeddings: true,
+            rope_scaling: Default::default(),
+            biases: Default::default(),
+            notes: vec![],
         }
     }
 

@@ -163,12 +163,14 @@ pub enum Params {
         width: usize,
         eps: f32,
     },
-    /// Output columns `n_offset .. n_offset + n` (one weight chunk) of rows of stride `ldy`.
+    /// Output columns `n_offset .. n_offset + n` (one weight chunk) of rows of stride `ldy`;
+    /// `bias`: the layer's bias is added to the product, before the epilogue.
     Linear {
         n: usize,
         k: usize,
         n_offset: usize,
         ldy: usize,
+        bias: bool,
         prologue: Option<Prologue>,
         epilogue: Epilogue,
     },

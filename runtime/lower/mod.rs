@@ -55,6 +55,8 @@ pub struct Io {
     pub weight: Option<WeightChunk>,
     /// The RMSNorm weight of a norm prologue.
     pub norm_weight: Option<ParamId>,
+    /// A linear layer's bias (the whole vector: a chunk adds from its `n_offset`).
+    pub bias: Option<ParamId>,
     pub y: BufferId,
     /// The layer whose KV cache the launch reads or writes.
     pub kv: Option<usize>,
@@ -198,7 +200,7 @@ impl Lowering {
         }
         let x = node.inputs.first().filter(|&&t| t != self.graph.tokens).map(|&t| self.buffer(t));
         let width = self.graph.tensors[node.output].row_width();
-        let io = |y: BufferId| Io { x, x2: None, weight: None, norm_weight: None, y, kv: None };
+        let io = |y: BufferId| Io { x, x2: None, weight: None, norm_weight: None, bias: None, y, kv: None };
         match node.op {
             Op::Embedding { table } => {
                 let chunks = self.weights[table].chunks.clone();
@@ -221,7 +223,7 @@ impl Lowering {
                 );
                 Program::Fixed(vec![t])
             }
-            Op::Linear { weight, n, k, .. } => {
+            Op::Linear { weight, bias, n, k, .. } => {
                 let residual = self.fusion_of(|f| matches!(f, Fusion::ResidualEpilogue { linear, .. } if *linear == ni));
                 let (y, x2, epilogue) = match residual {
                     Some((_, Fusion::ResidualEpilogue { add, .. })) => {
@@ -236,11 +238,11 @@ impl Lowering {
                     .iter()
                     .enumerate()
                     .map(|(chunk, r)| {
-                        let params = Params::Linear { n: r.len(), k, n_offset: r.start, ldy: n, prologue: None, epilogue };
-                        self.template(ni, params, Io { x2, weight: Some(WeightChunk { param: weight, chunk }), ..io(y) })
+                        let params = Params::Linear { n: r.len(), k, n_offset: r.start, ldy: n, bias: bias.is_some(), prologue: None, epilogue };
+                        self.template(ni, params, Io { x2, bias, weight: Some(WeightChunk { param: weight, chunk }), ..io(y) })
                     })
                     .collect();
-                let fused_gemv = self.fused_gemv(ni, weight, n, k);
+                let fused_gemv = self.fused_gemv(ni, (weight, bias), n, k);
                 Program::Linear { plain, fused_gemv, n, k }
             }
             Op::Rope { head_dim, num_heads, num_kv_heads, .. } => {
@@ -278,7 +280,7 @@ impl Lowering {
     }
 
     /// The GEMV launch with this linear layer's GEMV fusions, if it has any.
-    fn fused_gemv(&mut self, ni: NodeId, weight: ParamId, n: usize, k: usize) -> Option<TemplateId> {
+    fn fused_gemv(&mut self, ni: NodeId, (weight, bias): (ParamId, Option<ParamId>), n: usize, k: usize) -> Option<TemplateId> {
         if !self.fusions.iter().any(|f| f.when() == When::GemvSteps && f.host() == ni) {
             return None;
         }
@@ -313,8 +315,8 @@ impl Lowering {
             }
         }
         let ldy = if epilogue == Epilogue::SwiGlu { n / 2 } else { n };
-        let params = Params::Linear { n, k, n_offset: 0, ldy, prologue, epilogue };
-        let io = Io { x: Some(x), x2: None, weight: Some(WeightChunk { param: weight, chunk: 0 }), norm_weight, y, kv };
+        let params = Params::Linear { n, k, n_offset: 0, ldy, bias: bias.is_some(), prologue, epilogue };
+        let io = Io { x: Some(x), x2: None, weight: Some(WeightChunk { param: weight, chunk: 0 }), norm_weight, bias, y, kv };
         Some(self.template(ni, params, io))
     }
 

@@ -22,6 +22,9 @@ fn config() -> ModelConfig {
         rms_norm_eps: 1e-5,
         max_context: 8192,
         tie_word_embeddings: true,
+        rope_scaling: Default::default(),
+        biases: Default::default(),
+        notes: vec![],
     }
 }
 

@@ -54,6 +54,9 @@ pub fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
         rms_norm_eps: f.get_f64(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32,
         max_context: req("context_length")?,
         tie_word_embeddings: f.tensor_info("output.weight").is_none(),
+        rope_scaling: Default::default(),
+        biases: Default::default(),
+        notes: vec![],
     };
     config.validate().map_err(|reason| Error::Malformed { path: f.path.clone(), what: "model hyper-parameters".into(), reason })?;
     Ok(config)

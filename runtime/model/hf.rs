@@ -7,14 +7,14 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{ChatTemplate, Model, ModelConfig, ModelFormat, Tokenizer, WeightSource, dequant};
+use super::{ChatTemplate, Model, ModelFormat, Tokenizer, WeightSource, dequant};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, FileType, HostTensor};
 
 pub fn load(dir: &Path) -> Result<Model> {
-    let config = read_config(&dir.join("config.json"))?;
+    let config = super::hf_config::read(&dir.join("config.json"))?;
     let weights = SafetensorsWeights::open(dir)?;
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
     let chat_template = ChatTemplate::from_hf_dir(dir, &tokenizer)?;
@@ -24,65 +24,6 @@ pub fn load(dir: &Path) -> Result<Model> {
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_slice(&text).map_err(|e| Error::Malformed { path: path.to_path_buf(), what: "JSON".into(), reason: e.to_string() })
-}
-
-pub fn read_config(path: &Path) -> Result<ModelConfig> {
-    let v = read_json(path)?;
-    let malformed = |reason: String| Error::Malformed { path: path.to_path_buf(), what: "config".into(), reason };
-    let model_type = v["model_type"].as_str().unwrap_or("").to_string();
-    if model_type != "llama" {
-        return Err(Error::UnsupportedModel {
-            path: path.to_path_buf(),
-            reason: format!("model_type `{model_type}` (fdpp supports the Llama family: `llama`)"),
-        });
-    }
-    if !v["rope_scaling"].is_null() {
-        return Err(Error::UnsupportedModel {
-            path: path.to_path_buf(),
-            reason: format!("rope_scaling {} is not implemented yet", v["rope_scaling"]),
-        });
-    }
-    let req = |k: &str| -> Result<usize> {
-        v[k].as_u64().map(|x| x as usize).ok_or_else(|| malformed(format!("`{k}` is missing or not an integer")))
-    };
-    let hidden_size = req("hidden_size")?;
-    let num_heads = req("num_attention_heads")?;
-    let config = ModelConfig {
-        architecture: model_type,
-        vocab_size: req("vocab_size")?,
-        hidden_size,
-        intermediate_size: req("intermediate_size")?,
-        num_layers: req("num_hidden_layers")?,
-        num_heads,
-        num_kv_heads: v["num_key_value_heads"].as_u64().map_or(num_heads, |x| x as usize),
-        head_dim: v["head_dim"].as_u64().map_or(hidden_size / num_heads.max(1), |x| x as usize),
-        rope_theta: v["rope_theta"].as_f64().unwrap_or(10_000.0) as f32,
-        rms_norm_eps: v["rms_norm_eps"].as_f64().unwrap_or(1e-6) as f32,
-        max_context: v["max_position_embeddings"].as_u64().unwrap_or(2048) as usize,
-        tie_word_embeddings: v["tie_word_embeddings"].as_bool().unwrap_or(false),
-    };
-    config.validate().map_err(malformed)?;
-    Ok(config)
-}
-
-pub fn config_json(c: &ModelConfig) -> Value {
-    json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": c.architecture,
-        "vocab_size": c.vocab_size,
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_layers,
-        "num_attention_heads": c.num_heads,
-        "num_key_value_heads": c.num_kv_heads,
-        "head_dim": c.head_dim,
-        "rope_theta": c.rope_theta,
-        "rms_norm_eps": c.rms_norm_eps,
-        "max_position_embeddings": c.max_context,
-        "tie_word_embeddings": c.tie_word_embeddings,
-        "hidden_act": "silu",
-        "torch_dtype": "float32",
-    })
 }
 
 struct Shard {
@@ -234,7 +175,11 @@ pub fn write(model: &Model, dir: &Path, progress: &mut dyn FnMut(usize, usize)) 
     safetensors::serialize_to_file(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata), &out)
         .map_err(|e| Error::Io { path: out.clone(), source: std::io::Error::other(e.to_string()) })?;
     let config = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&config_json(&model.config)).expect("JSON values serialise");
+    let json = super::hf_config::to_json(&model.config).ok_or_else(|| Error::UnsupportedModel {
+        path: model.path.clone(),
+        reason: "its per-frequency RoPE factors (GGUF `rope_freqs.weight`) have no config.json form".into(),
+    })?;
+    let text = serde_json::to_string_pretty(&json).expect("JSON values serialise");
     std::fs::write(&config, text).map_err(|e| Error::io(&config, e))?;
     model.tokenizer.write_hf(dir, model.chat_template.as_ref())
 }

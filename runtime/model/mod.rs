@@ -10,6 +10,7 @@ pub mod dequant;
 pub mod gguf;
 pub mod gguf_llama;
 pub mod hf;
+pub mod hf_config;
 pub mod hub;
 pub mod synthetic;
 pub mod tokenizer;
@@ -111,4 +112,11 @@ pub mod names {
     pub const GATE: &str = "mlp.gate_proj.weight";
     pub const UP: &str = "mlp.up_proj.weight";
     pub const DOWN: &str = "mlp.down_proj.weight";
+    pub const Q_BIAS: &str = "self_attn.q_proj.bias";
+    pub const K_BIAS: &str = "self_attn.k_proj.bias";
+    pub const V_BIAS: &str = "self_attn.v_proj.bias";
+    pub const O_BIAS: &str = "self_attn.o_proj.bias";
+    pub const GATE_BIAS: &str = "mlp.gate_proj.bias";
+    pub const UP_BIAS: &str = "mlp.up_proj.bias";
+    pub const DOWN_BIAS: &str = "mlp.down_proj.bias";
 }

@@ -122,6 +122,9 @@ mod tests {
             rms_norm_eps: 1e-5,
             max_context: 64,
             tie_word_embeddings: false,
+            rope_scaling: Default::default(),
+            biases: Default::default(),
+            notes: vec![],
         }
     }
 

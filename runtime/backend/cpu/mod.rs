@@ -64,7 +64,7 @@ impl Device for CpuDevice {
         Ok(Box::new(CpuExecutor {
             buffers: vec![Vec::new(); lowering.memory.widths.len()],
             kv: (0..capacity.max_seqs).map(|_| (0..c.num_layers).map(|_| LayerKv::default()).collect()).collect(),
-            rope: crate::lower::rope::table(c.rope_theta, c.head_dim, capacity.max_context),
+            rope: crate::lower::rope::table(c, capacity.max_context),
             params,
             lowering,
             picked: Vec::new(),
@@ -119,7 +119,7 @@ impl CpuExecutor {
                 }
             }
             (Params::RmsNorm { width, eps }, Variant::RmsNorm) => kernels::rms_norm(&x[..rows * width], w, eps, &mut y[..rows * width]),
-            (Params::Linear { n, k, n_offset, ldy, prologue: None, epilogue }, v) => {
+            (Params::Linear { n, k, n_offset, ldy, bias, prologue: None, epilogue }, v) => {
                 // One chunk writes columns n_offset..n_offset + n of rows of `ldy`.
                 if n_offset != 0 || ldy != n {
                     return Err(unsupported(format!("a weight in chunks ({n} of {ldy} columns)")));
@@ -132,6 +132,10 @@ impl CpuExecutor {
                     Variant::FlatGemm { tile } => kernels::flat_gemm(x, rows, w, ys, tile),
                     Variant::Gemm { tile } => kernels::gemm(x, rows, w, ys, tile),
                     other => return Err(unsupported(format!("linear variant {other}"))),
+                }
+                if bias {
+                    let b = &params[t.io.bias.expect("a biased layer names its bias")][..n];
+                    ys.chunks_exact_mut(n).for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
                 }
                 match epilogue {
                     Epilogue::None => {}

@@ -74,8 +74,8 @@ impl NodeUniform {
         match t.params {
             Params::Embedding { hidden, first_row, rows } => NodeUniform { n: u(rows), k: u(hidden), n_offset: u(first_row), ..base },
             Params::RmsNorm { width, eps } => NodeUniform { k: u(width), eps, ..base },
-            Params::Linear { n, k, n_offset, ldy, prologue, epilogue } => {
-                let mut mode = 0;
+            Params::Linear { n, k, n_offset, ldy, bias, prologue, epilogue } => {
+                let mut mode = if bias { wgsl::MODE_BIAS } else { 0 };
                 let mut node = NodeUniform { n: u(n), k: u(k), n_offset: u(n_offset), ldy: u(ldy), ..base };
                 if let Some(Prologue::RmsNorm { eps }) = prologue {
                     mode |= wgsl::MODE_NORM;
@@ -128,6 +128,8 @@ pub struct Binds<'a> {
     pub vc: Option<&'a wgpu::Buffer>,
     /// Instead of the attention partials (the fused QKV GEMV's RoPE table).
     pub scratch: Option<&'a wgpu::Buffer>,
+    /// A linear layer's bias (f32).
+    pub bias: Option<&'a wgpu::Buffer>,
 }
 
 /// The buffers every bind group of one executor (or test) shares.
@@ -180,7 +182,7 @@ pub struct Kernels {
     pub ctx: GpuContext,
     layout: wgpu::BindGroupLayout,
     pipelines: HashMap<&'static str, wgpu::ComputePipeline>,
-    placeholders: [wgpu::Buffer; 6],
+    placeholders: [wgpu::Buffer; 7],
 }
 
 fn storage(read_only: bool, binding: u32) -> wgpu::BindGroupLayoutEntry {
@@ -219,6 +221,7 @@ impl Kernels {
         let mut entries = vec![uniform(0), storage(true, 1), uniform(2)];
         entries.extend([storage(true, 3), storage(true, 4), storage(true, 5)]);
         entries.extend((6..=10).map(|b| storage(false, b)));
+        entries.push(storage(true, 11));
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("fdpp"), entries: &entries });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("fdpp"),
@@ -255,7 +258,7 @@ impl Kernels {
                 mapped_at_creation: false,
             })
         };
-        let placeholders = [ph("x"), ph("x2"), ph("w"), ph("y"), ph("kc"), ph("vc")];
+        let placeholders = [ph("x"), ph("x2"), ph("w"), ph("y"), ph("kc"), ph("vc"), ph("bias")];
         Ok(Kernels { ctx, layout, pipelines, placeholders })
     }
 
@@ -271,6 +274,7 @@ impl Kernels {
             b.vc.unwrap_or(&p[5]),
             b.scratch.unwrap_or(&shared.scratch),
             &shared.flags,
+            b.bias.unwrap_or(&p[6]),
         ];
         let mut entries = vec![
             wgpu::BindGroupEntry { binding: 0, resource: shared.step_uniform.as_entire_binding() },

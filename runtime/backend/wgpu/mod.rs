@@ -111,7 +111,7 @@ impl Device for WgpuDevice {
         let buffer = |label: &str, size: u64, usage: wgpu::BufferUsages| {
             device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: size.max(16), usage, mapped_at_creation: false })
         };
-        let mut table = crate::lower::rope::table(c.rope_theta, c.head_dim, capacity.max_context);
+        let mut table = crate::lower::rope::table(c, capacity.max_context);
         table.resize(table.len().next_multiple_of(4), 0.0); // whole vec4s (x2)
         let rope_table = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("rope table"),
@@ -285,7 +285,8 @@ impl WgpuExecutor {
             _ => t.io.x2.map(act).or_else(|| t.io.norm_weight.map(|p| param(p).vector_f32.as_ref().expect("norm weights are vectors"))),
         };
         let scratch = matches!(t.params, Params::Linear { epilogue: Epilogue::Rope { .. }, .. }).then_some(&self.rope_table);
-        Binds { x: t.io.x.map(act), x2, w: t.io.weight.map(|w| &param(w.param).chunks[w.chunk]), y: Some(act(t.io.y)), kc, vc, scratch }
+        let bias = t.io.bias.map(|p| param(p).vector_f32.as_ref().expect("biases are vectors"));
+        Binds { x: t.io.x.map(act), x2, w: t.io.weight.map(|w| &param(w.param).chunks[w.chunk]), y: Some(act(t.io.y)), kc, vc, scratch, bias }
     }
 
     /// Per-launch device times of a profiled step.

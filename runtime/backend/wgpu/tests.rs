@@ -26,6 +26,9 @@ fn config() -> ModelConfig {
         rms_norm_eps: 1e-5,
         max_context: 512,
         tie_word_embeddings: true,
+        rope_scaling: Default::default(),
+        biases: Default::default(),
+        notes: vec![],
     }
 }
 
@@ -227,7 +230,7 @@ fn row_kernels_match_the_oracle() {
     let positions: Vec<u32> = (0..m as u32).map(|i| i * 37 % 500).collect();
     let mut data = vec![0u32; CAP * 2];
     data[CAP..CAP + m].copy_from_slice(&positions);
-    let table = crate::lower::rope::table(c.rope_theta, hd, c.max_context);
+    let table = crate::lower::rope::table(&c, c.max_context);
     let (qb, tb) = (rig.upload(&qkv), rig.upload(&table));
     let yr = rig.upload(&vec![f32::NAN; m * width]);
     let node = NodeUniform { n: width as u32, heads: heads as u32, kv_heads: kvh as u32, head_dim: hd as u32, ..Default::default() };

@@ -1,0 +1,437 @@
+//! `config.json` of the Hugging Face layout, as transformers 4 and 5 write it, for the
+//! Llama-family architectures fdpp runs (`llama`, `qwen2`, `mistral`).
+//!
+//! Every field is accounted for: read (and checked), known not to change the arithmetic of
+//! inference (training, generation defaults, bookkeeping), or an error naming it. A
+//! missing field takes transformers' documented default for the architecture, and a note
+//! says so. RoPE settings come from `rope_parameters` (transformers 5) or `rope_theta` /
+//! `rope_scaling` (transformers 4).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use super::ModelConfig;
+use super::config::{Biases, RopeScaling};
+use crate::error::{Error, Result};
+
+/// Architectures whose arithmetic fdpp implements.
+pub const ARCHITECTURES: &str = "llama, qwen2, mistral";
+
+/// transformers' defaults for a missing field, per architecture (transformers 5.17's
+/// configuration classes).
+struct Defaults {
+    vocab_size: u64,
+    hidden_size: u64,
+    intermediate_size: u64,
+    num_hidden_layers: u64,
+    num_attention_heads: u64,
+    max_position_embeddings: u64,
+    sliding_window: Option<u64>,
+}
+
+fn defaults(model_type: &str) -> Option<Defaults> {
+    Some(match model_type {
+        "llama" => Defaults {
+            vocab_size: 32000,
+            hidden_size: 4096,
+            intermediate_size: 11008,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            max_position_embeddings: 2048,
+            sliding_window: None,
+        },
+        "qwen2" => Defaults {
+            vocab_size: 151936,
+            hidden_size: 4096,
+            intermediate_size: 22016,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            max_position_embeddings: 32768,
+            sliding_window: Some(4096),
+        },
+        "mistral" => Defaults {
+            vocab_size: 32000,
+            hidden_size: 4096,
+            intermediate_size: 14336,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            max_position_embeddings: 4096 * 32,
+            sliding_window: Some(4096),
+        },
+        _ => return None,
+    })
+}
+
+/// Fields that do not change what a forward pass computes: training settings, generation
+/// defaults (fdpp takes sampling settings from the command line), bookkeeping, token ids
+/// (the tokenizer files are read for those).
+const INERT: &[&str] = &[
+    "_name_or_path",
+    "architectures",
+    "transformers_version",
+    "transformers.js_config",
+    "torch_dtype",
+    "dtype",
+    "initializer_range",
+    "use_cache",
+    "attention_dropout",
+    "pretraining_tp",
+    "is_llama_config",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "sep_token_id",
+    "decoder_start_token_id",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "use_return_dict",
+    "torchscript",
+    "use_bfloat16",
+    "tf_legacy_loss",
+    "pruned_heads",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
+    "is_decoder",
+    "add_cross_attention",
+    "tie_encoder_decoder",
+    "cross_attention_hidden_size",
+    "tokenizer_class",
+    "prefix",
+    "task_specific_params",
+    "problem_type",
+    "id2label",
+    "label2id",
+    "finetuning_task",
+    "max_length",
+    "min_length",
+    "do_sample",
+    "early_stopping",
+    "num_beams",
+    "num_beam_groups",
+    "diversity_penalty",
+    "temperature",
+    "top_k",
+    "top_p",
+    "typical_p",
+    "repetition_penalty",
+    "length_penalty",
+    "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
+    "bad_words_ids",
+    "num_return_sequences",
+    "output_scores",
+    "return_dict_in_generate",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "remove_invalid_values",
+    "exponential_decay_length_penalty",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+];
+
+/// Reads one config, remembering which fields it used.
+struct Reader<'a> {
+    path: &'a Path,
+    obj: &'a Map<String, Value>,
+    used: BTreeSet<String>,
+    notes: Vec<String>,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, reason: String) -> Error {
+        Error::Malformed { path: self.path.to_path_buf(), what: "config".into(), reason }
+    }
+
+    fn unsupported(&self, reason: String) -> Error {
+        Error::UnsupportedModel { path: self.path.to_path_buf(), reason }
+    }
+
+    /// The field's value; `None` when absent or null.
+    fn get(&mut self, key: &str) -> Option<&'a Value> {
+        self.used.insert(key.to_string());
+        self.obj.get(key).filter(|v| !v.is_null())
+    }
+
+    fn uint(&mut self, key: &str, default: Option<u64>) -> Result<u64> {
+        match self.get(key) {
+            Some(v) => v.as_u64().ok_or_else(|| self.err(format!("`{key}` is {v}, not a non-negative integer"))),
+            None => {
+                let d = default.ok_or_else(|| self.err(format!("`{key}` is missing")))?;
+                self.notes.push(format!("config.json has no `{key}`: transformers' default {d} taken"));
+                Ok(d)
+            }
+        }
+    }
+
+    fn float(&mut self, key: &str, default: f64) -> Result<f64> {
+        match self.get(key) {
+            Some(v) => v.as_f64().ok_or_else(|| self.err(format!("`{key}` is {v}, not a number"))),
+            None => {
+                self.notes.push(format!("config.json has no `{key}`: transformers' default {default} taken"));
+                Ok(default)
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            Some(v) => v.as_bool().ok_or_else(|| self.err(format!("`{key}` is {v}, not true or false"))),
+            None => Ok(default),
+        }
+    }
+
+    /// A field that must be absent or have the one value fdpp implements.
+    fn must_be(&mut self, key: &str, allowed: &[Value], why: &str) -> Result<()> {
+        match self.get(key) {
+            Some(v) if !allowed.contains(v) => Err(self.unsupported(format!("`{key}` = {v}: {why}"))),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub fn read(path: &Path) -> Result<ModelConfig> {
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let v: Value =
+        serde_json::from_slice(&text).map_err(|e| Error::Malformed { path: path.to_path_buf(), what: "JSON".into(), reason: e.to_string() })?;
+    let Some(obj) = v.as_object() else {
+        return Err(Error::Malformed { path: path.to_path_buf(), what: "config".into(), reason: "not a JSON object".into() });
+    };
+    parse(path, obj)
+}
+
+fn parse(path: &Path, obj: &Map<String, Value>) -> Result<ModelConfig> {
+    let mut r = Reader { path, obj, used: BTreeSet::new(), notes: vec![] };
+    let model_type = r.get("model_type").and_then(Value::as_str).unwrap_or("").to_string();
+    let Some(d) = defaults(&model_type) else {
+        return Err(r.unsupported(format!("model_type `{model_type}` (fdpp runs: {ARCHITECTURES})")));
+    };
+    if r.obj.contains_key("quantization_config") {
+        return Err(r.unsupported("`quantization_config`: quantized checkpoints are not supported; use f32, f16 or bf16 weights".into()));
+    }
+    let hidden_size = r.uint("hidden_size", Some(d.hidden_size))? as usize;
+    let num_heads = r.uint("num_attention_heads", Some(d.num_attention_heads))? as usize;
+    let num_kv_heads = match r.get("num_key_value_heads") {
+        Some(v) => v.as_u64().ok_or_else(|| r.err(format!("`num_key_value_heads` is {v}")))? as usize,
+        None => num_heads,
+    };
+    let head_dim = match r.get("head_dim") {
+        Some(v) => v.as_u64().ok_or_else(|| r.err(format!("`head_dim` is {v}")))? as usize,
+        None => hidden_size / num_heads.max(1),
+    };
+    let max_position = r.uint("max_position_embeddings", Some(d.max_position_embeddings))? as usize;
+    r.must_be("hidden_act", &[json!("silu")], "fdpp implements SwiGLU with SiLU")?;
+    r.must_be("rope_interleaved", &[json!(false)], "fdpp implements the split-halves rotary layout")?;
+    let biases = match model_type.as_str() {
+        "llama" => {
+            let attention = r.boolean("attention_bias", false)?;
+            Biases { qkv: attention, o: attention, mlp: r.boolean("mlp_bias", false)? }
+        }
+        // Qwen2's q, k and v projections always have a bias, its others never.
+        "qwen2" => Biases { qkv: true, o: false, mlp: false },
+        _ => Biases::default(),
+    };
+    let (rope_theta, rope_scaling) = rope(&mut r, max_position)?;
+    let window = sliding_window(&mut r, &model_type, d.sliding_window)?;
+    let mut max_context = max_position;
+    if let Some(w) = window.filter(|&w| (w as usize) < max_position) {
+        max_context = w as usize;
+        r.notes.push(format!(
+            "sliding-window attention ({w} positions): the context is limited to the window, where attention sees every position, as fdpp computes it"
+        ));
+    }
+    let config = ModelConfig {
+        architecture: model_type.clone(),
+        vocab_size: r.uint("vocab_size", Some(d.vocab_size))? as usize,
+        hidden_size,
+        intermediate_size: r.uint("intermediate_size", Some(d.intermediate_size))? as usize,
+        num_layers: r.uint("num_hidden_layers", Some(d.num_hidden_layers))? as usize,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        rope_theta,
+        rms_norm_eps: r.float("rms_norm_eps", 1e-6)? as f32,
+        max_context,
+        tie_word_embeddings: r.boolean("tie_word_embeddings", false)?,
+        rope_scaling,
+        biases,
+        notes: vec![],
+    };
+    let unknown: Vec<&String> = obj.keys().filter(|k| !r.used.contains(*k) && !INERT.contains(&k.as_str())).collect();
+    if let Some(k) = unknown.first() {
+        return Err(r.unsupported(format!(
+            "field `{k}` = {} is not understood by fdpp and may change the model's arithmetic (fields fdpp reads are listed in the README)",
+            obj[*k]
+        )));
+    }
+    config.validate().map_err(|e| r.err(e))?;
+    Ok(ModelConfig { notes: r.notes, ..config })
+}
+
+/// The sliding window, if the architecture and its settings use one.
+fn sliding_window(r: &mut Reader, model_type: &str, default: Option<u64>) -> Result<Option<u64>> {
+    let window = |r: &mut Reader| -> Result<Option<u64>> {
+        match r.get("sliding_window") {
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| r.err(format!("`sliding_window` is {v}"))),
+            None if r.obj.contains_key("sliding_window") => Ok(None),
+            None => Ok(default),
+        }
+    };
+    Ok(match model_type {
+        "mistral" => window(r)?,
+        "qwen2" => {
+            let used = r.boolean("use_sliding_window", false)?;
+            r.get("max_window_layers");
+            let sliding_layers = match r.get("layer_types") {
+                Some(Value::Array(a)) => a.iter().any(|t| t.as_str() == Some("sliding_attention")),
+                Some(v) => return Err(r.err(format!("`layer_types` is {v}"))),
+                None => used,
+            };
+            let w = window(r)?;
+            if used || sliding_layers { w } else { None }
+        }
+        _ => None,
+    })
+}
+
+/// (theta, scaling) from `rope_parameters` (transformers 5) or `rope_theta` +
+/// `rope_scaling` (transformers 4).
+fn rope(r: &mut Reader, max_position: usize) -> Result<(f32, RopeScaling)> {
+    let path = r.path;
+    let malformed = |reason: String| Error::Malformed { path: path.to_path_buf(), what: "config".into(), reason };
+    let unsupported = |reason: String| Error::UnsupportedModel { path: path.to_path_buf(), reason };
+    let top_theta = r.get("rope_theta").map(|v| v.as_f64().ok_or_else(|| malformed(format!("`rope_theta` is {v}")))).transpose()?;
+    // transformers reads a top-level original_max_position_embeddings first (Phi-3 style).
+    let top_original = r.get("original_max_position_embeddings").map(|v| v.as_u64().ok_or_else(|| malformed(format!("`original_max_position_embeddings` is {v}")))).transpose()?;
+    let (key, params) = match (r.get("rope_parameters"), r.get("rope_scaling")) {
+        (Some(p), _) => ("rope_parameters", p),
+        (None, Some(p)) => ("rope_scaling", p),
+        (None, None) => ("rope_parameters", &Value::Null),
+    };
+    let empty = Map::new();
+    let p = match params {
+        Value::Object(m) => m,
+        Value::Null => &empty,
+        other => return Err(malformed(format!("`{key}` is {other}, not an object"))),
+    };
+    const KNOWN: &[&str] = &[
+        "rope_type", "type", "rope_theta", "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings",
+        "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor", "truncate", "partial_rotary_factor",
+    ];
+    if let Some(k) = p.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(unsupported(format!("`{key}.{k}` is not understood by fdpp and may change the rotary embedding")));
+    }
+    let num = |name: &str| -> Result<Option<f64>> {
+        match p.get(name).filter(|v| !v.is_null()) {
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| malformed(format!("`{key}.{name}` is {v}, not a number"))),
+            None => Ok(None),
+        }
+    };
+    let need = |name: &str| -> Result<f64> { num(name)?.ok_or_else(|| malformed(format!("`{key}.{name}` is missing"))) };
+    let theta = match (num("rope_theta")?, top_theta) {
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => {
+            r.notes.push("config.json has no `rope_theta`: transformers' default 10000 taken".into());
+            10_000.0
+        }
+    };
+    if num("partial_rotary_factor")?.is_some_and(|f| f != 1.0) {
+        return Err(unsupported(format!("`{key}.partial_rotary_factor` < 1 (rotary embedding of part of a head) is not implemented")));
+    }
+    let rope_type = p.get("rope_type").or_else(|| p.get("type")).and_then(Value::as_str).unwrap_or("default");
+    let original = match top_original {
+        Some(o) => o as usize,
+        None => num("original_max_position_embeddings")?.map_or(max_position, |o| o as usize),
+    };
+    let scaling = match rope_type {
+        "default" => RopeScaling::None,
+        "dynamic" => {
+            need("factor")?;
+            r.notes.push(format!(
+                "dynamic NTK RoPE scaling changes the frequencies only beyond max_position_embeddings ({max_position}), which fdpp does not exceed: the default frequencies apply"
+            ));
+            RopeScaling::None
+        }
+        "linear" => RopeScaling::Linear { factor: need("factor")? as f32 },
+        "llama3" => RopeScaling::Llama3 {
+            factor: need("factor")? as f32,
+            low_freq_factor: need("low_freq_factor")? as f32,
+            high_freq_factor: need("high_freq_factor")? as f32,
+            original_max_position_embeddings: original,
+        },
+        "yarn" => {
+            // As transformers' `_compute_yarn_parameters`.
+            let factor = num("factor")?.unwrap_or(max_position as f64 / original as f64);
+            let get_mscale = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+            let attention_factor = match (num("attention_factor")?, num("mscale")?, num("mscale_all_dim")?) {
+                (Some(a), _, _) => a,
+                (None, Some(m), Some(a)) if m != 0.0 && a != 0.0 => get_mscale(factor, m) / get_mscale(factor, a),
+                _ => get_mscale(factor, 1.0),
+            };
+            RopeScaling::Yarn {
+                factor: factor as f32,
+                original_max_position_embeddings: original,
+                beta_fast: num("beta_fast")?.filter(|&b| b != 0.0).unwrap_or(32.0) as f32,
+                beta_slow: num("beta_slow")?.filter(|&b| b != 0.0).unwrap_or(1.0) as f32,
+                truncate: p.get("truncate").and_then(Value::as_bool).unwrap_or(true),
+                attention_factor: attention_factor as f32,
+            }
+        }
+        other => {
+            return Err(unsupported(format!("`{key}.rope_type` = `{other}` is not implemented (fdpp implements default, linear, dynamic, llama3, yarn)")));
+        }
+    };
+    Ok((theta as f32, scaling))
+}
+
+/// `config.json` for `c`, in transformers 5's style (`None` for per-frequency RoPE factors,
+/// which it has no field for).
+pub fn to_json(c: &ModelConfig) -> Option<Value> {
+    let architecture = match c.architecture.as_str() {
+        "qwen2" => "Qwen2ForCausalLM",
+        "mistral" => "MistralForCausalLM",
+        _ => "LlamaForCausalLM",
+    };
+    let mut rope = json!({ "rope_type": "default", "rope_theta": c.rope_theta });
+    match &c.rope_scaling {
+        RopeScaling::None => {}
+        RopeScaling::Linear { factor } => rope = json!({ "rope_type": "linear", "rope_theta": c.rope_theta, "factor": factor }),
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            rope = json!({
+                "rope_type": "llama3", "rope_theta": c.rope_theta, "factor": factor, "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor, "original_max_position_embeddings": original_max_position_embeddings,
+            })
+        }
+        RopeScaling::Yarn { factor, original_max_position_embeddings, beta_fast, beta_slow, truncate, attention_factor } => {
+            rope = json!({
+                "rope_type": "yarn", "rope_theta": c.rope_theta, "factor": factor, "original_max_position_embeddings": original_max_position_embeddings,
+                "beta_fast": beta_fast, "beta_slow": beta_slow, "truncate": truncate, "attention_factor": attention_factor,
+            })
+        }
+        RopeScaling::FreqFactors { .. } => return None,
+    }
+    let mut v = json!({
+        "architectures": [architecture],
+        "model_type": c.architecture,
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads,
+        "num_key_value_heads": c.num_kv_heads,
+        "head_dim": c.head_dim,
+        "rope_parameters": rope,
+        "rms_norm_eps": c.rms_norm_eps,
+        "max_position_embeddings": c.max_context,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "hidden_act": "silu",
+        "dtype": "float32",
+    });
+    if c.architecture == "llama" {
+        v["attention_bias"] = json!(c.biases.qkv);
+        v["mlp_bias"] = json!(c.biases.mlp);
+    }
+    Some(v)
+}
