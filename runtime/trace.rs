@@ -181,6 +181,9 @@ impl StepTrace {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TraceFile {
     pub model: String,
+    /// What the loader assumed or limited about the model (defaults taken, context caps).
+    #[serde(default)]
+    pub notes: Vec<String>,
     pub backend: String,
     pub caps: BackendCaps,
     /// The last prefill step and the last decode step after it.
@@ -190,9 +193,9 @@ pub struct TraceFile {
 }
 
 impl TraceFile {
-    pub fn new(model: String, backend: String, caps: BackendCaps, steps: Vec<StepTrace>) -> Self {
+    pub fn new(model: String, notes: Vec<String>, backend: String, caps: BackendCaps, steps: Vec<StepTrace>) -> Self {
         let op_summary = steps.iter().map(|s| s.op_summary()).collect();
-        TraceFile { model, backend, caps, steps, op_summary }
+        TraceFile { model, notes, backend, caps, steps, op_summary }
     }
 }
 
@@ -207,6 +210,9 @@ pub struct PlannedStep {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlanFile {
     pub model: String,
+    /// What the loader assumed or limited about the model.
+    #[serde(default)]
+    pub notes: Vec<String>,
     pub caps: BackendCaps,
     pub fusions: Vec<Fusion>,
     pub memory: MemoryPlan,

@@ -48,7 +48,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if args.m.contains(&0) {
         return Err(Error::InvalidArgument("--m values must be at least 1".into()));
     }
-    let (config, model) = match args.shape {
+    let (config, model): (fdpp_runtime::model::ModelConfig, String) = match args.shape {
         Some(shape) => (shape.config(), format!("{} shapes", shape.name())),
         None => {
             let m = Model::load(crate::resolve_model(args.model.as_deref())?)?;
@@ -75,9 +75,13 @@ pub fn run(args: InspectArgs) -> Result<()> {
             Err(e) => return Err(e),
         }
     };
+    let config_notes = config.notes.clone();
     let lowering = Lowering::new(graph::llama::build(&config), caps, &LoweringOptions::default())?;
     let caps = &lowering.caps;
     println!("model:   {model}");
+    for note in &config_notes {
+        println!("note:    {note}");
+    }
     println!(
         "backend: {} ({}), weights {}, largest binding {} MiB, subgroups {}, table: {}",
         caps.backend,
@@ -120,8 +124,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
         steps.push(PlannedStep { shape, nodes });
     }
     if let Some(path) = args.json {
-        let file =
-            PlanFile { model, caps: lowering.caps.clone(), fusions: lowering.fusions.clone(), memory: lowering.memory.clone(), steps };
+        let file = PlanFile {
+            model,
+            notes: config_notes,
+            caps: lowering.caps.clone(),
+            fusions: lowering.fusions.clone(),
+            memory: lowering.memory.clone(),
+            steps,
+        };
         let text = serde_json::to_string_pretty(&file).expect("plans serialise");
         std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
         eprintln!("fdpp: plan written to {}", path.display());

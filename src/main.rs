@@ -204,6 +204,9 @@ pub fn load_engine(model: Option<&Path>, opts: &EngineOptions) -> Result<Engine>
     let path = resolve_model(model)?;
     let model = Model::load(&path)?;
     eprintln!("fdpp: {}", model.describe());
+    for note in &model.config.notes {
+        eprintln!("fdpp: note: {note}");
+    }
     let before = host_memory();
     let started = std::time::Instant::now();
     let mut bar = progress::Bar::hidden();
@@ -297,7 +300,13 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     if let Some(path) = args.trace {
         let caps = engine.driver().lowering().caps.clone();
-        let file = TraceFile::new(engine.model_description.clone(), engine.backend_description(), caps, engine.trace_steps().to_vec());
+        let file = TraceFile::new(
+            engine.model_description.clone(),
+            engine.config.notes.clone(),
+            engine.backend_description(),
+            caps,
+            engine.trace_steps().to_vec(),
+        );
         let text = serde_json::to_string_pretty(&file).expect("trace serialises");
         std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
         eprintln!("fdpp: trace written to {}", path.display());

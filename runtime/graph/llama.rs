@@ -36,7 +36,14 @@ impl Builder {
     }
     /// A weight `[rows, cols]` stacking `parts` (leaf names under the layer, rows each), and
     /// its bias stacking the same parts' biases where the model has them.
-    fn weight_and_bias(&mut self, name: &str, cols: usize, parts: &[(&str, &str, usize)], layer: usize, bias: bool) -> (ParamId, Option<ParamId>) {
+    fn weight_and_bias(
+        &mut self,
+        name: &str,
+        cols: usize,
+        parts: &[(&str, &str, usize)],
+        layer: usize,
+        bias: bool,
+    ) -> (ParamId, Option<ParamId>) {
         let p = |leaf: &str| names::layer(layer, leaf);
         let w = self.param(name, Some(cols), parts.iter().map(|(w, _, r)| (p(w), *r)).collect());
         let b = bias.then(|| self.param(&format!("{name}.bias"), None, parts.iter().map(|(_, b, r)| (p(b), *r)).collect()));
@@ -57,11 +64,18 @@ pub fn build(c: &ModelConfig) -> Graph {
         let f = c.intermediate_size;
         let attn_norm = b.param(&format!("layers.{l}.attn_norm"), None, vec![(p(names::ATTN_NORM), h)]);
         let bias = c.biases;
-        let qkv_parts = [(names::Q, names::Q_BIAS, c.q_dim()), (names::K, names::K_BIAS, c.kv_dim()), (names::V, names::V_BIAS, c.kv_dim())];
+        let qkv_parts =
+            [(names::Q, names::Q_BIAS, c.q_dim()), (names::K, names::K_BIAS, c.kv_dim()), (names::V, names::V_BIAS, c.kv_dim())];
         let qkv_w = b.weight_and_bias(&format!("layers.{l}.qkv"), h, &qkv_parts, l, bias.qkv);
         let o_w = b.weight_and_bias(&format!("layers.{l}.o"), c.q_dim(), &[(names::O, names::O_BIAS, h)], l, bias.o);
         let ffn_norm = b.param(&format!("layers.{l}.ffn_norm"), None, vec![(p(names::FFN_NORM), h)]);
-        let gate_up = b.weight_and_bias(&format!("layers.{l}.gate_up"), h, &[(names::GATE, names::GATE_BIAS, f), (names::UP, names::UP_BIAS, f)], l, bias.mlp);
+        let gate_up = b.weight_and_bias(
+            &format!("layers.{l}.gate_up"),
+            h,
+            &[(names::GATE, names::GATE_BIAS, f), (names::UP, names::UP_BIAS, f)],
+            l,
+            bias.mlp,
+        );
         let down = b.weight_and_bias(&format!("layers.{l}.down"), f, &[(names::DOWN, names::DOWN_BIAS, h)], l, bias.mlp);
 
         let hs = vec![m, Dim::Const(h)];

@@ -238,7 +238,8 @@ impl Lowering {
                     .iter()
                     .enumerate()
                     .map(|(chunk, r)| {
-                        let params = Params::Linear { n: r.len(), k, n_offset: r.start, ldy: n, bias: bias.is_some(), prologue: None, epilogue };
+                        let params =
+                            Params::Linear { n: r.len(), k, n_offset: r.start, ldy: n, bias: bias.is_some(), prologue: None, epilogue };
                         self.template(ni, params, Io { x2, bias, weight: Some(WeightChunk { param: weight, chunk }), ..io(y) })
                     })
                     .collect();

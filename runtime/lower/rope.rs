@@ -103,10 +103,15 @@ mod tests {
             let err = crate::compare::rel_error(got, want, what);
             assert!(err < 1e-5, "{what}: {err:e}");
         };
-        close(&frequencies(&config(d, RopeScaling::Linear { factor: 4.0 })).0, &plain.iter().map(|f| f / 4.0).collect::<Vec<_>>(), "linear");
+        close(
+            &frequencies(&config(d, RopeScaling::Linear { factor: 4.0 })).0,
+            &plain.iter().map(|f| f / 4.0).collect::<Vec<_>>(),
+            "linear",
+        );
 
         // Llama 3.1: factor 8, low 1, high 4, original 8192.
-        let llama3 = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
+        let llama3 =
+            RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
         let want: Vec<f64> = plain
             .iter()
             .map(|&f| {
@@ -129,7 +134,14 @@ mod tests {
         assert!((got[d / 2 - 1] as f64 - plain[d / 2 - 1] / 8.0).abs() < 1e-12);
 
         // YaRN: factor 4, original 4096, betas 32 / 1, truncated.
-        let yarn = RopeScaling::Yarn { factor: 4.0, original_max_position_embeddings: 4096, beta_fast: 32.0, beta_slow: 1.0, truncate: true, attention_factor: 1.1386 };
+        let yarn = RopeScaling::Yarn {
+            factor: 4.0,
+            original_max_position_embeddings: 4096,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            truncate: true,
+            attention_factor: 1.1386,
+        };
         let corr = |r: f64| d as f64 * (4096.0 / (r * 2.0 * std::f64::consts::PI)).ln() / (2.0 * theta.ln());
         let (low, high) = (corr(32.0).floor().max(0.0), corr(1.0).ceil().min(d as f64 - 1.0));
         let want: Vec<f64> = plain
@@ -143,7 +155,20 @@ mod tests {
         let (got, scale) = frequencies(&config(d, yarn));
         close(&got, &want, "yarn");
         assert_eq!(scale, 1.1386);
-        let t = table(&config(d, RopeScaling::Yarn { factor: 4.0, original_max_position_embeddings: 4096, beta_fast: 32.0, beta_slow: 1.0, truncate: true, attention_factor: 2.0 }), 1);
+        let t = table(
+            &config(
+                d,
+                RopeScaling::Yarn {
+                    factor: 4.0,
+                    original_max_position_embeddings: 4096,
+                    beta_fast: 32.0,
+                    beta_slow: 1.0,
+                    truncate: true,
+                    attention_factor: 2.0,
+                },
+            ),
+            1,
+        );
         assert_eq!((t[0], t[1]), (2.0, 0.0), "cos and sin carry the attention factor");
 
         let factors: Vec<f32> = (0..d / 2).map(|i| 1.0 + i as f32).collect();

@@ -98,7 +98,12 @@ impl ModelConfig {
         }
         match &self.rope_scaling {
             RopeScaling::FreqFactors { factors } if factors.len() != self.head_dim / 2 => {
-                return Err(format!("{} RoPE frequency factors for head_dim {} (want {})", factors.len(), self.head_dim, self.head_dim / 2));
+                return Err(format!(
+                    "{} RoPE frequency factors for head_dim {} (want {})",
+                    factors.len(),
+                    self.head_dim,
+                    self.head_dim / 2
+                ));
             }
             RopeScaling::Linear { factor } | RopeScaling::Llama3 { factor, .. } | RopeScaling::Yarn { factor, .. } if !(*factor > 0.0) => {
                 return Err(format!("RoPE scaling factor {factor} must be > 0"));

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::config::{Biases, RopeScaling};
 use super::gguf::{GgmlType, GgufFile};
 use super::{ChatTemplate, Model, ModelConfig, ModelFormat, Tokenizer, WeightSource, names};
 use crate::error::{Error, Result};
@@ -17,23 +18,34 @@ pub fn load(path: &Path) -> Result<Model> {
     Ok(Model { path: path.to_path_buf(), format: ModelFormat::Gguf, config, weights: Box::new(weights), tokenizer, chat_template })
 }
 
+/// GGUF architectures fdpp runs (Mistral GGUFs are written as `llama`).
+const GGUF_ARCHITECTURES: &str = "llama, qwen2";
+
 pub fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
     let arch = f.require("general.architecture", f.get_str("general.architecture"))?.to_string();
-    if arch != "llama" {
+    if !matches!(arch.as_str(), "llama" | "qwen2") {
         return Err(Error::UnsupportedModel {
             path: f.path.clone(),
-            reason: format!("architecture `{arch}` (fdpp supports the Llama family: `llama`)"),
+            reason: format!("architecture `{arch}` (fdpp runs: {GGUF_ARCHITECTURES})"),
         });
     }
     let key = |k: &str| format!("{arch}.{k}");
     let req = |k: &str| -> Result<usize> { Ok(f.require(&key(k), f.get_u64(&key(k)))? as usize) };
+    let unsupported = |reason: String| Error::UnsupportedModel { path: f.path.clone(), reason };
+    let mut notes = vec![];
     let hidden_size = req("embedding_length")?;
     let num_heads = req("attention.head_count")?;
     let num_kv_heads = f.get_u64(&key("attention.head_count_kv"))?.map_or(num_heads, |v| v as usize);
-    let head_dim = match f.get_u64(&key("rope.dimension_count"))? {
-        Some(d) => d as usize,
-        None => hidden_size / num_heads.max(1),
-    };
+    let head_dim = f.get_u64(&key("attention.key_length"))?.map_or(hidden_size / num_heads.max(1), |v| v as usize);
+    if let Some(v) = f.get_u64(&key("attention.value_length"))?.filter(|&v| v as usize != head_dim) {
+        return Err(unsupported(format!("`{}` = {v} differs from the key length {head_dim}", key("attention.value_length"))));
+    }
+    if let Some(d) = f.get_u64(&key("rope.dimension_count"))?.filter(|&d| d as usize != head_dim) {
+        return Err(unsupported(format!(
+            "`{}` = {d}: rotary embedding of part of a {head_dim}-wide head is not implemented",
+            key("rope.dimension_count")
+        )));
+    }
     let vocab_size = match f.get_u64(&key("vocab_size"))? {
         Some(v) => v as usize,
         None => match f.tensor_info("token_embd.weight") {
@@ -41,6 +53,15 @@ pub fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
             None => return Err(Error::MissingTensor { path: f.path.clone(), tensor: "token_embd.weight".into() }),
         },
     };
+    let mut max_context = req("context_length")?;
+    if let Some(w) = f.get_u64(&key("attention.sliding_window"))?.filter(|&w| (w as usize) < max_context) {
+        max_context = w as usize;
+        notes.push(format!(
+            "sliding-window attention ({w} positions): the context is limited to the window, where attention sees every position"
+        ));
+    }
+    let has = |name: &str| f.tensor_info(name).is_some();
+    let biases = Biases { qkv: has("blk.0.attn_q.bias"), o: has("blk.0.attn_output.bias"), mlp: has("blk.0.ffn_down.bias") };
     let config = ModelConfig {
         architecture: arch.clone(),
         vocab_size,
@@ -52,14 +73,55 @@ pub fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
         head_dim,
         rope_theta: f.get_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0) as f32,
         rms_norm_eps: f.get_f64(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32,
-        max_context: req("context_length")?,
+        max_context,
         tie_word_embeddings: f.tensor_info("output.weight").is_none(),
-        rope_scaling: Default::default(),
-        biases: Default::default(),
-        notes: vec![],
+        rope_scaling: rope_scaling(f, &arch, max_context)?,
+        biases,
+        notes,
     };
     config.validate().map_err(|reason| Error::Malformed { path: f.path.clone(), what: "model hyper-parameters".into(), reason })?;
     Ok(config)
+}
+
+/// RoPE scaling as llama.cpp stores it: `rope.scaling.*` keys, or per-frequency factors in
+/// the tensor `rope_freqs.weight` (Llama 3.1 / 3.2).
+fn rope_scaling(f: &GgufFile, arch: &str, max_context: usize) -> Result<RopeScaling> {
+    let key = |k: &str| format!("{arch}.rope.{k}");
+    if let Some(info) = f.tensor_info("rope_freqs.weight") {
+        let factors = f.read_tensor(&info.name.clone(), DType::F32)?.into_f32();
+        return Ok(RopeScaling::FreqFactors { factors });
+    }
+    let factor = match f.get_f64(&key("scaling.factor"))? {
+        Some(x) => Some(x),
+        None => f.get_f64(&key("scale_linear"))?,
+    };
+    let kind = f.get_str(&key("scaling.type"))?.unwrap_or(if factor.is_some() { "linear" } else { "none" });
+    let original = f.get_u64(&key("scaling.original_context_length"))?.map_or(max_context, |v| v as usize);
+    Ok(match (kind, factor) {
+        ("none", _) | (_, None) => RopeScaling::None,
+        (_, Some(x)) if x == 0.0 || x == 1.0 => RopeScaling::None,
+        ("linear", Some(x)) => RopeScaling::Linear { factor: x as f32 },
+        ("yarn", Some(x)) => {
+            let attn = f.get_f64(&key("scaling.attn_factor"))?.unwrap_or(1.0);
+            RopeScaling::Yarn {
+                factor: x as f32,
+                original_max_position_embeddings: original,
+                beta_fast: f.get_f64(&key("scaling.yarn_beta_fast"))?.unwrap_or(32.0) as f32,
+                beta_slow: f.get_f64(&key("scaling.yarn_beta_slow"))?.unwrap_or(1.0) as f32,
+                truncate: true,
+                attention_factor: (attn * if x > 1.0 { 0.1 * x.ln() + 1.0 } else { 1.0 }) as f32,
+            }
+        }
+        (other, _) => {
+            return Err(Error::UnsupportedModel {
+                path: f.path.clone(),
+                reason: format!(
+                    "`{}` = `{other}` is not implemented (fdpp implements none, linear, yarn and rope_freqs.weight)",
+                    key("scaling.type")
+                ),
+            });
+        }
+    })
 }
 
 /// How one Hugging Face tensor is read from the file.
@@ -81,7 +143,7 @@ const TOP_LEVEL: [(&str, &str); 3] =
 
 /// Tensors of each layer `blk.N.*`: (GGUF leaf, Hugging Face leaf, 'q' / 'k' where the rows
 /// are stored permuted for GGUF's rotary layout).
-const LAYER: [(&str, &str, Option<char>); 9] = [
+const LAYER: [(&str, &str, Option<char>); 16] = [
     ("attn_norm.weight", names::ATTN_NORM, None),
     ("attn_q.weight", names::Q, Some('q')),
     ("attn_k.weight", names::K, Some('k')),
@@ -91,6 +153,13 @@ const LAYER: [(&str, &str, Option<char>); 9] = [
     ("ffn_gate.weight", names::GATE, None),
     ("ffn_up.weight", names::UP, None),
     ("ffn_down.weight", names::DOWN, None),
+    ("attn_q.bias", names::Q_BIAS, Some('q')),
+    ("attn_k.bias", names::K_BIAS, Some('k')),
+    ("attn_v.bias", names::V_BIAS, None),
+    ("attn_output.bias", names::O_BIAS, None),
+    ("ffn_gate.bias", names::GATE_BIAS, None),
+    ("ffn_up.bias", names::UP_BIAS, None),
+    ("ffn_down.bias", names::DOWN_BIAS, None),
 ];
 
 /// GGUF name -> (HF name, whether Q/K un-permuting applies: 'q' / 'k').
@@ -111,7 +180,9 @@ impl GgufWeights {
             .iter()
             .filter_map(|t| {
                 let (hf, perm) = hf_name(&t.name)?;
-                let unpermute_heads = perm.map(|p| if p == 'q' { config.num_heads } else { config.num_kv_heads });
+                // llama.cpp permutes Q and K only for its `llama` architecture's rotary layout.
+                let unpermute_heads =
+                    perm.filter(|_| config.architecture == "llama").map(|p| if p == 'q' { config.num_heads } else { config.num_kv_heads });
                 Some(Mapping { hf, gguf: t.name.clone(), unpermute_heads })
             })
             .collect();
@@ -186,7 +257,7 @@ impl WeightSource for GgufWeights {
         let m = self.mapping(name)?;
         let t = self.file.read_tensor(&m.gguf, dtype)?;
         match m.unpermute_heads {
-            Some(heads) if t.shape.len() == 2 && heads > 0 && t.shape[0] % heads == 0 && (t.shape[0] / heads) % 2 == 0 => {
+            Some(heads) if (1..=2).contains(&t.shape.len()) && heads > 0 && t.shape[0] % heads == 0 && (t.shape[0] / heads) % 2 == 0 => {
                 Ok(unpermute_rows(t, heads))
             }
             // A shape that does not split into heads is reported by the graph's shape check.

@@ -194,8 +194,11 @@ impl<'a> Reader<'a> {
 
 pub fn read(path: &Path) -> Result<ModelConfig> {
     let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let v: Value =
-        serde_json::from_slice(&text).map_err(|e| Error::Malformed { path: path.to_path_buf(), what: "JSON".into(), reason: e.to_string() })?;
+    let v: Value = serde_json::from_slice(&text).map_err(|e| Error::Malformed {
+        path: path.to_path_buf(),
+        what: "JSON".into(),
+        reason: e.to_string(),
+    })?;
     let Some(obj) = v.as_object() else {
         return Err(Error::Malformed { path: path.to_path_buf(), what: "config".into(), reason: "not a JSON object".into() });
     };
@@ -304,7 +307,10 @@ fn rope(r: &mut Reader, max_position: usize) -> Result<(f32, RopeScaling)> {
     let unsupported = |reason: String| Error::UnsupportedModel { path: path.to_path_buf(), reason };
     let top_theta = r.get("rope_theta").map(|v| v.as_f64().ok_or_else(|| malformed(format!("`rope_theta` is {v}")))).transpose()?;
     // transformers reads a top-level original_max_position_embeddings first (Phi-3 style).
-    let top_original = r.get("original_max_position_embeddings").map(|v| v.as_u64().ok_or_else(|| malformed(format!("`original_max_position_embeddings` is {v}")))).transpose()?;
+    let top_original = r
+        .get("original_max_position_embeddings")
+        .map(|v| v.as_u64().ok_or_else(|| malformed(format!("`original_max_position_embeddings` is {v}"))))
+        .transpose()?;
     let (key, params) = match (r.get("rope_parameters"), r.get("rope_scaling")) {
         (Some(p), _) => ("rope_parameters", p),
         (None, Some(p)) => ("rope_scaling", p),
@@ -317,8 +323,20 @@ fn rope(r: &mut Reader, max_position: usize) -> Result<(f32, RopeScaling)> {
         other => return Err(malformed(format!("`{key}` is {other}, not an object"))),
     };
     const KNOWN: &[&str] = &[
-        "rope_type", "type", "rope_theta", "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings",
-        "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor", "truncate", "partial_rotary_factor",
+        "rope_type",
+        "type",
+        "rope_theta",
+        "factor",
+        "low_freq_factor",
+        "high_freq_factor",
+        "original_max_position_embeddings",
+        "beta_fast",
+        "beta_slow",
+        "mscale",
+        "mscale_all_dim",
+        "attention_factor",
+        "truncate",
+        "partial_rotary_factor",
     ];
     if let Some(k) = p.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(unsupported(format!("`{key}.{k}` is not understood by fdpp and may change the rotary embedding")));
@@ -380,7 +398,9 @@ fn rope(r: &mut Reader, max_position: usize) -> Result<(f32, RopeScaling)> {
             }
         }
         other => {
-            return Err(unsupported(format!("`{key}.rope_type` = `{other}` is not implemented (fdpp implements default, linear, dynamic, llama3, yarn)")));
+            return Err(unsupported(format!(
+                "`{key}.rope_type` = `{other}` is not implemented (fdpp implements default, linear, dynamic, llama3, yarn)"
+            )));
         }
     };
     Ok((theta as f32, scaling))
@@ -434,4 +454,129 @@ pub fn to_json(c: &ModelConfig) -> Option<Value> {
         v["mlp_bias"] = json!(c.biases.mlp);
     }
     Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_json(v: Value) -> Result<ModelConfig> {
+        parse(Path::new("/x/config.json"), v.as_object().unwrap())
+    }
+
+    /// SmolLM2-135M-Instruct's config.json as published (transformers 4.42).
+    fn smollm2_v4() -> Value {
+        json!({
+            "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 1,
+            "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 576, "initializer_range": 0.041666666666666664,
+            "intermediate_size": 1536, "is_llama_config": true, "max_position_embeddings": 8192, "mlp_bias": false,
+            "model_type": "llama", "num_attention_heads": 9, "num_hidden_layers": 30, "num_key_value_heads": 3,
+            "pad_token_id": 2, "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_interleaved": false, "rope_scaling": null,
+            "rope_theta": 100000, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+            "transformers.js_config": {"kv_cache_dtype": {"q4f16": "float16", "fp16": "float16"}},
+            "transformers_version": "4.42.3", "use_cache": true, "vocab_size": 49152
+        })
+    }
+
+    #[test]
+    fn transformers_4_and_5_styles_give_the_same_config() {
+        let v4 = parse_json(smollm2_v4()).unwrap();
+        assert_eq!((v4.rope_theta, v4.head_dim, v4.max_context, v4.tie_word_embeddings), (100000.0, 64, 8192, true));
+        assert_eq!(v4.rope_scaling, RopeScaling::None);
+        assert!(v4.notes.is_empty(), "{:?}", v4.notes);
+        // transformers 5 moves rope_theta into rope_parameters and writes dtype.
+        let mut v5 = smollm2_v4();
+        let o = v5.as_object_mut().unwrap();
+        o.remove("rope_theta");
+        o.remove("rope_scaling");
+        o.remove("torch_dtype");
+        o.insert("rope_parameters".into(), json!({"rope_theta": 100000.0, "rope_type": "default"}));
+        o.insert("dtype".into(), json!("float32"));
+        o.insert("transformers_version".into(), json!("5.17.0"));
+        assert_eq!(parse_json(v5).unwrap(), v4);
+        // The bug this replaces: rope_parameters ignored, theta silently 10000.
+        let written = to_json(&v4).unwrap();
+        assert_eq!(written["rope_parameters"]["rope_theta"], json!(100000.0));
+        assert_eq!(parse_json(written).unwrap().rope_theta, 100000.0);
+    }
+
+    #[test]
+    fn unknown_fields_and_unsupported_values_are_errors_naming_them() {
+        let with = |k: &str, v: Value| {
+            let mut c = smollm2_v4();
+            c.as_object_mut().unwrap().insert(k.into(), v);
+            parse_json(c).err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        assert!(with("qk_layernorm", json!(true)).contains("`qk_layernorm`"));
+        assert!(with("hidden_act", json!("gelu")).contains("`hidden_act`"));
+        assert!(with("rope_interleaved", json!(true)).contains("`rope_interleaved`"));
+        assert!(with("rope_scaling", json!({"rope_type": "longrope", "factor": 2.0})).contains("longrope"));
+        assert!(with("rope_scaling", json!({"rope_type": "linear", "factor": 2.0, "foo": 1})).contains("`rope_scaling.foo`"));
+        assert!(with("rope_scaling", json!({"type": "linear"})).contains("`rope_scaling.factor` is missing"));
+        assert!(with("quantization_config", json!({"bits": 4})).contains("quantization_config"));
+        assert!(with("model_type", json!("gemma")).contains("`gemma`"));
+        assert!(with("rope_parameters", json!({"rope_type": "default", "partial_rotary_factor": 0.5})).contains("partial_rotary_factor"));
+        // Training and generation fields are fine.
+        assert_eq!(with("temperature", json!(0.7)), "");
+    }
+
+    #[test]
+    fn missing_fields_take_transformers_defaults_and_say_so() {
+        let c = parse_json(json!({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 96,
+            "num_hidden_layers": 2, "vocab_size": 300}))
+        .unwrap();
+        assert_eq!((c.rms_norm_eps, c.rope_theta, c.max_context, c.num_kv_heads, c.head_dim), (1e-6, 10000.0, 2048, 4, 16));
+        for field in ["rms_norm_eps", "rope_theta", "max_position_embeddings"] {
+            assert!(c.notes.iter().any(|n| n.contains(field)), "{field}: {:?}", c.notes);
+        }
+    }
+
+    #[test]
+    fn rope_types_of_both_generations() {
+        let with_rope = |key: &str, rope: Value| {
+            let mut c = smollm2_v4();
+            let o = c.as_object_mut().unwrap();
+            o.remove("rope_scaling");
+            o.insert(key.into(), rope);
+            parse_json(c).unwrap()
+        };
+        let llama3 = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let want = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
+        assert_eq!(with_rope("rope_scaling", llama3.clone()).rope_scaling, want);
+        let mut v5 = llama3;
+        v5["rope_theta"] = json!(500000.0);
+        let c = with_rope("rope_parameters", v5);
+        assert_eq!((c.rope_scaling, c.rope_theta), (want, 500000.0));
+        assert_eq!(with_rope("rope_scaling", json!({"type": "linear", "factor": 2.0})).rope_scaling, RopeScaling::Linear { factor: 2.0 });
+        let dynamic = with_rope("rope_scaling", json!({"type": "dynamic", "factor": 2.0}));
+        assert_eq!(dynamic.rope_scaling, RopeScaling::None);
+        assert!(dynamic.notes.iter().any(|n| n.contains("dynamic")));
+        // YaRN's attention factor from factor 4: 0.1 ln 4 + 1.
+        let RopeScaling::Yarn { attention_factor, original_max_position_embeddings, beta_fast, .. } =
+            with_rope("rope_scaling", json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048})).rope_scaling
+        else {
+            panic!()
+        };
+        assert!((attention_factor - (0.1 * 4f32.ln() + 1.0)).abs() < 1e-6);
+        assert_eq!((original_max_position_embeddings, beta_fast), (2048, 32.0));
+    }
+
+    #[test]
+    fn qwen2_has_qkv_biases_and_its_sliding_window_caps_the_context() {
+        let base = json!({"model_type": "qwen2", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "intermediate_size": 96, "num_hidden_layers": 2, "vocab_size": 300, "max_position_embeddings": 32768,
+            "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "use_sliding_window": false, "sliding_window": 4096, "max_window_layers": 2});
+        let c = parse_json(base.clone()).unwrap();
+        assert_eq!(c.biases, Biases { qkv: true, o: false, mlp: false });
+        assert_eq!(c.max_context, 32768);
+        let mut sliding = base;
+        sliding["use_sliding_window"] = json!(true);
+        let c = parse_json(sliding).unwrap();
+        assert_eq!(c.max_context, 4096);
+        assert!(c.notes.iter().any(|n| n.contains("sliding-window")));
+        // Llama's attention_bias puts a bias on q, k, v and o.
+        let mut llama = smollm2_v4();
+        llama["attention_bias"] = json!(true);
+        assert_eq!(parse_json(llama).unwrap().biases, Biases { qkv: true, o: true, mlp: false });
+    }
 }

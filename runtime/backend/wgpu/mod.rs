@@ -286,7 +286,16 @@ impl WgpuExecutor {
         };
         let scratch = matches!(t.params, Params::Linear { epilogue: Epilogue::Rope { .. }, .. }).then_some(&self.rope_table);
         let bias = t.io.bias.map(|p| param(p).vector_f32.as_ref().expect("biases are vectors"));
-        Binds { x: t.io.x.map(act), x2, w: t.io.weight.map(|w| &param(w.param).chunks[w.chunk]), y: Some(act(t.io.y)), kc, vc, scratch, bias }
+        Binds {
+            x: t.io.x.map(act),
+            x2,
+            w: t.io.weight.map(|w| &param(w.param).chunks[w.chunk]),
+            y: Some(act(t.io.y)),
+            kc,
+            vc,
+            scratch,
+            bias,
+        }
     }
 
     /// Per-launch device times of a profiled step.
