@@ -69,6 +69,8 @@ fn defaults(model_type: &str) -> Option<Defaults> {
 /// (the tokenizer files are read for those).
 const INERT: &[&str] = &[
     "_name_or_path",
+    "_model_name_or_path",
+    "unk_token_id",
     "architectures",
     "transformers_version",
     "transformers.js_config",
