@@ -105,7 +105,9 @@ impl ModelConfig {
                     self.head_dim / 2
                 ));
             }
-            RopeScaling::Linear { factor } | RopeScaling::Llama3 { factor, .. } | RopeScaling::Yarn { factor, .. } if !(*factor > 0.0) => {
+            RopeScaling::Linear { factor } | RopeScaling::Llama3 { factor, .. } | RopeScaling::Yarn { factor, .. }
+                if factor.is_nan() || *factor <= 0.0 =>
+            {
                 return Err(format!("RoPE scaling factor {factor} must be > 0"));
             }
             _ => {}

@@ -576,6 +576,18 @@ mod tests {
         let c = parse_json(sliding).unwrap();
         assert_eq!(c.max_context, 4096);
         assert!(c.notes.iter().any(|n| n.contains("sliding-window")));
+        // Mistral: the window caps the context; a null window leaves it; attention_bias is
+        // not a Mistral field, so it is refused by name.
+        let mistral = json!({"model_type": "mistral", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "intermediate_size": 96, "num_hidden_layers": 2, "vocab_size": 300, "max_position_embeddings": 32768,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "sliding_window": 4096});
+        assert_eq!(parse_json(mistral.clone()).unwrap().max_context, 4096);
+        let mut unwindowed = mistral.clone();
+        unwindowed["sliding_window"] = Value::Null;
+        assert_eq!(parse_json(unwindowed).unwrap().max_context, 32768);
+        let mut biased = mistral;
+        biased["attention_bias"] = json!(true);
+        assert!(parse_json(biased).unwrap_err().to_string().contains("`attention_bias`"));
         // Llama's attention_bias puts a bias on q, k, v and o.
         let mut llama = smollm2_v4();
         llama["attention_bias"] = json!(true);

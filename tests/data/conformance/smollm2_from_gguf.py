@@ -16,11 +16,12 @@ import sys
 
 import torch
 import transformers
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
 gguf_dir, name, out = sys.argv[1], sys.argv[2], sys.argv[3]
 tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)
 model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=name, dtype=torch.float32).eval()
-from safetensors.torch import save_file
 os.makedirs(out, exist_ok=True)
 sd = {k: v.contiguous() for k, v in model.state_dict().items()}
 if model.config.tie_word_embeddings:
