@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use fdpp_runtime::backend::{BackendOptions, WeightPrecision, WgpuOptions};
+use fdpp_runtime::backend::BackendOptions;
 use fdpp_runtime::engine::{Engine, EngineOptions, SamplingParams};
 use fdpp_runtime::model::Model;
 
@@ -79,6 +79,7 @@ fn transformers_fixtures_on_the_cpu() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn transformers_fixtures_on_wgpu() {
+    use fdpp_runtime::backend::{WeightPrecision, WgpuOptions};
     let wgpu = BackendOptions::Wgpu(WgpuOptions { precision: WeightPrecision::F32, ..Default::default() });
     for (model, reference) in fixtures() {
         if !check(&model, &reference, wgpu.clone(), &format!("{} on wgpu", model.display())) {
