@@ -57,15 +57,18 @@ fn check(model: &Path, reference: &Path, backend: BackendOptions, what: &str) ->
     let err = common::rel_err(&logits, &r.prefill_logits, what);
     assert!(err <= 1e-4, "{what}: prefill logits relative error {err:e}");
     // Every greedy step's logits, fed transformers' own ids.
+    let mut worst = err;
     for (i, want) in r.step_logits.iter().enumerate().skip(1) {
         let got = e.forward(&[r.greedy_ids[i - 1]], n + i - 1).unwrap();
         let err = common::rel_err(&got, want, what);
         assert!(err <= 1e-4, "{what}: logits of greedy step {i}: relative error {err:e}");
+        worst = worst.max(err);
     }
     // And fdpp's own greedy decoding (pipelined on the GPU) picks transformers' ids.
     e.forward(&r.prompt_ids, 0).unwrap();
     let ids = e.decode_ids(r.greedy_ids[0], n, r.greedy_ids.len() - 1, &SamplingParams::default()).unwrap();
     assert_eq!(ids, r.greedy_ids[1..], "{what}: greedy ids");
+    eprintln!("{what}: logits within {worst:.1e} of transformers', greedy ids equal");
     true
 }
 

@@ -25,11 +25,17 @@ fn backend_err(op: &str, reason: impl std::fmt::Display) -> Error {
     Error::Backend { backend: "wgpu".into(), op: op.into(), reason: reason.to_string() }
 }
 
-fn instance() -> wgpu::Instance {
-    // WGPU_BACKEND (vulkan, metal, dx12) narrows the search, as in every wgpu program.
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    desc.flags = wgpu::InstanceFlags::empty().with_env();
-    wgpu::Instance::new(desc)
+/// One instance per process: every device is opened through it. (An instance per device
+/// loads the Vulkan driver again each time; on NVIDIA's, dozens of them in one process
+/// stopped finding the GPU.)
+fn instance() -> &'static wgpu::Instance {
+    static INSTANCE: std::sync::OnceLock<wgpu::Instance> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        // WGPU_BACKEND (vulkan, metal, dx12) narrows the search, as in every wgpu program.
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.flags = wgpu::InstanceFlags::empty().with_env();
+        wgpu::Instance::new(desc)
+    })
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {
