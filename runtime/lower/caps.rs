@@ -161,7 +161,6 @@ pub mod wgsl {
     pub const MODE_NORM: u32 = 2;
     pub const MODE_SWIGLU: u32 = 4;
     pub const MODE_ROPE: u32 = 8;
-    pub const MODE_BIAS: u32 = 16;
     /// Top-k the device sampler takes (`MAX_K` in sampling.wgsl).
     pub const SAMPLER_MAX_K: usize = 256;
 
@@ -180,7 +179,6 @@ pub mod wgsl {
             u("MODE_NORM", MODE_NORM as usize),
             u("MODE_SWIGLU", MODE_SWIGLU as usize),
             u("MODE_ROPE", MODE_ROPE as usize),
-            u("MODE_BIAS", MODE_BIAS as usize),
             u("MAX_K", SAMPLER_MAX_K),
         ]
         .concat()

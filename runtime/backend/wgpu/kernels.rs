@@ -74,8 +74,8 @@ impl NodeUniform {
         match t.params {
             Params::Embedding { hidden, first_row, rows } => NodeUniform { n: u(rows), k: u(hidden), n_offset: u(first_row), ..base },
             Params::RmsNorm { width, eps } => NodeUniform { k: u(width), eps, ..base },
-            Params::Linear { n, k, n_offset, ldy, bias, prologue, epilogue } => {
-                let mut mode = if bias { wgsl::MODE_BIAS } else { 0 };
+            Params::Linear { n, k, n_offset, ldy, prologue, epilogue, .. } => {
+                let mut mode = 0;
                 let mut node = NodeUniform { n: u(n), k: u(k), n_offset: u(n_offset), ldy: u(ldy), ..base };
                 if let Some(Prologue::RmsNorm { eps }) = prologue {
                     mode |= wgsl::MODE_NORM;
@@ -337,22 +337,28 @@ pub fn dispatches<'a>(launch: &Launch, t: &Template, group: &'a wgpu::BindGroup,
     match (t.params, launch.variant) {
         (Params::Embedding { hidden, .. }, Variant::Gather) => push("embedding", grid(hidden.div_ceil(64), m, 1)),
         (Params::RmsNorm { .. }, Variant::RmsNorm) => push("rms_norm", grid(1, rows, 1)),
-        (Params::Linear { n, epilogue, .. }, Variant::Gemv { split_k }) => {
+        (Params::Linear { n, epilogue, bias, .. }, Variant::Gemv { split_k }) => {
             if rows > wgsl::GEMV_MAX_M {
                 return Err(no_kernel(format!("a GEMV over {rows} rows (at most {})", wgsl::GEMV_MAX_M)));
             }
             // SwiGLU and RoPE: a lane group's two columns make one pair.
             let pairs = matches!(epilogue, Epilogue::SwiGlu | Epilogue::Rope { .. });
             let groups = if pairs { (n / 2).div_ceil(wgsl::GV_GROUPS) } else { n.div_ceil(2 * wgsl::GV_GROUPS) };
-            push(if split_k { "gemv_split_k" } else { "gemv" }, grid(groups, 1, 1));
+            let kernel = match (split_k, bias) {
+                (false, false) => "gemv",
+                (true, false) => "gemv_split_k",
+                (false, true) => "gemv_bias",
+                (true, true) => "gemv_split_k_bias",
+            };
+            push(kernel, grid(groups, 1, 1));
         }
-        (Params::Linear { n, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::FlatGemm { tile }) => {
+        (Params::Linear { n, bias, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::FlatGemm { tile }) => {
             check_tile(tile, Tile { m: wgsl::FB_M, n: wgsl::FB_COLS }, "flat GEMM")?;
-            push("flat_gemm", grid(n.div_ceil(tile.n), rows.div_ceil(tile.m), 1));
+            push(if bias { "flat_gemm_bias" } else { "flat_gemm" }, grid(n.div_ceil(tile.n), rows.div_ceil(tile.m), 1));
         }
-        (Params::Linear { n, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::Gemm { tile }) => {
+        (Params::Linear { n, bias, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::Gemm { tile }) => {
             check_tile(tile, Tile { m: wgsl::GM, n: wgsl::GM }, "GEMM")?;
-            push("gemm", grid(n.div_ceil(tile.n), rows.div_ceil(tile.m), 1));
+            push(if bias { "gemm_bias" } else { "gemm" }, grid(n.div_ceil(tile.n), rows.div_ceil(tile.m), 1));
         }
         (Params::Rope { dims, .. }, Variant::Rope) => push("rope", grid(dims.qkv_width().div_ceil(64), m, 1)),
         (Params::Attention { dims, kv_write, .. }, v) => {

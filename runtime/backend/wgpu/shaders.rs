@@ -8,7 +8,11 @@ pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 
 /// Kernel families: (file stem, source, entry points).
 pub const FAMILIES: &[(&str, &str, &[&str])] = &[
-    ("linear", include_str!("../../../shaders/linear.wgsl"), &["gemv", "gemv_split_k", "flat_gemm", "gemm"]),
+    (
+        "linear",
+        include_str!("../../../shaders/linear.wgsl"),
+        &["gemv", "gemv_split_k", "flat_gemm", "gemm", "gemv_bias", "gemv_split_k_bias", "flat_gemm_bias", "gemm_bias"],
+    ),
     (
         "elementwise",
         include_str!("../../../shaders/elementwise.wgsl"),
