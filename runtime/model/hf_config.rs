@@ -451,9 +451,14 @@ pub fn to_json(c: &ModelConfig) -> Option<Value> {
         "hidden_act": "silu",
         "dtype": "float32",
     });
-    if c.architecture == "llama" {
-        v["attention_bias"] = json!(c.biases.qkv);
-        v["mlp_bias"] = json!(c.biases.mlp);
+    match c.architecture.as_str() {
+        "llama" => {
+            v["attention_bias"] = json!(c.biases.qkv);
+            v["mlp_bias"] = json!(c.biases.mlp);
+        }
+        // The context is already capped to any window (no window: Mistral's default is 4096).
+        "mistral" => v["sliding_window"] = Value::Null,
+        _ => {}
     }
     Some(v)
 }
@@ -585,6 +590,8 @@ mod tests {
         let mut unwindowed = mistral.clone();
         unwindowed["sliding_window"] = Value::Null;
         assert_eq!(parse_json(unwindowed).unwrap().max_context, 32768);
+        // Written back, the capped context stays what it was.
+        assert_eq!(parse_json(to_json(&parse_json(mistral.clone()).unwrap()).unwrap()).unwrap().max_context, 4096);
         let mut biased = mistral;
         biased["attention_bias"] = json!(true);
         assert!(parse_json(biased).unwrap_err().to_string().contains("`attention_bias`"));
