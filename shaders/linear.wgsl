@@ -16,16 +16,18 @@
 //                adjacent columns); the epilogue rotates them (angle table in `scratch`)
 //                and appends K and V to the cache
 
-// Every kernel comes as two entry points, `_bias` adding bias[column] to the product before
-// the epilogue: `biased` is a literal per entry point, so the plain kernels carry no bias
-// code (their registers, and so their occupancy, stay what they were).
-fn bias_of(col: u32, biased: bool) -> f32 {
-    if (biased) { return bias[col]; }
+// BIASED (set when the module is compiled, see shaders.rs): the kernels add bias[column] to
+// the product before the epilogue. The source is compiled once without and once with it,
+// so the plain kernels carry no bias code and their registers, and so their occupancy,
+// stay what they were (a runtime flag, or a second entry point sharing a body function,
+// cost the H200 8% at batch 8).
+fn bias_of(col: u32) -> f32 {
+    if (BIASED) { return bias[col]; }
     return 0.0;
 }
 
-fn epilogue(row: u32, col: u32, v: f32, biased: bool) -> f32 {
-    let b = v + bias_of(col, biased);
+fn epilogue(row: u32, col: u32, v: f32) -> f32 {
+    let b = v + bias_of(col);
     if ((node.mode & MODE_RESIDUAL) != 0u) { return b + x2s(row * node.ldy + col); }
     return b;
 }
@@ -55,7 +57,7 @@ fn gemv_x1(r: u32, k: u32, K: u32) -> f32 {
 }
 
 // Row r's outputs of columns a and b from their dot products and the row's sum of squares.
-fn gemv_store(r: u32, ca: u32, cb: u32, va: bool, vb: bool, dot_a: f32, dot_b: f32, sumsq: f32, biased: bool) {
+fn gemv_store(r: u32, ca: u32, cb: u32, va: bool, vb: bool, dot_a: f32, dot_b: f32, sumsq: f32) {
     var a = dot_a;
     var b = dot_b;
     if ((node.mode & MODE_NORM) != 0u) {
@@ -63,10 +65,10 @@ fn gemv_store(r: u32, ca: u32, cb: u32, va: bool, vb: bool, dot_a: f32, dot_b: f
         a *= inv;
         b *= inv;
     }
-    if (biased && (node.mode & (MODE_SWIGLU | MODE_ROPE)) != 0u) {
+    if (BIASED && (node.mode & (MODE_SWIGLU | MODE_ROPE)) != 0u) {
         // The fused epilogues see the biased product (plain columns add it in `epilogue`).
-        a += bias_of(ca, true);
-        b += bias_of(cb, true);
+        a += bias_of(ca);
+        b += bias_of(cb);
     }
     if ((node.mode & MODE_SWIGLU) != 0u) {
         if (va) { y[r * node.ldy + ca] = a / (1.0 + exp(-a)) * b; }
@@ -76,8 +78,8 @@ fn gemv_store(r: u32, ca: u32, cb: u32, va: bool, vb: bool, dot_a: f32, dot_b: f
         if (va) { rope_store(r, ca, cb, a, b); }
         return;
     }
-    if (va) { let c = node.n_offset + ca; y[r * node.ldy + c] = epilogue(r, c, a, biased); }
-    if (vb) { let c = node.n_offset + cb; y[r * node.ldy + c] = epilogue(r, c, b, biased); }
+    if (va) { let c = node.n_offset + ca; y[r * node.ldy + c] = epilogue(r, c, a); }
+    if (vb) { let c = node.n_offset + cb; y[r * node.ldy + c] = epilogue(r, c, b); }
 }
 
 // The two columns of rotary pair `p`: (i, i + half) of a Q or K head, then V's columns two by two.
@@ -190,29 +192,17 @@ fn gemv_walk(norm: bool, wa: u32, wb: u32, k0: u32, k_end: u32, K: u32) -> vec4<
 @compute @workgroup_size(128)
 fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
-    gemv_body(flat_id(wg, nwg), t, false, false);
+    gemv_body(flat_id(wg, nwg), t, false);
 }
 
 @compute @workgroup_size(256)
 fn gemv_split_k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
-    gemv_body(flat_id(wg, nwg), t, true, false);
-}
-
-@compute @workgroup_size(128)
-fn gemv_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) t: u32) {
-    gemv_body(flat_id(wg, nwg), t, false, true);
-}
-
-@compute @workgroup_size(256)
-fn gemv_split_k_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) t: u32) {
-    gemv_body(flat_id(wg, nwg), t, true, true);
+    gemv_body(flat_id(wg, nwg), t, true);
 }
 
 // Workgroup `wgi` of either GEMV; every invocation calls it (it holds barriers).
-fn gemv_body(wgi: u32, t: u32, split: bool, biased: bool) {
+fn gemv_body(wgi: u32, t: u32, split: bool) {
     let g = (t / GV_LANES) % GV_GROUPS;
     let upper = t >= GV_GROUPS * GV_LANES;
     let lane = t % GV_LANES;
@@ -272,7 +262,7 @@ fn gemv_body(wgi: u32, t: u32, split: bool, biased: bool) {
         workgroupBarrier();
         if (!upper && lane == 0u) {
             let total = s + gv_upper[3u * g];
-            gemv_store(0u, ca, cb, va, vb, total.x, total.y, total.z, biased);
+            gemv_store(0u, ca, cb, va, vb, total.x, total.y, total.z);
         }
         return;
     }
@@ -326,7 +316,7 @@ fn gemv_body(wgi: u32, t: u32, split: bool, biased: bool) {
             sb += gv_upper[3u * g + 1u];
             ss += gv_upper[3u * g + 2u];
             for (var i = 0u; i < 4u; i++) {
-                if (r0 + i < m) { gemv_store(r0 + i, ca, cb, va, vb, sa[i], sb[i], ss[i], biased); }
+                if (r0 + i < m) { gemv_store(r0 + i, ca, cb, va, vb, sa[i], sb[i], ss[i]); }
             }
         }
         workgroupBarrier(); // gv_upper is refilled by the next rows
@@ -366,34 +356,25 @@ fn flat_col(lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>, wv: vec4
     *hi += vec4<f32>(dot(wv, x4v), dot(wv, x5), dot(wv, x6), dot(wv, x7));
 }
 
-fn flat_store(row: u32, col: u32, M: u32, v: f32, biased: bool) {
+fn flat_store(row: u32, col: u32, M: u32, v: f32) {
     let c = node.n_offset + col;
-    if (row < M && col < node.n) { y[row * node.ldy + c] = epilogue(row, c, v, biased); }
+    if (row < M && col < node.n) { y[row * node.ldy + c] = epilogue(row, c, v); }
 }
 
 // Column `col`'s sums over the lane group, stored by lane 0 (every lane calls it).
-fn flat_finish(lo: vec4<f32>, hi: vec4<f32>, t: u32, lane: u32, m0: u32, col: u32, M: u32, biased: bool) {
+fn flat_finish(lo: vec4<f32>, hi: vec4<f32>, t: u32, lane: u32, m0: u32, col: u32, M: u32) {
     let a = lanes_sum4(lo, t);
     let b = lanes_sum4(hi, t);
     if (lane == 0u) {
         for (var r = 0u; r < 4u; r++) {
-            flat_store(m0 + r, col, M, a[r], biased);
-            flat_store(m0 + 4u + r, col, M, b[r], biased);
+            flat_store(m0 + r, col, M, a[r]);
+            flat_store(m0 + 4u + r, col, M, b[r]);
         }
     }
 }
 
 @compute @workgroup_size(128)
 fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    flat_gemm_body(wg, t, false);
-}
-
-@compute @workgroup_size(128)
-fn flat_gemm_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    flat_gemm_body(wg, t, true);
-}
-
-fn flat_gemm_body(wg: vec3<u32>, t: u32, biased: bool) {
     let M = row_count();
     let K = node.k;
     let m0 = wg.y * FB_M;
@@ -435,14 +416,14 @@ fn flat_gemm_body(wg: vec3<u32>, t: u32, biased: bool) {
         flat_col(&l6, &h6, w6, x0, x1, x2v, x3, x4v, x5, x6, x7);
         flat_col(&l7, &h7, w7, x0, x1, x2v, x3, x4v, x5, x6, x7);
     }
-    flat_finish(l0, h0, t, lane, m0, c, M, biased);
-    flat_finish(l1, h1, t, lane, m0, c + 1u, M, biased);
-    flat_finish(l2, h2, t, lane, m0, c + 2u, M, biased);
-    flat_finish(l3, h3, t, lane, m0, c + 3u, M, biased);
-    flat_finish(l4, h4, t, lane, m0, c + 4u, M, biased);
-    flat_finish(l5, h5, t, lane, m0, c + 5u, M, biased);
-    flat_finish(l6, h6, t, lane, m0, c + 6u, M, biased);
-    flat_finish(l7, h7, t, lane, m0, c + 7u, M, biased);
+    flat_finish(l0, h0, t, lane, m0, c, M);
+    flat_finish(l1, h1, t, lane, m0, c + 1u, M);
+    flat_finish(l2, h2, t, lane, m0, c + 2u, M);
+    flat_finish(l3, h3, t, lane, m0, c + 3u, M);
+    flat_finish(l4, h4, t, lane, m0, c + 4u, M);
+    flat_finish(l5, h5, t, lane, m0, c + 5u, M);
+    flat_finish(l6, h6, t, lane, m0, c + 6u, M);
+    flat_finish(l7, h7, t, lane, m0, c + 7u, M);
 }
 
 // GM, the tile's side, comes from the header: 16 x 16 threads, 4 x 4 outputs each.
@@ -451,27 +432,18 @@ const GK: u32 = 16u;
 var<workgroup> ga: array<vec4<f32>, 256>; // [k][row / 4]: 16 x 16 vec4 = 64 rows of x
 var<workgroup> gb: array<vec4<f32>, 256>; // [k][col / 4]: 64 rows of w
 
-fn gemm_store(r: u32, col: u32, M: u32, v: vec4<f32>, biased: bool) {
+fn gemm_store(r: u32, col: u32, M: u32, v: vec4<f32>) {
     if (r >= M) { return; }
     let base = r * node.ldy + node.n_offset;
     let c = node.n_offset + col;
-    if (col < node.n) { y[base + col] = epilogue(r, c, v.x, biased); }
-    if (col + 1u < node.n) { y[base + col + 1u] = epilogue(r, c + 1u, v.y, biased); }
-    if (col + 2u < node.n) { y[base + col + 2u] = epilogue(r, c + 2u, v.z, biased); }
-    if (col + 3u < node.n) { y[base + col + 3u] = epilogue(r, c + 3u, v.w, biased); }
+    if (col < node.n) { y[base + col] = epilogue(r, c, v.x); }
+    if (col + 1u < node.n) { y[base + col + 1u] = epilogue(r, c + 1u, v.y); }
+    if (col + 2u < node.n) { y[base + col + 2u] = epilogue(r, c + 2u, v.z); }
+    if (col + 3u < node.n) { y[base + col + 3u] = epilogue(r, c + 3u, v.w); }
 }
 
 @compute @workgroup_size(256)
 fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    gemm_body(wg, t, false);
-}
-
-@compute @workgroup_size(256)
-fn gemm_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    gemm_body(wg, t, true);
-}
-
-fn gemm_body(wg: vec3<u32>, t: u32, biased: bool) {
     let M = row_count();
     let K = node.k;
     let n0 = wg.x * GM;
@@ -507,8 +479,8 @@ fn gemm_body(wg: vec3<u32>, t: u32, biased: bool) {
     }
     let r = m0 + ty * 4u;
     let col = n0 + tx * 4u;
-    gemm_store(r, col, M, c0, biased);
-    gemm_store(r + 1u, col, M, c1, biased);
-    gemm_store(r + 2u, col, M, c2, biased);
-    gemm_store(r + 3u, col, M, c3, biased);
+    gemm_store(r, col, M, c0);
+    gemm_store(r + 1u, col, M, c1);
+    gemm_store(r + 2u, col, M, c2);
+    gemm_store(r + 3u, col, M, c3);
 }

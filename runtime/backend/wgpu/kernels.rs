@@ -181,7 +181,7 @@ pub type Dispatch<'a> = (&'static str, &'a wgpu::BindGroup, [u32; 3]);
 pub struct Kernels {
     pub ctx: GpuContext,
     layout: wgpu::BindGroupLayout,
-    pipelines: HashMap<&'static str, wgpu::ComputePipeline>,
+    pipelines: HashMap<String, wgpu::ComputePipeline>,
     placeholders: [wgpu::Buffer; 7],
 }
 
@@ -230,21 +230,22 @@ impl Kernels {
         });
         let mut pipelines = HashMap::new();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        for &(family, src, entry_points) in shaders::FAMILIES {
+        for family in shaders::FAMILIES {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(family),
-                source: wgpu::ShaderSource::Wgsl(shaders::source(src, ctx.f16_weights, ctx.subgroup_size).into()),
+                label: Some(family.name),
+                source: wgpu::ShaderSource::Wgsl(shaders::source(family, ctx.f16_weights, ctx.subgroup_size).into()),
             });
-            for &entry in entry_points {
+            for &entry in family.entries {
+                let key = format!("{entry}{}", family.suffix);
                 let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(entry),
+                    label: Some(&key),
                     layout: Some(&pipeline_layout),
                     module: &module,
                     entry_point: Some(entry),
                     compilation_options: Default::default(),
                     cache: None,
                 });
-                pipelines.insert(entry, p);
+                pipelines.insert(key, p);
             }
         }
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -315,7 +316,7 @@ impl Kernels {
     /// Encodes `dispatches` into `pass`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass, dispatches: &[Dispatch]) {
         for (kernel, group, [x, y, z]) in dispatches {
-            pass.set_pipeline(&self.pipelines[kernel]);
+            pass.set_pipeline(&self.pipelines[*kernel]);
             pass.set_bind_group(0, *group, &[]);
             pass.dispatch_workgroups(*x, *y, *z);
         }

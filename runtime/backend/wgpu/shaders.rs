@@ -6,20 +6,49 @@ use crate::lower::caps::wgsl;
 
 pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 
-/// Kernel families: (file stem, source, entry points).
-pub const FAMILIES: &[(&str, &str, &[&str])] = &[
-    (
-        "linear",
-        include_str!("../../../shaders/linear.wgsl"),
-        &["gemv", "gemv_split_k", "flat_gemm", "gemm", "gemv_bias", "gemv_split_k_bias", "flat_gemm_bias", "gemm_bias"],
-    ),
-    (
-        "elementwise",
-        include_str!("../../../shaders/elementwise.wgsl"),
-        &["embedding", "rms_norm", "rope", "swiglu", "add", "select_rows", "kv_write", "argmax"],
-    ),
-    ("attention", include_str!("../../../shaders/attention.wgsl"), &["attn_split", "attn_combine", "attn_online"]),
-    ("bandwidth", include_str!("../../../shaders/bandwidth.wgsl"), &["stream_read", "stream_copy"]),
+/// One compilation of a kernel source: `specialisation` is WGSL prepended to it, and its
+/// pipelines are keyed `entry` + `suffix` (the biased linear kernels are `gemv_bias`, ...).
+pub struct Family {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub specialisation: &'static str,
+    pub suffix: &'static str,
+    pub entries: &'static [&'static str],
+}
+
+const LINEAR: &str = include_str!("../../../shaders/linear.wgsl");
+const LINEAR_ENTRIES: &[&str] = &["gemv", "gemv_split_k", "flat_gemm", "gemm"];
+
+pub const FAMILIES: &[Family] = &[
+    Family { name: "linear", source: LINEAR, specialisation: "const BIASED: bool = false;\n", suffix: "", entries: LINEAR_ENTRIES },
+    Family {
+        name: "linear_bias",
+        source: LINEAR,
+        specialisation: "const BIASED: bool = true;\n",
+        suffix: "_bias",
+        entries: LINEAR_ENTRIES,
+    },
+    Family {
+        name: "elementwise",
+        source: include_str!("../../../shaders/elementwise.wgsl"),
+        specialisation: "",
+        suffix: "",
+        entries: &["embedding", "rms_norm", "rope", "swiglu", "add", "select_rows", "kv_write", "argmax"],
+    },
+    Family {
+        name: "attention",
+        source: include_str!("../../../shaders/attention.wgsl"),
+        specialisation: "",
+        suffix: "",
+        entries: &["attn_split", "attn_combine", "attn_online"],
+    },
+    Family {
+        name: "bandwidth",
+        source: include_str!("../../../shaders/bandwidth.wgsl"),
+        specialisation: "",
+        suffix: "",
+        entries: &["stream_read", "stream_copy"],
+    },
 ];
 
 /// Lane-group reductions: subgroup shuffles (subgroups of at least 32 lanes), shuffles then
@@ -35,13 +64,13 @@ pub fn header(f16_weights: bool) -> String {
 }
 
 /// The full source of one family: header, reductions, the shared bindings, the kernels.
-pub fn source(family_source: &str, f16_weights: bool, subgroup_size: Option<u32>) -> String {
+pub fn source(family: &Family, f16_weights: bool, subgroup_size: Option<u32>) -> String {
     let reduce = match subgroup_size {
         Some(s) if s >= 32 => REDUCE_SUBGROUP.to_string(),
         Some(s) => format!("const SUBGROUP: u32 = {s}u;\n{REDUCE_SUBGROUP_NARROW}"),
         None => REDUCE_WORKGROUP.to_string(),
     };
-    format!("{}{reduce}\n{COMMON}\n{family_source}", header(f16_weights))
+    format!("{}{}{reduce}\n{COMMON}\n{}", header(f16_weights), family.specialisation, family.source)
 }
 
 #[cfg(test)]
@@ -52,10 +81,11 @@ mod tests {
     /// no GPU.
     #[test]
     fn every_shader_validates_with_naga() {
-        for &(name, src, entries) in FAMILIES {
+        for family in FAMILIES {
+            let (name, entries) = (family.name, family.entries);
             for f16 in [false, true] {
                 for subgroup in [None, Some(32), Some(64), Some(8), Some(16)] {
-                    let code = source(src, f16, subgroup);
+                    let code = source(family, f16, subgroup);
                     let what = format!("{name} (f16={f16}, subgroup={subgroup:?})");
                     let module = naga::front::wgsl::parse_str(&code).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&code)));
                     let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
