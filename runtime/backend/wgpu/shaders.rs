@@ -16,6 +16,13 @@ pub struct Family {
     pub entries: &'static [&'static str],
 }
 
+impl Family {
+    /// A source compiled once, its pipelines named by their entry points.
+    const fn plain(name: &'static str, source: &'static str, entries: &'static [&'static str]) -> Family {
+        Family { name, source, specialisation: "", suffix: "", entries }
+    }
+}
+
 const LINEAR: &str = include_str!("../../../shaders/linear.wgsl");
 const LINEAR_ENTRIES: &[&str] = &["gemv", "gemv_split_k", "flat_gemm", "gemm"];
 
@@ -28,27 +35,13 @@ pub const FAMILIES: &[Family] = &[
         suffix: "_bias",
         entries: LINEAR_ENTRIES,
     },
-    Family {
-        name: "elementwise",
-        source: include_str!("../../../shaders/elementwise.wgsl"),
-        specialisation: "",
-        suffix: "",
-        entries: &["embedding", "rms_norm", "rope", "swiglu", "add", "select_rows", "kv_write", "argmax"],
-    },
-    Family {
-        name: "attention",
-        source: include_str!("../../../shaders/attention.wgsl"),
-        specialisation: "",
-        suffix: "",
-        entries: &["attn_split", "attn_combine", "attn_online"],
-    },
-    Family {
-        name: "bandwidth",
-        source: include_str!("../../../shaders/bandwidth.wgsl"),
-        specialisation: "",
-        suffix: "",
-        entries: &["stream_read", "stream_copy"],
-    },
+    Family::plain(
+        "elementwise",
+        include_str!("../../../shaders/elementwise.wgsl"),
+        &["embedding", "rms_norm", "rope", "swiglu", "add", "select_rows", "kv_write", "argmax"],
+    ),
+    Family::plain("attention", include_str!("../../../shaders/attention.wgsl"), &["attn_split", "attn_combine", "attn_online"]),
+    Family::plain("bandwidth", include_str!("../../../shaders/bandwidth.wgsl"), &["stream_read", "stream_copy"]),
 ];
 
 /// Lane-group reductions: subgroup shuffles (subgroups of at least 32 lanes), shuffles then
