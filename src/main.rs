@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fdpp_runtime::backend::{self, BackendOptions, WeightPrecision, WgpuOptions};
+use fdpp_runtime::backend::{self, BackendOptions, CudaOptions, WeightPrecision, WgpuOptions};
 use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Phase, Prompt, SamplingParams, StopReason};
 use fdpp_runtime::model::{ChatMessage, Model, hf, hub};
 use fdpp_runtime::trace::TraceFile;
@@ -49,7 +49,7 @@ enum Command {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum BackendArg {
-    /// wgpu when a hardware GPU adapter exists, else the CPU.
+    /// cuda on an NVIDIA GPU it can run on, else wgpu when a hardware GPU adapter exists, else the CPU.
     Auto,
     Cpu,
     Wgpu,
@@ -87,11 +87,13 @@ impl DeviceArgs {
                 binding_limit: None,
             })
         };
+        let cuda = || BackendOptions::Cuda(CudaOptions { ordinal: 0, precision: Self::precision(self.weights) });
         match self.backend {
+            BackendArg::Auto if backend::has_cuda_device() => cuda(),
             BackendArg::Auto if backend::has_hardware_gpu() => wgpu(),
             BackendArg::Auto | BackendArg::Cpu => BackendOptions::Cpu,
             BackendArg::Wgpu => wgpu(),
-            BackendArg::Cuda => BackendOptions::Cuda,
+            BackendArg::Cuda => cuda(),
         }
     }
 

@@ -6,6 +6,8 @@
 //! [`Executor`] interface, two steps in flight where the device picks the next ids itself.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
@@ -131,7 +133,15 @@ pub struct WgpuOptions {
 pub enum BackendOptions {
     Cpu,
     Wgpu(WgpuOptions),
-    Cuda,
+    Cuda(CudaOptions),
+}
+
+/// Options of the CUDA backend.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CudaOptions {
+    /// Device ordinal (among those CUDA_VISIBLE_DEVICES leaves).
+    pub ordinal: usize,
+    pub precision: WeightPrecision,
 }
 
 impl BackendOptions {
@@ -139,7 +149,7 @@ impl BackendOptions {
         match self {
             BackendOptions::Cpu => BackendKind::Cpu,
             BackendOptions::Wgpu(_) => BackendKind::Wgpu,
-            BackendOptions::Cuda => BackendKind::Cuda,
+            BackendOptions::Cuda(_) => BackendKind::Cuda,
         }
     }
 }
@@ -165,7 +175,8 @@ pub fn unavailable(kind: BackendKind) -> Option<Error> {
         BackendKind::Cpu => return None,
         BackendKind::Wgpu if cfg!(feature = "wgpu") => return None,
         BackendKind::Wgpu => "this fdpp was built without the `wgpu` feature".to_string(),
-        BackendKind::Cuda => "not implemented yet in this version of fdpp; use --backend cpu or wgpu".to_string(),
+        BackendKind::Cuda if cfg!(feature = "cuda") => return None,
+        BackendKind::Cuda => "this fdpp was built without the `cuda` feature".to_string(),
     };
     Some(Error::BackendUnavailable { backend: kind.name().into(), reason })
 }
@@ -179,7 +190,23 @@ pub fn open(opts: &BackendOptions) -> Result<Box<dyn Device>> {
         BackendOptions::Cpu => Ok(Box::new(cpu::CpuDevice::new())),
         #[cfg(feature = "wgpu")]
         BackendOptions::Wgpu(o) => Ok(Box::new(wgpu::WgpuDevice::open(o)?)),
+        #[cfg(feature = "cuda")]
+        BackendOptions::Cuda(o) => Ok(Box::new(cuda::CudaDevice::open(o)?)),
+        #[allow(unreachable_patterns)]
         _ => unreachable!("unavailable() refused it"),
+    }
+}
+
+/// Whether `--backend auto` should pick CUDA: this build has it, the driver and NVRTC load,
+/// and device 0 has compute capability 8.0 or newer.
+pub fn has_cuda_device() -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::usable_device()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        false
     }
 }
 

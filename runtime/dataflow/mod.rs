@@ -76,6 +76,12 @@ impl DataflowTable {
 
     /// The inflection points of [N, K], and whether the table lists the shape (else they are
     /// the fallback).
+    /// The CUDA kernels: the GEMV with its fusions up to its 8 register rows (it reads the
+    /// weights once for all of them), the tensor-core flat GEMM up to 64 rows.
+    pub fn cuda_default() -> Self {
+        DataflowTable { source: TableSource::Default { backend: "cuda".into() }, fallback: Inflections { m1: 9, m2: 65 }, shapes: vec![] }
+    }
+
     pub fn inflections(&self, n: usize, k: usize) -> (Inflections, bool) {
         match self.shapes.iter().find(|s| (s.n, s.k) == (n, k)) {
             Some(s) => (s.inflections, true),

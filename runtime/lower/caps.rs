@@ -185,13 +185,59 @@ pub mod wgsl {
     }
 }
 
+/// Facts of the CUDA kernels (vendor_kernels/cuda/*.cu) that the lowering and the CUDA
+/// launcher need, written into every kernel's header as `#define`s.
+pub mod cuda {
+    /// Token rows the GEMV kernels hold in registers (`GEMV_MAX_M`).
+    pub const GEMV_MAX_M: usize = 8;
+    /// Warps per GEMV block, one column pair each (`GV_GROUPS`).
+    pub const GV_GROUPS: usize = 4;
+    /// The tensor-core flat GEMM: 16 columns x 8 tokens per block, K split over `FB_WARPS` warps.
+    pub const FLAT_TILE_M: usize = 8;
+    pub const FLAT_TILE_N: usize = 16;
+    pub const FB_WARPS: usize = 8;
+    /// The tensor-core GEMM: 64 tokens x 128 columns per block (8 warps).
+    pub const GEMM_TILE_M: usize = 64;
+    pub const GEMM_TILE_N: usize = 128;
+    /// The CUDA-core GEMM of f32 weights (B and C alike): 64 x 64 per block.
+    pub const TILED_TILE: usize = 64;
+    /// Threads per block of the elementwise kernels (`ELEM_BLOCK`) and of the row kernels.
+    pub const ELEM_BLOCK: usize = 256;
+    /// Warps per attention block (`ATT_WARPS`).
+    pub const ATT_WARPS: usize = 4;
+    /// Fewest keys per split-KV chunk, and most chunks per (token, head) (the partials are
+    /// sized for it).
+    pub const SPLIT_MIN_KEYS: usize = 32;
+    pub const MAX_ATTN_CHUNKS: usize = 128;
+    /// Most rows of a split-KV step (flags per layer are sized for it).
+    pub const SPLIT_MAX_M: usize = 64;
+    /// Longest head the attention kernels hold (`MAX_HEAD_DIM`).
+    pub const MAX_HEAD_DIM: usize = 256;
+
+    /// The constants as C `#define`s, and the storage types of weights and KV cache.
+    pub fn header(f16_weights: bool, f16_kv: bool) -> String {
+        let d = |name: &str, v: usize| format!("#define {name} {v}\n");
+        [
+            d("FDPP_W_F16", f16_weights as usize),
+            d("FDPP_KV_F16", f16_kv as usize),
+            d("GEMV_MAX_M", GEMV_MAX_M),
+            d("GV_GROUPS", GV_GROUPS),
+            d("FB_WARPS", FB_WARPS),
+            d("ELEM_BLOCK", ELEM_BLOCK),
+            d("ATT_WARPS", ATT_WARPS),
+            d("MAX_HEAD_DIM", MAX_HEAD_DIM),
+        ]
+        .concat()
+    }
+}
+
 impl BackendCaps {
     /// The built-in profile of a backend, for planning without its device.
     pub fn builtin(kind: BackendKind) -> Option<BackendCaps> {
         match kind {
             BackendKind::Cpu => Some(BackendCaps::cpu()),
             BackendKind::Wgpu => Some(BackendCaps::wgpu_builtin()),
-            BackendKind::Cuda => None,
+            BackendKind::Cuda => Some(BackendCaps::cuda_builtin(DType::F16)),
         }
     }
 
@@ -256,6 +302,48 @@ impl BackendCaps {
             device_argmax: true,
             device_top_k: Some(wgsl::SAMPLER_MAX_K),
             table: DataflowTable::wgpu_default(),
+        }
+    }
+
+    /// The CUDA kernels with weights in `weight_dtype` (f16: tensor-core B and C, f16 KV
+    /// cache; f32: CUDA-core B and C, f32 KV cache) on a GPU of compute capability 8.0 or
+    /// newer; the CUDA backend adds the device's name.
+    pub fn cuda_builtin(weight_dtype: DType) -> BackendCaps {
+        let tensor_cores = weight_dtype == DType::F16;
+        let tiled = Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE };
+        BackendCaps {
+            backend: BackendKind::Cuda,
+            device: "built-in cuda profile (no device queried)".into(),
+            weight_dtype,
+            // Kernels index within a chunk with 32-bit element offsets.
+            max_binding_bytes: 2 << 30,
+            subgroup_size: Some(32),
+            cooperative_matrix: tensor_cores,
+            linear: LinearKernels {
+                gemv_max_m: cuda::GEMV_MAX_M,
+                gemv_split_k_min: None,
+                flat_tile: if tensor_cores { Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N } } else { tiled },
+                gemm_tile: if tensor_cores { Tile { m: cuda::GEMM_TILE_M, n: cuda::GEMM_TILE_N } } else { tiled },
+            },
+            attention: AttentionKernels {
+                split_kv: Some(SplitKvLimits {
+                    max_chunks: cuda::MAX_ATTN_CHUNKS,
+                    min_chunk_keys: cuda::SPLIT_MIN_KEYS,
+                    max_rows: cuda::SPLIT_MAX_M,
+                }),
+                general: GeneralAttention::Online,
+                max_head_dim: cuda::MAX_HEAD_DIM,
+            },
+            fusions: FusionSupport {
+                residual_epilogue: true,
+                kv_write_in_rope: true,
+                gemv_norm_prologue: true,
+                gemv_swiglu_epilogue: true,
+                gemv_rope_epilogue: true,
+            },
+            device_argmax: true,
+            device_top_k: None,
+            table: DataflowTable::cuda_default(),
         }
     }
 }

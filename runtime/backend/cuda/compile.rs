@@ -1,0 +1,139 @@
+//! Kernel sources to loaded modules: each family (vendor_kernels/cuda/*.cu) gets the
+//! constants header and common.cuh, is compiled by NVRTC to PTX for the device's own
+//! architecture, and is cached on disk. A cache entry is keyed by the SHA-256 of the full
+//! source, the architecture, the driver version and fdpp's version, and holds the SHA-256
+//! of its own PTX: an entry that does not match it (a torn write, a corrupt disk) is
+//! compiled again and rewritten.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaModule};
+use cudarc::nvrtc::{CompileOptions, Ptx};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::lower::caps::cuda;
+
+const COMMON: &str = include_str!("../../../vendor_kernels/cuda/common.cuh");
+
+/// One kernel family: its file and the kernels it exports.
+pub struct Family {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+pub const FAMILIES: &[Family] = &[
+    Family { name: "elementwise", source: include_str!("../../../vendor_kernels/cuda/elementwise.cu") },
+    Family { name: "linear", source: include_str!("../../../vendor_kernels/cuda/linear.cu") },
+    Family { name: "attention", source: include_str!("../../../vendor_kernels/cuda/attention.cu") },
+];
+
+/// The full source of one family.
+pub fn source(family: &Family, f16_weights: bool, f16_kv: bool) -> String {
+    format!("{}\n{COMMON}\n{}", cuda::header(f16_weights, f16_kv), family.source)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn compile_error(family: &str, reason: String) -> Error {
+    Error::Backend { backend: "cuda".into(), op: format!("compiling the {family} kernels"), reason }
+}
+
+/// PTX of `src` for compute capability `arch` (e.g. (9, 0)), from the cache in `dir` when it
+/// holds a valid entry, else compiled by NVRTC (and stored there when `dir` is given).
+pub fn ptx(family: &str, src: &str, arch: (i32, i32), driver: i32, dir: Option<&Path>) -> Result<String> {
+    let key = hex(&Sha256::new()
+        .chain_update(src)
+        .chain_update(format!("|compute_{}{}|driver {driver}|fdpp {}", arch.0, arch.1, env!("CARGO_PKG_VERSION")))
+        .finalize());
+    let path = dir.map(|d| d.join(format!("{family}-{key}.ptx")));
+    if let Some(cached) = path.as_deref().and_then(read_entry) {
+        return Ok(cached);
+    }
+    let opts = CompileOptions {
+        options: vec![format!("--gpu-architecture=compute_{}{}", arch.0, arch.1), "--std=c++17".into()],
+        name: Some(format!("{family}.cu")),
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| match e {
+        cudarc::nvrtc::CompileError::CompileError { log, .. } => compile_error(family, log.to_string_lossy().into_owned()),
+        other => compile_error(family, other.to_string()),
+    })?;
+    let text = ptx.to_src();
+    if let Some(p) = &path {
+        // The cache is an optimisation: a folder that cannot be written only costs the next
+        // start its compilation.
+        let _ = write_entry(p, &text);
+    }
+    Ok(text)
+}
+
+/// A cache entry: the PTX's SHA-256 on the first line, then the PTX.
+fn read_entry(path: &Path) -> Option<String> {
+    let bytes = std::fs::read_to_string(path).ok()?;
+    let (sum, text) = bytes.split_once('\n')?;
+    (hex(&Sha256::digest(text.as_bytes())) == sum).then(|| text.to_string())
+}
+
+fn write_entry(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("entries live in a folder"))?;
+    // Written aside and renamed, so a reader never sees half an entry.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, format!("{}\n{text}", hex(&Sha256::digest(text.as_bytes()))))?;
+    std::fs::rename(tmp, path)
+}
+
+/// The folder of cached modules (`<fdpp cache>/cuda`), if the cache folder is known.
+pub fn cache_dir() -> Option<PathBuf> {
+    crate::model::hub::cache_dir().ok().map(|d| d.join("cuda"))
+}
+
+/// Every family compiled (or taken from the cache) and loaded into `ctx`.
+pub fn load_all(ctx: &Arc<CudaContext>, f16_weights: bool, f16_kv: bool, arch: (i32, i32), driver: i32) -> Result<Vec<Arc<CudaModule>>> {
+    let dir = cache_dir();
+    FAMILIES
+        .iter()
+        .map(|f| {
+            let src = source(f, f16_weights, f16_kv);
+            let text = ptx(f.name, &src, arch, driver, dir.as_deref())?;
+            ctx.load_module(Ptx::from_src(text)).map_err(|e| Error::Backend {
+                backend: "cuda".into(),
+                op: format!("loading the {} kernels", f.name),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_entries_are_checked_and_rewritten() {
+        let dir = std::env::temp_dir().join(format!("fdpp-ptx-cache-{}", std::process::id()));
+        let path = dir.join("x.ptx");
+        write_entry(&path, ".version 8.0\n// kernels").unwrap();
+        assert_eq!(read_entry(&path).as_deref(), Some(".version 8.0\n// kernels"));
+        // A flipped byte in the body: the entry no longer matches its checksum.
+        let mut bytes = std::fs::read(&path).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(read_entry(&path), None);
+        std::fs::write(&path, "no newline at all").unwrap();
+        assert_eq!(read_entry(&path), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn every_family_gets_the_shared_constants() {
+        for f in FAMILIES {
+            let src = source(f, true, true);
+            assert!(src.starts_with("#define FDPP_W_F16 1\n#define FDPP_KV_F16 1\n"), "{}", f.name);
+            assert!(src.contains("struct Args"), "{}", f.name);
+        }
+    }
+}

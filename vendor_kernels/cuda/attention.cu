@@ -1,0 +1,190 @@
+// Causal attention over the KV cache (f16 or f32 cache, f32 scores and sums), two ways.
+//
+// Decode, split-KV with a unified max (FlashDecoding++ technique 1): a block takes one chunk
+// of keys of one (token, head) and accumulates sum e^(s - phi) v and sum e^(s - phi) with the
+// same fixed phi for every chunk, so `attn_combine` simply adds the partials: no rescaling,
+// no synchronisation between chunks, one division. If any s - phi leaves (lo, hi) the row
+// is flagged, and `attn_combine` recomputes exactly that row with the online softmax.
+//
+// Prefill: `attn_online`, one block per (token, head) with the synchronised online softmax
+// (also the fallback of flagged rows).
+//
+// Lanes of a warp are cut into groups of L = lanes_per_key(head_dim) lanes, one key per
+// group; a lane holds 8 dims of q, k and v, so each K or V row is read with 16-byte loads
+// (f16) by adjacent lanes. ATT_WARPS warps per block.
+
+#define NEG_INF (-3.0e38f)
+
+DEV u32 lanes_per_key(u32 hd) {
+    u32 need = (hd + 7) / 8, l = 1;
+    while (l < need) l <<= 1;
+    return min(l, 32u);
+}
+
+// 8 dims of a K or V row from dim d0 (zero past hd).
+DEV void load_kv8(const KV* row, u32 d0, u32 hd, bool vec, float out[8]) {
+    if (vec && d0 + 8 <= hd) load8(row + d0, out);
+    else load8_tail(row + d0, d0 < hd ? (int)(hd - d0) : 0, out);
+}
+
+// This lane's 8 dims of the query of (token i, head h).
+DEV void load_q8(const Args& a, u32 i, u32 h, u32 d0, float q[8]) {
+    u32 hd = a.head_dim, width = (a.heads + 2 * a.kv_heads) * hd;
+    const float* row = a.x + (size_t)i * width + h * hd;
+#pragma unroll
+    for (int e = 0; e < 8; e++) q[e] = d0 + e < hd ? row[d0 + e] : 0.0f;
+}
+
+DEV float dot8(const float a[8], const float b[8]) {
+    float s = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; e++) s += a[e] * b[e];
+    return s;
+}
+
+// grid: (>= chunks, heads, m); partials in scratch[((i * heads + h) * chunks + c) * (hd + 1)].
+KERNEL void attn_split(Args a) {
+    __shared__ float red[ATT_WARPS][MAX_HEAD_DIM + 1];
+    __shared__ u32 any_out;
+    const Step& st = step_of(a);
+    const u32 c = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
+    // A graph captured for a larger chunk count launches blocks past this step's chunks.
+    if (i >= st.m || c >= st.attn_chunks) return;
+    const u32 hd = a.head_dim, kvh = h / (a.heads / a.kv_heads), pos = position_at(a, i);
+    const u32 L = lanes_per_key(hd), kps = 32 / L;
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane / L, d0 = (lane % L) * 8;
+    const bool vec = hd % 8 == 0;
+    const u32 start = c * st.attn_chunk_keys;
+    const u32 end = max(min(start + st.attn_chunk_keys, pos + 1), start);
+    if (threadIdx.x == 0) any_out = 0;
+    float q[8], o[8] = {0, 0, 0, 0, 0, 0, 0, 0}, l = 0.0f;
+    load_q8(a, i, h, d0, q);
+    bool out_of_range = false;
+    const size_t base = kv_slot(a, i, 0) + kvh * hd;
+    const size_t kv_dim = a.kv_heads * hd;
+#pragma unroll 4
+    for (u32 jb = start + warp * kps; jb < end; jb += ATT_WARPS * kps) {
+        const u32 j = jb + grp;
+        const bool ok = j < end;
+        float k8[8], v8[8];
+        const size_t row = base + (size_t)(ok ? j : start) * kv_dim;
+        load_kv8(a.kc + row, d0, hd, vec, k8);
+        load_kv8(a.vc + row, d0, hd, vec, v8);
+        float d = group_sum(dot8(q, k8), L) * a.scale - a.phi;
+        if (ok && (d < a.lo || d > a.hi)) out_of_range = true;
+        float p = ok ? expf(d) : 0.0f;
+        l += p;
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[e] += p * v8[e];
+    }
+#pragma unroll
+    for (int e = 0; e < 8; e++) o[e] = xor_sum(o[e], L, 32);
+    l = xor_sum(l, L, 32);
+    __syncthreads(); // any_out is initialised
+    if (__any_sync(0xffffffffu, out_of_range) && lane == 0) any_out = 1;
+    if (lane < L) {
+#pragma unroll
+        for (int e = 0; e < 8; e++) if (d0 + e < hd) red[warp][d0 + e] = o[e];
+    }
+    if (lane == 0) red[warp][hd] = l;
+    __syncthreads();
+    const size_t out = ((size_t)(i * a.heads + h) * st.attn_chunks + c) * (hd + 1);
+    for (u32 d = threadIdx.x; d <= hd; d += blockDim.x) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; w++) s += red[w][d];
+        a.scratch[out + d] = s;
+    }
+    if (threadIdx.x == 0 && any_out) a.flags[a.flag_offset + i * a.heads + h] = 1;
+}
+
+#define ONLINE_TILE 128
+
+// The synchronised online softmax for one (token, head); the whole block calls it.
+DEV void online_row(const Args& a, u32 i, u32 h) {
+    __shared__ float ps[ONLINE_TILE];
+    __shared__ float part[ATT_WARPS];
+    const u32 hd = a.head_dim, kvh = h / (a.heads / a.kv_heads), pos = position_at(a, i);
+    const u32 L = lanes_per_key(hd), kps = 32 / L;
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane / L, d0 = (lane % L) * 8, t = threadIdx.x;
+    const bool vec = hd % 8 == 0;
+    const size_t base = kv_slot(a, i, 0) + kvh * hd;
+    const size_t kv_dim = a.kv_heads * hd;
+    float q[8];
+    load_q8(a, i, h, d0, q);
+    float acc[MAX_HEAD_DIM / (ATT_WARPS * 32)] = {};
+    float m_run = NEG_INF, l = 0.0f;
+    for (u32 j0 = 0; j0 <= pos; j0 += ONLINE_TILE) {
+        for (u32 kk = warp * kps; kk < ONLINE_TILE; kk += ATT_WARPS * kps) {
+            const u32 j = j0 + kk + grp;
+            const bool ok = j <= pos;
+            float k8[8];
+            load_kv8(a.kc + base + (size_t)(ok ? j : 0) * kv_dim, d0, hd, vec, k8);
+            float s = group_sum(dot8(q, k8), L) * a.scale;
+            if (lane % L == 0) ps[kk + grp] = ok ? s : NEG_INF;
+        }
+        __syncthreads();
+        float mx = NEG_INF;
+        for (u32 q2 = 0; q2 < ONLINE_TILE; q2++) mx = fmaxf(mx, ps[q2]);
+        const float m_new = fmaxf(m_run, mx), corr = expf(m_run - m_new);
+        __syncthreads();
+        float p = 0.0f;
+        if (t < ONLINE_TILE) {
+            p = j0 + t <= pos ? expf(ps[t] - m_new) : 0.0f;
+            ps[t] = p;
+        }
+        p = warp_sum(p);
+        if (lane == 0) part[warp] = p;
+        __syncthreads();
+        float tile_sum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; w++) tile_sum += part[w];
+        l = l * corr + tile_sum;
+        const u32 n = min((u32)ONLINE_TILE, pos + 1 - j0);
+#pragma unroll
+        for (int r = 0; r < MAX_HEAD_DIM / (ATT_WARPS * 32); r++) {
+            const u32 d = t + r * ATT_WARPS * 32;
+            if (d < hd) {
+                float s = 0.0f;
+                for (u32 q2 = 0; q2 < n; q2++) s += ps[q2] * kvf(a.vc[base + (size_t)(j0 + q2) * kv_dim + d]);
+                acc[r] = acc[r] * corr + s;
+            }
+        }
+        m_run = m_new;
+        __syncthreads();
+    }
+    float* y = a.y + (size_t)i * a.heads * hd + h * hd;
+#pragma unroll
+    for (int r = 0; r < MAX_HEAD_DIM / (ATT_WARPS * 32); r++) {
+        const u32 d = t + r * ATT_WARPS * 32;
+        if (d < hd) y[d] = acc[r] / l;
+    }
+}
+
+// grid: (heads, m). Adds the chunks' partial sums and divides once; a row that attn_split
+// flagged is recomputed here with the online softmax (counted in flags[0]).
+KERNEL void attn_combine(Args a) {
+    const Step& st = step_of(a);
+    const u32 h = blockIdx.x, i = blockIdx.y, hd = a.head_dim;
+    if (i >= st.m) return;
+    if (a.flags[a.flag_offset + i * a.heads + h] != 0) {
+        if (threadIdx.x == 0) atomicAdd(&a.flags[0], 1u);
+        online_row(a, i, h);
+        return;
+    }
+    const u32 chunks = position_at(a, i) / st.attn_chunk_keys + 1, stride = hd + 1;
+    const float* p = a.scratch + (size_t)(i * a.heads + h) * st.attn_chunks * stride;
+    float l = 0.0f;
+    for (u32 c = 0; c < chunks; c++) l += p[(size_t)c * stride + hd];
+    for (u32 d = threadIdx.x; d < hd; d += blockDim.x) {
+        float s = 0.0f;
+        for (u32 c = 0; c < chunks; c++) s += p[(size_t)c * stride + d];
+        a.y[(size_t)i * a.heads * hd + h * hd + d] = s / l;
+    }
+}
+
+// grid: (heads, m): prefill, every row with the online softmax.
+KERNEL void attn_online(Args a) {
+    if (blockIdx.y >= step_of(a).m) return;
+    online_row(a, blockIdx.y, blockIdx.x);
+}

@@ -1,0 +1,141 @@
+// Shared by every CUDA kernel family. The loader (runtime/backend/cuda/compile.rs) puts
+// before it the constants shared with Rust (`caps::cuda`, as #defines) and the storage
+// types: FDPP_W_F16 (weights in f16, else f32) and FDPP_KV_F16 (KV cache in f16, else f32).
+//
+// Portability: everything vendor-specific sits in this file (half conversions, the
+// tensor-core product, warp shuffles), so a HIP build can compile the same kernel files
+// against its own version of these few functions. NVRTC compiles it without any CUDA
+// header: the types below are all the kernels use.
+
+typedef unsigned int u32;
+typedef unsigned short f16; // raw IEEE half bits
+
+#define KERNEL extern "C" __global__
+#define DEV __device__ __forceinline__
+
+DEV float h2f(f16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+DEV f16 f2h(float f) {
+    f16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+// Two floats as a half2 register: `lo` in bits 0-15.
+DEV u32 pack_h2(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+DEV float2 unpack_h2(u32 v) {
+    return make_float2(h2f((f16)(v & 0xffffu)), h2f((f16)(v >> 16)));
+}
+
+// D (16 x 8, f32) += A (16 x 16, f16, row-major fragments) * B (16 x 8, f16, column-major).
+DEV void mma_16x8x16(float c[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+DEV float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+DEV float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+// Sum over the `lanes` (a power of two) lanes of an aligned group.
+DEV float group_sum(float v, int lanes) {
+    for (int o = lanes / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+DEV float xor_sum(float v, int from, int to) {
+    for (int o = from; o < to; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+#if FDPP_W_F16
+typedef f16 W;
+DEV float wf(W v) { return h2f(v); }
+#else
+typedef float W;
+DEV float wf(W v) { return v; }
+#endif
+
+#if FDPP_KV_F16
+typedef f16 KV;
+DEV float kvf(KV v) { return h2f(v); }
+DEV KV to_kv(float v) { return f2h(v); }
+#else
+typedef float KV;
+DEV float kvf(KV v) { return v; }
+DEV KV to_kv(float v) { return v; }
+#endif
+
+// Eight consecutive elements from a 16-byte aligned address (f16) or two 16-byte loads (f32).
+DEV void load8_f16(const f16* p, float out[8]) {
+    uint4 v = *(const uint4*)p;
+    float2 a = unpack_h2(v.x), b = unpack_h2(v.y), c = unpack_h2(v.z), d = unpack_h2(v.w);
+    out[0] = a.x; out[1] = a.y; out[2] = b.x; out[3] = b.y;
+    out[4] = c.x; out[5] = c.y; out[6] = d.x; out[7] = d.y;
+}
+DEV void load8_f32(const float* p, float out[8]) {
+    float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+    out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+    out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+}
+DEV void load8(const f16* p, float out[8]) { load8_f16(p, out); }
+DEV void load8(const float* p, float out[8]) { load8_f32(p, out); }
+// The same, element by element, for rows that are not 16-byte aligned; past `n`: zero.
+template <typename T> DEV void load8_tail(const T* p, int n, float out[8]) {
+#pragma unroll
+    for (int e = 0; e < 8; e++) out[e] = 0.0f;
+    for (int e = 0; e < 8 && e < n; e++) {
+        if constexpr (sizeof(T) == 2) out[e] = h2f(p[e]); else out[e] = (float)p[e];
+    }
+}
+
+// The step's scalars, at the start of the step buffer; then tokens, positions, sequences
+// and output rows, each `max_m` long. Kernels read them from device memory, so a captured
+// CUDA graph replays unchanged when only they change.
+struct Step {
+    u32 m, n_out, max_m, attn_chunks, attn_chunk_keys, pad0, pad1, pad2;
+};
+#define STEP_WORDS 8
+
+// Everything a launch binds: one struct by value, `Args` in kernels.rs.
+struct Args {
+    const u32* step;
+    const float* x;
+    const float* x2;
+    const W* w;
+    float* y;
+    KV* kc;
+    KV* vc;
+    float* scratch;   // split-KV partial sums
+    u32* flags;       // [0]: rows recomputed, [1..1+max_out]: picked ids, then attention flags
+    const float* bias;
+    const float* rope; // [position][pair] of (cos, sin)
+    const float* norm; // the RMSNorm weight of a norm prologue
+    u32 rows_out, n, k, n_offset, ldy, heads, kv_heads, head_dim, flag_offset, mode, max_ctx, pad;
+    float eps, scale, phi, lo, hi, pad_f;
+};
+
+DEV const Step& step_of(const Args& a) { return *(const Step*)a.step; }
+DEV u32 row_count(const Args& a) { return a.rows_out ? step_of(a).n_out : step_of(a).m; }
+DEV u32 token_at(const Args& a, u32 i) { return a.step[STEP_WORDS + i]; }
+DEV u32 position_at(const Args& a, u32 i) { return a.step[STEP_WORDS + step_of(a).max_m + i]; }
+DEV u32 seq_at(const Args& a, u32 i) { return a.step[STEP_WORDS + 2 * step_of(a).max_m + i]; }
+DEV u32 out_row_at(const Args& a, u32 r) { return a.step[STEP_WORDS + 3 * step_of(a).max_m + r]; }
+// First element of (sequence, position)'s row in a layer's KV cache.
+DEV size_t kv_slot(const Args& a, u32 i, u32 pos) {
+    return ((size_t)seq_at(a, i) * a.max_ctx + pos) * (size_t)(a.kv_heads * a.head_dim);
+}
+DEV float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }

@@ -1,0 +1,337 @@
+// y[m, n_offset + j] = sum_k x[m, k] * w[j, k]: the three dataflows of a linear layer.
+// A (gemv_*): M <= GEMV_MAX_M; a warp per pair of output columns walks K once with 16-byte
+//   loads, every row's sums in registers, so the weights stream once for all rows; the
+//   RMSNorm prologue and the SwiGLU / RoPE+KV-write epilogues run inside it.
+// B (flat_gemm_mma): the paper's flat GEMM on tensor cores. The weight matrix is mma's
+//   16-row operand, so the tokens pad only to 8; a block owns 16 columns x 8 tokens and its
+//   FB_WARPS warps split K, so even N = 4096 puts thousands of warps in flight.
+// C (gemm_mma): 128 columns x 64 tokens per block, the tokens' K-slab staged once in shared
+//   memory for the eight warps (f16 builds). f32-weight builds run gemm_tiled (CUDA cores)
+//   for B and C alike.
+//
+// mma fragments: lane (g = lane / 4, t = lane % 4) loads elements 8t .. 8t + 7 of a 32-wide
+// slab of K with one 16-byte load and feeds them to two m16n8k16 products. That permutes K
+// inside the slab the same way for both operands, so every product pairs the same k.
+
+#define MODE_RESIDUAL 1u
+#define MODE_NORM 2u
+#define MODE_SWIGLU 4u
+#define MODE_ROPE 8u
+
+template <bool BIAS> DEV float bias_of(const Args& a, u32 col) {
+    if constexpr (BIAS) return a.bias[col]; else return 0.0f;
+}
+
+// The residual epilogue of plain columns (output column c, already offset).
+template <u32 MODE, bool BIAS> DEV float epilogue(const Args& a, u32 row, u32 c, float v) {
+    float b = v + bias_of<BIAS>(a, c);
+    if constexpr ((MODE & MODE_RESIDUAL) != 0) b += a.x2[(size_t)row * a.ldy + c];
+    return b;
+}
+
+// The two columns of rotary pair p: (i, i + half) of a Q or K head, then V's columns two by two.
+DEV void rope_pair(const Args& a, u32 p, u32& ca, u32& cb) {
+    u32 hd = a.head_dim, half = hd / 2, rotary_pairs = (a.heads + a.kv_heads) * half;
+    if (p < rotary_pairs) {
+        ca = (p / half) * hd + p % half;
+        cb = ca + half;
+    } else {
+        ca = (a.heads + a.kv_heads) * hd + 2 * (p - rotary_pairs);
+        cb = ca + 1;
+    }
+}
+
+// As the rope kernel with its KV write, for one pair of row r.
+DEV void rope_store(const Args& a, u32 r, u32 ca, u32 cb, float va, float vb) {
+    u32 hd = a.head_dim, half = hd / 2, q_dim = a.heads * hd, kv_dim = a.kv_heads * hd, rotated = q_dim + kv_dim;
+    float ra = va, rb = vb;
+    if (ca < rotated) {
+        size_t at = ((size_t)position_at(a, r) * half + ca % hd) * 2;
+        float c = a.rope[at], s = a.rope[at + 1];
+        ra = va * c - vb * s;
+        rb = vb * c + va * s;
+    }
+    a.y[(size_t)r * a.ldy + ca] = ra;
+    a.y[(size_t)r * a.ldy + cb] = rb;
+    if (ca >= q_dim) {
+        size_t slot = kv_slot(a, r, position_at(a, r));
+        if (ca < rotated) {
+            a.kc[slot + ca - q_dim] = to_kv(ra);
+            a.kc[slot + cb - q_dim] = to_kv(rb);
+        } else {
+            a.vc[slot + ca - rotated] = to_kv(ra);
+            a.vc[slot + cb - rotated] = to_kv(rb);
+        }
+    }
+}
+
+// Row r's outputs of columns a and b from their dot products and the row's sum of squares.
+template <u32 MODE, bool BIAS>
+DEV void gemv_store(const Args& a, u32 r, u32 ca, u32 cb, bool va, bool vb, float da, float db, float sumsq) {
+    if constexpr ((MODE & MODE_NORM) != 0) {
+        float inv = 1.0f / sqrtf(sumsq / (float)a.k + a.eps);
+        da *= inv;
+        db *= inv;
+    }
+    if constexpr ((MODE & (MODE_SWIGLU | MODE_ROPE)) != 0) {
+        // The fused epilogues see the biased product.
+        da += bias_of<BIAS>(a, ca);
+        db += bias_of<BIAS>(a, cb);
+    }
+    if constexpr ((MODE & MODE_SWIGLU) != 0) {
+        if (va) a.y[(size_t)r * a.ldy + ca] = silu_mul(da, db);
+    } else if constexpr ((MODE & MODE_ROPE) != 0) {
+        if (va) rope_store(a, r, ca, cb, da, db);
+    } else {
+        if (va) { u32 c = a.n_offset + ca; a.y[(size_t)r * a.ldy + c] = epilogue<MODE, BIAS>(a, r, c, da); }
+        if (vb) { u32 c = a.n_offset + cb; a.y[(size_t)r * a.ldy + c] = epilogue<MODE, BIAS>(a, r, c, db); }
+    }
+}
+
+// A: block of GV_GROUPS warps, each a column pair. SwiGLU pairs gate j with up j (ldy = F);
+// RoPE pairs the two halves of a rotary pair.
+template <u32 MODE, bool BIAS> DEV void gemv_body(const Args& a) {
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const u32 N = a.n, K = a.k;
+    u32 ca, cb;
+    bool va, vb;
+    if constexpr ((MODE & MODE_SWIGLU) != 0) {
+        ca = blockIdx.x * GV_GROUPS + warp;
+        cb = ca + a.ldy;
+        va = vb = ca < a.ldy;
+    } else if constexpr ((MODE & MODE_ROPE) != 0) {
+        u32 p = blockIdx.x * GV_GROUPS + warp;
+        rope_pair(a, p, ca, cb);
+        va = vb = p < N / 2;
+    } else {
+        ca = blockIdx.x * 2 * GV_GROUPS + warp;
+        cb = ca + GV_GROUPS;
+        va = ca < N;
+        vb = cb < N;
+    }
+    const u32 m = min(row_count(a), (u32)GEMV_MAX_M);
+    // Columns past N read a valid row; their sums are never stored.
+    const W* wa = a.w + (size_t)min(ca, N - 1) * K;
+    const W* wb = a.w + (size_t)min(cb, N - 1) * K;
+    float da[GEMV_MAX_M], db[GEMV_MAX_M], sq[GEMV_MAX_M];
+#pragma unroll
+    for (int r = 0; r < GEMV_MAX_M; r++) da[r] = db[r] = sq[r] = 0.0f;
+    if (K % 8 == 0) {
+#pragma unroll 4
+        for (u32 k0 = lane * 8; k0 < K; k0 += 256) {
+            float w0[8], w1[8], g[8];
+            load8(wa + k0, w0);
+            load8(wb + k0, w1);
+            if constexpr ((MODE & MODE_NORM) != 0) load8_f32(a.norm + k0, g);
+#pragma unroll
+            for (int r = 0; r < GEMV_MAX_M; r++) {
+                if (r < m) {
+                    float xv[8];
+                    load8_f32(a.x + (size_t)r * K + k0, xv);
+#pragma unroll
+                    for (int e = 0; e < 8; e++) {
+                        if constexpr ((MODE & MODE_NORM) != 0) {
+                            sq[r] += xv[e] * xv[e];
+                            xv[e] *= g[e];
+                        }
+                        da[r] += w0[e] * xv[e];
+                        db[r] += w1[e] * xv[e];
+                    }
+                }
+            }
+        }
+    } else {
+        for (u32 k = lane; k < K; k += 32) {
+            float w0 = wf(wa[k]), w1 = wf(wb[k]);
+            float g = 1.0f;
+            if constexpr ((MODE & MODE_NORM) != 0) g = a.norm[k];
+#pragma unroll
+            for (int r = 0; r < GEMV_MAX_M; r++) {
+                if (r < m) {
+                    float xv = a.x[(size_t)r * K + k];
+                    sq[r] += xv * xv;
+                    da[r] += w0 * xv * g;
+                    db[r] += w1 * xv * g;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < GEMV_MAX_M; r++) {
+        if (r < m) {
+            float sa = warp_sum(da[r]), sb = warp_sum(db[r]), ss = warp_sum(sq[r]);
+            if (lane == 0) gemv_store<MODE, BIAS>(a, r, ca, cb, va, vb, sa, sb, ss);
+        }
+    }
+}
+
+#define GEMV(name, mode)                                                   \
+    KERNEL void name(Args a) { gemv_body<mode, false>(a); }                \
+    KERNEL void name##_bias(Args a) { gemv_body<mode, true>(a); }
+GEMV(gemv, 0u)
+GEMV(gemv_res, MODE_RESIDUAL)
+GEMV(gemv_swiglu, MODE_SWIGLU)
+GEMV(gemv_rope, MODE_ROPE)
+GEMV(gemv_norm, MODE_NORM)
+GEMV(gemv_norm_res, MODE_NORM | MODE_RESIDUAL)
+GEMV(gemv_norm_swiglu, MODE_NORM | MODE_SWIGLU)
+GEMV(gemv_norm_rope, MODE_NORM | MODE_ROPE)
+
+#if FDPP_W_F16
+
+// 8 halves of row p from element k (zero past K); `vec`: 16-byte aligned rows.
+DEV uint4 load_w8(const f16* p, u32 k, u32 K, bool vec) {
+    if (vec && k + 8 <= K) return *(const uint4*)(p + k);
+    u32 h[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) h[e] = k + e < K ? p[k + e] : 0;
+    return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+}
+
+// 8 floats of an activation row from element k as halves (zero past K or for a padding row).
+DEV uint4 load_x8(const float* p, u32 k, u32 K, bool vec, bool valid) {
+    float v[8];
+    if (!valid) {
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = 0.0f;
+    } else if (vec && k + 8 <= K) {
+        load8_f32(p + k, v);
+    } else {
+        load8_tail(p + k, k < K ? (int)(K - k) : 0, v);
+    }
+    return make_uint4(pack_h2(v[0], v[1]), pack_h2(v[2], v[3]), pack_h2(v[4], v[5]), pack_h2(v[6], v[7]));
+}
+
+// B: grid (N / 16, M / 8), FB_WARPS warps splitting K into 32-wide slabs.
+template <bool RES, bool BIAS> DEV void flat_gemm_body(const Args& a) {
+    __shared__ float red[FB_WARPS][16 * 8];
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const u32 N = a.n, K = a.k, M = row_count(a);
+    const u32 n0 = blockIdx.x * 16, m0 = blockIdx.y * 8;
+    const f16* w0 = a.w + (size_t)min(n0 + g, N - 1) * K;
+    const f16* w1 = a.w + (size_t)min(n0 + g + 8, N - 1) * K;
+    const bool tok_ok = m0 + g < M;
+    const float* xr = a.x + (size_t)(tok_ok ? m0 + g : 0) * K;
+    const bool vec = K % 8 == 0;
+    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 2
+    for (u32 s = warp * 32; s < K; s += FB_WARPS * 32) {
+        u32 k = s + 8 * t;
+        uint4 A0 = load_w8(w0, k, K, vec), A1 = load_w8(w1, k, K, vec);
+        uint4 B = load_x8(xr, k, K, vec, tok_ok);
+        mma_16x8x16(c, A0.x, A1.x, A0.y, A1.y, B.x, B.y);
+        mma_16x8x16(c, A0.z, A1.z, A0.w, A1.w, B.z, B.w);
+    }
+    // c: (column g, tokens 2t, 2t + 1), (column g + 8, the same tokens)
+    red[warp][g * 8 + 2 * t] = c[0];
+    red[warp][g * 8 + 2 * t + 1] = c[1];
+    red[warp][(g + 8) * 8 + 2 * t] = c[2];
+    red[warp][(g + 8) * 8 + 2 * t + 1] = c[3];
+    __syncthreads();
+    if (threadIdx.x < 128) {
+        u32 col = threadIdx.x >> 3, tok = threadIdx.x & 7;
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < FB_WARPS; w++) v += red[w][threadIdx.x];
+        if (n0 + col < N && m0 + tok < M) {
+            u32 cc = a.n_offset + n0 + col;
+            a.y[(size_t)(m0 + tok) * a.ldy + cc] = epilogue<RES ? MODE_RESIDUAL : 0u, BIAS>(a, m0 + tok, cc, v);
+        }
+    }
+}
+
+// C: grid (N / 128, M / 64); warp w owns columns n0 + 16w .. + 15 for all 64 tokens.
+template <bool RES, bool BIAS> DEV void gemm_mma_body(const Args& a) {
+    __shared__ uint4 xs[64][4]; // 64 tokens x 32 halves of the current K-slab
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const u32 N = a.n, K = a.k, M = row_count(a);
+    const u32 n0 = blockIdx.x * 128 + warp * 16, m0 = blockIdx.y * 64;
+    const f16* w0 = a.w + (size_t)min(n0 + g, N - 1) * K;
+    const f16* w1 = a.w + (size_t)min(n0 + g + 8, N - 1) * K;
+    const bool vec = K % 8 == 0;
+    // The slab part this thread stages: token threadIdx / 4, elements 8 * (threadIdx % 4) ..
+    const u32 st = threadIdx.x >> 2, sp = threadIdx.x & 3;
+    const bool st_ok = m0 + st < M;
+    const float* xr = a.x + (size_t)(st_ok ? m0 + st : 0) * K;
+    float c[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) c[j][0] = c[j][1] = c[j][2] = c[j][3] = 0.0f;
+    for (u32 s = 0; s < K; s += 32) {
+        xs[st][sp] = load_x8(xr, s + 8 * sp, K, vec, st_ok);
+        uint4 A0 = load_w8(w0, s + 8 * t, K, vec), A1 = load_w8(w1, s + 8 * t, K, vec);
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint4 B = xs[j * 8 + g][t];
+            mma_16x8x16(c[j], A0.x, A1.x, A0.y, A1.y, B.x, B.y);
+            mma_16x8x16(c[j], A0.z, A1.z, A0.w, A1.w, B.z, B.w);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            u32 col = n0 + g + (e >= 2 ? 8 : 0), tok = m0 + j * 8 + 2 * t + (e & 1);
+            if (col < N && tok < M) {
+                u32 cc = a.n_offset + col;
+                a.y[(size_t)tok * a.ldy + cc] = epilogue<RES ? MODE_RESIDUAL : 0u, BIAS>(a, tok, cc, c[j][e]);
+            }
+        }
+    }
+}
+
+#define TENSOR_CORE_KERNELS(name, body)                                      \
+    KERNEL void name(Args a) { body<false, false>(a); }                      \
+    KERNEL void name##_res(Args a) { body<true, false>(a); }                 \
+    KERNEL void name##_bias(Args a) { body<false, true>(a); }                \
+    KERNEL void name##_res_bias(Args a) { body<true, true>(a); }
+TENSOR_CORE_KERNELS(flat_gemm_mma, flat_gemm_body)
+TENSOR_CORE_KERNELS(gemm_mma, gemm_mma_body)
+
+#else
+
+// B and C of f32 weights on CUDA cores: 64 x 64 output tiles, 4 x 4 per thread, K in
+// steps of 16 through shared memory.
+template <bool RES, bool BIAS> DEV void gemm_tiled_body(const Args& a) {
+    __shared__ float sa[16][64 + 4];
+    __shared__ float sb[16][64 + 4];
+    const u32 N = a.n, K = a.k, M = row_count(a), t = threadIdx.x;
+    const u32 n0 = blockIdx.x * 64, m0 = blockIdx.y * 64, tx = t % 16, ty = t / 16;
+    float c[4][4] = {};
+    for (u32 k0 = 0; k0 < K; k0 += 16) {
+        for (u32 e = t; e < 64 * 16; e += 256) {
+            u32 r = e / 16, kk = e % 16;
+            sa[kk][r] = (m0 + r < M && k0 + kk < K) ? a.x[(size_t)(m0 + r) * K + k0 + kk] : 0.0f;
+            sb[kk][r] = (n0 + r < N && k0 + kk < K) ? wf(a.w[(size_t)(n0 + r) * K + k0 + kk]) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < 16; kk++) {
+            float xa[4], wb[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) { xa[i] = sa[kk][ty * 4 + i]; wb[i] = sb[kk][tx * 4 + i]; }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) c[i][j] += xa[i] * wb[j];
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 4; j++) {
+            u32 row = m0 + ty * 4 + i, col = n0 + tx * 4 + j;
+            if (row < M && col < N) {
+                u32 cc = a.n_offset + col;
+                a.y[(size_t)row * a.ldy + cc] = epilogue<RES ? MODE_RESIDUAL : 0u, BIAS>(a, row, cc, c[i][j]);
+            }
+        }
+    }
+}
+
+KERNEL void gemm_tiled(Args a) { gemm_tiled_body<false, false>(a); }
+KERNEL void gemm_tiled_res(Args a) { gemm_tiled_body<true, false>(a); }
+KERNEL void gemm_tiled_bias(Args a) { gemm_tiled_body<false, true>(a); }
+KERNEL void gemm_tiled_res_bias(Args a) { gemm_tiled_body<true, true>(a); }
+
+#endif
