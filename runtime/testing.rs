@@ -1,11 +1,15 @@
 //! Support for tests that need what a machine may lack (a GPU adapter, the cached default
 //! model): they print why they cannot run, and fail instead where the environment says
-//! they must run (`FDPP_REQUIRE_GPU=1`, `FDPP_REQUIRE_MODEL=1`, as CI sets them).
+//! they must run (`FDPP_REQUIRE_GPU=1`, `FDPP_REQUIRE_MODEL=1`, as CI sets them;
+//! `FDPP_REQUIRE_CUDA=1` where an NVIDIA GPU must be used).
 
 /// What a test needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requirement {
     Gpu,
+    /// An NVIDIA GPU the CUDA backend runs on (separate from `Gpu`: CI's software Vulkan
+    /// driver satisfies that one).
+    Cuda,
     Model,
 }
 
@@ -13,6 +17,7 @@ impl Requirement {
     fn variable(self) -> &'static str {
         match self {
             Requirement::Gpu => "FDPP_REQUIRE_GPU",
+            Requirement::Cuda => "FDPP_REQUIRE_CUDA",
             Requirement::Model => "FDPP_REQUIRE_MODEL",
         }
     }
@@ -35,7 +40,9 @@ pub fn skip(req: Requirement, why: &str) {
 /// Skips for `Error::BackendUnavailable`, passes any other error on as a panic.
 pub fn skip_unavailable(e: crate::Error) {
     match e {
-        crate::Error::BackendUnavailable { .. } => skip(Requirement::Gpu, &e.to_string()),
+        crate::Error::BackendUnavailable { ref backend, .. } => {
+            skip(if backend == "cuda" { Requirement::Cuda } else { Requirement::Gpu }, &e.to_string())
+        }
         other => panic!("{other}"),
     }
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use fdpp_runtime::backend::{Capacity, StepInput, StepTiming};
+use fdpp_runtime::backend::{BackendKind, Capacity, StepInput, StepTiming, microbench};
 use fdpp_runtime::engine::{Driver, Sampler, SamplingParams};
 use fdpp_runtime::graph;
 use fdpp_runtime::lower::LoweringOptions;
@@ -45,7 +45,10 @@ struct KernelArgs {
     /// beyond the shape's context or the device's largest binding are skipped.
     #[arg(long, value_delimiter = ',', default_value = "128,512,2048,8192")]
     ctx: Vec<usize>,
-    /// GPU adapter (part of its name).
+    /// The backend whose kernels are measured.
+    #[arg(long, value_enum, default_value_t = KernelBackend::Wgpu)]
+    backend: KernelBackend,
+    /// GPU adapter (part of its name; wgpu).
     #[arg(long)]
     adapter: Option<String>,
     #[arg(long, value_enum, default_value_t = crate::WeightsArg::Auto)]
@@ -55,6 +58,12 @@ struct KernelArgs {
     json: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum KernelBackend {
+    Wgpu,
+    Cuda,
+}
+
 pub fn command(cmd: BenchCmd) -> Result<()> {
     match cmd.sub {
         Some(BenchSub::Kernels(k)) => kernels(k),
@@ -62,15 +71,27 @@ pub fn command(cmd: BenchCmd) -> Result<()> {
     }
 }
 
-#[cfg(not(feature = "wgpu"))]
-fn kernels(_: KernelArgs) -> Result<()> {
-    Err(fdpp_runtime::backend::unavailable(fdpp_runtime::backend::BackendKind::Wgpu).expect("this build has no wgpu"))
+/// The kernel report of the backend asked for.
+#[cfg_attr(not(all(feature = "wgpu", feature = "cuda")), allow(unused_variables))]
+fn kernel_report(args: &KernelArgs, sweep: &microbench::Sweep, progress: &mut dyn FnMut(usize, usize)) -> Result<microbench::KernelReport> {
+    let precision = crate::DeviceArgs::precision(args.weights);
+    match args.backend {
+        #[cfg(feature = "wgpu")]
+        KernelBackend::Wgpu => fdpp_runtime::backend::wgpu::microbench::run(sweep, args.adapter.as_deref(), precision, progress),
+        #[cfg(feature = "cuda")]
+        KernelBackend::Cuda => {
+            fdpp_runtime::backend::cuda::microbench::run(sweep, &fdpp_runtime::backend::CudaOptions { ordinal: 0, precision }, progress)
+        }
+        #[allow(unreachable_patterns)]
+        b => {
+            let kind = if b == KernelBackend::Cuda { BackendKind::Cuda } else { BackendKind::Wgpu };
+            Err(fdpp_runtime::backend::unavailable(kind).expect("this build lacks the backend"))
+        }
+    }
 }
 
-#[cfg(feature = "wgpu")]
 fn kernels(args: KernelArgs) -> Result<()> {
-    use fdpp_runtime::backend::wgpu::microbench;
-    use fdpp_runtime::dataflow::LinearImpl;
+    use fdpp_runtime::dataflow::{DataflowTable, LinearImpl};
     let c = args.shape.config();
     let shapes = [
         (c.qkv_dim(), c.hidden_size),
@@ -83,8 +104,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
         microbench::AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: c.head_dim, max_context: c.max_context };
     let sweep = microbench::Sweep { shapes: &shapes, ms: &args.m, attention, ctxs: &args.ctx };
     let mut bar = crate::progress::Bar::hidden();
-    let precision = crate::DeviceArgs::precision(args.weights);
-    let report = microbench::run(&sweep, args.adapter.as_deref(), precision, &mut |d, t| bar.count(d, t, "timing kernels"))?;
+    let report = kernel_report(&args, &sweep, &mut |d, t| bar.count(d, t, "timing kernels"))?;
     bar.finish();
     println!("device: {}", report.device);
     let b = &report.bandwidth;
@@ -118,12 +138,15 @@ fn kernels(args: KernelArgs) -> Result<()> {
             println!("{m:>5} {:>26} {:>26} {:>26}", show(LinearImpl::Gemv), show(LinearImpl::FlatGemm), show(LinearImpl::Gemm));
         }
         let f = |v: &Option<usize>| v.map_or("not in grid".to_string(), |m| m.to_string());
-        let builtin = fdpp_runtime::dataflow::DataflowTable::wgpu_default().fallback;
-        println!("measured M1 = {}, M2 = {} (built-in wgpu table: M1 = {}, M2 = {})", f(m1), f(m2), builtin.m1, builtin.m2);
+        let (table, builtin) = match args.backend {
+            KernelBackend::Wgpu => ("wgpu", DataflowTable::wgpu_default().fallback),
+            KernelBackend::Cuda => ("cuda", DataflowTable::cuda_default().fallback),
+        };
+        println!("measured M1 = {}, M2 = {} (built-in {table} table: M1 = {}, M2 = {})", f(m1), f(m2), builtin.m1, builtin.m2);
     }
     println!(
-        "\ndecode attention, one sequence, {} heads / {} KV heads x {}, K and V f32: us per call (GB/s of K + V read, % of read ceiling)",
-        c.num_heads, c.num_kv_heads, c.head_dim
+        "\ndecode attention, one sequence, {} heads / {} KV heads x {}, K and V {}: us per call (GB/s of K + V read, % of read ceiling)",
+        c.num_heads, c.num_kv_heads, c.head_dim, report.kv_dtype
     );
     println!("{:>6} {:>9} {:>13} {:>28} {:>12} {:>28}", "ctx", "K+V MiB", "chunks x keys", "split + combine", "split alone", "online");
     for t in &report.attention {

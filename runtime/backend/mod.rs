@@ -8,6 +8,7 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod microbench;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 

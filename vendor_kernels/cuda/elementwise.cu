@@ -109,3 +109,21 @@ KERNEL void argmax(Args a) {
         a.flags[1 + r] = idx;
     }
 }
+
+// Bandwidth probes of `bench kernels`: a.n 16-byte words read (summed into one word per
+// thread that no input makes non-zero, so the loads cannot be dropped), or copied x -> y.
+KERNEL void stream_read(Args a) {
+    const uint4* p = (const uint4*)a.x;
+    u32 acc = 0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.n; i += (size_t)gridDim.x * blockDim.x) {
+        uint4 v = p[i];
+        acc |= (v.x & v.y & v.z & v.w) == 0xdeadbeefu;
+    }
+    if (acc) a.y[0] = 1.0f;
+}
+
+KERNEL void stream_copy(Args a) {
+    const uint4* p = (const uint4*)a.x;
+    uint4* q = (uint4*)a.y;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.n; i += (size_t)gridDim.x * blockDim.x) q[i] = p[i];
+}

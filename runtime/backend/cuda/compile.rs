@@ -128,6 +128,25 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// NVRTC needs no GPU: wherever libnvrtc loads, every family must compile for every
+    /// storage type (on an sm_80 and an sm_90 target).
+    #[test]
+    fn every_family_compiles() {
+        // SAFETY: only opens and drops the shared library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            crate::testing::skip(crate::testing::Requirement::Cuda, "NVRTC (libnvrtc.so) was not found");
+            return;
+        }
+        for f in FAMILIES {
+            for (f16_weights, f16_kv) in [(true, true), (false, false)] {
+                for arch in [(8, 0), (9, 0)] {
+                    let text = ptx(f.name, &source(f, f16_weights, f16_kv), arch, 0, None).unwrap_or_else(|e| panic!("{e}"));
+                    assert!(text.contains(".entry"), "{}: no kernels in the PTX", f.name);
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_family_gets_the_shared_constants() {
         for f in FAMILIES {

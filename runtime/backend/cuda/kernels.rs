@@ -175,7 +175,11 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
     let rows = launch.rows;
     let u = |v: usize| v as u32;
     let eb = cuda::ELEM_BLOCK;
-    let g = |kernel: &'static str, x: usize, y: usize, z: usize, threads: usize| Grid { kernel, blocks: [u(x), u(y), u(z)], threads: u(threads) };
+    let g = |kernel: &'static str, x: usize, y: usize, z: usize, threads: usize| Grid {
+        kernel,
+        blocks: [u(x), u(y), u(z)],
+        threads: u(threads),
+    };
     let att = cuda::ATT_WARPS * 32;
     Ok(match (t.params, launch.variant) {
         (Params::Embedding { hidden, .. }, Variant::Gather) => vec![g("embedding", hidden.div_ceil(eb), m, 1, eb)],
@@ -188,7 +192,10 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
             let blocks = if pairs { (n / 2).div_ceil(cuda::GV_GROUPS) } else { n.div_ceil(2 * cuda::GV_GROUPS) };
             vec![g(gemv_kernel(prologue, epilogue, bias), blocks, 1, 1, cuda::GV_GROUPS * 32)]
         }
-        (Params::Linear { n, bias, prologue: None, epilogue: e @ (Epilogue::None | Epilogue::Residual), .. }, Variant::FlatGemm { tile }) => {
+        (
+            Params::Linear { n, bias, prologue: None, epilogue: e @ (Epilogue::None | Epilogue::Residual), .. },
+            Variant::FlatGemm { tile },
+        ) => {
             let residual = e == Epilogue::Residual;
             if f16_weights {
                 check_tile(tile, Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N }, "flat GEMM")?;
@@ -239,7 +246,7 @@ pub struct Kernels {
 
 /// Every kernel a family exports (the names `grids` and the argmax use).
 const EXPORTS: &[(&str, &[&str])] = &[
-    ("elementwise", &["embedding", "rms_norm", "rope", "kv_write", "swiglu", "add", "select_rows", "argmax"]),
+    ("elementwise", &["embedding", "rms_norm", "rope", "kv_write", "swiglu", "add", "select_rows", "argmax", "stream_read", "stream_copy"]),
     (
         "linear",
         &[

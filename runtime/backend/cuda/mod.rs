@@ -11,6 +11,7 @@
 
 pub mod compile;
 pub mod kernels;
+pub mod microbench;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -51,7 +52,9 @@ pub fn missing_library() -> Option<String> {
     // no symbol of it is called.
     let (driver, nvrtc) = unsafe { (cudarc::driver::sys::is_culib_present(), cudarc::nvrtc::sys::is_culib_present()) };
     if !driver {
-        return Some("the NVIDIA driver library (libcuda.so) was not found: install the NVIDIA driver, or use --backend wgpu or cpu".into());
+        return Some(
+            "the NVIDIA driver library (libcuda.so) was not found: install the NVIDIA driver, or use --backend wgpu or cpu".into(),
+        );
     }
     if !nvrtc {
         return Some(
@@ -118,6 +121,24 @@ impl CudaDevice {
         };
         Ok(CudaDevice { ctx, stream, caps, arch, driver })
     }
+}
+
+/// Launches `g` with `args` on `stream`.
+///
+/// # Safety
+/// Every pointer in `args` must be null or a live device allocation (kept alive until the
+/// launch has run) at least as large as the kernel `g.kernel` reads or writes through it
+/// for the grid `g` and the step in `args.step`, as `kernels::grids` sizes them.
+pub unsafe fn launch(kernels: &Kernels, stream: &CudaStream, g: &Grid, args: &Args) -> Result<()> {
+    let mut a = *args;
+    let mut params = [&mut a as *mut Args as *mut c_void];
+    let [x, y, z] = g.blocks;
+    // SAFETY: the kernel takes one `Args` (the same layout, common.cuh), which the driver
+    // copies at this call; the caller vouches for the memory behind its pointers.
+    unsafe {
+        cudarc::driver::result::launch_kernel(kernels.function(g.kernel), (x, y, z), (g.threads, 1, 1), 0, stream.cu_stream(), &mut params)
+    }
+    .map_err(|e| driver_error(&format!("launching {}", g.kernel), e))
 }
 
 /// A weight in device memory: its chunks (the lowering's layout), and vectors (norm
@@ -188,7 +209,9 @@ impl Device for CudaDevice {
             progress(id + 1, g.params.len());
         }
         let zeros = |what: &str, n: usize| stream.alloc_zeros::<u8>(n.max(16)).map_err(|e| alloc_error(what, n, e));
-        let kv = (0..c.num_layers).map(|_| Ok((zeros("the K cache", kv_bytes)?, zeros("the V cache", kv_bytes)?))).collect::<Result<Vec<_>>>()?;
+        let kv = (0..c.num_layers)
+            .map(|_| Ok((zeros("the K cache", kv_bytes)?, zeros("the V cache", kv_bytes)?)))
+            .collect::<Result<Vec<_>>>()?;
         let table = crate::lower::rope::table(c, capacity.max_context);
         let rope = stream.clone_htod(&table).map_err(|e| alloc_error("the RoPE table", table.len() * 4, e))?;
         let max_out = capacity.max_seqs.max(1);
@@ -313,7 +336,8 @@ impl CudaExecutor {
         self.activations.clear();
         for e in l.memory.buffer_elements(&l.graph.tensors, cap, self.max_out) {
             let n = e.next_multiple_of(8).max(8);
-            self.activations.push(self.stream.alloc_zeros::<f32>(n).map_err(|err| alloc_error(&format!("activations for {cap} tokens"), n * 4, err))?);
+            self.activations
+                .push(self.stream.alloc_zeros::<f32>(n).map_err(|err| alloc_error(&format!("activations for {cap} tokens"), n * 4, err))?);
         }
         let words = STEP_WORDS + 4 * cap;
         self.step_buf = Some(self.stream.alloc_zeros::<u32>(words).map_err(|e| alloc_error("the step buffer", words * 4, e))?);
@@ -359,22 +383,20 @@ impl CudaExecutor {
     }
 
     fn launch(&self, g: &Grid, args: &Args) -> Result<()> {
-        let mut a = *args;
-        let mut params = [&mut a as *mut Args as *mut c_void];
-        let [x, y, z] = g.blocks;
-        // SAFETY: the kernel takes one `Args` (the same layout, common.cuh), copied by the
-        // driver at this call. Its pointers are allocations this executor owns and keeps
-        // until it is dropped (after the stream's work), sized by the memory plan for
-        // `cap_m` >= the step's tokens and by `capacity` for the caches; the grid comes
-        // from `kernels::grids`, whose kernels stay inside those sizes for that step.
-        unsafe { cudarc::driver::result::launch_kernel(self.kernels.function(g.kernel), (x, y, z), (g.threads, 1, 1), 0, self.stream.cu_stream(), &mut params) }
-            .map_err(|e| driver_error(&format!("launching {}", g.kernel), e))
+        // SAFETY: the pointers of `args` are allocations this executor owns and keeps until
+        // it is dropped (after the stream's work), sized by the memory plan for `cap_m` >=
+        // the step's tokens and by `capacity` for the caches; the grid comes from
+        // `kernels::grids` for this step, whose kernels stay inside those sizes.
+        unsafe { launch(&self.kernels, &self.stream, g, args) }
     }
 
     /// The kernel launches of `step`, per lowered launch; split-KV grids for `chunk_blocks`.
     fn step_grids(&self, step: &LoweredStep, chunk_blocks: usize) -> Result<Vec<Vec<Grid>>> {
         let l = &self.lowering;
-        step.launches.iter().map(|launch| kernels::grids(launch, &l.templates[launch.template], step.shape.m, self.f16, chunk_blocks)).collect()
+        step.launches
+            .iter()
+            .map(|launch| kernels::grids(launch, &l.templates[launch.template], step.shape.m, self.f16, chunk_blocks))
+            .collect()
     }
 
     fn run_launches(&self, step: &LoweredStep, grids: &[Vec<Grid>]) -> Result<()> {

@@ -9,135 +9,16 @@
 //! whole model streams through between two reads of one weight; a software rasteriser
 //! (lavapipe) gets just enough work to print sensible numbers quickly.
 
-use serde::Serialize;
 use wgpu::util::DeviceExt;
 
 use super::kernels::{Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform, grid};
 use super::{GpuContext, read_buffer};
 use crate::backend::WeightPrecision;
+pub use crate::backend::microbench::*;
 use crate::dataflow::LinearImpl;
 use crate::error::{Error, Result};
 use crate::lower::caps::wgsl;
 use crate::lower::kernel::UnifiedMax;
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LinearTiming {
-    pub n: usize,
-    pub k: usize,
-    pub m: usize,
-    pub implementation: LinearImpl,
-    pub micros: f64,
-    /// Weight + activation bytes moved per microsecond, in GB/s.
-    pub gbytes_per_s: f64,
-    /// `gbytes_per_s` as a percentage of the measured read bandwidth (these kernels are
-    /// read-bound: the weights dominate what they move).
-    pub read_ceiling_pct: f64,
-    pub tflops: f64,
-}
-
-/// The device's memory bandwidth, measured on large buffers (GB/s = 1e9 bytes per second).
-#[derive(Clone, Debug, Serialize)]
-pub struct Bandwidth {
-    /// Size of each buffer streamed, and how many the passes rotate over.
-    pub buffer_bytes: u64,
-    pub buffers: usize,
-    /// `stream_read` (shaders/bandwidth.wgsl): bytes read per second.
-    pub read_gbytes_per_s: f64,
-    /// `stream_copy`: bytes read + written per second by shader invocations.
-    pub copy_kernel_gbytes_per_s: f64,
-    /// The driver's `copy_buffer_to_buffer`: bytes read + written per second.
-    pub copy_buffer_gbytes_per_s: f64,
-}
-
-/// Decode attention of one sequence (one query token) over `ctx` cached positions.
-#[derive(Clone, Debug, Serialize)]
-pub struct AttentionTiming {
-    pub ctx: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    /// Bytes of K and V read (the cache is f32), each KV head once.
-    pub kv_bytes: usize,
-    /// Split-KV workgroups per head, and keys per workgroup.
-    pub chunks: usize,
-    pub chunk_keys: usize,
-    /// `attn_split` alone, and followed by `attn_combine` (what a decode step runs).
-    pub split_micros: f64,
-    pub split_combine_micros: f64,
-    /// `attn_online`: the synchronised online softmax, one workgroup per head.
-    pub online_micros: f64,
-    /// `kv_bytes` per second of split + combine and of online, GB/s.
-    pub split_combine_gbytes_per_s: f64,
-    pub online_gbytes_per_s: f64,
-    /// Heads whose scores left the unified-max safe range (recomputed by the fallback
-    /// inside the timed combine); 0 with the default phi on these random inputs.
-    pub fallback_heads: usize,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct KernelReport {
-    pub device: String,
-    /// The copy ceiling: the better of the copy kernel and the driver copy, bytes read +
-    /// written per second, GB/s.
-    pub copy_gbytes_per_s: f64,
-    /// The read ceiling (`stream_read`), GB/s.
-    pub read_gbytes_per_s: f64,
-    pub bandwidth: Bandwidth,
-    /// Device time per dispatch of a chain of tiny dependent dispatches in one pass: what
-    /// every node of a decode step costs before it does any work.
-    pub dispatch_floor_micros: f64,
-    pub linear: Vec<LinearTiming>,
-    pub attention: Vec<AttentionTiming>,
-    /// Context lengths asked for but not measured, with the reason.
-    pub skipped_ctx: Vec<(usize, String)>,
-}
-
-/// Attention dimensions of the model measured.
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionShape {
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    /// Longest context the model is run at: longer ones are skipped.
-    pub max_context: usize,
-}
-
-/// What to measure.
-pub struct Sweep<'a> {
-    /// Linear [N, K] shapes, each over every M in `ms`.
-    pub shapes: &'a [(usize, usize)],
-    pub ms: &'a [usize],
-    pub attention: AttentionShape,
-    /// Context lengths of the decode attention.
-    pub ctxs: &'a [usize],
-}
-
-/// How hard to measure.
-struct Effort {
-    /// Bytes an operand's copies should add up to (beyond a 60 MB L2), at most `max_copies`.
-    rotate_bytes: usize,
-    max_copies: usize,
-    /// Dispatches per timed pass, at least (and at least one per copy).
-    min_dispatches: usize,
-    /// Timed passes; the median is reported.
-    repeats: usize,
-    /// Bandwidth operations per timed pass.
-    bandwidth_ops: usize,
-}
-
-const HARDWARE: Effort = Effort { rotate_bytes: 256 << 20, max_copies: 512, min_dispatches: 20, repeats: 5, bandwidth_ops: 8 };
-const SOFTWARE: Effort = Effort { rotate_bytes: 0, max_copies: 1, min_dispatches: 3, repeats: 3, bandwidth_ops: 2 };
-
-impl Effort {
-    /// Copies of an operand of `bytes` to rotate over.
-    fn copies(&self, bytes: usize) -> usize {
-        self.rotate_bytes.div_ceil(bytes.max(1)).clamp(1, self.max_copies)
-    }
-    /// Dispatches per timed pass when rotating over `copies`: each copy at least once.
-    fn dispatches(&self, copies: usize) -> usize {
-        self.min_dispatches.max(copies)
-    }
-}
 
 /// Largest bandwidth buffer (the read of one is then ~0.25 ms on a 4 TB/s device).
 const BANDWIDTH_MAX_BYTES: u64 = 1 << 30;
@@ -156,11 +37,6 @@ struct Bench {
 const MAX_M: usize = 512;
 /// The attention flags start after the recomputed-rows word.
 const FLAG_OFFSET: usize = 1;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn storage_buffer(d: &wgpu::Device, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
     d.create_buffer(&wgpu::BufferDescriptor {
@@ -511,20 +387,6 @@ impl Bench {
     }
 }
 
-/// Why a context length cannot be measured here, if it cannot.
-pub fn ctx_unmeasurable(ctx: usize, a: &AttentionShape, max_binding: u64) -> Option<String> {
-    let cache = (ctx * a.kv_heads * a.head_dim * 4) as u64;
-    if ctx == 0 {
-        Some("no keys".into())
-    } else if ctx > a.max_context {
-        Some(format!("beyond the model's context ({})", a.max_context))
-    } else if cache > max_binding {
-        Some(format!("a K cache of {} MiB exceeds the device's largest binding ({} MiB)", cache >> 20, max_binding >> 20))
-    } else {
-        None
-    }
-}
-
 /// Measures the bandwidth ceilings, then every linear shape and M, then decode attention
 /// at every context length that fits; `progress(done, total)` after each measurement.
 pub fn run(
@@ -552,7 +414,7 @@ pub fn run(
         let mut ok = Vec::new();
         let mut skipped = Vec::new();
         for &ctx in sweep.ctxs {
-            match ctx_unmeasurable(ctx, &a, max_binding) {
+            match ctx_unmeasurable(ctx, &a, 4, max_binding) {
                 None => ok.push(ctx),
                 Some(why) => skipped.push((ctx, why)),
             }
@@ -578,59 +440,13 @@ pub fn run(
         linear,
         attention,
         skipped_ctx,
+        kv_dtype: crate::tensor::DType::F32,
     })
-}
-
-/// A shape's [N, K], M1 and M2.
-pub type Inflection = ((usize, usize), Option<usize>, Option<usize>);
-
-/// M1 (first M where flat GEMM beats GEMV) and M2 (first M where GEMM beats flat GEMM) per
-/// shape, read off a report; `None` where the crossing was not seen in the grid.
-pub fn inflections(report: &KernelReport) -> Vec<Inflection> {
-    let mut shapes: Vec<(usize, usize)> = report.linear.iter().map(|t| (t.n, t.k)).collect();
-    shapes.dedup();
-    shapes
-        .into_iter()
-        .map(|s| {
-            let at = |m: usize, imp: LinearImpl| {
-                report.linear.iter().find(|t| (t.n, t.k) == s && t.m == m && t.implementation == imp).map(|t| t.micros)
-            };
-            let mut ms: Vec<usize> = report.linear.iter().filter(|t| (t.n, t.k) == s).map(|t| t.m).collect();
-            ms.dedup();
-            let m1 = ms.iter().copied().find(|&m| match (at(m, LinearImpl::FlatGemm), at(m, LinearImpl::Gemv)) {
-                (Some(f), Some(g)) => f < g,
-                (Some(_), None) => true,
-                _ => false,
-            });
-            let m2 =
-                ms.iter().copied().find(|&m| matches!((at(m, LinearImpl::Gemm), at(m, LinearImpl::FlatGemm)), (Some(c), Some(b)) if c < b));
-            (s, m1, m2)
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rotation_covers_the_cache_and_touches_every_copy() {
-        assert_eq!(HARDWARE.copies(1 << 30), 1);
-        assert_eq!(HARDWARE.copies(100 << 20), 3);
-        assert_eq!(HARDWARE.copies(1000), HARDWARE.max_copies);
-        assert_eq!(HARDWARE.dispatches(3), HARDWARE.min_dispatches);
-        assert_eq!(HARDWARE.dispatches(300), 300);
-        assert_eq!(SOFTWARE.copies(1000), 1);
-    }
-
-    #[test]
-    fn context_limits() {
-        let a = AttentionShape { heads: 32, kv_heads: 32, head_dim: 128, max_context: 8192 };
-        assert_eq!(ctx_unmeasurable(8192, &a, 128 << 20), None);
-        assert!(ctx_unmeasurable(8193, &a, 1 << 40).unwrap().contains("context"));
-        assert!(ctx_unmeasurable(4096, &a, 32 << 20).unwrap().contains("binding"));
-        assert!(ctx_unmeasurable(0, &a, 1 << 40).is_some());
-    }
 
     /// The bandwidth probes touch every element exactly once (on whatever adapter exists).
     #[test]

@@ -1,0 +1,323 @@
+//! Kernel microbenchmarks on the CUDA backend, timed with CUDA events: the device's memory
+//! bandwidth (a read kernel, a copy kernel, the driver's copy), each linear implementation
+//! over a grid of M on given [N, K] shapes, and decode attention (split-KV + combine, and
+//! the online kernel) over context lengths. Every number is the median of several passes of
+//! many back-to-back launches; weights and KV caches rotate over copies totalling more than
+//! the L2 cache, as in a decode step where the whole model streams through between two
+//! reads of one weight.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream};
+
+use super::kernels::{Args, Grid, Kernels, grids, step_words};
+use super::{CudaDevice, CudaOptions, compile, driver_error, launch, ptr};
+use crate::backend::BackendCaps;
+pub use crate::backend::microbench::*;
+use crate::dataflow::LinearImpl;
+use crate::error::{Error, Result};
+use crate::lower::caps::cuda;
+use crate::lower::kernel::{Epilogue, HeadDims, Params, UnifiedMax, Variant};
+use crate::lower::{Io, Launch, Template};
+use crate::tensor::DType;
+
+/// Rows the benchmark's step buffer holds.
+const MAX_M: usize = 512;
+
+struct Bench {
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    caps: BackendCaps,
+    f16: bool,
+}
+
+fn io() -> Io {
+    Io { x: Some(0), x2: None, weight: None, norm_weight: None, bias: None, y: 0, kv: None }
+}
+
+impl Bench {
+    fn alloc<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, n: usize, what: &str) -> Result<CudaSlice<T>> {
+        self.stream.alloc_zeros::<T>(n.max(1)).map_err(|e| super::alloc_error(what, n * std::mem::size_of::<T>(), e))
+    }
+
+    /// Random values in the weight type, as bytes on the device.
+    fn random_weights(&self, n: usize, seed: u64) -> Result<CudaSlice<u8>> {
+        let mut rng = crate::sampling::Rng::new(seed);
+        let v: Vec<f32> = (0..n).map(|_| rng.next_f32() - 0.5).collect();
+        let t = crate::tensor::HostTensor::f32(vec![n], v).convert(if self.f16 { DType::F16 } else { DType::F32 });
+        self.stream.clone_htod(t.as_le_bytes()).map_err(|e| super::alloc_error("benchmark weights", n * 4, e))
+    }
+
+    /// Median over `repeats` passes of the device time of `pass`, in microseconds.
+    fn time(&self, repeats: usize, pass: &dyn Fn() -> Result<()>) -> Result<f64> {
+        let ctx = self.stream.context();
+        let ev = |e| driver_error("timing", e);
+        let (a, b) = (ctx.new_event(None).map_err(ev)?, ctx.new_event(None).map_err(ev)?);
+        pass()?; // warm-up
+        let mut times = Vec::with_capacity(repeats);
+        for _ in 0..repeats.max(1) {
+            a.record(&self.stream).map_err(ev)?;
+            pass()?;
+            b.record(&self.stream).map_err(ev)?;
+            b.synchronize().map_err(ev)?;
+            times.push(a.elapsed_ms(&b).map_err(ev)? as f64 * 1000.0);
+        }
+        Ok(median(times))
+    }
+
+    /// Launches `g` with `args`.
+    ///
+    /// # Safety
+    /// As `super::launch`: the pointers in `args` are live allocations sized for `g`.
+    unsafe fn go(&self, g: &Grid, args: &Args) -> Result<()> {
+        // SAFETY: passed on from the caller.
+        unsafe { launch(&self.kernels, &self.stream, g, args) }
+    }
+
+    fn bandwidth(&self, effort: &Effort) -> Result<Bandwidth> {
+        let size: usize = 1 << 30;
+        let count = 2;
+        let bufs = (0..count).map(|_| self.alloc::<u8>(size, "bandwidth buffers")).collect::<Result<Vec<_>>>()?;
+        let sink = self.alloc::<f32>(4, "bandwidth sink")?;
+        let s = &self.stream;
+        let words = size / 16;
+        let grid = |kernel| Grid { kernel, blocks: [132 * 16, 1, 1], threads: 256 };
+        let ops = effort.bandwidth_ops;
+        let read_args: Vec<Args> =
+            bufs.iter().map(|b| Args { x: ptr(b, s), y: ptr(&sink, s), n: words as u32, ..Default::default() }).collect();
+        // SAFETY: each buffer holds `words` 16-byte words; the sink one float.
+        let t =
+            self.time(effort.repeats, &|| (0..ops).try_for_each(|i| unsafe { self.go(&grid("stream_read"), &read_args[i % count]) }))?;
+        let read = (ops * size) as f64 / t / 1e3;
+        let copy_args: Vec<Args> = (0..count)
+            .map(|i| Args { x: ptr(&bufs[i], s), y: ptr(&bufs[(i + 1) % count], s), n: words as u32, ..Default::default() })
+            .collect();
+        // SAFETY: both buffers hold `words` words.
+        let t =
+            self.time(effort.repeats, &|| (0..ops).try_for_each(|i| unsafe { self.go(&grid("stream_copy"), &copy_args[i % count]) }))?;
+        let copy_kernel = (2 * ops * size) as f64 / t / 1e3;
+        let (p0, p1) = (ptr(&bufs[0], s), ptr(&bufs[1], s));
+        let copies = || {
+            (0..ops).try_for_each(|i| {
+                let (src, dst) = if i % 2 == 0 { (p0, p1) } else { (p1, p0) };
+                // SAFETY: both buffers hold `size` bytes and outlive the copies (the
+                // timing waits for them).
+                unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, size, s.cu_stream()) }.map_err(|e| driver_error("copying", e))
+            })
+        };
+        let copy_buffer = (2 * ops * size) as f64 / self.time(effort.repeats, &copies)? / 1e3;
+        Ok(Bandwidth {
+            buffer_bytes: size as u64,
+            buffers: count,
+            read_gbytes_per_s: read,
+            copy_kernel_gbytes_per_s: copy_kernel,
+            copy_buffer_gbytes_per_s: copy_buffer,
+        })
+    }
+
+    /// Per-launch device time of a chain of 256 one-block `add`s, each reading what the one
+    /// before wrote, launched one by one on the stream.
+    fn dispatch_floor(&self, step: &CudaSlice<u32>) -> Result<f64> {
+        let (a, b) = (self.alloc::<f32>(64, "floor")?, self.alloc::<f32>(64, "floor")?);
+        let s = &self.stream;
+        let forth = Args { step: ptr(step, s), x: ptr(&a, s), x2: ptr(&a, s), y: ptr(&b, s), n: 64, ..Default::default() };
+        let back = Args { x: forth.y, x2: forth.y, y: forth.x, ..forth };
+        let g = Grid { kernel: "add", blocks: [1, 1, 1], threads: cuda::ELEM_BLOCK as u32 };
+        // SAFETY: both buffers hold the 64 floats of one row; the step buffer says m = 1.
+        let t = self.time(5, &|| (0..256).try_for_each(|i| unsafe { self.go(&g, if i % 2 == 0 { &forth } else { &back }) }))?;
+        Ok(t / 256.0)
+    }
+
+    fn linear_sweep(
+        &self,
+        effort: &Effort,
+        shapes: &[(usize, usize)],
+        ms: &[usize],
+        read: f64,
+        progress: &mut dyn FnMut(),
+    ) -> Result<Vec<LinearTiming>> {
+        let elem = if self.f16 { 2 } else { 4 };
+        let s = &self.stream;
+        let lin = self.caps.linear.clone();
+        let max_m = ms.iter().copied().max().unwrap_or(1);
+        let mut out = vec![];
+        for &(n, k) in shapes {
+            let copies = effort.copies(n * k * elem);
+            let ws = (0..copies).map(|c| self.random_weights(n * k, c as u64 + 1)).collect::<Result<Vec<_>>>()?;
+            let mut rng = crate::sampling::Rng::new(3);
+            let x: Vec<f32> = (0..max_m * k).map(|_| rng.next_f32() - 0.5).collect();
+            let xb = s.clone_htod(&x).map_err(|e| super::alloc_error("benchmark activations", x.len() * 4, e))?;
+            let yb = self.alloc::<f32>(max_m * n, "benchmark outputs")?;
+            let reps = effort.dispatches(copies);
+            for &m in ms {
+                let step = s.clone_htod(&step_words(m, m, MAX_M, None)).map_err(|e| driver_error("copying", e))?;
+                let params = Params::Linear { n, k, n_offset: 0, ldy: n, bias: false, prologue: None, epilogue: Epilogue::None };
+                let t = Template { node: 0, out_rows: false, params, io: io() };
+                let mut impls = vec![
+                    (LinearImpl::FlatGemm, Variant::FlatGemm { tile: lin.flat_tile }),
+                    (LinearImpl::Gemm, Variant::Gemm { tile: lin.gemm_tile }),
+                ];
+                if m <= lin.gemv_max_m {
+                    impls.insert(0, (LinearImpl::Gemv, Variant::Gemv { split_k: false }));
+                }
+                for (imp, variant) in impls {
+                    let g = grids(&Launch { template: 0, variant, rows: m }, &t, m, self.f16, 0)?;
+                    let args: Vec<Args> = ws
+                        .iter()
+                        .map(|w| Args { step: ptr(&step, s), x: ptr(&xb, s), w: ptr(w, s), y: ptr(&yb, s), ..Args::of(&t, 0, |_| 0) })
+                        .collect();
+                    // SAFETY: x holds max_m >= m rows of k, y max_m rows of n, each weight n x k.
+                    let pass = || (0..reps).try_for_each(|r| g.iter().try_for_each(|g| unsafe { self.go(g, &args[r % copies]) }));
+                    let micros = self.time(effort.repeats, &pass)? / reps as f64;
+                    let moved = (n * k * elem + m * k * 4 + m * n * 4) as f64;
+                    let gbytes_per_s = moved / micros / 1e3;
+                    out.push(LinearTiming {
+                        n,
+                        k,
+                        m,
+                        implementation: imp,
+                        micros,
+                        gbytes_per_s,
+                        read_ceiling_pct: 100.0 * gbytes_per_s / read,
+                        tflops: 2.0 * (m * n * k) as f64 / micros / 1e6,
+                    });
+                }
+                progress();
+            }
+        }
+        Ok(out)
+    }
+
+    fn attention_sweep(
+        &self,
+        effort: &Effort,
+        a: AttentionShape,
+        ctxs: &[usize],
+        progress: &mut dyn FnMut(),
+    ) -> Result<Vec<AttentionTiming>> {
+        let s = &self.stream;
+        let dims = HeadDims { heads: a.heads, kv_heads: a.kv_heads, head_dim: a.head_dim };
+        let kv_elem = if self.f16 { 2 } else { 4 };
+        let limits = self.caps.attention.split_kv.expect("the CUDA kernels split KV");
+        let mut rng = crate::sampling::Rng::new(7);
+        let q: Vec<f32> = (0..dims.qkv_width()).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        let qb = s.clone_htod(&q).map_err(|e| driver_error("copying", e))?;
+        let yb = self.alloc::<f32>(dims.q_dim(), "attention output")?;
+        let scratch = self.alloc::<f32>(a.heads * limits.max_chunks * (a.head_dim + 1), "attention partials")?;
+        let flags = self.alloc::<u32>(1 + a.heads, "flags")?;
+        let mut out = vec![];
+        for &ctx in ctxs {
+            let cache_bytes = ctx * dims.kv_dim() * kv_elem;
+            let copies = effort.copies(2 * cache_bytes);
+            let caches = (0..copies)
+                .map(|c| {
+                    Ok((
+                        self.random_weights(ctx * dims.kv_dim(), 100 + c as u64)?,
+                        self.random_weights(ctx * dims.kv_dim(), 200 + c as u64)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let (chunks, chunk_keys) = crate::lower::split_kv(ctx, limits.max_chunks, limits.min_chunk_keys);
+            // One token of sequence 0 at position ctx - 1: it attends to all ctx positions.
+            let mut words = step_words(1, 1, MAX_M, Some((chunks, chunk_keys)));
+            words[super::STEP_WORDS + MAX_M] = (ctx - 1) as u32;
+            let step = s.clone_htod(&words).map_err(|e| driver_error("copying", e))?;
+            let unified = UnifiedMax::default();
+            let params = Params::Attention { dims, layer: 0, scale: 1.0 / (a.head_dim as f32).sqrt(), kv_write: false, unified };
+            let t = Template { node: 0, out_rows: false, params, io: io() };
+            let args: Vec<Args> = caches
+                .iter()
+                .map(|(k, v)| Args {
+                    step: ptr(&step, s),
+                    x: ptr(&qb, s),
+                    y: ptr(&yb, s),
+                    kc: ptr(k, s),
+                    vc: ptr(v, s),
+                    scratch: ptr(&scratch, s),
+                    flags: ptr(&flags, s),
+                    ..Args::of(&t, ctx, |_| 1)
+                })
+                .collect();
+            let split_v = Variant::SplitKvAttention { chunks, chunk_keys, unified };
+            let split_grids = grids(&Launch { template: 0, variant: split_v, rows: 1 }, &t, 1, self.f16, 0)?;
+            let online_grids = grids(&Launch { template: 0, variant: Variant::OnlineAttention, rows: 1 }, &t, 1, self.f16, 0)?;
+            let reps = effort.dispatches(copies);
+            // SAFETY: each cache holds ctx positions of one sequence; the partials one row of
+            // `max_chunks` chunks per head; flags 1 + heads words.
+            let run = |gs: &[Grid]| (0..reps).try_for_each(|r| gs.iter().try_for_each(|g| unsafe { self.go(g, &args[r % copies]) }));
+            let t_split = self.time(effort.repeats, &|| run(&split_grids[..1]))? / reps as f64;
+            let t_both = self.time(effort.repeats, &|| run(&split_grids))? / reps as f64;
+            let t_online = self.time(effort.repeats, &|| run(&online_grids))? / reps as f64;
+            let words = s.clone_dtoh(&flags).map_err(|e| driver_error("reading flags", e))?;
+            let kv_bytes = 2 * cache_bytes;
+            out.push(AttentionTiming {
+                ctx,
+                heads: a.heads,
+                kv_heads: a.kv_heads,
+                head_dim: a.head_dim,
+                kv_bytes,
+                chunks,
+                chunk_keys,
+                split_micros: t_split,
+                split_combine_micros: t_both,
+                online_micros: t_online,
+                split_combine_gbytes_per_s: kv_bytes as f64 / t_both / 1e3,
+                online_gbytes_per_s: kv_bytes as f64 / t_online / 1e3,
+                fallback_heads: words[1..].iter().filter(|&&f| f != 0).count(),
+            });
+            progress();
+        }
+        Ok(out)
+    }
+}
+
+/// Measures the bandwidth ceilings, then every linear shape and M, then decode attention
+/// at every context length that fits; `progress(done, total)` after each measurement.
+pub fn run(sweep: &Sweep, opts: &CudaOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<KernelReport> {
+    let a = sweep.attention;
+    if a.heads == 0 || a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) || a.head_dim > cuda::MAX_HEAD_DIM {
+        return Err(Error::InvalidArgument(format!(
+            "attention shape {a:?}: heads must be a multiple of KV heads and head_dim at most {}",
+            cuda::MAX_HEAD_DIM
+        )));
+    }
+    if sweep.ms.iter().any(|&m| m > MAX_M) {
+        return Err(Error::InvalidArgument(format!("bench kernels measures M up to {MAX_M}")));
+    }
+    let dev = CudaDevice::open(opts)?;
+    let f16 = dev.caps.weight_dtype == DType::F16;
+    let kernels = Kernels::new(compile::load_all(&dev.ctx, f16, f16, dev.arch, dev.driver)?, f16)?;
+    let ex = Bench { stream: dev.stream.clone(), kernels, caps: dev.caps.clone(), f16 };
+    let kv_elem = if f16 { 2 } else { 4 };
+    let (mut ctxs, mut skipped_ctx) = (vec![], vec![]);
+    for &ctx in sweep.ctxs {
+        match ctx_unmeasurable(ctx, &a, kv_elem, u64::MAX) {
+            None => ctxs.push(ctx),
+            Some(why) => skipped_ctx.push((ctx, why)),
+        }
+    }
+    let total = 1 + sweep.shapes.len() * sweep.ms.len() + ctxs.len();
+    let mut done = 0;
+    let mut tick = || {
+        done += 1;
+        progress(done, total);
+    };
+    let effort = HARDWARE;
+    let bandwidth = ex.bandwidth(&effort)?;
+    tick();
+    let step = ex.stream.clone_htod(&step_words(1, 1, MAX_M, None)).map_err(|e| driver_error("copying", e))?;
+    let dispatch_floor_micros = ex.dispatch_floor(&step)?;
+    let linear = ex.linear_sweep(&effort, sweep.shapes, sweep.ms, bandwidth.read_gbytes_per_s, &mut tick)?;
+    let attention = ex.attention_sweep(&effort, a, &ctxs, &mut tick)?;
+    Ok(KernelReport {
+        device: format!("cuda: {}", dev.caps.device),
+        copy_gbytes_per_s: bandwidth.copy_kernel_gbytes_per_s.max(bandwidth.copy_buffer_gbytes_per_s),
+        read_gbytes_per_s: bandwidth.read_gbytes_per_s,
+        bandwidth,
+        dispatch_floor_micros,
+        linear,
+        attention,
+        skipped_ctx,
+        kv_dtype: if f16 { DType::F16 } else { DType::F32 },
+    })
+}

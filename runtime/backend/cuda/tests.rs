@@ -1,0 +1,253 @@
+//! The CUDA linear and attention kernels against f64 references on random inputs over grids
+//! of shapes, with f32 and f16 weights (whole lowered steps, fused and unfused, are compared
+//! with the CPU oracle in tests/cuda_model.rs). Without an NVIDIA driver they skip with the
+//! reason printed (and fail under FDPP_REQUIRE_CUDA=1).
+
+use half::f16;
+
+use super::*;
+use crate::compare::rel_error;
+use crate::lower::caps::Tile;
+use crate::lower::kernel::{Epilogue, HeadDims, UnifiedMax, Variant};
+use crate::lower::memory::BufferId;
+use crate::lower::{Io, Launch};
+use crate::sampling::Rng;
+
+struct Rig {
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    f16: bool,
+    caps: BackendCaps,
+}
+
+impl Rig {
+    fn new(precision: WeightPrecision) -> Option<Rig> {
+        let dev = CudaDevice::open(&CudaOptions { ordinal: 0, precision }).map_err(crate::testing::skip_unavailable).ok()?;
+        let f16 = dev.caps.weight_dtype == DType::F16;
+        let modules = compile::load_all(&dev.ctx, f16, f16, dev.arch, dev.driver).unwrap();
+        Some(Rig { stream: dev.stream, kernels: Kernels::new(modules, f16).unwrap(), f16, caps: dev.caps })
+    }
+
+    fn f32s(&self, v: &[f32]) -> CudaSlice<f32> {
+        self.stream.clone_htod(v).unwrap()
+    }
+
+    /// Values in the weight (or KV) storage type, and the values as stored.
+    fn stored(&self, v: &[f32]) -> (CudaSlice<u8>, Vec<f32>) {
+        if self.f16 {
+            let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            (self.stream.clone_htod(bytemuck::cast_slice::<f16, u8>(&h)).unwrap(), h.iter().map(|x| x.to_f32()).collect())
+        } else {
+            (self.stream.clone_htod(bytemuck::cast_slice::<f32, u8>(v)).unwrap(), v.to_vec())
+        }
+    }
+
+    fn step(&self, m: usize, n_out: usize, split: Option<(usize, usize)>, positions: &[usize], seqs: &[usize]) -> CudaSlice<u32> {
+        let max_m = m.max(1);
+        let mut w = step_words(m, n_out, max_m, split);
+        for i in 0..m {
+            w[STEP_WORDS + max_m + i] = positions[i] as u32;
+            w[STEP_WORDS + 2 * max_m + i] = seqs[i] as u32;
+        }
+        self.stream.clone_htod(&w).unwrap()
+    }
+
+    fn run(&self, grids: &[Grid], args: &Args) {
+        for g in grids {
+            // SAFETY: every pointer in `args` is a live allocation of this test, sized for
+            // the launch's shape.
+            unsafe { launch(&self.kernels, &self.stream, g, args) }.unwrap();
+        }
+        self.stream.synchronize().unwrap();
+    }
+
+    fn read<T: cudarc::driver::DeviceRepr + Default + Clone>(&self, s: &CudaSlice<T>) -> Vec<T> {
+        self.stream.clone_dtoh(s).unwrap()
+    }
+}
+
+fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * scale).collect()
+}
+
+fn io() -> Io {
+    let b: BufferId = 0;
+    Io { x: Some(b), x2: None, weight: None, norm_weight: None, bias: None, y: b, kv: None }
+}
+
+const M_GRID: [usize; 11] = [1, 2, 3, 7, 8, 9, 16, 33, 64, 65, 200];
+
+fn check_linear(precision: WeightPrecision) {
+    let Some(rig) = Rig::new(precision) else { return };
+    let s = &rig.stream;
+    let lin = rig.caps.linear.clone();
+    // f16: x is rounded to f16 for the tensor cores as well.
+    let tol = if rig.f16 { 2e-2 } else { 1e-5 };
+    let mut rng = Rng::new(1);
+    // Unaligned K (19, 33, 100), long K, and a chunk written at an offset into wider rows.
+    for &(n, k, n_offset, ldy) in
+        &[(37usize, 19usize, 0usize, 37usize), (70, 33, 0, 70), (129, 100, 0, 129), (21, 1100, 0, 21), (96, 256, 5, 110)]
+    {
+        let w = random(&mut rng, n * k, 1.0);
+        let (wbuf, w_stored) = rig.stored(&w);
+        let bias = random(&mut rng, n_offset + n, 1.0);
+        let bias_buf = rig.f32s(&bias);
+        for &m in &M_GRID {
+            let x = random(&mut rng, m * k, 1.0);
+            let res = random(&mut rng, m * ldy, 1.0);
+            let (xbuf, rbuf) = (rig.f32s(&x), rig.f32s(&res));
+            let step = rig.step(m, m, None, &[], &[]);
+            let mut variants = vec![Variant::FlatGemm { tile: lin.flat_tile }, Variant::Gemm { tile: lin.gemm_tile }];
+            if m <= lin.gemv_max_m {
+                variants.push(Variant::Gemv { split_k: false });
+            }
+            for variant in variants {
+                for (with_bias, residual) in [(false, false), (true, true), (true, false)] {
+                    let epilogue = if residual { Epilogue::Residual } else { Epilogue::None };
+                    let params = Params::Linear { n, k, n_offset, ldy, bias: with_bias, prologue: None, epilogue };
+                    let t = Template { node: 0, out_rows: false, params, io: io() };
+                    let ybuf = rig.f32s(&vec![f32::NAN; m * ldy]);
+                    let args = Args {
+                        step: ptr(&step, s),
+                        x: ptr(&xbuf, s),
+                        x2: ptr(&rbuf, s),
+                        w: ptr(&wbuf, s),
+                        y: ptr(&ybuf, s),
+                        bias: ptr(&bias_buf, s),
+                        ..Args::of(&t, 0, |_| 0)
+                    };
+                    let launch = Launch { template: 0, variant, rows: m };
+                    rig.run(&kernels::grids(&launch, &t, m, rig.f16, 0).unwrap(), &args);
+                    let y = rig.read(&ybuf);
+                    let (mut got, mut want) = (vec![], vec![]);
+                    for r in 0..m {
+                        for c in 0..ldy {
+                            let v = y[r * ldy + c];
+                            if c < n_offset || c >= n_offset + n {
+                                assert!(v.is_nan(), "{variant} wrote column {c} outside its chunk");
+                                continue;
+                            }
+                            let j = c - n_offset;
+                            let mut d: f64 = (0..k).map(|p| x[r * k + p] as f64 * w_stored[j * k + p] as f64).sum();
+                            if with_bias {
+                                d += bias[c] as f64;
+                            }
+                            if residual {
+                                d += res[r * ldy + c] as f64;
+                            }
+                            got.push(v);
+                            want.push(d);
+                        }
+                    }
+                    let err = rel_error(&got, &want, "linear");
+                    assert!(err < tol, "{variant} n {n} k {k} m {m} bias {with_bias} residual {residual}: relative error {err}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_kernels_match_the_reference_f32() {
+    check_linear(WeightPrecision::F32);
+}
+
+#[test]
+fn linear_kernels_match_the_reference_f16() {
+    check_linear(WeightPrecision::F16);
+}
+
+/// Softmax(q k^T * scale) v of one (row, head) in f64 over keys 0..=pos.
+fn attend(q: &[f32], k: &[f32], v: &[f32], pos: usize, kv_dim: usize, hd: usize, off: usize, scale: f64) -> Vec<f64> {
+    let s: Vec<f64> = (0..=pos).map(|j| (0..hd).map(|d| q[d] as f64 * k[j * kv_dim + off + d] as f64).sum::<f64>() * scale).collect();
+    let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+    let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+    let l: f64 = e.iter().sum();
+    (0..hd).map(|d| (0..=pos).map(|j| e[j] * v[j * kv_dim + off + d] as f64).sum::<f64>() / l).collect()
+}
+
+fn check_attention(precision: WeightPrecision) {
+    let Some(rig) = Rig::new(precision) else { return };
+    let s = &rig.stream;
+    let limits = rig.caps.attention.split_kv.unwrap();
+    let mut rng = Rng::new(2);
+    let max_ctx = 1100;
+    // Head sizes: powers of two, 80 (lanes left idle), 20 (not a multiple of 8: element loads).
+    for hd in [16usize, 64, 128, 80, 20] {
+        let dims = HeadDims { heads: 4, kv_heads: 2, head_dim: hd };
+        let kv_dim = dims.kv_dim();
+        let seqs = 3;
+        let (kv_k, kv_v) = (random(&mut rng, seqs * max_ctx * kv_dim, 1.0), random(&mut rng, seqs * max_ctx * kv_dim, 1.0));
+        let ((kc, k_stored), (vc, v_stored)) = (rig.stored(&kv_k), rig.stored(&kv_v));
+        let scale = 1.0 / (hd as f32).sqrt();
+        for positions in [vec![0usize], vec![31, 32, 33], vec![1000, 5, 64]] {
+            let m = positions.len();
+            let row_seqs: Vec<usize> = (0..m).collect();
+            let x = random(&mut rng, m * dims.qkv_width(), 2.0);
+            let xbuf = rig.f32s(&x);
+            let keys = positions.iter().max().unwrap() + 1;
+            let split = crate::lower::split_kv(keys, limits.max_chunks, limits.min_chunk_keys);
+            let mut want: Vec<f64> = vec![];
+            for i in 0..m {
+                let (k, v) = (&k_stored[i * max_ctx * kv_dim..], &v_stored[i * max_ctx * kv_dim..]);
+                for h in 0..dims.heads {
+                    let q = &x[i * dims.qkv_width() + h * hd..][..hd];
+                    want.extend(attend(q, k, v, positions[i], kv_dim, hd, (h / 2) * hd, scale as f64));
+                }
+            }
+            let step = rig.step(m, m, Some(split), &positions, &row_seqs);
+            let scratch = s.alloc_zeros::<f32>(m * dims.heads * limits.max_chunks * (hd + 1)).unwrap();
+            // Split-KV, online, and split-KV whose every row leaves the unified-max range
+            // (recomputed by the combine's fallback).
+            for (name, unified) in [
+                ("split", UnifiedMax::default()),
+                ("online", UnifiedMax::default()),
+                ("fallback", UnifiedMax { phi: 0.0, lo: -1e30, hi: -1e30 }),
+            ] {
+                let variant = match name {
+                    "online" => Variant::OnlineAttention,
+                    _ => Variant::SplitKvAttention { chunks: split.0, chunk_keys: split.1, unified },
+                };
+                let params = Params::Attention { dims, layer: 0, scale, kv_write: false, unified };
+                let t = Template { node: 0, out_rows: false, params, io: io() };
+                let ybuf = rig.f32s(&vec![f32::NAN; m * dims.q_dim()]);
+                let flags = s.alloc_zeros::<u32>(1 + m * dims.heads).unwrap();
+                let args = Args {
+                    step: ptr(&step, s),
+                    x: ptr(&xbuf, s),
+                    y: ptr(&ybuf, s),
+                    kc: ptr(&kc, s),
+                    vc: ptr(&vc, s),
+                    scratch: ptr(&scratch, s),
+                    flags: ptr(&flags, s),
+                    ..Args::of(&t, max_ctx, |_| 1)
+                };
+                // A grid of more chunk blocks than the step has, as a replayed graph launches.
+                let launch = Launch { template: 0, variant, rows: m };
+                rig.run(&kernels::grids(&launch, &t, m, rig.f16, split.0.next_power_of_two() * 2).unwrap(), &args);
+                let err = rel_error(&rig.read(&ybuf), &want, "attention");
+                assert!(err < 1e-4, "{name} hd {hd} positions {positions:?}: relative error {err}");
+                let recomputed = rig.read(&flags)[0] as usize;
+                assert_eq!(recomputed, if name == "fallback" { m * dims.heads } else { 0 }, "{name}: rows recomputed");
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_kernels_match_the_reference_f32() {
+    check_attention(WeightPrecision::F32);
+}
+
+#[test]
+fn attention_kernels_match_the_reference_f16_cache() {
+    check_attention(WeightPrecision::F16);
+}
+
+#[test]
+fn the_cuda_profile_lowers_with_its_own_tiles() {
+    let caps = BackendCaps::cuda_builtin(DType::F16);
+    assert_eq!(caps.linear.flat_tile, Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N });
+    let f32_caps = BackendCaps::cuda_builtin(DType::F32);
+    assert!(!f32_caps.cooperative_matrix);
+}
