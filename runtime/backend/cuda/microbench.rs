@@ -52,7 +52,7 @@ impl Bench {
     fn time(&self, repeats: usize, pass: &dyn Fn() -> Result<()>) -> Result<f64> {
         let ctx = self.stream.context();
         let ev = |e| driver_error("timing", e);
-        let (a, b) = (ctx.new_event(None).map_err(ev)?, ctx.new_event(None).map_err(ev)?);
+        let (a, b) = (super::timing_event(ctx)?, super::timing_event(ctx)?);
         pass()?; // warm-up
         let mut times = Vec::with_capacity(repeats);
         for _ in 0..repeats.max(1) {

@@ -230,8 +230,7 @@ impl Device for CudaDevice {
         // SAFETY: as above.
         let logits_host = unsafe { ctx.alloc_pinned_with_flags::<f32>(max_out * c.vocab_size, 0) }
             .map_err(|e| alloc_error("pinned logits read-back", max_out * c.vocab_size * 4, e))?;
-        let event = || ctx.new_event(None).map_err(|e| driver_error("creating an event", e));
-        let slot_events = [(event()?, event()?), (event()?, event()?)];
+        let slot_events = [SlotEvents::new(&ctx)?, SlotEvents::new(&ctx)?];
         Ok(Box::new(CudaExecutor {
             kernels,
             ctx: ctx.clone(),
@@ -259,6 +258,25 @@ impl Device for CudaDevice {
             graphs: HashMap::new(),
             use_graphs: std::env::var("FDPP_CUDA_GRAPHS").map_or(true, |v| v != "0"),
         }))
+    }
+}
+
+/// An event that can be timed against another.
+fn timing_event(ctx: &Arc<CudaContext>) -> Result<CudaEvent> {
+    ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| driver_error("creating an event", e))
+}
+
+/// Events of one read-back slot: around the step's kernels (timed), and after its
+/// read-back copies (what `collect` waits for).
+struct SlotEvents {
+    start: CudaEvent,
+    end: CudaEvent,
+    copied: CudaEvent,
+}
+
+impl SlotEvents {
+    fn new(ctx: &Arc<CudaContext>) -> Result<SlotEvents> {
+        Ok(SlotEvents { start: timing_event(ctx)?, end: timing_event(ctx)?, copied: timing_event(ctx)? })
     }
 }
 
@@ -307,8 +325,7 @@ pub struct CudaExecutor {
     argmax: Args,
     ids_host: [PinnedHostSlice<u32>; 2],
     logits_host: PinnedHostSlice<f32>,
-    /// (start, end) of each slot's step.
-    slot_events: [(CudaEvent, CudaEvent); 2],
+    slot_events: [SlotEvents; 2],
     slots: [SlotState; 2],
     picked: usize,
     /// Events around each launch of a profiled step.
@@ -485,20 +502,24 @@ impl Executor for CudaExecutor {
             s.memcpy_dtod(&self.flags.slice(1..1 + m), &mut dst).map_err(copy)?;
         }
         s.memset_zeros(&mut self.flags).map_err(copy)?;
-        self.slot_events[slot].0.record(&s).map_err(|e| driver_error("recording an event", e))?;
+        let record = |e: &CudaEvent| e.record(&s).map_err(|e| driver_error("recording an event", e));
+        record(&self.slot_events[slot].start)?;
         self.record(step)?;
         let l = &self.lowering;
         if *pick == Pick::Argmax {
             let g = Grid { kernel: "argmax", blocks: [1, n_out as u32, 1], threads: 256 };
             self.launch(&g, &self.argmax)?;
         }
-        self.slot_events[slot].1.record(&s).map_err(|e| driver_error("recording an event", e))?;
+        record(&self.slot_events[slot].end)?;
         s.memcpy_dtoh(&self.flags.slice(0..1 + n_out), &mut self.ids_host[slot]).map_err(copy)?;
         if *pick == Pick::Logits {
             let logits = &self.activations[l.memory.buffer_of[l.graph.logits].expect("logits")];
             let n = n_out * l.graph.config.vocab_size;
             s.memcpy_dtoh(&logits.slice(0..n), &mut self.logits_host).map_err(copy)?;
         }
+        // Pinned copies are not tracked by cudarc here (event tracking is off): `collect`
+        // waits for this event before it reads them.
+        record(&self.slot_events[slot].copied)?;
         self.picked = if *pick == Pick::Logits { 0 } else { n_out };
         self.slots[slot] = SlotState {
             submitted: true,
@@ -516,10 +537,10 @@ impl Executor for CudaExecutor {
             return Err(Error::InvalidArgument(format!("no step was submitted in slot {slot}")));
         }
         let wait = |e| driver_error("waiting for the step", e);
+        let ev = &self.slot_events[slot];
+        ev.copied.synchronize().map_err(wait)?;
         let words = self.ids_host[slot].as_slice().map_err(wait)?[..1 + s.n_out].to_vec();
-        let (start, end) = &self.slot_events[slot];
-        end.synchronize().map_err(wait)?;
-        let device_micros = start.elapsed_ms(end).ok().map(|ms| ms as f64 * 1000.0);
+        let device_micros = ev.start.elapsed_ms(&ev.end).ok().map(|ms| ms as f64 * 1000.0);
         let logits = if s.logits {
             let n = s.n_out * self.lowering.graph.config.vocab_size;
             self.logits_host.as_slice().map_err(wait)?[..n].to_vec()
@@ -545,9 +566,8 @@ impl Executor for CudaExecutor {
         self.profile = None;
         if on {
             let events = (0..self.lowering.templates.len())
-                .map(|_| Ok((self.ctx.new_event(None)?, self.ctx.new_event(None)?)))
-                .collect::<std::result::Result<Vec<_>, DriverError>>()
-                .map_err(|e| driver_error("creating events", e))?;
+                .map(|_| Ok((timing_event(&self.ctx)?, timing_event(&self.ctx)?)))
+                .collect::<Result<Vec<_>>>()?;
             self.profile = Some(events);
         }
         Ok(())

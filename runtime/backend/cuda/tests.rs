@@ -46,8 +46,8 @@ impl Rig {
         let max_m = m.max(1);
         let mut w = step_words(m, n_out, max_m, split);
         for i in 0..m {
-            w[STEP_WORDS + max_m + i] = positions[i] as u32;
-            w[STEP_WORDS + 2 * max_m + i] = seqs[i] as u32;
+            w[STEP_WORDS + max_m + i] = positions.get(i).copied().unwrap_or(0) as u32;
+            w[STEP_WORDS + 2 * max_m + i] = seqs.get(i).copied().unwrap_or(0) as u32;
         }
         self.stream.clone_htod(&w).unwrap()
     }
