@@ -76,10 +76,12 @@ impl DataflowTable {
 
     /// The inflection points of [N, K], and whether the table lists the shape (else they are
     /// the fallback).
-    /// The CUDA kernels: the GEMV with its fusions up to its 8 register rows (it reads the
-    /// weights once for all of them), the tensor-core flat GEMM up to 64 rows.
+    /// The CUDA kernels, as `fdpp bench kernels --backend cuda` measured them on an H200
+    /// (Llama-2-7B's four shapes, f16): the GEMV (with its fusions) for one row, the
+    /// tensor-core flat GEMM from 2 rows (it was faster than the GEMV from M = 2 on three
+    /// shapes, from M = 4 on the fourth), the GEMM from 64.
     pub fn cuda_default() -> Self {
-        DataflowTable { source: TableSource::Default { backend: "cuda".into() }, fallback: Inflections { m1: 9, m2: 65 }, shapes: vec![] }
+        DataflowTable { source: TableSource::Default { backend: "cuda".into() }, fallback: Inflections { m1: 2, m2: 64 }, shapes: vec![] }
     }
 
     pub fn inflections(&self, n: usize, k: usize) -> (Inflections, bool) {

@@ -151,7 +151,7 @@ pub mod wgsl {
     /// Keys per tile of `attn_split` (`SPLIT_TILE`): the shortest chunk.
     pub const SPLIT_TILE: usize = 16;
     /// Chunks per (token, head) of the split-KV attention (the partials are sized for it).
-    pub const MAX_ATTN_CHUNKS: usize = 64;
+    pub const MAX_ATTN_CHUNKS: usize = 32;
     /// Most rows of a split-KV step (flags per layer are sized for it).
     pub const SPLIT_MAX_M: usize = 64;
     /// Longest head the attention kernels hold (`MAX_HD`).
@@ -190,8 +190,9 @@ pub mod wgsl {
 pub mod cuda {
     /// Token rows the GEMV kernels hold in registers (`GEMV_MAX_M`).
     pub const GEMV_MAX_M: usize = 8;
-    /// Warps per GEMV block, one column pair each (`GV_GROUPS`).
-    pub const GV_GROUPS: usize = 4;
+    /// Warps per GEMV block, splitting K (`GV_WARPS`); a block owns four columns (two pairs).
+    pub const GV_WARPS: usize = 8;
+    pub const GV_COLS: usize = 4;
     /// The tensor-core flat GEMM: 16 columns x 8 tokens per block, K split over `FB_WARPS` warps.
     pub const FLAT_TILE_M: usize = 8;
     pub const FLAT_TILE_N: usize = 16;
@@ -208,7 +209,7 @@ pub mod cuda {
     /// Fewest keys per split-KV chunk, and most chunks per (token, head) (the partials are
     /// sized for it).
     pub const SPLIT_MIN_KEYS: usize = 32;
-    pub const MAX_ATTN_CHUNKS: usize = 128;
+    pub const MAX_ATTN_CHUNKS: usize = 32;
     /// Most rows of a split-KV step (flags per layer are sized for it).
     pub const SPLIT_MAX_M: usize = 64;
     /// Longest head the attention kernels hold (`MAX_HEAD_DIM`).
@@ -221,7 +222,7 @@ pub mod cuda {
             d("FDPP_W_F16", f16_weights as usize),
             d("FDPP_KV_F16", f16_kv as usize),
             d("GEMV_MAX_M", GEMV_MAX_M),
-            d("GV_GROUPS", GV_GROUPS),
+            d("GV_WARPS", GV_WARPS),
             d("FB_WARPS", FB_WARPS),
             d("ELEM_BLOCK", ELEM_BLOCK),
             d("ATT_WARPS", ATT_WARPS),

@@ -14,6 +14,7 @@
 // (f16) by adjacent lanes. ATT_WARPS warps per block.
 
 #define NEG_INF (-3.0e38f)
+#define SPLIT_BATCH 4
 
 DEV u32 lanes_per_key(u32 hd) {
     u32 need = (hd + 7) / 8, l = 1;
@@ -26,6 +27,37 @@ DEV void load_kv8(const KV* row, u32 d0, u32 hd, bool vec, float out[8]) {
     if (vec && d0 + 8 <= hd) load8(row + d0, out);
     else load8_tail(row + d0, d0 < hd ? (int)(hd - d0) : 0, out);
 }
+
+// The same 8 dims kept as loaded (4 registers for f16), converted when used: a lane keeps
+// several rows in flight without spilling.
+#if FDPP_KV_F16
+struct Raw8 { uint4 v; };
+DEV Raw8 load_raw8(const KV* row, u32 d0, u32 hd, bool vec) {
+    Raw8 r;
+    if (vec && d0 + 8 <= hd) {
+        r.v = *(const uint4*)(row + d0);
+    } else {
+        u32 h[8];
+        for (int e = 0; e < 8; e++) h[e] = d0 + e < hd ? row[d0 + e] : 0;
+        r.v = make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+    }
+    return r;
+}
+DEV void raw8_floats(Raw8 r, float out[8]) {
+    float2 a = unpack_h2(r.v.x), b = unpack_h2(r.v.y), c = unpack_h2(r.v.z), d = unpack_h2(r.v.w);
+    out[0] = a.x; out[1] = a.y; out[2] = b.x; out[3] = b.y; out[4] = c.x; out[5] = c.y; out[6] = d.x; out[7] = d.y;
+}
+#else
+struct Raw8 { float f[8]; };
+DEV Raw8 load_raw8(const KV* row, u32 d0, u32 hd, bool vec) {
+    Raw8 r;
+    load_kv8(row, d0, hd, vec, r.f);
+    return r;
+}
+DEV void raw8_floats(Raw8 r, float out[8]) {
+    for (int e = 0; e < 8; e++) out[e] = r.f[e];
+}
+#endif
 
 // This lane's 8 dims of the query of (token i, head h).
 DEV void load_q8(const Args& a, u32 i, u32 h, u32 d0, float q[8]) {
@@ -62,20 +94,32 @@ KERNEL void attn_split(Args a) {
     bool out_of_range = false;
     const size_t base = kv_slot(a, i, 0) + kvh * hd;
     const size_t kv_dim = a.kv_heads * hd;
-#pragma unroll 4
-    for (u32 jb = start + warp * kps; jb < end; jb += ATT_WARPS * kps) {
-        const u32 j = jb + grp;
-        const bool ok = j < end;
-        float k8[8], v8[8];
-        const size_t row = base + (size_t)(ok ? j : start) * kv_dim;
-        load_kv8(a.kc + row, d0, hd, vec, k8);
-        load_kv8(a.vc + row, d0, hd, vec, v8);
-        float d = group_sum(dot8(q, k8), L) * a.scale - a.phi;
-        if (ok && (d < a.lo || d > a.hi)) out_of_range = true;
-        float p = ok ? expf(d) : 0.0f;
-        l += p;
+    // SPLIT_BATCH keys per lane group at a time: all their K and V loads are issued before
+    // the first score needs one, so each lane keeps 2 x SPLIT_BATCH 16-byte loads in flight.
+    const u32 step_keys = ATT_WARPS * kps;
+    for (u32 jb = start + warp * kps; jb < end; jb += SPLIT_BATCH * step_keys) {
+        Raw8 kr[SPLIT_BATCH], vr[SPLIT_BATCH];
+        bool ok[SPLIT_BATCH];
 #pragma unroll
-        for (int e = 0; e < 8; e++) o[e] += p * v8[e];
+        for (int u = 0; u < SPLIT_BATCH; u++) {
+            const u32 j = jb + u * step_keys + grp;
+            ok[u] = j < end;
+            const size_t row = base + (size_t)(ok[u] ? j : start) * kv_dim;
+            kr[u] = load_raw8(a.kc + row, d0, hd, vec);
+            vr[u] = load_raw8(a.vc + row, d0, hd, vec);
+        }
+#pragma unroll
+        for (int u = 0; u < SPLIT_BATCH; u++) {
+            float k8[8], v8[8];
+            raw8_floats(kr[u], k8);
+            raw8_floats(vr[u], v8);
+            float d = group_sum(dot8(q, k8), L) * a.scale - a.phi;
+            if (ok[u] && (d < a.lo || d > a.hi)) out_of_range = true;
+            float p = ok[u] ? expf(d) : 0.0f;
+            l += p;
+#pragma unroll
+            for (int e = 0; e < 8; e++) o[e] += p * v8[e];
+        }
     }
 #pragma unroll
     for (int e = 0; e < 8; e++) o[e] = xor_sum(o[e], L, 32);
@@ -99,20 +143,24 @@ KERNEL void attn_split(Args a) {
 }
 
 #define ONLINE_TILE 128
+static_assert(ONLINE_TILE == ATT_WARPS * 32, "online_row gives each thread one key of a tile");
 
-// The synchronised online softmax for one (token, head); the whole block calls it.
+// The synchronised online softmax for one (token, head); the whole block (ATT_WARPS warps)
+// calls it. Per tile of ONLINE_TILE keys: scores by lane groups into shared memory, the
+// tile's max and sum by warp reductions, then each lane group accumulates p * v over its
+// keys of the tile in the same 8-dims-per-lane layout; one reduction at the end.
 DEV void online_row(const Args& a, u32 i, u32 h) {
     __shared__ float ps[ONLINE_TILE];
     __shared__ float part[ATT_WARPS];
+    __shared__ float red[ATT_WARPS][MAX_HEAD_DIM];
     const u32 hd = a.head_dim, kvh = h / (a.heads / a.kv_heads), pos = position_at(a, i);
     const u32 L = lanes_per_key(hd), kps = 32 / L;
     const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane / L, d0 = (lane % L) * 8, t = threadIdx.x;
     const bool vec = hd % 8 == 0;
     const size_t base = kv_slot(a, i, 0) + kvh * hd;
     const size_t kv_dim = a.kv_heads * hd;
-    float q[8];
+    float q[8], o[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     load_q8(a, i, h, d0, q);
-    float acc[MAX_HEAD_DIM / (ATT_WARPS * 32)] = {};
     float m_run = NEG_INF, l = 0.0f;
     for (u32 j0 = 0; j0 <= pos; j0 += ONLINE_TILE) {
         for (u32 kk = warp * kps; kk < ONLINE_TILE; kk += ATT_WARPS * kps) {
@@ -124,41 +172,63 @@ DEV void online_row(const Args& a, u32 i, u32 h) {
             if (lane % L == 0) ps[kk + grp] = ok ? s : NEG_INF;
         }
         __syncthreads();
-        float mx = NEG_INF;
-        for (u32 q2 = 0; q2 < ONLINE_TILE; q2++) mx = fmaxf(mx, ps[q2]);
+        // One key per thread (ONLINE_TILE == ATT_WARPS * 32).
+        float mx = warp_max(ps[t]);
+        if (lane == 0) part[warp] = mx;
+        __syncthreads();
+        mx = part[0];
+#pragma unroll
+        for (int w = 1; w < ATT_WARPS; w++) mx = fmaxf(mx, part[w]);
         const float m_new = fmaxf(m_run, mx), corr = expf(m_run - m_new);
+        const float p = j0 + t <= pos ? expf(ps[t] - m_new) : 0.0f;
+        __syncthreads(); // every thread has read part[] and ps[t]
+        ps[t] = p;
+        const float tile_sum = warp_sum(p);
+        if (lane == 0) part[warp] = tile_sum;
         __syncthreads();
-        float p = 0.0f;
-        if (t < ONLINE_TILE) {
-            p = j0 + t <= pos ? expf(ps[t] - m_new) : 0.0f;
-            ps[t] = p;
-        }
-        p = warp_sum(p);
-        if (lane == 0) part[warp] = p;
-        __syncthreads();
-        float tile_sum = 0.0f;
+        float sum = 0.0f;
 #pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++) tile_sum += part[w];
-        l = l * corr + tile_sum;
+        for (int w = 0; w < ATT_WARPS; w++) sum += part[w];
+        l = l * corr + sum;
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[e] *= corr;
         const u32 n = min((u32)ONLINE_TILE, pos + 1 - j0);
+        for (u32 kk = warp * kps + grp; kk < n; kk += ATT_WARPS * kps) {
+            float v8[8];
+            load_kv8(a.vc + base + (size_t)(j0 + kk) * kv_dim, d0, hd, vec, v8);
+            const float pk = ps[kk];
 #pragma unroll
-        for (int r = 0; r < MAX_HEAD_DIM / (ATT_WARPS * 32); r++) {
-            const u32 d = t + r * ATT_WARPS * 32;
-            if (d < hd) {
-                float s = 0.0f;
-                for (u32 q2 = 0; q2 < n; q2++) s += ps[q2] * kvf(a.vc[base + (size_t)(j0 + q2) * kv_dim + d]);
-                acc[r] = acc[r] * corr + s;
-            }
+            for (int e = 0; e < 8; e++) o[e] += pk * v8[e];
         }
         m_run = m_new;
-        __syncthreads();
+        __syncthreads(); // ps and part are refilled by the next tile
     }
-    float* y = a.y + (size_t)i * a.heads * hd + h * hd;
 #pragma unroll
-    for (int r = 0; r < MAX_HEAD_DIM / (ATT_WARPS * 32); r++) {
-        const u32 d = t + r * ATT_WARPS * 32;
-        if (d < hd) y[d] = acc[r] / l;
+    for (int e = 0; e < 8; e++) o[e] = xor_sum(o[e], L, 32);
+    if (lane < L) {
+#pragma unroll
+        for (int e = 0; e < 8; e++) if (d0 + e < hd) red[warp][d0 + e] = o[e];
     }
+    __syncthreads();
+    float* y = a.y + (size_t)i * a.heads * hd + h * hd;
+    for (u32 d = t; d < hd; d += ATT_WARPS * 32) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; w++) s += red[w][d];
+        y[d] = s / l;
+    }
+}
+
+// sum over chunks c of p[c * stride + off], four chunks at a time (independent loads).
+DEV float chunk_sum(const float* p, u32 chunks, u32 stride, u32 off) {
+    float s4[4] = {0, 0, 0, 0};
+    u32 c = 0;
+    for (; c + 4 <= chunks; c += 4) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) s4[e] += p[(size_t)(c + e) * stride + off];
+    }
+    for (; c < chunks; c++) s4[0] += p[(size_t)c * stride + off];
+    return (s4[0] + s4[1]) + (s4[2] + s4[3]);
 }
 
 // grid: (heads, m). Adds the chunks' partial sums and divides once; a row that attn_split
@@ -174,13 +244,8 @@ KERNEL void attn_combine(Args a) {
     }
     const u32 chunks = position_at(a, i) / st.attn_chunk_keys + 1, stride = hd + 1;
     const float* p = a.scratch + (size_t)(i * a.heads + h) * st.attn_chunks * stride;
-    float l = 0.0f;
-    for (u32 c = 0; c < chunks; c++) l += p[(size_t)c * stride + hd];
-    for (u32 d = threadIdx.x; d < hd; d += blockDim.x) {
-        float s = 0.0f;
-        for (u32 c = 0; c < chunks; c++) s += p[(size_t)c * stride + d];
-        a.y[(size_t)i * a.heads * hd + h * hd + d] = s / l;
-    }
+    const float l = chunk_sum(p, chunks, stride, hd);
+    for (u32 d = threadIdx.x; d < hd; d += blockDim.x) a.y[(size_t)i * a.heads * hd + h * hd + d] = chunk_sum(p, chunks, stride, d) / l;
 }
 
 // grid: (heads, m): prefill, every row with the online softmax.

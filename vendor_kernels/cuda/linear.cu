@@ -1,7 +1,8 @@
 // y[m, n_offset + j] = sum_k x[m, k] * w[j, k]: the three dataflows of a linear layer.
-// A (gemv_*): M <= GEMV_MAX_M; a warp per pair of output columns walks K once with 16-byte
-//   loads, every row's sums in registers, so the weights stream once for all rows; the
-//   RMSNorm prologue and the SwiGLU / RoPE+KV-write epilogues run inside it.
+// A (gemv_*): M <= GEMV_MAX_M; a block per four output columns, its warps splitting K,
+//   walks the weights once with 16-byte loads, every row's sums in registers, so the
+//   weights stream once for all rows; the RMSNorm prologue and the SwiGLU / RoPE+KV-write
+//   epilogues run inside it.
 // B (flat_gemm_mma): the paper's flat GEMM on tensor cores. The weight matrix is mma's
 //   16-row operand, so the tokens pad only to 8; a block owns 16 columns x 8 tokens and its
 //   FB_WARPS warps split K, so even N = 4096 puts thousands of warps in flight.
@@ -88,43 +89,55 @@ DEV void gemv_store(const Args& a, u32 r, u32 ca, u32 cb, bool va, bool vb, floa
     }
 }
 
-// A: block of GV_GROUPS warps, each a column pair. SwiGLU pairs gate j with up j (ldy = F);
-// RoPE pairs the two halves of a rotary pair.
-template <u32 MODE, bool BIAS> DEV void gemv_body(const Args& a) {
+// A: a block owns two column pairs (four columns) and its GV_WARPS warps split K, so
+// every lane keeps four 16-byte weight loads in flight and N = 4096 already fills the GPU
+// with warps. SwiGLU pairs gate j with up j (ldy = F); RoPE pairs the two halves of a
+// rotary pair. ROWS: the rows the accumulators hold (1, the decode case, or GEMV_MAX_M).
+template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
+    __shared__ float red[GV_WARPS][5 * ROWS]; // four columns' sums, then the sum of squares, per row
     const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const u32 N = a.n, K = a.k;
-    u32 ca, cb;
-    bool va, vb;
-    if constexpr ((MODE & MODE_SWIGLU) != 0) {
-        ca = blockIdx.x * GV_GROUPS + warp;
-        cb = ca + a.ldy;
-        va = vb = ca < a.ldy;
-    } else if constexpr ((MODE & MODE_ROPE) != 0) {
-        u32 p = blockIdx.x * GV_GROUPS + warp;
-        rope_pair(a, p, ca, cb);
-        va = vb = p < N / 2;
-    } else {
-        ca = blockIdx.x * 2 * GV_GROUPS + warp;
-        cb = ca + GV_GROUPS;
-        va = ca < N;
-        vb = cb < N;
-    }
-    const u32 m = min(row_count(a), (u32)GEMV_MAX_M);
-    // Columns past N read a valid row; their sums are never stored.
-    const W* wa = a.w + (size_t)min(ca, N - 1) * K;
-    const W* wb = a.w + (size_t)min(cb, N - 1) * K;
-    float da[GEMV_MAX_M], db[GEMV_MAX_M], sq[GEMV_MAX_M];
+    u32 col[4];
+    bool valid[4];
 #pragma unroll
-    for (int r = 0; r < GEMV_MAX_M; r++) da[r] = db[r] = sq[r] = 0.0f;
+    for (int q = 0; q < 2; q++) {
+        if constexpr ((MODE & MODE_SWIGLU) != 0) {
+            u32 p = blockIdx.x * 2 + q;
+            col[2 * q] = p;
+            col[2 * q + 1] = p + a.ldy;
+            valid[2 * q] = valid[2 * q + 1] = p < a.ldy;
+        } else if constexpr ((MODE & MODE_ROPE) != 0) {
+            u32 p = blockIdx.x * 2 + q;
+            rope_pair(a, p, col[2 * q], col[2 * q + 1]);
+            valid[2 * q] = valid[2 * q + 1] = p < N / 2;
+        } else {
+            col[2 * q] = blockIdx.x * 4 + 2 * q;
+            col[2 * q + 1] = col[2 * q] + 1;
+            valid[2 * q] = col[2 * q] < N;
+            valid[2 * q + 1] = col[2 * q + 1] < N;
+        }
+    }
+    const u32 m = ROWS == 1 ? 1u : min(row_count(a), (u32)ROWS);
+    // Columns past N read a valid row; their sums are never stored.
+    const W* wr[4];
+#pragma unroll
+    for (int c = 0; c < 4; c++) wr[c] = a.w + (size_t)min(col[c], N - 1) * K;
+    float acc[4][ROWS], sq[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        sq[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < 4; c++) acc[c][r] = 0.0f;
+    }
     if (K % 8 == 0) {
-#pragma unroll 4
-        for (u32 k0 = lane * 8; k0 < K; k0 += 256) {
-            float w0[8], w1[8], g[8];
-            load8(wa + k0, w0);
-            load8(wb + k0, w1);
+#pragma unroll 2
+        for (u32 k0 = (warp * 32 + lane) * 8; k0 < K; k0 += GV_WARPS * 256) {
+            float w[4][8], g[8];
+#pragma unroll
+            for (int c = 0; c < 4; c++) load8(wr[c] + k0, w[c]);
             if constexpr ((MODE & MODE_NORM) != 0) load8_f32(a.norm + k0, g);
 #pragma unroll
-            for (int r = 0; r < GEMV_MAX_M; r++) {
+            for (int r = 0; r < ROWS; r++) {
                 if (r < m) {
                     float xv[8];
                     load8_f32(a.x + (size_t)r * K + k0, xv);
@@ -134,40 +147,60 @@ template <u32 MODE, bool BIAS> DEV void gemv_body(const Args& a) {
                             sq[r] += xv[e] * xv[e];
                             xv[e] *= g[e];
                         }
-                        da[r] += w0[e] * xv[e];
-                        db[r] += w1[e] * xv[e];
+#pragma unroll
+                        for (int c = 0; c < 4; c++) acc[c][r] += w[c][e] * xv[e];
                     }
                 }
             }
         }
     } else {
-        for (u32 k = lane; k < K; k += 32) {
-            float w0 = wf(wa[k]), w1 = wf(wb[k]);
+        for (u32 k = warp * 32 + lane; k < K; k += GV_WARPS * 32) {
             float g = 1.0f;
             if constexpr ((MODE & MODE_NORM) != 0) g = a.norm[k];
 #pragma unroll
-            for (int r = 0; r < GEMV_MAX_M; r++) {
+            for (int r = 0; r < ROWS; r++) {
                 if (r < m) {
                     float xv = a.x[(size_t)r * K + k];
                     sq[r] += xv * xv;
-                    da[r] += w0 * xv * g;
-                    db[r] += w1 * xv * g;
+#pragma unroll
+                    for (int c = 0; c < 4; c++) acc[c][r] += wf(wr[c][k]) * xv * g;
                 }
             }
         }
     }
 #pragma unroll
-    for (int r = 0; r < GEMV_MAX_M; r++) {
+    for (int r = 0; r < ROWS; r++) {
         if (r < m) {
-            float sa = warp_sum(da[r]), sb = warp_sum(db[r]), ss = warp_sum(sq[r]);
-            if (lane == 0) gemv_store<MODE, BIAS>(a, r, ca, cb, va, vb, sa, sb, ss);
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                float v = warp_sum(acc[c][r]);
+                if (lane == 0) red[warp][c * ROWS + r] = v;
+            }
+            float v = warp_sum(sq[r]);
+            if (lane == 0) red[warp][4 * ROWS + r] = v;
         }
+    }
+    __syncthreads();
+    // Thread (pair q, row r) finishes its pair.
+    const u32 q = threadIdx.x / ROWS, r = threadIdx.x % ROWS;
+    if (q < 2 && r < m) {
+        float da = 0.0f, db = 0.0f, ss = 0.0f;
+#pragma unroll
+        for (int w = 0; w < GV_WARPS; w++) {
+            da += red[w][(2 * q) * ROWS + r];
+            db += red[w][(2 * q + 1) * ROWS + r];
+            ss += red[w][4 * ROWS + r];
+        }
+        gemv_store<MODE, BIAS>(a, r, col[2 * q], col[2 * q + 1], valid[2 * q], valid[2 * q + 1], da, db, ss);
     }
 }
 
-#define GEMV(name, mode)                                                   \
-    KERNEL void name(Args a) { gemv_body<mode, false>(a); }                \
-    KERNEL void name##_bias(Args a) { gemv_body<mode, true>(a); }
+// Names: gemv[_norm][_res|_swiglu|_rope][_bias][_r1] (_r1: one row).
+#define GEMV(name, mode)                                                        \
+    KERNEL void name(Args a) { gemv_body<mode, false, GEMV_MAX_M>(a); }         \
+    KERNEL void name##_bias(Args a) { gemv_body<mode, true, GEMV_MAX_M>(a); }   \
+    KERNEL void name##_r1(Args a) { gemv_body<mode, false, 1>(a); }             \
+    KERNEL void name##_bias_r1(Args a) { gemv_body<mode, true, 1>(a); }
 GEMV(gemv, 0u)
 GEMV(gemv_res, MODE_RESIDUAL)
 GEMV(gemv_swiglu, MODE_SWIGLU)
@@ -335,3 +368,21 @@ KERNEL void gemm_tiled_bias(Args a) { gemm_tiled_body<false, true>(a); }
 KERNEL void gemm_tiled_res_bias(Args a) { gemm_tiled_body<true, true>(a); }
 
 #endif
+
+// C through cuBLAS (f16 builds): the activations as f16 for cublasGemmEx, and the bias and
+// residual epilogue after it. x: a.n elements -> y (as f16).
+KERNEL void to_f16(Args a) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < a.n) ((f16*)a.y)[i] = f2h(a.x[i]);
+}
+
+// y[r, n_offset + j] += bias[n_offset + j] (a.mode & 2) + x2[r, n_offset + j] (a.mode & 1).
+KERNEL void linear_epilogue(Args a) {
+    u32 r = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= row_count(a) || j >= a.n) return;
+    size_t o = (size_t)r * a.ldy + a.n_offset + j;
+    float v = a.y[o];
+    if (a.mode & 2u) v += a.bias[a.n_offset + j];
+    if (a.mode & 1u) v += a.x2[o];
+    a.y[o] = v;
+}

@@ -106,9 +106,9 @@ impl Args {
 }
 
 /// One kernel launch: which kernel, its grid and block size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grid {
-    pub kernel: &'static str,
+    pub kernel: String,
     pub blocks: [u32; 3],
     pub threads: u32,
 }
@@ -121,52 +121,21 @@ fn check_tile(tile: Tile, have: Tile, what: &str) -> Result<()> {
     if tile == have { Ok(()) } else { Err(no_kernel(format!("a {what} with tile {tile} (the kernel's is {have})"))) }
 }
 
-/// The GEMV kernel of a prologue / epilogue combination.
-fn gemv_kernel(prologue: Option<Prologue>, epilogue: Epilogue, bias: bool) -> &'static str {
-    let norm = prologue.is_some();
-    let names: [&'static str; 16] = [
-        "gemv",
-        "gemv_bias",
-        "gemv_res",
-        "gemv_res_bias",
-        "gemv_swiglu",
-        "gemv_swiglu_bias",
-        "gemv_rope",
-        "gemv_rope_bias",
-        "gemv_norm",
-        "gemv_norm_bias",
-        "gemv_norm_res",
-        "gemv_norm_res_bias",
-        "gemv_norm_swiglu",
-        "gemv_norm_swiglu_bias",
-        "gemv_norm_rope",
-        "gemv_norm_rope_bias",
-    ];
+/// The GEMV kernel of a prologue / epilogue combination over `rows` rows.
+fn gemv_kernel(prologue: Option<Prologue>, epilogue: Epilogue, bias: bool, rows: usize) -> String {
     let e = match epilogue {
-        Epilogue::None => 0,
-        Epilogue::Residual => 1,
-        Epilogue::SwiGlu => 2,
-        Epilogue::Rope { .. } => 3,
+        Epilogue::None => "",
+        Epilogue::Residual => "_res",
+        Epilogue::SwiGlu => "_swiglu",
+        Epilogue::Rope { .. } => "_rope",
     };
-    names[(norm as usize) * 8 + e * 2 + bias as usize]
+    let norm = if prologue.is_some() { "_norm" } else { "" };
+    format!("gemv{norm}{e}{}{}", if bias { "_bias" } else { "" }, if rows == 1 { "_r1" } else { "" })
 }
 
-/// The name of a B/C kernel family member: `base`, `base_res`, `base_bias`, `base_res_bias`.
-fn product_kernel(base: &'static str, residual: bool, bias: bool) -> &'static str {
-    match (base, residual, bias) {
-        ("flat_gemm_mma", false, false) => "flat_gemm_mma",
-        ("flat_gemm_mma", true, false) => "flat_gemm_mma_res",
-        ("flat_gemm_mma", false, true) => "flat_gemm_mma_bias",
-        ("flat_gemm_mma", true, true) => "flat_gemm_mma_res_bias",
-        ("gemm_mma", false, false) => "gemm_mma",
-        ("gemm_mma", true, false) => "gemm_mma_res",
-        ("gemm_mma", false, true) => "gemm_mma_bias",
-        ("gemm_mma", true, true) => "gemm_mma_res_bias",
-        (_, false, false) => "gemm_tiled",
-        (_, true, false) => "gemm_tiled_res",
-        (_, false, true) => "gemm_tiled_bias",
-        (_, true, true) => "gemm_tiled_res_bias",
-    }
+/// A B/C kernel: `base`, with `_res` (residual epilogue) and `_bias`.
+fn product_kernel(base: &str, residual: bool, bias: bool) -> String {
+    format!("{base}{}{}", if residual { "_res" } else { "" }, if bias { "_bias" } else { "" })
 }
 
 /// The kernel launches of one launch of template `t` in a step of `m` tokens; the split-KV
@@ -175,8 +144,8 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
     let rows = launch.rows;
     let u = |v: usize| v as u32;
     let eb = cuda::ELEM_BLOCK;
-    let g = |kernel: &'static str, x: usize, y: usize, z: usize, threads: usize| Grid {
-        kernel,
+    let g = |kernel: &str, x: usize, y: usize, z: usize, threads: usize| Grid {
+        kernel: kernel.into(),
         blocks: [u(x), u(y), u(z)],
         threads: u(threads),
     };
@@ -188,9 +157,10 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
             if rows > cuda::GEMV_MAX_M {
                 return Err(no_kernel(format!("a GEMV over {rows} rows (at most {})", cuda::GEMV_MAX_M)));
             }
+            // A block owns GV_COLS columns: two SwiGLU / RoPE pairs, or four plain columns.
             let pairs = matches!(epilogue, Epilogue::SwiGlu | Epilogue::Rope { .. });
-            let blocks = if pairs { (n / 2).div_ceil(cuda::GV_GROUPS) } else { n.div_ceil(2 * cuda::GV_GROUPS) };
-            vec![g(gemv_kernel(prologue, epilogue, bias), blocks, 1, 1, cuda::GV_GROUPS * 32)]
+            let blocks = if pairs { (n / 2).div_ceil(cuda::GV_COLS / 2) } else { n.div_ceil(cuda::GV_COLS) };
+            vec![g(&gemv_kernel(prologue, epilogue, bias, rows), blocks, 1, 1, cuda::GV_WARPS * 32)]
         }
         (
             Params::Linear { n, bias, prologue: None, epilogue: e @ (Epilogue::None | Epilogue::Residual), .. },
@@ -199,20 +169,20 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
             let residual = e == Epilogue::Residual;
             if f16_weights {
                 check_tile(tile, Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N }, "flat GEMM")?;
-                vec![g(product_kernel("flat_gemm_mma", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, cuda::FB_WARPS * 32)]
+                vec![g(&product_kernel("flat_gemm_mma", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, cuda::FB_WARPS * 32)]
             } else {
                 check_tile(tile, Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE }, "flat GEMM of f32 weights")?;
-                vec![g(product_kernel("gemm_tiled", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, 256)]
+                vec![g(&product_kernel("gemm_tiled", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, 256)]
             }
         }
         (Params::Linear { n, bias, prologue: None, epilogue: e @ (Epilogue::None | Epilogue::Residual), .. }, Variant::Gemm { tile }) => {
             let residual = e == Epilogue::Residual;
             if f16_weights {
                 check_tile(tile, Tile { m: cuda::GEMM_TILE_M, n: cuda::GEMM_TILE_N }, "GEMM")?;
-                vec![g(product_kernel("gemm_mma", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, 256)]
+                vec![g(&product_kernel("gemm_mma", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, 256)]
             } else {
                 check_tile(tile, Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE }, "GEMM of f32 weights")?;
-                vec![g(product_kernel("gemm_tiled", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, 256)]
+                vec![g(&product_kernel("gemm_tiled", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, 256)]
             }
         }
         (Params::Rope { dims, .. }, Variant::Rope) => vec![g("rope", dims.qkv_width().div_ceil(eb), m, 1, eb)],
@@ -241,58 +211,49 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
 /// Every kernel of the loaded modules, by name.
 pub struct Kernels {
     _modules: Vec<Arc<CudaModule>>,
-    functions: HashMap<&'static str, CudaFunction>,
+    functions: HashMap<String, CudaFunction>,
 }
 
-/// Every kernel a family exports (the names `grids` and the argmax use).
-const EXPORTS: &[(&str, &[&str])] = &[
-    ("elementwise", &["embedding", "rms_norm", "rope", "kv_write", "swiglu", "add", "select_rows", "argmax", "stream_read", "stream_copy"]),
-    (
-        "linear",
-        &[
-            "gemv",
-            "gemv_bias",
-            "gemv_res",
-            "gemv_res_bias",
-            "gemv_swiglu",
-            "gemv_swiglu_bias",
-            "gemv_rope",
-            "gemv_rope_bias",
-            "gemv_norm",
-            "gemv_norm_bias",
-            "gemv_norm_res",
-            "gemv_norm_res_bias",
-            "gemv_norm_swiglu",
-            "gemv_norm_swiglu_bias",
-            "gemv_norm_rope",
-            "gemv_norm_rope_bias",
-        ],
-    ),
-    ("attention", &["attn_split", "attn_combine", "attn_online"]),
-];
-
-const TENSOR_CORE: &[&str] = &[
-    "flat_gemm_mma",
-    "flat_gemm_mma_res",
-    "flat_gemm_mma_bias",
-    "flat_gemm_mma_res_bias",
-    "gemm_mma",
-    "gemm_mma_res",
-    "gemm_mma_bias",
-    "gemm_mma_res_bias",
-];
-const CUDA_CORE: &[&str] = &["gemm_tiled", "gemm_tiled_res", "gemm_tiled_bias", "gemm_tiled_res_bias"];
+/// Every kernel a family exports (the names `grids`, the argmax and the benchmarks use).
+pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match family {
+        "elementwise" => names(&["embedding", "rms_norm", "rope", "kv_write", "swiglu", "add", "select_rows", "argmax", "stream_read", "stream_copy"]),
+        "linear" => {
+            let mut out = vec![];
+            for prologue in [None, Some(Prologue::RmsNorm { eps: 0.0 })] {
+                let dims = crate::lower::kernel::HeadDims { heads: 1, kv_heads: 1, head_dim: 2 };
+                for epilogue in [Epilogue::None, Epilogue::Residual, Epilogue::SwiGlu, Epilogue::Rope { dims }] {
+                    for bias in [false, true] {
+                        out.extend([gemv_kernel(prologue, epilogue, bias, 1), gemv_kernel(prologue, epilogue, bias, 2)]);
+                    }
+                }
+            }
+            if f16_weights {
+                out.extend(["to_f16".to_string(), "linear_epilogue".to_string()]);
+            }
+            let bases: &[&str] = if f16_weights { &["flat_gemm_mma", "gemm_mma"] } else { &["gemm_tiled"] };
+            for base in bases {
+                for (residual, bias) in [(false, false), (true, false), (false, true), (true, true)] {
+                    out.push(product_kernel(base, residual, bias));
+                }
+            }
+            out
+        }
+        "attention" => names(&["attn_split", "attn_combine", "attn_online"]),
+        other => unreachable!("no kernel family {other}"),
+    }
+}
 
 impl Kernels {
     /// The functions of `modules` (in `compile::FAMILIES` order).
     pub fn new(modules: Vec<Arc<CudaModule>>, f16_weights: bool) -> Result<Kernels> {
         let mut functions = HashMap::new();
-        for (module, (family, names)) in modules.iter().zip(EXPORTS) {
-            let products = if *family == "linear" { if f16_weights { TENSOR_CORE } else { CUDA_CORE } } else { &[] };
-            for &name in names.iter().chain(products) {
-                let f = module.load_function(name).map_err(|e| Error::Backend {
+        for (module, family) in modules.iter().zip(super::compile::FAMILIES) {
+            for name in exports(family.name, f16_weights) {
+                let f = module.load_function(&name).map_err(|e| Error::Backend {
                     backend: "cuda".into(),
-                    op: format!("loading kernel {name} of the {family} kernels"),
+                    op: format!("loading kernel {name} of the {} kernels", family.name),
                     reason: e.to_string(),
                 })?;
                 functions.insert(name, f);

@@ -29,6 +29,8 @@ struct Bench {
     kernels: Kernels,
     caps: BackendCaps,
     f16: bool,
+    /// C runs through cuBLAS where the executor would run it so (FDPP_CUBLAS=0: the own kernel).
+    blas: Option<super::blas::Blas>,
 }
 
 fn io() -> Io {
@@ -81,7 +83,7 @@ impl Bench {
         let sink = self.alloc::<f32>(4, "bandwidth sink")?;
         let s = &self.stream;
         let words = size / 16;
-        let grid = |kernel| Grid { kernel, blocks: [132 * 16, 1, 1], threads: 256 };
+        let grid = |kernel: &str| Grid { kernel: kernel.into(), blocks: [132 * 16, 1, 1], threads: 256 };
         let ops = effort.bandwidth_ops;
         let read_args: Vec<Args> =
             bufs.iter().map(|b| Args { x: ptr(b, s), y: ptr(&sink, s), n: words as u32, ..Default::default() }).collect();
@@ -122,7 +124,7 @@ impl Bench {
         let s = &self.stream;
         let forth = Args { step: ptr(step, s), x: ptr(&a, s), x2: ptr(&a, s), y: ptr(&b, s), n: 64, ..Default::default() };
         let back = Args { x: forth.y, x2: forth.y, y: forth.x, ..forth };
-        let g = Grid { kernel: "add", blocks: [1, 1, 1], threads: cuda::ELEM_BLOCK as u32 };
+        let g = Grid { kernel: "add".into(), blocks: [1, 1, 1], threads: cuda::ELEM_BLOCK as u32 };
         // SAFETY: both buffers hold the 64 floats of one row; the step buffer says m = 1.
         let t = self.time(5, &|| (0..256).try_for_each(|i| unsafe { self.go(&g, if i % 2 == 0 { &forth } else { &back }) }))?;
         Ok(t / 256.0)
@@ -166,8 +168,15 @@ impl Bench {
                         .iter()
                         .map(|w| Args { step: ptr(&step, s), x: ptr(&xb, s), w: ptr(w, s), y: ptr(&yb, s), ..Args::of(&t, 0, |_| 0) })
                         .collect();
-                    // SAFETY: x holds max_m >= m rows of k, y max_m rows of n, each weight n x k.
-                    let pass = || (0..reps).try_for_each(|r| g.iter().try_for_each(|g| unsafe { self.go(g, &args[r % copies]) }));
+                    let blas = self.blas.as_ref().filter(|_| imp == LinearImpl::Gemm);
+                    // SAFETY: x holds max_m >= m rows of k, y max_m rows of n, each weight n x k;
+                    // the cuBLAS buffer MAX_M rows of the longest k.
+                    let pass = || {
+                        (0..reps).try_for_each(|r| match blas {
+                            Some(b) => unsafe { b.gemm(&self.kernels, s, &t, &args[r % copies], m) },
+                            None => g.iter().try_for_each(|g| unsafe { self.go(g, &args[r % copies]) }),
+                        })
+                    };
                     let micros = self.time(effort.repeats, &pass)? / reps as f64;
                     let moved = (n * k * elem + m * k * 4 + m * n * 4) as f64;
                     let gbytes_per_s = moved / micros / 1e3;
@@ -287,7 +296,10 @@ pub fn run(sweep: &Sweep, opts: &CudaOptions, progress: &mut dyn FnMut(usize, us
     let dev = CudaDevice::open(opts)?;
     let f16 = dev.caps.weight_dtype == DType::F16;
     let kernels = Kernels::new(compile::load_all(&dev.ctx, f16, f16, dev.arch, dev.driver)?, f16)?;
-    let ex = Bench { stream: dev.stream.clone(), kernels, caps: dev.caps.clone(), f16 };
+    let use_blas = f16 && super::blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
+    let max_k = sweep.shapes.iter().map(|s| s.1).max().unwrap_or(1);
+    let blas = if use_blas { Some(super::blas::Blas::new(&dev.stream, MAX_M * max_k)?) } else { None };
+    let ex = Bench { stream: dev.stream.clone(), kernels, caps: dev.caps.clone(), f16, blas };
     let kv_elem = if f16 { 2 } else { 4 };
     let (mut ctxs, mut skipped_ctx) = (vec![], vec![]);
     for &ctx in sweep.ctxs {
@@ -310,7 +322,7 @@ pub fn run(sweep: &Sweep, opts: &CudaOptions, progress: &mut dyn FnMut(usize, us
     let linear = ex.linear_sweep(&effort, sweep.shapes, sweep.ms, bandwidth.read_gbytes_per_s, &mut tick)?;
     let attention = ex.attention_sweep(&effort, a, &ctxs, &mut tick)?;
     Ok(KernelReport {
-        device: format!("cuda: {}", dev.caps.device),
+        device: format!("cuda: {}{}", dev.caps.device, if use_blas { ", C through cuBLAS" } else { "" }),
         copy_gbytes_per_s: bandwidth.copy_kernel_gbytes_per_s.max(bandwidth.copy_buffer_gbytes_per_s),
         read_gbytes_per_s: bandwidth.read_gbytes_per_s,
         bandwidth,

@@ -9,6 +9,7 @@
 //! copy, one graph launch and one read-back. Only the picked ids are read back, into one of
 //! two pinned slots, so the driver can submit step t + 1 before collecting step t.
 
+pub mod blas;
 pub mod compile;
 pub mod kernels;
 pub mod microbench;
@@ -24,8 +25,8 @@ use kernels::{Args, Grid, Kernels, STEP_WORDS, step_words};
 use super::{BackendCaps, Capacity, CudaOptions, Device, Executor, Pick, StepInput, StepOutput, StepTiming, Tokens, WeightPrecision};
 use crate::error::{Error, Result};
 use crate::lower::caps::cuda;
-use crate::lower::kernel::Params;
-use crate::lower::{LoweredStep, Lowering, Template};
+use crate::lower::kernel::{Params, Variant};
+use crate::lower::{Launch, LoweredStep, Lowering, Template};
 use crate::model::WeightSource;
 use crate::tensor::DType;
 
@@ -136,7 +137,7 @@ pub unsafe fn launch(kernels: &Kernels, stream: &CudaStream, g: &Grid, args: &Ar
     // SAFETY: the kernel takes one `Args` (the same layout, common.cuh), which the driver
     // copies at this call; the caller vouches for the memory behind its pointers.
     unsafe {
-        cudarc::driver::result::launch_kernel(kernels.function(g.kernel), (x, y, z), (g.threads, 1, 1), 0, stream.cu_stream(), &mut params)
+        cudarc::driver::result::launch_kernel(kernels.function(&g.kernel), (x, y, z), (g.threads, 1, 1), 0, stream.cu_stream(), &mut params)
     }
     .map_err(|e| driver_error(&format!("launching {}", g.kernel), e))
 }
@@ -257,6 +258,8 @@ impl Device for CudaDevice {
             profile: None,
             graphs: HashMap::new(),
             use_graphs: std::env::var("FDPP_CUDA_GRAPHS").map_or(true, |v| v != "0"),
+            blas: None,
+            use_blas: f16 && blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0"),
         }))
     }
 }
@@ -332,6 +335,9 @@ pub struct CudaExecutor {
     profile: Option<Vec<(CudaEvent, CudaEvent)>>,
     graphs: HashMap<GraphKey, StepGraph>,
     use_graphs: bool,
+    /// cuBLAS for C where it loads (f16 weights), sized with the activations.
+    blas: Option<blas::Blas>,
+    use_blas: bool,
 }
 
 /// Graphs kept at once (one per step shape seen; a long run sees few).
@@ -355,6 +361,10 @@ impl CudaExecutor {
             let n = e.next_multiple_of(8).max(8);
             self.activations
                 .push(self.stream.alloc_zeros::<f32>(n).map_err(|err| alloc_error(&format!("activations for {cap} tokens"), n * 4, err))?);
+        }
+        if self.use_blas {
+            let max_k = l.graph.params.iter().filter(|p| p.shape.len() == 2).map(|p| p.shape[1]).max().unwrap_or(1);
+            self.blas = Some(blas::Blas::new(&self.stream, cap * max_k)?);
         }
         let words = STEP_WORDS + 4 * cap;
         self.step_buf = Some(self.stream.alloc_zeros::<u32>(words).map_err(|e| alloc_error("the step buffer", words * 4, e))?);
@@ -416,13 +426,24 @@ impl CudaExecutor {
             .collect()
     }
 
-    fn run_launches(&self, step: &LoweredStep, grids: &[Vec<Grid>]) -> Result<()> {
-        for (launch, gs) in step.launches.iter().zip(grids) {
-            for g in gs {
-                self.launch(g, &self.args[launch.template])?;
-            }
+    /// Whether `launch` runs through cuBLAS.
+    fn on_blas(&self, launch: &Launch) -> bool {
+        self.blas.is_some() && matches!(launch.variant, Variant::Gemm { .. })
+    }
+
+    fn run_launch(&self, launch: &Launch, grids: &[Grid]) -> Result<()> {
+        let args = &self.args[launch.template];
+        if let (true, Some(b)) = (self.on_blas(launch), &self.blas) {
+            let t = &self.lowering.templates[launch.template];
+            // SAFETY: as in `launch`; the f16 buffer was sized for `cap_m` rows of the
+            // longest K when the activations were.
+            return unsafe { b.gemm(&self.kernels, &self.stream, t, args, launch.rows) };
         }
-        Ok(())
+        grids.iter().try_for_each(|g| self.launch(g, args))
+    }
+
+    fn run_launches(&self, step: &LoweredStep, grids: &[Vec<Grid>]) -> Result<()> {
+        step.launches.iter().zip(grids).try_for_each(|(launch, gs)| self.run_launch(launch, gs))
     }
 
     /// Runs the step's launches: replayed from a graph captured for its shape, or recorded
@@ -432,9 +453,7 @@ impl CudaExecutor {
             let grids = self.step_grids(step, 0)?;
             for ((launch, gs), (start, end)) in step.launches.iter().zip(&grids).zip(events) {
                 start.record(&self.stream).map_err(|e| driver_error("recording an event", e))?;
-                for g in gs {
-                    self.launch(g, &self.args[launch.template])?;
-                }
+                self.run_launch(launch, gs)?;
                 end.record(&self.stream).map_err(|e| driver_error("recording an event", e))?;
             }
             return Ok(());
@@ -442,7 +461,8 @@ impl CudaExecutor {
         // Chunk counts are rounded up to a power of two: one graph serves every step whose
         // chunking differs only there (the blocks past a step's chunks return at once).
         let bucket = step.split_kv.map(|(chunks, keys)| (chunks.next_power_of_two().min(cuda::MAX_ATTN_CHUNKS), keys));
-        if !self.use_graphs {
+        // Prefill-sized steps (cuBLAS products) run once per request: no graph.
+        if !self.use_graphs || step.launches.iter().any(|l| self.on_blas(l)) {
             let grids = self.step_grids(step, bucket.map_or(0, |b| b.0))?;
             return self.run_launches(step, &grids);
         }
@@ -467,7 +487,7 @@ impl CudaExecutor {
 
 impl Executor for CudaExecutor {
     fn describe(&self) -> String {
-        format!("cuda: {}", self.lowering.caps.device)
+        format!("cuda: {}{}", self.lowering.caps.device, if self.use_blas { ", C through cuBLAS" } else { "" })
     }
 
     fn submit(&mut self, step: &LoweredStep, input: &StepInput, tokens: Tokens, pick: &Pick, slot: usize) -> Result<()> {
@@ -507,7 +527,7 @@ impl Executor for CudaExecutor {
         self.record(step)?;
         let l = &self.lowering;
         if *pick == Pick::Argmax {
-            let g = Grid { kernel: "argmax", blocks: [1, n_out as u32, 1], threads: 256 };
+            let g = Grid { kernel: "argmax".into(), blocks: [1, n_out as u32, 1], threads: 256 };
             self.launch(&g, &self.argmax)?;
         }
         record(&self.slot_events[slot].end)?;
