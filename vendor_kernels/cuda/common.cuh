@@ -41,6 +41,25 @@ DEV void mma_16x8x16(float c[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1)
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// Programmatic dependent launch (sm_90 on): the executor launches every kernel so that it
+// may start while the kernel before it is still finishing. Each kernel therefore lets the
+// next one start early (pdl_trigger) and waits for the one before it to complete and flush
+// (pdl_wait) before it touches any memory that kernel reads or writes. Work that needs no
+// such memory (prefetching weights into L2) goes before the wait: that is the overlap.
+#if __CUDA_ARCH__ >= 900
+DEV void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+DEV void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+#else
+DEV void pdl_trigger() {}
+DEV void pdl_wait() {}
+#endif
+// The start of every kernel whose reads all depend on the kernel before it.
+DEV void pdl_begin() {
+    pdl_trigger();
+    pdl_wait();
+}
+DEV void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 DEV float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

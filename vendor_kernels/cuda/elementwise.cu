@@ -4,6 +4,7 @@
 // Rows of the embedding table picked by token id. A table split into chunks is gathered by
 // one launch per chunk; each handles the tokens whose id falls in its rows.
 KERNEL void embedding(Args a) {
+    pdl_begin();
     u32 i = blockIdx.y, j = blockIdx.x * ELEM_BLOCK + threadIdx.x, H = a.k;
     if (i >= step_of(a).m || j >= H) return;
     u32 tok = token_at(a, i);
@@ -13,6 +14,7 @@ KERNEL void embedding(Args a) {
 
 // One block of 256 per row: x / sqrt(mean(x^2) + eps) * weight.
 KERNEL void rms_norm(Args a) {
+    pdl_begin();
     __shared__ float part[8];
     u32 i = blockIdx.y, H = a.k, t = threadIdx.x;
     if (i >= row_count(a)) return;
@@ -32,6 +34,7 @@ KERNEL void rms_norm(Args a) {
 // Rotary embedding of the Q and K heads of a fused QKV row (split-halves layout); V is
 // copied. mode 1 also appends the rotated K and the V to the sequence's cache.
 KERNEL void rope(Args a) {
+    pdl_begin();
     u32 i = blockIdx.y, j = blockIdx.x * ELEM_BLOCK + threadIdx.x, width = a.n;
     if (i >= step_of(a).m || j >= width) return;
     u32 d = a.head_dim, half = d / 2, q_dim = a.heads * d, rotated = q_dim + a.kv_heads * d;
@@ -53,6 +56,7 @@ KERNEL void rope(Args a) {
 
 // Appends K and V of each token (from the rotated QKV row) to its sequence's cache.
 KERNEL void kv_write(Args a) {
+    pdl_begin();
     u32 i = blockIdx.y, j = blockIdx.x * ELEM_BLOCK + threadIdx.x;
     u32 kv_dim = a.kv_heads * a.head_dim;
     if (i >= step_of(a).m || j >= kv_dim) return;
@@ -64,12 +68,14 @@ KERNEL void kv_write(Args a) {
 
 // silu(gate) * up, with gate and up side by side in each input row.
 KERNEL void swiglu(Args a) {
+    pdl_begin();
     u32 i = blockIdx.y, j = blockIdx.x * ELEM_BLOCK + threadIdx.x, F = a.n;
     if (i >= row_count(a) || j >= F) return;
     a.y[(size_t)i * F + j] = silu_mul(a.x[(size_t)i * 2 * F + j], a.x[(size_t)i * 2 * F + F + j]);
 }
 
 KERNEL void add(Args a) {
+    pdl_begin();
     u32 i = blockIdx.y, j = blockIdx.x * ELEM_BLOCK + threadIdx.x, H = a.n;
     if (i >= row_count(a) || j >= H) return;
     size_t o = (size_t)i * H + j;
@@ -77,6 +83,7 @@ KERNEL void add(Args a) {
 }
 
 KERNEL void select_rows(Args a) {
+    pdl_begin();
     u32 r = blockIdx.y, j = blockIdx.x * ELEM_BLOCK + threadIdx.x, H = a.n;
     if (r >= step_of(a).n_out || j >= H) return;
     a.y[(size_t)r * H + j] = a.x[(size_t)out_row_at(a, r) * H + j];
@@ -85,6 +92,7 @@ KERNEL void select_rows(Args a) {
 // Greedy sampling on the device: the index of the largest logit of each output row (the
 // lowest index among equals), written to flags[1 + row]. One block of 256 per row.
 KERNEL void argmax(Args a) {
+    pdl_begin();
     __shared__ float bv[8];
     __shared__ u32 bi[8];
     u32 r = blockIdx.y, V = a.n, t = threadIdx.x;
@@ -113,6 +121,7 @@ KERNEL void argmax(Args a) {
 // Bandwidth probes of `bench kernels`: a.n 16-byte words read (summed into one word per
 // thread that no input makes non-zero, so the loads cannot be dropped), or copied x -> y.
 KERNEL void stream_read(Args a) {
+    pdl_begin();
     const uint4* p = (const uint4*)a.x;
     u32 acc = 0;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.n; i += (size_t)gridDim.x * blockDim.x) {
@@ -123,6 +132,7 @@ KERNEL void stream_read(Args a) {
 }
 
 KERNEL void stream_copy(Args a) {
+    pdl_begin();
     const uint4* p = (const uint4*)a.x;
     uint4* q = (uint4*)a.y;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.n; i += (size_t)gridDim.x * blockDim.x) q[i] = p[i];

@@ -53,15 +53,15 @@ impl Blas {
     /// As `super::launch`: the pointers of `args` are live allocations sized for `rows` rows
     /// of template `t`, and `rows * k` is at most `capacity()`.
     pub unsafe fn gemm(&self, kernels: &Kernels, stream: &CudaStream, t: &Template, args: &Args, rows: usize) -> Result<()> {
-        let Params::Linear { n, k, n_offset, ldy, bias, epilogue, .. } = t.params else {
-            unreachable!("cuBLAS runs linear layers only")
-        };
+        let Params::Linear { n, k, n_offset, ldy, bias, epilogue, .. } = t.params else { unreachable!("cuBLAS runs linear layers only") };
         let s = stream;
         let elems = rows * k;
         let eb = cuda::ELEM_BLOCK;
         let half = Args { x: args.x, y: ptr(&self.half_x, s), n: elems as u32, ..Default::default() };
         // SAFETY: x holds rows x k floats (caller); half_x at least that many halves.
-        unsafe { launch(kernels, s, &Grid { kernel: "to_f16".into(), blocks: [elems.div_ceil(eb) as u32, 1, 1], threads: eb as u32 }, &half)? };
+        unsafe {
+            launch(kernels, s, &Grid { kernel: "to_f16".into(), blocks: [elems.div_ceil(eb) as u32, 1, 1], threads: eb as u32 }, &half)?
+        };
         let (alpha, beta) = (1.0f32, 0.0f32);
         // Row-major y[rows, ldy] is column-major [ldy, rows]: its columns n_offset.. are
         // W (row-major [n, k], column-major [k, n], transposed) times x^T ([k, rows]).

@@ -212,13 +212,18 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
 pub struct Kernels {
     _modules: Vec<Arc<CudaModule>>,
     functions: HashMap<String, CudaFunction>,
+    /// Launch with programmatic dependent launch (compute capability 9.0 on; FDPP_CUDA_PDL=0
+    /// turns it off): see `pdl_begin` in common.cuh.
+    pub pdl: bool,
 }
 
 /// Every kernel a family exports (the names `grids`, the argmax and the benchmarks use).
 pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match family {
-        "elementwise" => names(&["embedding", "rms_norm", "rope", "kv_write", "swiglu", "add", "select_rows", "argmax", "stream_read", "stream_copy"]),
+        "elementwise" => {
+            names(&["embedding", "rms_norm", "rope", "kv_write", "swiglu", "add", "select_rows", "argmax", "stream_read", "stream_copy"])
+        }
         "linear" => {
             let mut out = vec![];
             for prologue in [None, Some(Prologue::RmsNorm { eps: 0.0 })] {
@@ -246,8 +251,8 @@ pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
 }
 
 impl Kernels {
-    /// The functions of `modules` (in `compile::FAMILIES` order).
-    pub fn new(modules: Vec<Arc<CudaModule>>, f16_weights: bool) -> Result<Kernels> {
+    /// The functions of `modules` (in `compile::FAMILIES` order), compiled for `arch`.
+    pub fn new(modules: Vec<Arc<CudaModule>>, f16_weights: bool, arch: (i32, i32)) -> Result<Kernels> {
         let mut functions = HashMap::new();
         for (module, family) in modules.iter().zip(super::compile::FAMILIES) {
             for name in exports(family.name, f16_weights) {
@@ -259,7 +264,8 @@ impl Kernels {
                 functions.insert(name, f);
             }
         }
-        Ok(Kernels { _modules: modules, functions })
+        let pdl = arch.0 >= 9 && std::env::var("FDPP_CUDA_PDL").map_or(true, |v| v != "0");
+        Ok(Kernels { _modules: modules, functions, pdl })
     }
 
     pub fn function(&self, name: &str) -> sys::CUfunction {

@@ -295,7 +295,7 @@ pub fn run(sweep: &Sweep, opts: &CudaOptions, progress: &mut dyn FnMut(usize, us
     }
     let dev = CudaDevice::open(opts)?;
     let f16 = dev.caps.weight_dtype == DType::F16;
-    let kernels = Kernels::new(compile::load_all(&dev.ctx, f16, f16, dev.arch, dev.driver)?, f16)?;
+    let kernels = Kernels::new(compile::load_all(&dev.ctx, f16, f16, dev.arch, dev.driver)?, f16, dev.arch)?;
     let use_blas = f16 && super::blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
     let max_k = sweep.shapes.iter().map(|s| s.1).max().unwrap_or(1);
     let blas = if use_blas { Some(super::blas::Blas::new(&dev.stream, MAX_M * max_k)?) } else { None };

@@ -134,12 +134,30 @@ pub unsafe fn launch(kernels: &Kernels, stream: &CudaStream, g: &Grid, args: &Ar
     let mut a = *args;
     let mut params = [&mut a as *mut Args as *mut c_void];
     let [x, y, z] = g.blocks;
+    let mut pdl = sys::CUlaunchAttribute {
+        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+        pad: [0; 4],
+        value: sys::CUlaunchAttributeValue { programmaticStreamSerializationAllowed: 1 },
+    };
+    let config = sys::CUlaunchConfig {
+        gridDimX: x,
+        gridDimY: y,
+        gridDimZ: z,
+        blockDimX: g.threads,
+        blockDimY: 1,
+        blockDimZ: 1,
+        sharedMemBytes: 0,
+        hStream: stream.cu_stream(),
+        attrs: &mut pdl,
+        numAttrs: kernels.pdl as u32,
+    };
     // SAFETY: the kernel takes one `Args` (the same layout, common.cuh), which the driver
-    // copies at this call; the caller vouches for the memory behind its pointers.
-    unsafe {
-        cudarc::driver::result::launch_kernel(kernels.function(&g.kernel), (x, y, z), (g.threads, 1, 1), 0, stream.cu_stream(), &mut params)
-    }
-    .map_err(|e| driver_error(&format!("launching {}", g.kernel), e))
+    // copies at this call; `config` and its attribute live across the call; the caller
+    // vouches for the memory behind the pointers. Every kernel waits (`pdl_wait`) before it
+    // touches memory an earlier kernel writes, as programmatic launch requires.
+    unsafe { sys::cuLaunchKernelEx(&config, kernels.function(&g.kernel), params.as_mut_ptr(), std::ptr::null_mut()) }
+        .result()
+        .map_err(|e| driver_error(&format!("launching {}", g.kernel), e))
 }
 
 /// A weight in device memory: its chunks (the lowering's layout), and vectors (norm
@@ -172,7 +190,7 @@ impl Device for CudaDevice {
             return Err(Error::InvalidArgument(format!("the lowering was made for {}, not for this device ({})", l.device, caps.device)));
         }
         let f16 = caps.weight_dtype == DType::F16;
-        let kernels = Kernels::new(compile::load_all(&ctx, f16, f16, arch, driver)?, f16)?;
+        let kernels = Kernels::new(compile::load_all(&ctx, f16, f16, arch, driver)?, f16, arch)?;
         let g = &lowering.graph;
         let c = &g.config;
         let kv_elem = if f16 { 2 } else { 4 };

@@ -25,7 +25,7 @@ impl Rig {
         let dev = CudaDevice::open(&CudaOptions { ordinal: 0, precision }).map_err(crate::testing::skip_unavailable).ok()?;
         let f16 = dev.caps.weight_dtype == DType::F16;
         let modules = compile::load_all(&dev.ctx, f16, f16, dev.arch, dev.driver).unwrap();
-        Some(Rig { stream: dev.stream, kernels: Kernels::new(modules, f16).unwrap(), f16, caps: dev.caps })
+        Some(Rig { stream: dev.stream, kernels: Kernels::new(modules, f16, dev.arch).unwrap(), f16, caps: dev.caps })
     }
 
     fn f32s(&self, v: &[f32]) -> CudaSlice<f32> {
@@ -180,16 +180,19 @@ fn check_attention(precision: WeightPrecision) {
         let (kv_k, kv_v) = (random(&mut rng, seqs * max_ctx * kv_dim, 1.0), random(&mut rng, seqs * max_ctx * kv_dim, 1.0));
         let ((kc, k_stored), (vc, v_stored)) = (rig.stored(&kv_k), rig.stored(&kv_v));
         let scale = 1.0 / (hd as f32).sqrt();
-        for positions in [vec![0usize], vec![31, 32, 33], vec![1000, 5, 64]] {
+        // One token per sequence (decode), and rows of one sequence (prefill).
+        let prefill: Vec<usize> = (57..66).collect();
+        for (positions, one_sequence) in [(vec![0usize], false), (vec![31, 32, 33], false), (vec![1000, 5, 64], false), (prefill, true)] {
             let m = positions.len();
-            let row_seqs: Vec<usize> = (0..m).collect();
+            let row_seqs: Vec<usize> = (0..m).map(|i| if one_sequence { 0 } else { i }).collect();
             let x = random(&mut rng, m * dims.qkv_width(), 2.0);
             let xbuf = rig.f32s(&x);
             let keys = positions.iter().max().unwrap() + 1;
             let split = crate::lower::split_kv(keys, limits.max_chunks, limits.min_chunk_keys);
             let mut want: Vec<f64> = vec![];
             for i in 0..m {
-                let (k, v) = (&k_stored[i * max_ctx * kv_dim..], &v_stored[i * max_ctx * kv_dim..]);
+                let seq = row_seqs[i];
+                let (k, v) = (&k_stored[seq * max_ctx * kv_dim..], &v_stored[seq * max_ctx * kv_dim..]);
                 for h in 0..dims.heads {
                     let q = &x[i * dims.qkv_width() + h * hd..][..hd];
                     want.extend(attend(q, k, v, positions[i], kv_dim, hd, (h / 2) * hd, scale as f64));
@@ -204,6 +207,9 @@ fn check_attention(precision: WeightPrecision) {
                 ("online", UnifiedMax::default()),
                 ("fallback", UnifiedMax { phi: 0.0, lo: -1e30, hi: -1e30 }),
             ] {
+                if one_sequence && name != "online" {
+                    continue; // split-KV steps hold one token per sequence
+                }
                 let variant = match name {
                     "online" => Variant::OnlineAttention,
                     _ => Variant::SplitKvAttention { chunks: split.0, chunk_keys: split.1, unified },
