@@ -84,10 +84,16 @@ fn check_linear(precision: WeightPrecision) {
     // f16: x is rounded to f16 for the tensor cores as well.
     let tol = if rig.f16 { 2e-2 } else { 1e-5 };
     let mut rng = Rng::new(1);
-    // Unaligned K (19, 33, 100), long K, and a chunk written at an offset into wider rows.
-    for &(n, k, n_offset, ldy) in
-        &[(37usize, 19usize, 0usize, 37usize), (70, 33, 0, 70), (129, 100, 0, 129), (21, 1100, 0, 21), (96, 256, 5, 110)]
-    {
+    // Unaligned K (19, 33, 100), long K, a chunk written at an offset into wider rows, and a
+    // wide N that is not a multiple of any tile.
+    for &(n, k, n_offset, ldy) in &[
+        (37usize, 19usize, 0usize, 37usize),
+        (70, 33, 0, 70),
+        (129, 100, 0, 129),
+        (21, 1100, 0, 21),
+        (96, 256, 5, 110),
+        (4100, 64, 0, 4100),
+    ] {
         let w = random(&mut rng, n * k, 1.0);
         let (wbuf, w_stored) = rig.stored(&w);
         let bias = random(&mut rng, n_offset + n, 1.0);
