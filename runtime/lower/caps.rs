@@ -151,7 +151,7 @@ pub mod wgsl {
     /// Keys per tile of `attn_split` (`SPLIT_TILE`): the shortest chunk.
     pub const SPLIT_TILE: usize = 16;
     /// Chunks per (token, head) of the split-KV attention (the partials are sized for it).
-    pub const MAX_ATTN_CHUNKS: usize = 32;
+    pub const MAX_ATTN_CHUNKS: usize = 64;
     /// Most rows of a split-KV step (flags per layer are sized for it).
     pub const SPLIT_MAX_M: usize = 64;
     /// Longest head the attention kernels hold (`MAX_HD`).

@@ -197,3 +197,54 @@ pub enum Params {
         width: usize,
     },
 }
+
+/// The scalar parameters of a launch as GPU kernels read them, filled from its template once:
+/// the wgpu backend's node uniform and the CUDA backend's kernel arguments are built from
+/// it (each adds what only its kernels need). `mode` here is only the RoPE's KV write.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LaunchScalars {
+    /// 1: the launch's rows are the step's output rows (`n_out`), 0: all its tokens (`m`).
+    pub rows_out: u32,
+    pub n: u32,
+    pub k: u32,
+    pub n_offset: u32,
+    pub ldy: u32,
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    /// First flag word of an attention layer.
+    pub flag_offset: u32,
+    pub mode: u32,
+    /// KV positions per sequence (the caches' stride).
+    pub max_ctx: u32,
+    pub eps: f32,
+    pub scale: f32,
+    pub phi: f32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl LaunchScalars {
+    /// The scalars of template `t`; `flag_offset(layer)` is an attention layer's first flag.
+    pub fn of(t: &super::Template, max_ctx: usize, flag_offset: impl Fn(usize) -> usize) -> LaunchScalars {
+        let base = LaunchScalars { rows_out: t.out_rows as u32, max_ctx: max_ctx as u32, ..Default::default() };
+        let u = |v: usize| v as u32;
+        let dims = |d: HeadDims| LaunchScalars { heads: u(d.heads), kv_heads: u(d.kv_heads), head_dim: u(d.head_dim), ..base };
+        match t.params {
+            Params::Embedding { hidden, first_row, rows } => LaunchScalars { n: u(rows), k: u(hidden), n_offset: u(first_row), ..base },
+            Params::RmsNorm { width, eps } => LaunchScalars { k: u(width), eps, ..base },
+            Params::Linear { n, k, n_offset, ldy, prologue, epilogue, .. } => {
+                let with_dims = if let Epilogue::Rope { dims: d } = epilogue { dims(d) } else { base };
+                let eps = prologue.map_or(0.0, |Prologue::RmsNorm { eps }| eps);
+                LaunchScalars { n: u(n), k: u(k), n_offset: u(n_offset), ldy: u(ldy), eps, ..with_dims }
+            }
+            Params::Rope { dims: d, kv_write } => LaunchScalars { n: u(d.qkv_width()), mode: kv_write as u32, ..dims(d) },
+            Params::Attention { dims: d, layer, scale, unified, .. } => {
+                LaunchScalars { flag_offset: u(flag_offset(layer)), scale, phi: unified.phi, lo: unified.lo, hi: unified.hi, ..dims(d) }
+            }
+            Params::SwiGlu { ffn } => LaunchScalars { n: u(ffn), ..base },
+            Params::Add { width } | Params::SelectRows { width } => LaunchScalars { n: u(width), ..base },
+        }
+    }
+}

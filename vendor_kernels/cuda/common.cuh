@@ -129,7 +129,8 @@ struct Step {
 };
 #define STEP_WORDS 8
 
-// Everything a launch binds: one struct by value, `Args` in kernels.rs.
+// Everything a launch binds: one struct by value, `Args` (pointers, then `LaunchScalars`)
+// in kernels.rs, field for field; the static_assert below checks its size against Rust's.
 struct Args {
     const u32* step;
     const float* x;
@@ -143,9 +144,10 @@ struct Args {
     const float* bias;
     const float* rope; // [position][pair] of (cos, sin)
     const float* norm; // the RMSNorm weight of a norm prologue
-    u32 rows_out, n, k, n_offset, ldy, heads, kv_heads, head_dim, flag_offset, mode, max_ctx, pad;
-    float eps, scale, phi, lo, hi, pad_f;
+    u32 rows_out, n, k, n_offset, ldy, heads, kv_heads, head_dim, flag_offset, mode, max_ctx;
+    float eps, scale, phi, lo, hi;
 };
+static_assert(sizeof(Args) == ARGS_BYTES, "struct Args differs in size from kernels::Args");
 
 DEV const Step& step_of(const Args& a) { return *(const Step*)a.step; }
 DEV u32 row_count(const Args& a) { return a.rows_out ? step_of(a).n_out : step_of(a).m; }

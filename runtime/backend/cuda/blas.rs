@@ -15,7 +15,7 @@ use super::{alloc_error, launch, ptr};
 use crate::error::{Error, Result};
 use crate::lower::Template;
 use crate::lower::caps::cuda;
-use crate::lower::kernel::{Epilogue, Params};
+use crate::lower::kernel::{Epilogue, LaunchScalars, Params};
 
 pub struct Blas {
     handle: CudaBlas,
@@ -57,7 +57,7 @@ impl Blas {
         let s = stream;
         let elems = rows * k;
         let eb = cuda::ELEM_BLOCK;
-        let half = Args { x: args.x, y: ptr(&self.half_x, s), n: elems as u32, ..Default::default() };
+        let half = Args { x: args.x, y: ptr(&self.half_x, s), s: Args::scalars(elems, 0), ..Default::default() };
         // SAFETY: x holds rows x k floats (caller); half_x at least that many halves.
         unsafe {
             launch(kernels, s, &Grid { kernel: "to_f16".into(), blocks: [elems.div_ceil(eb) as u32, 1, 1], threads: eb as u32 }, &half)?
@@ -95,7 +95,7 @@ impl Blas {
         if mode != 0 {
             let g = Grid { kernel: "linear_epilogue".into(), blocks: [n.div_ceil(eb) as u32, rows as u32, 1], threads: eb as u32 };
             // SAFETY: the caller's pointers, sized for this template and `rows` rows.
-            unsafe { launch(kernels, s, &g, &Args { mode, ..*args })? };
+            unsafe { launch(kernels, s, &g, &Args { s: LaunchScalars { mode, ..args.s }, ..*args })? };
         }
         Ok(())
     }

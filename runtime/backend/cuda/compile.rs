@@ -12,6 +12,7 @@ use cudarc::driver::{CudaContext, CudaModule};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use sha2::{Digest, Sha256};
 
+use super::kernels::Args;
 use crate::error::{Error, Result};
 use crate::lower::caps::cuda;
 
@@ -29,9 +30,11 @@ pub const FAMILIES: &[Family] = &[
     Family { name: "attention", source: include_str!("../../../vendor_kernels/cuda/attention.cu") },
 ];
 
-/// The full source of one family.
+/// The full source of one family: the shared constants, the size of the argument struct as
+/// Rust lays it out (common.cuh checks its own against it), common.cuh, the family.
 pub fn source(family: &Family, f16_weights: bool, f16_kv: bool) -> String {
-    format!("{}\n{COMMON}\n{}", cuda::header(f16_weights, f16_kv), family.source)
+    let abi = format!("#define ARGS_BYTES {}\n", std::mem::size_of::<Args>());
+    format!("{}{abi}\n{COMMON}\n{}", cuda::header(f16_weights, f16_kv), family.source)
 }
 
 fn hex(bytes: &[u8]) -> String {

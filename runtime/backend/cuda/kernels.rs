@@ -10,10 +10,11 @@ use cudarc::driver::{CudaFunction, CudaModule, sys};
 
 use crate::error::{Error, Result};
 use crate::lower::caps::{Tile, cuda};
-use crate::lower::kernel::{Epilogue, Params, Prologue, Variant};
+use crate::lower::kernel::{Epilogue, LaunchScalars, Params, Prologue, Variant};
 use crate::lower::{Launch, Template};
 
-/// Matches `struct Args` in common.cuh: device pointers, then the launch's parameters.
+/// Matches `struct Args` in common.cuh: device pointers, then the launch's parameters (the
+/// kernels check the layout: `compile::source` writes its offsets into their header).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Args {
@@ -29,24 +30,7 @@ pub struct Args {
     pub bias: u64,
     pub rope: u64,
     pub norm: u64,
-    pub rows_out: u32,
-    pub n: u32,
-    pub k: u32,
-    pub n_offset: u32,
-    pub ldy: u32,
-    pub heads: u32,
-    pub kv_heads: u32,
-    pub head_dim: u32,
-    pub flag_offset: u32,
-    pub mode: u32,
-    pub max_ctx: u32,
-    pub _pad: u32,
-    pub eps: f32,
-    pub scale: f32,
-    pub phi: f32,
-    pub lo: f32,
-    pub hi: f32,
-    pub _pad_f: f32,
+    pub s: LaunchScalars,
 }
 
 /// Words of the step header before the token arrays (`STEP_WORDS`).
@@ -62,46 +46,14 @@ pub fn step_words(m: usize, n_out: usize, max_m: usize, split: Option<(usize, us
 }
 
 impl Args {
-    /// The parameters of a launch template (pointers are the executor's). `max_ctx` strides
-    /// the KV caches; `flag_offset` is the first flag word of an attention layer.
+    /// The parameters of a launch template (pointers are the executor's).
     pub fn of(t: &Template, max_ctx: usize, flag_offset: impl Fn(usize) -> usize) -> Args {
-        let base = Args { rows_out: t.out_rows as u32, max_ctx: max_ctx as u32, ..Default::default() };
-        let u = |v: usize| v as u32;
-        match t.params {
-            Params::Embedding { hidden, first_row, rows } => Args { n: u(rows), k: u(hidden), n_offset: u(first_row), ..base },
-            Params::RmsNorm { width, eps } => Args { k: u(width), eps, ..base },
-            Params::Linear { n, k, n_offset, ldy, prologue, epilogue, .. } => {
-                let mut a = Args { n: u(n), k: u(k), n_offset: u(n_offset), ldy: u(ldy), ..base };
-                if let Some(Prologue::RmsNorm { eps }) = prologue {
-                    a.eps = eps;
-                }
-                if let Epilogue::Rope { dims } = epilogue {
-                    (a.heads, a.kv_heads, a.head_dim) = (u(dims.heads), u(dims.kv_heads), u(dims.head_dim));
-                }
-                a
-            }
-            Params::Rope { dims, kv_write } => Args {
-                n: u(dims.qkv_width()),
-                heads: u(dims.heads),
-                kv_heads: u(dims.kv_heads),
-                head_dim: u(dims.head_dim),
-                mode: kv_write as u32,
-                ..base
-            },
-            Params::Attention { dims, layer, scale, unified, .. } => Args {
-                heads: u(dims.heads),
-                kv_heads: u(dims.kv_heads),
-                head_dim: u(dims.head_dim),
-                flag_offset: u(flag_offset(layer)),
-                scale,
-                phi: unified.phi,
-                lo: unified.lo,
-                hi: unified.hi,
-                ..base
-            },
-            Params::SwiGlu { ffn } => Args { n: u(ffn), ..base },
-            Params::Add { width } | Params::SelectRows { width } => Args { n: u(width), ..base },
-        }
+        Args { s: LaunchScalars::of(t, max_ctx, flag_offset), ..Default::default() }
+    }
+
+    /// Only scalars: `n` and `mode` (the small kernels around cuBLAS and the benchmarks').
+    pub fn scalars(n: usize, mode: u32) -> LaunchScalars {
+        LaunchScalars { n: n as u32, mode, ..Default::default() }
     }
 }
 

@@ -86,13 +86,13 @@ impl Bench {
         let grid = |kernel: &str| Grid { kernel: kernel.into(), blocks: [132 * 16, 1, 1], threads: 256 };
         let ops = effort.bandwidth_ops;
         let read_args: Vec<Args> =
-            bufs.iter().map(|b| Args { x: ptr(b, s), y: ptr(&sink, s), n: words as u32, ..Default::default() }).collect();
+            bufs.iter().map(|b| Args { x: ptr(b, s), y: ptr(&sink, s), s: Args::scalars(words, 0), ..Default::default() }).collect();
         // SAFETY: each buffer holds `words` 16-byte words; the sink one float.
         let t =
             self.time(effort.repeats, &|| (0..ops).try_for_each(|i| unsafe { self.go(&grid("stream_read"), &read_args[i % count]) }))?;
         let read = (ops * size) as f64 / t / 1e3;
         let copy_args: Vec<Args> = (0..count)
-            .map(|i| Args { x: ptr(&bufs[i], s), y: ptr(&bufs[(i + 1) % count], s), n: words as u32, ..Default::default() })
+            .map(|i| Args { x: ptr(&bufs[i], s), y: ptr(&bufs[(i + 1) % count], s), s: Args::scalars(words, 0), ..Default::default() })
             .collect();
         // SAFETY: both buffers hold `words` words.
         let t =
@@ -122,7 +122,8 @@ impl Bench {
     fn dispatch_floor(&self, step: &CudaSlice<u32>) -> Result<f64> {
         let (a, b) = (self.alloc::<f32>(64, "floor")?, self.alloc::<f32>(64, "floor")?);
         let s = &self.stream;
-        let forth = Args { step: ptr(step, s), x: ptr(&a, s), x2: ptr(&a, s), y: ptr(&b, s), n: 64, ..Default::default() };
+        let forth =
+            Args { step: ptr(step, s), x: ptr(&a, s), x2: ptr(&a, s), y: ptr(&b, s), s: Args::scalars(64, 0), ..Default::default() };
         let back = Args { x: forth.y, x2: forth.y, y: forth.x, ..forth };
         let g = Grid { kernel: "add".into(), blocks: [1, 1, 1], threads: cuda::ELEM_BLOCK as u32 };
         // SAFETY: both buffers hold the 64 floats of one row; the step buffer says m = 1.

@@ -394,7 +394,7 @@ impl CudaExecutor {
             step: self.step_ptr(),
             x: ptr(logits, &self.stream),
             flags: ptr(&self.flags, &self.stream),
-            n: l.graph.config.vocab_size as u32,
+            s: Args::scalars(l.graph.config.vocab_size, 0),
             ..Default::default()
         };
         Ok(())

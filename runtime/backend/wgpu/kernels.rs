@@ -11,7 +11,7 @@ use super::device::GpuContext;
 use super::shaders;
 use crate::error::{Error, Result};
 use crate::lower::caps::{Tile, wgsl};
-use crate::lower::kernel::{Epilogue, Params, Prologue, Variant};
+use crate::lower::kernel::{Epilogue, LaunchScalars, Params, Variant};
 use crate::lower::{Launch, Template};
 
 /// Matches `Step` in shaders/common.wgsl.
@@ -69,50 +69,38 @@ impl NodeUniform {
     /// The uniform of a launch template. `max_ctx` strides the KV caches; `flag_offset`
     /// is the first flag word of an attention layer.
     pub fn of(t: &Template, max_ctx: usize, flag_offset: impl Fn(usize) -> usize) -> NodeUniform {
-        let base = NodeUniform { rows: t.out_rows as u32, max_ctx: max_ctx as u32, ..Default::default() };
-        let u = |v: usize| v as u32;
-        match t.params {
-            Params::Embedding { hidden, first_row, rows } => NodeUniform { n: u(rows), k: u(hidden), n_offset: u(first_row), ..base },
-            Params::RmsNorm { width, eps } => NodeUniform { k: u(width), eps, ..base },
-            Params::Linear { n, k, n_offset, ldy, prologue, epilogue, .. } => {
-                let mut mode = 0;
-                let mut node = NodeUniform { n: u(n), k: u(k), n_offset: u(n_offset), ldy: u(ldy), ..base };
-                if let Some(Prologue::RmsNorm { eps }) = prologue {
-                    mode |= wgsl::MODE_NORM;
-                    node.eps = eps;
+        let p = LaunchScalars::of(t, max_ctx, flag_offset);
+        // The linear kernels take their prologue and epilogue as mode bits.
+        let mode = match t.params {
+            Params::Linear { prologue, epilogue, .. } => {
+                let norm = if prologue.is_some() { wgsl::MODE_NORM } else { 0 };
+                norm | match epilogue {
+                    Epilogue::None => 0,
+                    Epilogue::Residual => wgsl::MODE_RESIDUAL,
+                    Epilogue::SwiGlu => wgsl::MODE_SWIGLU,
+                    Epilogue::Rope { .. } => wgsl::MODE_ROPE,
                 }
-                match epilogue {
-                    Epilogue::None => {}
-                    Epilogue::Residual => mode |= wgsl::MODE_RESIDUAL,
-                    Epilogue::SwiGlu => mode |= wgsl::MODE_SWIGLU,
-                    Epilogue::Rope { dims } => {
-                        mode |= wgsl::MODE_ROPE;
-                        (node.heads, node.kv_heads, node.head_dim) = (u(dims.heads), u(dims.kv_heads), u(dims.head_dim));
-                    }
-                }
-                NodeUniform { mode, ..node }
             }
-            Params::Rope { dims, kv_write } => NodeUniform {
-                n: u(dims.qkv_width()),
-                heads: u(dims.heads),
-                kv_heads: u(dims.kv_heads),
-                head_dim: u(dims.head_dim),
-                mode: kv_write as u32,
-                ..base
-            },
-            Params::Attention { dims, layer, scale, unified, .. } => NodeUniform {
-                heads: u(dims.heads),
-                kv_heads: u(dims.kv_heads),
-                head_dim: u(dims.head_dim),
-                flag_offset: u(flag_offset(layer)),
-                scale,
-                phi: unified.phi,
-                lo: unified.lo,
-                hi: unified.hi,
-                ..base
-            },
-            Params::SwiGlu { ffn } => NodeUniform { n: u(ffn), ..base },
-            Params::Add { width } | Params::SelectRows { width } => NodeUniform { n: u(width), ..base },
+            _ => p.mode,
+        };
+        NodeUniform {
+            rows: p.rows_out,
+            n: p.n,
+            k: p.k,
+            n_offset: p.n_offset,
+            ldy: p.ldy,
+            heads: p.heads,
+            kv_heads: p.kv_heads,
+            head_dim: p.head_dim,
+            flag_offset: p.flag_offset,
+            mode,
+            max_ctx: p.max_ctx,
+            eps: p.eps,
+            scale: p.scale,
+            phi: p.phi,
+            lo: p.lo,
+            hi: p.hi,
+            _pad: [0; 4],
         }
     }
 }
