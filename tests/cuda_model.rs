@@ -76,36 +76,11 @@ fn smollm2_reference_prompts_on_cuda_match_cpu() {
     for weights in ["f32", "f16"] {
         for chat in [false, true] {
             let prompt = if chat { "What is the boiling point of water at sea level?" } else { "The capital of France is" };
-            let run = |backend: &str| {
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_fdpp"));
-                cmd.args([
-                    "generate",
-                    "--backend",
-                    backend,
-                    "--weights",
-                    weights,
-                    "--temperature",
-                    "0",
-                    "--max-tokens",
-                    "24",
-                    "--json",
-                    "--model",
-                ]);
-                cmd.arg(&model);
-                if chat {
-                    cmd.arg("--chat");
-                }
-                let out = cmd.arg(prompt).output().unwrap();
-                assert!(out.status.success(), "{backend}: {}", String::from_utf8_lossy(&out.stderr));
-                serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-            };
+            let run = |backend: &str| common::generate_json(env!("CARGO_BIN_EXE_fdpp"), &model, backend, weights, chat, prompt);
             let (gpu, cpu) = (run("cuda"), run("cpu"));
             assert_eq!(gpu["prompt_ids"], cpu["prompt_ids"]);
             assert_eq!(gpu["ids"], cpu["ids"], "{weights} weights: greedy tokens differ for {prompt:?}");
-            let top = |v: &serde_json::Value| -> Vec<u64> {
-                v["first_top5"].as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect()
-            };
-            assert_eq!(top(&gpu), top(&cpu), "{weights} weights: first top-5 for {prompt:?}");
+            assert_eq!(common::top5_ids(&gpu), common::top5_ids(&cpu), "{weights} weights: first top-5 for {prompt:?}");
         }
     }
 }

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use fdpp_runtime::backend::{BackendOptions, WeightPrecision, WgpuOptions};
 use fdpp_runtime::engine::{Engine, EngineOptions, SamplingParams};
 use fdpp_runtime::model::Model;
@@ -68,38 +66,14 @@ fn smollm2_reference_prompts_on_wgpu_match_cpu() {
     let Some(model) = common::smollm2() else { return };
     for chat in [false, true] {
         let prompt = if chat { "What is the boiling point of water at sea level?" } else { "The capital of France is" };
-        let run = |backend: &str| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_fdpp"));
-            cmd.args([
-                "generate",
-                "--backend",
-                backend,
-                "--weights",
-                "f32",
-                "--temperature",
-                "0",
-                "--max-tokens",
-                "24",
-                "--json",
-                "--model",
-            ]);
-            cmd.arg(&model);
-            if chat {
-                cmd.arg("--chat");
-            }
-            let out = cmd.arg(prompt).output().unwrap();
-            assert!(out.status.success(), "{backend}: {}", String::from_utf8_lossy(&out.stderr));
-            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-        };
+        let run = |backend: &str| common::generate_json(env!("CARGO_BIN_EXE_fdpp"), &model, backend, "f32", chat, prompt);
         let (gpu, cpu) = (run("wgpu"), run("cpu"));
         assert_eq!(gpu["prompt_ids"], cpu["prompt_ids"]);
         assert_eq!(gpu["ids"], cpu["ids"], "greedy tokens differ for {prompt:?}");
         let logits = |v: &serde_json::Value| -> Vec<f32> {
             v["first_top5"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap() as f32).collect()
         };
-        let ids =
-            |v: &serde_json::Value| -> Vec<u64> { v["first_top5"].as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect() };
-        assert_eq!(ids(&gpu), ids(&cpu));
+        assert_eq!(common::top5_ids(&gpu), common::top5_ids(&cpu));
         let err = common::rel_err(&logits(&gpu), &logits(&cpu), "top-5 logits");
         assert!(err <= 1e-4, "top-5 logits {:?} vs {:?}", logits(&gpu), logits(&cpu));
     }

@@ -24,6 +24,25 @@ pub struct LinearTiming {
     pub tflops: f64,
 }
 
+impl LinearTiming {
+    /// A linear layer of [n, k] over m rows (`weight_bytes` per weight, f32 activations)
+    /// that took `micros`, against the device's read ceiling in GB/s.
+    pub fn new(n: usize, k: usize, m: usize, implementation: LinearImpl, micros: f64, weight_bytes: usize, read_ceiling: f64) -> Self {
+        let moved = (n * k * weight_bytes + m * k * 4 + m * n * 4) as f64;
+        let gbytes_per_s = moved / micros / 1e3;
+        LinearTiming {
+            n,
+            k,
+            m,
+            implementation,
+            micros,
+            gbytes_per_s,
+            read_ceiling_pct: 100.0 * gbytes_per_s / read_ceiling,
+            tflops: 2.0 * (m * n * k) as f64 / micros / 1e6,
+        }
+    }
+}
+
 /// The device's memory bandwidth, measured on large buffers (GB/s = 1e9 bytes per second).
 #[derive(Clone, Debug, Serialize)]
 pub struct Bandwidth {

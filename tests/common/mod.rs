@@ -234,6 +234,25 @@ pub fn smollm2() -> Option<PathBuf> {
     m
 }
 
+/// `fdpp generate --json` of `prompt` (as a chat message when `chat`): 24 greedy tokens of
+/// `model` on `backend` with `weights` storage.
+pub fn generate_json(bin: &str, model: &Path, backend: &str, weights: &str, chat: bool, prompt: &str) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["generate", "--backend", backend, "--weights", weights, "--temperature", "0", "--max-tokens", "24", "--json", "--model"]);
+    cmd.arg(model);
+    if chat {
+        cmd.arg("--chat");
+    }
+    let out = cmd.arg(prompt).output().unwrap();
+    assert!(out.status.success(), "{backend}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The ids of the first step's top-5 logits in a `generate_json` result.
+pub fn top5_ids(v: &serde_json::Value) -> Vec<u64> {
+    v["first_top5"].as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect()
+}
+
 /// `max |got - want| / max |want|`; NaN, infinities and unequal lengths fail the test.
 pub fn rel_err(got: &[f32], want: &[impl Copy + Into<f64>], what: &str) -> f64 {
     fdpp_runtime::compare::rel_error(got, want, what)

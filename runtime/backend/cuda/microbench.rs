@@ -179,18 +179,7 @@ impl Bench {
                         })
                     };
                     let micros = self.time(effort.repeats, &pass)? / reps as f64;
-                    let moved = (n * k * elem + m * k * 4 + m * n * 4) as f64;
-                    let gbytes_per_s = moved / micros / 1e3;
-                    out.push(LinearTiming {
-                        n,
-                        k,
-                        m,
-                        implementation: imp,
-                        micros,
-                        gbytes_per_s,
-                        read_ceiling_pct: 100.0 * gbytes_per_s / read,
-                        tflops: 2.0 * (m * n * k) as f64 / micros / 1e6,
-                    });
+                    out.push(LinearTiming::new(n, k, m, imp, micros, elem, read));
                 }
                 progress();
             }

@@ -256,18 +256,7 @@ impl Bench {
                 for (imp, kernel, g) in impls {
                     let cmds: Vec<Dispatch> = (0..reps).map(|r| (kernel, &groups[r % copies], g)).collect();
                     let t = self.time_pass(effort.repeats, &cmds)? / reps as f64;
-                    let moved = (n * k * elem + m * k * 4 + m * n * 4) as f64;
-                    let gbytes_per_s = moved / t / 1e3;
-                    out.push(LinearTiming {
-                        n,
-                        k,
-                        m,
-                        implementation: imp,
-                        micros: t,
-                        gbytes_per_s,
-                        read_ceiling_pct: 100.0 * gbytes_per_s / read_ceiling,
-                        tflops: 2.0 * (m * n * k) as f64 / t / 1e6,
-                    });
+                    out.push(LinearTiming::new(n, k, m, imp, t, elem, read_ceiling));
                 }
                 progress();
             }
