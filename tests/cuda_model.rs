@@ -91,11 +91,22 @@ fn cuda_without_a_driver_names_the_missing_library() {
         eprintln!("skipped: this machine has the CUDA driver and NVRTC; the no-driver path is tested where they are missing");
         return;
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_fdpp")).args(["generate", "--backend", "cuda", "--max-tokens", "2", "hi"]).output().unwrap();
+    let dir = common::temp_dir("cuda-missing");
+    let model = dir.join("tiny.gguf");
+    common::write_tiny(&model, &common::Spec::default(), 3);
+    let generate = |backend: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fdpp"));
+        cmd.args(["generate", "--backend", backend, "--temperature", "0", "--max-tokens", "2", "--model"]).arg(&model).arg("hi");
+        cmd.output().unwrap()
+    };
+    let out = generate("cuda");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&why) && err.contains(".so"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // `auto` falls back to what exists.
     assert!(!fdpp_runtime::backend::has_cuda_device());
+    let out = generate("auto");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("backend cuda"));
 }
