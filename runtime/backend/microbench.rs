@@ -82,6 +82,35 @@ pub struct AttentionTiming {
     pub fallback_heads: usize,
 }
 
+impl AttentionTiming {
+    /// One context length of shape `a`: `kv_bytes` of K and V read, the chunking, and the
+    /// times of split alone, split + combine and online, in microseconds.
+    pub fn new(
+        a: &AttentionShape,
+        ctx: usize,
+        kv_bytes: usize,
+        (chunks, chunk_keys): (usize, usize),
+        [split, both, online]: [f64; 3],
+        fallback_heads: usize,
+    ) -> Self {
+        AttentionTiming {
+            ctx,
+            heads: a.heads,
+            kv_heads: a.kv_heads,
+            head_dim: a.head_dim,
+            kv_bytes,
+            chunks,
+            chunk_keys,
+            split_micros: split,
+            split_combine_micros: both,
+            online_micros: online,
+            split_combine_gbytes_per_s: kv_bytes as f64 / both / 1e3,
+            online_gbytes_per_s: kv_bytes as f64 / online / 1e3,
+            fallback_heads,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelReport {
     pub device: String,

@@ -248,22 +248,8 @@ impl Bench {
             let t_both = self.time(effort.repeats, &|| run(&split_grids))? / reps as f64;
             let t_online = self.time(effort.repeats, &|| run(&online_grids))? / reps as f64;
             let words = s.clone_dtoh(&flags).map_err(|e| driver_error("reading flags", e))?;
-            let kv_bytes = 2 * cache_bytes;
-            out.push(AttentionTiming {
-                ctx,
-                heads: a.heads,
-                kv_heads: a.kv_heads,
-                head_dim: a.head_dim,
-                kv_bytes,
-                chunks,
-                chunk_keys,
-                split_micros: t_split,
-                split_combine_micros: t_both,
-                online_micros: t_online,
-                split_combine_gbytes_per_s: kv_bytes as f64 / t_both / 1e3,
-                online_gbytes_per_s: kv_bytes as f64 / t_online / 1e3,
-                fallback_heads: words[1..].iter().filter(|&&f| f != 0).count(),
-            });
+            let fallback_heads = words[1..].iter().filter(|&&f| f != 0).count();
+            out.push(AttentionTiming::new(&a, ctx, 2 * cache_bytes, (chunks, chunk_keys), [t_split, t_both, t_online], fallback_heads));
             progress();
         }
         Ok(out)

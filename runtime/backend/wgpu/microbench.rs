@@ -337,21 +337,7 @@ impl Bench {
             let t_online = self.time_pass(effort.repeats, &online_only)? / reps as f64;
             let fallback_heads = self.read_words(&self.shared.flags, FLAG_OFFSET, heads)?.iter().filter(|&&f| f != 0).count();
             let kv_bytes = 2 * cache_bytes;
-            out.push(AttentionTiming {
-                ctx,
-                heads,
-                kv_heads: kvh,
-                head_dim: hd,
-                kv_bytes,
-                chunks,
-                chunk_keys,
-                split_micros: t_split,
-                split_combine_micros: t_both,
-                online_micros: t_online,
-                split_combine_gbytes_per_s: kv_bytes as f64 / t_both / 1e3,
-                online_gbytes_per_s: kv_bytes as f64 / t_online / 1e3,
-                fallback_heads,
-            });
+            out.push(AttentionTiming::new(&a, ctx, kv_bytes, (chunks, chunk_keys), [t_split, t_both, t_online], fallback_heads));
             progress();
         }
         Ok(out)
