@@ -37,6 +37,8 @@ pub enum Reason {
     SplitKv { sequences: usize, keys: usize, limits: SplitKvLimits },
     /// Tokens of one sequence attend to each other in this step (prefill).
     NotDecode { tokens: usize, sequences: usize },
+    /// Prefill, and the backend's tensor-core attention is not compiled for this head size.
+    FlashHeadDim { head_dim: usize, supported: Vec<usize> },
     /// More rows than the split-KV kernel takes.
     TooManyRows { rows: usize, max: usize },
     /// The backend has no split-KV kernel.
@@ -74,6 +76,9 @@ impl std::fmt::Display for Reason {
             ),
             Reason::NotDecode { tokens, sequences } => {
                 write!(f, "{tokens} tokens of {sequences} sequence(s) attend to each other (prefill)")
+            }
+            Reason::FlashHeadDim { head_dim, supported } => {
+                write!(f, "prefill; the tensor-core attention takes head sizes {supported:?}, not {head_dim}")
             }
             Reason::TooManyRows { rows, max } => write!(f, "{rows} rows: the split-KV kernel takes at most {max}"),
             Reason::NoSplitKv => f.write_str("the backend has no split-KV kernel"),

@@ -77,9 +77,22 @@ pub enum GeneralAttention {
     TwoPass,
 }
 
+/// A tensor-core attention kernel for steps that are not split-KV decode steps (prefill).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlashLimits {
+    /// Query rows per block.
+    pub rows: usize,
+    /// Keys per tile.
+    pub keys: usize,
+    /// The head sizes it is compiled for.
+    pub head_dims: Vec<usize>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttentionKernels {
     pub split_kv: Option<SplitKvLimits>,
+    /// Where present, prefill runs it for the head sizes it takes, else `general`.
+    pub flash: Option<FlashLimits>,
     pub general: GeneralAttention,
     pub max_head_dim: usize,
 }
@@ -214,6 +227,11 @@ pub mod cuda {
     pub const SPLIT_MAX_M: usize = 64;
     /// Longest head the attention kernels hold (`MAX_HEAD_DIM`).
     pub const MAX_HEAD_DIM: usize = 256;
+    /// The tensor-core prefill attention (f16 KV cache): query rows per block (16 per warp),
+    /// keys per tile, and the head sizes it is compiled for (`attn_flash_<size>`).
+    pub const FLASH_ROWS: usize = ATT_WARPS * 16;
+    pub const FLASH_KEYS: usize = 64;
+    pub const FLASH_HEAD_DIMS: [usize; 2] = [64, 128];
 
     /// The constants as C `#define`s, and the storage types of weights and KV cache.
     pub fn header(f16_weights: bool, f16_kv: bool) -> String {
@@ -227,6 +245,8 @@ pub mod cuda {
             d("ELEM_BLOCK", ELEM_BLOCK),
             d("ATT_WARPS", ATT_WARPS),
             d("MAX_HEAD_DIM", MAX_HEAD_DIM),
+            d("FLASH_ROWS", FLASH_ROWS),
+            d("FLASH_KEYS", FLASH_KEYS),
         ]
         .concat()
     }
@@ -260,7 +280,7 @@ impl BackendCaps {
                 flat_tile: Tile { m: 4, n: 64 },
                 gemm_tile: Tile { m: 64, n: 64 },
             },
-            attention: AttentionKernels { split_kv: None, general: GeneralAttention::TwoPass, max_head_dim: usize::MAX },
+            attention: AttentionKernels { split_kv: None, flash: None, general: GeneralAttention::TwoPass, max_head_dim: usize::MAX },
             fusions: FusionSupport { residual_epilogue: true, kv_write_in_rope: true, ..FusionSupport::NONE },
             device_argmax: true,
             device_top_k: None,
@@ -290,6 +310,7 @@ impl BackendCaps {
                     min_chunk_keys: wgsl::SPLIT_TILE,
                     max_rows: wgsl::SPLIT_MAX_M,
                 }),
+                flash: None,
                 general: GeneralAttention::Online,
                 max_head_dim: wgsl::MAX_HEAD_DIM,
             },
@@ -331,6 +352,11 @@ impl BackendCaps {
                     max_chunks: cuda::MAX_ATTN_CHUNKS,
                     min_chunk_keys: cuda::SPLIT_MIN_KEYS,
                     max_rows: cuda::SPLIT_MAX_M,
+                }),
+                flash: tensor_cores.then(|| FlashLimits {
+                    rows: cuda::FLASH_ROWS,
+                    keys: cuda::FLASH_KEYS,
+                    head_dims: cuda::FLASH_HEAD_DIMS.to_vec(),
                 }),
                 general: GeneralAttention::Online,
                 max_head_dim: cuda::MAX_HEAD_DIM,

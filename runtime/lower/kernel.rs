@@ -74,6 +74,12 @@ pub enum Variant {
     },
     /// One workgroup per (token, head) with the synchronised online softmax.
     OnlineAttention,
+    /// Tensor cores: `rows` query rows per block, keys in tiles of `keys`, online softmax
+    /// (FlashAttention-2's loop).
+    FlashAttention {
+        rows: usize,
+        keys: usize,
+    },
     /// Scores, softmax, values: the CPU oracle's attention.
     TwoPassAttention,
     SwiGlu,
@@ -93,6 +99,7 @@ impl Variant {
             Variant::Rope => "rope",
             Variant::SplitKvAttention { .. } => "split-KV unified max",
             Variant::OnlineAttention => "online softmax",
+            Variant::FlashAttention { .. } => "flash (tensor cores)",
             Variant::TwoPassAttention => "two-pass softmax",
             Variant::SwiGlu => "swiglu",
             Variant::Add => "add",
@@ -117,6 +124,7 @@ impl std::fmt::Display for Variant {
         match self {
             Variant::Gemv { split_k: true } => f.write_str(" (split K)"),
             Variant::FlatGemm { tile } | Variant::Gemm { tile } => write!(f, " (tile {tile})"),
+            Variant::FlashAttention { rows, keys } => write!(f, " ({rows} rows x {keys}-key tiles)"),
             Variant::SplitKvAttention { chunks, chunk_keys, unified } => {
                 write!(f, " ({chunks} x {chunk_keys} keys, phi {}, range ({}, {}))", unified.phi, unified.lo, unified.hi)
             }

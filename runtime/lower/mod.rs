@@ -343,17 +343,31 @@ impl Lowering {
     }
 
     /// The attention variant of a step, and why.
-    fn attention_variant(&self, shape: &StepShape, unified: UnifiedMax) -> (Variant, Reason, Option<(usize, usize)>) {
-        let general = match self.caps.attention.general {
+    fn attention_variant(&self, shape: &StepShape, unified: UnifiedMax, head_dim: usize) -> (Variant, Reason, Option<(usize, usize)>) {
+        let kernels = &self.caps.attention;
+        let mut general = match kernels.general {
             GeneralAttention::Online => Variant::OnlineAttention,
             GeneralAttention::TwoPass => Variant::TwoPassAttention,
         };
-        let Some(limits) = self.caps.attention.split_kv else { return (general, Reason::NoSplitKv, None) };
+        let mut general_reason = |tokens_attend: Reason| match &kernels.flash {
+            Some(f) if f.head_dims.contains(&head_dim) => {
+                general = Variant::FlashAttention { rows: f.rows, keys: f.keys };
+                tokens_attend
+            }
+            Some(f) => Reason::FlashHeadDim { head_dim, supported: f.head_dims.clone() },
+            None => tokens_attend,
+        };
+        let Some(limits) = kernels.split_kv else {
+            let reason = general_reason(Reason::NoSplitKv);
+            return (general, reason, None);
+        };
         if !shape.is_decode() {
-            return (general, Reason::NotDecode { tokens: shape.m, sequences: shape.sequences }, None);
+            let reason = general_reason(Reason::NotDecode { tokens: shape.m, sequences: shape.sequences });
+            return (general, reason, None);
         }
         if shape.m > limits.max_rows {
-            return (general, Reason::TooManyRows { rows: shape.m, max: limits.max_rows }, None);
+            let reason = general_reason(Reason::TooManyRows { rows: shape.m, max: limits.max_rows });
+            return (general, reason, None);
         }
         let (chunks, chunk_keys) = split_kv(shape.max_keys, limits.max_chunks, limits.min_chunk_keys);
         let variant = Variant::SplitKvAttention { chunks, chunk_keys, unified };
@@ -417,8 +431,10 @@ impl Lowering {
                     NodeStep::Runs { launches: start..launches.len(), reason }
                 }
                 (Program::Attention { template }, None) => {
-                    let Params::Attention { unified, .. } = self.templates[*template].params else { unreachable!("attention template") };
-                    let (variant, reason, chunking) = self.attention_variant(shape, unified);
+                    let Params::Attention { unified, dims, .. } = self.templates[*template].params else {
+                        unreachable!("attention template")
+                    };
+                    let (variant, reason, chunking) = self.attention_variant(shape, unified, dims.head_dim);
                     split = split.or(chunking);
                     launches.push(Launch { template: *template, variant, rows: m });
                     NodeStep::Runs { launches: start..launches.len(), reason }

@@ -159,6 +159,32 @@ fn attention_splits_kv_on_decode_steps_only() {
 }
 
 #[test]
+fn prefill_attention_runs_on_tensor_cores_for_the_head_sizes_the_kernel_takes() {
+    let sdpa = |caps: BackendCaps, head_dim: usize, shape: StepShape| {
+        let mut c = config();
+        c.head_dim = head_dim;
+        let l = Lowering::new(llama::build(&c), caps, &LoweringOptions::default()).unwrap();
+        let r = l.records(&l.lower(&shape), None);
+        let a = record(&r, "layers.0.attn.sdpa").clone();
+        (variant(&a), a.reason)
+    };
+    let cuda = BackendCaps::cuda_builtin(crate::tensor::DType::F16);
+    let flash = cuda.attention.flash.clone().unwrap();
+    let tiles = Variant::FlashAttention { rows: flash.rows, keys: flash.keys };
+    for &hd in &flash.head_dims {
+        assert_eq!(sdpa(cuda.clone(), hd, prefill(40)), (tiles, Reason::NotDecode { tokens: 40, sequences: 1 }));
+        // Decode steps keep the split-KV kernel; steps of more rows than it takes use the tiles.
+        assert!(matches!(sdpa(cuda.clone(), hd, decode(1, 100)).0, Variant::SplitKvAttention { .. }));
+        assert_eq!(sdpa(cuda.clone(), hd, decode(65, 100)), (tiles, Reason::TooManyRows { rows: 65, max: 64 }));
+    }
+    let (v, reason) = sdpa(cuda.clone(), 80, prefill(40));
+    assert_eq!(v, Variant::OnlineAttention);
+    assert_eq!(reason, Reason::FlashHeadDim { head_dim: 80, supported: flash.head_dims.clone() });
+    // f32 weights keep an f32 KV cache: no tensor-core attention.
+    assert_eq!(sdpa(BackendCaps::cuda_builtin(crate::tensor::DType::F32), 64, prefill(40)).0, Variant::OnlineAttention);
+}
+
+#[test]
 fn the_cpu_profile_fuses_only_what_its_kernels_do() {
     let l = lowering(BackendCaps::cpu());
     assert!(l.fusions.iter().all(|f| f.when() == fusion::When::Always), "{:?}", l.fusions);

@@ -1,4 +1,4 @@
-// Causal attention over the KV cache (f16 or f32 cache, f32 scores and sums), two ways.
+// Causal attention over the KV cache (f16 or f32 cache, f32 scores and sums), three ways.
 //
 // Decode, split-KV with a unified max (FlashDecoding++ technique 1): a block takes one chunk
 // of keys of one (token, head) and accumulates sum e^(s - phi) v and sum e^(s - phi) with the
@@ -6,8 +6,9 @@
 // no synchronisation between chunks, one division. If any s - phi leaves (lo, hi) the row
 // is flagged, and `attn_combine` recomputes exactly that row with the online softmax.
 //
-// Prefill: `attn_online`, one block per (token, head) with the synchronised online softmax
-// (also the fallback of flagged rows).
+// Prefill: `attn_flash_<head dim>` on tensor cores where the KV cache is f16 (FlashAttention-2's
+// loop, below), else `attn_online`, one block per (token, head) with the synchronised online
+// softmax (also the fallback of flagged rows and of flash tiles that span two sequences).
 //
 // Lanes of a warp are cut into groups of L = lanes_per_key(head_dim) lanes, one key per
 // group; a lane holds 8 dims of q, k and v, so each K or V row is read with 16-byte loads
@@ -260,3 +261,182 @@ KERNEL void attn_online(Args a) {
     if (blockIdx.y >= step_of(a).m) return;
     online_row(a, blockIdx.y, blockIdx.x);
 }
+
+#if FDPP_KV_F16
+// Prefill on tensor cores: FLASH_ROWS query rows of one head per block, 16 per warp; the
+// keys are walked in tiles of FLASH_KEYS with the online softmax (FlashAttention-2): S = Q K^T
+// and O += P V by mma m16n8k16 (f16 operands, f32 accumulators), P kept in registers as the
+// A operand of the second product. K and V tiles are staged in shared memory by cp.async:
+// the V tile loads while S is computed, the next K tile while P V is. Scores are kept in
+// base 2 (q is scaled by scale * log2 e), so the softmax's exponentials are exp2.
+//
+// A block's rows must share one sequence (its keys are that sequence's); a tile that spans
+// two sequences (a step that prefills several) is done row by row with the online softmax.
+#define LOG2E 1.4426950408889634f
+
+template <int D> DEV void flash_tile(const Args& a, u32 row0, u32 h) {
+    constexpr int QK_STEPS = D / 16, O_TILES = D / 8, S_TILES = FLASH_KEYS / 8;
+    constexpr int LD = D + 8; // shared row stride in halves: rows stay 16-byte aligned and ldmatrix conflict-free
+    __shared__ __align__(16) f16 ks[FLASH_KEYS * LD];
+    __shared__ __align__(16) f16 vs[FLASH_KEYS * LD];
+    __shared__ int block_keys, mixed;
+    const u32 m = step_of(a).m;
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    if (threadIdx.x == 0) {
+        block_keys = 0;
+        mixed = 0;
+    }
+    __syncthreads();
+    // The block's keys: 0 ..= its rows' last position; this warp's rows need keys up to its own.
+    const u32 seq0 = seq_at(a, row0);
+    int warp_last = -1;
+    for (u32 r = lane; r < 16; r += 32) {
+        const u32 i = row0 + warp * 16 + r;
+        if (i < m) {
+            warp_last = max(warp_last, (int)position_at(a, i));
+            if (seq_at(a, i) != seq0) mixed = 1;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) warp_last = max(warp_last, __shfl_xor_sync(0xffffffffu, warp_last, o));
+    if (lane == 0) atomicMax(&block_keys, warp_last + 1);
+    __syncthreads();
+    if (mixed) {
+        for (u32 i = row0; i < min(row0 + FLASH_ROWS, m); i++) online_row(a, i, h);
+        return;
+    }
+    const u32 keys = (u32)block_keys, kvh = h / (a.heads / a.kv_heads);
+    const u32 width = (a.heads + 2 * a.kv_heads) * D;
+    const size_t kv_dim = (size_t)a.kv_heads * D, base = kv_slot(a, row0, 0) + kvh * D;
+
+    // This lane's rows g and g + 8 of the warp's 16: positions (-1: past the step's rows,
+    // every key masked) and the A fragments of q, scaled and rounded to f16.
+    int pos[2];
+    u32 qa[QK_STEPS][4];
+    const float qs = a.scale * LOG2E;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const u32 i = row0 + warp * 16 + g + 8 * r;
+        pos[r] = i < m ? (int)position_at(a, i) : -1;
+        const float* q = a.x + (size_t)min(i, m - 1) * width + h * D;
+#pragma unroll
+        for (int kk = 0; kk < QK_STEPS; kk++) {
+            const float2 lo = *(const float2*)(q + kk * 16 + 2 * t), hi = *(const float2*)(q + kk * 16 + 2 * t + 8);
+            qa[kk][r] = pack_h2(lo.x * qs, lo.y * qs);
+            qa[kk][2 + r] = pack_h2(hi.x * qs, hi.y * qs);
+        }
+    }
+
+    // One tile of K or V rows j0 .. j0 + FLASH_KEYS into shared memory (rows past `keys`: zeros).
+    auto stage = [&](f16* dst, const KV* cache, u32 j0) {
+        constexpr int PARTS = D / 8; // 16-byte parts per row
+        for (u32 c = threadIdx.x; c < FLASH_KEYS * PARTS; c += ATT_WARPS * 32) {
+            const u32 r = c / PARTS, col = (c % PARTS) * 8, j = j0 + r;
+            cp_async16(dst + r * LD + col, cache + base + (size_t)(j < keys ? j : 0) * kv_dim + col, j < keys);
+        }
+        cp_async_commit();
+    };
+
+    float o[O_TILES][4];
+#pragma unroll
+    for (int n = 0; n < O_TILES; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float row_max[2] = {NEG_INF, NEG_INF}, row_sum[2] = {0.0f, 0.0f};
+    stage(ks, a.kc, 0);
+    for (u32 j0 = 0; j0 < keys; j0 += FLASH_KEYS) {
+        cp_async_wait_all();
+        __syncthreads(); // this K tile is in; every warp is done with the last V tile
+        stage(vs, a.vc, j0);
+        // Warps whose rows all end before this tile skip its products (the causal diagonal).
+        const bool active = (int)j0 <= warp_last;
+        float s[S_TILES][4];
+        if (active) {
+#pragma unroll
+            for (int n = 0; n < S_TILES; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < QK_STEPS; kk++) {
+#pragma unroll
+                for (int np = 0; np < S_TILES / 2; np++) {
+                    u32 b[4]; // keys np*16 + (0..8 | 8..16), dims kk*16 + (0..8 | 8..16)
+                    ldmatrix_x4(b, ks + (np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
+                    mma_16x8x16(s[2 * np], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], b[0], b[1]);
+                    mma_16x8x16(s[2 * np + 1], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], b[2], b[3]);
+                }
+            }
+            // Causal mask, then the online softmax of rows g and g + 8 (a row's values sit
+            // in the four lanes of a quad).
+            float mx[2] = {row_max[0], row_max[1]};
+#pragma unroll
+            for (int n = 0; n < S_TILES; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int j = (int)j0 + n * 8 + 2 * t + (e & 1);
+                    if (j > pos[e >> 1]) s[n][e] = NEG_INF;
+                    mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+                }
+            }
+            float corr[2];
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+                corr[r] = exp2f(row_max[r] - mx[r]);
+                row_max[r] = mx[r];
+                row_sum[r] *= corr[r];
+            }
+#pragma unroll
+            for (int n = 0; n < S_TILES; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    s[n][e] = exp2f(s[n][e] - mx[e >> 1]);
+                    row_sum[e >> 1] += s[n][e];
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < O_TILES; n++) {
+                o[n][0] *= corr[0];
+                o[n][1] *= corr[0];
+                o[n][2] *= corr[1];
+                o[n][3] *= corr[1];
+            }
+        }
+        cp_async_wait_all();
+        __syncthreads(); // this V tile is in; every warp is done with this K tile
+        if (j0 + FLASH_KEYS < keys) stage(ks, a.kc, j0 + FLASH_KEYS);
+        if (active) {
+#pragma unroll
+            for (int kk = 0; kk < FLASH_KEYS / 16; kk++) {
+                // P's S tiles 2kk and 2kk + 1 are the A fragment of keys kk*16 .. kk*16 + 16.
+                const u32 p0 = pack_h2(s[2 * kk][0], s[2 * kk][1]), p1 = pack_h2(s[2 * kk][2], s[2 * kk][3]);
+                const u32 p2 = pack_h2(s[2 * kk + 1][0], s[2 * kk + 1][1]), p3 = pack_h2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+                for (int np = 0; np < O_TILES / 2; np++) {
+                    u32 b[4]; // keys kk*16 + (0..8 | 8..16), dims np*16 + (0..8 | 8..16)
+                    ldmatrix_x4_trans(b, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + np * 16 + ((lane >> 4) & 1) * 8);
+                    mma_16x8x16(o[2 * np], p0, p1, p2, p3, b[0], b[1]);
+                    mma_16x8x16(o[2 * np + 1], p0, p1, p2, p3, b[2], b[3]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+        const u32 i = row0 + warp * 16 + g + 8 * r;
+        if (i >= m) continue;
+        float* y = a.y + (size_t)i * a.heads * D + h * D;
+#pragma unroll
+        for (int n = 0; n < O_TILES; n++) *(float2*)(y + n * 8 + 2 * t) = make_float2(o[n][2 * r] / row_sum[r], o[n][2 * r + 1] / row_sum[r]);
+    }
+}
+
+// grid: (m / FLASH_ROWS rounded up, heads).
+KERNEL void attn_flash_64(Args a) {
+    pdl_begin();
+    if (blockIdx.x * FLASH_ROWS < step_of(a).m) flash_tile<64>(a, blockIdx.x * FLASH_ROWS, blockIdx.y);
+}
+KERNEL void attn_flash_128(Args a) {
+    pdl_begin();
+    if (blockIdx.x * FLASH_ROWS < step_of(a).m) flash_tile<128>(a, blockIdx.x * FLASH_ROWS, blockIdx.y);
+}
+#endif

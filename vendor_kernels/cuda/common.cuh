@@ -41,6 +41,26 @@ DEV void mma_16x8x16(float c[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1)
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// Shared-memory staging for the tensor-core kernels (sm_80 on): 16-byte asynchronous
+// copies (zero-filled where `valid` is false, so rows past the data never reach the
+// products as NaN), and ldmatrix, which hands each lane its fragment of four 8 x 8 f16
+// matrices whose rows the lanes address (lanes 8j..8j+7: the rows of matrix j).
+DEV u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+DEV void cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+DEV void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+DEV void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+DEV void ldmatrix_x4(u32 r[4], const void* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(row)));
+}
+// The same with each matrix transposed: lane l gets rows 2(l%4), 2(l%4)+1 of column l/4.
+DEV void ldmatrix_x4_trans(u32 r[4], const void* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(row)));
+}
+
 // Programmatic dependent launch (sm_90 on): the executor launches every kernel so that it
 // may start while the kernel before it is still finishing. Each kernel therefore lets the
 // next one start early (pdl_trigger) and waits for the one before it to complete and flush

@@ -149,6 +149,10 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
                     out.push(g("attn_combine", dims.heads, m, 1, att));
                 }
                 Variant::OnlineAttention => out.push(g("attn_online", dims.heads, m, 1, att)),
+                Variant::FlashAttention { rows, keys } if f16_weights && cuda::FLASH_HEAD_DIMS.contains(&dims.head_dim) => {
+                    check_tile(Tile { m: rows, n: keys }, Tile { m: cuda::FLASH_ROWS, n: cuda::FLASH_KEYS }, "flash attention")?;
+                    out.push(g(&format!("attn_flash_{}", dims.head_dim), m.div_ceil(rows), dims.heads, 1, att));
+                }
                 other => return Err(no_kernel(format!("attention variant {other}"))),
             }
             out
@@ -197,7 +201,13 @@ pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
             }
             out
         }
-        "attention" => names(&["attn_split", "attn_combine", "attn_online"]),
+        "attention" => {
+            let mut out = names(&["attn_split", "attn_combine", "attn_online"]);
+            if f16_weights {
+                out.extend(cuda::FLASH_HEAD_DIMS.iter().map(|d| format!("attn_flash_{d}")));
+            }
+            out
+        }
         other => unreachable!("no kernel family {other}"),
     }
 }

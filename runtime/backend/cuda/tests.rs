@@ -256,6 +256,64 @@ fn attention_kernels_match_the_reference_f16_cache() {
     check_attention(WeightPrecision::F16);
 }
 
+/// The tensor-core prefill attention (f16 KV cache) against the f64 reference: tiles with a
+/// partial last block, a prompt that continues a cached context, a single row whose keys end
+/// inside a tile, and a step of two sequences whose first tile spans both (done row by row).
+#[test]
+fn flash_attention_matches_the_reference() {
+    let Some(rig) = Rig::new(WeightPrecision::F16) else { return };
+    let s = &rig.stream;
+    let flash = rig.caps.attention.flash.clone().expect("f16 CUDA has the tensor-core attention");
+    let mut rng = Rng::new(3);
+    let max_ctx = 600;
+    for &hd in &flash.head_dims {
+        for (heads, kv_heads) in [(4usize, 2usize), (3, 1)] {
+            let dims = HeadDims { heads, kv_heads, head_dim: hd };
+            let kv_dim = dims.kv_dim();
+            let (kv_k, kv_v) = (random(&mut rng, 2 * max_ctx * kv_dim, 1.0), random(&mut rng, 2 * max_ctx * kv_dim, 1.0));
+            let ((kc, k_stored), (vc, v_stored)) = (rig.stored(&kv_k), rig.stored(&kv_v));
+            let scale = 1.0 / (hd as f32).sqrt();
+            let rows = |seq: usize, p: std::ops::Range<usize>| p.map(move |pos| (seq, pos));
+            for case in [
+                rows(0, 0..150).collect::<Vec<_>>(),
+                rows(1, 37..107).collect(),
+                rows(0, 500..501).collect(),
+                rows(0, 0..40).chain(rows(1, 0..90)).collect(),
+            ] {
+                let m = case.len();
+                let (row_seqs, positions): (Vec<usize>, Vec<usize>) = case.iter().copied().unzip();
+                let x = random(&mut rng, m * dims.qkv_width(), 2.0);
+                let xbuf = rig.f32s(&x);
+                let mut want: Vec<f64> = vec![];
+                for (i, &(seq, pos)) in case.iter().enumerate() {
+                    let (k, v) = (&k_stored[seq * max_ctx * kv_dim..], &v_stored[seq * max_ctx * kv_dim..]);
+                    for h in 0..heads {
+                        let q = &x[i * dims.qkv_width() + h * hd..][..hd];
+                        want.extend(attend(q, k, v, pos, kv_dim, hd, (h / (heads / kv_heads)) * hd, scale as f64));
+                    }
+                }
+                let step = rig.step(m, m, None, &positions, &row_seqs);
+                let params = Params::Attention { dims, layer: 0, scale, kv_write: false, unified: UnifiedMax::default() };
+                let t = Template { node: 0, out_rows: false, params, io: io() };
+                let ybuf = rig.f32s(&vec![f32::NAN; m * dims.q_dim()]);
+                let args = Args {
+                    step: ptr(&step, s),
+                    x: ptr(&xbuf, s),
+                    y: ptr(&ybuf, s),
+                    kc: ptr(&kc, s),
+                    vc: ptr(&vc, s),
+                    ..Args::of(&t, max_ctx, |_| 1)
+                };
+                let launch = Launch { template: 0, variant: Variant::FlashAttention { rows: flash.rows, keys: flash.keys }, rows: m };
+                rig.run(&kernels::grids(&launch, &t, m, rig.f16, 0).unwrap(), &args);
+                // q and the probabilities are rounded to f16 for the tensor cores.
+                let err = rel_error(&rig.read(&ybuf), &want, "flash attention");
+                assert!(err < 1e-2, "hd {hd} heads {heads}/{kv_heads}, {m} rows from {:?}: relative error {err}", case[0]);
+            }
+        }
+    }
+}
+
 #[test]
 fn the_cuda_profile_lowers_with_its_own_tiles() {
     let caps = BackendCaps::cuda_builtin(DType::F16);
