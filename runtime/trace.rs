@@ -11,6 +11,7 @@ use crate::lower::caps::{BackendCaps, SplitKvLimits};
 use crate::lower::fusion::{Fusion, Stage, When};
 use crate::lower::kernel::{Params, Variant};
 use crate::lower::memory::MemoryPlan;
+use crate::model::ModelConfig;
 use crate::tensor::DType;
 
 /// Why a node runs the way it does.
@@ -191,6 +192,9 @@ pub struct TraceFile {
     pub notes: Vec<String>,
     pub backend: String,
     pub caps: BackendCaps,
+    /// The model's configuration: with `caps`, enough to lower any other step (the viewer).
+    #[serde(default)]
+    pub config: Option<ModelConfig>,
     /// The last prefill step and the last decode step after it.
     pub steps: Vec<StepTrace>,
     /// One list per entry of `steps`: device time per (op, implementation).
@@ -198,9 +202,9 @@ pub struct TraceFile {
 }
 
 impl TraceFile {
-    pub fn new(model: String, notes: Vec<String>, backend: String, caps: BackendCaps, steps: Vec<StepTrace>) -> Self {
+    pub fn new(model: String, config: ModelConfig, backend: String, caps: BackendCaps, steps: Vec<StepTrace>) -> Self {
         let op_summary = steps.iter().map(|s| s.op_summary()).collect();
-        TraceFile { model, notes, backend, caps, steps, op_summary }
+        TraceFile { model, notes: config.notes.clone(), backend, caps, config: Some(config), steps, op_summary }
     }
 }
 
@@ -219,6 +223,9 @@ pub struct PlanFile {
     #[serde(default)]
     pub notes: Vec<String>,
     pub caps: BackendCaps,
+    /// The model's configuration: with `caps`, enough to lower any other step (the viewer).
+    #[serde(default)]
+    pub config: Option<ModelConfig>,
     pub fusions: Vec<Fusion>,
     pub memory: MemoryPlan,
     pub steps: Vec<PlannedStep>,

@@ -128,6 +128,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
             model,
             notes: config_notes,
             caps: lowering.caps.clone(),
+            config: Some(lowering.graph.config.clone()),
             fusions: lowering.fusions.clone(),
             memory: lowering.memory.clone(),
             steps,

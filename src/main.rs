@@ -304,7 +304,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         let caps = engine.driver().lowering().caps.clone();
         let file = TraceFile::new(
             engine.model_description.clone(),
-            engine.config.notes.clone(),
+            engine.config.clone(),
             engine.backend_description(),
             caps,
             engine.trace_steps().to_vec(),

@@ -4,12 +4,12 @@
 //! inflection points read off a report. The wgpu and CUDA backends each fill a report with
 //! their own kernels (`wgpu::microbench`, `cuda::microbench`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dataflow::LinearImpl;
 use crate::tensor::DType;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LinearTiming {
     pub n: usize,
     pub k: usize,
@@ -44,7 +44,7 @@ impl LinearTiming {
 }
 
 /// The device's memory bandwidth, measured on large buffers (GB/s = 1e9 bytes per second).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Bandwidth {
     /// Size of each buffer streamed, and how many the passes rotate over.
     pub buffer_bytes: u64,
@@ -58,7 +58,7 @@ pub struct Bandwidth {
 }
 
 /// Decode attention of one sequence (one query token) over `ctx` cached positions.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttentionTiming {
     pub ctx: usize,
     pub heads: usize,
@@ -111,7 +111,7 @@ impl AttentionTiming {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KernelReport {
     pub device: String,
     /// The copy ceiling: the better of the copy kernel and the driver copy, bytes read +
