@@ -139,10 +139,10 @@ impl Driver {
     pub fn step_tapped(
         &mut self,
         input: &StepInput,
-        taps: &dyn Fn(&LoweredStep) -> Result<Vec<Tap>>,
+        taps: &mut dyn FnMut(&Lowering, &LoweredStep) -> Result<Vec<Tap>>,
     ) -> Result<(Arc<LoweredStep>, Vec<f32>, Tapped)> {
         let step = self.lowered(input)?;
-        let (out, tapped) = self.exec.run_tapped(&step, input, &taps(&step)?)?;
+        let (out, tapped) = self.exec.run_tapped(&step, input, &taps(&self.lowering, &step)?)?;
         self.finish(Arc::clone(&step), &out);
         self.timing = out.timing;
         Ok((step, out.logits, tapped))
