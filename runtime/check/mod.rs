@@ -23,7 +23,7 @@ use crate::lower::kernel::Variant;
 use crate::lower::{LoweredStep, Lowering, LoweringOptions, NodeStep};
 use crate::model::{ModelConfig, WeightSource};
 use crate::sampling::argmax;
-use crate::trace::{How, NodeRecord, Phase};
+use crate::trace::{How, NodeRecord, Phase, StepShape};
 use metrics::{LogitsComparison, Metrics};
 use points::Captured;
 use report::{BackendInfo, CheckReport, Comparison, Divergence, GroupSummary, KindSummary, PointReport, Ran, StepComparison};
@@ -173,7 +173,7 @@ pub fn run(
         })?;
         let caps = driver.lowering().caps.clone();
         backends.push(BackendInfo { kind: options.kind().name().into(), device: driver.describe(), caps });
-        let perturbing = bi == 1;
+        let perturbing = bi == 1 && (opts.inject.is_some() || opts.break_variant.is_some());
         let mut perturbed = 0usize;
         let mut runs = Vec::with_capacity(opts.steps + 1);
         for t in 0..=opts.steps {
@@ -213,7 +213,7 @@ pub fn run(
             } else {
                 let phase = if t == 0 { Phase::Prefill } else { Phase::Decode };
                 let precision = Precision::of(&backends[0].caps, &backends[bi].caps);
-                runs.push(compare_step(l, (&reference[t], &run), phase, &tokens, opts.profile, precision));
+                runs.push(compare_step(l, (&reference[t], &run), phase, (first, &tokens), opts.profile, precision));
             }
         }
         progress(Progress::Running { backend: bi, done: opts.steps + 1, total: opts.steps + 1 });
@@ -291,12 +291,13 @@ fn layer_of(name: &str) -> Option<usize> {
     name.strip_prefix("layers.")?.split('.').next()?.parse().ok()
 }
 
-/// One step of a backend against the same step of the reference.
+/// One step of a backend against the same step of the reference: `tokens` at positions
+/// from `first`.
 fn compare_step(
     l: &Lowering,
     (r, c): (&StepRun, &StepRun),
     phase: Phase,
-    tokens: &[u32],
+    (first, tokens): (usize, &[u32]),
     profile: ToleranceProfile,
     precision: Precision,
 ) -> StepComparison {
@@ -326,7 +327,8 @@ fn compare_step(
     let logits_tolerance = Tolerance::of(profile, precision, "logits");
     StepComparison {
         phase,
-        shape: c.step.shape,
+        // Not the lowered step's: decode steps of one size share one lowered step.
+        shape: StepShape { m: tokens.len(), out: 1, sequences: 1, max_keys: first + tokens.len() },
         tokens: tokens.to_vec(),
         points,
         logits: LogitsComparison::of(&c.logits, &r.logits, LOGITS_TOP_K, &logits_tolerance),
