@@ -2,6 +2,7 @@
 //! the runtime's typed errors into messages; all work happens in fdpp-runtime.
 
 mod bench;
+mod check;
 mod inspect;
 mod progress;
 mod shape;
@@ -41,6 +42,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure prefill and decode speed (or, with `bench kernels`, each kernel).
     Bench(bench::BenchCmd),
+    /// Run one model on several backends and name the first node where they disagree.
+    Check(check::CheckArgs),
     /// Print the token ids (and pieces) a model's tokenizer makes of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Fetch the default model into the cache (if it is not there) and print its path.
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
         Command::Convert { model, out_dir } => convert(&model, &out_dir),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(cmd) => bench::command(cmd),
+        Command::Check(args) => check::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Fetch => resolve_model(None).map(|p| println!("{}", p.display())),
     };
