@@ -51,7 +51,7 @@ pub struct CheckArgs {
     #[arg(long)]
     no_fusion: bool,
     /// Testing switch: perturb this node's output on the second backend (NODE[:SCALE];
-    /// every value moves by SCALE, default 0.1, times the output's largest magnitude), so
+    /// every value moves by SCALE, default 0.5, times the output's largest magnitude), so
     /// the check has a divergence to find and name.
     #[arg(long, value_name = "NODE[:SCALE]")]
     inject: Option<String>,

@@ -32,9 +32,9 @@ use tolerance::{Precision, Tolerance, ToleranceProfile};
 /// Top-k of the logits compared at every step.
 pub const LOGITS_TOP_K: usize = 5;
 
-/// The default scale of `--inject`: values move by a tenth of their largest magnitude,
-/// far beyond every tolerance.
-pub const DEFAULT_INJECT_SCALE: f32 = 0.1;
+/// The default scale of `--inject`: values move by half their largest magnitude, five
+/// times the loosest tolerance.
+pub const DEFAULT_INJECT_SCALE: f32 = 0.5;
 
 /// A perturbation of the second backend (`NAME[:scale]`): of one node's output
 /// (`--inject`), or of every launch of one kernel variant (`--break-variant`, a test hook

@@ -77,7 +77,7 @@ fn an_injected_node_is_the_first_divergence_whatever_its_op() {
         assert!((e.rel - DEFAULT_INJECT_SCALE as f64).abs() < 1e-5, "{node}: {e:?}");
         assert_eq!(d.checked.as_ref().unwrap().variant, d.reference.as_ref().unwrap().variant);
         assert!(!r.passed());
-        assert_eq!(r.injected.as_deref(), Some(format!("{node}:0.1").as_str()));
+        assert_eq!(r.injected.as_deref(), Some(format!("{node}:0.5").as_str()));
     }
 }
 
