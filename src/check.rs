@@ -75,16 +75,28 @@ fn backend(name: &str, args: &CheckArgs) -> Result<BackendOptions> {
     }
 }
 
-/// The model's config, weights and description, and the prompt's token ids.
-fn model_and_prompt(args: &CheckArgs) -> Result<(ModelConfig, Box<dyn WeightSource>, String, Vec<u32>)> {
+/// What is checked: a model and the prompt's token ids.
+struct Subject {
+    config: ModelConfig,
+    weights: Box<dyn WeightSource>,
+    description: String,
+    prompt: Vec<u32>,
+}
+
+fn subject(args: &CheckArgs) -> Result<Subject> {
     if args.prompt.is_empty() {
         return Err(Error::EmptyPrompt);
     }
     match args.shape {
         Some(shape) => {
             let c = shape.config();
-            let ids = args.prompt.bytes().map(u32::from).collect();
-            Ok((c.clone(), Box::new(SyntheticWeights::new(&c)), format!("synthetic {}", shape.name()), ids))
+            let weights = Box::new(SyntheticWeights::new(&c));
+            Ok(Subject {
+                description: format!("synthetic {}", shape.name()),
+                prompt: args.prompt.bytes().map(u32::from).collect(),
+                config: c,
+                weights,
+            })
         }
         None => {
             let model = Model::load(crate::resolve_model(args.model.as_deref())?)?;
@@ -92,8 +104,7 @@ fn model_and_prompt(args: &CheckArgs) -> Result<(ModelConfig, Box<dyn WeightSour
             if ids.is_empty() {
                 return Err(Error::EmptyPrompt);
             }
-            let describe = model.describe();
-            Ok((model.config, model.weights, describe, ids))
+            Ok(Subject { description: model.describe(), config: model.config, weights: model.weights, prompt: ids })
         }
     }
 }
@@ -111,7 +122,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
         inject: perturbation("--inject", &args.inject)?,
         break_variant: perturbation("--break-variant", &args.break_variant)?,
     };
-    let (config, weights, model, prompt) = model_and_prompt(&args)?;
+    let Subject { config, weights, description: model, prompt } = subject(&args)?;
     eprintln!("fdpp: {model}");
     let names: Vec<&str> = args.backends.iter().map(|s| s.trim()).collect();
     let mut bar = progress::Bar::hidden();
