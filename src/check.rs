@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use fdpp_runtime::backend::{BackendOptions, CudaOptions, WgpuOptions};
+use fdpp_runtime::backend::{BackendKind, BackendOptions};
 use fdpp_runtime::check::report::{CheckReport, Comparison, PointReport};
 use fdpp_runtime::check::tolerance::ToleranceProfile;
 use fdpp_runtime::check::{self, CheckOptions, Perturbation, Progress};
@@ -66,13 +66,11 @@ pub struct CheckArgs {
 
 /// The backend a `--backends` entry names.
 fn backend(name: &str, args: &CheckArgs) -> Result<BackendOptions> {
-    let precision = DeviceArgs::precision(args.weights);
-    match name.trim() {
-        "cpu" => Ok(BackendOptions::Cpu),
-        "wgpu" => Ok(BackendOptions::Wgpu(WgpuOptions { adapter: args.adapter.clone(), precision, binding_limit: None })),
-        "cuda" => Ok(BackendOptions::Cuda(CudaOptions { ordinal: 0, precision })),
-        other => Err(Error::InvalidArgument(format!("--backends: unknown backend `{other}` (known: cpu, wgpu, cuda)"))),
-    }
+    let kind = [BackendKind::Cpu, BackendKind::Wgpu, BackendKind::Cuda]
+        .into_iter()
+        .find(|k| k.name() == name.trim())
+        .ok_or_else(|| Error::InvalidArgument(format!("--backends: unknown backend `{name}` (known: cpu, wgpu, cuda)")))?;
+    Ok(DeviceArgs::options(kind, args.adapter.as_deref(), args.weights))
 }
 
 /// What is checked: a model and the prompt's token ids.

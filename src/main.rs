@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fdpp_runtime::backend::{self, BackendOptions, CudaOptions, WeightPrecision, WgpuOptions};
+use fdpp_runtime::backend::{self, BackendKind, BackendOptions, CudaOptions, WeightPrecision, WgpuOptions};
 use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Phase, Prompt, SamplingParams, StopReason};
 use fdpp_runtime::model::{ChatMessage, Model, hf, hub};
 use fdpp_runtime::trace::TraceFile;
@@ -83,20 +83,23 @@ pub struct DeviceArgs {
 impl DeviceArgs {
     /// The backend to open: `auto` takes wgpu where a hardware GPU adapter exists.
     pub fn backend(&self) -> BackendOptions {
-        let wgpu = || {
-            BackendOptions::Wgpu(WgpuOptions {
-                adapter: self.adapter.clone(),
-                precision: Self::precision(self.weights),
-                binding_limit: None,
-            })
+        let kind = match self.backend {
+            BackendArg::Auto if backend::has_cuda_device() => BackendKind::Cuda,
+            BackendArg::Auto if backend::has_hardware_gpu() => BackendKind::Wgpu,
+            BackendArg::Auto | BackendArg::Cpu => BackendKind::Cpu,
+            BackendArg::Wgpu => BackendKind::Wgpu,
+            BackendArg::Cuda => BackendKind::Cuda,
         };
-        let cuda = || BackendOptions::Cuda(CudaOptions { ordinal: 0, precision: Self::precision(self.weights) });
-        match self.backend {
-            BackendArg::Auto if backend::has_cuda_device() => cuda(),
-            BackendArg::Auto if backend::has_hardware_gpu() => wgpu(),
-            BackendArg::Auto | BackendArg::Cpu => BackendOptions::Cpu,
-            BackendArg::Wgpu => wgpu(),
-            BackendArg::Cuda => cuda(),
+        Self::options(kind, self.adapter.as_deref(), self.weights)
+    }
+
+    /// The options of backend `kind` with a wgpu adapter and a weight storage.
+    pub fn options(kind: BackendKind, adapter: Option<&str>, weights: WeightsArg) -> BackendOptions {
+        let precision = Self::precision(weights);
+        match kind {
+            BackendKind::Cpu => BackendOptions::Cpu,
+            BackendKind::Wgpu => BackendOptions::Wgpu(WgpuOptions { adapter: adapter.map(String::from), precision, binding_limit: None }),
+            BackendKind::Cuda => BackendOptions::Cuda(CudaOptions { ordinal: 0, precision }),
         }
     }
 

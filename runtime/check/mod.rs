@@ -238,12 +238,17 @@ pub fn run(
 }
 
 fn unknown_node(g: &Graph, name: &str) -> Error {
-    let layers = g.config.num_layers;
+    // The names of layer 0 stand for every layer's.
+    let names: Vec<String> = g
+        .nodes
+        .iter()
+        .filter(|n| !n.name.starts_with("layers.") || n.name.starts_with("layers.0."))
+        .map(|n| format!("`{}`", n.name.replacen("layers.0.", "layers.N.", 1)))
+        .collect();
     Error::InvalidArgument(format!(
-        "--inject: this model has no node `{name}` (its nodes are `embed`, `layers.N.attn_norm`, `layers.N.attn.qkv`, \
-         `layers.N.attn.rope`, `layers.N.attn.sdpa`, `layers.N.attn.o`, `layers.N.attn.residual`, `layers.N.ffn_norm`, \
-         `layers.N.ffn.gate_up`, `layers.N.ffn.swiglu`, `layers.N.ffn.down`, `layers.N.ffn.residual` for N in 0..{layers}, \
-         `select_rows`, `final_norm`, `lm_head`; `fdpp inspect` lists them)"
+        "--inject: this model has no node `{name}`; its nodes are {} for N in 0..{} (`fdpp inspect` lists them)",
+        names.join(", "),
+        g.config.num_layers
     ))
 }
 
