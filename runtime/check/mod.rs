@@ -172,6 +172,8 @@ pub fn run(
             progress(Progress::Loading { backend: bi, done, total })
         })?;
         let caps = driver.lowering().caps.clone();
+        // Against the reference (the reference itself: against itself, unused).
+        let precision = Precision::of(backends.first().map_or(&caps, |r: &BackendInfo| &r.caps), &caps);
         backends.push(BackendInfo { kind: options.kind().name().into(), device: driver.describe(), caps });
         let perturbing = bi == 1 && (opts.inject.is_some() || opts.break_variant.is_some());
         let mut perturbed = 0usize;
@@ -212,7 +214,6 @@ pub fn run(
                 reference.push(run);
             } else {
                 let phase = if t == 0 { Phase::Prefill } else { Phase::Decode };
-                let precision = Precision::of(&backends[0].caps, &backends[bi].caps);
                 runs.push(compare_step(l, (&reference[t], &run), phase, (first, &tokens), opts.profile, precision));
             }
         }
@@ -221,7 +222,7 @@ pub fn run(
             return Err(never_perturbed(opts, options));
         }
         if bi > 0 {
-            comparisons.push(summarise(bi, Precision::of(&backends[0].caps, &backends[bi].caps), runs, &reference_ids));
+            comparisons.push(summarise(bi, precision, runs, &reference_ids));
         }
     }
     let injected = opts.inject.iter().chain(&opts.break_variant).map(|p| p.to_string()).next();
