@@ -1,6 +1,7 @@
 //! One error type for the whole runtime, grouped by where the problem lies: model files,
-//! tokenizer and template, limits of a request, backends, fetching. Every variant carries
-//! the file / tensor / limit it is about, so the CLI can print it as is.
+//! tokenizer and template, limits of a request, backends, the cross-backend check,
+//! fetching. Every variant carries the file / tensor / limit it is about, so the CLI can
+//! print it as is.
 
 use std::path::PathBuf;
 
@@ -53,6 +54,12 @@ pub enum Error {
     OutOfMemory { backend: String, what: String, bytes: u64 },
     #[error("{backend}: {op}: {reason}")]
     Backend { backend: String, op: String, reason: String },
+    #[error("{backend} does not support {what} (not implemented for this backend)")]
+    NotSupported { backend: String, what: String },
+
+    // ---- the cross-backend check ----
+    #[error("check: {backend} disagrees with {reference}: first divergence at `{node}` ({step}); see the report")]
+    Divergence { reference: String, backend: String, node: String, step: String },
 
     // ---- fetching the default model ----
     #[error("fetching {what}: {reason}")]

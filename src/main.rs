@@ -2,6 +2,7 @@
 //! the runtime's typed errors into messages; all work happens in fdpp-runtime.
 
 mod bench;
+mod check;
 mod inspect;
 mod progress;
 mod shape;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fdpp_runtime::backend::{self, BackendOptions, CudaOptions, WeightPrecision, WgpuOptions};
+use fdpp_runtime::backend::{self, BackendKind, BackendOptions, CudaOptions, WeightPrecision, WgpuOptions};
 use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Phase, Prompt, SamplingParams, StopReason};
 use fdpp_runtime::model::{ChatMessage, Model, hf, hub};
 use fdpp_runtime::trace::TraceFile;
@@ -41,6 +42,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure prefill and decode speed (or, with `bench kernels`, each kernel).
     Bench(bench::BenchCmd),
+    /// Run one model on several backends and name the first node where they disagree.
+    Check(check::CheckArgs),
     /// Print the token ids (and pieces) a model's tokenizer makes of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Fetch the default model into the cache (if it is not there) and print its path.
@@ -80,20 +83,23 @@ pub struct DeviceArgs {
 impl DeviceArgs {
     /// The backend to open: `auto` takes wgpu where a hardware GPU adapter exists.
     pub fn backend(&self) -> BackendOptions {
-        let wgpu = || {
-            BackendOptions::Wgpu(WgpuOptions {
-                adapter: self.adapter.clone(),
-                precision: Self::precision(self.weights),
-                binding_limit: None,
-            })
+        let kind = match self.backend {
+            BackendArg::Auto if backend::has_cuda_device() => BackendKind::Cuda,
+            BackendArg::Auto if backend::has_hardware_gpu() => BackendKind::Wgpu,
+            BackendArg::Auto | BackendArg::Cpu => BackendKind::Cpu,
+            BackendArg::Wgpu => BackendKind::Wgpu,
+            BackendArg::Cuda => BackendKind::Cuda,
         };
-        let cuda = || BackendOptions::Cuda(CudaOptions { ordinal: 0, precision: Self::precision(self.weights) });
-        match self.backend {
-            BackendArg::Auto if backend::has_cuda_device() => cuda(),
-            BackendArg::Auto if backend::has_hardware_gpu() => wgpu(),
-            BackendArg::Auto | BackendArg::Cpu => BackendOptions::Cpu,
-            BackendArg::Wgpu => wgpu(),
-            BackendArg::Cuda => cuda(),
+        Self::options(kind, self.adapter.as_deref(), self.weights)
+    }
+
+    /// The options of backend `kind` with a wgpu adapter and a weight storage.
+    pub fn options(kind: BackendKind, adapter: Option<&str>, weights: WeightsArg) -> BackendOptions {
+        let precision = Self::precision(weights);
+        match kind {
+            BackendKind::Cpu => BackendOptions::Cpu,
+            BackendKind::Wgpu => BackendOptions::Wgpu(WgpuOptions { adapter: adapter.map(String::from), precision, binding_limit: None }),
+            BackendKind::Cuda => BackendOptions::Cuda(CudaOptions { ordinal: 0, precision }),
         }
     }
 
@@ -160,6 +166,7 @@ fn main() -> ExitCode {
         Command::Convert { model, out_dir } => convert(&model, &out_dir),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(cmd) => bench::command(cmd),
+        Command::Check(args) => check::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Fetch => resolve_model(None).map(|p| println!("{}", p.display())),
     };

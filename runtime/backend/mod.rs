@@ -9,6 +9,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod microbench;
+pub mod tap;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
@@ -21,6 +22,7 @@ pub use crate::lower::caps::{BackendCaps, BackendKind};
 use crate::lower::{LoweredStep, Lowering};
 use crate::model::WeightSource;
 use crate::sampling::SamplingParams;
+pub use tap::{Tap, Tapped};
 
 /// One graph run. Token `i` belongs to sequence `seqs[i]` at position `positions[i]`;
 /// it attends to that sequence's positions `0..=positions[i]`. Logits are produced for
@@ -98,6 +100,16 @@ pub trait Executor: Send {
     fn set_profiling(&mut self, on: bool) -> Result<()>;
     /// Forgets a sequence's KV cache so its slot can be reused.
     fn reset_sequence(&mut self, seq: usize);
+    /// Runs `step` to the end with the tokens of `input` (as `submit` with `Tokens::Host`
+    /// and `Pick::Logits`, then `collect`) and returns, besides its output, the values of
+    /// every tap: the first `elements` of the buffer the tapped launch writes, read right
+    /// after it ran and before any later launch, perturbed first where the tap asks (see
+    /// `tap`). `fdpp check` compares backends node by node with it. A backend that cannot
+    /// read single launches back keeps this default.
+    fn run_tapped(&mut self, step: &LoweredStep, input: &StepInput, taps: &[Tap]) -> Result<(StepOutput, Tapped)> {
+        let _ = (step, input, taps);
+        Err(Error::NotSupported { backend: self.describe(), what: "reading back single launches (`fdpp check`)".into() })
+    }
 }
 
 /// Sizes every backend allocates for.

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::backend::{self, BackendOptions, Capacity, Executor, Pick, StepInput, StepOutput, StepTiming, Tokens};
+use crate::backend::{self, BackendOptions, Capacity, Executor, Pick, StepInput, StepOutput, StepTiming, Tap, Tapped, Tokens};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::lower::{LoweredStep, Lowering, LoweringOptions};
@@ -131,6 +131,21 @@ impl Driver {
 
     fn finish(&mut self, step: Arc<LoweredStep>, out: &StepOutput) {
         self.last = Some(LastStep { step, launch_micros: out.launch_micros.clone(), fallback_rows: out.fallback_rows });
+    }
+
+    /// Runs one step with the tokens of `input` and returns its lowering, its `[out_rows,
+    /// vocab]` logits and the values of the launches `taps` picks from the lowered step
+    /// (`Executor::run_tapped`; `fdpp check`).
+    pub fn step_tapped(
+        &mut self,
+        input: &StepInput,
+        taps: &mut dyn FnMut(&Lowering, &LoweredStep) -> Result<Vec<Tap>>,
+    ) -> Result<(Arc<LoweredStep>, Vec<f32>, Tapped)> {
+        let step = self.lowered(input)?;
+        let (out, tapped) = self.exec.run_tapped(&step, input, &taps(&self.lowering, &step)?)?;
+        self.finish(Arc::clone(&step), &out);
+        self.timing = out.timing;
+        Ok((step, out.logits, tapped))
     }
 
     /// Runs the graph over one step; returns `[out_rows, vocab]` logits.

@@ -129,6 +129,9 @@ pub struct BackendCaps {
     pub device: String,
     /// How weights are stored on the device.
     pub weight_dtype: DType,
+    /// How the KV cache is stored (files written before this field existed: f32).
+    #[serde(default = "f32_kv")]
+    pub kv_dtype: DType,
     /// Largest buffer one kernel argument may cover: larger weights are split by rows.
     pub max_binding_bytes: u64,
     /// Lanes of a subgroup where subgroup operations are used.
@@ -252,6 +255,10 @@ pub mod cuda {
     }
 }
 
+fn f32_kv() -> DType {
+    DType::F32
+}
+
 impl BackendCaps {
     /// The built-in profile of a backend, for planning without its device.
     pub fn builtin(kind: BackendKind) -> Option<BackendCaps> {
@@ -268,6 +275,7 @@ impl BackendCaps {
             backend: BackendKind::Cpu,
             device: "cpu".into(),
             weight_dtype: DType::F32,
+            kv_dtype: DType::F32,
             max_binding_bytes: u64::MAX,
             subgroup_size: None,
             cooperative_matrix: false,
@@ -295,6 +303,8 @@ impl BackendCaps {
             backend: BackendKind::Wgpu,
             device: "built-in wgpu profile (no adapter queried)".into(),
             weight_dtype: DType::F16,
+            // The WGSL attention keeps K and V in f32 whatever the weights are.
+            kv_dtype: DType::F32,
             max_binding_bytes: 2 << 30,
             subgroup_size: Some(32),
             cooperative_matrix: false,
@@ -337,6 +347,8 @@ impl BackendCaps {
             backend: BackendKind::Cuda,
             device: "built-in cuda profile (no device queried)".into(),
             weight_dtype,
+            // `FDPP_KV_F16` follows the weights.
+            kv_dtype: weight_dtype,
             // Kernels index within a chunk with 32-bit element offsets.
             max_binding_bytes: 2 << 30,
             subgroup_size: Some(32),

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use super::tap::{self, Tap, Tapped};
 use super::{BackendCaps, Capacity, Device, Executor, Pick, StepInput, StepOutput, StepTiming, Tokens};
 use crate::error::{Error, Result};
 use crate::lower::kernel::{Epilogue, Params, Variant};
@@ -191,6 +192,65 @@ impl CpuExecutor {
         self.buffers[t.io.y] = y;
         Ok(())
     }
+
+    /// Runs every launch of `step`, reading back (and perturbing) the tapped ones after they run.
+    fn execute(
+        &mut self,
+        step: &LoweredStep,
+        input: &StepInput,
+        tokens: Tokens,
+        pick: &Pick,
+        taps: &[Tap],
+    ) -> Result<(StepOutput, Tapped)> {
+        let started = Instant::now();
+        let (m, out) = (step.shape.m, step.shape.out);
+        let l = Arc::clone(&self.lowering);
+        let g = &l.graph;
+        for (buf, need) in self.buffers.iter_mut().zip(l.memory.buffer_elements(&g.tensors, m, out)) {
+            if buf.len() < need {
+                buf.resize(need, 0.0);
+            }
+        }
+        let picked = std::mem::take(&mut self.picked);
+        let tokens = match tokens {
+            Tokens::Host => input.tokens,
+            Tokens::Picked if picked.len() == m => &picked,
+            Tokens::Picked => return Err(Error::InvalidArgument(format!("{m} tokens asked for, the last step picked {}", picked.len()))),
+        };
+        let data = StepData { tokens, input };
+        let mut micros = Vec::with_capacity(step.launches.len());
+        let mut tapped = Vec::with_capacity(taps.len());
+        let mut taps = taps.iter().peekable();
+        for (i, launch) in step.launches.iter().enumerate() {
+            let t0 = Instant::now();
+            let template = &l.templates[launch.template];
+            self.run(launch, template, &data)?;
+            micros.push(t0.elapsed().as_secs_f64() * 1e6);
+            if let Some(t) = taps.next_if(|t| t.launch == i) {
+                let y = &mut self.buffers[template.io.y];
+                let len = y.len();
+                let values = y.get_mut(..t.elements).ok_or_else(|| {
+                    Error::InvalidArgument(format!("a tap of {} values but launch {i} writes a buffer of {len}", t.elements))
+                })?;
+                if let Some(scale) = t.perturb {
+                    tap::perturb(values, scale);
+                }
+                tapped.push(values.to_vec());
+            }
+        }
+        let vocab = g.config.vocab_size;
+        let lb = l.memory.buffer_of[g.logits].expect("the logits are stored");
+        let logits = &self.buffers[lb][..out * vocab];
+        let (ids, logits) = match pick {
+            Pick::Logits => (vec![], logits.to_vec()),
+            Pick::Argmax => (logits.chunks_exact(vocab).map(argmax).collect(), vec![]),
+            Pick::Sample { .. } => return Err(unsupported("sampling (the driver samples the logits on the host)".into())),
+        };
+        self.picked = ids.clone();
+        let host = started.elapsed().as_secs_f64() * 1e6;
+        let timing = StepTiming { host_micros: Some(host), device_micros: None };
+        Ok((StepOutput { ids, logits, timing, launch_micros: Some(micros), fallback_rows: None }, tapped))
+    }
 }
 
 /// Appends each token's K and V (from its QKV row of `rows`) to its sequence's cache.
@@ -215,40 +275,8 @@ impl Executor for CpuExecutor {
     }
 
     fn submit(&mut self, step: &LoweredStep, input: &StepInput, tokens: Tokens, pick: &Pick, slot: usize) -> Result<()> {
-        let started = Instant::now();
-        let (m, out) = (step.shape.m, step.shape.out);
-        let l = Arc::clone(&self.lowering);
-        let g = &l.graph;
-        for (buf, need) in self.buffers.iter_mut().zip(l.memory.buffer_elements(&g.tensors, m, out)) {
-            if buf.len() < need {
-                buf.resize(need, 0.0);
-            }
-        }
-        let picked = std::mem::take(&mut self.picked);
-        let tokens = match tokens {
-            Tokens::Host => input.tokens,
-            Tokens::Picked if picked.len() == m => &picked,
-            Tokens::Picked => return Err(Error::InvalidArgument(format!("{m} tokens asked for, the last step picked {}", picked.len()))),
-        };
-        let data = StepData { tokens, input };
-        let mut micros = Vec::with_capacity(step.launches.len());
-        for launch in &step.launches {
-            let t0 = Instant::now();
-            self.run(launch, &l.templates[launch.template], &data)?;
-            micros.push(t0.elapsed().as_secs_f64() * 1e6);
-        }
-        let vocab = g.config.vocab_size;
-        let lb = l.memory.buffer_of[g.logits].expect("the logits are stored");
-        let logits = &self.buffers[lb][..out * vocab];
-        let (ids, logits) = match pick {
-            Pick::Logits => (vec![], logits.to_vec()),
-            Pick::Argmax => (logits.chunks_exact(vocab).map(argmax).collect(), vec![]),
-            Pick::Sample { .. } => return Err(unsupported("sampling (the driver samples the logits on the host)".into())),
-        };
-        self.picked = ids.clone();
-        let host = started.elapsed().as_secs_f64() * 1e6;
-        let timing = StepTiming { host_micros: Some(host), device_micros: None };
-        self.slots[slot] = Some(StepOutput { ids, logits, timing, launch_micros: Some(micros), fallback_rows: None });
+        let (out, _) = self.execute(step, input, tokens, pick, &[])?;
+        self.slots[slot] = Some(out);
         Ok(())
     }
 
@@ -265,5 +293,10 @@ impl Executor for CpuExecutor {
         if let Some(layers) = self.kv.get_mut(seq) {
             layers.iter_mut().for_each(|l| *l = LayerKv::default());
         }
+    }
+
+    fn run_tapped(&mut self, step: &LoweredStep, input: &StepInput, taps: &[Tap]) -> Result<(StepOutput, Tapped)> {
+        tap::validate(step, taps)?;
+        self.execute(step, input, Tokens::Host, &Pick::Logits, taps)
     }
 }

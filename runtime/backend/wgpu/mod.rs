@@ -19,6 +19,7 @@ use kernels::{Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform};
 use sampling::GpuSampler;
 use wgpu::util::DeviceExt;
 
+use super::tap::{self, Tap, Tapped};
 use super::{BackendCaps, Capacity, Device, Executor, Pick, StepInput, StepOutput, StepTiming, Tokens, WgpuOptions};
 use crate::error::{Error, Result};
 use crate::lower::caps::wgsl;
@@ -190,6 +191,35 @@ struct SlotState {
     host_micros: f64,
 }
 
+/// The taps of a recorded step: values already on the host (perturbed ones), or where they
+/// lie in the capture buffer once the step has run.
+#[derive(Default)]
+struct PendingTaps {
+    capture: Option<wgpu::Buffer>,
+    parts: Vec<TapPart>,
+}
+
+enum TapPart {
+    Host(Vec<f32>),
+    Captured { offset: usize, elements: usize },
+}
+
+impl PendingTaps {
+    /// The values of every tap, in order (after the step has finished).
+    fn read(self, ctx: &GpuContext) -> Result<Tapped> {
+        let end = self.parts.iter().map(|p| if let TapPart::Captured { offset, elements } = p { offset + elements * 4 } else { 0 }).max();
+        let bytes = match (&self.capture, end) {
+            (Some(capture), Some(end)) if end > 0 => read_buffer(ctx, capture, end, None)?,
+            _ => vec![],
+        };
+        let values = |p: TapPart| match p {
+            TapPart::Host(v) => v,
+            TapPart::Captured { offset, elements } => bytemuck::pod_collect_to_vec(&bytes[offset..offset + elements * 4]),
+        };
+        Ok(self.parts.into_iter().map(values).collect())
+    }
+}
+
 pub struct WgpuExecutor {
     kernels: Kernels,
     lowering: Arc<Lowering>,
@@ -237,7 +267,8 @@ impl WgpuExecutor {
         // Whole vec4s: the kernels see activations as array<vec4<f32>>.
         let sizes: Vec<usize> =
             l.memory.buffer_elements(&l.graph.tensors, cap, self.max_out).iter().map(|e| e.next_multiple_of(4) * 4).collect();
-        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        // COPY_SRC and COPY_DST: taps read launches back and write perturbed values back.
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         self.activations = sizes
             .iter()
             .map(|&s| {
@@ -298,46 +329,17 @@ impl WgpuExecutor {
         }
     }
 
-    /// Per-launch device times of a profiled step.
-    fn read_profile(&self, launches: usize) -> Result<Vec<f64>> {
-        let Some(p) = &self.profiler else { return Ok(vec![]) };
-        let bytes = self.read(&p.staging, launches * 16, None)?;
-        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
-        let period = self.kernels.ctx.queue.get_timestamp_period() as f64;
-        Ok((0..launches).map(|i| ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / 1000.0).collect())
-    }
-
-    /// Reads `bytes` of `buffer` once the submission `after` has finished (every
-    /// submission if `None`).
-    fn read(&self, buffer: &wgpu::Buffer, bytes: usize, after: Option<wgpu::SubmissionIndex>) -> Result<Vec<u8>> {
-        read_buffer(&self.kernels.ctx, buffer, bytes, after)
-    }
-}
-
-/// Reads `bytes` of a MAP_READ `buffer` once the submission `after` has finished (every
-/// submission if `None`).
-pub fn read_buffer(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: usize, after: Option<wgpu::SubmissionIndex>) -> Result<Vec<u8>> {
-    let slice = buffer.slice(..bytes as u64);
-    slice.map_async(wgpu::MapMode::Read, |_| {});
-    ctx.device.poll(wgpu::PollType::Wait { submission_index: after, timeout: None }).map_err(|e| Error::Backend {
-        backend: "wgpu".into(),
-        op: "waiting for the step".into(),
-        reason: e.to_string(),
-    })?;
-    let out = slice
-        .get_mapped_range()
-        .map_err(|e| Error::Backend { backend: "wgpu".into(), op: "reading back".into(), reason: e.to_string() })?
-        .to_vec();
-    buffer.unmap();
-    Ok(out)
-}
-
-impl Executor for WgpuExecutor {
-    fn describe(&self) -> String {
-        self.kernels.ctx.describe()
-    }
-
-    fn submit(&mut self, step: &LoweredStep, input: &StepInput, tokens: Tokens, pick: &Pick, slot: usize) -> Result<()> {
+    /// Records and submits `step` in `slot` (what `submit` does), reading back the launches
+    /// `taps` name as it goes.
+    fn record(
+        &mut self,
+        step: &LoweredStep,
+        input: &StepInput,
+        tokens: Tokens,
+        pick: &Pick,
+        slot: usize,
+        taps: &[Tap],
+    ) -> Result<PendingTaps> {
         let started = std::time::Instant::now();
         let (m, n_out) = (step.shape.m, step.shape.out);
         if n_out > self.max_out {
@@ -395,7 +397,12 @@ impl Executor for WgpuExecutor {
                 sampler.encode(pass, group, n_out);
             }
         };
+        let mut pending = PendingTaps::default();
         match &self.profiler {
+            _ if !taps.is_empty() => {
+                encoder = self.encode_tapped(encoder, &cmds, &starts, step, taps, &mut pending)?;
+                pick_ids(&mut encoder.begin_compute_pass(&Default::default()));
+            }
             None => {
                 let timestamp_writes = self.step_queries.as_ref().map(|(q, _)| wgpu::ComputePassTimestampWrites {
                     query_set: q,
@@ -428,7 +435,8 @@ impl Executor for WgpuExecutor {
         }
         let staging = &self.ids_staging[slot];
         encoder.copy_buffer_to_buffer(&self.shared.flags, 0, staging, 0, ((1 + n_out) * 4) as u64);
-        let timed = self.profiler.is_none() && self.step_queries.is_some();
+        // Tapped steps run in several passes: no step timestamps, no per-launch profile.
+        let timed = taps.is_empty() && self.profiler.is_none() && self.step_queries.is_some();
         if let (true, Some((q, resolve))) = (timed, &self.step_queries) {
             let at = slot as u64 * wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT;
             encoder.resolve_query_set(q, 2 * slot as u32..2 * slot as u32 + 2, resolve, at);
@@ -441,10 +449,113 @@ impl Executor for WgpuExecutor {
             n_out,
             logits: *pick == Pick::Logits,
             timed,
-            profiled: self.profiler.as_ref().map(|_| step.launches.len()),
+            profiled: self.profiler.as_ref().filter(|_| taps.is_empty()).map(|_| step.launches.len()),
             host_micros: started.elapsed().as_secs_f64() * 1e6,
         };
-        Ok(())
+        Ok(pending)
+    }
+
+    /// Encodes the step's launches in one pass per tapped launch and those before it, each
+    /// tapped launch's output copied into a capture buffer right after its pass. A perturbed
+    /// tap is submitted at once and read back, and the perturbed values are written back
+    /// before the launches after it are recorded (the write lands before the next submission).
+    fn encode_tapped(
+        &self,
+        mut encoder: wgpu::CommandEncoder,
+        cmds: &[Dispatch],
+        starts: &[usize],
+        step: &LoweredStep,
+        taps: &[Tap],
+        pending: &mut PendingTaps,
+    ) -> Result<wgpu::CommandEncoder> {
+        let ctx = &self.kernels.ctx;
+        let readback = |label: &str, size: u64| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(16),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let copied: u64 = taps.iter().filter(|t| t.perturb.is_none()).map(|t| t.elements as u64 * 4).sum();
+        if copied > ctx.limits.max_buffer_size {
+            return Err(oom("the tapped launches' outputs (one buffer)", copied));
+        }
+        let capture = readback("tapped launches", copied);
+        let (mut encoded, mut offset) = (0, 0u64);
+        for tap in taps {
+            let y = &self.activations[self.lowering.templates[step.launches[tap.launch].template].io.y];
+            let bytes = tap.elements as u64 * 4;
+            if bytes > y.size() {
+                let reason = format!("a tap of {} values but launch {} writes a buffer of {}", tap.elements, tap.launch, y.size() / 4);
+                return Err(Error::InvalidArgument(reason));
+            }
+            self.kernels.encode(&mut encoder.begin_compute_pass(&Default::default()), &cmds[starts[encoded]..starts[tap.launch + 1]]);
+            encoded = tap.launch + 1;
+            match tap.perturb {
+                None => {
+                    encoder.copy_buffer_to_buffer(y, 0, &capture, offset, bytes);
+                    pending.parts.push(TapPart::Captured { offset: offset as usize, elements: tap.elements });
+                    offset += bytes;
+                }
+                Some(scale) => {
+                    let staging = readback("perturbed launch", bytes);
+                    encoder.copy_buffer_to_buffer(y, 0, &staging, 0, bytes);
+                    let index = ctx.queue.submit([encoder.finish()]);
+                    let mut values: Vec<f32> = bytemuck::pod_collect_to_vec(&read_buffer(ctx, &staging, bytes as usize, Some(index))?);
+                    tap::perturb(&mut values, scale);
+                    ctx.queue.write_buffer(y, 0, bytemuck::cast_slice(&values));
+                    pending.parts.push(TapPart::Host(values));
+                    encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step after a tap") });
+                }
+            }
+        }
+        self.kernels.encode(&mut encoder.begin_compute_pass(&Default::default()), &cmds[starts[encoded]..]);
+        pending.capture = Some(capture);
+        Ok(encoder)
+    }
+
+    /// Per-launch device times of a profiled step.
+    fn read_profile(&self, launches: usize) -> Result<Vec<f64>> {
+        let Some(p) = &self.profiler else { return Ok(vec![]) };
+        let bytes = self.read(&p.staging, launches * 16, None)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        let period = self.kernels.ctx.queue.get_timestamp_period() as f64;
+        Ok((0..launches).map(|i| ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / 1000.0).collect())
+    }
+
+    /// Reads `bytes` of `buffer` once the submission `after` has finished (every
+    /// submission if `None`).
+    fn read(&self, buffer: &wgpu::Buffer, bytes: usize, after: Option<wgpu::SubmissionIndex>) -> Result<Vec<u8>> {
+        read_buffer(&self.kernels.ctx, buffer, bytes, after)
+    }
+}
+
+/// Reads `bytes` of a MAP_READ `buffer` once the submission `after` has finished (every
+/// submission if `None`).
+pub fn read_buffer(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: usize, after: Option<wgpu::SubmissionIndex>) -> Result<Vec<u8>> {
+    let slice = buffer.slice(..bytes as u64);
+    slice.map_async(wgpu::MapMode::Read, |_| {});
+    ctx.device.poll(wgpu::PollType::Wait { submission_index: after, timeout: None }).map_err(|e| Error::Backend {
+        backend: "wgpu".into(),
+        op: "waiting for the step".into(),
+        reason: e.to_string(),
+    })?;
+    let out = slice
+        .get_mapped_range()
+        .map_err(|e| Error::Backend { backend: "wgpu".into(), op: "reading back".into(), reason: e.to_string() })?
+        .to_vec();
+    buffer.unmap();
+    Ok(out)
+}
+
+impl Executor for WgpuExecutor {
+    fn describe(&self) -> String {
+        self.kernels.ctx.describe()
+    }
+
+    fn submit(&mut self, step: &LoweredStep, input: &StepInput, tokens: Tokens, pick: &Pick, slot: usize) -> Result<()> {
+        self.record(step, input, tokens, pick, slot, &[]).map(drop)
     }
 
     fn collect(&mut self, slot: usize) -> Result<StepOutput> {
@@ -510,6 +621,13 @@ impl Executor for WgpuExecutor {
     fn reset_sequence(&mut self, _seq: usize) {
         // Positions are overwritten before they are read: attention reads 0..=position,
         // all written by this sequence's own steps.
+    }
+
+    fn run_tapped(&mut self, step: &LoweredStep, input: &StepInput, taps: &[Tap]) -> Result<(StepOutput, Tapped)> {
+        tap::validate(step, taps)?;
+        let pending = self.record(step, input, Tokens::Host, &Pick::Logits, 0, taps)?;
+        let out = self.collect(0)?;
+        Ok((out, pending.read(&self.kernels.ctx)?))
     }
 }
 
