@@ -22,6 +22,7 @@ use std::time::Instant;
 use cudarc::driver::{CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream, DevicePtr, DriverError, PinnedHostSlice, sys};
 use kernels::{Args, Grid, Kernels, STEP_WORDS, step_words};
 
+use super::tap::{self, Tap, Tapped};
 use super::{BackendCaps, Capacity, CudaOptions, Device, Executor, Pick, StepInput, StepOutput, StepTiming, Tokens, WeightPrecision};
 use crate::error::{Error, Result};
 use crate::lower::caps::cuda;
@@ -272,6 +273,8 @@ impl Device for CudaDevice {
             logits_host,
             slot_events,
             slots: [SlotState::default(), SlotState::default()],
+            taps: None,
+            tapped: vec![],
             picked: 0,
             profile: None,
             graphs: HashMap::new(),
@@ -356,6 +359,9 @@ pub struct CudaExecutor {
     /// cuBLAS for C where it loads (f16 weights), sized with the activations.
     blas: Option<blas::Blas>,
     use_blas: bool,
+    /// Launches of the step being recorded to read back (`run_tapped`), and what they wrote.
+    taps: Option<Vec<Tap>>,
+    tapped: Tapped,
 }
 
 /// Graphs kept at once (one per step shape seen; a long run sees few).
@@ -464,9 +470,39 @@ impl CudaExecutor {
         step.launches.iter().zip(grids).try_for_each(|(launch, gs)| self.run_launch(launch, gs))
     }
 
+    /// Runs the step's launches one by one (no graph), reading back the output of each tapped
+    /// launch right after it, perturbed and written back where the tap asks for it.
+    fn record_tapped(&mut self, step: &LoweredStep, taps: &[Tap]) -> Result<()> {
+        let grids = self.step_grids(step, 0)?;
+        let copy = |e| driver_error("reading back a tapped launch", e);
+        let mut pending = taps.iter().peekable();
+        self.tapped.clear();
+        for (i, (launch, gs)) in step.launches.iter().zip(&grids).enumerate() {
+            self.run_launch(launch, gs)?;
+            let Some(t) = pending.next_if(|t| t.launch == i) else { continue };
+            let y = self.lowering.templates[launch.template].io.y;
+            let buf = &mut self.activations[y];
+            if t.elements > buf.len() {
+                return Err(Error::InvalidArgument(format!("a tap of {} values but launch {i} writes {}", t.elements, buf.len())));
+            }
+            let mut values = vec![0.0f32; t.elements];
+            self.stream.memcpy_dtoh(&buf.slice(0..t.elements), &mut values).map_err(copy)?;
+            self.stream.synchronize().map_err(copy)?;
+            if let Some(scale) = t.perturb {
+                tap::perturb(&mut values, scale);
+                self.stream.memcpy_htod(&values, &mut buf.slice_mut(0..t.elements)).map_err(copy)?;
+            }
+            self.tapped.push(values);
+        }
+        Ok(())
+    }
+
     /// Runs the step's launches: replayed from a graph captured for its shape, or recorded
     /// one by one (profiled: between events).
     fn record(&mut self, step: &LoweredStep) -> Result<()> {
+        if let Some(taps) = self.taps.take() {
+            return self.record_tapped(step, &taps);
+        }
         if let Some(events) = &self.profile {
             let grids = self.step_grids(step, 0)?;
             for ((launch, gs), (start, end)) in step.launches.iter().zip(&grids).zip(events) {
@@ -609,6 +645,16 @@ impl Executor for CudaExecutor {
             self.profile = Some(events);
         }
         Ok(())
+    }
+
+    fn run_tapped(&mut self, step: &LoweredStep, input: &StepInput, taps: &[Tap]) -> Result<(StepOutput, Tapped)> {
+        tap::validate(step, taps)?;
+        self.taps = Some(taps.to_vec());
+        let submitted = self.submit(step, input, Tokens::Host, &Pick::Logits, 0);
+        self.taps = None;
+        submitted?;
+        let out = self.collect(0)?;
+        Ok((out, std::mem::take(&mut self.tapped)))
     }
 
     fn reset_sequence(&mut self, _seq: usize) {
