@@ -7,6 +7,7 @@ use std::time::Instant;
 use eframe::egui::{self, Color32, RichText};
 use egui_plot::{Line, Plot};
 use fdpp_runtime::backend::microbench::KernelReport;
+use fdpp_runtime::check::report::CheckReport;
 use fdpp_runtime::lower::caps::BackendCaps;
 use fdpp_runtime::model::ModelConfig;
 use fdpp_runtime::trace::OpTime;
@@ -101,6 +102,7 @@ pub struct ViewerApp {
     pub message: Option<Message>,
     kernels: Option<KernelReport>,
     comparison: Option<Comparison>,
+    check: Option<CheckReport>,
     pub tab: Tab,
     run: RunPanel,
     pub model: Option<PathBuf>,
@@ -125,6 +127,7 @@ impl Default for ViewerApp {
             message: None,
             kernels: None,
             comparison: None,
+            check: None,
             tab: Tab::Graph,
             run: RunPanel::default(),
             model: None,
@@ -148,6 +151,12 @@ impl ViewerApp {
                 self.say(false, format!("opened kernel timings of {} ({} linear timings)", k.device, k.linear.len()));
                 self.kernels = Some(k);
                 self.tab = Tab::Chart;
+            }
+            Ok(Document::Check(c)) => {
+                let verdict = if c.passed() { "every backend within tolerance" } else { "a backend disagrees" };
+                self.say(false, format!("opened check report {}: {verdict}", path.display()));
+                self.check = Some(c);
+                self.tab = Tab::Compare;
             }
             Ok(doc) => {
                 self.say(false, format!("opened {} {}", doc.kind(), path.display()));
@@ -442,9 +451,12 @@ impl ViewerApp {
             });
         }
         egui::CentralPanel::default().show(ui, |ui| match self.tab {
+            Tab::Compare if self.check.is_some() && self.comparison.is_none() => {
+                compare::show_check(ui, self.check.as_ref().expect("checked"));
+            }
             Tab::Graph | Tab::Compare => {
                 if self.recorded.is_empty() && self.live.is_none() {
-                    ui.label("Open a plan (fdpp inspect --json), a trace (fdpp generate --trace), bench results (fdpp bench --json) or kernel timings (fdpp bench kernels --json): type its path above or drop the file here; or press \"Plan model\".");
+                    ui.label("Open a plan (fdpp inspect --json), a trace (fdpp generate --trace), bench results (fdpp bench --json), kernel timings (fdpp bench kernels --json) or a check report (fdpp check --json): type its path above or drop the file here; or press \"Plan model\".");
                     return;
                 }
                 self.step_controls(ui);

@@ -1,11 +1,13 @@
 //! The files the viewer opens: what fdpp writes with `inspect --json` (a plan), `generate
 //! --trace` (a trace), `bench --json` (speeds and, with `--profile`, node records) and
-//! `bench kernels --json` (the A/B/C timings over M). The kind is recognised from the
+//! `bench kernels --json` (the A/B/C timings over M) and `check --json` (backends compared
+//! node by node). The kind is recognised from the
 //! fields, then the file is read as that typed value, so an error names what is wrong.
 
 use std::path::Path;
 
 use fdpp_runtime::backend::microbench::KernelReport;
+use fdpp_runtime::check::report::CheckReport;
 use fdpp_runtime::lower::caps::BackendCaps;
 use fdpp_runtime::model::ModelConfig;
 use fdpp_runtime::trace::{NodeRecord, PlanFile, StepShape, TraceFile};
@@ -22,7 +24,7 @@ pub enum OpenError {
     TooLarge { path: String, bytes: u64, max: u64 },
     #[error("{path} is not valid JSON: {reason}")]
     NotJson { path: String, reason: String },
-    #[error("{path} is not an fdpp plan, trace, bench or kernels file (it has none of their fields)")]
+    #[error("{path} is not an fdpp plan, trace, bench, kernels or check file (it has none of their fields)")]
     UnknownKind { path: String },
     #[error("{path} looks like {kind} but does not read as one: {reason}")]
     Invalid { path: String, kind: &'static str, reason: String },
@@ -53,6 +55,7 @@ pub enum Document {
     Trace(TraceFile),
     Bench(BenchFile),
     Kernels(KernelReport),
+    Check(CheckReport),
 }
 
 /// One step to show: node records as they were planned or run.
@@ -97,6 +100,7 @@ impl Document {
             Document::Trace(_) => "trace",
             Document::Bench(_) => "bench results",
             Document::Kernels(_) => "kernel timings",
+            Document::Check(_) => "check report",
         }
     }
 
@@ -107,6 +111,7 @@ impl Document {
             Document::Trace(t) => format!("{} on {}", t.model, t.backend),
             Document::Bench(b) => format!("{} on {}", b.model, b.backend),
             Document::Kernels(k) => k.device.clone(),
+            Document::Check(c) => c.model.clone(),
         }
     }
 
@@ -130,7 +135,7 @@ impl Document {
                 .iter()
                 .map(|p| ShownStep { title: p.step.clone(), shape: None, nodes: p.nodes.clone(), device_micros: None, fallback_rows: None })
                 .collect(),
-            Document::Kernels(_) => vec![],
+            Document::Kernels(_) | Document::Check(_) => vec![],
         }
     }
 
@@ -171,6 +176,8 @@ pub fn parse(name: &str, text: &str) -> Result<Document, OpenError> {
         Ok(Document::Trace(typed(name, "a trace (fdpp generate --trace)", value)?))
     } else if has("linear") && has("attention") && has("read_gbytes_per_s") {
         Ok(Document::Kernels(typed(name, "kernel timings (fdpp bench kernels --json)", value)?))
+    } else if has("comparisons") && has("backends") {
+        Ok(Document::Check(typed(name, "a check report (fdpp check --json)", value)?))
     } else if has("rows") && has("profile") {
         Ok(Document::Bench(typed(name, "bench results (fdpp bench --json)", value)?))
     } else {

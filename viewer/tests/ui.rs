@@ -171,7 +171,7 @@ fn bad_files_give_a_message_not_a_crash() {
     let missing = temp("missing.json");
     for (path, says) in [
         (&corrupt, "is not valid JSON"),
-        (&wrong_kind, "is not an fdpp plan, trace, bench or kernels file"),
+        (&wrong_kind, "is not an fdpp plan, trace, bench, kernels or check file"),
         (&bad_plan, "looks like a plan (fdpp inspect --json) but does not read as one"),
         (&missing, "cannot read"),
     ] {
@@ -182,4 +182,38 @@ fn bad_files_give_a_message_not_a_crash() {
         // The message is on screen.
         h.get_by_label_contains(says);
     }
+}
+
+#[test]
+fn a_check_report_shows_the_first_divergence_with_what_each_side_ran() {
+    use fdpp_runtime::backend::BackendOptions;
+    use fdpp_runtime::check::{self, CheckOptions};
+    use fdpp_runtime::model::synthetic::SyntheticWeights;
+    // A small Llama on the CPU against itself, one node perturbed on the second.
+    let config = ModelConfig {
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_layers: 2,
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 16,
+        vocab_size: 256,
+        ..smollm2()
+    };
+    let opts = CheckOptions {
+        backends: vec![BackendOptions::Cpu, BackendOptions::Cpu],
+        steps: 2,
+        inject: Some("layers.1.ffn.down".parse().unwrap()),
+        ..Default::default()
+    };
+    let report = check::run("tiny", &config, &SyntheticWeights::new(&config), &[3, 14, 15, 92], &opts, &mut |_| {}).unwrap();
+    assert!(!report.passed());
+    let path = temp("check.json");
+    std::fs::write(&path, serde_json::to_string(&report).unwrap()).unwrap();
+    let mut h = harness();
+    open(&mut h, &path);
+    let m = h.state().message.clone().unwrap();
+    assert!(!m.error && m.text.contains("a backend disagrees"), "{}", m.text);
+    let line = line(&h, "first divergence: ");
+    assert!(line.starts_with("first divergence: step 0, node layers.1.ffn.down"), "{line}");
 }
