@@ -3,7 +3,7 @@
 # whatever Vulkan driver is present (Mesa's lavapipe on a machine without a GPU):
 #   apt-get install xvfb mesa-vulkan-drivers; bash viewer/screenshots.sh
 # The plan and traces are made on the spot (the CPU and the wgpu backend on the default
-# model); the dataflow chart reads the H200 kernel timings kept in bench/results.
+# model); the dataflow chart reads the H200 kernel timings kept in bench/results (bench kernels --backend cuda, Llama-2-7B shapes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=viewer/screenshots

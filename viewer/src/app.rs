@@ -173,7 +173,8 @@ impl ViewerApp {
         if let Some((config, caps)) = doc.lowering_inputs() {
             self.set_live(config, caps);
         }
-        self.choice = if self.recorded.is_empty() { self.live_choice() } else { StepChoice::Recorded(0) };
+        // The last recorded step: a trace's decode step, where the fusions show.
+        self.choice = if self.recorded.is_empty() { self.live_choice() } else { StepChoice::Recorded(self.recorded.len() - 1) };
         self.current = None;
     }
 

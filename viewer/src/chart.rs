@@ -7,15 +7,16 @@ use egui_plot::{Legend, Line, Plot, VLine};
 use fdpp_runtime::backend::microbench::{KernelReport, LinearTiming};
 use fdpp_runtime::dataflow::{DataflowTable, LinearImpl};
 
-/// Where the measured curves cross: the first M at which B beats A (M1) and C beats B (M2).
+/// Where the measured times put the thresholds: M1, the first M at which A (GEMV) is not
+/// the fastest, and M2, the first at which C (GEMM) is.
 pub fn measured_inflections(timings: &[&LinearTiming]) -> (Option<usize>, Option<usize>) {
     let mut ms: Vec<usize> = timings.iter().map(|t| t.m).collect();
     ms.sort_unstable();
     ms.dedup();
-    let time = |m: usize, imp: LinearImpl| timings.iter().find(|t| t.m == m && t.implementation == imp).map(|t| t.micros);
-    let first =
-        |a: LinearImpl, b: LinearImpl| ms.iter().copied().find(|&m| matches!((time(m, a), time(m, b)), (Some(ta), Some(tb)) if tb < ta));
-    (first(LinearImpl::Gemv, LinearImpl::FlatGemm), first(LinearImpl::FlatGemm, LinearImpl::Gemm))
+    let best = |m: usize| timings.iter().filter(|t| t.m == m).min_by(|a, b| a.micros.total_cmp(&b.micros)).map(|t| t.implementation);
+    let m1 = ms.iter().copied().find(|&m| best(m).is_some_and(|b| b != LinearImpl::Gemv));
+    let m2 = ms.iter().copied().find(|&m| best(m) == Some(LinearImpl::Gemm));
+    (m1, m2)
 }
 
 /// The [N, K] shapes of a report, in the order measured.
@@ -49,30 +50,64 @@ pub fn show(ui: &mut egui::Ui, report: Option<&KernelReport>, table: Option<&Dat
                 title += &format!("; table ({source}{}): M1 = {}, M2 = {}", if *listed { "" } else { ", fallback" }, inf.m1, inf.m2);
             }
             ui.label(title);
+            // Both axes logarithmic: M spans 1..hundreds and the times a factor of ten.
+            let at = |m: usize| (m as f64).log2();
             Plot::new(("dataflow", n, k))
                 .height(180.0)
                 .legend(Legend::default())
-                .x_axis_label("M (token rows)")
-                .y_axis_label("us per call")
+                .x_axis_label("M (token rows, log scale)")
+                .y_axis_label("us per call (log scale)")
+                .x_axis_formatter(|mark, _| format!("{:.0}", mark.value.exp2()))
+                .y_axis_formatter(|mark, _| format!("{:.0}", 10f64.powf(mark.value)))
                 .show(ui, |p| {
                     for imp in [LinearImpl::Gemv, LinearImpl::FlatGemm, LinearImpl::Gemm] {
                         let pts: Vec<[f64; 2]> =
-                            timings.iter().filter(|t| t.implementation == imp).map(|t| [t.m as f64, t.micros]).collect();
+                            timings.iter().filter(|t| t.implementation == imp).map(|t| [at(t.m), t.micros.log10()]).collect();
                         if !pts.is_empty() {
                             p.line(Line::new(imp.label(), pts));
                         }
                     }
                     if let Some(m) = m1 {
-                        p.vline(VLine::new("measured M1", m as f64));
+                        p.vline(VLine::new("measured M1", at(m)));
                     }
                     if let Some(m) = m2 {
-                        p.vline(VLine::new("measured M2", m as f64));
+                        p.vline(VLine::new("measured M2", at(m)));
                     }
                     if let Some(((inf, _), _)) = &table_inf {
-                        p.vline(VLine::new("table M1", inf.m1 as f64));
-                        p.vline(VLine::new("table M2", inf.m2.min(4096) as f64));
+                        p.vline(VLine::new("table M1", at(inf.m1.max(1))));
+                        p.vline(VLine::new("table M2", at(inf.m2.clamp(1, 1 << 16))));
                     }
                 });
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(m: usize, implementation: LinearImpl, micros: f64) -> LinearTiming {
+        LinearTiming::new(64, 64, m, implementation, micros, 2, 1000.0)
+    }
+
+    #[test]
+    fn thresholds_are_where_a_stops_and_c_starts_being_fastest() {
+        use LinearImpl::*;
+        let all = [
+            t(1, Gemv, 1.0),
+            t(1, FlatGemm, 2.0),
+            t(1, Gemm, 3.0),
+            t(4, Gemv, 3.0),
+            t(4, FlatGemm, 2.0),
+            t(4, Gemm, 2.5),
+            t(16, Gemv, 9.0),
+            t(16, FlatGemm, 4.0),
+            t(16, Gemm, 3.0),
+        ];
+        let refs: Vec<&LinearTiming> = all.iter().collect();
+        assert_eq!(measured_inflections(&refs), (Some(4), Some(16)));
+        // A fastest everywhere: no threshold measured.
+        let a_only: Vec<&LinearTiming> = all.iter().filter(|x| x.implementation == Gemv).collect();
+        assert_eq!(measured_inflections(&a_only), (None, None));
+    }
 }

@@ -17,7 +17,7 @@ pub struct GraphView {
 
 impl Default for GraphView {
     fn default() -> Self {
-        // An empty rect: the scene fits itself to its contents on the first frame.
+        // Set to the canvas's size (zoom 1) on the first frame.
         GraphView { scene_rect: Rect::ZERO, search: String::new() }
     }
 }
@@ -91,6 +91,10 @@ impl GraphView {
     /// The canvas of layers and nodes.
     pub fn canvas(&mut self, ui: &mut egui::Ui, step: &ShownStep, selected: &mut Option<String>) {
         egui::Frame::group(ui.style()).show(ui, |ui| {
+            // Start at 1:1 on the first layers (fitting all of them makes the text unreadable).
+            if self.scene_rect == Rect::ZERO {
+                self.scene_rect = Rect::from_min_size(egui::Pos2::ZERO, ui.available_size());
+            }
             Scene::new().zoom_range(0.2..=3.0).show(ui, &mut self.scene_rect, |ui| {
                 ui.set_max_width(900.0);
                 for (gi, (group, members)) in groups(step).into_iter().enumerate() {
