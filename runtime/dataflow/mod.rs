@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(pick(16), LinearImpl::Gemm);
         // Unknown shapes use the fallback, and say so.
         assert_eq!(t.inflections(7, 7), (t.fallback, false));
-        assert_eq!(t.inflections(960, 576).1, true);
+        assert!(t.inflections(960, 576).1);
         assert_eq!(t.implementation(7, 7, 1), LinearImpl::Gemv);
         // The table survives JSON (the plan and the tuner's profile hold it).
         let back: DataflowTable = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();

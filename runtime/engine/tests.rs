@@ -7,6 +7,7 @@ use crate::dataflow::{DataflowTable, Inflections, TableSource};
 use crate::engine::Driver;
 use crate::graph::llama;
 use crate::lower::LoweringOptions;
+#[cfg(feature = "wgpu")]
 use crate::model::ModelConfig;
 use crate::model::synthetic::SyntheticWeights;
 use crate::trace::How;

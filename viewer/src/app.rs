@@ -250,7 +250,8 @@ impl ViewerApp {
                     self.run.last_piece = Some(now);
                     self.run.text.push_str(&piece);
                 }
-                JobEvent::Planned { model, config, caps, note } => {
+                JobEvent::Planned(p) => {
+                    let jobs::Planned { model, config, caps, note } = *p;
                     self.title = format!("{model} on {} ({})", caps.backend, caps.device);
                     self.recorded.clear();
                     self.set_live(config, caps);

@@ -52,17 +52,20 @@ pub enum JobEvent {
     /// A piece of generated text.
     Text(String),
     /// A model's plan inputs: its configuration and the backend's capabilities.
-    Planned {
-        model: String,
-        config: ModelConfig,
-        caps: BackendCaps,
-        note: Option<String>,
-    },
+    Planned(Box<Planned>),
     Generated {
         output: Box<GenerateOutput>,
         trace: Box<TraceFile>,
     },
     Failed(String),
+}
+
+pub struct Planned {
+    pub model: String,
+    pub config: ModelConfig,
+    pub caps: BackendCaps,
+    /// Why the built-in profile stands in for the device, where it does.
+    pub note: Option<String>,
 }
 
 pub struct Job {
@@ -124,7 +127,7 @@ pub fn plan_model(ctx: &egui::Context, path: Option<PathBuf>, choice: BackendCho
             }
             Err(e) => return Err(e),
         };
-        r.send(JobEvent::Planned { model: model.describe(), config: model.config.clone(), caps, note });
+        r.send(JobEvent::Planned(Box::new(Planned { model: model.describe(), config: model.config.clone(), caps, note })));
         Ok(())
     })
 }

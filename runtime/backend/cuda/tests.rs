@@ -163,8 +163,16 @@ fn linear_kernels_match_the_reference_f16() {
     check_linear(WeightPrecision::F16);
 }
 
+/// Where one KV head sits in the cache rows: the row width, the head size, its offset.
+#[derive(Clone, Copy)]
+struct KvHead {
+    kv_dim: usize,
+    hd: usize,
+    off: usize,
+}
+
 /// Softmax(q k^T * scale) v of one (row, head) in f64 over keys 0..=pos.
-fn attend(q: &[f32], k: &[f32], v: &[f32], pos: usize, kv_dim: usize, hd: usize, off: usize, scale: f64) -> Vec<f64> {
+fn attend(q: &[f32], k: &[f32], v: &[f32], pos: usize, KvHead { kv_dim, hd, off }: KvHead, scale: f64) -> Vec<f64> {
     let s: Vec<f64> = (0..=pos).map(|j| (0..hd).map(|d| q[d] as f64 * k[j * kv_dim + off + d] as f64).sum::<f64>() * scale).collect();
     let mx = s.iter().cloned().fold(f64::MIN, f64::max);
     let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
@@ -201,7 +209,7 @@ fn check_attention(precision: WeightPrecision) {
                 let (k, v) = (&k_stored[seq * max_ctx * kv_dim..], &v_stored[seq * max_ctx * kv_dim..]);
                 for h in 0..dims.heads {
                     let q = &x[i * dims.qkv_width() + h * hd..][..hd];
-                    want.extend(attend(q, k, v, positions[i], kv_dim, hd, (h / 2) * hd, scale as f64));
+                    want.extend(attend(q, k, v, positions[i], KvHead { kv_dim, hd, off: (h / 2) * hd }, scale as f64));
                 }
             }
             let step = rig.step(m, m, Some(split), &positions, &row_seqs);
@@ -289,7 +297,7 @@ fn flash_attention_matches_the_reference() {
                     let (k, v) = (&k_stored[seq * max_ctx * kv_dim..], &v_stored[seq * max_ctx * kv_dim..]);
                     for h in 0..heads {
                         let q = &x[i * dims.qkv_width() + h * hd..][..hd];
-                        want.extend(attend(q, k, v, pos, kv_dim, hd, (h / (heads / kv_heads)) * hd, scale as f64));
+                        want.extend(attend(q, k, v, pos, KvHead { kv_dim, hd, off: (h / (heads / kv_heads)) * hd }, scale as f64));
                     }
                 }
                 let step = rig.step(m, m, None, &positions, &row_seqs);
