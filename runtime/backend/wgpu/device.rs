@@ -32,7 +32,11 @@ fn instance() -> &'static wgpu::Instance {
     static INSTANCE: std::sync::OnceLock<wgpu::Instance> = std::sync::OnceLock::new();
     INSTANCE.get_or_init(|| {
         // WGPU_BACKEND (vulkan, metal, dx12) narrows the search, as in every wgpu program.
+        // Only the primary backends: wgpu's GL backend is compiled in wherever another crate
+        // of the build enables it (the viewer's renderer does), and its contexts belong to
+        // one thread, so GL adapters opened from several threads fail (EGL BadAccess).
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends &= wgpu::Backends::PRIMARY;
         desc.flags = wgpu::InstanceFlags::empty().with_env();
         wgpu::Instance::new(desc)
     })
@@ -50,7 +54,7 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 
 /// Adapters in order of preference: discrete GPU first, software (lavapipe) last.
 pub fn adapters() -> Vec<wgpu::Adapter> {
-    let mut list = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    let mut list = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::PRIMARY));
     list.sort_by_key(|a| rank(a.get_info().device_type));
     list
 }
