@@ -2,6 +2,7 @@
 # Renders the viewer's main views to PNG (viewer/screenshots/) under Xvfb, drawn by wgpu on
 # whatever Vulkan driver is present (Mesa's lavapipe on a machine without a GPU):
 #   apt-get install xvfb mesa-vulkan-drivers; bash viewer/screenshots.sh
+# PROFILE=dev uses the debug build the tests already made (the images are the same).
 # The plan and traces are made on the spot (the CPU and the wgpu backend on the default
 # model); the dataflow chart reads the H200 kernel timings kept in bench/results (bench kernels --backend cuda, Llama-2-7B shapes).
 set -euo pipefail
@@ -9,9 +10,11 @@ cd "$(dirname "$0")/.."
 out=viewer/screenshots
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cargo build --release -p fdpp -p fdpp-viewer
-fdpp=target/release/fdpp
-viewer=target/release/fdpp-viewer
+profile=${PROFILE:-release}
+cargo build --profile "$profile" -p fdpp -p fdpp-viewer
+dir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
+fdpp=$dir/fdpp
+viewer=$dir/fdpp-viewer
 prompt="The capital of France is"
 $fdpp generate --backend wgpu --temperature 0 --max-tokens 8 --profile --trace "$tmp/wgpu.json" "$prompt" > /dev/null
 $fdpp generate --backend cpu --temperature 0 --max-tokens 8 --trace "$tmp/cpu.json" "$prompt" > /dev/null
