@@ -84,9 +84,8 @@ impl DeviceArgs {
     /// The backend to open: `auto` takes wgpu where a hardware GPU adapter exists.
     pub fn backend(&self) -> BackendOptions {
         let kind = match self.backend {
-            BackendArg::Auto if backend::has_cuda_device() => BackendKind::Cuda,
-            BackendArg::Auto if backend::has_hardware_gpu() => BackendKind::Wgpu,
-            BackendArg::Auto | BackendArg::Cpu => BackendKind::Cpu,
+            BackendArg::Auto => backend::auto_kind(),
+            BackendArg::Cpu => BackendKind::Cpu,
             BackendArg::Wgpu => BackendKind::Wgpu,
             BackendArg::Cuda => BackendKind::Cuda,
         };

@@ -210,6 +210,17 @@ pub fn open(opts: &BackendOptions) -> Result<Box<dyn Device>> {
     }
 }
 
+/// What `--backend auto` opens: CUDA where it works, else wgpu on a hardware GPU, else the CPU.
+pub fn auto_kind() -> BackendKind {
+    if has_cuda_device() {
+        BackendKind::Cuda
+    } else if has_hardware_gpu() {
+        BackendKind::Wgpu
+    } else {
+        BackendKind::Cpu
+    }
+}
+
 /// Whether `--backend auto` should pick CUDA: this build has it, the driver and NVRTC load,
 /// and device 0 has compute capability 8.0 or newer.
 pub fn has_cuda_device() -> bool {

@@ -345,29 +345,22 @@ impl Lowering {
     /// The attention variant of a step, and why.
     fn attention_variant(&self, shape: &StepShape, unified: UnifiedMax, head_dim: usize) -> (Variant, Reason, Option<(usize, usize)>) {
         let kernels = &self.caps.attention;
-        let mut general = match kernels.general {
+        let general = match kernels.general {
             GeneralAttention::Online => Variant::OnlineAttention,
             GeneralAttention::TwoPass => Variant::TwoPassAttention,
         };
-        let mut general_reason = |tokens_attend: Reason| match &kernels.flash {
-            Some(f) if f.head_dims.contains(&head_dim) => {
-                general = Variant::FlashAttention { rows: f.rows, keys: f.keys };
-                tokens_attend
-            }
-            Some(f) => Reason::FlashHeadDim { head_dim, supported: f.head_dims.clone() },
-            None => tokens_attend,
+        // A step that is not split-KV: the tensor-core kernel where it takes this head size.
+        let not_split = |why: Reason| match &kernels.flash {
+            Some(f) if f.head_dims.contains(&head_dim) => (Variant::FlashAttention { rows: f.rows, keys: f.keys }, why, None),
+            Some(f) => (general, Reason::FlashHeadDim { head_dim, supported: f.head_dims.clone() }, None),
+            None => (general, why, None),
         };
-        let Some(limits) = kernels.split_kv else {
-            let reason = general_reason(Reason::NoSplitKv);
-            return (general, reason, None);
-        };
+        let Some(limits) = kernels.split_kv else { return not_split(Reason::NoSplitKv) };
         if !shape.is_decode() {
-            let reason = general_reason(Reason::NotDecode { tokens: shape.m, sequences: shape.sequences });
-            return (general, reason, None);
+            return not_split(Reason::NotDecode { tokens: shape.m, sequences: shape.sequences });
         }
         if shape.m > limits.max_rows {
-            let reason = general_reason(Reason::TooManyRows { rows: shape.m, max: limits.max_rows });
-            return (general, reason, None);
+            return not_split(Reason::TooManyRows { rows: shape.m, max: limits.max_rows });
         }
         let (chunks, chunk_keys) = split_kv(shape.max_keys, limits.max_chunks, limits.min_chunk_keys);
         let variant = Variant::SplitKvAttention { chunks, chunk_keys, unified };

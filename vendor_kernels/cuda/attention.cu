@@ -290,8 +290,8 @@ template <int D> DEV void flash_tile(const Args& a, u32 row0, u32 h) {
     // The block's keys: 0 ..= its rows' last position; this warp's rows need keys up to its own.
     const u32 seq0 = seq_at(a, row0);
     int warp_last = -1;
-    for (u32 r = lane; r < 16; r += 32) {
-        const u32 i = row0 + warp * 16 + r;
+    if (lane < 16) {
+        const u32 i = row0 + warp * 16 + lane;
         if (i < m) {
             warp_last = max(warp_last, (int)position_at(a, i));
             if (seq_at(a, i) != seq0) mixed = 1;

@@ -201,32 +201,28 @@ impl ViewerApp {
 
     pub fn open_comparison(&mut self, path: &Path) {
         match document::open(path) {
-            Ok(doc) if !doc.steps().is_empty() => {
-                self.comparison = Some(Comparison { name: format!("{} ({})", doc.model(), path.display()), steps: doc.steps() });
+            Ok(doc) => {
+                let steps = doc.steps();
+                if steps.is_empty() {
+                    self.say(true, format!("error: {} has no node records to compare", doc.kind()));
+                    return;
+                }
+                self.comparison = Some(Comparison { name: format!("{} ({})", doc.model(), path.display()), steps });
                 self.tab = Tab::Compare;
                 self.say(false, format!("comparing with {}", path.display()));
             }
-            Ok(doc) => self.say(true, format!("error: {} has no node records to compare", doc.kind())),
             Err(e) => self.say(true, format!("error: {e}")),
         }
     }
 
-    /// The step shown, lowered again only when the controls changed.
-    pub fn current_step(&mut self) -> Option<&ShownStep> {
+    /// Lowers the shown step again when the controls changed since it was made.
+    fn refresh_current(&mut self) {
         if self.current.as_ref().is_none_or(|(c, _)| *c != self.choice) {
             let step = match self.choice {
                 StepChoice::Recorded(i) => self.recorded.get(i).cloned(),
                 StepChoice::Live { kind, m, ctx } => self.live.as_ref().map(|p| p.step(kind, m, ctx)),
             };
             self.current = step.map(|s| (self.choice, s));
-        }
-        self.current.as_ref().map(|(_, s)| s)
-    }
-
-    /// Sets the live step's M (as the slider does).
-    pub fn set_m(&mut self, m: usize) {
-        if let StepChoice::Live { kind, ctx, .. } = self.live_choice() {
-            self.choice = StepChoice::Live { kind, m: m.max(1), ctx };
         }
     }
 
@@ -445,11 +441,10 @@ impl ViewerApp {
             self.open_file(p);
         }
         egui::Panel::top("toolbar").show(ui, |ui| self.toolbar(ui));
-        let has_step = self.current_step().is_some();
-        if has_step && matches!(self.tab, Tab::Graph | Tab::Compare) {
-            let step = self.current.as_ref().map(|(_, s)| s.clone()).expect("has a step");
+        self.refresh_current();
+        if let (Tab::Graph | Tab::Compare, Some((_, step))) = (self.tab, &self.current) {
             egui::Panel::right("inspector").default_size(360.0).show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| inspector::show(ui, &step, self.selected.as_deref()));
+                egui::ScrollArea::vertical().show(ui, |ui| inspector::show(ui, step, self.selected.as_deref()));
             });
         }
         egui::CentralPanel::default().show(ui, |ui| match self.tab {
@@ -462,12 +457,14 @@ impl ViewerApp {
                     return;
                 }
                 self.step_controls(ui);
-                let Some(step) = self.current_step().cloned() else { return };
+                // Lowered again if the controls changed; borrowed, not copied, every frame.
+                self.refresh_current();
+                let Some((_, step)) = &self.current else { return };
                 if self.tab == Tab::Compare {
                     match &self.comparison {
                         Some(c) => {
                             let i = if let StepChoice::Recorded(i) = self.choice { i } else { 0 };
-                            compare::show(ui, &self.title, &step, c, i);
+                            compare::show(ui, &self.title, step, c, i);
                         }
                         None => {
                             ui.label("Load a second plan or trace (\"Compare with\") to see the two side by side.");
@@ -475,13 +472,12 @@ impl ViewerApp {
                     }
                     return;
                 }
-                graph_view::legend(ui, &step);
-                self.graph.search(ui, &step, &mut self.selected);
-                self.graph.canvas(ui, &step, &mut self.selected);
+                graph_view::legend(ui, step);
+                self.graph.search(ui, step, &mut self.selected);
+                self.graph.canvas(ui, step, &mut self.selected);
             }
             Tab::Chart => {
-                let table = self.live.as_ref().map(|p| p.caps().table.clone());
-                chart::show(ui, self.kernels.as_ref(), table.as_ref());
+                chart::show(ui, self.kernels.as_ref(), self.live.as_ref().map(|p| &p.caps().table));
             }
             Tab::Run => self.run_tab(ui),
         });

@@ -36,12 +36,16 @@ impl BackendChoice {
     }
 
     pub fn options(self) -> BackendOptions {
-        match self {
-            BackendChoice::Auto if backend::has_cuda_device() => BackendOptions::Cuda(CudaOptions::default()),
-            BackendChoice::Auto if backend::has_hardware_gpu() => BackendOptions::Wgpu(WgpuOptions::default()),
-            BackendChoice::Auto | BackendChoice::Cpu => BackendOptions::Cpu,
-            BackendChoice::Wgpu => BackendOptions::Wgpu(WgpuOptions::default()),
-            BackendChoice::Cuda => BackendOptions::Cuda(CudaOptions::default()),
+        let kind = match self {
+            BackendChoice::Auto => backend::auto_kind(),
+            BackendChoice::Cpu => BackendKind::Cpu,
+            BackendChoice::Wgpu => BackendKind::Wgpu,
+            BackendChoice::Cuda => BackendKind::Cuda,
+        };
+        match kind {
+            BackendKind::Cpu => BackendOptions::Cpu,
+            BackendKind::Wgpu => BackendOptions::Wgpu(WgpuOptions::default()),
+            BackendKind::Cuda => BackendOptions::Cuda(CudaOptions::default()),
         }
     }
 }
