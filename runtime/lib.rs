@@ -4,6 +4,7 @@
 //! viewer, which read the typed records of `trace`.
 
 pub mod backend;
+pub mod cache;
 pub mod check;
 pub mod compare;
 pub mod dataflow;

@@ -13,6 +13,7 @@ use cudarc::nvrtc::{CompileOptions, Ptx};
 use sha2::{Digest, Sha256};
 
 use super::kernels::Args;
+use crate::cache::{Entry, hex, read_checked, write_checked};
 use crate::error::{Error, Result};
 use crate::lower::caps::cuda;
 
@@ -37,10 +38,6 @@ pub fn source(family: &Family, f16_weights: bool, f16_kv: bool) -> String {
     format!("{}{abi}\n{COMMON}\n{}", cuda::header(f16_weights, f16_kv), family.source)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn compile_error(family: &str, reason: String) -> Error {
     Error::Backend { backend: "cuda".into(), op: format!("compiling the {family} kernels"), reason }
 }
@@ -53,7 +50,7 @@ pub fn ptx(family: &str, src: &str, arch: (i32, i32), driver: i32, dir: Option<&
         .chain_update(format!("|compute_{}{}|driver {driver}|fdpp {}", arch.0, arch.1, env!("CARGO_PKG_VERSION")))
         .finalize());
     let path = dir.map(|d| d.join(format!("{family}-{key}.ptx")));
-    if let Some(cached) = path.as_deref().and_then(read_entry) {
+    if let Some(Entry::Valid(cached)) = path.as_deref().map(read_checked) {
         return Ok(cached);
     }
     let opts = CompileOptions {
@@ -69,24 +66,9 @@ pub fn ptx(family: &str, src: &str, arch: (i32, i32), driver: i32, dir: Option<&
     if let Some(p) = &path {
         // The cache is an optimisation: a folder that cannot be written only costs the next
         // start its compilation.
-        let _ = write_entry(p, &text);
+        let _ = write_checked(p, &text);
     }
     Ok(text)
-}
-
-/// A cache entry: the PTX's SHA-256 on the first line, then the PTX.
-fn read_entry(path: &Path) -> Option<String> {
-    let bytes = std::fs::read_to_string(path).ok()?;
-    let (sum, text) = bytes.split_once('\n')?;
-    (hex(&Sha256::digest(text.as_bytes())) == sum).then(|| text.to_string())
-}
-
-fn write_entry(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::create_dir_all(path.parent().expect("entries live in a folder"))?;
-    // Written aside and renamed, so a reader never sees half an entry.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, format!("{}\n{text}", hex(&Sha256::digest(text.as_bytes()))))?;
-    std::fs::rename(tmp, path)
 }
 
 /// The folder of cached modules (`<fdpp cache>/cuda`), if the cache folder is known.
@@ -114,22 +96,6 @@ pub fn load_all(ctx: &Arc<CudaContext>, f16_weights: bool, f16_kv: bool, arch: (
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cache_entries_are_checked_and_rewritten() {
-        let dir = std::env::temp_dir().join(format!("fdpp-ptx-cache-{}", std::process::id()));
-        let path = dir.join("x.ptx");
-        write_entry(&path, ".version 8.0\n// kernels").unwrap();
-        assert_eq!(read_entry(&path).as_deref(), Some(".version 8.0\n// kernels"));
-        // A flipped byte in the body: the entry no longer matches its checksum.
-        let mut bytes = std::fs::read(&path).unwrap();
-        *bytes.last_mut().unwrap() ^= 1;
-        std::fs::write(&path, bytes).unwrap();
-        assert_eq!(read_entry(&path), None);
-        std::fs::write(&path, "no newline at all").unwrap();
-        assert_eq!(read_entry(&path), None);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
 
     /// NVRTC needs no GPU: wherever libnvrtc loads, every family must compile for every
     /// storage type (on an sm_80 and an sm_90 target).
