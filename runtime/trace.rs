@@ -33,6 +33,10 @@ pub enum Reason {
         gemv_max_m: Option<usize>,
         /// The GEMV splits K over two lane groups, as it does from this K on.
         split_k_from: Option<usize>,
+        /// The implementation's own parameters (B's tiling, A's split-K) are the table's for
+        /// this shape, not the backend's defaults.
+        #[serde(default)]
+        tuned_params: bool,
     },
     /// A decode step (every token of its own sequence): split-KV with a unified max.
     SplitKv { sequences: usize, keys: usize, limits: SplitKvLimits },
@@ -52,7 +56,7 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::OnlyKernel => f.write_str("the backend's only kernel for this op"),
-            Reason::Dataflow { n, k, m, inflections: inf, per_shape, source, gemv_max_m, split_k_from } => {
+            Reason::Dataflow { n, k, m, inflections: inf, per_shape, source, gemv_max_m, split_k_from, tuned_params } => {
                 let rule = if m < &inf.m1 {
                     format!("M={m} < M1={}", inf.m1)
                 } else if m < &inf.m2 {
@@ -67,6 +71,9 @@ impl std::fmt::Display for Reason {
                 }
                 if let Some(from) = split_k_from {
                     write!(f, "; K={k} >= {from}: K split over two lane groups")?;
+                }
+                if *tuned_params {
+                    write!(f, "; its parameters measured fastest for this shape")?;
                 }
                 Ok(())
             }
@@ -298,7 +305,7 @@ mod tests {
             rec("rms_norm", None, None),
             rec("linear", gemv, Some(20.0)),
             rec("attention", Some(Variant::OnlineAttention), Some(12.0)),
-            rec("linear", Some(Variant::FlatGemm { tile: crate::lower::caps::Tile { m: 8, n: 32 } }), Some(1.0)),
+            rec("linear", Some(Variant::FlatGemm { tiling: crate::lower::caps::wgsl::flat_tilings()[0] }), Some(1.0)),
             rec("rms_norm", None, None),
         ];
         let step = StepTrace {
@@ -340,6 +347,7 @@ mod tests {
             source: TableSource::Default { backend: "wgpu".into() },
             gemv_max_m: None,
             split_k_from: None,
+            tuned_params: false,
         };
         assert_eq!(r.to_string(), "M1=2 <= M=12 < M2=65 (fallback for [N=960, K=576], wgpu defaults)");
         let f = Reason::Fused { into: "layers.0.attn.qkv".into(), stage: Stage::Prologue, when: When::GemvSteps };

@@ -1,6 +1,6 @@
 // y[m, n_offset + j] = sum_k x[m, k] * w[j, k]: the three dataflows of a linear layer.
 // A (gemv): M <= GEMV_MAX_M. A lane group of 32 threads per pair of output columns.
-// B (flat_gemm): M padded to FB_M, N tiled across workgroups (FB_COLS columns each), K walked
+// B (flat_gemm): M padded to FB_M, N tiled across workgroups (a tiling per shape), K walked
 //   inside the workgroup; each weight load feeds FB_M rows.
 // C (gemm): 64 x 64 output tiles, 4 x 4 per thread, for large M (prefill).
 
@@ -323,15 +323,21 @@ fn gemv_body(wgi: u32, t: u32, split: bool) {
     }
 }
 
-// B: M padded to 8 per workgroup, N tiled across workgroups (32 columns each), K walked
-// inside the workgroup by 32 lanes per lane group. Each lane keeps an 8-row x 8-column tile
-// of sums in registers: per step it loads 8 rows of x and 8 weight vec4s and does 64 dot
-// products, so x comes from cache once per 8 columns and the weights stream once per 8 rows.
-// FB_M (rows) and FB_COLS (columns per workgroup) come from the header.
-const FB_GROUPS: u32 = 4u;                 // lane groups per workgroup
+// B: M padded to 8 per workgroup, N tiled across workgroups, K walked inside the workgroup by
+// 32 lanes per lane group. Each lane keeps an 8-row x 8-column tile of sums in registers: per
+// step it loads 8 rows of x and 8 weight vec4s and does 64 dot products, so x comes from cache
+// once per 8 columns and the weights stream once per 8 rows.
+// The tiling is chosen per shape (the tuner measures which is fastest): FB_GROUPS lane groups
+// side by side over columns (8 each), times FB_KGROUPS lane groups splitting K between them
+// (their sums meet in workgroup memory). Small N gets more workgroups from fewer columns, and
+// each workgroup more loads in flight from a K split. Both are pipeline constants, so the
+// pipelines of every tiling come from one module (`caps::wgsl::FLAT_TILINGS`).
+override FB_GROUPS: u32 = 4u;
+override FB_KGROUPS: u32 = 1u;
 const FB_CPL: u32 = 8u;                    // columns per lane group
-const_assert FB_COLS == FB_GROUPS * FB_CPL;
 const_assert FB_M == 8u;                   // the eight row registers of flat_gemm
+// Partial sums of the K groups: [lane group][column][rows 0-3, rows 4-7].
+var<workgroup> fb_part: array<vec4<f32>, 64>;
 
 // Elements e .. e + 3 of a row of x (K a multiple of 4), or element e alone.
 fn flat_load_x(row: u32, e: u32, M: u32, aligned: bool) -> vec4<f32> {
@@ -361,25 +367,54 @@ fn flat_store(row: u32, col: u32, M: u32, v: f32) {
     if (row < M && col < node.n) { y[row * node.ldy + c] = epilogue(row, c, v); }
 }
 
-// Column `col`'s sums over the lane group, stored by lane 0 (every lane calls it).
-fn flat_finish(lo: vec4<f32>, hi: vec4<f32>, t: u32, lane: u32, m0: u32, col: u32, M: u32) {
-    let a = lanes_sum4(lo, t);
-    let b = lanes_sum4(hi, t);
-    if (lane == 0u) {
-        for (var r = 0u; r < 4u; r++) {
-            flat_store(m0 + r, col, M, a[r]);
-            flat_store(m0 + 4u + r, col, M, b[r]);
-        }
+fn flat_store8(m0: u32, col: u32, M: u32, a: vec4<f32>, b: vec4<f32>) {
+    for (var r = 0u; r < 4u; r++) {
+        flat_store(m0 + r, col, M, a[r]);
+        flat_store(m0 + 4u + r, col, M, b[r]);
     }
 }
 
-@compute @workgroup_size(128)
+// Column j of the lane group's 8 (at `col`): its sums over the lane group, stored by lane 0,
+// or with a K split handed to workgroup memory for `flat_gather`. Every lane calls it.
+fn flat_finish(lo: vec4<f32>, hi: vec4<f32>, t: u32, m0: u32, col: u32, j: u32, M: u32) {
+    let a = lanes_sum4(lo, t);
+    let b = lanes_sum4(hi, t);
+    if (t % GV_LANES != 0u) { return; }
+    if (FB_KGROUPS == 1u) {
+        flat_store8(m0, col, M, a, b);
+    } else {
+        let slot = ((t / GV_LANES) * FB_CPL + j) * 2u;
+        fb_part[slot] = a;
+        fb_part[slot + 1u] = b;
+    }
+}
+
+// With a K split: lanes 0-7 of each column group of the first K group add the K groups' sums
+// of one column each and store them (c0: the workgroup's first column).
+fn flat_gather(t: u32, m0: u32, c0: u32, M: u32) {
+    workgroupBarrier();
+    let group = t / GV_LANES;
+    let j = t % GV_LANES;
+    if (group >= FB_GROUPS || j >= FB_CPL) { return; }
+    var a = vec4<f32>(0.0);
+    var b = vec4<f32>(0.0);
+    for (var kg = 0u; kg < FB_KGROUPS; kg++) {
+        let slot = ((kg * FB_GROUPS + group) * FB_CPL + j) * 2u;
+        a += fb_part[slot];
+        b += fb_part[slot + 1u];
+    }
+    flat_store8(m0, c0 + group * FB_CPL + j, M, a, b);
+}
+
+@compute @workgroup_size(GV_LANES * FB_GROUPS * FB_KGROUPS)
 fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let M = row_count();
     let K = node.k;
     let m0 = wg.y * FB_M;
     let lane = t % GV_LANES;
-    let c = wg.x * FB_COLS + (t / GV_LANES) * FB_CPL;
+    let group = t / GV_LANES;
+    let kg = group / FB_GROUPS;
+    let c = wg.x * FB_GROUPS * FB_CPL + (group % FB_GROUPS) * FB_CPL;
     let aligned = K % 4u == 0u;
     let per_step = select(1u, 4u, aligned);
     var l0 = vec4<f32>(0.0); var h0 = vec4<f32>(0.0);
@@ -390,7 +425,8 @@ fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     var l5 = vec4<f32>(0.0); var h5 = vec4<f32>(0.0);
     var l6 = vec4<f32>(0.0); var h6 = vec4<f32>(0.0);
     var l7 = vec4<f32>(0.0); var h7 = vec4<f32>(0.0);
-    for (var e = lane * per_step; e < K; e += GV_LANES * per_step) {
+    // The K groups interleave: each step of the workgroup covers GV_LANES * FB_KGROUPS steps.
+    for (var e = (kg * GV_LANES + lane) * per_step; e < K; e += GV_LANES * FB_KGROUPS * per_step) {
         let w0 = flat_load_w(c, e, aligned);
         let w1 = flat_load_w(c + 1u, e, aligned);
         let w2 = flat_load_w(c + 2u, e, aligned);
@@ -416,14 +452,17 @@ fn flat_gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         flat_col(&l6, &h6, w6, x0, x1, x2v, x3, x4v, x5, x6, x7);
         flat_col(&l7, &h7, w7, x0, x1, x2v, x3, x4v, x5, x6, x7);
     }
-    flat_finish(l0, h0, t, lane, m0, c, M);
-    flat_finish(l1, h1, t, lane, m0, c + 1u, M);
-    flat_finish(l2, h2, t, lane, m0, c + 2u, M);
-    flat_finish(l3, h3, t, lane, m0, c + 3u, M);
-    flat_finish(l4, h4, t, lane, m0, c + 4u, M);
-    flat_finish(l5, h5, t, lane, m0, c + 5u, M);
-    flat_finish(l6, h6, t, lane, m0, c + 6u, M);
-    flat_finish(l7, h7, t, lane, m0, c + 7u, M);
+    flat_finish(l0, h0, t, m0, c, 0u, M);
+    flat_finish(l1, h1, t, m0, c + 1u, 1u, M);
+    flat_finish(l2, h2, t, m0, c + 2u, 2u, M);
+    flat_finish(l3, h3, t, m0, c + 3u, 3u, M);
+    flat_finish(l4, h4, t, m0, c + 4u, 4u, M);
+    flat_finish(l5, h5, t, m0, c + 5u, 5u, M);
+    flat_finish(l6, h6, t, m0, c + 6u, 6u, M);
+    flat_finish(l7, h7, t, m0, c + 7u, 7u, M);
+    if (FB_KGROUPS > 1u) {
+        flat_gather(t, m0, wg.x * FB_GROUPS * FB_CPL, M);
+    }
 }
 
 // GM, the tile's side, comes from the header: 16 x 16 threads, 4 x 4 outputs each.

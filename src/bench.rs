@@ -119,7 +119,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
         println!("\n{name} [N={n}, K={k}]: us per call (GB/s, % of read ceiling); * = fastest");
         println!("{:>5} {:>26} {:>26} {:>26}", "M", "A gemv", "B flat_gemm", "C gemm");
         for &m in &args.m {
-            let cell = |imp: LinearImpl| report.linear.iter().find(|t| (t.n, t.k, t.m, t.implementation) == (*n, *k, m, imp));
+            let cell = |imp: LinearImpl| microbench::fastest(&report.linear, (*n, *k), m, imp);
             let best = [LinearImpl::Gemv, LinearImpl::FlatGemm, LinearImpl::Gemm]
                 .into_iter()
                 .filter_map(|i| cell(i).map(|t| (i, t.micros)))

@@ -7,6 +7,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dataflow::LinearImpl;
+use crate::error::Result;
+use crate::lower::caps::{BackendCaps, LinearKernels};
+use crate::lower::kernel::{Epilogue, Params, Variant};
+use crate::lower::{Io, Template};
 use crate::tensor::DType;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -15,6 +19,10 @@ pub struct LinearTiming {
     pub k: usize,
     pub m: usize,
     pub implementation: LinearImpl,
+    /// The variant timed, with its parameters (B's tiling, A's split-K); reports written
+    /// before there were several per implementation lack it.
+    #[serde(default)]
+    pub variant: Option<Variant>,
     pub micros: f64,
     /// Weight + activation bytes moved per microsecond, in GB/s.
     pub gbytes_per_s: f64,
@@ -25,16 +33,17 @@ pub struct LinearTiming {
 }
 
 impl LinearTiming {
-    /// A linear layer of [n, k] over m rows (`weight_bytes` per weight, f32 activations)
-    /// that took `micros`, against the device's read ceiling in GB/s.
-    pub fn new(n: usize, k: usize, m: usize, implementation: LinearImpl, micros: f64, weight_bytes: usize, read_ceiling: f64) -> Self {
+    /// `variant` over m rows of [n, k] (`weight_bytes` per weight, f32 activations) that
+    /// took `micros`, against the device's read ceiling in GB/s.
+    pub fn new(n: usize, k: usize, m: usize, variant: Variant, micros: f64, weight_bytes: usize, read_ceiling: f64) -> Self {
         let moved = (n * k * weight_bytes + m * k * 4 + m * n * 4) as f64;
         let gbytes_per_s = moved / micros / 1e3;
         LinearTiming {
             n,
             k,
             m,
-            implementation,
+            implementation: variant.dataflow().expect("a linear variant"),
+            variant: Some(variant),
             micros,
             gbytes_per_s,
             read_ceiling_pct: 100.0 * gbytes_per_s / read_ceiling,
@@ -152,6 +161,7 @@ pub struct Sweep<'a> {
 }
 
 /// How hard to measure.
+#[derive(Clone, Copy, Debug)]
 pub struct Effort {
     /// Bytes an operand's copies should add up to (beyond a 60 MB L2), at most `max_copies`.
     pub rotate_bytes: usize,
@@ -197,6 +207,73 @@ pub fn ctx_unmeasurable(ctx: usize, a: &AttentionShape, kv_elem_bytes: usize, ma
     }
 }
 
+/// Times one backend's linear kernels: what `bench kernels` reports and the tuner measures.
+pub trait LinearBench {
+    /// The device's capabilities as its backend reports them when opened (the tuner keys
+    /// its profile by them).
+    fn caps(&self) -> &BackendCaps;
+    /// Microseconds per call of `variant` over `m` rows of [n, k], the weights rotated past
+    /// the last-level cache; calls for one shape in a row reuse its buffers.
+    fn time_linear(&mut self, n: usize, k: usize, m: usize, variant: Variant) -> Result<f64>;
+    /// Most rows it times.
+    fn max_m(&self) -> usize;
+}
+
+/// The template of a plain linear layer of [n, k] (no bias, prologue or epilogue) reading
+/// buffer 0 and writing buffer 0, as the benchmarks launch it.
+pub fn linear_template(n: usize, k: usize) -> Template {
+    let params = Params::Linear { n, k, n_offset: 0, ldy: n, bias: false, prologue: None, epilogue: Epilogue::None };
+    Template {
+        node: 0,
+        out_rows: false,
+        params,
+        io: Io { x: Some(0), x2: None, weight: None, norm_weight: None, bias: None, y: 0, kv: None },
+    }
+}
+
+/// Every variant a backend's kernels run over `m` rows: A in each split-K form up to its
+/// rows, B in each tiling, C.
+pub fn linear_candidates(lin: &LinearKernels, m: usize) -> Vec<Variant> {
+    let mut out = vec![];
+    if m <= lin.gemv_max_m {
+        out.push(Variant::Gemv { split_k: false });
+        if lin.gemv_split_k_min.is_some() {
+            out.push(Variant::Gemv { split_k: true });
+        }
+    }
+    out.extend(lin.flat_tilings.iter().map(|&tiling| Variant::FlatGemm { tiling }));
+    out.push(Variant::Gemm { tile: lin.gemm_tile });
+    out
+}
+
+/// Every candidate on every shape and M; `progress()` after each (shape, M).
+pub fn linear_sweep(
+    bench: &mut dyn LinearBench,
+    shapes: &[(usize, usize)],
+    ms: &[usize],
+    read_ceiling: f64,
+    progress: &mut dyn FnMut(),
+) -> Result<Vec<LinearTiming>> {
+    let lin = bench.caps().linear.clone();
+    let elem = bench.caps().weight_dtype.size();
+    let mut out = vec![];
+    for &(n, k) in shapes {
+        for &m in ms {
+            for variant in linear_candidates(&lin, m) {
+                let micros = bench.time_linear(n, k, m, variant)?;
+                out.push(LinearTiming::new(n, k, m, variant, micros, elem, read_ceiling));
+            }
+            progress();
+        }
+    }
+    Ok(out)
+}
+
+/// The fastest timing of `implementation` (over its variants) at [n, k] and m.
+pub fn fastest(timings: &[LinearTiming], (n, k): (usize, usize), m: usize, implementation: LinearImpl) -> Option<&LinearTiming> {
+    timings.iter().filter(|t| (t.n, t.k, t.m, t.implementation) == (n, k, m, implementation)).min_by(|a, b| a.micros.total_cmp(&b.micros))
+}
+
 /// A shape's [N, K], M1 and M2.
 pub type Inflection = ((usize, usize), Option<usize>, Option<usize>);
 
@@ -208,9 +285,7 @@ pub fn inflections(report: &KernelReport) -> Vec<Inflection> {
     shapes
         .into_iter()
         .map(|s| {
-            let at = |m: usize, imp: LinearImpl| {
-                report.linear.iter().find(|t| (t.n, t.k) == s && t.m == m && t.implementation == imp).map(|t| t.micros)
-            };
+            let at = |m: usize, imp: LinearImpl| fastest(&report.linear, s, m, imp).map(|t| t.micros);
             let mut ms: Vec<usize> = report.linear.iter().filter(|t| (t.n, t.k) == s).map(|t| t.m).collect();
             ms.dedup();
             let m1 = ms.iter().copied().find(|&m| match (at(m, LinearImpl::FlatGemm), at(m, LinearImpl::Gemv)) {

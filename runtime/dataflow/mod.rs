@@ -43,11 +43,54 @@ pub enum TableSource {
     Tuned { device: String },
 }
 
+/// An output tile: `m` token rows by `n` output columns per workgroup (or CPU task).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tile {
+    pub m: usize,
+    pub n: usize,
+}
+
+impl std::fmt::Display for Tile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.m, self.n)
+    }
+}
+
+/// How B covers its output: a tile per workgroup, and how many lane groups (warps) of the
+/// workgroup split K between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FlatTiling {
+    pub tile: Tile,
+    pub k_groups: usize,
+}
+
+impl std::fmt::Display for FlatTiling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.tile)?;
+        if self.k_groups > 1 {
+            write!(f, ", K over {}", self.k_groups)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the table says about one [N, K]: its inflection points, and the parameters of A and
+/// B measured fastest for it (absent: the backend's defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ShapeInflections {
+pub struct ShapeTuning {
     pub n: usize,
     pub k: usize,
     pub inflections: Inflections,
+    #[serde(default)]
+    pub flat: Option<FlatTiling>,
+    #[serde(default)]
+    pub gemv_split_k: Option<bool>,
+}
+
+impl ShapeTuning {
+    pub fn new(n: usize, k: usize, inflections: Inflections) -> Self {
+        ShapeTuning { n, k, inflections, flat: None, gemv_split_k: None }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,8 +98,8 @@ pub struct DataflowTable {
     pub source: TableSource,
     /// For shapes the table does not list.
     pub fallback: Inflections,
-    /// Per [N, K] inflection points (a model has four or five shapes).
-    pub shapes: Vec<ShapeInflections>,
+    /// Per [N, K] (a model has four or five shapes).
+    pub shapes: Vec<ShapeTuning>,
 }
 
 impl DataflowTable {
@@ -74,8 +117,6 @@ impl DataflowTable {
         DataflowTable { source: TableSource::Default { backend: "wgpu".into() }, fallback: Inflections { m1: 2, m2: 65 }, shapes: vec![] }
     }
 
-    /// The inflection points of [N, K], and whether the table lists the shape (else they are
-    /// the fallback).
     /// The CUDA kernels, as `fdpp bench kernels --backend cuda` measured them on an H200
     /// (Llama-2-7B's four shapes, f16): the GEMV (with its fusions) for one row, the
     /// tensor-core flat GEMM from 2 rows (it was faster than the GEMV from M = 2 on three
@@ -84,11 +125,18 @@ impl DataflowTable {
         DataflowTable { source: TableSource::Default { backend: "cuda".into() }, fallback: Inflections { m1: 2, m2: 64 }, shapes: vec![] }
     }
 
+    /// The inflection points of [N, K], and whether the table lists the shape (else they are
+    /// the fallback).
     pub fn inflections(&self, n: usize, k: usize) -> (Inflections, bool) {
-        match self.shapes.iter().find(|s| (s.n, s.k) == (n, k)) {
+        match self.shape(n, k) {
             Some(s) => (s.inflections, true),
             None => (self.fallback, false),
         }
+    }
+
+    /// The table's entry for [N, K], if it lists the shape.
+    pub fn shape(&self, n: usize, k: usize) -> Option<&ShapeTuning> {
+        self.shapes.iter().find(|s| (s.n, s.k) == (n, k))
     }
 
     /// A if M < M1, B if M1 <= M < M2, else C.
@@ -120,7 +168,7 @@ mod tests {
     #[test]
     fn inflection_points_split_m_into_three_ranges() {
         let mut t = DataflowTable::cpu_default();
-        t.shapes.push(ShapeInflections { n: 960, k: 576, inflections: Inflections { m1: 4, m2: 16 } });
+        t.shapes.push(ShapeTuning::new(960, 576, Inflections { m1: 4, m2: 16 }));
         let pick = |m| t.implementation(960, 576, m);
         assert_eq!(pick(3), LinearImpl::Gemv);
         assert_eq!(pick(4), LinearImpl::FlatGemm);

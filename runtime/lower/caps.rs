@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dataflow::DataflowTable;
+pub use crate::dataflow::{FlatTiling, Tile};
 use crate::tensor::DType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,28 +32,17 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
-/// An output tile: `m` token rows by `n` output columns per workgroup (or CPU task).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Tile {
-    pub m: usize,
-    pub n: usize,
-}
-
-impl std::fmt::Display for Tile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}", self.m, self.n)
-    }
-}
-
 /// The linear-layer kernels of a backend.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LinearKernels {
     /// Most token rows the GEMV kernel takes; a larger M the table gives to A runs B.
     pub gemv_max_m: usize,
-    /// From this K on, the GEMV splits K over two lane groups per column pair.
+    /// From this K on, the GEMV splits K over two lane groups per column pair (where the
+    /// table does not say for the shape); `None`: the GEMV has no split-K form.
     pub gemv_split_k_min: Option<usize>,
-    /// The flat GEMM's tile (M padded to `m`).
-    pub flat_tile: Tile,
+    /// The flat GEMM's tilings (M padded to the tile's rows); the first where the table names
+    /// none for the shape.
+    pub flat_tilings: Vec<FlatTiling>,
     /// The conventional GEMM's tile.
     pub gemm_tile: Tile,
 }
@@ -159,9 +149,22 @@ pub mod wgsl {
     /// From this K on, `gemv_split_k`. On an H200, Llama-2-7B's down projection (K = 11008)
     /// gained 9% with it and every K = 4096 shape lost 4-11% (`fdpp bench kernels`).
     pub const GEMV_SPLIT_K_MIN: usize = 8192;
-    /// The flat GEMM's tile: rows (`FB_M`) x columns (`FB_COLS`) per workgroup.
+    /// The flat GEMM's rows per workgroup (`FB_M`), and its tilings: (`FB_GROUPS` lane groups
+    /// of `FB_CPL` columns side by side, `FB_KGROUPS` lane groups splitting K), at most
+    /// `FB_MAX_LANE_GROUPS` lane groups in all; pipeline constants of one kernel. The first
+    /// is the default: on an H200, 32 columns was fastest on Llama-2-7B's shapes.
     pub const FB_M: usize = 8;
-    pub const FB_COLS: usize = 32;
+    pub const FB_CPL: usize = 8;
+    pub const FB_MAX_LANE_GROUPS: usize = 4;
+    pub const FLAT_TILINGS: [(usize, usize); 5] = [(4, 1), (2, 1), (1, 1), (2, 2), (1, 4)];
+
+    /// `FLAT_TILINGS` as the lowering's tilings.
+    pub fn flat_tilings() -> Vec<super::FlatTiling> {
+        FLAT_TILINGS
+            .iter()
+            .map(|&(groups, k_groups)| super::FlatTiling { tile: super::Tile { m: FB_M, n: groups * FB_CPL }, k_groups })
+            .collect()
+    }
     /// The tiled GEMM's square tile (`GM`).
     pub const GM: usize = 64;
     /// Keys per tile of `attn_split` (`SPLIT_TILE`): the shortest chunk.
@@ -187,7 +190,6 @@ pub mod wgsl {
             u("GEMV_MAX_M", GEMV_MAX_M),
             u("GV_GROUPS", GV_GROUPS),
             u("FB_M", FB_M),
-            u("FB_COLS", FB_COLS),
             u("GM", GM),
             u("SPLIT_TILE", SPLIT_TILE),
             u("MAX_HD", MAX_HEAD_DIM),
@@ -285,7 +287,7 @@ impl BackendCaps {
             linear: LinearKernels {
                 gemv_max_m: usize::MAX,
                 gemv_split_k_min: None,
-                flat_tile: Tile { m: 4, n: 64 },
+                flat_tilings: vec![FlatTiling { tile: Tile { m: 4, n: 64 }, k_groups: 1 }],
                 gemm_tile: Tile { m: 64, n: 64 },
             },
             attention: AttentionKernels { split_kv: None, flash: None, general: GeneralAttention::TwoPass, max_head_dim: usize::MAX },
@@ -311,7 +313,7 @@ impl BackendCaps {
             linear: LinearKernels {
                 gemv_max_m: wgsl::GEMV_MAX_M,
                 gemv_split_k_min: Some(wgsl::GEMV_SPLIT_K_MIN),
-                flat_tile: Tile { m: wgsl::FB_M, n: wgsl::FB_COLS },
+                flat_tilings: wgsl::flat_tilings(),
                 gemm_tile: Tile { m: wgsl::GM, n: wgsl::GM },
             },
             attention: AttentionKernels {
@@ -356,7 +358,11 @@ impl BackendCaps {
             linear: LinearKernels {
                 gemv_max_m: cuda::GEMV_MAX_M,
                 gemv_split_k_min: None,
-                flat_tile: if tensor_cores { Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N } } else { tiled },
+                flat_tilings: vec![if tensor_cores {
+                    FlatTiling { tile: Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N }, k_groups: cuda::FB_WARPS }
+                } else {
+                    FlatTiling { tile: tiled, k_groups: 1 }
+                }],
                 gemm_tile: if tensor_cores { Tile { m: cuda::GEMM_TILE_M, n: cuda::GEMM_TILE_N } } else { tiled },
             },
             attention: AttentionKernels {

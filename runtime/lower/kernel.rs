@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::caps::Tile;
+use super::caps::{FlatTiling, Tile};
 use crate::dataflow::LinearImpl;
 
 /// The unified max phi of the split-KV attention and the safe range of s - phi. Scores and
@@ -58,7 +58,7 @@ pub enum Variant {
     },
     /// B: M padded to the tile's rows, N tiled across workgroups, K walked inside one.
     FlatGemm {
-        tile: Tile,
+        tiling: FlatTiling,
     },
     /// C: conventional 2-D tiled GEMM.
     Gemm {
@@ -123,7 +123,8 @@ impl std::fmt::Display for Variant {
         f.write_str(self.label())?;
         match self {
             Variant::Gemv { split_k: true } => f.write_str(" (split K)"),
-            Variant::FlatGemm { tile } | Variant::Gemm { tile } => write!(f, " (tile {tile})"),
+            Variant::FlatGemm { tiling } => write!(f, " (tile {tiling})"),
+            Variant::Gemm { tile } => write!(f, " (tile {tile})"),
             Variant::FlashAttention { rows, keys } => write!(f, " ({rows} rows x {keys}-key tiles)"),
             Variant::SplitKvAttention { chunks, chunk_keys, unified } => {
                 write!(f, " ({chunks} x {chunk_keys} keys, phi {}, range ({}, {}))", unified.phi, unified.lo, unified.hi)

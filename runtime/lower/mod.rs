@@ -321,24 +321,42 @@ impl Lowering {
         Some(self.template(ni, params, io))
     }
 
-    /// The dataflow variant of a linear layer of [N, K] over `rows` rows, and why.
+    /// The dataflow variant of a linear layer of [N, K] over `rows` rows, and why: the
+    /// implementation from the table's inflection points, its parameters from the table's
+    /// entry for the shape where it names them (and the backend has them), else the backend's.
     fn linear_variant(&self, n: usize, k: usize, rows: usize) -> (Variant, Reason) {
         let table = &self.caps.table;
         let lin = &self.caps.linear;
         let (inflections, per_shape) = table.inflections(n, k);
+        let entry = table.shape(n, k);
         let mut imp = table.implementation(n, k, rows);
         let mut gemv_max_m = None;
         if imp == LinearImpl::Gemv && rows > lin.gemv_max_m {
             imp = LinearImpl::FlatGemm;
             gemv_max_m = Some(lin.gemv_max_m);
         }
-        let split_k_from = lin.gemv_split_k_min.filter(|&min| imp == LinearImpl::Gemv && k >= min);
+        let mut split_k_from = None;
+        let mut tuned_params = false;
         let variant = match imp {
-            LinearImpl::Gemv => Variant::Gemv { split_k: split_k_from.is_some() },
-            LinearImpl::FlatGemm => Variant::FlatGemm { tile: lin.flat_tile },
+            LinearImpl::Gemv => match (entry.and_then(|e| e.gemv_split_k), lin.gemv_split_k_min) {
+                (Some(split_k), Some(_)) => {
+                    tuned_params = true;
+                    Variant::Gemv { split_k }
+                }
+                (_, min) => {
+                    split_k_from = min.filter(|&min| k >= min);
+                    Variant::Gemv { split_k: split_k_from.is_some() }
+                }
+            },
+            LinearImpl::FlatGemm => {
+                let tuned = entry.and_then(|e| e.flat).filter(|t| lin.flat_tilings.contains(t));
+                tuned_params = tuned.is_some();
+                Variant::FlatGemm { tiling: tuned.unwrap_or(lin.flat_tilings[0]) }
+            }
             LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
         };
-        let reason = Reason::Dataflow { n, k, m: rows, inflections, per_shape, source: table.source.clone(), gemv_max_m, split_k_from };
+        let source = table.source.clone();
+        let reason = Reason::Dataflow { n, k, m: rows, inflections, per_shape, source, gemv_max_m, split_k_from, tuned_params };
         (variant, reason)
     }
 

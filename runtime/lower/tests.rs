@@ -1,8 +1,8 @@
 //! The lowering on its own, with the backends' built-in profiles: no device, no weights.
 
-use super::caps::{BackendCaps, Tile, wgsl};
+use super::caps::{BackendCaps, wgsl};
 use super::*;
-use crate::dataflow::{Inflections, ShapeInflections};
+use crate::dataflow::{Inflections, ShapeTuning};
 use crate::graph::llama;
 use crate::model::ModelConfig;
 use crate::trace::NodeRecord;
@@ -67,10 +67,7 @@ fn linear_layers_take_a_at_one_token_b_at_eight_and_c_at_128_with_the_wgpu_table
     }
     // The tiles are the WGSL kernels'.
     let step = l.lower(&decode(8, 100));
-    assert_eq!(
-        variant(record(&l.records(&step, None), "layers.0.ffn.down")),
-        Variant::FlatGemm { tile: Tile { m: wgsl::FB_M, n: wgsl::FB_COLS } }
-    );
+    assert_eq!(variant(record(&l.records(&step, None), "layers.0.ffn.down")), Variant::FlatGemm { tiling: wgsl::flat_tilings()[0] });
 }
 
 #[test]
@@ -107,7 +104,7 @@ fn nodes_fused_on_a_gemv_step_name_the_launch_that_absorbed_them() {
 fn the_gemv_row_limit_and_split_k_are_decided_here_with_their_reason() {
     let mut caps = BackendCaps::wgpu_builtin();
     // A table that would give A up to 15 rows: the GEMV holds 8, so 9..15 run B.
-    caps.table.shapes.push(ShapeInflections { n: 576, k: 1536, inflections: Inflections { m1: 16, m2: 64 } });
+    caps.table.shapes.push(ShapeTuning::new(576, 1536, Inflections { m1: 16, m2: 64 }));
     let l = lowering(caps);
     let r = l.records(&l.lower(&decode(9, 10)), None);
     let down = record(&r, "layers.0.ffn.down");

@@ -19,6 +19,24 @@ pub fn measured_inflections(timings: &[&LinearTiming]) -> (Option<usize>, Option
     (m1, m2)
 }
 
+/// The curve a timing belongs to: its variant with its parameters (reports that do not
+/// name it: its implementation).
+fn curve_name(t: &LinearTiming) -> String {
+    t.variant.map_or_else(|| t.implementation.label().to_string(), |v| v.to_string())
+}
+
+/// The curves of some timings, in the order first measured.
+fn curve_names(timings: &[&LinearTiming]) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    for t in timings {
+        let name = curve_name(t);
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// The [N, K] shapes of a report, in the order measured.
 pub fn shapes(report: &KernelReport) -> Vec<(usize, usize)> {
     let mut out = vec![];
@@ -60,12 +78,11 @@ pub fn show(ui: &mut egui::Ui, report: Option<&KernelReport>, table: Option<&Dat
                 .x_axis_formatter(|mark, _| format!("{:.0}", mark.value.exp2()))
                 .y_axis_formatter(|mark, _| format!("{:.0}", 10f64.powf(mark.value)))
                 .show(ui, |p| {
-                    for imp in [LinearImpl::Gemv, LinearImpl::FlatGemm, LinearImpl::Gemm] {
+                    // A line per variant (B in each tiling, A with and without split-K).
+                    for name in curve_names(&timings) {
                         let pts: Vec<[f64; 2]> =
-                            timings.iter().filter(|t| t.implementation == imp).map(|t| [at(t.m), t.micros.log10()]).collect();
-                        if !pts.is_empty() {
-                            p.line(Line::new(imp.label(), pts));
-                        }
+                            timings.iter().filter(|t| curve_name(t) == name).map(|t| [at(t.m), t.micros.log10()]).collect();
+                        p.line(Line::new(name, pts));
                     }
                     if let Some(m) = m1 {
                         p.vline(VLine::new("measured M1", at(m)));
@@ -85,9 +102,16 @@ pub fn show(ui: &mut egui::Ui, report: Option<&KernelReport>, table: Option<&Dat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fdpp_runtime::lower::kernel::Variant;
 
     fn t(m: usize, implementation: LinearImpl, micros: f64) -> LinearTiming {
-        LinearTiming::new(64, 64, m, implementation, micros, 2, 1000.0)
+        let lin = fdpp_runtime::lower::caps::BackendCaps::wgpu_builtin().linear;
+        let variant = match implementation {
+            LinearImpl::Gemv => Variant::Gemv { split_k: false },
+            LinearImpl::FlatGemm => Variant::FlatGemm { tiling: lin.flat_tilings[0] },
+            LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
+        };
+        LinearTiming::new(64, 64, m, variant, micros, 2, 1000.0)
     }
 
     #[test]

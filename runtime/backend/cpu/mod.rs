@@ -130,7 +130,7 @@ impl CpuExecutor {
                     Variant::Gemv { split_k: false } => {
                         x.chunks_exact(k).zip(ys.chunks_exact_mut(n)).for_each(|(x, y)| kernels::gemv(x, w, y))
                     }
-                    Variant::FlatGemm { tile } => kernels::flat_gemm(x, rows, w, ys, tile),
+                    Variant::FlatGemm { tiling } => kernels::flat_gemm(x, rows, w, ys, tiling.tile),
                     Variant::Gemm { tile } => kernels::gemm(x, rows, w, ys, tile),
                     other => return Err(unsupported(format!("linear variant {other}"))),
                 }

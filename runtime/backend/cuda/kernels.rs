@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaFunction, CudaModule, sys};
 
 use crate::error::{Error, Result};
-use crate::lower::caps::{Tile, cuda};
+use crate::lower::caps::{FlatTiling, Tile, cuda};
 use crate::lower::kernel::{Epilogue, LaunchScalars, Params, Prologue, Variant};
 use crate::lower::{Launch, Template};
 
@@ -69,7 +69,7 @@ fn no_kernel(what: String) -> Error {
     Error::Backend { backend: "cuda".into(), op: "encoding a launch".into(), reason: format!("no CUDA kernel for {what}") }
 }
 
-fn check_tile(tile: Tile, have: Tile, what: &str) -> Result<()> {
+fn check_tile<T: PartialEq + std::fmt::Display>(tile: T, have: T, what: &str) -> Result<()> {
     if tile == have { Ok(()) } else { Err(no_kernel(format!("a {what} with tile {tile} (the kernel's is {have})"))) }
 }
 
@@ -116,14 +116,23 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
         }
         (
             Params::Linear { n, bias, prologue: None, epilogue: e @ (Epilogue::None | Epilogue::Residual), .. },
-            Variant::FlatGemm { tile },
+            Variant::FlatGemm { tiling },
         ) => {
             let residual = e == Epilogue::Residual;
+            let tile = tiling.tile;
             if f16_weights {
-                check_tile(tile, Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N }, "flat GEMM")?;
+                check_tile(
+                    tiling,
+                    FlatTiling { tile: Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N }, k_groups: cuda::FB_WARPS },
+                    "flat GEMM",
+                )?;
                 vec![g(&product_kernel("flat_gemm_mma", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, cuda::FB_WARPS * 32)]
             } else {
-                check_tile(tile, Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE }, "flat GEMM of f32 weights")?;
+                check_tile(
+                    tiling,
+                    FlatTiling { tile: Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE }, k_groups: 1 },
+                    "flat GEMM of f32 weights",
+                )?;
                 vec![g(&product_kernel("gemm_tiled", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, 256)]
             }
         }

@@ -14,10 +14,9 @@ use super::kernels::{Args, Grid, Kernels, grids, step_words};
 use super::{CudaDevice, CudaOptions, compile, driver_error, launch, ptr};
 use crate::backend::BackendCaps;
 pub use crate::backend::microbench::*;
-use crate::dataflow::LinearImpl;
 use crate::error::{Error, Result};
 use crate::lower::caps::cuda;
-use crate::lower::kernel::{Epilogue, HeadDims, Params, UnifiedMax, Variant};
+use crate::lower::kernel::{HeadDims, Params, UnifiedMax, Variant};
 use crate::lower::{Io, Launch, Template};
 use crate::tensor::DType;
 
@@ -34,10 +33,21 @@ struct Bench {
 }
 
 fn io() -> Io {
-    Io { x: Some(0), x2: None, weight: None, norm_weight: None, bias: None, y: 0, kv: None }
+    linear_template(1, 1).io
 }
 
 impl Bench {
+    /// The device, its kernels, and cuBLAS where the executor would use it (FDPP_CUBLAS=0:
+    /// the own GEMM).
+    fn open(opts: &CudaOptions) -> Result<Bench> {
+        let dev = CudaDevice::open(opts)?;
+        let f16 = dev.caps.weight_dtype == DType::F16;
+        let kernels = Kernels::new(compile::load_all(&dev.ctx, f16, f16, dev.arch, dev.driver)?, f16, dev.arch)?;
+        let use_blas = f16 && super::blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
+        let blas = if use_blas { Some(super::blas::Blas::new(&dev.stream, MAX_M * 4096)?) } else { None };
+        Ok(Bench { stream: dev.stream.clone(), kernels, caps: dev.caps.clone(), f16, blas })
+    }
+
     fn alloc<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, n: usize, what: &str) -> Result<CudaSlice<T>> {
         self.stream.alloc_zeros::<T>(n.max(1)).map_err(|e| super::alloc_error(what, n * std::mem::size_of::<T>(), e))
     }
@@ -131,62 +141,6 @@ impl Bench {
         Ok(t / 256.0)
     }
 
-    fn linear_sweep(
-        &self,
-        effort: &Effort,
-        shapes: &[(usize, usize)],
-        ms: &[usize],
-        read: f64,
-        progress: &mut dyn FnMut(),
-    ) -> Result<Vec<LinearTiming>> {
-        let elem = if self.f16 { 2 } else { 4 };
-        let s = &self.stream;
-        let lin = self.caps.linear.clone();
-        let max_m = ms.iter().copied().max().unwrap_or(1);
-        let mut out = vec![];
-        for &(n, k) in shapes {
-            let copies = effort.copies(n * k * elem);
-            let ws = (0..copies).map(|c| self.random_weights(n * k, c as u64 + 1)).collect::<Result<Vec<_>>>()?;
-            let mut rng = crate::sampling::Rng::new(3);
-            let x: Vec<f32> = (0..max_m * k).map(|_| rng.next_f32() - 0.5).collect();
-            let xb = s.clone_htod(&x).map_err(|e| super::alloc_error("benchmark activations", x.len() * 4, e))?;
-            let yb = self.alloc::<f32>(max_m * n, "benchmark outputs")?;
-            let reps = effort.dispatches(copies);
-            for &m in ms {
-                let step = s.clone_htod(&step_words(m, m, MAX_M, None)).map_err(|e| driver_error("copying", e))?;
-                let params = Params::Linear { n, k, n_offset: 0, ldy: n, bias: false, prologue: None, epilogue: Epilogue::None };
-                let t = Template { node: 0, out_rows: false, params, io: io() };
-                let mut impls = vec![
-                    (LinearImpl::FlatGemm, Variant::FlatGemm { tile: lin.flat_tile }),
-                    (LinearImpl::Gemm, Variant::Gemm { tile: lin.gemm_tile }),
-                ];
-                if m <= lin.gemv_max_m {
-                    impls.insert(0, (LinearImpl::Gemv, Variant::Gemv { split_k: false }));
-                }
-                for (imp, variant) in impls {
-                    let g = grids(&Launch { template: 0, variant, rows: m }, &t, m, self.f16, 0)?;
-                    let args: Vec<Args> = ws
-                        .iter()
-                        .map(|w| Args { step: ptr(&step, s), x: ptr(&xb, s), w: ptr(w, s), y: ptr(&yb, s), ..Args::of(&t, 0, |_| 0) })
-                        .collect();
-                    let blas = self.blas.as_ref().filter(|_| imp == LinearImpl::Gemm);
-                    // SAFETY: x holds max_m >= m rows of k, y max_m rows of n, each weight n x k;
-                    // the cuBLAS buffer MAX_M rows of the longest k.
-                    let pass = || {
-                        (0..reps).try_for_each(|r| match blas {
-                            Some(b) => unsafe { b.gemm(&self.kernels, s, &t, &args[r % copies], m) },
-                            None => g.iter().try_for_each(|g| unsafe { self.go(g, &args[r % copies]) }),
-                        })
-                    };
-                    let micros = self.time(effort.repeats, &pass)? / reps as f64;
-                    out.push(LinearTiming::new(n, k, m, imp, micros, elem, read));
-                }
-                progress();
-            }
-        }
-        Ok(out)
-    }
-
     fn attention_sweep(
         &self,
         effort: &Effort,
@@ -256,6 +210,89 @@ impl Bench {
     }
 }
 
+/// The buffers of one linear shape: weight copies to rotate over, x and y of `MAX_M` rows.
+struct ShapeBuffers {
+    n: usize,
+    k: usize,
+    weights: Vec<CudaSlice<u8>>,
+    x: CudaSlice<f32>,
+    y: CudaSlice<f32>,
+}
+
+/// The linear kernels of one CUDA device, timed shape by shape (`LinearBench`); C runs
+/// through cuBLAS where the executor would run it so.
+pub struct CudaLinear {
+    bench: Bench,
+    effort: Effort,
+    shape: Option<ShapeBuffers>,
+}
+
+impl CudaLinear {
+    /// Opens the device as the CUDA backend does (its capabilities, and so the tuner's
+    /// profile key, are the backend's).
+    pub fn open(opts: &CudaOptions) -> Result<CudaLinear> {
+        Ok(CudaLinear { bench: Bench::open(opts)?, effort: HARDWARE, shape: None })
+    }
+
+    fn shape(&mut self, n: usize, k: usize) -> Result<&ShapeBuffers> {
+        if self.shape.as_ref().is_none_or(|s| (s.n, s.k) != (n, k)) {
+            self.shape = None; // the last shape's copies go before this one's are made
+            let b = &mut self.bench;
+            if b.blas.as_ref().is_some_and(|blas| blas.capacity() < MAX_M * k) {
+                b.blas = Some(super::blas::Blas::new(&b.stream, MAX_M * k)?);
+            }
+            let copies = self.effort.copies(n * k * b.caps.weight_dtype.size());
+            let weights = (0..copies).map(|c| b.random_weights(n * k, c as u64 + 1)).collect::<Result<Vec<_>>>()?;
+            let mut rng = crate::sampling::Rng::new(3);
+            let x: Vec<f32> = (0..MAX_M * k).map(|_| rng.next_f32() - 0.5).collect();
+            let x = b.stream.clone_htod(&x).map_err(|e| super::alloc_error("benchmark activations", x.len() * 4, e))?;
+            let y = b.alloc::<f32>(MAX_M * n, "benchmark outputs")?;
+            self.shape = Some(ShapeBuffers { n, k, weights, x, y });
+        }
+        Ok(self.shape.as_ref().expect("just made"))
+    }
+}
+
+impl LinearBench for CudaLinear {
+    fn caps(&self) -> &BackendCaps {
+        &self.bench.caps
+    }
+
+    fn max_m(&self) -> usize {
+        MAX_M
+    }
+
+    fn time_linear(&mut self, n: usize, k: usize, m: usize, variant: Variant) -> Result<f64> {
+        if m == 0 || m > MAX_M {
+            return Err(Error::InvalidArgument(format!("linear kernels are timed over 1..={MAX_M} rows, not {m}")));
+        }
+        let effort = self.effort;
+        self.shape(n, k)?;
+        let (b, shape) = (&self.bench, self.shape.as_ref().expect("made above"));
+        let s = &b.stream;
+        let step = s.clone_htod(&step_words(m, m, MAX_M, None)).map_err(|e| driver_error("copying", e))?;
+        let t = linear_template(n, k);
+        let g = grids(&Launch { template: 0, variant, rows: m }, &t, m, b.f16, 0)?;
+        let args: Vec<Args> = shape
+            .weights
+            .iter()
+            .map(|w| Args { step: ptr(&step, s), x: ptr(&shape.x, s), w: ptr(w, s), y: ptr(&shape.y, s), ..Args::of(&t, 0, |_| 0) })
+            .collect();
+        let blas = b.blas.as_ref().filter(|_| matches!(variant, Variant::Gemm { .. }));
+        let copies = args.len();
+        let reps = effort.dispatches(copies);
+        // SAFETY: x holds MAX_M >= m rows of k, y MAX_M rows of n, each weight n x k; the
+        // cuBLAS buffer MAX_M rows of k (grown above).
+        let pass = || {
+            (0..reps).try_for_each(|r| match blas {
+                Some(blas) => unsafe { blas.gemm(&b.kernels, s, &t, &args[r % copies], m) },
+                None => g.iter().try_for_each(|g| unsafe { b.go(g, &args[r % copies]) }),
+            })
+        };
+        Ok(b.time(effort.repeats, &pass)? / reps as f64)
+    }
+}
+
 /// Measures the bandwidth ceilings, then every linear shape and M, then decode attention
 /// at every context length that fits; `progress(done, total)` after each measurement.
 pub fn run(sweep: &Sweep, opts: &CudaOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<KernelReport> {
@@ -269,13 +306,9 @@ pub fn run(sweep: &Sweep, opts: &CudaOptions, progress: &mut dyn FnMut(usize, us
     if sweep.ms.iter().any(|&m| m > MAX_M) {
         return Err(Error::InvalidArgument(format!("bench kernels measures M up to {MAX_M}")));
     }
-    let dev = CudaDevice::open(opts)?;
-    let f16 = dev.caps.weight_dtype == DType::F16;
-    let kernels = Kernels::new(compile::load_all(&dev.ctx, f16, f16, dev.arch, dev.driver)?, f16, dev.arch)?;
-    let use_blas = f16 && super::blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
-    let max_k = sweep.shapes.iter().map(|s| s.1).max().unwrap_or(1);
-    let blas = if use_blas { Some(super::blas::Blas::new(&dev.stream, MAX_M * max_k)?) } else { None };
-    let ex = Bench { stream: dev.stream.clone(), kernels, caps: dev.caps.clone(), f16, blas };
+    let mut lin = CudaLinear::open(opts)?;
+    let f16 = lin.bench.f16;
+    let use_blas = lin.bench.blas.is_some();
     let kv_elem = if f16 { 2 } else { 4 };
     let (mut ctxs, mut skipped_ctx) = (vec![], vec![]);
     for &ctx in sweep.ctxs {
@@ -290,15 +323,16 @@ pub fn run(sweep: &Sweep, opts: &CudaOptions, progress: &mut dyn FnMut(usize, us
         done += 1;
         progress(done, total);
     };
-    let effort = HARDWARE;
-    let bandwidth = ex.bandwidth(&effort)?;
+    let effort = lin.effort;
+    let bandwidth = lin.bench.bandwidth(&effort)?;
     tick();
-    let step = ex.stream.clone_htod(&step_words(1, 1, MAX_M, None)).map_err(|e| driver_error("copying", e))?;
-    let dispatch_floor_micros = ex.dispatch_floor(&step)?;
-    let linear = ex.linear_sweep(&effort, sweep.shapes, sweep.ms, bandwidth.read_gbytes_per_s, &mut tick)?;
-    let attention = ex.attention_sweep(&effort, a, &ctxs, &mut tick)?;
+    let step = lin.bench.stream.clone_htod(&step_words(1, 1, MAX_M, None)).map_err(|e| driver_error("copying", e))?;
+    let dispatch_floor_micros = lin.bench.dispatch_floor(&step)?;
+    let linear = linear_sweep(&mut lin, sweep.shapes, sweep.ms, bandwidth.read_gbytes_per_s, &mut tick)?;
+    lin.shape = None;
+    let attention = lin.bench.attention_sweep(&effort, a, &ctxs, &mut tick)?;
     Ok(KernelReport {
-        device: format!("cuda: {}{}", dev.caps.device, if use_blas { ", C through cuBLAS" } else { "" }),
+        device: format!("cuda: {}{}", lin.bench.caps.device, if use_blas { ", C through cuBLAS" } else { "" }),
         copy_gbytes_per_s: bandwidth.copy_kernel_gbytes_per_s.max(bandwidth.copy_buffer_gbytes_per_s),
         read_gbytes_per_s: bandwidth.read_gbytes_per_s,
         bandwidth,

@@ -103,7 +103,7 @@ fn check_linear(precision: WeightPrecision) {
             let res = random(&mut rng, m * ldy, 1.0);
             let (xbuf, rbuf) = (rig.f32s(&x), rig.f32s(&res));
             let step = rig.step(m, m, None, &[], &[]);
-            let mut variants = vec![Variant::FlatGemm { tile: lin.flat_tile }, Variant::Gemm { tile: lin.gemm_tile }];
+            let mut variants = vec![Variant::FlatGemm { tiling: lin.flat_tilings[0] }, Variant::Gemm { tile: lin.gemm_tile }];
             if m <= lin.gemv_max_m {
                 variants.push(Variant::Gemv { split_k: false });
             }
@@ -325,7 +325,7 @@ fn flash_attention_matches_the_reference() {
 #[test]
 fn the_cuda_profile_lowers_with_its_own_tiles() {
     let caps = BackendCaps::cuda_builtin(DType::F16);
-    assert_eq!(caps.linear.flat_tile, Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N });
+    assert_eq!(caps.linear.flat_tilings[0].tile, Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N });
     let f32_caps = BackendCaps::cuda_builtin(DType::F32);
     assert!(!f32_caps.cooperative_matrix);
 }

@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use super::device::GpuContext;
 use super::shaders;
 use crate::error::{Error, Result};
-use crate::lower::caps::{Tile, wgsl};
+use crate::lower::caps::{FlatTiling, Tile, wgsl};
 use crate::lower::kernel::{Epilogue, LaunchScalars, Params, Variant};
 use crate::lower::{Launch, Template};
 
@@ -195,6 +195,22 @@ fn uniform(binding: u32) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
+/// The flat GEMM's pipelines, plain and with the bias, per tiling of `wgsl::FLAT_TILINGS`
+/// (same order).
+pub const FLAT_GEMM_KERNELS: [[&str; 2]; wgsl::FLAT_TILINGS.len()] = [
+    ["flat_gemm", "flat_gemm_bias"],
+    ["flat_gemm_16", "flat_gemm_16_bias"],
+    ["flat_gemm_8", "flat_gemm_8_bias"],
+    ["flat_gemm_16_k2", "flat_gemm_16_k2_bias"],
+    ["flat_gemm_8_k4", "flat_gemm_8_k4_bias"],
+];
+
+/// The flat GEMM pipeline of `tiling`, if the kernel is compiled for it.
+pub fn flat_gemm_kernel(tiling: FlatTiling, bias: bool) -> Option<&'static str> {
+    let i = wgsl::flat_tilings().iter().position(|&t| t == tiling)?;
+    Some(FLAT_GEMM_KERNELS[i][usize::from(bias)])
+}
+
 /// A grid whose x is within the per-dimension limit (kernels fold y back, see `flat_id`).
 pub fn grid(x: usize, y: usize, z: usize) -> [u32; 3] {
     let (x, y) = if x > 65535 { (65535, y * x.div_ceil(65535)) } else { (x, y) };
@@ -224,16 +240,30 @@ impl Kernels {
                 source: wgpu::ShaderSource::Wgsl(shaders::source(family, ctx.f16_weights, ctx.subgroup_size).into()),
             });
             for &entry in family.entries {
-                let key = format!("{entry}{}", family.suffix);
-                let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&key),
-                    layout: Some(&pipeline_layout),
-                    module: &module,
-                    entry_point: Some(entry),
-                    compilation_options: Default::default(),
-                    cache: None,
-                });
-                pipelines.insert(key, p);
+                // The flat GEMM: a pipeline per tiling, its pipeline constants set.
+                let variants: Vec<(String, Vec<(&str, f64)>)> = if entry == "flat_gemm" {
+                    let biased = usize::from(!family.suffix.is_empty());
+                    wgsl::FLAT_TILINGS
+                        .iter()
+                        .zip(FLAT_GEMM_KERNELS)
+                        .map(|(&(groups, k_groups), names)| {
+                            (names[biased].to_string(), vec![("FB_GROUPS", groups as f64), ("FB_KGROUPS", k_groups as f64)])
+                        })
+                        .collect()
+                } else {
+                    vec![(format!("{entry}{}", family.suffix), vec![])]
+                };
+                for (key, constants) in variants {
+                    let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(&key),
+                        layout: Some(&pipeline_layout),
+                        module: &module,
+                        entry_point: Some(entry),
+                        compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
+                        cache: None,
+                    });
+                    pipelines.insert(key, p);
+                }
             }
         }
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -341,9 +371,9 @@ pub fn dispatches<'a>(launch: &Launch, t: &Template, group: &'a wgpu::BindGroup,
             };
             push(kernel, grid(groups, 1, 1));
         }
-        (Params::Linear { n, bias, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::FlatGemm { tile }) => {
-            check_tile(tile, Tile { m: wgsl::FB_M, n: wgsl::FB_COLS }, "flat GEMM")?;
-            push(if bias { "flat_gemm_bias" } else { "flat_gemm" }, grid(n.div_ceil(tile.n), rows.div_ceil(tile.m), 1));
+        (Params::Linear { n, bias, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::FlatGemm { tiling }) => {
+            let kernel = flat_gemm_kernel(tiling, bias).ok_or_else(|| no_kernel(format!("a flat GEMM with tiling {tiling}")))?;
+            push(kernel, grid(n.div_ceil(tiling.tile.n), rows.div_ceil(tiling.tile.m), 1));
         }
         (Params::Linear { n, bias, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::Gemm { tile }) => {
             check_tile(tile, Tile { m: wgsl::GM, n: wgsl::GM }, "GEMM")?;

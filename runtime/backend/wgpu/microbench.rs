@@ -11,14 +11,14 @@
 
 use wgpu::util::DeviceExt;
 
-use super::kernels::{Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform, grid};
+use super::kernels::{self, Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform};
 use super::{GpuContext, read_buffer};
 use crate::backend::WeightPrecision;
 pub use crate::backend::microbench::*;
-use crate::dataflow::LinearImpl;
 use crate::error::{Error, Result};
-use crate::lower::caps::wgsl;
-use crate::lower::kernel::UnifiedMax;
+use crate::lower::Launch;
+use crate::lower::caps::{BackendCaps, wgsl};
+use crate::lower::kernel::{UnifiedMax, Variant};
 
 /// Largest bandwidth buffer (the read of one is then ~0.25 ms on a 4 TB/s device).
 const BANDWIDTH_MAX_BYTES: u64 = 1 << 30;
@@ -213,57 +213,6 @@ impl Bench {
         })
     }
 
-    /// Every implementation on every shape and M (GEMV only up to its row limit).
-    fn linear_sweep(
-        &self,
-        effort: &Effort,
-        shapes: &[(usize, usize)],
-        ms: &[usize],
-        read_ceiling: f64,
-        progress: &mut dyn FnMut(),
-    ) -> Result<Vec<LinearTiming>> {
-        let d = &self.ctx().device;
-        let elem = self.ctx().weight_dtype().size();
-        let max_m = ms.iter().copied().max().unwrap_or(1);
-        let mut out = Vec::new();
-        for &(n, k) in shapes {
-            let copies = effort.copies(n * k * elem);
-            let mut rng = crate::sampling::Rng::new(n as u64 * 31 + k as u64);
-            let w: Vec<f32> = (0..n * k).map(|_| rng.next_f32() - 0.5).collect();
-            let wbufs: Vec<wgpu::Buffer> = (0..copies).map(|_| self.ctx().upload_f32_weights("weights", &w)).collect();
-            let x: Vec<f32> = (0..(max_m.max(4) * k).next_multiple_of(4)).map(|_| rng.next_f32() - 0.5).collect();
-            let xb = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: bytemuck::cast_slice(&x),
-                usage: wgpu::BufferUsages::STORAGE,
-            });
-            let yb = storage_buffer(d, (max_m * n * 4) as u64, wgpu::BufferUsages::empty());
-            let ubuf = self.node_uniform(&NodeUniform { n: n as u32, k: k as u32, ldy: n as u32, ..Default::default() });
-            let groups: Vec<wgpu::BindGroup> = wbufs
-                .iter()
-                .map(|wb| self.bind_group(&ubuf, Binds { x: Some(&xb), w: Some(wb), y: Some(&yb), ..Default::default() }))
-                .collect();
-            let reps = effort.dispatches(copies);
-            for &m in ms {
-                self.set_step(StepUniform::new(m, 0, MAX_M, None), &[]);
-                let mut impls = vec![
-                    (LinearImpl::FlatGemm, "flat_gemm", grid(n.div_ceil(wgsl::FB_COLS), m.div_ceil(wgsl::FB_M), 1)),
-                    (LinearImpl::Gemm, "gemm", grid(n.div_ceil(wgsl::GM), m.div_ceil(wgsl::GM), 1)),
-                ];
-                if m <= wgsl::GEMV_MAX_M {
-                    impls.insert(0, (LinearImpl::Gemv, "gemv", grid(n.div_ceil(2 * wgsl::GV_GROUPS), 1, 1)));
-                }
-                for (imp, kernel, g) in impls {
-                    let cmds: Vec<Dispatch> = (0..reps).map(|r| (kernel, &groups[r % copies], g)).collect();
-                    let t = self.time_pass(effort.repeats, &cmds)? / reps as f64;
-                    out.push(LinearTiming::new(n, k, m, imp, t, elem, read_ceiling));
-                }
-                progress();
-            }
-        }
-        Ok(out)
-    }
-
     /// Decode attention of one sequence at each context length: split + combine (and the
     /// split alone), and the online kernel, over K and V caches of exactly `ctx` positions.
     fn attention_sweep(
@@ -362,6 +311,94 @@ impl Bench {
     }
 }
 
+/// The buffers of one linear shape: weight copies to rotate over, x, y, a bind group each.
+struct ShapeBuffers {
+    n: usize,
+    k: usize,
+    groups: Vec<wgpu::BindGroup>,
+}
+
+/// The linear kernels of one adapter, timed shape by shape (`LinearBench`).
+pub struct WgpuLinear {
+    bench: Bench,
+    effort: Effort,
+    caps: BackendCaps,
+    shape: Option<ShapeBuffers>,
+}
+
+impl WgpuLinear {
+    /// Opens the adapter as the wgpu backend does (its capabilities, and so the tuner's
+    /// profile key, are the backend's).
+    pub fn open(adapter: Option<&str>, precision: WeightPrecision) -> Result<WgpuLinear> {
+        let a = AttentionShape { heads: 1, kv_heads: 1, head_dim: 4, max_context: 1 };
+        WgpuLinear::new(Bench::new(adapter, precision, a)?)
+    }
+
+    fn new(bench: Bench) -> Result<WgpuLinear> {
+        if !bench.ctx().timestamps {
+            let reason = format!("{} has no TIMESTAMP_QUERY", bench.ctx().info.name);
+            return Err(Error::BackendUnavailable { backend: "wgpu".into(), reason });
+        }
+        let effort = if bench.ctx().info.device_type == wgpu::DeviceType::Cpu { SOFTWARE } else { HARDWARE };
+        let caps = bench.ctx().caps(None);
+        Ok(WgpuLinear { bench, effort, caps, shape: None })
+    }
+
+    fn shape(&mut self, n: usize, k: usize) -> &ShapeBuffers {
+        if self.shape.as_ref().is_none_or(|s| (s.n, s.k) != (n, k)) {
+            self.shape = None; // the last shape's copies go before this one's are made
+            let b = &self.bench;
+            let d = &b.ctx().device;
+            let copies = self.effort.copies(n * k * b.ctx().weight_dtype().size());
+            let mut rng = crate::sampling::Rng::new(n as u64 * 31 + k as u64);
+            let w: Vec<f32> = (0..n * k).map(|_| rng.next_f32() - 0.5).collect();
+            let wbufs: Vec<wgpu::Buffer> = (0..copies).map(|_| b.ctx().upload_f32_weights("weights", &w)).collect();
+            let x: Vec<f32> = (0..(MAX_M * k).next_multiple_of(4)).map(|_| rng.next_f32() - 0.5).collect();
+            let xb = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytemuck::cast_slice(&x),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+            let yb = storage_buffer(d, (MAX_M * n * 4) as u64, wgpu::BufferUsages::empty());
+            let ubuf = b.node_uniform(&NodeUniform { n: n as u32, k: k as u32, ldy: n as u32, ..Default::default() });
+            let groups = wbufs
+                .iter()
+                .map(|wb| b.bind_group(&ubuf, Binds { x: Some(&xb), w: Some(wb), y: Some(&yb), ..Default::default() }))
+                .collect();
+            self.shape = Some(ShapeBuffers { n, k, groups });
+        }
+        self.shape.as_ref().expect("just made")
+    }
+}
+
+impl LinearBench for WgpuLinear {
+    fn caps(&self) -> &BackendCaps {
+        &self.caps
+    }
+
+    fn max_m(&self) -> usize {
+        MAX_M
+    }
+
+    fn time_linear(&mut self, n: usize, k: usize, m: usize, variant: Variant) -> Result<f64> {
+        if m == 0 || m > MAX_M {
+            return Err(Error::InvalidArgument(format!("linear kernels are timed over 1..={MAX_M} rows, not {m}")));
+        }
+        let effort = self.effort;
+        let copies = self.shape(n, k).groups.len();
+        let template = linear_template(n, k);
+        let launch = Launch { template: 0, variant, rows: m };
+        let reps = effort.dispatches(copies);
+        let shape = self.shape.as_ref().expect("made above");
+        let mut cmds: Vec<Dispatch> = vec![];
+        for r in 0..reps {
+            kernels::dispatches(&launch, &template, &shape.groups[r % copies], m, &mut cmds)?;
+        }
+        self.bench.set_step(StepUniform::new(m, 0, MAX_M, None), &[]);
+        Ok(self.bench.time_pass(effort.repeats, &cmds)? / reps as f64)
+    }
+}
+
 /// Measures the bandwidth ceilings, then every linear shape and M, then decode attention
 /// at every context length that fits; `progress(done, total)` after each measurement.
 pub fn run(
@@ -376,15 +413,12 @@ pub fn run(
             "attention shape {a:?}: heads must be a multiple of KV heads and head_dim a multiple of 4 up to 256"
         )));
     }
-    let ex = Bench::new(adapter, precision, a)?;
-    if !ex.ctx().timestamps {
-        return Err(Error::BackendUnavailable { backend: "wgpu".into(), reason: format!("{} has no TIMESTAMP_QUERY", ex.ctx().info.name) });
-    }
-    let effort = if ex.ctx().info.device_type == wgpu::DeviceType::Cpu { SOFTWARE } else { HARDWARE };
+    let mut lin = WgpuLinear::new(Bench::new(adapter, precision, a)?)?;
+    let effort = lin.effort;
     if sweep.ms.iter().any(|&m| m > MAX_M) {
         return Err(Error::InvalidArgument(format!("bench kernels measures M up to {MAX_M}")));
     }
-    let max_binding = ex.ctx().max_binding();
+    let max_binding = lin.bench.ctx().max_binding();
     let (ctxs, skipped_ctx): (Vec<usize>, Vec<(usize, String)>) = {
         let mut ok = Vec::new();
         let mut skipped = Vec::new();
@@ -402,12 +436,13 @@ pub fn run(
         done += 1;
         progress(done, total);
     };
-    let bandwidth = ex.bandwidth(&effort, &mut tick)?;
-    let dispatch_floor_micros = ex.dispatch_floor(5)?;
-    let linear = ex.linear_sweep(&effort, sweep.shapes, sweep.ms, bandwidth.read_gbytes_per_s, &mut tick)?;
-    let attention = ex.attention_sweep(&effort, a, &ctxs, &mut tick)?;
+    let bandwidth = lin.bench.bandwidth(&effort, &mut tick)?;
+    let dispatch_floor_micros = lin.bench.dispatch_floor(5)?;
+    let linear = linear_sweep(&mut lin, sweep.shapes, sweep.ms, bandwidth.read_gbytes_per_s, &mut tick)?;
+    lin.shape = None;
+    let attention = lin.bench.attention_sweep(&effort, a, &ctxs, &mut tick)?;
     Ok(KernelReport {
-        device: ex.ctx().describe(),
+        device: lin.bench.ctx().describe(),
         copy_gbytes_per_s: bandwidth.copy_kernel_gbytes_per_s.max(bandwidth.copy_buffer_gbytes_per_s),
         read_gbytes_per_s: bandwidth.read_gbytes_per_s,
         bandwidth,

@@ -3,7 +3,7 @@
 //! allows (whole lowered steps are tested in `engine/tests.rs`).
 //! Without an adapter they skip with the reason printed (and fail under FDPP_REQUIRE_GPU=1).
 
-use super::kernels::{Binds, Kernels, NodeUniform, Shared, StepUniform, grid};
+use super::kernels::{Binds, Kernels, NodeUniform, Shared, StepUniform, flat_gemm_kernel, grid};
 use super::*;
 use crate::backend::WeightPrecision;
 use crate::backend::cpu::kernels as cpu;
@@ -126,10 +126,12 @@ fn check_linear(rig: &Rig) {
             // Against the unrounded weights: f16 storage is inside the tolerance.
             let want: Vec<f64> = (0..m * n).map(|o| (0..k).map(|p| x[(o / n) * k + p] as f64 * w[(o % n) * k + p] as f64).sum()).collect();
             let xbuf = rig.upload(&x);
-            let mut run = vec![
-                ("flat_gemm", grid(n.div_ceil(wgsl::FB_COLS), m.div_ceil(wgsl::FB_M), 1)),
-                ("gemm", grid(n.div_ceil(wgsl::GM), m.div_ceil(wgsl::GM), 1)),
-            ];
+            // Every flat GEMM tiling.
+            let mut run: Vec<(&str, [u32; 3])> = wgsl::flat_tilings()
+                .into_iter()
+                .map(|t| (flat_gemm_kernel(t, false).unwrap(), grid(n.div_ceil(t.tile.n), m.div_ceil(t.tile.m), 1)))
+                .collect();
+            run.push(("gemm", grid(n.div_ceil(wgsl::GM), m.div_ceil(wgsl::GM), 1)));
             if m <= wgsl::GEMV_MAX_M {
                 run.push(("gemv", grid(n.div_ceil(2 * wgsl::GV_GROUPS), 1, 1)));
                 run.push(("gemv_split_k", grid(n.div_ceil(2 * wgsl::GV_GROUPS), 1, 1)));
