@@ -17,5 +17,6 @@ pub mod sampling;
 pub mod tensor;
 pub mod testing;
 pub mod trace;
+pub mod tune;
 
 pub use error::{Error, Result};

@@ -8,7 +8,6 @@ use std::time::{Instant, SystemTime};
 use fdpp_runtime::backend::{BackendKind, Capacity, StepInput, StepTiming, microbench};
 use fdpp_runtime::engine::{Driver, Sampler, SamplingParams};
 use fdpp_runtime::graph;
-use fdpp_runtime::lower::LoweringOptions;
 use fdpp_runtime::model::synthetic::SyntheticWeights;
 use fdpp_runtime::model::{Model, WeightSource};
 use fdpp_runtime::trace::NodeRecord;
@@ -332,9 +331,12 @@ fn run(args: BenchArgs) -> Result<()> {
     let mut bar = crate::progress::Bar::hidden();
     let g = graph::llama::build(&config);
     let backend = args.device.backend();
-    let mut exec =
-        Driver::load(&backend, g, &LoweringOptions::default(), weights.as_ref(), capacity, &mut |d, t| bar.count(d, t, "loading weights"))?;
+    let lowering = args.device.lowering_options();
+    let mut exec = Driver::load(&backend, g, &lowering, weights.as_ref(), capacity, &mut |d, t| bar.count(d, t, "loading weights"))?;
     bar.finish();
+    for note in exec.notes() {
+        eprintln!("fdpp: note: {note}");
+    }
     drop(weights);
     if let (Some(before), Some(after)) = (before, crate::host_memory()) {
         eprintln!(
@@ -490,7 +492,7 @@ fn command_line(args: impl IntoIterator<Item = String>) -> String {
 }
 
 /// "YYYY-MM-DD HH:MM" in UTC.
-fn utc_date(t: SystemTime) -> String {
+pub fn utc_date(t: SystemTime) -> String {
     let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (y, m, d) = civil_from_days(secs.div_euclid(86400));
     let s = secs.rem_euclid(86400);

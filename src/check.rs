@@ -9,7 +9,7 @@ use fdpp_runtime::backend::{BackendKind, BackendOptions};
 use fdpp_runtime::check::report::{CheckReport, Comparison, PointReport};
 use fdpp_runtime::check::tolerance::ToleranceProfile;
 use fdpp_runtime::check::{self, CheckOptions, Perturbation, Progress};
-use fdpp_runtime::lower::LoweringOptions;
+use fdpp_runtime::lower::{LoweringOptions, TableChoice};
 use fdpp_runtime::model::synthetic::SyntheticWeights;
 use fdpp_runtime::model::{Model, ModelConfig, WeightSource};
 use fdpp_runtime::trace::Phase;
@@ -116,7 +116,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
         backends,
         steps: args.steps,
         profile: args.tol_profile.parse::<ToleranceProfile>()?,
-        lowering: LoweringOptions { fuse: !args.no_fusion, ..Default::default() },
+        lowering: LoweringOptions { fuse: !args.no_fusion, table: TableChoice::DeviceProfile, ..Default::default() },
         inject: perturbation("--inject", &args.inject)?,
         break_variant: perturbation("--break-variant", &args.break_variant)?,
     };

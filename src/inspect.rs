@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use fdpp_runtime::backend::{self, BackendCaps};
 use fdpp_runtime::graph;
-use fdpp_runtime::lower::{Lowering, LoweringOptions};
+use fdpp_runtime::lower::{Lowering, LoweringOptions, TableChoice};
 use fdpp_runtime::model::Model;
 use fdpp_runtime::trace::{How, PlanFile, PlannedStep, StepShape};
 use fdpp_runtime::{Error, Result};
@@ -76,7 +76,17 @@ pub fn run(args: InspectArgs) -> Result<()> {
         }
     };
     let config_notes = config.notes.clone();
-    let lowering = Lowering::new(graph::llama::build(&config), caps, &LoweringOptions::default())?;
+    // The device's tuned profile, as generate and bench would use it.
+    let mut table = TableChoice::BuiltIn;
+    if !args.offline && !args.device.builtin_table {
+        let (tuned, note) = fdpp_runtime::tune::profile::tuned_table(&caps);
+        if let Some(note) = note {
+            eprintln!("fdpp: note: {note}");
+        }
+        table = tuned.map_or(TableChoice::BuiltIn, TableChoice::Given);
+    }
+    let tuned = matches!(table, TableChoice::Given(_));
+    let lowering = Lowering::new(graph::llama::build(&config), caps, &LoweringOptions { table, ..Default::default() })?;
     let caps = &lowering.caps;
     println!("model:   {model}");
     for note in &config_notes {
@@ -91,6 +101,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
         caps.subgroup_size.map_or("none".into(), |s| format!("{s} lanes")),
         caps.table.source
     );
+    if tuned {
+        crate::tune::print_table(&caps.table);
+    }
     let g = &lowering.graph;
     println!(
         "graph:   {} nodes, {} launch templates, {} fusions; memory plan: {} buffers, {} floats per token",

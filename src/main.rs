@@ -7,6 +7,7 @@ mod inspect;
 mod progress;
 mod shape;
 mod tokenize;
+mod tune;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use fdpp_runtime::backend::{self, BackendKind, BackendOptions, CudaOptions, WeightPrecision, WgpuOptions};
 use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Phase, Prompt, SamplingParams, StopReason};
+use fdpp_runtime::lower::{LoweringOptions, TableChoice};
 use fdpp_runtime::model::{ChatMessage, Model, hf, hub};
 use fdpp_runtime::trace::TraceFile;
 use fdpp_runtime::{Error, Result};
@@ -42,6 +44,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure prefill and decode speed (or, with `bench kernels`, each kernel).
     Bench(bench::BenchCmd),
+    /// Measure where A (GEMV), B (flat GEMM) and C (GEMM) win on this device for a model's
+    /// linear shapes, and store the device's profile: later runs lower with it.
+    Tune(tune::TuneArgs),
     /// Run one model on several backends and name the first node where they disagree.
     Check(check::CheckArgs),
     /// Print the token ids (and pieces) a model's tokenizer makes of a text.
@@ -78,6 +83,10 @@ pub struct DeviceArgs {
     /// Weight storage on GPU backends.
     #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
     weights: WeightsArg,
+    /// Lower with the backend's built-in dataflow table even where `fdpp tune` stored a
+    /// profile for this device.
+    #[arg(long)]
+    builtin_table: bool,
 }
 
 impl DeviceArgs {
@@ -103,7 +112,13 @@ impl DeviceArgs {
     }
 
     pub fn engine_options(&self, max_context: Option<usize>, max_seqs: usize) -> EngineOptions {
-        EngineOptions { backend: self.backend(), max_context, max_seqs, ..Default::default() }
+        EngineOptions { backend: self.backend(), max_context, max_seqs, lowering: self.lowering_options() }
+    }
+
+    /// The lowering's options: the device's tuned profile unless `--builtin-table`.
+    pub fn lowering_options(&self) -> LoweringOptions {
+        let table = if self.builtin_table { TableChoice::BuiltIn } else { TableChoice::DeviceProfile };
+        LoweringOptions { table, ..Default::default() }
     }
 
     pub fn precision(w: WeightsArg) -> WeightPrecision {
@@ -165,6 +180,7 @@ fn main() -> ExitCode {
         Command::Convert { model, out_dir } => convert(&model, &out_dir),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(cmd) => bench::command(cmd),
+        Command::Tune(args) => tune::run(args),
         Command::Check(args) => check::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Fetch => resolve_model(None).map(|p| println!("{}", p.display())),
@@ -221,6 +237,9 @@ pub fn load_engine(model: Option<&Path>, opts: &EngineOptions) -> Result<Engine>
     let engine = Engine::load(model, opts, &mut |done, total| bar.count(done, total, "loading weights"))?;
     bar.finish();
     eprintln!("fdpp: backend {}", engine.backend_description());
+    for note in engine.driver().notes() {
+        eprintln!("fdpp: note: {note}");
+    }
     if let (Some(before), Some(after)) = (before, host_memory()) {
         eprintln!(
             "fdpp: loaded in {:.2} s; host memory resident {} MB before loading the weights, {} MB after (peak {} MB)",

@@ -210,6 +210,25 @@ pub fn open(opts: &BackendOptions) -> Result<Box<dyn Device>> {
     }
 }
 
+/// The linear kernels of the backend `opts` names, to time (`bench kernels`, the tuner).
+pub fn open_linear_bench(opts: &BackendOptions) -> Result<Box<dyn microbench::LinearBench>> {
+    if let Some(e) = unavailable(opts.kind()) {
+        return Err(e);
+    }
+    match opts {
+        BackendOptions::Cpu => Err(Error::NotSupported {
+            backend: "cpu".into(),
+            what: "timing or tuning kernels: the CPU backend is the reference oracle (use --backend wgpu or cuda)".into(),
+        }),
+        #[cfg(feature = "wgpu")]
+        BackendOptions::Wgpu(o) => Ok(Box::new(wgpu::microbench::WgpuLinear::open(o.adapter.as_deref(), o.precision)?)),
+        #[cfg(feature = "cuda")]
+        BackendOptions::Cuda(o) => Ok(Box::new(cuda::microbench::CudaLinear::open(o)?)),
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("unavailable() refused it"),
+    }
+}
+
 /// What `--backend auto` opens: CUDA where it works, else wgpu on a hardware GPU, else the CPU.
 pub fn auto_kind() -> BackendKind {
     if has_cuda_device() {

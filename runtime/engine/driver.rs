@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::backend::{self, BackendOptions, Capacity, Executor, Pick, StepInput, StepOutput, StepTiming, Tap, Tapped, Tokens};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::lower::{LoweredStep, Lowering, LoweringOptions};
+use crate::lower::{LoweredStep, Lowering, LoweringOptions, TableChoice};
 use crate::model::WeightSource;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::trace::{NodeRecord, StepShape};
@@ -32,6 +32,7 @@ pub struct Driver {
     profiling: bool,
     last: Option<LastStep>,
     timing: StepTiming,
+    notes: Vec<String>,
 }
 
 /// Decoding takes one token per sequence, each its own output row.
@@ -62,9 +63,26 @@ impl Driver {
         }
         graph.check_weights(weights)?;
         let device = backend::open(backend)?;
+        let mut notes = vec![];
+        let resolved;
+        let lowering = match &lowering.table {
+            TableChoice::DeviceProfile => {
+                let (table, note) = crate::tune::profile::tuned_table(device.caps());
+                notes.extend(note);
+                resolved = LoweringOptions { table: table.map_or(TableChoice::BuiltIn, TableChoice::Given), ..lowering.clone() };
+                &resolved
+            }
+            _ => lowering,
+        };
         let lowering = Arc::new(Lowering::new(graph, device.caps().clone(), lowering)?);
         let exec = device.load(Arc::clone(&lowering), weights, capacity, progress)?;
-        Ok(Driver { lowering, exec, capacity, steps: HashMap::new(), profiling: false, last: None, timing: StepTiming::default() })
+        Ok(Driver { lowering, exec, capacity, steps: HashMap::new(), profiling: false, last: None, timing: StepTiming::default(), notes })
+    }
+
+    /// What the user should know about how this driver was set up (e.g. no tuned profile
+    /// for the device: the built-in table decides), one line each.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     pub fn lowering(&self) -> &Lowering {

@@ -6,7 +6,7 @@ use crate::compare::rel_error;
 use crate::dataflow::{DataflowTable, Inflections, TableSource};
 use crate::engine::Driver;
 use crate::graph::llama;
-use crate::lower::LoweringOptions;
+use crate::lower::{LoweringOptions, TableChoice};
 #[cfg(feature = "wgpu")]
 use crate::model::ModelConfig;
 use crate::model::synthetic::SyntheticWeights;
@@ -22,7 +22,7 @@ fn each_variant_runs_its_own_kernel_and_records_what_it_ran() {
         |m1, m2| DataflowTable { source: TableSource::Tuned { device: "test".into() }, fallback: Inflections { m1, m2 }, shapes: vec![] };
     let mut results = vec![];
     for (name, m1, m2) in [("A:gemv", 100, 200), ("B:flat_gemm", 1, 200), ("C:gemm", 1, 1)] {
-        let opts = LoweringOptions { table: Some(table(m1, m2)), ..Default::default() };
+        let opts = LoweringOptions { table: TableChoice::Given(table(m1, m2)), ..Default::default() };
         let capacity = Capacity { max_seqs: 1, max_context: 64 };
         let mut d = Driver::load(&BackendOptions::Cpu, llama::build(&c), &opts, &weights, capacity, &mut |_, _| {}).unwrap();
         let tokens: Vec<u32> = (0..7).map(|i| i * 13 % 100).collect();

@@ -117,6 +117,13 @@ pub struct BackendCaps {
     pub backend: BackendKind,
     /// The device as its driver names it, or which built-in profile this is.
     pub device: String,
+    /// The driver's version, where the backend reports one.
+    #[serde(default)]
+    pub driver: String,
+    /// SHA-256 of the kernel sources as this device compiles them (the tuner's profiles are
+    /// only valid for the kernels they measured); empty for built-in profiles.
+    #[serde(default)]
+    pub kernels: String,
     /// How weights are stored on the device.
     pub weight_dtype: DType,
     /// How the KV cache is stored (files written before this field existed: f32).
@@ -276,6 +283,8 @@ impl BackendCaps {
         BackendCaps {
             backend: BackendKind::Cpu,
             device: "cpu".into(),
+            driver: String::new(),
+            kernels: String::new(),
             weight_dtype: DType::F32,
             kv_dtype: DType::F32,
             max_binding_bytes: u64::MAX,
@@ -304,6 +313,8 @@ impl BackendCaps {
         BackendCaps {
             backend: BackendKind::Wgpu,
             device: "built-in wgpu profile (no adapter queried)".into(),
+            driver: String::new(),
+            kernels: String::new(),
             weight_dtype: DType::F16,
             // The WGSL attention keeps K and V in f32 whatever the weights are.
             kv_dtype: DType::F32,
@@ -348,6 +359,8 @@ impl BackendCaps {
         BackendCaps {
             backend: BackendKind::Cuda,
             device: "built-in cuda profile (no device queried)".into(),
+            driver: String::new(),
+            kernels: String::new(),
             weight_dtype,
             // `FDPP_KV_F16` follows the weights.
             kv_dtype: weight_dtype,

@@ -19,12 +19,12 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use caps::{BackendCaps, GeneralAttention};
+use caps::{BackendCaps, GeneralAttention, LinearKernels};
 use fusion::{Fusion, When};
 use kernel::{Epilogue, HeadDims, Params, Prologue, UnifiedMax, Variant};
 use memory::{BufferId, MemoryPlan};
 
-use crate::dataflow::LinearImpl;
+use crate::dataflow::{DataflowTable, LinearImpl};
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, NodeId, Op, ParamId};
 use crate::trace::{How, NodeRecord, Reason, StepShape};
@@ -123,6 +123,19 @@ enum Program {
     Absorbed(usize),
 }
 
+/// Where the dataflow table comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TableChoice {
+    /// The backend's built-in table (`BackendCaps::table`).
+    BuiltIn,
+    /// This table, e.g. a tuned profile's.
+    Given(DataflowTable),
+    /// The tuner's profile for the device the backend opens, where the cache holds a valid
+    /// one. The engine's driver resolves it (the lowering reads no files): a lowering made
+    /// without one uses the built-in table.
+    DeviceProfile,
+}
+
 /// Options of a lowering that are not the backend's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoweringOptions {
@@ -131,13 +144,13 @@ pub struct LoweringOptions {
     pub fuse: bool,
     /// Phi and its safe range per layer (one value: every layer).
     pub unified_max: Vec<UnifiedMax>,
-    /// A dataflow table measured for this device, in place of the backend's built-in one.
-    pub table: Option<crate::dataflow::DataflowTable>,
+    /// Which dataflow table decides A/B/C.
+    pub table: TableChoice,
 }
 
 impl Default for LoweringOptions {
     fn default() -> Self {
-        LoweringOptions { fuse: true, unified_max: vec![UnifiedMax::default()], table: None }
+        LoweringOptions { fuse: true, unified_max: vec![UnifiedMax::default()], table: TableChoice::BuiltIn }
     }
 }
 
@@ -158,7 +171,7 @@ pub struct Lowering {
 
 impl Lowering {
     pub fn new(graph: Graph, mut caps: BackendCaps, opts: &LoweringOptions) -> Result<Lowering> {
-        if let Some(t) = &opts.table {
+        if let TableChoice::Given(t) = &opts.table {
             caps.table = t.clone();
         }
         let c = &graph.config;
@@ -321,43 +334,8 @@ impl Lowering {
         Some(self.template(ni, params, io))
     }
 
-    /// The dataflow variant of a linear layer of [N, K] over `rows` rows, and why: the
-    /// implementation from the table's inflection points, its parameters from the table's
-    /// entry for the shape where it names them (and the backend has them), else the backend's.
     fn linear_variant(&self, n: usize, k: usize, rows: usize) -> (Variant, Reason) {
-        let table = &self.caps.table;
-        let lin = &self.caps.linear;
-        let (inflections, per_shape) = table.inflections(n, k);
-        let entry = table.shape(n, k);
-        let mut imp = table.implementation(n, k, rows);
-        let mut gemv_max_m = None;
-        if imp == LinearImpl::Gemv && rows > lin.gemv_max_m {
-            imp = LinearImpl::FlatGemm;
-            gemv_max_m = Some(lin.gemv_max_m);
-        }
-        let mut split_k_from = None;
-        let mut tuned_params = false;
-        let variant = match imp {
-            LinearImpl::Gemv => match (entry.and_then(|e| e.gemv_split_k), lin.gemv_split_k_min) {
-                (Some(split_k), Some(_)) => {
-                    tuned_params = true;
-                    Variant::Gemv { split_k }
-                }
-                (_, min) => {
-                    split_k_from = min.filter(|&min| k >= min);
-                    Variant::Gemv { split_k: split_k_from.is_some() }
-                }
-            },
-            LinearImpl::FlatGemm => {
-                let tuned = entry.and_then(|e| e.flat).filter(|t| lin.flat_tilings.contains(t));
-                tuned_params = tuned.is_some();
-                Variant::FlatGemm { tiling: tuned.unwrap_or(lin.flat_tilings[0]) }
-            }
-            LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
-        };
-        let source = table.source.clone();
-        let reason = Reason::Dataflow { n, k, m: rows, inflections, per_shape, source, gemv_max_m, split_k_from, tuned_params };
-        (variant, reason)
+        linear_choice(&self.caps.table, &self.caps.linear, n, k, rows)
     }
 
     /// The attention variant of a step, and why.
@@ -508,6 +486,43 @@ impl Lowering {
             })
             .collect()
     }
+}
+
+/// The dataflow variant of a linear layer of [N, K] over `rows` rows, and why: the
+/// implementation from the table's inflection points, its parameters from the table's
+/// entry for the shape where it names them (and the backend has them), else the backend's.
+pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: usize, rows: usize) -> (Variant, Reason) {
+    let (inflections, per_shape) = table.inflections(n, k);
+    let entry = table.shape(n, k);
+    let mut imp = table.implementation(n, k, rows);
+    let mut gemv_max_m = None;
+    if imp == LinearImpl::Gemv && rows > lin.gemv_max_m {
+        imp = LinearImpl::FlatGemm;
+        gemv_max_m = Some(lin.gemv_max_m);
+    }
+    let mut split_k_from = None;
+    let mut tuned_params = false;
+    let variant = match imp {
+        LinearImpl::Gemv => match (entry.and_then(|e| e.gemv_split_k), lin.gemv_split_k_min) {
+            (Some(split_k), Some(_)) => {
+                tuned_params = true;
+                Variant::Gemv { split_k }
+            }
+            (_, min) => {
+                split_k_from = min.filter(|&min| k >= min);
+                Variant::Gemv { split_k: split_k_from.is_some() }
+            }
+        },
+        LinearImpl::FlatGemm => {
+            let tuned = entry.and_then(|e| e.flat).filter(|t| lin.flat_tilings.contains(t));
+            tuned_params = tuned.is_some();
+            Variant::FlatGemm { tiling: tuned.unwrap_or(lin.flat_tilings[0]) }
+        }
+        LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
+    };
+    let source = table.source.clone();
+    let reason = Reason::Dataflow { n, k, m: rows, inflections, per_shape, source, gemv_max_m, split_k_from, tuned_params };
+    (variant, reason)
 }
 
 /// The variant of an op with one kernel.

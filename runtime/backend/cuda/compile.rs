@@ -42,6 +42,12 @@ fn compile_error(family: &str, reason: String) -> Error {
     Error::Backend { backend: "cuda".into(), op: format!("compiling the {family} kernels"), reason }
 }
 
+/// SHA-256 of every family's full source for this storage type (the KV cache follows the
+/// weights).
+pub fn sources_hash(f16: bool) -> String {
+    crate::cache::sha256_hex(&FAMILIES.iter().map(|f| source(f, f16, f16)).collect::<String>())
+}
+
 /// PTX of `src` for compute capability `arch` (e.g. (9, 0)), from the cache in `dir` when it
 /// holds a valid entry, else compiled by NVRTC (and stored there when `dir` is given).
 pub fn ptx(family: &str, src: &str, arch: (i32, i32), driver: i32, dir: Option<&Path>) -> Result<String> {

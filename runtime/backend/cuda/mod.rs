@@ -119,6 +119,8 @@ impl CudaDevice {
         };
         let caps = BackendCaps {
             device: format!("{name} (sm_{}{}, driver {}.{})", arch.0, arch.1, driver / 1000, driver % 1000 / 10),
+            driver: format!("CUDA {}.{}", driver / 1000, driver % 1000 / 10),
+            kernels: compile::sources_hash(dtype == DType::F16),
             ..BackendCaps::cuda_builtin(dtype)
         };
         Ok(CudaDevice { ctx, stream, caps, arch, driver })

@@ -150,6 +150,8 @@ impl GpuContext {
         let max_binding = self.max_binding();
         BackendCaps {
             device: self.describe(),
+            driver: format!("{} {}", self.info.driver, self.info.driver_info).trim().to_string(),
+            kernels: super::shaders::sources_hash(self.f16_weights, self.subgroup_size),
             weight_dtype: if self.f16_weights { DType::F16 } else { DType::F32 },
             max_binding_bytes: binding_limit.map_or(max_binding, |l| l.min(max_binding)),
             subgroup_size: self.subgroup_size,

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::lower::caps::wgsl;
 use crate::sampling::SamplingParams;
 
-const SOURCE: &str = include_str!("../../../shaders/sampling.wgsl");
+pub const SOURCE: &str = include_str!("../../../shaders/sampling.wgsl");
 
 /// The kernel with the shared constants (`MAX_K`) in front.
 fn source() -> String {

@@ -66,6 +66,13 @@ pub fn source(family: &Family, f16_weights: bool, subgroup_size: Option<u32>) ->
     format!("{}{}{reduce}\n{COMMON}\n{}", header(f16_weights), family.specialisation, family.source)
 }
 
+/// SHA-256 of every kernel source as this device compiles it (sampling included).
+pub fn sources_hash(f16_weights: bool, subgroup_size: Option<u32>) -> String {
+    let mut all: String = FAMILIES.iter().map(|f| source(f, f16_weights, subgroup_size)).collect();
+    all.push_str(super::sampling::SOURCE);
+    crate::cache::sha256_hex(&all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

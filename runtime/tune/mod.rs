@@ -1,0 +1,261 @@
+//! `fdpp tune`: FlashDecoding++'s heuristic dataflow measured per device. For each linear
+//! shape of a model the tuner times every variant the backend has (A in each split-K form,
+//! B in each tiling, C) over a grid of M, picks each implementation's parameters and the
+//! inflection points M1, M2 (`search`), measures again where the choice changes between two
+//! grid points until the crossing is pinned down, then times the whole grid once more and
+//! scores the tuned table, each single static choice and the built-in table against the
+//! fastest variant measured at every point. The result is the device's profile (`profile`),
+//! which the engine's driver hands to the lowering in place of the built-in table.
+
+pub mod profile;
+pub mod search;
+
+use crate::backend::microbench::{LinearBench, LinearTiming, linear_candidates};
+use crate::dataflow::{DataflowTable, ShapeTuning, TableSource};
+use crate::error::{Error, Result};
+use crate::lower::caps::{BackendCaps, LinearKernels};
+use crate::lower::kernel::Variant;
+use crate::lower::linear_choice;
+use profile::{DeviceProfile, ProfileKey, ShapeSummary};
+use search::ShapeTimes;
+
+/// The M grid: every M the GEMV takes, then steps of about a third to 512.
+pub const GRID: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512];
+/// A grid for a quick look (CI, software rasterisers).
+pub const QUICK_GRID: &[usize] = &[1, 2, 4, 8, 16, 64];
+/// Refinement rounds per shape: each halves the gap below each threshold (the widest gap
+/// of `GRID`, 128, closes in 7).
+pub const REFINE_ROUNDS: usize = 7;
+
+/// What to tune.
+pub struct TuneRequest<'a> {
+    /// [N, K] of the model's linear layers.
+    pub shapes: &'a [(usize, usize)],
+    pub grid: &'a [usize],
+    pub refine_rounds: usize,
+    /// Time the grid a second time and score on that (else on the measurements chosen from).
+    pub verify: bool,
+}
+
+/// Where the tuner is: `done` of about `total` measurements, and on which shape.
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+    pub shape: (usize, usize),
+}
+
+/// Times every candidate at every M of `ms` on [n, k], appending to `out`: `ROUNDS` rounds
+/// over all candidates, each keeping its fastest round, so a burst of other work on the
+/// machine lands on every candidate alike and is then dropped.
+fn measure(
+    bench: &mut dyn LinearBench,
+    n: usize,
+    k: usize,
+    ms: &[usize],
+    out: &mut Vec<LinearTiming>,
+    tick: &mut dyn FnMut(),
+) -> Result<()> {
+    const ROUNDS: usize = 3;
+    let lin = bench.caps().linear.clone();
+    let elem = bench.caps().weight_dtype.size();
+    for &m in ms {
+        let candidates = linear_candidates(&lin, m);
+        let mut best = vec![f64::INFINITY; candidates.len()];
+        for _ in 0..ROUNDS {
+            for (variant, best) in candidates.iter().zip(&mut best) {
+                let micros = bench.time_linear(n, k, m, *variant)?;
+                if !micros.is_finite() || micros <= 0.0 {
+                    return Err(Error::Backend {
+                        backend: bench.caps().backend.to_string(),
+                        op: "timing kernels".into(),
+                        reason: format!("{variant} over {m} rows of [{n}, {k}] measured {micros} us"),
+                    });
+                }
+                *best = best.min(micros);
+            }
+        }
+        // The read ceiling is not measured here: percentages are left at 0.
+        out.extend(candidates.iter().zip(best).map(|(&v, micros)| LinearTiming::new(n, k, m, v, micros, elem, f64::INFINITY)));
+        tick();
+    }
+    Ok(())
+}
+
+/// The ways of choosing the tuned table is scored against: each implementation alone (A
+/// gives way to B above its rows) in the backend's default parameters, and the built-in
+/// table.
+type Choice<'a> = Box<dyn Fn(usize) -> Variant + 'a>;
+
+fn statics<'a>(lin: &'a LinearKernels, builtin: &'a DataflowTable, (n, k): (usize, usize)) -> Vec<(String, Choice<'a>)> {
+    let flat = Variant::FlatGemm { tiling: lin.flat_tilings[0] };
+    let split_k = lin.gemv_split_k_min.is_some_and(|min| k >= min);
+    vec![
+        ("always A (B above its rows)".into(), Box::new(move |m| if m <= lin.gemv_max_m { Variant::Gemv { split_k } } else { flat })),
+        ("always B".into(), Box::new(move |_| flat)),
+        ("always C".into(), Box::new(move |_| Variant::Gemm { tile: lin.gemm_tile })),
+        (format!("built-in {} table", builtin.source), Box::new(move |m| linear_choice(builtin, lin, n, k, m).0)),
+    ]
+}
+
+/// Tunes every shape of `req` on `bench`'s device and returns its profile (not yet stored).
+pub fn tune(bench: &mut dyn LinearBench, req: &TuneRequest, created: String, progress: &mut dyn FnMut(Progress)) -> Result<DeviceProfile> {
+    let caps: BackendCaps = bench.caps().clone();
+    let lin = &caps.linear;
+    if req.grid.is_empty() || req.grid.iter().any(|&m| m == 0 || m > bench.max_m()) {
+        return Err(Error::InvalidArgument(format!("tuning grid {:?}: every M must be in 1..={}", req.grid, bench.max_m())));
+    }
+    if let Some(&(n, k)) = req.shapes.iter().find(|&&(n, k)| n == 0 || k == 0) {
+        return Err(Error::InvalidArgument(format!("linear shape [N={n}, K={k}] is empty")));
+    }
+    let mut grid = req.grid.to_vec();
+    grid.sort_unstable();
+    grid.dedup();
+    let per_shape = (grid.len() + 2 * req.refine_rounds) * if req.verify { 2 } else { 1 };
+    let total = per_shape * req.shapes.len();
+    let mut done = 0;
+    let mut table = DataflowTable { source: TableSource::Tuned { device: caps.device.clone() }, ..caps.table.clone() };
+    table.shapes.clear();
+    let (mut linear, mut verification, mut summary) = (vec![], vec![], vec![]);
+    for &(n, k) in req.shapes {
+        let mut tick = || {
+            done += 1;
+            progress(Progress { done, total: total.max(done), shape: (n, k) });
+        };
+        let mut timings = vec![];
+        measure(bench, n, k, &grid, &mut timings, &mut tick)?;
+        let mut entry = search::choose(&ShapeTimes::new(&timings, n, k), lin).expect("measured");
+        for _ in 0..req.refine_rounds {
+            let next = search::refine(&ShapeTimes::new(&timings, n, k), &entry);
+            if next.is_empty() {
+                break;
+            }
+            measure(bench, n, k, &next, &mut timings, &mut tick)?;
+            entry = search::choose(&ShapeTimes::new(&timings, n, k), lin).expect("measured");
+        }
+        let ms = ShapeTimes::new(&timings, n, k).ms;
+        let scored = if req.verify {
+            measure(bench, n, k, &ms, &mut verification, &mut tick)?;
+            &verification
+        } else {
+            &timings
+        };
+        let times = ShapeTimes::new(scored, n, k);
+        let mut with_entry = table.clone();
+        with_entry.shapes = vec![entry.clone()];
+        let tuned = search::score(&times, |m| linear_choice(&with_entry, lin, n, k, m).0);
+        let statics = statics(lin, &caps.table, (n, k)).into_iter().map(|(name, choose)| (name, search::score(&times, choose))).collect();
+        summary.push(ShapeSummary { n, k, tuned, statics });
+        table.shapes.push(entry);
+        linear.extend(timings);
+    }
+    Ok(DeviceProfile { key: ProfileKey::of(&caps), created, table, linear, verification, summary })
+}
+
+/// `fresh`'s shapes over `old`'s (a profile of the same key tuned for other shapes keeps
+/// those).
+pub fn merge(mut fresh: DeviceProfile, old: DeviceProfile) -> DeviceProfile {
+    if old.key != fresh.key {
+        return fresh;
+    }
+    let retuned = |n: usize, k: usize| fresh.table.shape(n, k).is_some();
+    let kept: Vec<ShapeTuning> = old.table.shapes.into_iter().filter(|s| !retuned(s.n, s.k)).collect();
+    let keep_t = |t: &LinearTiming| !retuned(t.n, t.k);
+    let linear: Vec<LinearTiming> = old.linear.into_iter().filter(keep_t).collect();
+    let verification: Vec<LinearTiming> = old.verification.into_iter().filter(keep_t).collect();
+    let summary: Vec<ShapeSummary> = old.summary.into_iter().filter(|s| !retuned(s.n, s.k)).collect();
+    fresh.table.shapes.splice(0..0, kept);
+    fresh.linear.splice(0..0, linear);
+    fresh.verification.splice(0..0, verification);
+    fresh.summary.splice(0..0, summary);
+    fresh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lower::caps::BackendCaps;
+
+    /// A device whose kernels cost what a formula says: B's best tiling depends on N.
+    struct Formula {
+        caps: BackendCaps,
+        calls: usize,
+    }
+
+    impl LinearBench for Formula {
+        fn caps(&self) -> &BackendCaps {
+            &self.caps
+        }
+        fn max_m(&self) -> usize {
+            512
+        }
+        fn time_linear(&mut self, n: usize, _k: usize, m: usize, variant: Variant) -> Result<f64> {
+            self.calls += 1;
+            let m = m as f64;
+            Ok(match variant {
+                Variant::Gemv { split_k } => 10.0 + 5.0 * m + if split_k { 1.0 } else { 0.0 },
+                Variant::FlatGemm { tiling } => {
+                    let narrow = tiling.tile.n <= 8;
+                    20.0 + m * if narrow == (n < 1000) { 1.0 } else { 1.5 }
+                }
+                _ => 100.0 + m / 4.0,
+            })
+        }
+    }
+
+    #[test]
+    fn tuning_finds_the_crossings_and_beats_every_static_choice() {
+        let caps = BackendCaps { device: "formula".into(), ..BackendCaps::wgpu_builtin() };
+        let mut bench = Formula { caps: caps.clone(), calls: 0 };
+        let req = TuneRequest { shapes: &[(576, 576), (4096, 4096)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true };
+        let mut last = 0;
+        let p = tune(&mut bench, &req, "now".into(), &mut |pr| {
+            assert!(pr.done > last && pr.done <= pr.total);
+            last = pr.done;
+        })
+        .unwrap();
+        assert_eq!(p.key, ProfileKey::of(&caps));
+        assert!(matches!(p.table.source, TableSource::Tuned { .. }));
+        for (n, s) in [(576, &p.table.shapes[0]), (4096, &p.table.shapes[1])] {
+            // A: 10 + 5m vs B: 20 + m: A at m = 2 (20 < 22), B from m = 3 (23 < 25).
+            assert_eq!(s.inflections.m1, 3, "{n}");
+            // B vs C: 20 + m = 100 + m / 4 at m = 106.7 (B's best tiling): refined to 107.
+            assert_eq!(s.inflections.m2, 107, "{n}");
+            assert_eq!(s.flat.unwrap().tile.n <= 8, n < 1000, "{n}");
+            assert_eq!(s.gemv_split_k, Some(false));
+        }
+        for s in &p.summary {
+            assert_eq!(s.tuned.within_5pct, s.tuned.points, "{s:?}");
+            for (name, st) in &s.statics {
+                assert!(st.mean_loss_pct >= s.tuned.mean_loss_pct, "{name}: {st:?}");
+            }
+        }
+        // The measurements are kept for the viewer; the second pass too.
+        assert!(p.linear.len() >= 2 * GRID.len() && p.verification.len() == p.linear.len());
+    }
+
+    #[test]
+    fn a_retune_of_one_shape_keeps_the_others() {
+        let caps = BackendCaps { device: "formula".into(), ..BackendCaps::wgpu_builtin() };
+        let mut bench = Formula { caps, calls: 0 };
+        let req = |shapes| TuneRequest { shapes, grid: QUICK_GRID, refine_rounds: 0, verify: false };
+        let a = tune(&mut bench, &req(&[(576, 576), (960, 576)]), "a".into(), &mut |_| {}).unwrap();
+        let b = tune(&mut bench, &req(&[(960, 576), (64, 64)]), "b".into(), &mut |_| {}).unwrap();
+        let m = merge(b, a);
+        let shapes: Vec<(usize, usize)> = m.table.shapes.iter().map(|s| (s.n, s.k)).collect();
+        assert_eq!(shapes, vec![(576, 576), (960, 576), (64, 64)]);
+        assert_eq!(m.linear.iter().filter(|t| (t.n, t.k) == (960, 576)).count(), m.linear.len() / 3);
+        assert_eq!(m.created, "b");
+    }
+
+    #[test]
+    fn bad_grids_are_refused() {
+        let mut bench = Formula { caps: BackendCaps::wgpu_builtin(), calls: 0 };
+        for grid in [&[][..], &[0, 1], &[1, 513]] {
+            let req = TuneRequest { shapes: &[(8, 8)], grid, refine_rounds: 0, verify: false };
+            assert!(matches!(tune(&mut bench, &req, String::new(), &mut |_| {}), Err(Error::InvalidArgument(_))));
+        }
+        let req = TuneRequest { shapes: &[(0, 8)], grid: QUICK_GRID, refine_rounds: 0, verify: false };
+        assert!(tune(&mut bench, &req, String::new(), &mut |_| {}).is_err());
+        assert_eq!(bench.calls, 0);
+    }
+}

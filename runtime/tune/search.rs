@@ -1,0 +1,235 @@
+//! The tuner's decisions, from measurements alone: which parameters (B's tiling, A's
+//! split-K) and which inflection points M1, M2 serve one [N, K] best over the measured M
+//! grid, where to measure next (the paper's search: densest where the choice changes), and
+//! how far any way of choosing lands from the fastest measured variant at each point.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::microbench::LinearTiming;
+use crate::dataflow::{FlatTiling, Inflections, LinearImpl, ShapeTuning};
+use crate::lower::caps::LinearKernels;
+use crate::lower::kernel::Variant;
+
+/// The measurements of one [N, K]: every variant timed at every M measured.
+pub struct ShapeTimes<'a> {
+    pub n: usize,
+    pub k: usize,
+    timings: Vec<&'a LinearTiming>,
+    /// The Ms measured, ascending.
+    pub ms: Vec<usize>,
+}
+
+impl<'a> ShapeTimes<'a> {
+    pub fn new(all: &'a [LinearTiming], n: usize, k: usize) -> Self {
+        let timings: Vec<&LinearTiming> = all.iter().filter(|t| (t.n, t.k) == (n, k) && t.variant.is_some()).collect();
+        let mut ms: Vec<usize> = timings.iter().map(|t| t.m).collect();
+        ms.sort_unstable();
+        ms.dedup();
+        ShapeTimes { n, k, timings, ms }
+    }
+
+    /// The time of `variant` at `m` (the fastest if it was measured more than once).
+    pub fn time(&self, m: usize, variant: Variant) -> Option<f64> {
+        self.timings.iter().filter(|t| t.m == m && t.variant == Some(variant)).map(|t| t.micros).min_by(f64::total_cmp)
+    }
+
+    /// The fastest variant measured at `m`, and its time.
+    pub fn fastest(&self, m: usize) -> Option<(Variant, f64)> {
+        self.timings.iter().filter(|t| t.m == m).min_by(|a, b| a.micros.total_cmp(&b.micros)).map(|t| (t.variant.expect("kept"), t.micros))
+    }
+}
+
+/// Of `options`, the one whose times at `ms` add up to the least, each relative to the best
+/// option there (so large M does not outweigh small); the first on ties.
+fn least_relative<T: Copy>(times: &ShapeTimes, ms: &[usize], options: &[T], variant: impl Fn(T) -> Variant) -> Option<T> {
+    let score = |o: T| -> f64 {
+        ms.iter()
+            .map(|&m| {
+                let best = options.iter().filter_map(|&p| times.time(m, variant(p))).fold(f64::INFINITY, f64::min);
+                times.time(m, variant(o)).map_or(f64::INFINITY, |t| t / best)
+            })
+            .sum()
+    };
+    let mut best: Option<(T, f64)> = None;
+    for &o in options {
+        let s = score(o);
+        if s.is_finite() && best.is_none_or(|(_, b)| s < b) {
+            best = Some((o, s));
+        }
+    }
+    best.map(|(o, _)| o)
+}
+
+/// Which implementation the thresholds give at `m` (A only up to the GEMV's rows).
+fn implementation(inf: Inflections, m: usize, gemv_max_m: usize) -> LinearImpl {
+    if m < inf.m1 && m <= gemv_max_m {
+        LinearImpl::Gemv
+    } else if m < inf.m2 {
+        LinearImpl::FlatGemm
+    } else {
+        LinearImpl::Gemm
+    }
+}
+
+/// The table entry for one shape: A's split-K and B's tiling, each the best where its
+/// implementation wins (or everywhere it was measured, if it wins nowhere), then the M1, M2
+/// that lose least against the fastest variant summed over the grid. M1 and M2 fall on
+/// measured Ms; past the last one C is assumed (prefill's many rows).
+pub fn choose(times: &ShapeTimes, lin: &LinearKernels) -> Option<ShapeTuning> {
+    let ms = &times.ms;
+    let last = *ms.last()?;
+    let winner = |m: usize| times.fastest(m).and_then(|(v, _)| v.dataflow());
+    let wins = |imp: LinearImpl| -> Vec<usize> { ms.iter().copied().filter(|&m| winner(m) == Some(imp)).collect() };
+    let measured = |variant: Variant| -> Vec<usize> { ms.iter().copied().filter(|&m| times.time(m, variant).is_some()).collect() };
+    let or_measured = |w: Vec<usize>, v: Variant| if w.is_empty() { measured(v) } else { w };
+
+    let split_options: Vec<bool> = if lin.gemv_split_k_min.is_some() { vec![false, true] } else { vec![false] };
+    let gemv_ms = or_measured(wins(LinearImpl::Gemv), Variant::Gemv { split_k: false });
+    let split_k = least_relative(times, &gemv_ms, &split_options, |split_k| Variant::Gemv { split_k });
+    let flat_ms = or_measured(wins(LinearImpl::FlatGemm), Variant::FlatGemm { tiling: lin.flat_tilings[0] });
+    let tiling: FlatTiling = least_relative(times, &flat_ms, &lin.flat_tilings, |tiling| Variant::FlatGemm { tiling })?;
+
+    let a = split_k.map(|split_k| Variant::Gemv { split_k });
+    let b = Variant::FlatGemm { tiling };
+    let c = Variant::Gemm { tile: lin.gemm_tile };
+    let cost = |inf: Inflections| -> f64 {
+        ms.iter()
+            .map(|&m| {
+                let v = match implementation(inf, m, lin.gemv_max_m) {
+                    LinearImpl::Gemv => a,
+                    LinearImpl::FlatGemm => Some(b),
+                    LinearImpl::Gemm => Some(c),
+                };
+                match (v.and_then(|v| times.time(m, v)), times.fastest(m)) {
+                    (Some(t), Some((_, best))) => t / best,
+                    _ => f64::INFINITY,
+                }
+            })
+            .sum()
+    };
+    let bounds: Vec<usize> = ms.iter().copied().chain([last + 1]).collect();
+    let mut best: Option<(Inflections, f64)> = None;
+    for (i, &m1) in bounds.iter().enumerate() {
+        for &m2 in &bounds[i..] {
+            let inf = Inflections { m1, m2 };
+            let c = cost(inf);
+            if c.is_finite() && best.is_none_or(|(_, b)| c < b) {
+                best = Some((inf, c));
+            }
+        }
+    }
+    let (inflections, _) = best?;
+    Some(ShapeTuning { n: times.n, k: times.k, inflections, flat: Some(tiling), gemv_split_k: split_k.filter(|_| split_options.len() > 1) })
+}
+
+/// Ms to measure next: the middle of the gap below each threshold of `entry` (between the
+/// measured M before it and the one it sits on), where there is an M between them.
+pub fn refine(times: &ShapeTimes, entry: &ShapeTuning) -> Vec<usize> {
+    let mut out = vec![];
+    for threshold in [entry.inflections.m1, entry.inflections.m2] {
+        let below = times.ms.iter().copied().filter(|&m| m < threshold).max();
+        if let (Some(lo), true) = (below, times.ms.contains(&threshold)) {
+            let mid = lo + (threshold - lo) / 2;
+            if mid > lo && !out.contains(&mid) {
+                out.push(mid);
+            }
+        }
+    }
+    out
+}
+
+/// How one way of choosing fares over the measured grid of a shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Grid points where its choice was measured, and of them those within 5% of the
+    /// fastest variant measured there.
+    pub points: usize,
+    pub within_5pct: usize,
+    /// Its time over the fastest's, minus one, in percent: the mean over the points, and
+    /// the worst point.
+    pub mean_loss_pct: f64,
+    pub worst_loss_pct: f64,
+    pub worst_m: usize,
+}
+
+/// The score of `choose` (the variant it runs at each M) over `times`.
+pub fn score(times: &ShapeTimes, choose: impl Fn(usize) -> Variant) -> Score {
+    let mut s = Score { points: 0, within_5pct: 0, mean_loss_pct: 0.0, worst_loss_pct: 0.0, worst_m: 0 };
+    for &m in &times.ms {
+        let (Some(t), Some((_, best))) = (times.time(m, choose(m)), times.fastest(m)) else { continue };
+        let loss = 100.0 * (t / best - 1.0);
+        s.points += 1;
+        s.within_5pct += usize::from(loss <= 5.0);
+        s.mean_loss_pct += loss;
+        if loss > s.worst_loss_pct || s.points == 1 {
+            s.worst_loss_pct = loss;
+            s.worst_m = m;
+        }
+    }
+    s.mean_loss_pct /= s.points.max(1) as f64;
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lower::caps::BackendCaps;
+
+    /// Timings of a made-up device: A costs 10 + 4m (split-K 10% faster from K = 4096), B
+    /// 14 + m in its best tiling (the others 20% slower), C 40 + m / 8.
+    fn synthetic(lin: &LinearKernels, n: usize, k: usize, ms: &[usize]) -> Vec<LinearTiming> {
+        let mut out = vec![];
+        for &m in ms {
+            for v in crate::backend::microbench::linear_candidates(lin, m) {
+                let mf = m as f64;
+                let micros = match v {
+                    Variant::Gemv { split_k } => (10.0 + 4.0 * mf) * if split_k == (k >= 4096) { 0.9 } else { 1.0 },
+                    Variant::FlatGemm { tiling } => (14.0 + mf) * if tiling == lin.flat_tilings[2] { 1.0 } else { 1.2 },
+                    _ => 40.0 + mf / 8.0,
+                };
+                out.push(LinearTiming::new(n, k, m, v, micros, 2, 1000.0));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_entry_follows_the_measured_crossings_and_parameters() {
+        let lin = BackendCaps::wgpu_builtin().linear;
+        let grid = [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128];
+        let all = synthetic(&lin, 576, 4096, &grid);
+        let times = ShapeTimes::new(&all, 576, 4096);
+        let e = choose(&times, &lin).unwrap();
+        assert_eq!(e.flat, Some(lin.flat_tilings[2]));
+        assert_eq!(e.gemv_split_k, Some(true));
+        let a = |m: f64| 0.9 * (10.0 + 4.0 * m);
+        let b = |m: f64| 14.0 + m;
+        let c = |m: f64| 40.0 + m / 8.0;
+        let m1 = grid.iter().copied().find(|&m| b(m as f64) < a(m as f64)).unwrap();
+        let m2 = grid.iter().copied().find(|&m| c(m as f64) < b(m as f64)).unwrap();
+        assert_eq!(e.inflections, Inflections { m1, m2 });
+        // The crossing of B and C lies between 16 and 32 (at 29.7): measure 24 next.
+        assert_eq!(m2, 32);
+        assert_eq!(refine(&times, &e), vec![24]);
+        // Scored against the same measurements, the entry's choice is the fastest everywhere.
+        let mut table = crate::dataflow::DataflowTable::wgpu_default();
+        table.shapes.push(e);
+        let s = score(&times, |m| crate::lower::linear_choice(&table, &lin, 576, 4096, m).0);
+        assert_eq!((s.points, s.within_5pct), (grid.len(), grid.len()));
+        assert!(s.worst_loss_pct.abs() < 1e-9);
+        // Always C loses most at M = 1.
+        let always_c = score(&times, |_| Variant::Gemm { tile: lin.gemm_tile });
+        assert_eq!(always_c.worst_m, 1);
+        assert!(always_c.worst_loss_pct > 100.0);
+    }
+
+    #[test]
+    fn without_a_crossing_the_thresholds_sit_past_the_grid() {
+        let lin = BackendCaps::wgpu_builtin().linear;
+        // Only one M: A wins there; B and C are assumed from just past it.
+        let all = synthetic(&lin, 64, 64, &[1]);
+        let e = choose(&ShapeTimes::new(&all, 64, 64), &lin).unwrap();
+        assert_eq!(e.inflections, Inflections { m1: 2, m2: 2 });
+        assert!(choose(&ShapeTimes::new(&[], 64, 64), &lin).is_none());
+    }
+}

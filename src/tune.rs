@@ -1,0 +1,178 @@
+//! `fdpp tune`: measures where each linear implementation wins on this device for a model's
+//! shapes, stores the device's profile in the cache, and prints what it chose and what
+//! each static choice would have lost. The engine uses the profile on every later run.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use fdpp_runtime::backend::{self, BackendKind};
+use fdpp_runtime::graph::{self, Op};
+use fdpp_runtime::model::{Model, ModelConfig};
+use fdpp_runtime::tune::profile::{self, DeviceProfile, Lookup};
+use fdpp_runtime::tune::search::{Score, ShapeTimes};
+use fdpp_runtime::tune::{self as tuner, TuneRequest};
+use fdpp_runtime::{Error, Result};
+
+use crate::shape::Shape;
+use crate::{BackendArg, DeviceArgs};
+
+#[derive(clap::Args)]
+pub struct TuneArgs {
+    /// Model file or folder whose linear shapes are tuned (only its config is read); the
+    /// default model when neither this nor --shape is given.
+    #[arg(long, conflicts_with = "shape")]
+    model: Option<PathBuf>,
+    /// A known model's shapes instead of a file.
+    #[arg(long, value_enum)]
+    shape: Option<Shape>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// A small M grid (1, 2, 4, 8, 16, 64) and no refinement: a quick look, e.g. on a
+    /// software rasteriser.
+    #[arg(long)]
+    quick: bool,
+    /// The M grid to measure (comma-separated; default 1-8, then steps of about a third to 512).
+    #[arg(long, value_delimiter = ',', conflicts_with = "quick")]
+    grid: Option<Vec<usize>>,
+    /// Measure and print, but do not store the profile.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the stored profile of this device (its table, scores and measured curves)
+    /// without measuring.
+    #[arg(long, conflicts_with_all = ["quick", "grid", "dry_run"])]
+    show: bool,
+    /// Also write the profile as JSON to this file (the viewer's chart reads it).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The distinct [N, K] of a model's linear layers, in graph order.
+pub fn linear_shapes(config: &ModelConfig) -> Vec<(usize, usize)> {
+    let mut out = vec![];
+    for node in &graph::llama::build(config).nodes {
+        if let Op::Linear { n, k, .. } = node.op
+            && !out.contains(&(n, k))
+        {
+            out.push((n, k));
+        }
+    }
+    out
+}
+
+pub fn run(args: TuneArgs) -> Result<()> {
+    let opts = match args.device.backend {
+        // `auto` may land on the CPU oracle, which has nothing to tune: take the GPU backend.
+        BackendArg::Auto if backend::auto_kind() == BackendKind::Cpu => {
+            DeviceArgs::options(BackendKind::Wgpu, args.device.adapter.as_deref(), args.device.weights)
+        }
+        _ => args.device.backend(),
+    };
+    let mut bench = backend::open_linear_bench(&opts)?;
+    let caps = bench.caps().clone();
+    let dir = profile::dir()?;
+    if args.show {
+        return match profile::lookup(&dir, &caps) {
+            Lookup::Found(p) => {
+                print_profile(&p, true);
+                Ok(())
+            }
+            Lookup::Missing(path) => Err(Error::InvalidArgument(format!("no profile for {} yet ({})", caps.device, path.display()))),
+            Lookup::Corrupt(path, why) => Err(Error::InvalidArgument(format!("{}: {why}", path.display()))),
+            Lookup::Stale(path, changed) => Err(Error::InvalidArgument(format!("{} is stale: {}", path.display(), changed.join(", ")))),
+        };
+    }
+    let (config, what) = match args.shape {
+        Some(s) => (s.config(), format!("{} shapes", s.name())),
+        None => {
+            let m = Model::load(crate::resolve_model(args.model.as_deref())?)?;
+            (m.config.clone(), m.describe())
+        }
+    };
+    let shapes = linear_shapes(&config);
+    let grid = match (&args.grid, args.quick) {
+        (Some(g), _) => g.clone(),
+        (None, true) => tuner::QUICK_GRID.to_vec(),
+        (None, false) => tuner::GRID.to_vec(),
+    };
+    let req = TuneRequest { shapes: &shapes, grid: &grid, refine_rounds: if args.quick { 0 } else { tuner::REFINE_ROUNDS }, verify: true };
+    eprintln!("fdpp: tuning {} linear shapes of {what} on {} ({} weights)", shapes.len(), caps.device, caps.weight_dtype);
+    let mut bar = crate::progress::Bar::hidden();
+    let created = crate::bench::utc_date(SystemTime::now());
+    let fresh = tuner::tune(bench.as_mut(), &req, created, &mut |p| bar.count(p.done, p.total, "timing A, B, C"))?;
+    bar.finish();
+    drop(bench);
+    let profile = match profile::lookup(&dir, &caps) {
+        Lookup::Found(old) => tuner::merge(fresh, *old),
+        _ => fresh,
+    };
+    print_profile(&profile, false);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&profile).expect("profiles serialise");
+        std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
+    }
+    if args.dry_run {
+        eprintln!("fdpp: --dry-run: the profile was not stored");
+    } else {
+        let path = profile::store(&dir, &profile)?;
+        eprintln!("fdpp: profile stored in {} (used by generate, bench, check and inspect on this device)", path.display());
+    }
+    Ok(())
+}
+
+fn pct(s: &Score) -> String {
+    format!(
+        "{:>5.1}% mean, {:>6.1}% worst (M={:<3}), {:>3}/{:<3} within 5%",
+        s.mean_loss_pct, s.worst_loss_pct, s.worst_m, s.within_5pct, s.points
+    )
+}
+
+/// The table, the scores and (with `curves`) every measured time of a profile.
+pub fn print_profile(p: &DeviceProfile, curves: bool) {
+    println!(
+        "profile: {} {} weights, {} (driver {}, fdpp {}), measured {}",
+        p.key.backend, p.key.weights, p.key.device, p.key.driver, p.key.fdpp, p.created
+    );
+    print_table(&p.table);
+    let (mut points, mut within) = (0, 0);
+    for s in &p.summary {
+        println!("\n[N={}, K={}]: loss against the fastest variant measured at each M", s.n, s.k);
+        println!("  {:<34} {}", "tuned", pct(&s.tuned));
+        for (name, score) in &s.statics {
+            println!("  {name:<34} {}", pct(score));
+        }
+        points += s.tuned.points;
+        within += s.tuned.within_5pct;
+    }
+    if points > 0 {
+        println!("\ntuned choice within 5% of the fastest at {within} of {points} points ({:.1}%)", 100.0 * within as f64 / points as f64);
+    }
+    if curves {
+        let timings = if p.verification.is_empty() { &p.linear } else { &p.verification };
+        for s in &p.table.shapes {
+            let times = ShapeTimes::new(timings, s.n, s.k);
+            println!("\n[N={}, K={}] us per call, every variant measured (* fastest)", s.n, s.k);
+            for &m in &times.ms {
+                let fastest = times.fastest(m).map(|(v, _)| v);
+                let cells: Vec<String> = timings
+                    .iter()
+                    .filter(|t| (t.n, t.k, t.m) == (s.n, s.k, m))
+                    .filter_map(|t| t.variant.map(|v| format!("{v}: {:.1}{}", t.micros, if Some(v) == fastest { "*" } else { "" })))
+                    .collect();
+                println!("  M={m:<4} {}", cells.join(" | "));
+            }
+        }
+    }
+}
+
+/// A dataflow table's thresholds and parameters, shape by shape.
+pub fn print_table(t: &fdpp_runtime::dataflow::DataflowTable) {
+    println!("dataflow table ({}): shapes not listed use M1 = {}, M2 = {}", t.source, t.fallback.m1, t.fallback.m2);
+    for s in &t.shapes {
+        let tiling = s.flat.map_or("default".into(), |f| f.to_string());
+        let split = s.gemv_split_k.map_or("default".into(), |b| if b { "yes".into() } else { "no".to_string() });
+        println!(
+            "  [N={:>6}, K={:>6}]  A below M1 = {:<4} C from M2 = {:<4} B tile {tiling:<16} GEMV split-K {split}",
+            s.n, s.k, s.inflections.m1, s.inflections.m2
+        );
+    }
+}
