@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use eframe::egui::{self, Color32, RichText};
 use egui_plot::{Line, Plot};
-use fdpp_runtime::backend::microbench::KernelReport;
 use fdpp_runtime::check::report::CheckReport;
 use fdpp_runtime::lower::caps::BackendCaps;
 use fdpp_runtime::model::ModelConfig;
@@ -100,7 +99,7 @@ pub struct ViewerApp {
     pub open_path: String,
     pub compare_path: String,
     pub message: Option<Message>,
-    kernels: Option<KernelReport>,
+    curves: Option<chart::Curves>,
     comparison: Option<Comparison>,
     check: Option<CheckReport>,
     pub tab: Tab,
@@ -125,7 +124,7 @@ impl Default for ViewerApp {
             open_path: String::new(),
             compare_path: String::new(),
             message: None,
-            kernels: None,
+            curves: None,
             comparison: None,
             check: None,
             tab: Tab::Graph,
@@ -149,7 +148,12 @@ impl ViewerApp {
         match document::open(path) {
             Ok(Document::Kernels(k)) => {
                 self.say(false, format!("opened kernel timings of {} ({} linear timings)", k.device, k.linear.len()));
-                self.kernels = Some(k);
+                self.curves = Some(chart::Curves::of_report(k));
+                self.tab = Tab::Chart;
+            }
+            Ok(Document::Profile(p)) => {
+                self.say(false, format!("opened the tuned profile of {} ({} shapes)", p.key.device, p.table.shapes.len()));
+                self.curves = Some(chart::Curves::of_profile(*p));
                 self.tab = Tab::Chart;
             }
             Ok(Document::Check(c)) => {
@@ -291,8 +295,12 @@ impl ViewerApp {
     fn toolbar(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             let label = ui.label("File:");
-            ui.add(egui::TextEdit::singleline(&mut self.open_path).hint_text("plan / trace / bench / kernels JSON").desired_width(320.0))
-                .labelled_by(label.id);
+            ui.add(
+                egui::TextEdit::singleline(&mut self.open_path)
+                    .hint_text("plan / trace / bench / kernels / check / profile JSON")
+                    .desired_width(320.0),
+            )
+            .labelled_by(label.id);
             if ui.button("Open").clicked() {
                 let p = PathBuf::from(self.open_path.trim());
                 self.open_file(&p);
@@ -477,7 +485,7 @@ impl ViewerApp {
                 self.graph.canvas(ui, step, &mut self.selected);
             }
             Tab::Chart => {
-                chart::show(ui, self.kernels.as_ref(), self.live.as_ref().map(|p| &p.caps().table));
+                chart::show(ui, self.curves.as_ref(), self.live.as_ref().map(|p| &p.caps().table));
             }
             Tab::Run => self.run_tab(ui),
         });

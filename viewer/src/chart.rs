@@ -1,11 +1,39 @@
 //! The dataflow chart: for each [N, K] linear shape, device time against M for A (GEMV), B
-//! (flat GEMM) and C (GEMM), from `fdpp bench kernels --json`, with the thresholds M1 and
-//! M2 the table in use gives and the ones the measurement shows.
+//! (flat GEMM) and C (GEMM), each variant a curve, from `fdpp bench kernels --json` or a
+//! tuned profile, with the thresholds M1 and M2 the table gives (the profile's own, else the
+//! table in use) and the ones the measurement shows.
 
 use eframe::egui;
 use egui_plot::{Legend, Line, Plot, VLine};
 use fdpp_runtime::backend::microbench::{KernelReport, LinearTiming};
 use fdpp_runtime::dataflow::{DataflowTable, LinearImpl};
+use fdpp_runtime::tune::profile::DeviceProfile;
+
+/// Linear timings to draw, and the table that goes with them, if the file has one.
+pub struct Curves {
+    pub heading: String,
+    pub linear: Vec<LinearTiming>,
+    pub table: Option<DataflowTable>,
+}
+
+impl Curves {
+    pub fn of_report(r: KernelReport) -> Curves {
+        let heading =
+            format!("{}: read ceiling {:.0} GB/s, dispatch floor {:.1} us", r.device, r.read_gbytes_per_s, r.dispatch_floor_micros);
+        Curves { heading, linear: r.linear, table: None }
+    }
+
+    /// The profile's verification pass where it has one (what its scores are from).
+    pub fn of_profile(p: DeviceProfile) -> Curves {
+        let (points, within) = p.summary.iter().fold((0, 0), |(a, b), s| (a + s.tuned.points, b + s.tuned.within_5pct));
+        let heading = format!(
+            "tuned profile of {} ({} weights, {}, measured {}): tuned choice within 5% of the fastest at {within} of {points} points",
+            p.key.device, p.key.weights, p.key.driver, p.created
+        );
+        let linear = if p.verification.is_empty() { p.linear } else { p.verification };
+        Curves { heading, linear, table: Some(p.table) }
+    }
+}
 
 /// Where the measured times put the thresholds: M1, the first M at which A (GEMV) is not
 /// the fastest, and M2, the first at which C (GEMM) is.
@@ -37,10 +65,10 @@ fn curve_names(timings: &[&LinearTiming]) -> Vec<String> {
     out
 }
 
-/// The [N, K] shapes of a report, in the order measured.
-pub fn shapes(report: &KernelReport) -> Vec<(usize, usize)> {
+/// The [N, K] shapes of some timings, in the order measured.
+pub fn shapes(linear: &[LinearTiming]) -> Vec<(usize, usize)> {
     let mut out = vec![];
-    for t in &report.linear {
+    for t in linear {
         if !out.contains(&(t.n, t.k)) {
             out.push((t.n, t.k));
         }
@@ -48,24 +76,27 @@ pub fn shapes(report: &KernelReport) -> Vec<(usize, usize)> {
     out
 }
 
-pub fn show(ui: &mut egui::Ui, report: Option<&KernelReport>, table: Option<&DataflowTable>) {
-    let Some(report) = report else {
-        ui.label("Open the JSON of `fdpp bench kernels --json FILE` to see A, B and C against M for each linear shape.");
+pub fn show(ui: &mut egui::Ui, curves: Option<&Curves>, live_table: Option<&DataflowTable>) {
+    let Some(curves) = curves else {
+        ui.label(
+            "Open the JSON of `fdpp bench kernels --json FILE` or `fdpp tune --json FILE` (or the profile in the cache) to see A, B and C against M for each linear shape.",
+        );
         return;
     };
-    ui.label(format!(
-        "{}: read ceiling {:.0} GB/s, dispatch floor {:.1} us",
-        report.device, report.read_gbytes_per_s, report.dispatch_floor_micros
-    ));
+    ui.label(&curves.heading);
+    let table = curves.table.as_ref().or(live_table);
     egui::ScrollArea::vertical().show(ui, |ui| {
-        for (n, k) in shapes(report) {
-            let timings: Vec<&LinearTiming> = report.linear.iter().filter(|t| t.n == n && t.k == k).collect();
+        for (n, k) in shapes(&curves.linear) {
+            let timings: Vec<&LinearTiming> = curves.linear.iter().filter(|t| t.n == n && t.k == k).collect();
             let (m1, m2) = measured_inflections(&timings);
             let shown = |v: Option<usize>| v.map_or("-".to_string(), |m| m.to_string());
             let mut title = format!("[N={n}, K={k}]: measured M1 = {}, M2 = {}", shown(m1), shown(m2));
             let table_inf = table.map(|t| (t.inflections(n, k), t.source.clone()));
             if let Some(((inf, listed), source)) = &table_inf {
                 title += &format!("; table ({source}{}): M1 = {}, M2 = {}", if *listed { "" } else { ", fallback" }, inf.m1, inf.m2);
+            }
+            if let Some(tiling) = table.and_then(|t| t.shape(n, k)).and_then(|s| s.flat) {
+                title += &format!(", B tile {tiling}");
             }
             ui.label(title);
             // Both axes logarithmic: M spans 1..hundreds and the times a factor of ten.

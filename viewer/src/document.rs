@@ -11,6 +11,7 @@ use fdpp_runtime::check::report::CheckReport;
 use fdpp_runtime::lower::caps::BackendCaps;
 use fdpp_runtime::model::ModelConfig;
 use fdpp_runtime::trace::{NodeRecord, PlanFile, StepShape, TraceFile};
+use fdpp_runtime::tune::profile::DeviceProfile;
 use serde::Deserialize;
 
 /// Larger files are refused before they are read: no fdpp file of a real model comes near.
@@ -24,7 +25,7 @@ pub enum OpenError {
     TooLarge { path: String, bytes: u64, max: u64 },
     #[error("{path} is not valid JSON: {reason}")]
     NotJson { path: String, reason: String },
-    #[error("{path} is not an fdpp plan, trace, bench, kernels or check file (it has none of their fields)")]
+    #[error("{path} is not an fdpp plan, trace, bench, kernels, check or profile file (it has none of their fields)")]
     UnknownKind { path: String },
     #[error("{path} looks like {kind} but does not read as one: {reason}")]
     Invalid { path: String, kind: &'static str, reason: String },
@@ -56,6 +57,8 @@ pub enum Document {
     Bench(BenchFile),
     Kernels(KernelReport),
     Check(CheckReport),
+    /// A device's tuned profile (`fdpp tune --json`, or the file in the cache).
+    Profile(Box<DeviceProfile>),
 }
 
 /// One step to show: node records as they were planned or run.
@@ -101,6 +104,7 @@ impl Document {
             Document::Bench(_) => "bench results",
             Document::Kernels(_) => "kernel timings",
             Document::Check(_) => "check report",
+            Document::Profile(_) => "tuned profile",
         }
     }
 
@@ -112,6 +116,7 @@ impl Document {
             Document::Bench(b) => format!("{} on {}", b.model, b.backend),
             Document::Kernels(k) => k.device.clone(),
             Document::Check(c) => c.model.clone(),
+            Document::Profile(p) => p.key.device.clone(),
         }
     }
 
@@ -135,7 +140,7 @@ impl Document {
                 .iter()
                 .map(|p| ShownStep { title: p.step.clone(), shape: None, nodes: p.nodes.clone(), device_micros: None, fallback_rows: None })
                 .collect(),
-            Document::Kernels(_) | Document::Check(_) => vec![],
+            Document::Kernels(_) | Document::Check(_) | Document::Profile(_) => vec![],
         }
     }
 
@@ -162,8 +167,19 @@ pub fn open(path: &Path) -> Result<Document, OpenError> {
     parse(&name, &text)
 }
 
-/// Recognises and reads a document; `name` is used in errors.
+/// Recognises and reads a document; `name` is used in errors. A file from fdpp's cache (its
+/// SHA-256 on the first line) is checked and read past that line.
 pub fn parse(name: &str, text: &str) -> Result<Document, OpenError> {
+    let text = match text.split_once('\n') {
+        Some((sum, body)) if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            if fdpp_runtime::cache::sha256_hex(body) != sum {
+                let reason = "its first line is a checksum its contents do not match (a torn or edited cache file)".into();
+                return Err(OpenError::NotJson { path: name.into(), reason });
+            }
+            body
+        }
+        _ => text,
+    };
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| OpenError::NotJson { path: name.into(), reason: e.to_string() })?;
     let has = |key: &str| value.get(key).is_some();
@@ -176,6 +192,8 @@ pub fn parse(name: &str, text: &str) -> Result<Document, OpenError> {
         Ok(Document::Trace(typed(name, "a trace (fdpp generate --trace)", value)?))
     } else if has("linear") && has("attention") && has("read_gbytes_per_s") {
         Ok(Document::Kernels(typed(name, "kernel timings (fdpp bench kernels --json)", value)?))
+    } else if has("key") && has("table") && has("summary") {
+        Ok(Document::Profile(Box::new(typed(name, "a tuned profile (fdpp tune --json)", value)?)))
     } else if has("comparisons") && has("backends") {
         Ok(Document::Check(typed(name, "a check report (fdpp check --json)", value)?))
     } else if has("rows") && has("profile") {

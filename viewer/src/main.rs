@@ -12,12 +12,13 @@ use fdpp_viewer::jobs::BackendChoice;
 #[command(version, about = "fdpp's viewer: which dataflow and kernel variant every node picked, and why")]
 struct Args {
     /// A plan (`fdpp inspect --json`), trace (`fdpp generate --trace`), bench results
-    /// (`fdpp bench --json`) or kernel timings (`fdpp bench kernels --json`).
+    /// (`fdpp bench --json`), kernel timings (`fdpp bench kernels --json`), a check report
+    /// (`fdpp check --json`) or a tuned profile (`fdpp tune --json`, or its file in the cache).
     file: Option<PathBuf>,
     /// The same, named (a trace or any of the above).
     #[arg(long, conflicts_with = "file")]
     trace: Option<PathBuf>,
-    /// Kernel timings for the dataflow chart, besides the file.
+    /// Kernel timings or a tuned profile for the dataflow chart, besides the file.
     #[arg(long)]
     kernels: Option<PathBuf>,
     /// Plan this model (GGUF file or Hugging Face folder) on `--backend`; with no file given,

@@ -171,7 +171,7 @@ fn bad_files_give_a_message_not_a_crash() {
     let missing = temp("missing.json");
     for (path, says) in [
         (&corrupt, "is not valid JSON"),
-        (&wrong_kind, "is not an fdpp plan, trace, bench, kernels or check file"),
+        (&wrong_kind, "is not an fdpp plan, trace, bench, kernels, check or profile file"),
         (&bad_plan, "looks like a plan (fdpp inspect --json) but does not read as one"),
         (&missing, "cannot read"),
     ] {
@@ -216,4 +216,55 @@ fn a_check_report_shows_the_first_divergence_with_what_each_side_ran() {
     assert!(!m.error && m.text.contains("a backend disagrees"), "{}", m.text);
     let line = line(&h, "first divergence: ");
     assert!(line.starts_with("first divergence: step 0, node layers.1.ffn.down"), "{line}");
+}
+
+#[test]
+fn a_tuned_profile_from_the_cache_draws_its_curves_and_thresholds() {
+    use fdpp_runtime::backend::microbench::LinearTiming;
+    use fdpp_runtime::dataflow::{Inflections, ShapeTuning, TableSource};
+    use fdpp_runtime::lower::kernel::Variant;
+    use fdpp_runtime::tune::profile::{DeviceProfile, ProfileKey};
+    let caps = BackendCaps { device: "Test GPU".into(), ..BackendCaps::wgpu_builtin() };
+    let lin = &caps.linear;
+    let narrow = lin.flat_tilings[2];
+    let mut table = caps.table.clone();
+    table.source = TableSource::Tuned { device: caps.device.clone() };
+    table.shapes.push(ShapeTuning { flat: Some(narrow), ..ShapeTuning::new(576, 576, Inflections { m1: 2, m2: 64 }) });
+    let mut linear = vec![];
+    for m in [1, 2, 8, 64] {
+        for (v, us) in [
+            (Variant::Gemv { split_k: false }, 3.0 * m as f64),
+            (Variant::FlatGemm { tiling: narrow }, 5.0 + m as f64),
+            (Variant::Gemm { tile: lin.gemm_tile }, 60.0),
+        ] {
+            if m <= lin.gemv_max_m || !matches!(v, Variant::Gemv { .. }) {
+                linear.push(LinearTiming::new(576, 576, m, v, us, 2, 1000.0));
+            }
+        }
+    }
+    let profile =
+        DeviceProfile { key: ProfileKey::of(&caps), created: "2026-11-30".into(), table, linear, verification: vec![], summary: vec![] };
+    let path = temp("profile-cache.json");
+    fdpp_runtime::cache::write_checked(&path, &serde_json::to_string(&profile).unwrap()).unwrap();
+    let mut h = harness();
+    open(&mut h, &path);
+    let m = h.state().message.clone().unwrap();
+    assert!(!m.error && m.text.contains("tuned profile of Test GPU"), "{}", m.text);
+    h.get_by_label_contains("measured 2026-11-30): tuned choice within 5%");
+    let title = line(&h, "[N=576, K=576]");
+    assert!(
+        title.contains("tuned on Test GPU") && title.contains("M1 = 2, M2 = 64") && title.contains(&format!("B tile {narrow}")),
+        "{title}"
+    );
+
+    // The same file with one byte changed: refused with the reason.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x01;
+    let torn = temp("profile-torn.json");
+    std::fs::write(&torn, bytes).unwrap();
+    let mut h = harness();
+    open(&mut h, &torn);
+    let m = h.state().message.clone().unwrap();
+    assert!(m.error && m.text.contains("checksum"), "{}", m.text);
 }
