@@ -98,8 +98,16 @@ pub fn run(args: TuneArgs) -> Result<()> {
     eprintln!("fdpp: tuning {} linear shapes of {what} on {} ({} weights)", shapes.len(), caps.device, caps.weight_dtype);
     let mut bar = crate::progress::Bar::hidden();
     let created = crate::bench::utc_date(SystemTime::now());
-    let fresh = tuner::tune(bench.as_mut(), &req, created, &mut |p| bar.count(p.done, p.total, "timing A, B, C"))?;
+    let (start, mut current) = (std::time::Instant::now(), None);
+    let fresh = tuner::tune(bench.as_mut(), &req, created, &mut |p| {
+        if current != Some(p.shape) {
+            eprintln!("fdpp: [N={}, K={}] ({:.0} s so far)", p.shape.0, p.shape.1, start.elapsed().as_secs_f64());
+            current = Some(p.shape);
+        }
+        bar.count(p.done, p.total, "timing A, B, C")
+    })?;
     bar.finish();
+    eprintln!("fdpp: tuned in {:.0} s", start.elapsed().as_secs_f64());
     drop(bench);
     let profile = match profile::lookup(&dir, &caps) {
         Lookup::Found(old) => tuner::merge(fresh, *old),

@@ -178,6 +178,19 @@ pub const HARDWARE: Effort = Effort { rotate_bytes: 256 << 20, max_copies: 512, 
 pub const SOFTWARE: Effort = Effort { rotate_bytes: 0, max_copies: 1, min_dispatches: 3, repeats: 3, bandwidth_ops: 2 };
 
 impl Effort {
+    /// The tuner's: it times hundreds of (variant, M) pairs per shape, several rounds each,
+    /// so it rotates over copies of twice an H200's L2 (still past any cache) and takes
+    /// three repeats.
+    pub fn lighter(self) -> Effort {
+        Effort {
+            rotate_bytes: self.rotate_bytes.min(128 << 20),
+            max_copies: self.max_copies.min(256),
+            min_dispatches: self.min_dispatches.min(10),
+            repeats: self.repeats.min(3),
+            ..self
+        }
+    }
+
     /// Copies of an operand of `bytes` to rotate over.
     pub fn copies(&self, bytes: usize) -> usize {
         self.rotate_bytes.div_ceil(bytes.max(1)).clamp(1, self.max_copies)
@@ -217,6 +230,9 @@ pub trait LinearBench {
     fn time_linear(&mut self, n: usize, k: usize, m: usize, variant: Variant) -> Result<f64>;
     /// Most rows it times.
     fn max_m(&self) -> usize;
+    /// How hard it measures; a new effort applies from the next shape on.
+    fn effort(&self) -> Effort;
+    fn set_effort(&mut self, effort: Effort);
 }
 
 /// The template of a plain linear layer of [n, k] (no bias, prologue or epilogue) reading

@@ -44,22 +44,26 @@ pub struct Progress {
     pub shape: (usize, usize),
 }
 
-/// Times every candidate at every M of `ms` on [n, k], appending to `out`: `ROUNDS` rounds
-/// over all candidates, each keeping its fastest round, so a burst of other work on the
-/// machine lands on every candidate alike and is then dropped.
+/// Times every candidate at every M of `ms` (ascending) on [n, k], appending to `out`:
+/// `ROUNDS` rounds over all candidates, each keeping its fastest round, so a burst of other
+/// work on the machine lands on every candidate alike and is then dropped. A flat GEMM
+/// tiling `DROP_AT` times slower than the fastest variant at some M is not timed at larger
+/// M (`dropped`: from which M on), where it only falls further behind.
 fn measure(
     bench: &mut dyn LinearBench,
-    n: usize,
-    k: usize,
+    (n, k): (usize, usize),
     ms: &[usize],
+    dropped: &mut Vec<(Variant, usize)>,
     out: &mut Vec<LinearTiming>,
     tick: &mut dyn FnMut(),
 ) -> Result<()> {
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 2;
+    const DROP_AT: f64 = 2.0;
     let lin = bench.caps().linear.clone();
     let elem = bench.caps().weight_dtype.size();
     for &m in ms {
-        let candidates = linear_candidates(&lin, m);
+        let candidates: Vec<Variant> =
+            linear_candidates(&lin, m).into_iter().filter(|v| !dropped.iter().any(|&(d, from)| d == *v && m > from)).collect();
         let mut best = vec![f64::INFINITY; candidates.len()];
         for _ in 0..ROUNDS {
             for (variant, best) in candidates.iter().zip(&mut best) {
@@ -72,6 +76,12 @@ fn measure(
                     });
                 }
                 *best = best.min(micros);
+            }
+        }
+        let fastest = best.iter().copied().fold(f64::INFINITY, f64::min);
+        for (&v, &t) in candidates.iter().zip(&best) {
+            if matches!(v, Variant::FlatGemm { .. }) && t >= DROP_AT * fastest && !dropped.iter().any(|&(d, _)| d == v) {
+                dropped.push((v, m));
             }
         }
         // The read ceiling is not measured here: percentages are left at 0.
@@ -107,6 +117,8 @@ pub fn tune(bench: &mut dyn LinearBench, req: &TuneRequest, created: String, pro
     if let Some(&(n, k)) = req.shapes.iter().find(|&&(n, k)| n == 0 || k == 0) {
         return Err(Error::InvalidArgument(format!("linear shape [N={n}, K={k}] is empty")));
     }
+    let effort = bench.effort();
+    bench.set_effort(effort.lighter());
     let mut grid = req.grid.to_vec();
     grid.sort_unstable();
     grid.dedup();
@@ -121,20 +133,20 @@ pub fn tune(bench: &mut dyn LinearBench, req: &TuneRequest, created: String, pro
             done += 1;
             progress(Progress { done, total: total.max(done), shape: (n, k) });
         };
-        let mut timings = vec![];
-        measure(bench, n, k, &grid, &mut timings, &mut tick)?;
+        let (mut timings, mut dropped) = (vec![], vec![]);
+        measure(bench, (n, k), &grid, &mut dropped, &mut timings, &mut tick)?;
         let mut entry = search::choose(&ShapeTimes::new(&timings, n, k), lin).expect("measured");
         for _ in 0..req.refine_rounds {
             let next = search::refine(&ShapeTimes::new(&timings, n, k), &entry);
             if next.is_empty() {
                 break;
             }
-            measure(bench, n, k, &next, &mut timings, &mut tick)?;
+            measure(bench, (n, k), &next, &mut dropped, &mut timings, &mut tick)?;
             entry = search::choose(&ShapeTimes::new(&timings, n, k), lin).expect("measured");
         }
         let ms = ShapeTimes::new(&timings, n, k).ms;
         let scored = if req.verify {
-            measure(bench, n, k, &ms, &mut verification, &mut tick)?;
+            measure(bench, (n, k), &ms, &mut dropped, &mut verification, &mut tick)?;
             &verification
         } else {
             &timings
@@ -148,6 +160,7 @@ pub fn tune(bench: &mut dyn LinearBench, req: &TuneRequest, created: String, pro
         table.shapes.push(entry);
         linear.extend(timings);
     }
+    bench.set_effort(effort);
     Ok(DeviceProfile { key: ProfileKey::of(&caps), created, table, linear, verification, summary })
 }
 
@@ -188,6 +201,10 @@ mod tests {
         fn max_m(&self) -> usize {
             512
         }
+        fn effort(&self) -> crate::backend::microbench::Effort {
+            crate::backend::microbench::SOFTWARE
+        }
+        fn set_effort(&mut self, _: crate::backend::microbench::Effort) {}
         fn time_linear(&mut self, n: usize, _k: usize, m: usize, variant: Variant) -> Result<f64> {
             self.calls += 1;
             let m = m as f64;

@@ -262,6 +262,15 @@ impl LinearBench for CudaLinear {
         MAX_M
     }
 
+    fn effort(&self) -> Effort {
+        self.effort
+    }
+
+    fn set_effort(&mut self, effort: Effort) {
+        self.effort = effort;
+        self.shape = None;
+    }
+
     fn time_linear(&mut self, n: usize, k: usize, m: usize, variant: Variant) -> Result<f64> {
         if m == 0 || m > MAX_M {
             return Err(Error::InvalidArgument(format!("linear kernels are timed over 1..={MAX_M} rows, not {m}")));
