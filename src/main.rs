@@ -2,6 +2,7 @@
 //! the runtime's typed errors into messages; all work happens in fdpp-runtime.
 
 mod bench;
+mod calibrate;
 mod check;
 mod inspect;
 mod progress;
@@ -44,6 +45,18 @@ enum Command {
     Bench(bench::BenchCmd),
     /// Run one model on several backends and name the first node where they disagree.
     Check(check::CheckArgs),
+    /// Choose the split-KV attention's unified max phi per layer from the scores sample
+    /// prompts produce, measure the fallback rate on held-out prompts, and store the
+    /// calibration in the cache, where `generate` uses it for the same model.
+    ///
+    /// Each prompt runs through the model once (a prefill); every layer's Q and K after RoPE
+    /// are read back and its scores s = scale * q.k computed for every (token, head, causal
+    /// key). Phi is put at the centre of the observed scores, inside the widest window
+    /// (-H, H) that f32 sums allow; a layer whose scores spread wider is marked synchronised
+    /// (decode runs the online softmax there). The fallback rate is the share of (token,
+    /// head) rows of the held prompts whose scores leave the window: rows the split-KV
+    /// kernel would recompute.
+    Calibrate(calibrate::CalibrateArgs),
     /// Print the token ids (and pieces) a model's tokenizer makes of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Fetch the default model into the cache (if it is not there) and print its path.
@@ -166,6 +179,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(cmd) => bench::command(cmd),
         Command::Check(args) => check::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Fetch => resolve_model(None).map(|p| println!("{}", p.display())),
     };
@@ -221,6 +235,9 @@ pub fn load_engine(model: Option<&Path>, opts: &EngineOptions) -> Result<Engine>
     let engine = Engine::load(model, opts, &mut |done, total| bar.count(done, total, "loading weights"))?;
     bar.finish();
     eprintln!("fdpp: backend {}", engine.backend_description());
+    if let Some(note) = engine.calibration_note() {
+        eprintln!("fdpp: note: {note}");
+    }
     if let (Some(before), Some(after)) = (before, host_memory()) {
         eprintln!(
             "fdpp: loaded in {:.2} s; host memory resident {} MB before loading the weights, {} MB after (peak {} MB)",

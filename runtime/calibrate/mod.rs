@@ -151,6 +151,9 @@ pub struct Calibration {
     pub layers: Vec<LayerCalibration>,
     /// Held rows of the layers that use the unified max, and those flagged (`None`: no prompts held).
     pub held_fallback: Option<Fallback>,
+    /// The same rows of every layer under the default phi 0 and range (-60, 60), for comparison.
+    #[serde(default)]
+    pub held_fallback_default: Option<Fallback>,
 }
 
 impl Calibration {
@@ -345,6 +348,8 @@ pub fn run(
         })
         .collect::<Vec<_>>();
     let held_fallback = (opts.held > 0).then(|| out.iter().filter_map(|l| l.held).fold(Fallback::default(), |a, b| a + b));
+    let held_fallback_default = (opts.held > 0)
+        .then(|| held.iter().map(|rows| Fallback::count(rows, UnifiedMax::default())).fold(Fallback::default(), |a, b| a + b));
     Ok(Calibration {
         fdpp_version: FDPP_VERSION.into(),
         model_identity: identity.into(),
@@ -358,6 +363,7 @@ pub fn run(
         half_width: choice::half_width(config.max_context),
         layers: out,
         held_fallback,
+        held_fallback_default,
     })
 }
 

@@ -62,7 +62,7 @@ pub fn compatible(made_by: &str) -> bool {
 /// What looking up a model's calibration found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Lookup {
-    Found(Calibration),
+    Found(Box<Calibration>),
     Missing,
     /// There is a file, but it cannot be used: why, in one line.
     Unusable(String),
@@ -87,7 +87,7 @@ pub fn lookup(cache: &Path, identity: &str, layers: usize) -> Lookup {
     if c.model_identity != identity || c.layers.len() != layers {
         return Lookup::Unusable(format!("{shown} was made for another model ({})", c.model));
     }
-    Lookup::Found(c)
+    Lookup::Found(Box::new(c))
 }
 
 /// Whether `opts` still asks for the default phi (a caller's own phi is kept).

@@ -191,6 +191,7 @@ fn a_run_on_the_cpu_covers_every_row_of_every_layer_and_measures_the_held_prompt
     let f = cal.held_fallback.unwrap();
     assert_eq!(f.rows, 2 * 20 * 4);
     assert!((0.0..=1.0).contains(&f.rate()));
+    assert_eq!(cal.held_fallback_default.map(|f| f.rows), Some(2 * 20 * 4));
     // Its lowering options: phi per layer, from this calibration.
     let opts = cal.lowering(&LoweringOptions::default());
     assert_eq!(opts.unified_max.len(), 2);
@@ -237,6 +238,7 @@ fn sample(identity: &str) -> Calibration {
         half_width: 68.0,
         layers: vec![layer(0, false), layer(1, true)],
         held_fallback: Some(Fallback { rows: 18, flagged: 1 }),
+        held_fallback_default: Some(Fallback { rows: 36, flagged: 3 }),
     }
 }
 
@@ -252,7 +254,7 @@ fn a_stored_calibration_reads_back_and_sets_the_lowering() {
     let c = sample("abc");
     let path = store::save(&cache, &c).unwrap();
     assert_eq!(path, cache.join("calibration").join("abc.json"));
-    assert_eq!(store::lookup(&cache, "abc", 2), Lookup::Found(c.clone()));
+    assert_eq!(store::lookup(&cache, "abc", 2), Lookup::Found(Box::new(c.clone())));
     let (opts, note) = store::apply_from(&cache, "abc", 2, &LoweringOptions::default());
     assert_eq!(note, None);
     assert_eq!(opts.unified_max, vec![UnifiedMax { phi: 4.25, lo: -68.0, hi: 68.0 }, UnifiedMax::default()]);
