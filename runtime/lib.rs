@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod calibrate;
 pub mod check;
 pub mod compare;
 pub mod dataflow;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataflow::{Inflections, TableSource};
 use crate::lower::caps::{BackendCaps, SplitKvLimits};
 use crate::lower::fusion::{Fusion, Stage, When};
-use crate::lower::kernel::{Params, Variant};
+use crate::lower::kernel::{Params, PhiSource, Variant};
 use crate::lower::memory::MemoryPlan;
 use crate::model::ModelConfig;
 use crate::tensor::DType;
@@ -38,8 +38,20 @@ pub enum Reason {
         #[serde(default)]
         tuned_params: bool,
     },
-    /// A decode step (every token of its own sequence): split-KV with a unified max.
-    SplitKv { sequences: usize, keys: usize, limits: SplitKvLimits },
+    /// A decode step (every token of its own sequence): split-KV with a unified max, this
+    /// layer's `phi`, from `source` (files written before phi was recorded read as the default).
+    SplitKv {
+        sequences: usize,
+        keys: usize,
+        limits: SplitKvLimits,
+        #[serde(default)]
+        phi: f32,
+        #[serde(default)]
+        source: PhiSource,
+    },
+    /// A decode step, but this layer's scores spread wider than any unified-max window covers
+    /// (as calibrated): it runs the synchronised softmax, never the unified max.
+    Synchronised { layer: usize, source: PhiSource },
     /// Tokens of one sequence attend to each other in this step (prefill).
     NotDecode { tokens: usize, sequences: usize },
     /// Prefill, and the backend's tensor-core attention is not compiled for this head size.
@@ -77,10 +89,21 @@ impl std::fmt::Display for Reason {
                 }
                 Ok(())
             }
-            Reason::SplitKv { sequences, keys, limits } => write!(
+            Reason::SplitKv { sequences, keys, limits, phi, source } => {
+                write!(
+                    f,
+                    "decode step ({sequences} sequence(s), up to {keys} keys): chunks of at least {} keys, at most {} per row; ",
+                    limits.min_chunk_keys, limits.max_chunks
+                )?;
+                match source {
+                    PhiSource::Default => write!(f, "phi {phi} ({source})"),
+                    PhiSource::Calibrated { .. } => write!(f, "phi {phi} (this layer's; phi per layer, {source})"),
+                }
+            }
+            Reason::Synchronised { layer, source } => write!(
                 f,
-                "decode step ({sequences} sequence(s), up to {keys} keys): chunks of at least {} keys, at most {} per row",
-                limits.min_chunk_keys, limits.max_chunks
+                "decode step, but layer {layer}'s scores spread wider than any unified-max window covers ({source}): \
+                 the synchronised softmax runs"
             ),
             Reason::NotDecode { tokens, sequences } => {
                 write!(f, "{tokens} tokens of {sequences} sequence(s) attend to each other (prefill)")

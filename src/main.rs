@@ -2,6 +2,7 @@
 //! the runtime's typed errors into messages; all work happens in fdpp-runtime.
 
 mod bench;
+mod calibrate;
 mod check;
 mod inspect;
 mod progress;
@@ -49,6 +50,18 @@ enum Command {
     Tune(tune::TuneArgs),
     /// Run one model on several backends and name the first node where they disagree.
     Check(check::CheckArgs),
+    /// Choose the split-KV attention's unified max phi per layer from the scores sample
+    /// prompts produce, measure the fallback rate on held-out prompts, and store the
+    /// calibration in the cache, where `generate` uses it for the same model.
+    ///
+    /// Each prompt runs through the model once (a prefill); every layer's Q and K after RoPE
+    /// are read back and its scores s = scale * q.k computed for every (token, head, causal
+    /// key). Phi is put at the centre of the observed scores, inside the widest window
+    /// (-H, H) that f32 sums allow; a layer whose scores spread wider is marked synchronised
+    /// (decode runs the online softmax there). The fallback rate is the share of (token,
+    /// head) rows of the held prompts whose scores leave the window: rows the split-KV
+    /// kernel would recompute.
+    Calibrate(calibrate::CalibrateArgs),
     /// Print the token ids (and pieces) a model's tokenizer makes of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Fetch the default model into the cache (if it is not there) and print its path.
@@ -112,7 +125,7 @@ impl DeviceArgs {
     }
 
     pub fn engine_options(&self, max_context: Option<usize>, max_seqs: usize) -> EngineOptions {
-        EngineOptions { backend: self.backend(), max_context, max_seqs, lowering: self.lowering_options() }
+        EngineOptions { backend: self.backend(), max_context, max_seqs, lowering: self.lowering_options(), ..Default::default() }
     }
 
     /// The lowering's options: the device's tuned profile unless `--builtin-table`.
@@ -182,6 +195,7 @@ fn main() -> ExitCode {
         Command::Bench(cmd) => bench::command(cmd),
         Command::Tune(args) => tune::run(args),
         Command::Check(args) => check::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Fetch => resolve_model(None).map(|p| println!("{}", p.display())),
     };
@@ -237,7 +251,7 @@ pub fn load_engine(model: Option<&Path>, opts: &EngineOptions) -> Result<Engine>
     let engine = Engine::load(model, opts, &mut |done, total| bar.count(done, total, "loading weights"))?;
     bar.finish();
     eprintln!("fdpp: backend {}", engine.backend_description());
-    for note in engine.driver().notes() {
+    for note in engine.driver().notes().iter().map(String::as_str).chain(engine.calibration_note()) {
         eprintln!("fdpp: note: {note}");
     }
     if let (Some(before), Some(after)) = (before, host_memory()) {

@@ -28,11 +28,20 @@ pub struct EngineOptions {
     /// Sequences decoded together (batch).
     pub max_seqs: usize,
     pub lowering: LoweringOptions,
+    /// Use the model's stored calibration of phi (`fdpp calibrate`) where `lowering` asks
+    /// for the default phi.
+    pub calibration: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { backend: BackendOptions::Cpu, max_context: None, max_seqs: 1, lowering: LoweringOptions::default() }
+        EngineOptions {
+            backend: BackendOptions::Cpu,
+            max_context: None,
+            max_seqs: 1,
+            lowering: LoweringOptions::default(),
+            calibration: true,
+        }
     }
 }
 
@@ -101,16 +110,24 @@ pub struct Engine {
     max_context: usize,
     /// The last prefill step and the last decode step after it.
     steps: Vec<StepTrace>,
+    /// Why no stored calibration of phi is used (missing, corrupt, stale), in one line.
+    calibration_note: Option<String>,
 }
 
 impl Engine {
     /// Builds the graph for `model`, checks its weights, opens the backend and loads them
-    /// (`progress(done, total)` per weight).
+    /// (`progress(done, total)` per weight). The model's stored calibration of phi is used
+    /// where `opts` allows (`calibration_note` says when there is none to use).
     pub fn load(model: Model, opts: &EngineOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Engine> {
         let graph = graph::llama::build(&model.config);
         let max_context = opts.max_context.unwrap_or(model.config.max_context).min(model.config.max_context);
         let capacity = Capacity { max_seqs: opts.max_seqs, max_context };
-        let driver = Driver::load(&opts.backend, graph, &opts.lowering, model.weights.as_ref(), capacity, progress)?;
+        let (lowering, calibration_note) = if opts.calibration {
+            crate::calibrate::store::apply(&model.config, model.weights.as_ref(), &opts.lowering)
+        } else {
+            (opts.lowering.clone(), None)
+        };
+        let driver = Driver::load(&opts.backend, graph, &lowering, model.weights.as_ref(), capacity, progress)?;
         Ok(Engine {
             model_description: model.describe(),
             config: model.config,
@@ -119,7 +136,14 @@ impl Engine {
             driver,
             max_context,
             steps: vec![],
+            calibration_note,
         })
+    }
+
+    /// Why the default phi runs although calibrations exist (none stored for this model,
+    /// or the stored one is corrupt or stale), in one line for the user.
+    pub fn calibration_note(&self) -> Option<&str> {
+        self.calibration_note.as_deref()
     }
 
     pub fn driver(&self) -> &Driver {

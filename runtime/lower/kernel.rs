@@ -24,6 +24,26 @@ impl Default for UnifiedMax {
     }
 }
 
+/// Where the lowering's phi came from, for the reason it records on split-KV steps.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum PhiSource {
+    /// `UnifiedMax::default()` (or values a caller gave): no calibration was found or asked for.
+    #[default]
+    Default,
+    /// `fdpp calibrate` chose phi per layer from the scores of `prompts` prompts on `date`.
+    Calibrated { prompts: usize, date: String },
+}
+
+impl std::fmt::Display for PhiSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PhiSource::Default => f.write_str("default, not calibrated: fdpp calibrate"),
+            PhiSource::Calibrated { prompts, date } => write!(f, "calibrated on {prompts} prompts on {date}"),
+        }
+    }
+}
+
 /// Attention head counts and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeadDims {

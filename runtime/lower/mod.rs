@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use caps::{BackendCaps, GeneralAttention, LinearKernels};
 use fusion::{Fusion, When};
-use kernel::{Epilogue, HeadDims, Params, Prologue, UnifiedMax, Variant};
+use kernel::{Epilogue, HeadDims, Params, PhiSource, Prologue, UnifiedMax, Variant};
 use memory::{BufferId, MemoryPlan};
 
 use crate::dataflow::{DataflowTable, LinearImpl};
@@ -144,13 +144,24 @@ pub struct LoweringOptions {
     pub fuse: bool,
     /// Phi and its safe range per layer (one value: every layer).
     pub unified_max: Vec<UnifiedMax>,
+    /// Per layer: its scores spread wider than any unified-max window covers, so its decode
+    /// steps run the synchronised softmax instead of split-KV (empty: no layer).
+    pub synchronised: Vec<bool>,
+    /// Where `unified_max` and `synchronised` came from (said in every split-KV reason).
+    pub phi_source: PhiSource,
     /// Which dataflow table decides A/B/C.
     pub table: TableChoice,
 }
 
 impl Default for LoweringOptions {
     fn default() -> Self {
-        LoweringOptions { fuse: true, unified_max: vec![UnifiedMax::default()], table: TableChoice::BuiltIn }
+        LoweringOptions {
+            fuse: true,
+            unified_max: vec![UnifiedMax::default()],
+            synchronised: vec![],
+            phi_source: PhiSource::Default,
+            table: TableChoice::BuiltIn,
+        }
     }
 }
 
@@ -167,6 +178,9 @@ pub struct Lowering {
     pub memory: MemoryPlan,
     pub templates: Vec<Template>,
     programs: Vec<Program>,
+    /// Per layer (empty: none): decode attention runs the synchronised softmax.
+    synchronised: Vec<bool>,
+    phi_source: PhiSource,
 }
 
 impl Lowering {
@@ -182,12 +196,17 @@ impl Lowering {
         if opts.unified_max.is_empty() || (opts.unified_max.len() != 1 && opts.unified_max.len() != c.num_layers) {
             return Err(Error::InvalidArgument(format!("unified max: give one value or one per layer ({})", c.num_layers)));
         }
+        if !opts.synchronised.is_empty() && opts.synchronised.len() != c.num_layers {
+            return Err(Error::InvalidArgument(format!("synchronised layers: give one flag per layer ({}) or none", c.num_layers)));
+        }
         let order = graph.topological_order()?;
         let weights = weight_layouts(&graph, &caps)?;
         let single_chunk = |n: NodeId| graph.nodes[n].op.param().is_some_and(|p| weights[p].chunks.len() == 1);
         let fusions = if opts.fuse { fusion::find(&graph, &order, &caps.fusions, &single_chunk) } else { vec![] };
         let memory = memory::plan(&graph, &order, &fusions);
-        let mut l = Lowering { graph, caps, order, weights, fusions, memory, templates: vec![], programs: vec![] };
+        let (synchronised, phi_source) = (opts.synchronised.clone(), opts.phi_source.clone());
+        let mut l =
+            Lowering { graph, caps, order, weights, fusions, memory, templates: vec![], programs: vec![], synchronised, phi_source };
         l.programs = l.order.clone().into_iter().map(|n| l.program(n, &opts.unified_max)).collect();
         Ok(l)
     }
@@ -338,8 +357,14 @@ impl Lowering {
         linear_choice(&self.caps.table, &self.caps.linear, n, k, rows)
     }
 
-    /// The attention variant of a step, and why.
-    fn attention_variant(&self, shape: &StepShape, unified: UnifiedMax, head_dim: usize) -> (Variant, Reason, Option<(usize, usize)>) {
+    /// The attention variant of a layer in a step, and why.
+    fn attention_variant(
+        &self,
+        shape: &StepShape,
+        layer: usize,
+        unified: UnifiedMax,
+        head_dim: usize,
+    ) -> (Variant, Reason, Option<(usize, usize)>) {
         let kernels = &self.caps.attention;
         let general = match kernels.general {
             GeneralAttention::Online => Variant::OnlineAttention,
@@ -358,9 +383,21 @@ impl Lowering {
         if shape.m > limits.max_rows {
             return not_split(Reason::TooManyRows { rows: shape.m, max: limits.max_rows });
         }
+        // A layer whose scores no fixed window covers would recompute most rows: the online
+        // softmax (the general kernel; the tensor-core one is a prefill kernel) runs instead.
+        if self.synchronised.get(layer).copied().unwrap_or(false) {
+            return (general, Reason::Synchronised { layer, source: self.phi_source.clone() }, None);
+        }
         let (chunks, chunk_keys) = split_kv(shape.max_keys, limits.max_chunks, limits.min_chunk_keys);
         let variant = Variant::SplitKvAttention { chunks, chunk_keys, unified };
-        (variant, Reason::SplitKv { sequences: shape.sequences, keys: chunks * chunk_keys, limits }, Some((chunks, chunk_keys)))
+        let reason = Reason::SplitKv {
+            sequences: shape.sequences,
+            keys: chunks * chunk_keys,
+            limits,
+            phi: unified.phi,
+            source: self.phi_source.clone(),
+        };
+        (variant, reason, Some((chunks, chunk_keys)))
     }
 
     /// What the step depends on beyond its shape's identity: equal keys lower equally.
@@ -420,10 +457,10 @@ impl Lowering {
                     NodeStep::Runs { launches: start..launches.len(), reason }
                 }
                 (Program::Attention { template }, None) => {
-                    let Params::Attention { unified, dims, .. } = self.templates[*template].params else {
+                    let Params::Attention { unified, dims, layer, .. } = self.templates[*template].params else {
                         unreachable!("attention template")
                     };
-                    let (variant, reason, chunking) = self.attention_variant(shape, unified, dims.head_dim);
+                    let (variant, reason, chunking) = self.attention_variant(shape, layer, unified, dims.head_dim);
                     split = split.or(chunking);
                     launches.push(Launch { template: *template, variant, rows: m });
                     NodeStep::Runs { launches: start..launches.len(), reason }

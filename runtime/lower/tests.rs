@@ -6,6 +6,7 @@ use crate::dataflow::{Inflections, ShapeTuning};
 use crate::graph::llama;
 use crate::model::ModelConfig;
 use crate::trace::NodeRecord;
+use kernel::PhiSource;
 
 /// SmolLM2-135M's shapes, two layers.
 fn config() -> ModelConfig {
@@ -234,4 +235,44 @@ fn plans_serialise_for_the_viewer() {
     assert_eq!(back, records);
     let caps: BackendCaps = serde_json::from_str(&serde_json::to_string(&l.caps).unwrap()).unwrap();
     assert_eq!(caps, l.caps);
+}
+
+#[test]
+fn a_synchronised_layer_runs_the_online_softmax_and_the_others_split_kv_with_their_calibrated_phi() {
+    let phi = UnifiedMax { phi: 5.25, lo: -68.0, hi: 68.0 };
+    let source = PhiSource::Calibrated { prompts: 12, date: "2026-01-02".into() };
+    let opts = LoweringOptions {
+        unified_max: vec![phi, UnifiedMax::default()],
+        synchronised: vec![false, true],
+        phi_source: source.clone(),
+        ..Default::default()
+    };
+    for caps in [BackendCaps::wgpu_builtin(), BackendCaps::cuda_builtin(crate::tensor::DType::F16)] {
+        let l = Lowering::new(llama::build(&config()), caps, &opts).unwrap();
+        let step = l.lower(&decode(1, 300));
+        let r = l.records(&step, None);
+        let split = record(&r, "layers.0.attn.sdpa");
+        assert!(matches!(variant(split), Variant::SplitKvAttention { unified, .. } if unified == phi), "{:?}", split.how);
+        assert!(matches!(&split.reason, Reason::SplitKv { phi: 5.25, source: s, .. } if *s == source), "{:?}", split.reason);
+        let text = split.reason.to_string();
+        assert!(text.contains("phi 5.25") && text.contains("calibrated on 12 prompts on 2026-01-02"), "{text}");
+        // The synchronised layer: the general kernel (not the tensor-core one), and why.
+        let sync = record(&r, "layers.1.attn.sdpa");
+        assert_eq!(variant(sync), Variant::OnlineAttention);
+        assert_eq!(sync.reason, Reason::Synchronised { layer: 1, source: source.clone() });
+        assert!(sync.reason.to_string().contains("layer 1's scores spread wider"), "{}", sync.reason);
+        // The step's chunking is the split-KV layer's.
+        assert!(step.split_kv.is_some());
+        // Prefill is not split-KV for either layer: unchanged.
+        let r = l.records(&l.lower(&prefill(40)), None);
+        assert!(matches!(record(&r, "layers.1.attn.sdpa").reason, Reason::NotDecode { .. } | Reason::FlashHeadDim { .. }));
+    }
+    // Without a calibration the reason says phi is the default.
+    let l = lowering(BackendCaps::wgpu_builtin());
+    let r = l.records(&l.lower(&decode(1, 300)), None);
+    let text = record(&r, "layers.1.attn.sdpa").reason.to_string();
+    assert!(text.ends_with("phi 0 (default, not calibrated: fdpp calibrate)"), "{text}");
+    // A flag per layer or none.
+    let bad = LoweringOptions { synchronised: vec![true], ..Default::default() };
+    assert!(Lowering::new(llama::build(&config()), BackendCaps::wgpu_builtin(), &bad).is_err());
 }
