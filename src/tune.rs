@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use fdpp_runtime::backend::{self, BackendKind};
 use fdpp_runtime::graph::{self, Op};
 use fdpp_runtime::model::{Model, ModelConfig};
-use fdpp_runtime::tune::profile::{self, DeviceProfile, Lookup};
+use fdpp_runtime::tune::profile::{self, DeviceProfile, Lookup, ProfileKey};
 use fdpp_runtime::tune::search::{Score, ShapeTimes};
 use fdpp_runtime::tune::{self as tuner, TuneRequest};
 use fdpp_runtime::{Error, Result};
@@ -94,25 +94,33 @@ pub fn run(args: TuneArgs) -> Result<()> {
         (None, true) => tuner::QUICK_GRID.to_vec(),
         (None, false) => tuner::GRID.to_vec(),
     };
-    let req = TuneRequest { shapes: &shapes, grid: &grid, refine_rounds: if args.quick { 0 } else { tuner::REFINE_ROUNDS }, verify: true };
     eprintln!("fdpp: tuning {} linear shapes of {what} on {} ({} weights)", shapes.len(), caps.device, caps.weight_dtype);
-    let mut bar = crate::progress::Bar::hidden();
+    let refine_rounds = if args.quick { 0 } else { tuner::REFINE_ROUNDS };
     let created = crate::bench::utc_date(SystemTime::now());
-    let (start, mut current) = (std::time::Instant::now(), None);
-    let fresh = tuner::tune(bench.as_mut(), &req, created, &mut |p| {
-        if current != Some(p.shape) {
-            eprintln!("fdpp: [N={}, K={}] ({:.0} s so far)", p.shape.0, p.shape.1, start.elapsed().as_secs_f64());
-            current = Some(p.shape);
+    let start = std::time::Instant::now();
+    // Shape by shape, each stored as soon as it is measured: an interrupted run keeps them.
+    let mut profile = match profile::lookup(&dir, &caps) {
+        Lookup::Found(old) => Some(*old),
+        _ => None,
+    };
+    for (i, &shape) in shapes.iter().enumerate() {
+        eprintln!("fdpp: [N={}, K={}] ({}/{}, {:.0} s so far)", shape.0, shape.1, i + 1, shapes.len(), start.elapsed().as_secs_f64());
+        let req = TuneRequest { shapes: &[shape], grid: &grid, refine_rounds, verify: true };
+        let mut bar = crate::progress::Bar::hidden();
+        let fresh = tuner::tune(bench.as_mut(), &req, created.clone(), &mut |p| bar.count(p.done, p.total, "timing A, B, C"))?;
+        bar.finish();
+        let merged = match profile.take() {
+            Some(old) => tuner::merge(fresh, old),
+            None => fresh,
+        };
+        if !args.dry_run {
+            profile::store(&dir, &merged)?;
         }
-        bar.count(p.done, p.total, "timing A, B, C")
-    })?;
-    bar.finish();
+        profile = Some(merged);
+    }
     eprintln!("fdpp: tuned in {:.0} s", start.elapsed().as_secs_f64());
     drop(bench);
-    let profile = match profile::lookup(&dir, &caps) {
-        Lookup::Found(old) => tuner::merge(fresh, *old),
-        _ => fresh,
-    };
+    let profile = profile.expect("a model has linear layers");
     print_profile(&profile, false);
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&profile).expect("profiles serialise");
@@ -121,7 +129,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
     if args.dry_run {
         eprintln!("fdpp: --dry-run: the profile was not stored");
     } else {
-        let path = profile::store(&dir, &profile)?;
+        let path = ProfileKey::of(&caps).path(&dir);
         eprintln!("fdpp: profile stored in {} (used by generate, bench, check and inspect on this device)", path.display());
     }
     Ok(())
