@@ -31,6 +31,9 @@ pub enum Reason {
         source: TableSource,
         /// The table gave A, but M is above the GEMV's rows: B runs.
         gemv_max_m: Option<usize>,
+        /// The table gave C, but the backend runs its GEMM from this many rows on: B runs.
+        #[serde(default)]
+        gemm_min_m: Option<usize>,
         /// The GEMV splits K over two lane groups, as it does from this K on.
         split_k_from: Option<usize>,
         /// The implementation's own parameters (B's tiling, A's split-K) are the table's for
@@ -68,7 +71,7 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::OnlyKernel => f.write_str("the backend's only kernel for this op"),
-            Reason::Dataflow { n, k, m, inflections: inf, per_shape, source, gemv_max_m, split_k_from, tuned_params } => {
+            Reason::Dataflow { n, k, m, inflections: inf, per_shape, source, gemv_max_m, gemm_min_m, split_k_from, tuned_params } => {
                 let rule = if m < &inf.m1 {
                     format!("M={m} < M1={}", inf.m1)
                 } else if m < &inf.m2 {
@@ -80,6 +83,9 @@ impl std::fmt::Display for Reason {
                 write!(f, "{rule} ({which}, {source})")?;
                 if let Some(max) = gemv_max_m {
                     write!(f, "; the GEMV holds at most {max} rows, so the flat GEMM runs")?;
+                }
+                if let Some(min) = gemm_min_m {
+                    write!(f, "; the backend runs its GEMM from {min} rows on, so the flat GEMM runs")?;
                 }
                 if let Some(from) = split_k_from {
                     write!(f, "; K={k} >= {from}: K split over two lane groups")?;
@@ -369,6 +375,7 @@ mod tests {
             per_shape: false,
             source: TableSource::Default { backend: "wgpu".into() },
             gemv_max_m: None,
+            gemm_min_m: None,
             split_k_from: None,
             tuned_params: false,
         };

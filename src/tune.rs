@@ -185,7 +185,7 @@ pub fn print_table(t: &fdpp_runtime::dataflow::DataflowTable) {
     println!("dataflow table ({}): shapes not listed use M1 = {}, M2 = {}", t.source, t.fallback.m1, t.fallback.m2);
     for s in &t.shapes {
         let tiling = s.flat.map_or("default".into(), |f| f.to_string());
-        let split = s.gemv_split_k.map_or("default".into(), |b| if b { "yes".into() } else { "no".to_string() });
+        let split = s.gemv_split_k_from.map_or("default".into(), |from| format!("from M={from}"));
         println!(
             "  [N={:>6}, K={:>6}]  A below M1 = {:<4} C from M2 = {:<4} B tile {tiling:<16} GEMV split-K {split}",
             s.n, s.k, s.inflections.m1, s.inflections.m2

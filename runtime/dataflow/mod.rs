@@ -83,13 +83,14 @@ pub struct ShapeTuning {
     pub inflections: Inflections,
     #[serde(default)]
     pub flat: Option<FlatTiling>,
+    /// From this many rows on the GEMV splits K (past its rows: never).
     #[serde(default)]
-    pub gemv_split_k: Option<bool>,
+    pub gemv_split_k_from: Option<usize>,
 }
 
 impl ShapeTuning {
     pub fn new(n: usize, k: usize, inflections: Inflections) -> Self {
-        ShapeTuning { n, k, inflections, flat: None, gemv_split_k: None }
+        ShapeTuning { n, k, inflections, flat: None, gemv_split_k_from: None }
     }
 }
 

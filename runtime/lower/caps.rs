@@ -45,6 +45,11 @@ pub struct LinearKernels {
     pub flat_tilings: Vec<FlatTiling>,
     /// The conventional GEMM's tile.
     pub gemm_tile: Tile,
+    /// Fewest rows the GEMM runs on: below, B runs where the table gives C. CUDA: C goes
+    /// through cuBLAS, which keeps a step out of its CUDA graph, so decode-sized steps (up to
+    /// the split-KV kernel's rows) do not run it.
+    #[serde(default = "one")]
+    pub gemm_min_m: usize,
 }
 
 /// Limits of a split-KV unified-max decode attention kernel.
@@ -264,6 +269,10 @@ pub mod cuda {
     }
 }
 
+fn one() -> usize {
+    1
+}
+
 fn f32_kv() -> DType {
     DType::F32
 }
@@ -298,6 +307,7 @@ impl BackendCaps {
                 gemv_split_k_min: None,
                 flat_tilings: vec![FlatTiling { tile: Tile { m: 4, n: 64 }, k_groups: 1 }],
                 gemm_tile: Tile { m: 64, n: 64 },
+                gemm_min_m: 1,
             },
             attention: AttentionKernels { split_kv: None, flash: None, general: GeneralAttention::TwoPass, max_head_dim: usize::MAX },
             fusions: FusionSupport { residual_epilogue: true, kv_write_in_rope: true, ..FusionSupport::NONE },
@@ -326,6 +336,7 @@ impl BackendCaps {
                 gemv_split_k_min: Some(wgsl::GEMV_SPLIT_K_MIN),
                 flat_tilings: wgsl::flat_tilings(),
                 gemm_tile: Tile { m: wgsl::GM, n: wgsl::GM },
+                gemm_min_m: 1,
             },
             attention: AttentionKernels {
                 split_kv: Some(SplitKvLimits {
@@ -377,6 +388,7 @@ impl BackendCaps {
                     FlatTiling { tile: tiled, k_groups: 1 }
                 }],
                 gemm_tile: if tensor_cores { Tile { m: cuda::GEMM_TILE_M, n: cuda::GEMM_TILE_N } } else { tiled },
+                gemm_min_m: if tensor_cores { cuda::SPLIT_MAX_M + 1 } else { 1 },
             },
             attention: AttentionKernels {
                 split_kv: Some(SplitKvLimits {

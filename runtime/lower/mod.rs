@@ -537,13 +537,18 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
         imp = LinearImpl::FlatGemm;
         gemv_max_m = Some(lin.gemv_max_m);
     }
+    let mut gemm_min_m = None;
+    if imp == LinearImpl::Gemm && rows < lin.gemm_min_m {
+        imp = LinearImpl::FlatGemm;
+        gemm_min_m = Some(lin.gemm_min_m);
+    }
     let mut split_k_from = None;
     let mut tuned_params = false;
     let variant = match imp {
-        LinearImpl::Gemv => match (entry.and_then(|e| e.gemv_split_k), lin.gemv_split_k_min) {
-            (Some(split_k), Some(_)) => {
+        LinearImpl::Gemv => match (entry.and_then(|e| e.gemv_split_k_from), lin.gemv_split_k_min) {
+            (Some(from), Some(_)) => {
                 tuned_params = true;
-                Variant::Gemv { split_k }
+                Variant::Gemv { split_k: rows >= from }
             }
             (_, min) => {
                 split_k_from = min.filter(|&min| k >= min);
@@ -558,7 +563,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
         LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
     };
     let source = table.source.clone();
-    let reason = Reason::Dataflow { n, k, m: rows, inflections, per_shape, source, gemv_max_m, split_k_from, tuned_params };
+    let reason = Reason::Dataflow { n, k, m: rows, inflections, per_shape, source, gemv_max_m, gemm_min_m, split_k_from, tuned_params };
     (variant, reason)
 }
 

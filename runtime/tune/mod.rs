@@ -47,8 +47,8 @@ pub struct Progress {
 /// Times every candidate at every M of `ms` (ascending) on [n, k], appending to `out`:
 /// `ROUNDS` rounds over all candidates, each keeping its fastest round, so a burst of other
 /// work on the machine lands on every candidate alike and is then dropped. A flat GEMM
-/// tiling `DROP_AT` times slower than the fastest variant at some M is not timed at larger
-/// M (`dropped`: from which M on), where it only falls further behind.
+/// tiling `DROP_AT` times slower than the fastest variant at some M past the GEMV's rows is
+/// not timed at larger M (`dropped`: from which M on), where it only falls further behind.
 fn measure(
     bench: &mut dyn LinearBench,
     (n, k): (usize, usize),
@@ -80,7 +80,9 @@ fn measure(
         }
         let fastest = best.iter().copied().fold(f64::INFINITY, f64::min);
         for (&v, &t) in candidates.iter().zip(&best) {
-            if matches!(v, Variant::FlatGemm { .. }) && t >= DROP_AT * fastest && !dropped.iter().any(|&(d, _)| d == v) {
+            // Past the GEMV's rows only: below, A's lead says nothing about B against C.
+            let past_gemv = m > lin.gemv_max_m;
+            if past_gemv && matches!(v, Variant::FlatGemm { .. }) && t >= DROP_AT * fastest && !dropped.iter().any(|&(d, _)| d == v) {
                 dropped.push((v, m));
             }
         }
@@ -238,7 +240,8 @@ mod tests {
             // B vs C: 20 + m = 100 + m / 4 at m = 106.7 (B's best tiling): refined to 107.
             assert_eq!(s.inflections.m2, 107, "{n}");
             assert_eq!(s.flat.unwrap().tile.n <= 8, n < 1000, "{n}");
-            assert_eq!(s.gemv_split_k, Some(false));
+            // Split-K costs 1 us at every M: never (from past the GEMV's 8 rows).
+            assert_eq!(s.gemv_split_k_from, Some(9));
         }
         for s in &p.summary {
             assert_eq!(s.tuned.within_5pct, s.tuned.points, "{s:?}");

@@ -6,9 +6,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::microbench::LinearTiming;
-use crate::dataflow::{FlatTiling, Inflections, LinearImpl, ShapeTuning};
+use crate::dataflow::{DataflowTable, FlatTiling, Inflections, LinearImpl, ShapeTuning};
 use crate::lower::caps::LinearKernels;
 use crate::lower::kernel::Variant;
+use crate::lower::linear_choice;
 
 /// The measurements of one [N, K]: every variant timed at every M measured.
 pub struct ShapeTimes<'a> {
@@ -40,13 +41,14 @@ impl<'a> ShapeTimes<'a> {
 }
 
 /// Of `options`, the one whose times at `ms` add up to the least, each relative to the best
-/// option there (so large M does not outweigh small); the first on ties.
-fn least_relative<T: Copy>(times: &ShapeTimes, ms: &[usize], options: &[T], variant: impl Fn(T) -> Variant) -> Option<T> {
+/// option there (so large M does not outweigh small); the first on ties. `variant(o, m)` is
+/// what option `o` runs at `m`.
+fn least_relative<T: Copy>(times: &ShapeTimes, ms: &[usize], options: &[T], variant: impl Fn(T, usize) -> Variant) -> Option<T> {
     let score = |o: T| -> f64 {
         ms.iter()
             .map(|&m| {
-                let best = options.iter().filter_map(|&p| times.time(m, variant(p))).fold(f64::INFINITY, f64::min);
-                times.time(m, variant(o)).map_or(f64::INFINITY, |t| t / best)
+                let best = options.iter().filter_map(|&p| times.time(m, variant(p, m))).fold(f64::INFINITY, f64::min);
+                times.time(m, variant(o, m)).map_or(f64::INFINITY, |t| t / best)
             })
             .sum()
     };
@@ -60,21 +62,11 @@ fn least_relative<T: Copy>(times: &ShapeTimes, ms: &[usize], options: &[T], vari
     best.map(|(o, _)| o)
 }
 
-/// Which implementation the thresholds give at `m` (A only up to the GEMV's rows).
-fn implementation(inf: Inflections, m: usize, gemv_max_m: usize) -> LinearImpl {
-    if m < inf.m1 && m <= gemv_max_m {
-        LinearImpl::Gemv
-    } else if m < inf.m2 {
-        LinearImpl::FlatGemm
-    } else {
-        LinearImpl::Gemm
-    }
-}
-
-/// The table entry for one shape: A's split-K and B's tiling, each the best where its
-/// implementation wins (or everywhere it was measured, if it wins nowhere), then the M1, M2
-/// that lose least against the fastest variant summed over the grid. M1 and M2 fall on
-/// measured Ms; past the last one C is assumed (prefill's many rows).
+/// The table entry for one shape: A's split-K (from which M on) and B's tiling, each the
+/// best where its implementation wins (or everywhere it was measured, if it wins nowhere),
+/// then the M1, M2 that lose least against the fastest variant summed over the grid, each
+/// candidate judged by what the lowering would run with it (`lower::linear_choice`). M1
+/// and M2 fall on measured Ms; past the last one C is assumed (prefill's many rows).
 pub fn choose(times: &ShapeTimes, lin: &LinearKernels) -> Option<ShapeTuning> {
     let ms = &times.ms;
     let last = *ms.last()?;
@@ -83,27 +75,22 @@ pub fn choose(times: &ShapeTimes, lin: &LinearKernels) -> Option<ShapeTuning> {
     let measured = |variant: Variant| -> Vec<usize> { ms.iter().copied().filter(|&m| times.time(m, variant).is_some()).collect() };
     let or_measured = |w: Vec<usize>, v: Variant| if w.is_empty() { measured(v) } else { w };
 
-    let split_options: Vec<bool> = if lin.gemv_split_k_min.is_some() { vec![false, true] } else { vec![false] };
+    // Split-K from M = t on (t past the GEMV's rows: never); the fewest splits on ties.
     let gemv_ms = or_measured(wins(LinearImpl::Gemv), Variant::Gemv { split_k: false });
-    let split_k = least_relative(times, &gemv_ms, &split_options, |split_k| Variant::Gemv { split_k });
+    let split_from = lin.gemv_split_k_min.and_then(|_| {
+        let options: Vec<usize> = (1..=lin.gemv_max_m + 1).rev().collect();
+        least_relative(times, &gemv_ms, &options, |from, m| Variant::Gemv { split_k: m >= from })
+    });
     let flat_ms = or_measured(wins(LinearImpl::FlatGemm), Variant::FlatGemm { tiling: lin.flat_tilings[0] });
-    let tiling: FlatTiling = least_relative(times, &flat_ms, &lin.flat_tilings, |tiling| Variant::FlatGemm { tiling })?;
+    let tiling: FlatTiling = least_relative(times, &flat_ms, &lin.flat_tilings, |tiling, _| Variant::FlatGemm { tiling })?;
 
-    let a = split_k.map(|split_k| Variant::Gemv { split_k });
-    let b = Variant::FlatGemm { tiling };
-    let c = Variant::Gemm { tile: lin.gemm_tile };
-    let cost = |inf: Inflections| -> f64 {
+    let entry = |inflections| ShapeTuning { n: times.n, k: times.k, inflections, flat: Some(tiling), gemv_split_k_from: split_from };
+    let cost = |inflections: Inflections| -> f64 {
+        let table = DataflowTable { shapes: vec![entry(inflections)], ..DataflowTable::cpu_default() };
         ms.iter()
-            .map(|&m| {
-                let v = match implementation(inf, m, lin.gemv_max_m) {
-                    LinearImpl::Gemv => a,
-                    LinearImpl::FlatGemm => Some(b),
-                    LinearImpl::Gemm => Some(c),
-                };
-                match (v.and_then(|v| times.time(m, v)), times.fastest(m)) {
-                    (Some(t), Some((_, best))) => t / best,
-                    _ => f64::INFINITY,
-                }
+            .map(|&m| match (times.time(m, linear_choice(&table, lin, times.n, times.k, m).0), times.fastest(m)) {
+                (Some(t), Some((_, best))) => t / best,
+                _ => f64::INFINITY,
             })
             .sum()
     };
@@ -118,8 +105,7 @@ pub fn choose(times: &ShapeTimes, lin: &LinearKernels) -> Option<ShapeTuning> {
             }
         }
     }
-    let (inflections, _) = best?;
-    Some(ShapeTuning { n: times.n, k: times.k, inflections, flat: Some(tiling), gemv_split_k: split_k.filter(|_| split_options.len() > 1) })
+    Some(entry(best?.0))
 }
 
 /// Ms to measure next: the middle of the gap below each threshold of `entry` (between the
@@ -201,7 +187,8 @@ mod tests {
         let times = ShapeTimes::new(&all, 576, 4096);
         let e = choose(&times, &lin).unwrap();
         assert_eq!(e.flat, Some(lin.flat_tilings[2]));
-        assert_eq!(e.gemv_split_k, Some(true));
+        // Split-K is 10% faster at every M here (K = 4096): from the first row on.
+        assert_eq!(e.gemv_split_k_from, Some(1));
         let a = |m: f64| 0.9 * (10.0 + 4.0 * m);
         let b = |m: f64| 14.0 + m;
         let c = |m: f64| 40.0 + m / 8.0;
