@@ -47,8 +47,9 @@ pub struct Progress {
 /// Times every candidate at every M of `ms` (ascending) on [n, k], appending to `out`:
 /// `ROUNDS` rounds over all candidates, each keeping its fastest round, so a burst of other
 /// work on the machine lands on every candidate alike and is then dropped. A flat GEMM
-/// tiling `DROP_AT` times slower than the fastest variant at some M past the GEMV's rows is
-/// not timed at larger M (`dropped`: from which M on), where it only falls further behind.
+/// tiling `DROP_AT` times slower than the fastest variant at some M where only B and C may
+/// run is not timed at larger M (`dropped`: from which M on), where it only falls further
+/// behind.
 fn measure(
     bench: &mut dyn LinearBench,
     (n, k): (usize, usize),
@@ -80,9 +81,10 @@ fn measure(
         }
         let fastest = best.iter().copied().fold(f64::INFINITY, f64::min);
         for (&v, &t) in candidates.iter().zip(&best) {
-            // Past the GEMV's rows only: below, A's lead says nothing about B against C.
-            let past_gemv = m > lin.gemv_max_m;
-            if past_gemv && matches!(v, Variant::FlatGemm { .. }) && t >= DROP_AT * fastest && !dropped.iter().any(|&(d, _)| d == v) {
+            // Only where C may run and A may not: below, the lowering may need B whatever
+            // its lead (A's rows end, or the backend's GEMM has not begun).
+            let c_rows = m > lin.gemv_max_m && m >= lin.gemm_min_m;
+            if c_rows && matches!(v, Variant::FlatGemm { .. }) && t >= DROP_AT * fastest && !dropped.iter().any(|&(d, _)| d == v) {
                 dropped.push((v, m));
             }
         }
@@ -137,14 +139,19 @@ pub fn tune(bench: &mut dyn LinearBench, req: &TuneRequest, created: String, pro
         };
         let (mut timings, mut dropped) = (vec![], vec![]);
         measure(bench, (n, k), &grid, &mut dropped, &mut timings, &mut tick)?;
-        let mut entry = search::choose(&ShapeTimes::new(&timings, n, k), lin).expect("measured");
+        let unchosen = || Error::Backend {
+            backend: caps.backend.to_string(),
+            op: "tuning".into(),
+            reason: format!("no table entry fits the timings of [{n}, {k}] (a variant the lowering may run was not timed)"),
+        };
+        let mut entry = search::choose(&ShapeTimes::new(&timings, n, k), lin).ok_or_else(unchosen)?;
         for _ in 0..req.refine_rounds {
             let next = search::refine(&ShapeTimes::new(&timings, n, k), &entry);
             if next.is_empty() {
                 break;
             }
             measure(bench, (n, k), &next, &mut dropped, &mut timings, &mut tick)?;
-            entry = search::choose(&ShapeTimes::new(&timings, n, k), lin).expect("measured");
+            entry = search::choose(&ShapeTimes::new(&timings, n, k), lin).ok_or_else(unchosen)?;
         }
         let ms = ShapeTimes::new(&timings, n, k).ms;
         let scored = if req.verify {
@@ -251,6 +258,45 @@ mod tests {
         }
         // The measurements are kept for the viewer; the second pass too.
         assert!(p.linear.len() >= 2 * GRID.len() && p.verification.len() == p.linear.len());
+    }
+
+    /// C fastest at every M, B far behind: where the backend's GEMM starts late (CUDA's
+    /// cuBLAS from 65 rows), B must still be timed up to there, and is what runs below it.
+    #[test]
+    fn b_is_timed_wherever_the_lowering_may_need_it() {
+        struct CFirst(BackendCaps);
+        impl LinearBench for CFirst {
+            fn caps(&self) -> &BackendCaps {
+                &self.0
+            }
+            fn max_m(&self) -> usize {
+                512
+            }
+            fn effort(&self) -> crate::backend::microbench::Effort {
+                crate::backend::microbench::SOFTWARE
+            }
+            fn set_effort(&mut self, _: crate::backend::microbench::Effort) {}
+            fn time_linear(&mut self, _: usize, _: usize, m: usize, v: Variant) -> Result<f64> {
+                Ok(match v {
+                    Variant::Gemm { .. } => 10.0,
+                    Variant::Gemv { .. } => 40.0 + m as f64,
+                    _ => 30.0 + 2.0 * m as f64,
+                })
+            }
+        }
+        let caps = BackendCaps::cuda_builtin(crate::tensor::DType::F16);
+        let min = caps.linear.gemm_min_m;
+        assert!(min > 8);
+        let mut bench = CFirst(caps.clone());
+        let req = TuneRequest { shapes: &[(49152, 576)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true };
+        let p = tune(&mut bench, &req, String::new(), &mut |_| {}).unwrap();
+        let table = &p.table;
+        for m in [1, 8, 9, min - 1] {
+            assert!(matches!(linear_choice(table, &caps.linear, 49152, 576, m).0, Variant::FlatGemm { .. }), "M={m}: {table:?}");
+        }
+        assert!(matches!(linear_choice(table, &caps.linear, 49152, 576, min).0, Variant::Gemm { .. }));
+        // B was timed up to there, so every point scores.
+        assert_eq!(p.summary[0].tuned.points, ShapeTimes::new(&p.verification, 49152, 576).ms.len());
     }
 
     #[test]
