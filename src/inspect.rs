@@ -48,11 +48,11 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if args.m.contains(&0) {
         return Err(Error::InvalidArgument("--m values must be at least 1".into()));
     }
-    let (config, model): (fdpp_runtime::model::ModelConfig, String) = match args.shape {
-        Some(shape) => (shape.config(), format!("{} shapes", shape.name())),
+    let (config, model, loaded): (fdpp_runtime::model::ModelConfig, String, Option<Model>) = match args.shape {
+        Some(shape) => (shape.config(), format!("{} shapes", shape.name()), None),
         None => {
             let m = Model::load(crate::resolve_model(args.model.as_deref())?)?;
-            (m.config.clone(), m.describe())
+            (m.config.clone(), m.describe(), Some(m))
         }
     };
     let opts = args.device.backend();
@@ -86,7 +86,17 @@ pub fn run(args: InspectArgs) -> Result<()> {
         table = tuned.map_or(TableChoice::BuiltIn, TableChoice::Given);
     }
     let tuned = matches!(table, TableChoice::Given(_));
-    let lowering = Lowering::new(graph::llama::build(&config), caps, &LoweringOptions { table, ..Default::default() })?;
+    let mut opts = LoweringOptions { table, ..Default::default() };
+    // The model's stored calibration of phi, as generate would use it (a file's model only:
+    // --shape has no weights to identify it by).
+    if let Some(m) = &loaded {
+        let (calibrated, note) = fdpp_runtime::calibrate::store::apply(&m.config, m.weights.as_ref(), &opts);
+        if let Some(note) = note {
+            eprintln!("fdpp: note: {note}");
+        }
+        opts = calibrated;
+    }
+    let lowering = Lowering::new(graph::llama::build(&config), caps, &opts)?;
     let caps = &lowering.caps;
     println!("model:   {model}");
     for note in &config_notes {
