@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use fdpp_runtime::backend::{self, BackendKind};
 use fdpp_runtime::graph::{self, Op};
 use fdpp_runtime::model::{Model, ModelConfig};
-use fdpp_runtime::tune::profile::{self, DeviceProfile, Lookup, ProfileKey};
+use fdpp_runtime::tune::profile::{self, DeviceProfile, Lookup};
 use fdpp_runtime::tune::search::{Score, ShapeTimes};
 use fdpp_runtime::tune::{self as tuner, TuneRequest};
 use fdpp_runtime::{Error, Result};
@@ -103,6 +103,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         Lookup::Found(old) => Some(*old),
         _ => None,
     };
+    let mut stored = None;
     for (i, &shape) in shapes.iter().enumerate() {
         eprintln!("fdpp: [N={}, K={}] ({}/{}, {:.0} s so far)", shape.0, shape.1, i + 1, shapes.len(), start.elapsed().as_secs_f64());
         let req = TuneRequest { shapes: &[shape], grid: &grid, refine_rounds, verify: true };
@@ -114,7 +115,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
             None => fresh,
         };
         if !args.dry_run {
-            profile::store(&dir, &merged)?;
+            stored = Some(profile::store(&dir, &merged)?);
         }
         profile = Some(merged);
     }
@@ -126,11 +127,9 @@ pub fn run(args: TuneArgs) -> Result<()> {
         let text = serde_json::to_string_pretty(&profile).expect("profiles serialise");
         std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
     }
-    if args.dry_run {
-        eprintln!("fdpp: --dry-run: the profile was not stored");
-    } else {
-        let path = ProfileKey::of(&caps).path(&dir);
-        eprintln!("fdpp: profile stored in {} (used by generate, bench, check and inspect on this device)", path.display());
+    match stored {
+        Some(path) => eprintln!("fdpp: profile stored in {} (used by generate, bench, check and inspect on this device)", path.display()),
+        None => eprintln!("fdpp: --dry-run: the profile was not stored"),
     }
     Ok(())
 }

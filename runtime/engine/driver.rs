@@ -63,18 +63,15 @@ impl Driver {
         }
         graph.check_weights(weights)?;
         let device = backend::open(backend)?;
-        let mut notes = vec![];
-        let resolved;
-        let lowering = match &lowering.table {
+        let (table, notes) = match &lowering.table {
             TableChoice::DeviceProfile => {
                 let (table, note) = crate::tune::profile::tuned_table(device.caps());
-                notes.extend(note);
-                resolved = LoweringOptions { table: table.map_or(TableChoice::BuiltIn, TableChoice::Given), ..lowering.clone() };
-                &resolved
+                (table.map_or(TableChoice::BuiltIn, TableChoice::Given), note.into_iter().collect())
             }
-            _ => lowering,
+            given => (given.clone(), vec![]),
         };
-        let lowering = Arc::new(Lowering::new(graph, device.caps().clone(), lowering)?);
+        let opts = LoweringOptions { table, ..lowering.clone() };
+        let lowering = Arc::new(Lowering::new(graph, device.caps().clone(), &opts)?);
         let exec = device.load(Arc::clone(&lowering), weights, capacity, progress)?;
         Ok(Driver { lowering, exec, capacity, steps: HashMap::new(), profiling: false, last: None, timing: StepTiming::default(), notes })
     }

@@ -197,10 +197,17 @@ mod tests {
     use super::*;
     use crate::lower::caps::BackendCaps;
 
-    /// A device whose kernels cost what a formula says: B's best tiling depends on N.
+    /// A device whose kernels cost what `cost(n, m, variant)` says.
     struct Formula {
         caps: BackendCaps,
+        cost: fn(usize, f64, Variant) -> f64,
         calls: usize,
+    }
+
+    impl Formula {
+        fn new(caps: BackendCaps, cost: fn(usize, f64, Variant) -> f64) -> Formula {
+            Formula { caps, cost, calls: 0 }
+        }
     }
 
     impl LinearBench for Formula {
@@ -216,22 +223,26 @@ mod tests {
         fn set_effort(&mut self, _: crate::backend::microbench::Effort) {}
         fn time_linear(&mut self, n: usize, _k: usize, m: usize, variant: Variant) -> Result<f64> {
             self.calls += 1;
-            let m = m as f64;
-            Ok(match variant {
-                Variant::Gemv { split_k } => 10.0 + 5.0 * m + if split_k { 1.0 } else { 0.0 },
-                Variant::FlatGemm { tiling } => {
-                    let narrow = tiling.tile.n <= 8;
-                    20.0 + m * if narrow == (n < 1000) { 1.0 } else { 1.5 }
-                }
-                _ => 100.0 + m / 4.0,
-            })
+            Ok((self.cost)(n, m as f64, variant))
+        }
+    }
+
+    /// B's best tiling depends on N.
+    fn crossing(n: usize, m: f64, variant: Variant) -> f64 {
+        match variant {
+            Variant::Gemv { split_k } => 10.0 + 5.0 * m + if split_k { 1.0 } else { 0.0 },
+            Variant::FlatGemm { tiling } => {
+                let narrow = tiling.tile.n <= 8;
+                20.0 + m * if narrow == (n < 1000) { 1.0 } else { 1.5 }
+            }
+            _ => 100.0 + m / 4.0,
         }
     }
 
     #[test]
     fn tuning_finds_the_crossings_and_beats_every_static_choice() {
         let caps = BackendCaps { device: "formula".into(), ..BackendCaps::wgpu_builtin() };
-        let mut bench = Formula { caps: caps.clone(), calls: 0 };
+        let mut bench = Formula::new(caps.clone(), crossing);
         let req = TuneRequest { shapes: &[(576, 576), (4096, 4096)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true };
         let mut last = 0;
         let p = tune(&mut bench, &req, "now".into(), &mut |pr| {
@@ -264,30 +275,15 @@ mod tests {
     /// cuBLAS from 65 rows), B must still be timed up to there, and is what runs below it.
     #[test]
     fn b_is_timed_wherever_the_lowering_may_need_it() {
-        struct CFirst(BackendCaps);
-        impl LinearBench for CFirst {
-            fn caps(&self) -> &BackendCaps {
-                &self.0
-            }
-            fn max_m(&self) -> usize {
-                512
-            }
-            fn effort(&self) -> crate::backend::microbench::Effort {
-                crate::backend::microbench::SOFTWARE
-            }
-            fn set_effort(&mut self, _: crate::backend::microbench::Effort) {}
-            fn time_linear(&mut self, _: usize, _: usize, m: usize, v: Variant) -> Result<f64> {
-                Ok(match v {
-                    Variant::Gemm { .. } => 10.0,
-                    Variant::Gemv { .. } => 40.0 + m as f64,
-                    _ => 30.0 + 2.0 * m as f64,
-                })
-            }
-        }
         let caps = BackendCaps::cuda_builtin(crate::tensor::DType::F16);
         let min = caps.linear.gemm_min_m;
         assert!(min > 8);
-        let mut bench = CFirst(caps.clone());
+        let c_first = |_: usize, m: f64, v: Variant| match v {
+            Variant::Gemm { .. } => 10.0,
+            Variant::Gemv { .. } => 40.0 + m,
+            _ => 30.0 + 2.0 * m,
+        };
+        let mut bench = Formula::new(caps.clone(), c_first);
         let req = TuneRequest { shapes: &[(49152, 576)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true };
         let p = tune(&mut bench, &req, String::new(), &mut |_| {}).unwrap();
         let table = &p.table;
@@ -302,7 +298,7 @@ mod tests {
     #[test]
     fn a_retune_of_one_shape_keeps_the_others() {
         let caps = BackendCaps { device: "formula".into(), ..BackendCaps::wgpu_builtin() };
-        let mut bench = Formula { caps, calls: 0 };
+        let mut bench = Formula::new(caps, crossing);
         let req = |shapes| TuneRequest { shapes, grid: QUICK_GRID, refine_rounds: 0, verify: false };
         let a = tune(&mut bench, &req(&[(576, 576), (960, 576)]), "a".into(), &mut |_| {}).unwrap();
         let b = tune(&mut bench, &req(&[(960, 576), (64, 64)]), "b".into(), &mut |_| {}).unwrap();
@@ -315,7 +311,7 @@ mod tests {
 
     #[test]
     fn bad_grids_are_refused() {
-        let mut bench = Formula { caps: BackendCaps::wgpu_builtin(), calls: 0 };
+        let mut bench = Formula::new(BackendCaps::wgpu_builtin(), crossing);
         for grid in [&[][..], &[0, 1], &[1, 513]] {
             let req = TuneRequest { shapes: &[(8, 8)], grid, refine_rounds: 0, verify: false };
             assert!(matches!(tune(&mut bench, &req, String::new(), &mut |_| {}), Err(Error::InvalidArgument(_))));
