@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataflow::{Inflections, TableSource};
+use crate::dataflow::{Inflections, SecondTiling, TableSource};
 use crate::lower::caps::{BackendCaps, SplitKvLimits};
 use crate::lower::fusion::{Fusion, Stage, When};
 use crate::lower::kernel::{Params, PhiSource, Variant};
@@ -40,6 +40,10 @@ pub enum Reason {
         /// this shape, not the backend's defaults.
         #[serde(default)]
         tuned_params: bool,
+        /// B runs, and the table's entry names a second tiling for this shape from some M
+        /// on: the variant's tiling is that one from there, the first below.
+        #[serde(default)]
+        flat_second: Option<SecondTiling>,
     },
     /// A decode step (every token of its own sequence): split-KV with a unified max, this
     /// layer's `phi`, from `source` (files written before phi was recorded read as the default).
@@ -71,7 +75,19 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::OnlyKernel => f.write_str("the backend's only kernel for this op"),
-            Reason::Dataflow { n, k, m, inflections: inf, per_shape, source, gemv_max_m, gemm_min_m, split_k_from, tuned_params } => {
+            Reason::Dataflow {
+                n,
+                k,
+                m,
+                inflections: inf,
+                per_shape,
+                source,
+                gemv_max_m,
+                gemm_min_m,
+                split_k_from,
+                tuned_params,
+                flat_second,
+            } => {
                 let rule = if m < &inf.m1 {
                     format!("M={m} < M1={}", inf.m1)
                 } else if m < &inf.m2 {
@@ -92,6 +108,11 @@ impl std::fmt::Display for Reason {
                 }
                 if *tuned_params {
                     write!(f, "; its parameters measured fastest for this shape")?;
+                }
+                match flat_second {
+                    Some(s) if m >= &s.from_m => write!(f, "; M={m} >= {}: B's second tiling for this shape, {}", s.from_m, s.tiling)?,
+                    Some(s) => write!(f, "; B's first tiling below M={} (its second, {}, from there)", s.from_m, s.tiling)?,
+                    None => {}
                 }
                 Ok(())
             }
@@ -378,8 +399,22 @@ mod tests {
             gemm_min_m: None,
             split_k_from: None,
             tuned_params: false,
+            flat_second: None,
         };
         assert_eq!(r.to_string(), "M1=2 <= M=12 < M2=65 (fallback for [N=960, K=576], wgpu defaults)");
+        // A shape with a second B tiling says which one runs at this M, and from where.
+        let tiling = crate::dataflow::FlatTiling { tile: crate::dataflow::Tile { m: 8, n: 32 }, k_groups: 1 };
+        let mut two = r.clone();
+        let Reason::Dataflow { per_shape, tuned_params, flat_second, .. } = &mut two else { unreachable!() };
+        (*per_shape, *tuned_params, *flat_second) = (true, true, Some(SecondTiling { from_m: 64, tiling }));
+        assert_eq!(
+            two.to_string(),
+            "M1=2 <= M=12 < M2=65 ([N=960, K=576], wgpu defaults); its parameters measured fastest for this shape; \
+             B's first tiling below M=64 (its second, 8x32, from there)"
+        );
+        let Reason::Dataflow { m, .. } = &mut two else { unreachable!() };
+        *m = 64;
+        assert!(two.to_string().ends_with("shape; M=64 >= 64: B's second tiling for this shape, 8x32"), "{two}");
         let f = Reason::Fused { into: "layers.0.attn.qkv".into(), stage: Stage::Prologue, when: When::GemvSteps };
         assert_eq!(f.to_string(), "done in the prologue of layers.0.attn.qkv (on GEMV steps)");
     }

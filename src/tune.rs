@@ -135,8 +135,9 @@ pub fn run(args: TuneArgs) -> Result<()> {
 }
 
 fn pct(s: &Score) -> String {
+    let runnable = s.within_5pct_of_runnable.map_or("-".into(), |n| n.to_string());
     format!(
-        "{:>5.1}% mean, {:>6.1}% worst (M={:<3}), {:>3}/{:<3} within 5%",
+        "{:>5.1}% mean, {:>6.1}% worst (M={:<3}), {:>3}/{:<3} within 5% ({runnable:>3} of what may run)",
         s.mean_loss_pct, s.worst_loss_pct, s.worst_m, s.within_5pct, s.points
     )
 }
@@ -148,7 +149,7 @@ pub fn print_profile(p: &DeviceProfile, curves: bool) {
         p.key.backend, p.key.weights, p.key.device, p.key.driver, p.key.fdpp, p.created
     );
     print_table(&p.table);
-    let (mut points, mut within) = (0, 0);
+    let (mut points, mut within, mut within_runnable) = (0, 0, Some(0));
     for s in &p.summary {
         println!("\n[N={}, K={}]: loss against the fastest variant measured at each M", s.n, s.k);
         println!("  {:<34} {}", "tuned", pct(&s.tuned));
@@ -157,9 +158,17 @@ pub fn print_profile(p: &DeviceProfile, curves: bool) {
         }
         points += s.tuned.points;
         within += s.tuned.within_5pct;
+        within_runnable = within_runnable.zip(s.tuned.within_5pct_of_runnable).map(|(a, b)| a + b);
     }
     if points > 0 {
-        println!("\ntuned choice within 5% of the fastest at {within} of {points} points ({:.1}%)", 100.0 * within as f64 / points as f64);
+        let share = |n: usize| 100.0 * n as f64 / points as f64;
+        println!("\ntuned choice within 5% of the fastest at {within} of {points} points ({:.1}%)", share(within));
+        match within_runnable {
+            Some(n) => {
+                println!("tuned choice within 5% of the fastest variant the lowering may run at {n} of {points} points ({:.1}%)", share(n))
+            }
+            None => println!("(this profile predates the count against the variants the lowering may run)"),
+        }
     }
     if curves {
         let timings = if p.verification.is_empty() { &p.linear } else { &p.verification };
@@ -183,7 +192,10 @@ pub fn print_profile(p: &DeviceProfile, curves: bool) {
 pub fn print_table(t: &fdpp_runtime::dataflow::DataflowTable) {
     println!("dataflow table ({}): shapes not listed use M1 = {}, M2 = {}", t.source, t.fallback.m1, t.fallback.m2);
     for s in &t.shapes {
-        let tiling = s.flat.map_or("default".into(), |f| f.to_string());
+        let mut tiling = s.flat.map_or("default".into(), |f| f.to_string());
+        if let Some(second) = s.flat_second {
+            tiling += &format!(", {} from M={}", second.tiling, second.from_m);
+        }
         let split = s.gemv_split_k_from.map_or("default".into(), |from| format!("from M={from}"));
         println!(
             "  [N={:>6}, K={:>6}]  A below M1 = {:<4} C from M2 = {:<4} B tile {tiling:<16} GEMV split-K {split}",

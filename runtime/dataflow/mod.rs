@@ -74,6 +74,14 @@ impl std::fmt::Display for FlatTiling {
     }
 }
 
+/// B's second tiling on one shape: from `from_m` rows on it runs in place of the entry's
+/// first (`ShapeTuning::flat`), where another tiling wins at large M.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondTiling {
+    pub from_m: usize,
+    pub tiling: FlatTiling,
+}
+
 /// What the table says about one [N, K]: its inflection points, and the parameters of A and
 /// B measured fastest for it (absent: the backend's defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +91,10 @@ pub struct ShapeTuning {
     pub inflections: Inflections,
     #[serde(default)]
     pub flat: Option<FlatTiling>,
+    /// B's tiling from some M on, where it differs from `flat` there (profiles written
+    /// before there was one read as none).
+    #[serde(default)]
+    pub flat_second: Option<SecondTiling>,
     /// From this many rows on the GEMV splits K (past its rows: never).
     #[serde(default)]
     pub gemv_split_k_from: Option<usize>,
@@ -90,7 +102,7 @@ pub struct ShapeTuning {
 
 impl ShapeTuning {
     pub fn new(n: usize, k: usize, inflections: Inflections) -> Self {
-        ShapeTuning { n, k, inflections, flat: None, gemv_split_k_from: None }
+        ShapeTuning { n, k, inflections, flat: None, flat_second: None, gemv_split_k_from: None }
     }
 }
 
@@ -182,5 +194,9 @@ mod tests {
         // The table survives JSON (the plan and the tuner's profile hold it).
         let back: DataflowTable = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
         assert_eq!(back, t);
+        // An entry written before B had a second tiling reads as having none.
+        let old = r#"{"n": 960, "k": 576, "inflections": {"m1": 4, "m2": 16}, "flat": {"tile": {"m": 8, "n": 16}, "k_groups": 1}}"#;
+        let old: ShapeTuning = serde_json::from_str(old).unwrap();
+        assert_eq!((old.flat.map(|f| f.tile.n), old.flat_second), (Some(16), None));
     }
 }

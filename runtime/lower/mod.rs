@@ -528,6 +528,7 @@ impl Lowering {
 /// The dataflow variant of a linear layer of [N, K] over `rows` rows, and why: the
 /// implementation from the table's inflection points, its parameters from the table's
 /// entry for the shape where it names them (and the backend has them), else the backend's.
+/// B takes the entry's second tiling from its M on, the first below.
 pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: usize, rows: usize) -> (Variant, Reason) {
     let (inflections, per_shape) = table.inflections(n, k);
     let entry = table.shape(n, k);
@@ -544,6 +545,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
     }
     let mut split_k_from = None;
     let mut tuned_params = false;
+    let mut flat_second = None;
     let variant = match imp {
         LinearImpl::Gemv => match (entry.and_then(|e| e.gemv_split_k_from), lin.gemv_split_k_min) {
             (Some(from), Some(_)) => {
@@ -556,14 +558,20 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
             }
         },
         LinearImpl::FlatGemm => {
-            let tuned = entry.and_then(|e| e.flat).filter(|t| lin.flat_tilings.contains(t));
+            let first = entry.and_then(|e| e.flat).filter(|t| lin.flat_tilings.contains(t));
+            flat_second = entry.and_then(|e| e.flat_second).filter(|s| lin.flat_tilings.contains(&s.tiling));
+            let tuned = match flat_second {
+                Some(second) if rows >= second.from_m => Some(second.tiling),
+                _ => first,
+            };
             tuned_params = tuned.is_some();
             Variant::FlatGemm { tiling: tuned.unwrap_or(lin.flat_tilings[0]) }
         }
         LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
     };
     let source = table.source.clone();
-    let reason = Reason::Dataflow { n, k, m: rows, inflections, per_shape, source, gemv_max_m, gemm_min_m, split_k_from, tuned_params };
+    let reason =
+        Reason::Dataflow { n, k, m: rows, inflections, per_shape, source, gemv_max_m, gemm_min_m, split_k_from, tuned_params, flat_second };
     (variant, reason)
 }
 

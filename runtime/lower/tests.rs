@@ -2,7 +2,7 @@
 
 use super::caps::{BackendCaps, wgsl};
 use super::*;
-use crate::dataflow::{Inflections, ShapeTuning};
+use crate::dataflow::{Inflections, SecondTiling, ShapeTuning};
 use crate::graph::llama;
 use crate::model::ModelConfig;
 use crate::trace::NodeRecord;
@@ -119,6 +119,43 @@ fn the_gemv_row_limit_and_split_k_are_decided_here_with_their_reason() {
     let r = l.records(&l.lower(&decode(1, 10)), None);
     assert_eq!(variant(record(&r, "layers.0.ffn.down")), Variant::Gemv { split_k: true });
     assert_eq!(variant(record(&r, "layers.0.attn.o")), Variant::Gemv { split_k: false });
+}
+
+#[test]
+fn b_runs_the_shapes_second_tiling_from_its_m_on_and_says_so() {
+    let mut caps = BackendCaps::wgpu_builtin();
+    let tilings = wgsl::flat_tilings();
+    let second = SecondTiling { from_m: 24, tiling: tilings[0] };
+    caps.table.shapes.push(ShapeTuning {
+        flat: Some(tilings[2]),
+        flat_second: Some(second),
+        ..ShapeTuning::new(576, 1536, Inflections { m1: 2, m2: 200 })
+    });
+    let l = lowering(caps);
+    let down = |m| {
+        let r = l.records(&l.lower(&decode(m, 10)), None);
+        let down = record(&r, "layers.0.ffn.down");
+        (variant(down), down.reason.clone())
+    };
+    let (below, reason) = down(23);
+    assert_eq!(below, Variant::FlatGemm { tiling: tilings[2] });
+    let Reason::Dataflow { flat_second: Some(s), tuned_params: true, .. } = reason else { panic!("{reason:?}") };
+    assert_eq!(s, second);
+    assert!(reason.to_string().ends_with("B's first tiling below M=24 (its second, 8x32, from there)"), "{reason}");
+    for m in [24, 199] {
+        let (from, reason) = down(m);
+        assert_eq!(from, Variant::FlatGemm { tiling: tilings[0] }, "M={m}");
+        assert!(reason.to_string().ends_with(&format!("M={m} >= 24: B's second tiling for this shape, 8x32")), "{reason}");
+    }
+    // A and C name no tiling.
+    let (a, reason) = down(1);
+    assert!(matches!(a, Variant::Gemv { .. }) && matches!(reason, Reason::Dataflow { flat_second: None, .. }), "{reason:?}");
+    let (c, reason) = down(200);
+    assert!(matches!(c, Variant::Gemm { .. }) && !reason.to_string().contains("tiling"), "{reason}");
+    // Other shapes keep the backend's tiling.
+    let r = l.records(&l.lower(&decode(64, 10)), None);
+    assert_eq!(variant(record(&r, "layers.0.attn.o")), Variant::FlatGemm { tiling: tilings[0] });
+    assert!(matches!(record(&r, "layers.0.attn.o").reason, Reason::Dataflow { flat_second: None, tuned_params: false, .. }));
 }
 
 #[test]

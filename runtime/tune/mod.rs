@@ -126,7 +126,8 @@ pub fn tune(bench: &mut dyn LinearBench, req: &TuneRequest, created: String, pro
     let mut grid = req.grid.to_vec();
     grid.sort_unstable();
     grid.dedup();
-    let per_shape = (grid.len() + 2 * req.refine_rounds) * if req.verify { 2 } else { 1 };
+    // The refinement measures up to three Ms a round: below M1, M2 and B's second tiling.
+    let per_shape = (grid.len() + 3 * req.refine_rounds) * if req.verify { 2 } else { 1 };
     let total = per_shape * req.shapes.len();
     let mut done = 0;
     let mut table = DataflowTable { source: TableSource::Tuned { device: caps.device.clone() }, ..caps.table.clone() };
@@ -163,8 +164,9 @@ pub fn tune(bench: &mut dyn LinearBench, req: &TuneRequest, created: String, pro
         let times = ShapeTimes::new(scored, n, k);
         let mut with_entry = table.clone();
         with_entry.shapes = vec![entry.clone()];
-        let tuned = search::score(&times, |m| linear_choice(&with_entry, lin, n, k, m).0);
-        let statics = statics(lin, &caps.table, (n, k)).into_iter().map(|(name, choose)| (name, search::score(&times, choose))).collect();
+        let tuned = search::score(&times, lin, |m| linear_choice(&with_entry, lin, n, k, m).0);
+        let statics =
+            statics(lin, &caps.table, (n, k)).into_iter().map(|(name, choose)| (name, search::score(&times, lin, choose))).collect();
         summary.push(ShapeSummary { n, k, tuned, statics });
         table.shapes.push(entry);
         linear.extend(timings);
@@ -195,6 +197,7 @@ pub fn merge(mut fresh: DeviceProfile, old: DeviceProfile) -> DeviceProfile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataflow::Inflections;
     use crate::lower::caps::BackendCaps;
 
     /// A device whose kernels cost what `cost(n, m, variant)` says.
@@ -258,6 +261,8 @@ mod tests {
             // B vs C: 20 + m = 100 + m / 4 at m = 106.7 (B's best tiling): refined to 107.
             assert_eq!(s.inflections.m2, 107, "{n}");
             assert_eq!(s.flat.unwrap().tile.n <= 8, n < 1000, "{n}");
+            // The best tiling is the best at every M: no second one.
+            assert_eq!(s.flat_second, None, "{n}");
             // Split-K costs 1 us at every M: never (from past the GEMV's 8 rows).
             assert_eq!(s.gemv_split_k_from, Some(9));
         }
@@ -291,8 +296,62 @@ mod tests {
             assert!(matches!(linear_choice(table, &caps.linear, 49152, 576, m).0, Variant::FlatGemm { .. }), "M={m}: {table:?}");
         }
         assert!(matches!(linear_choice(table, &caps.linear, 49152, 576, min).0, Variant::Gemm { .. }));
-        // B was timed up to there, so every point scores.
-        assert_eq!(p.summary[0].tuned.points, ShapeTimes::new(&p.verification, 49152, 576).ms.len());
+        // B was timed up to there, so every point scores. Below the GEMM's rows the tuned
+        // choice loses to C, which the lowering may not run there: the strict count misses
+        // those points, the count against what may run has them all.
+        let tuned = &p.summary[0].tuned;
+        let times = ShapeTimes::new(&p.verification, 49152, 576);
+        assert_eq!(tuned.points, times.ms.len());
+        assert_eq!(tuned.within_5pct, times.ms.iter().filter(|&&m| m >= min).count());
+        assert_eq!(tuned.within_5pct_of_runnable, Some(tuned.points));
+    }
+
+    /// Two of B's tilings cross at M = 68: 8x16 costs 20 + m, 8x32 37 + 0.75m, the others
+    /// half as much again as 8x16; A 10 + 5m (B from 3 rows), C never within 512 rows.
+    fn two_tilings(_: usize, m: f64, variant: Variant) -> f64 {
+        let tilings = crate::lower::caps::wgsl::flat_tilings();
+        match variant {
+            Variant::Gemv { .. } => 10.0 + 5.0 * m,
+            Variant::FlatGemm { tiling } if tiling == tilings[1] => 20.0 + m,
+            Variant::FlatGemm { tiling } if tiling == tilings[0] => 37.0 + 0.75 * m,
+            Variant::FlatGemm { .. } => 1.5 * (20.0 + m),
+            _ => 400.0 + m / 8.0,
+        }
+    }
+
+    #[test]
+    fn b_takes_a_second_tiling_from_where_it_wins() {
+        let caps = BackendCaps { device: "formula".into(), ..BackendCaps::wgpu_builtin() };
+        let tilings = &caps.linear.flat_tilings;
+        let mut bench = Formula::new(caps.clone(), two_tilings);
+        let req = TuneRequest { shapes: &[(576, 1536)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true };
+        let p = tune(&mut bench, &req, String::new(), &mut |_| {}).unwrap();
+        let s = &p.table.shapes[0];
+        assert_eq!(s.flat, Some(tilings[1]), "{s:?}");
+        // Refined between the grid's 64 and 96 to the crossing (68 ties, so 68 or 69).
+        let second = s.flat_second.unwrap_or_else(|| panic!("{s:?}"));
+        assert_eq!(second.tiling, tilings[0]);
+        assert!((68..=69).contains(&second.from_m), "{second:?}");
+        assert_eq!(s.inflections, Inflections { m1: 3, m2: 513 });
+        // What the lowering runs with it: the first below, the second from there.
+        let lin = &caps.linear;
+        let tiling = |m| match linear_choice(&p.table, lin, 576, 1536, m).0 {
+            Variant::FlatGemm { tiling } => tiling,
+            other => panic!("M={m}: {other}"),
+        };
+        assert_eq!((tiling(3), tiling(second.from_m - 1)), (tilings[1], tilings[1]));
+        assert_eq!((tiling(second.from_m), tiling(512)), (tilings[0], tilings[0]));
+        // Every point within 5% of the fastest; the first tiling alone loses 26% at M = 512.
+        let tuned = &p.summary[0].tuned;
+        assert_eq!(tuned.within_5pct, tuned.points, "{tuned:?}");
+        assert_eq!(tuned.within_5pct_of_runnable, Some(tuned.points));
+        assert!(tuned.worst_loss_pct < 1e-9, "{tuned:?}");
+        let mut one_tiling = p.table.clone();
+        one_tiling.shapes[0].flat_second = None;
+        let times = ShapeTimes::new(&p.verification, 576, 1536);
+        let alone = search::score(&times, lin, |m| linear_choice(&one_tiling, lin, 576, 1536, m).0);
+        assert_eq!(alone.worst_m, 512);
+        assert!((alone.worst_loss_pct - 100.0 * (532.0 / 421.0 - 1.0)).abs() < 1e-9, "{alone:?}");
     }
 
     #[test]

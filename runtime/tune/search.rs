@@ -1,12 +1,13 @@
-//! The tuner's decisions, from measurements alone: which parameters (B's tiling, A's
-//! split-K) and which inflection points M1, M2 serve one [N, K] best over the measured M
-//! grid, where to measure next (the paper's search: densest where the choice changes), and
-//! how far any way of choosing lands from the fastest measured variant at each point.
+//! The tuner's decisions, from measurements alone: which parameters (B's tiling, or two
+//! tilings split at some M; A's split-K) and which inflection points M1, M2 serve one [N, K]
+//! best over the measured M grid, where to measure next (the paper's search: densest where
+//! the choice changes), and how far any way of choosing lands from the fastest measured
+//! variant at each point.
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::microbench::LinearTiming;
-use crate::dataflow::{DataflowTable, FlatTiling, Inflections, LinearImpl, ShapeTuning};
+use crate::dataflow::{DataflowTable, FlatTiling, Inflections, LinearImpl, SecondTiling, ShapeTuning};
 use crate::lower::caps::LinearKernels;
 use crate::lower::kernel::Variant;
 use crate::lower::linear_choice;
@@ -36,7 +37,15 @@ impl<'a> ShapeTimes<'a> {
 
     /// The fastest variant measured at `m`, and its time.
     pub fn fastest(&self, m: usize) -> Option<(Variant, f64)> {
-        self.timings.iter().filter(|t| t.m == m).min_by(|a, b| a.micros.total_cmp(&b.micros)).map(|t| (t.variant.expect("kept"), t.micros))
+        self.fastest_of(m, |_| true)
+    }
+
+    /// The fastest variant measured at `m` of those `keep` accepts, and its time.
+    pub fn fastest_of(&self, m: usize, keep: impl Fn(Variant) -> bool) -> Option<(Variant, f64)> {
+        self.timings
+            .iter()
+            .filter_map(|t| t.variant.filter(|&v| t.m == m && keep(v)).map(|v| (v, t.micros)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
     }
 }
 
@@ -62,8 +71,9 @@ fn least_relative<T: Copy>(times: &ShapeTimes, ms: &[usize], options: &[T], vari
     best.map(|(o, _)| o)
 }
 
-/// The table entry for one shape: A's split-K (from which M on) and B's tiling, each the
-/// best where its implementation wins (or everywhere it was measured, if it wins nowhere),
+/// The table entry for one shape: A's split-K (from which M on) and B's tilings
+/// (`flat_tilings`), each the best where its implementation wins (or everywhere it was
+/// measured, if it wins nowhere),
 /// then the M1, M2 that lose least against the fastest variant summed over the grid, each
 /// candidate judged by what the lowering would run with it (`lower::linear_choice`). M1
 /// and M2 fall on measured Ms; past the last one C is assumed (prefill's many rows).
@@ -82,9 +92,16 @@ pub fn choose(times: &ShapeTimes, lin: &LinearKernels) -> Option<ShapeTuning> {
         least_relative(times, &gemv_ms, &options, |from, m| Variant::Gemv { split_k: m >= from })
     });
     let flat_ms = or_measured(wins(LinearImpl::FlatGemm), Variant::FlatGemm { tiling: lin.flat_tilings[0] });
-    let tiling: FlatTiling = least_relative(times, &flat_ms, &lin.flat_tilings, |tiling, _| Variant::FlatGemm { tiling })?;
+    let (tiling, second) = flat_tilings(times, &flat_ms, &lin.flat_tilings)?;
 
-    let entry = |inflections| ShapeTuning { n: times.n, k: times.k, inflections, flat: Some(tiling), gemv_split_k_from: split_from };
+    let entry = |inflections| ShapeTuning {
+        n: times.n,
+        k: times.k,
+        inflections,
+        flat: Some(tiling),
+        flat_second: second,
+        gemv_split_k_from: split_from,
+    };
     let cost = |inflections: Inflections| -> f64 {
         let table = DataflowTable { shapes: vec![entry(inflections)], ..DataflowTable::cpu_default() };
         ms.iter()
@@ -108,11 +125,60 @@ pub fn choose(times: &ShapeTimes, lin: &LinearKernels) -> Option<ShapeTuning> {
     Some(entry(best?.0))
 }
 
-/// Ms to measure next: the middle of the gap below each threshold of `entry` (between the
-/// measured M before it and the one it sits on), where there is an M between them.
+/// B's tilings over `ms` (the Ms where B runs, ascending): one tiling, or a first one and a
+/// second from one of `ms` on, whichever adds up to the least time relative to the fastest
+/// tiling at each M (so large M does not outweigh small). Ties go to one tiling, then to the
+/// earlier switch and the earlier tilings of `tilings`, so a second tiling is named only
+/// where it is faster, and the same timings always give the same answer. None if no
+/// choice was timed at every M of `ms`.
+pub fn flat_tilings(times: &ShapeTimes, ms: &[usize], tilings: &[FlatTiling]) -> Option<(FlatTiling, Option<SecondTiling>)> {
+    // relative[i][j]: tiling j at ms[i] over the fastest tiling there (infinite if untimed).
+    let relative: Vec<Vec<f64>> = ms
+        .iter()
+        .map(|&m| {
+            let row: Vec<f64> =
+                tilings.iter().map(|&tiling| times.time(m, Variant::FlatGemm { tiling }).unwrap_or(f64::INFINITY)).collect();
+            let best = row.iter().copied().fold(f64::INFINITY, f64::min);
+            row.iter().map(|&t| if best.is_finite() { t / best } else { f64::INFINITY }).collect()
+        })
+        .collect();
+    // below[j][i]: tiling j's relative times summed over ms[..i].
+    let below: Vec<Vec<f64>> = (0..tilings.len())
+        .map(|j| {
+            let mut sums = vec![0.0];
+            for row in &relative {
+                sums.push(sums[sums.len() - 1] + row[j]);
+            }
+            sums
+        })
+        .collect();
+    let total = ms.len();
+    let mut best: Option<((FlatTiling, Option<SecondTiling>), f64)> = None;
+    let mut consider = |option: (FlatTiling, Option<SecondTiling>), cost: f64| {
+        if cost.is_finite() && best.is_none_or(|(_, b)| cost < b) {
+            best = Some((option, cost));
+        }
+    };
+    for (j, &tiling) in tilings.iter().enumerate() {
+        consider((tiling, None), below[j][total]);
+    }
+    for (i, &from_m) in ms.iter().enumerate().skip(1) {
+        for (j, &first) in tilings.iter().enumerate() {
+            for (l, &second) in tilings.iter().enumerate().filter(|&(l, _)| l != j) {
+                let cost = below[j][i] + below[l][total] - below[l][i];
+                consider((first, Some(SecondTiling { from_m, tiling: second })), cost);
+            }
+        }
+    }
+    best.map(|(option, _)| option)
+}
+
+/// Ms to measure next: the middle of the gap below each threshold of `entry` (M1, M2 and
+/// where B changes tiling; between the measured M before it and the one it sits on), where
+/// there is an M between them.
 pub fn refine(times: &ShapeTimes, entry: &ShapeTuning) -> Vec<usize> {
     let mut out = vec![];
-    for threshold in [entry.inflections.m1, entry.inflections.m2] {
+    for threshold in [entry.inflections.m1, entry.inflections.m2].into_iter().chain(entry.flat_second.map(|s| s.from_m)) {
         let below = times.ms.iter().copied().filter(|&m| m < threshold).max();
         if let (Some(lo), true) = (below, times.ms.contains(&threshold)) {
             let mid = lo + (threshold - lo) / 2;
@@ -131,6 +197,11 @@ pub struct Score {
     /// fastest variant measured there.
     pub points: usize,
     pub within_5pct: usize,
+    /// Of the points, those within 5% of the fastest variant the lowering may run there
+    /// (`may_run`: C only from the backend's GEMM rows, A only up to the GEMV's); absent in
+    /// profiles written before it was counted.
+    #[serde(default)]
+    pub within_5pct_of_runnable: Option<usize>,
     /// Its time over the fastest's, minus one, in percent: the mean over the points, and
     /// the worst point.
     pub mean_loss_pct: f64,
@@ -138,14 +209,32 @@ pub struct Score {
     pub worst_m: usize,
 }
 
-/// The score of `choose` (the variant it runs at each M) over `times`.
-pub fn score(times: &ShapeTimes, choose: impl Fn(usize) -> Variant) -> Score {
-    let mut s = Score { points: 0, within_5pct: 0, mean_loss_pct: 0.0, worst_loss_pct: 0.0, worst_m: 0 };
+/// Whether the lowering may run `variant` over `m` rows of a linear layer on a backend with
+/// `lin`: A up to the GEMV's rows (split-K where the backend has it), B in the backend's
+/// tilings, C from the rows its GEMM starts at.
+pub fn may_run(lin: &LinearKernels, m: usize, variant: Variant) -> bool {
+    match variant {
+        Variant::Gemv { split_k } => m <= lin.gemv_max_m && (!split_k || lin.gemv_split_k_min.is_some()),
+        Variant::FlatGemm { tiling } => lin.flat_tilings.contains(&tiling),
+        Variant::Gemm { .. } => m >= lin.gemm_min_m,
+        _ => false,
+    }
+}
+
+/// The score of `choose` (the variant it runs at each M) over `times`, against the fastest
+/// variant measured at each M and against the fastest the lowering may run there on `lin`.
+pub fn score(times: &ShapeTimes, lin: &LinearKernels, choose: impl Fn(usize) -> Variant) -> Score {
+    let mut s = Score { points: 0, within_5pct: 0, within_5pct_of_runnable: Some(0), mean_loss_pct: 0.0, worst_loss_pct: 0.0, worst_m: 0 };
+    let loss_pct = |t: f64, best: f64| 100.0 * (t / best - 1.0);
     for &m in &times.ms {
         let (Some(t), Some((_, best))) = (times.time(m, choose(m)), times.fastest(m)) else { continue };
-        let loss = 100.0 * (t / best - 1.0);
+        let loss = loss_pct(t, best);
         s.points += 1;
         s.within_5pct += usize::from(loss <= 5.0);
+        let runnable = times.fastest_of(m, |v| may_run(lin, m, v));
+        if let (Some(count), Some((_, best))) = (&mut s.within_5pct_of_runnable, runnable) {
+            *count += usize::from(loss_pct(t, best) <= 5.0);
+        }
         s.mean_loss_pct += loss;
         if loss > s.worst_loss_pct || s.points == 1 {
             s.worst_loss_pct = loss;
@@ -201,11 +290,11 @@ mod tests {
         // Scored against the same measurements, the entry's choice is the fastest everywhere.
         let mut table = crate::dataflow::DataflowTable::wgpu_default();
         table.shapes.push(e);
-        let s = score(&times, |m| crate::lower::linear_choice(&table, &lin, 576, 4096, m).0);
+        let s = score(&times, &lin, |m| crate::lower::linear_choice(&table, &lin, 576, 4096, m).0);
         assert_eq!((s.points, s.within_5pct), (grid.len(), grid.len()));
         assert!(s.worst_loss_pct.abs() < 1e-9);
         // Always C loses most at M = 1.
-        let always_c = score(&times, |_| Variant::Gemm { tile: lin.gemm_tile });
+        let always_c = score(&times, &lin, |_| Variant::Gemm { tile: lin.gemm_tile });
         assert_eq!(always_c.worst_m, 1);
         assert!(always_c.worst_loss_pct > 100.0);
     }

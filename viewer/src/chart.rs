@@ -95,8 +95,12 @@ pub fn show(ui: &mut egui::Ui, curves: Option<&Curves>, live_table: Option<&Data
             if let Some(((inf, listed), source)) = &table_inf {
                 title += &format!("; table ({source}{}): M1 = {}, M2 = {}", if *listed { "" } else { ", fallback" }, inf.m1, inf.m2);
             }
-            if let Some(tiling) = table.and_then(|t| t.shape(n, k)).and_then(|s| s.flat) {
+            let entry = table.and_then(|t| t.shape(n, k));
+            if let Some(tiling) = entry.and_then(|s| s.flat) {
                 title += &format!(", B tile {tiling}");
+            }
+            if let Some(second) = entry.and_then(|s| s.flat_second) {
+                title += &format!(", {} from M = {}", second.tiling, second.from_m);
             }
             ui.label(title);
             // Both axes logarithmic: M spans 1..hundreds and the times a factor of ten.

@@ -221,7 +221,7 @@ fn a_check_report_shows_the_first_divergence_with_what_each_side_ran() {
 #[test]
 fn a_tuned_profile_from_the_cache_draws_its_curves_and_thresholds() {
     use fdpp_runtime::backend::microbench::LinearTiming;
-    use fdpp_runtime::dataflow::{Inflections, ShapeTuning, TableSource};
+    use fdpp_runtime::dataflow::{Inflections, SecondTiling, ShapeTuning, TableSource};
     use fdpp_runtime::lower::kernel::Variant;
     use fdpp_runtime::tune::profile::{DeviceProfile, ProfileKey};
     let caps = BackendCaps { device: "Test GPU".into(), ..BackendCaps::wgpu_builtin() };
@@ -229,7 +229,12 @@ fn a_tuned_profile_from_the_cache_draws_its_curves_and_thresholds() {
     let narrow = lin.flat_tilings[2];
     let mut table = caps.table.clone();
     table.source = TableSource::Tuned { device: caps.device.clone() };
-    table.shapes.push(ShapeTuning { flat: Some(narrow), ..ShapeTuning::new(576, 576, Inflections { m1: 2, m2: 64 }) });
+    let wide = SecondTiling { from_m: 32, tiling: lin.flat_tilings[0] };
+    table.shapes.push(ShapeTuning {
+        flat: Some(narrow),
+        flat_second: Some(wide),
+        ..ShapeTuning::new(576, 576, Inflections { m1: 2, m2: 64 })
+    });
     let mut linear = vec![];
     for m in [1, 2, 8, 64] {
         for (v, us) in [
@@ -253,7 +258,9 @@ fn a_tuned_profile_from_the_cache_draws_its_curves_and_thresholds() {
     h.get_by_label_contains("measured 2026-11-30): tuned choice within 5%");
     let title = line(&h, "[N=576, K=576]");
     assert!(
-        title.contains("tuned on Test GPU") && title.contains("M1 = 2, M2 = 64") && title.contains(&format!("B tile {narrow}")),
+        title.contains("tuned on Test GPU")
+            && title.contains("M1 = 2, M2 = 64")
+            && title.contains(&format!("B tile {narrow}, {} from M = 32", wide.tiling)),
         "{title}"
     );
 
