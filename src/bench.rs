@@ -147,11 +147,17 @@ fn kernels(args: KernelArgs) -> Result<()> {
         "\ndecode attention, one sequence, {} heads / {} KV heads x {}, K and V {}: us per call (GB/s of K + V read, % of read ceiling)",
         c.num_heads, c.num_kv_heads, c.head_dim, report.kv_dtype
     );
-    println!("{:>6} {:>9} {:>13} {:>28} {:>12} {:>28}", "ctx", "K+V MiB", "chunks x keys", "split + combine", "split alone", "online");
+    let cluster = report.attention.iter().any(|t| t.cluster.is_some());
+    print!("{:>6} {:>9} {:>13} {:>28} {:>12} {:>28}", "ctx", "K+V MiB", "chunks x keys", "split + combine", "split alone", "online");
+    println!("{}", if cluster { format!(" {:>36}", "cluster (chunks x keys), one launch") } else { String::new() });
     for t in &report.attention {
         let show = |us: f64, gbs: f64| format!("{us:.1} ({gbs:.1}, {:.0}%)", pct(gbs));
+        let cluster = t
+            .cluster
+            .as_ref()
+            .map_or(String::new(), |c| format!(" {:>36}", format!("{} ({} x {})", show(c.micros, c.gbytes_per_s), c.chunks, c.chunk_keys)));
         println!(
-            "{:>6} {:>9.2} {:>13} {:>28} {:>12.1} {:>28}{}",
+            "{:>6} {:>9.2} {:>13} {:>28} {:>12.1} {:>28}{cluster}{}",
             t.ctx,
             t.kv_bytes as f64 / (1u64 << 20) as f64,
             format!("{} x {}", t.chunks, t.chunk_keys),
@@ -417,6 +423,15 @@ fn run(args: BenchArgs) -> Result<()> {
         profile.push(print_profile(&format!("prefill of {} tokens", args.prompt_tokens), &records(&exec)));
         exec.step_greedy(&StepInput { tokens: &next, positions: &[args.prompt_tokens], seqs: &[0], out_rows: &[0] })?;
         profile.push(print_profile(&format!("decode at position {}", args.prompt_tokens), &records(&exec)));
+        if max_batch > 1 {
+            // The largest batch's step: every sequence one token past the prompt (their
+            // caches hold what the timed runs left there).
+            let b = max_batch;
+            let (seqs, rows): (Vec<usize>, Vec<usize>) = ((0..b).collect(), (0..b).collect());
+            let step = StepInput { tokens: &vec![next[0]; b], positions: &vec![args.prompt_tokens; b], seqs: &seqs, out_rows: &rows };
+            exec.step_greedy(&step)?;
+            profile.push(print_profile(&format!("decode of {b} sequences at position {}", args.prompt_tokens), &records(&exec)));
+        }
         exec.set_profiling(false)?;
     }
     if let Some(path) = args.json {

@@ -25,8 +25,8 @@ use kernels::{Args, Grid, Kernels, STEP_WORDS, step_words};
 use super::tap::{self, Tap, Tapped};
 use super::{BackendCaps, Capacity, CudaOptions, Device, Executor, Pick, StepInput, StepOutput, StepTiming, Tokens, WeightPrecision};
 use crate::error::{Error, Result};
-use crate::lower::caps::cuda;
-use crate::lower::kernel::{Params, Variant};
+use crate::lower::caps::{SplitKvLimits, cuda};
+use crate::lower::kernel::{Params, SplitCombine, Variant};
 use crate::lower::{Launch, LoweredStep, Lowering, Template};
 use crate::model::WeightSource;
 use crate::tensor::DType;
@@ -117,12 +117,15 @@ impl CudaDevice {
             WeightPrecision::F32 => DType::F32,
             WeightPrecision::Auto | WeightPrecision::F16 => DType::F16,
         };
-        let caps = BackendCaps {
+        let mut caps = BackendCaps {
             device: format!("{name} (sm_{}{}, driver {}.{})", arch.0, arch.1, driver / 1000, driver % 1000 / 10),
             driver: format!("CUDA {}.{}", driver / 1000, driver % 1000 / 10),
             kernels: compile::sources_hash(dtype == DType::F16),
             ..BackendCaps::cuda_builtin(dtype)
         };
+        if !kernels::has_clusters(arch) {
+            caps.attention.split_kv = caps.attention.split_kv.map(|l| SplitKvLimits { cluster: None, ..l });
+        }
         Ok(CudaDevice { ctx, stream, caps, arch, driver })
     }
 }
@@ -318,7 +321,7 @@ struct SlotState {
 
 /// The shape a graph was captured for: tokens, output rows, sequences, split-KV (chunk
 /// blocks, keys per chunk).
-type GraphKey = (usize, usize, usize, Option<(usize, usize)>);
+type GraphKey = (usize, usize, usize, Option<(usize, usize, bool)>);
 
 /// A step's launches captured as one CUDA graph.
 struct StepGraph(CudaGraph);
@@ -516,7 +519,8 @@ impl CudaExecutor {
         }
         // Chunk counts are rounded up to a power of two: one graph serves every step whose
         // chunking differs only there (the blocks past a step's chunks return at once).
-        let bucket = step.split_kv.map(|(chunks, keys)| (chunks.next_power_of_two().min(cuda::MAX_ATTN_CHUNKS), keys));
+        let cluster = step.launches.iter().any(|l| matches!(l.variant, Variant::SplitKvAttention { combine: SplitCombine::Cluster, .. }));
+        let bucket = step.split_kv.map(|(chunks, keys)| (chunks.next_power_of_two().min(cuda::MAX_ATTN_CHUNKS), keys, cluster));
         // Prefill-sized steps (cuBLAS products) run once per request: no graph.
         if !self.use_graphs || step.launches.iter().any(|l| self.on_blas(l)) {
             let grids = self.step_grids(step, bucket.map_or(0, |b| b.0))?;
