@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataflow::{Inflections, TableSource};
 use crate::lower::caps::{BackendCaps, SplitKvLimits};
 use crate::lower::fusion::{Fusion, Stage, When};
-use crate::lower::kernel::{Params, PhiSource, SplitCombine, Variant};
+use crate::lower::kernel::{Params, PhiSource, Variant};
 use crate::lower::memory::MemoryPlan;
 use crate::model::ModelConfig;
 use crate::tensor::DType;
@@ -47,8 +47,6 @@ pub enum Reason {
         sequences: usize,
         keys: usize,
         limits: SplitKvLimits,
-        #[serde(default)]
-        combine: SplitCombine,
         #[serde(default)]
         phi: f32,
         #[serde(default)]
@@ -97,16 +95,12 @@ impl std::fmt::Display for Reason {
                 }
                 Ok(())
             }
-            Reason::SplitKv { sequences, keys, limits, combine, phi, source } => {
-                write!(f, "decode step ({sequences} sequence(s), up to {keys} keys): ")?;
-                match (combine, limits.cluster) {
-                    (SplitCombine::Cluster, Some(c)) => write!(
-                        f,
-                        "at most {} chunks per row (contexts up to {} keys), added in their block cluster (one launch); ",
-                        c.chunks, c.max_keys
-                    )?,
-                    _ => write!(f, "chunks of at least {} keys, at most {} per row; ", limits.min_chunk_keys, limits.max_chunks)?,
-                }
+            Reason::SplitKv { sequences, keys, limits, phi, source } => {
+                write!(
+                    f,
+                    "decode step ({sequences} sequence(s), up to {keys} keys): chunks of at least {} keys, at most {} per row; ",
+                    limits.min_chunk_keys, limits.max_chunks
+                )?;
                 match source {
                     PhiSource::Default => write!(f, "phi {phi} ({source})"),
                     PhiSource::Calibrated { .. } => write!(f, "phi {phi} (this layer's; phi per layer, {source})"),

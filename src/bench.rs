@@ -147,17 +147,11 @@ fn kernels(args: KernelArgs) -> Result<()> {
         "\ndecode attention, one sequence, {} heads / {} KV heads x {}, K and V {}: us per call (GB/s of K + V read, % of read ceiling)",
         c.num_heads, c.num_kv_heads, c.head_dim, report.kv_dtype
     );
-    let cluster = report.attention.iter().any(|t| t.cluster.is_some());
-    print!("{:>6} {:>9} {:>13} {:>28} {:>12} {:>28}", "ctx", "K+V MiB", "chunks x keys", "split + combine", "split alone", "online");
-    println!("{}", if cluster { format!(" {:>36}", "cluster (chunks x keys), one launch") } else { String::new() });
+    println!("{:>6} {:>9} {:>13} {:>28} {:>12} {:>28}", "ctx", "K+V MiB", "chunks x keys", "split + combine", "split alone", "online");
     for t in &report.attention {
         let show = |us: f64, gbs: f64| format!("{us:.1} ({gbs:.1}, {:.0}%)", pct(gbs));
-        let cluster = t
-            .cluster
-            .as_ref()
-            .map_or(String::new(), |c| format!(" {:>36}", format!("{} ({} x {})", show(c.micros, c.gbytes_per_s), c.chunks, c.chunk_keys)));
         println!(
-            "{:>6} {:>9.2} {:>13} {:>28} {:>12.1} {:>28}{cluster}{}",
+            "{:>6} {:>9.2} {:>13} {:>28} {:>12.1} {:>28}{}",
             t.ctx,
             t.kv_bytes as f64 / (1u64 << 20) as f64,
             format!("{} x {}", t.chunks, t.chunk_keys),

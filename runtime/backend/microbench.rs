@@ -89,18 +89,6 @@ pub struct AttentionTiming {
     /// Heads whose scores left the unified-max safe range (recomputed by the fallback
     /// inside the timed combine); 0 with the default phi on these random inputs.
     pub fallback_heads: usize,
-    /// The split-KV whose partials are added inside a block cluster (one launch), where the
-    /// backend has it: timed at every context, also past the longest the lowering gives it.
-    #[serde(default)]
-    pub cluster: Option<ClusterTiming>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ClusterTiming {
-    pub chunks: usize,
-    pub chunk_keys: usize,
-    pub micros: f64,
-    pub gbytes_per_s: f64,
 }
 
 impl AttentionTiming {
@@ -128,14 +116,7 @@ impl AttentionTiming {
             split_combine_gbytes_per_s: kv_bytes as f64 / both / 1e3,
             online_gbytes_per_s: kv_bytes as f64 / online / 1e3,
             fallback_heads,
-            cluster: None,
         }
-    }
-
-    /// With the cluster kernel's time over `chunks` of `chunk_keys`.
-    pub fn with_cluster(self, (chunks, chunk_keys): (usize, usize), micros: f64) -> Self {
-        let gbytes_per_s = self.kv_bytes as f64 / micros / 1e3;
-        AttentionTiming { cluster: Some(ClusterTiming { chunks, chunk_keys, micros, gbytes_per_s }), ..self }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::model::WeightSource;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::trace::{NodeRecord, StepShape};
 
-type StepKey = (usize, usize, usize, Option<(usize, usize, crate::lower::kernel::SplitCombine)>);
+type StepKey = (usize, usize, usize, Option<(usize, usize)>);
 
 /// The last collected step: what ran, and what the backend measured.
 struct LastStep {

@@ -61,19 +61,6 @@ pub struct SplitKvLimits {
     pub min_chunk_keys: usize,
     /// Most token rows one step may have (the flags and partials are sized for it).
     pub max_rows: usize,
-    /// A kernel that adds the partials inside a thread-block cluster (no second launch).
-    #[serde(default)]
-    pub cluster: Option<ClusterSplit>,
-}
-
-/// Split-KV with a row's chunks in one thread-block cluster, which adds their partials.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterSplit {
-    /// Chunks (blocks) per cluster.
-    pub chunks: usize,
-    /// Longest context it takes: beyond, more chunks than a cluster holds run in parallel
-    /// (and a second launch adds them).
-    pub max_keys: usize,
 }
 
 /// The attention kernel of steps that are not split-KV decode steps.
@@ -266,10 +253,6 @@ pub mod cuda {
     pub const MAX_ATTN_CHUNKS: usize = 32;
     /// Most rows of a split-KV step (flags per layer are sized for it).
     pub const SPLIT_MAX_M: usize = 64;
-    /// Blocks of `attn_cluster` (compute capability 9.0 on): the chunks of one row, added in
-    /// the cluster (`ATT_CLUSTER`), and the longest context it takes.
-    pub const ATT_CLUSTER: usize = 8;
-    pub const CLUSTER_MAX_KEYS: usize = 1024;
     /// Longest head the attention kernels hold (`MAX_HEAD_DIM`).
     pub const MAX_HEAD_DIM: usize = 256;
     /// The tensor-core prefill attention (f16 KV cache): query rows per block (16 per warp),
@@ -288,7 +271,6 @@ pub mod cuda {
             d("GV_WARPS", GV_WARPS),
             d("ELEM_BLOCK", ELEM_BLOCK),
             d("ATT_WARPS", ATT_WARPS),
-            d("ATT_CLUSTER", ATT_CLUSTER),
             d("MAX_HEAD_DIM", MAX_HEAD_DIM),
             d("FLASH_ROWS", FLASH_ROWS),
             d("FLASH_KEYS", FLASH_KEYS),
@@ -375,7 +357,6 @@ impl BackendCaps {
                     max_chunks: wgsl::MAX_ATTN_CHUNKS,
                     min_chunk_keys: wgsl::SPLIT_TILE,
                     max_rows: wgsl::SPLIT_MAX_M,
-                    cluster: None,
                 }),
                 flash: None,
                 general: GeneralAttention::Online,
@@ -425,7 +406,6 @@ impl BackendCaps {
                     max_chunks: cuda::MAX_ATTN_CHUNKS,
                     min_chunk_keys: cuda::SPLIT_MIN_KEYS,
                     max_rows: cuda::SPLIT_MAX_M,
-                    cluster: Some(ClusterSplit { chunks: cuda::ATT_CLUSTER, max_keys: cuda::CLUSTER_MAX_KEYS }),
                 }),
                 flash: tensor_cores.then(|| FlashLimits {
                     rows: cuda::FLASH_ROWS,

@@ -91,8 +91,6 @@ pub enum Variant {
         chunks: usize,
         chunk_keys: usize,
         unified: UnifiedMax,
-        #[serde(default)]
-        combine: SplitCombine,
     },
     /// One workgroup per (token, head) with the synchronised online softmax.
     OnlineAttention,
@@ -148,27 +146,12 @@ impl std::fmt::Display for Variant {
             Variant::FlatGemm { tiling } => write!(f, " (tile {tiling})"),
             Variant::Gemm { tile } => write!(f, " (tile {tile})"),
             Variant::FlashAttention { rows, keys } => write!(f, " ({rows} rows x {keys}-key tiles)"),
-            Variant::SplitKvAttention { chunks, chunk_keys, unified, combine } => {
-                let how = match combine {
-                    SplitCombine::Launch => "",
-                    SplitCombine::Cluster => ", added in a block cluster",
-                };
-                write!(f, " ({chunks} x {chunk_keys} keys{how}, phi {}, range ({}, {}))", unified.phi, unified.lo, unified.hi)
+            Variant::SplitKvAttention { chunks, chunk_keys, unified } => {
+                write!(f, " ({chunks} x {chunk_keys} keys, phi {}, range ({}, {}))", unified.phi, unified.lo, unified.hi)
             }
             _ => Ok(()),
         }
     }
-}
-
-/// How a split-KV attention adds its chunks' partial sums.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SplitCombine {
-    /// A second launch after the chunks' (two dependent launches per layer).
-    #[default]
-    Launch,
-    /// Inside the thread-block cluster that holds the row's chunks (one launch; at most
-    /// `ClusterSplit::chunks` chunks).
-    Cluster,
 }
 
 /// Work done before a linear layer's product, on its input.

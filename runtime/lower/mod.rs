@@ -19,9 +19,9 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use caps::{BackendCaps, GeneralAttention, LinearKernels, SplitKvLimits};
+use caps::{BackendCaps, GeneralAttention, LinearKernels};
 use fusion::{Fusion, When};
-use kernel::{Epilogue, HeadDims, Params, PhiSource, Prologue, SplitCombine, UnifiedMax, Variant};
+use kernel::{Epilogue, HeadDims, Params, PhiSource, Prologue, UnifiedMax, Variant};
 use memory::{BufferId, MemoryPlan};
 
 use crate::dataflow::{DataflowTable, LinearImpl};
@@ -389,13 +389,12 @@ impl Lowering {
         if self.synchronised.get(layer).copied().unwrap_or(false) {
             return (general, Reason::Synchronised { layer, source: self.phi_source.clone() }, None);
         }
-        let (chunks, chunk_keys, combine) = split_plan(&limits, shape.max_keys);
-        let variant = Variant::SplitKvAttention { chunks, chunk_keys, unified, combine };
+        let (chunks, chunk_keys) = split_kv(shape.max_keys, limits.max_chunks, limits.min_chunk_keys);
+        let variant = Variant::SplitKvAttention { chunks, chunk_keys, unified };
         let reason = Reason::SplitKv {
             sequences: shape.sequences,
             keys: chunks * chunk_keys,
             limits,
-            combine,
             phi: unified.phi,
             source: self.phi_source.clone(),
         };
@@ -403,9 +402,13 @@ impl Lowering {
     }
 
     /// What the step depends on beyond its shape's identity: equal keys lower equally.
-    pub fn step_key(&self, shape: &StepShape) -> (usize, usize, usize, Option<(usize, usize, SplitCombine)>) {
-        let split =
-            self.caps.attention.split_kv.filter(|l| shape.is_decode() && shape.m <= l.max_rows).map(|l| split_plan(&l, shape.max_keys));
+    pub fn step_key(&self, shape: &StepShape) -> (usize, usize, usize, Option<(usize, usize)>) {
+        let split = self
+            .caps
+            .attention
+            .split_kv
+            .filter(|l| shape.is_decode() && shape.m <= l.max_rows)
+            .map(|l| split_kv(shape.max_keys, l.max_chunks, l.min_chunk_keys));
         (shape.m, shape.out, shape.sequences, split)
     }
 
@@ -577,23 +580,6 @@ fn fixed_variant(p: &Params) -> Variant {
         Params::Add { .. } => Variant::Add,
         Params::SelectRows { .. } => Variant::SelectRows,
         Params::Linear { .. } | Params::Attention { .. } => unreachable!("linear and attention layers choose their variant"),
-    }
-}
-
-/// The split-KV chunking of a decode step over `keys` keys, and how its partials are added:
-/// inside a block cluster where the kernels have one and the context is short enough (one
-/// launch instead of two, the dispatch that bounds short-context steps), else by a second
-/// launch with as many chunks as the kernel takes.
-pub fn split_plan(limits: &SplitKvLimits, keys: usize) -> (usize, usize, SplitCombine) {
-    match limits.cluster {
-        Some(c) if keys <= c.max_keys => {
-            let (chunks, chunk_keys) = split_kv(keys, c.chunks, limits.min_chunk_keys);
-            (chunks, chunk_keys, SplitCombine::Cluster)
-        }
-        _ => {
-            let (chunks, chunk_keys) = split_kv(keys, limits.max_chunks, limits.min_chunk_keys);
-            (chunks, chunk_keys, SplitCombine::Launch)
-        }
     }
 }
 

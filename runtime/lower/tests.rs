@@ -6,7 +6,7 @@ use crate::dataflow::{Inflections, ShapeTuning};
 use crate::graph::llama;
 use crate::model::ModelConfig;
 use crate::trace::NodeRecord;
-use kernel::{PhiSource, SplitCombine};
+use kernel::PhiSource;
 
 /// SmolLM2-135M's shapes, two layers.
 fn config() -> ModelConfig {
@@ -152,25 +152,6 @@ fn split_kv_chunks_cover_the_keys_in_at_most_64_chunks() {
         assert!(chunks <= 64 && per_chunk >= 16 && per_chunk.is_power_of_two(), "{keys}: {chunks} x {per_chunk}");
         assert!(chunks * per_chunk >= keys && (chunks - 1) * per_chunk < keys, "{keys}: {chunks} x {per_chunk}");
     }
-}
-
-#[test]
-fn short_contexts_add_their_chunks_in_a_block_cluster_where_the_backend_has_one() {
-    let caps = BackendCaps::cuda_builtin(crate::tensor::DType::F16);
-    let c = caps.attention.split_kv.and_then(|l| l.cluster).expect("the CUDA profile has the cluster kernel");
-    let l = lowering(caps);
-    let sdpa = |keys: usize| variant(record(&l.records(&l.lower(&decode(1, keys)), None), "layers.0.attn.sdpa"));
-    let short = sdpa(c.max_keys);
-    assert!(matches!(short, Variant::SplitKvAttention { chunks, combine: SplitCombine::Cluster, .. } if chunks <= c.chunks), "{short:?}");
-    let long = sdpa(c.max_keys + 1);
-    assert!(matches!(long, Variant::SplitKvAttention { chunks, combine: SplitCombine::Launch, .. } if chunks > c.chunks), "{long:?}");
-    assert_ne!(l.step_key(&decode(1, c.max_keys)), l.step_key(&decode(1, c.max_keys + 1)));
-    let r = l.records(&l.lower(&decode(1, 100)), None);
-    assert!(record(&r, "layers.0.attn.sdpa").reason.to_string().contains("added in their block cluster (one launch)"));
-    // Backends without one never get it.
-    let l = lowering(BackendCaps::wgpu_builtin());
-    let r = l.records(&l.lower(&decode(1, 100)), None);
-    assert!(matches!(variant(record(&r, "layers.0.attn.sdpa")), Variant::SplitKvAttention { combine: SplitCombine::Launch, .. }));
 }
 
 #[test]

@@ -75,13 +75,16 @@ DEV float dot8(const float a[8], const float b[8]) {
     return s;
 }
 
-// Chunk c (keys c * chunk_keys ..) of (token i, head h), by the whole block: sum e^(s - phi) v
-// into part[0 .. hd) and sum e^(s - phi) into part[hd] (shared memory); returns (to every
-// thread) whether a score left the unified-max window. A chunk past the row's keys is zero.
-DEV bool split_chunk(const Args& a, u32 i, u32 h, u32 c, float* part) {
+// grid: (>= chunks, heads, m); partials in scratch[((i * heads + h) * chunks + c) * (hd + 1)].
+KERNEL void attn_split(Args a) {
     __shared__ float red[ATT_WARPS][MAX_HEAD_DIM + 1];
     __shared__ u32 any_out;
+    // The step buffer is written before the step's first kernel: readable before the wait.
+    pdl_trigger();
     const Step& st = step_of(a);
+    const u32 c = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
+    // A graph captured for a larger chunk count launches blocks past this step's chunks.
+    if (i >= st.m || c >= st.attn_chunks) return;
     const u32 hd = a.head_dim, kvh = h / (a.heads / a.kv_heads), pos = position_at(a, i);
     const u32 L = lanes_per_key(hd), kps = 32 / L;
     const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane / L, d0 = (lane % L) * 8;
@@ -90,6 +93,7 @@ DEV bool split_chunk(const Args& a, u32 i, u32 h, u32 c, float* part) {
     const u32 end = max(min(start + st.attn_chunk_keys, pos + 1), start);
     const size_t base = kv_slot(a, i, 0) + kvh * hd;
     const size_t kv_dim = a.kv_heads * hd;
+    pdl_wait();
     if (threadIdx.x == 0) any_out = 0;
     float q[8], o[8] = {0, 0, 0, 0, 0, 0, 0, 0}, l = 0.0f;
     load_q8(a, i, h, d0, q);
@@ -132,31 +136,14 @@ DEV bool split_chunk(const Args& a, u32 i, u32 h, u32 c, float* part) {
     }
     if (lane == 0) red[warp][hd] = l;
     __syncthreads();
+    const size_t out = ((size_t)(i * a.heads + h) * st.attn_chunks + c) * (hd + 1);
     for (u32 d = threadIdx.x; d <= hd; d += blockDim.x) {
         float s = 0.0f;
 #pragma unroll
         for (int w = 0; w < ATT_WARPS; w++) s += red[w][d];
-        part[d] = s;
+        a.scratch[out + d] = s;
     }
-    __syncthreads();
-    return any_out != 0;
-}
-
-// grid: (>= chunks, heads, m); partials in scratch[((i * heads + h) * chunks + c) * (hd + 1)].
-KERNEL void attn_split(Args a) {
-    __shared__ float part[MAX_HEAD_DIM + 1];
-    // The step buffer is written before the step's first kernel: readable before the wait.
-    pdl_trigger();
-    const Step& st = step_of(a);
-    const u32 c = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
-    // A graph captured for a larger chunk count launches blocks past this step's chunks.
-    if (i >= st.m || c >= st.attn_chunks) return;
-    pdl_wait();
-    const bool out_of_range = split_chunk(a, i, h, c, part);
-    const u32 hd = a.head_dim;
-    const size_t out = ((size_t)(i * a.heads + h) * st.attn_chunks + c) * (hd + 1);
-    for (u32 d = threadIdx.x; d <= hd; d += blockDim.x) a.scratch[out + d] = part[d];
-    if (threadIdx.x == 0 && out_of_range) a.flags[a.flag_offset + i * a.heads + h] = 1;
+    if (threadIdx.x == 0 && any_out) a.flags[a.flag_offset + i * a.heads + h] = 1;
 }
 
 #define ONLINE_TILE 128
@@ -265,50 +252,6 @@ KERNEL void attn_combine(Args a) {
     const float l = chunk_sum(p, chunks, stride, hd);
     for (u32 d = threadIdx.x; d < hd; d += blockDim.x) a.y[(size_t)i * a.heads * hd + h * hd + d] = chunk_sum(p, chunks, stride, d) / l;
 }
-
-#if __CUDA_ARCH__ >= 900
-// grid: (ATT_CLUSTER, heads, m), one thread-block cluster per (token, head), its blocks the
-// row's chunks (those past the row's keys add zero). The partials are added through
-// distributed shared memory by the cluster's first block: split-KV with no second launch,
-// for contexts short enough that ATT_CLUSTER chunks cover them (a decode step's attention
-// is then one dependent launch instead of two). A flagged row is recomputed by that block
-// with the online softmax (counted in flags[0]).
-extern "C" __global__ void __cluster_dims__(ATT_CLUSTER, 1, 1) attn_cluster(Args a) {
-    __shared__ float part[MAX_HEAD_DIM + 1], total[MAX_HEAD_DIM + 1];
-    __shared__ u32 flagged;
-    pdl_trigger();
-    const Step& st = step_of(a);
-    const u32 c = cluster_rank(), h = blockIdx.y, i = blockIdx.z;
-    // Every block of a cluster shares (h, i): they return together, before any barrier.
-    if (i >= st.m) return;
-    pdl_wait();
-    const bool out_of_range = split_chunk(a, i, h, c, part);
-    if (threadIdx.x == 0) flagged = out_of_range;
-    cluster_sync(); // every block's partial is written
-    const u32 hd = a.head_dim;
-    bool any = false;
-    if (c == 0) {
-        for (u32 r = 0; r < ATT_CLUSTER; r++) any |= ld_cluster_u32(&flagged, r) != 0;
-        for (u32 d = threadIdx.x; d <= hd; d += blockDim.x) {
-            float sum = 0.0f;
-            for (u32 r = 0; r < ATT_CLUSTER; r++) sum += ld_cluster_f32(&part[d], r);
-            total[d] = sum;
-        }
-    }
-    cluster_sync(); // the first block has read every partial: the others may exit
-    if (c != 0) return;
-    if (any) {
-        if (threadIdx.x == 0) {
-            atomicAdd(&a.flags[0], 1u);
-            a.flags[a.flag_offset + i * a.heads + h] = 1;
-        }
-        online_row(a, i, h);
-        return;
-    }
-    const float l = total[hd];
-    for (u32 d = threadIdx.x; d < hd; d += blockDim.x) a.y[(size_t)i * a.heads * hd + h * hd + d] = total[d] / l;
-}
-#endif
 
 // grid: (heads, m): prefill, every row with the online softmax. (Four rows per block
 // sharing their K and V loads measured 10% slower on an H200 at a 512-token prefill: the

@@ -80,36 +80,6 @@ DEV void pdl_begin() {
 }
 DEV void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
-// Thread-block clusters (sm_90 on): this block's rank in its cluster, a barrier of every
-// thread of the cluster (its writes to shared memory before it are visible to every block
-// after it), and loads from another block's shared memory at the address of a variable of
-// this one.
-#if __CUDA_ARCH__ >= 900
-DEV u32 cluster_rank() {
-    u32 r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return r;
-}
-DEV void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-DEV u32 cluster_addr(const void* p, u32 rank) {
-    u32 r;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(smem_u32(p)), "r"(rank));
-    return r;
-}
-DEV float ld_cluster_f32(const float* p, u32 rank) {
-    float v;
-    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(cluster_addr(p, rank)) : "memory");
-    return v;
-}
-DEV u32 ld_cluster_u32(const u32* p, u32 rank) {
-    u32 v;
-    asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(v) : "r"(cluster_addr(p, rank)) : "memory");
-    return v;
-}
-#endif
-
 DEV float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

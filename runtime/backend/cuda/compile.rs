@@ -116,7 +116,7 @@ mod tests {
             for (f16_weights, f16_kv) in [(true, true), (false, false)] {
                 for arch in [(8, 0), (9, 0)] {
                     let text = ptx(f.name, &source(f, f16_weights, f16_kv), arch, 0, None).unwrap_or_else(|e| panic!("{e}"));
-                    for name in super::super::kernels::exports(f.name, f16_weights, arch) {
+                    for name in super::super::kernels::exports(f.name, f16_weights) {
                         assert!(text.contains(&format!(".entry {name}(")), "{}: no kernel {name} in the PTX", f.name);
                     }
                 }

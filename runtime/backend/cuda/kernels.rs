@@ -10,7 +10,7 @@ use cudarc::driver::{CudaFunction, CudaModule, sys};
 
 use crate::error::{Error, Result};
 use crate::lower::caps::{FlatTiling, Tile, cuda};
-use crate::lower::kernel::{Epilogue, LaunchScalars, Params, Prologue, SplitCombine, Variant};
+use crate::lower::kernel::{Epilogue, LaunchScalars, Params, Prologue, Variant};
 use crate::lower::{Launch, Template};
 
 /// Matches `struct Args` in common.cuh: device pointers, then the launch's parameters (the
@@ -188,15 +188,9 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
                 out.push(g("kv_write", dims.kv_dim().div_ceil(eb), m, 1, eb));
             }
             match v {
-                Variant::SplitKvAttention { chunks, combine: SplitCombine::Launch, .. } => {
+                Variant::SplitKvAttention { chunks, .. } => {
                     out.push(g("attn_split", chunk_blocks.max(chunks), dims.heads, m, att));
                     out.push(g("attn_combine", dims.heads, m, 1, att));
-                }
-                Variant::SplitKvAttention { chunks, combine: SplitCombine::Cluster, .. } => {
-                    if chunks > cuda::ATT_CLUSTER {
-                        return Err(no_kernel(format!("a cluster split-KV of {chunks} chunks (at most {})", cuda::ATT_CLUSTER)));
-                    }
-                    out.push(g("attn_cluster", cuda::ATT_CLUSTER, dims.heads, m, att));
                 }
                 Variant::OnlineAttention => out.push(g("attn_online", dims.heads, m, 1, att)),
                 Variant::FlashAttention { rows, keys } if f16_weights && cuda::FLASH_HEAD_DIMS.contains(&dims.head_dim) => {
@@ -223,14 +217,8 @@ pub struct Kernels {
     pub pdl: bool,
 }
 
-/// Whether a device of compute capability `arch` has thread-block clusters (`attn_cluster`).
-pub fn has_clusters(arch: (i32, i32)) -> bool {
-    arch.0 >= 9
-}
-
-/// Every kernel a family exports for `arch` (the names `grids`, the argmax and the
-/// benchmarks use).
-pub(crate) fn exports(family: &str, f16_weights: bool, arch: (i32, i32)) -> Vec<String> {
+/// Every kernel a family exports (the names `grids`, the argmax and the benchmarks use).
+pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match family {
         "elementwise" => {
@@ -257,9 +245,6 @@ pub(crate) fn exports(family: &str, f16_weights: bool, arch: (i32, i32)) -> Vec<
         }
         "attention" => {
             let mut out = names(&["attn_split", "attn_combine", "attn_online"]);
-            if has_clusters(arch) {
-                out.push("attn_cluster".into());
-            }
             if f16_weights {
                 out.extend(cuda::FLASH_HEAD_DIMS.iter().map(|d| format!("attn_flash_{d}")));
             }
@@ -274,7 +259,7 @@ impl Kernels {
     pub fn new(modules: Vec<Arc<CudaModule>>, f16_weights: bool, arch: (i32, i32)) -> Result<Kernels> {
         let mut functions = HashMap::new();
         for (module, family) in modules.iter().zip(super::compile::FAMILIES) {
-            for name in exports(family.name, f16_weights, arch) {
+            for name in exports(family.name, f16_weights) {
                 let f = module.load_function(&name).map_err(|e| Error::Backend {
                     backend: "cuda".into(),
                     op: format!("loading kernel {name} of the {} kernels", family.name),

@@ -16,7 +16,7 @@ use crate::backend::BackendCaps;
 pub use crate::backend::microbench::*;
 use crate::error::{Error, Result};
 use crate::lower::caps::cuda;
-use crate::lower::kernel::{HeadDims, Params, SplitCombine, UnifiedMax, Variant};
+use crate::lower::kernel::{HeadDims, Params, UnifiedMax, Variant};
 use crate::lower::{Io, Launch, Template};
 use crate::tensor::DType;
 
@@ -191,7 +191,7 @@ impl Bench {
                     ..Args::of(&t, ctx, |_| 1)
                 })
                 .collect();
-            let split_v = Variant::SplitKvAttention { chunks, chunk_keys, unified, combine: SplitCombine::Launch };
+            let split_v = Variant::SplitKvAttention { chunks, chunk_keys, unified };
             let split_grids = grids(&Launch { template: 0, variant: split_v, rows: 1 }, &t, 1, self.f16, 0)?;
             let online_grids = grids(&Launch { template: 0, variant: Variant::OnlineAttention, rows: 1 }, &t, 1, self.f16, 0)?;
             let reps = effort.dispatches(copies);
@@ -203,21 +203,7 @@ impl Bench {
             let t_online = self.time(effort.repeats, &|| run(&online_grids))? / reps as f64;
             let words = s.clone_dtoh(&flags).map_err(|e| driver_error("reading flags", e))?;
             let fallback_heads = words[1..].iter().filter(|&&f| f != 0).count();
-            let mut timing =
-                AttentionTiming::new(&a, ctx, 2 * cache_bytes, (chunks, chunk_keys), [t_split, t_both, t_online], fallback_heads);
-            if let Some(c) = limits.cluster {
-                let (chunks, chunk_keys) = crate::lower::split_kv(ctx, c.chunks, limits.min_chunk_keys);
-                let mut words = step_words(1, 1, MAX_M, Some((chunks, chunk_keys)));
-                words[super::STEP_WORDS + MAX_M] = (ctx - 1) as u32;
-                let cluster_step = s.clone_htod(&words).map_err(|e| driver_error("copying", e))?;
-                let cluster_args: Vec<Args> = args.iter().map(|a| Args { step: ptr(&cluster_step, s), ..*a }).collect();
-                let v = Variant::SplitKvAttention { chunks, chunk_keys, unified, combine: SplitCombine::Cluster };
-                let gs = grids(&Launch { template: 0, variant: v, rows: 1 }, &t, 1, self.f16, 0)?;
-                // SAFETY: as above; the cluster kernel reads the same buffers and no partials.
-                let run = || (0..reps).try_for_each(|r| gs.iter().try_for_each(|g| unsafe { self.go(g, &cluster_args[r % copies]) }));
-                timing = timing.with_cluster((chunks, chunk_keys), self.time(effort.repeats, &run)? / reps as f64);
-            }
-            out.push(timing);
+            out.push(AttentionTiming::new(&a, ctx, 2 * cache_bytes, (chunks, chunk_keys), [t_split, t_both, t_online], fallback_heads));
             progress();
         }
         Ok(out)

@@ -25,8 +25,8 @@ use kernels::{Args, Grid, Kernels, STEP_WORDS, step_words};
 use super::tap::{self, Tap, Tapped};
 use super::{BackendCaps, Capacity, CudaOptions, Device, Executor, Pick, StepInput, StepOutput, StepTiming, Tokens, WeightPrecision};
 use crate::error::{Error, Result};
-use crate::lower::caps::{SplitKvLimits, cuda};
-use crate::lower::kernel::{Params, SplitCombine, Variant};
+use crate::lower::caps::cuda;
+use crate::lower::kernel::{Params, Variant};
 use crate::lower::{Launch, LoweredStep, Lowering, Template};
 use crate::model::WeightSource;
 use crate::tensor::DType;
@@ -123,8 +123,9 @@ impl CudaDevice {
             kernels: compile::sources_hash(dtype == DType::F16),
             ..BackendCaps::cuda_builtin(dtype)
         };
-        if !kernels::has_clusters(arch) {
-            caps.attention.split_kv = caps.attention.split_kv.map(|l| SplitKvLimits { cluster: None, ..l });
+        // For experiments: the flat GEMM without its prologue / epilogue fusions.
+        if std::env::var("FDPP_CUDA_FLAT_FUSIONS").is_ok_and(|v| v == "0") {
+            caps.fusions.flat_gemm_fusions = false;
         }
         Ok(CudaDevice { ctx, stream, caps, arch, driver })
     }
@@ -321,7 +322,7 @@ struct SlotState {
 
 /// The shape a graph was captured for: tokens, output rows, sequences, split-KV (chunk
 /// blocks, keys per chunk).
-type GraphKey = (usize, usize, usize, Option<(usize, usize, bool)>);
+type GraphKey = (usize, usize, usize, Option<(usize, usize)>);
 
 /// A step's launches captured as one CUDA graph.
 struct StepGraph(CudaGraph);
@@ -519,8 +520,7 @@ impl CudaExecutor {
         }
         // Chunk counts are rounded up to a power of two: one graph serves every step whose
         // chunking differs only there (the blocks past a step's chunks return at once).
-        let cluster = step.launches.iter().any(|l| matches!(l.variant, Variant::SplitKvAttention { combine: SplitCombine::Cluster, .. }));
-        let bucket = step.split_kv.map(|(chunks, keys)| (chunks.next_power_of_two().min(cuda::MAX_ATTN_CHUNKS), keys, cluster));
+        let bucket = step.split_kv.map(|(chunks, keys)| (chunks.next_power_of_two().min(cuda::MAX_ATTN_CHUNKS), keys));
         // Prefill-sized steps (cuBLAS products) run once per request: no graph.
         if !self.use_graphs || step.launches.iter().any(|l| self.on_blas(l)) {
             let grids = self.step_grids(step, bucket.map_or(0, |b| b.0))?;

@@ -8,7 +8,7 @@ use half::f16;
 use super::*;
 use crate::compare::rel_error;
 
-use crate::lower::kernel::{Epilogue, HeadDims, Prologue, SplitCombine, UnifiedMax, Variant};
+use crate::lower::kernel::{Epilogue, HeadDims, Prologue, UnifiedMax, Variant};
 use crate::lower::memory::BufferId;
 use crate::lower::{Io, Launch};
 use crate::sampling::Rng;
@@ -345,33 +345,22 @@ fn check_attention(precision: WeightPrecision) {
                     want.extend(attend(q, k, v, positions[i], KvHead { kv_dim, hd, off: (h / 2) * hd }, scale as f64));
                 }
             }
+            let step = rig.step(m, m, Some(split), &positions, &row_seqs);
             let scratch = s.alloc_zeros::<f32>(m * dims.heads * limits.max_chunks * (hd + 1)).unwrap();
             // Split-KV, online, and split-KV whose every row leaves the unified-max range
             // (recomputed by the combine's fallback).
-            // The same two with the partials added in a block cluster, where the device has it.
-            let out_of_range = UnifiedMax { phi: 0.0, lo: -1e30, hi: -1e30 };
-            let mut cases = vec![("split", UnifiedMax::default()), ("online", UnifiedMax::default()), ("fallback", out_of_range)];
-            if limits.cluster.is_some() {
-                cases.extend([("cluster", UnifiedMax::default()), ("cluster fallback", out_of_range)]);
-            }
-            for (name, unified) in cases {
+            for (name, unified) in [
+                ("split", UnifiedMax::default()),
+                ("online", UnifiedMax::default()),
+                ("fallback", UnifiedMax { phi: 0.0, lo: -1e30, hi: -1e30 }),
+            ] {
                 if one_sequence && name != "online" {
                     continue; // split-KV steps hold one token per sequence
                 }
                 let variant = match name {
                     "online" => Variant::OnlineAttention,
-                    "cluster" | "cluster fallback" => {
-                        let c = limits.cluster.expect("only where the device has it");
-                        let (chunks, chunk_keys) = crate::lower::split_kv(keys, c.chunks, limits.min_chunk_keys);
-                        Variant::SplitKvAttention { chunks, chunk_keys, unified, combine: SplitCombine::Cluster }
-                    }
-                    _ => Variant::SplitKvAttention { chunks: split.0, chunk_keys: split.1, unified, combine: SplitCombine::Launch },
+                    _ => Variant::SplitKvAttention { chunks: split.0, chunk_keys: split.1, unified },
                 };
-                let split = match variant {
-                    Variant::SplitKvAttention { chunks, chunk_keys, .. } => (chunks, chunk_keys),
-                    _ => split,
-                };
-                let step = rig.step(m, m, Some(split), &positions, &row_seqs);
                 let params = Params::Attention { dims, layer: 0, scale, kv_write: false, unified };
                 let t = Template { node: 0, out_rows: false, params, io: io() };
                 let ybuf = rig.f32s(&vec![f32::NAN; m * dims.q_dim()]);
@@ -392,7 +381,7 @@ fn check_attention(precision: WeightPrecision) {
                 let err = rel_error(&rig.read(&ybuf), &want, "attention");
                 assert!(err < 1e-4, "{name} hd {hd} positions {positions:?}: relative error {err}");
                 let recomputed = rig.read(&flags)[0] as usize;
-                assert_eq!(recomputed, if name.ends_with("fallback") { m * dims.heads } else { 0 }, "{name}: rows recomputed");
+                assert_eq!(recomputed, if name == "fallback" { m * dims.heads } else { 0 }, "{name}: rows recomputed");
             }
         }
     }
@@ -472,7 +461,7 @@ fn the_cuda_profile_lowers_with_its_own_tiles() {
     assert_eq!(caps.linear.flat_tilings, cuda::flat_tilings());
     // Every tiling's kernels exist, for every fusion the f16 profile offers B.
     assert!(caps.fusions.flat_gemm_fusions);
-    let names = kernels::exports("linear", true, (9, 0));
+    let names = kernels::exports("linear", true);
     for t in cuda::flat_tilings() {
         for name in [
             format!("flat_gemm_t{}x{}x{}", t.tile.m, t.tile.n, t.k_groups),
