@@ -45,9 +45,8 @@ pub struct LinearKernels {
     pub flat_tilings: Vec<FlatTiling>,
     /// The conventional GEMM's tile.
     pub gemm_tile: Tile,
-    /// Fewest rows the GEMM runs on: below, B runs where the table gives C. CUDA: C goes
-    /// through cuBLAS, which keeps a step out of its CUDA graph, so decode-sized steps (up to
-    /// the split-KV kernel's rows) do not run it.
+    /// Fewest rows the GEMM runs on: below, B runs where the table gives C (a backend whose
+    /// GEMM cannot serve small steps; every backend today takes 1).
     #[serde(default = "one")]
     pub gemm_min_m: usize,
 }
@@ -399,7 +398,7 @@ impl BackendCaps {
                 gemv_split_k_min: None,
                 flat_tilings: if tensor_cores { cuda::flat_tilings() } else { vec![FlatTiling { tile: tiled, k_groups: 1 }] },
                 gemm_tile: if tensor_cores { Tile { m: cuda::GEMM_TILE_M, n: cuda::GEMM_TILE_N } } else { tiled },
-                gemm_min_m: if tensor_cores { cuda::SPLIT_MAX_M + 1 } else { 1 },
+                gemm_min_m: 1,
             },
             attention: AttentionKernels {
                 split_kv: Some(SplitKvLimits {

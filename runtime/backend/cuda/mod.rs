@@ -521,8 +521,9 @@ impl CudaExecutor {
         // Chunk counts are rounded up to a power of two: one graph serves every step whose
         // chunking differs only there (the blocks past a step's chunks return at once).
         let bucket = step.split_kv.map(|(chunks, keys)| (chunks.next_power_of_two().min(cuda::MAX_ATTN_CHUNKS), keys));
-        // Prefill-sized steps (cuBLAS products) run once per request: no graph.
-        if !self.use_graphs || step.launches.iter().any(|l| self.on_blas(l)) {
+        // Prefill steps with cuBLAS products run once per request: no graph (capturing one
+        // costs more than it saves). Decode steps capture cuBLAS with the rest.
+        if !self.use_graphs || (!step.shape.is_decode() && step.launches.iter().any(|l| self.on_blas(l))) {
             let grids = self.step_grids(step, bucket.map_or(0, |b| b.0))?;
             return self.run_launches(step, &grids);
         }
