@@ -142,10 +142,11 @@ impl std::fmt::Display for Reason {
             Reason::NoSplitKv => f.write_str("the backend has no split-KV kernel"),
             Reason::Fused { into, stage, when } => {
                 write!(f, "done in the {stage} of {into}")?;
-                if *when == When::GemvSteps {
-                    f.write_str(" (on GEMV steps)")?;
+                match when {
+                    When::Always => Ok(()),
+                    When::GemvSteps => f.write_str(" (on GEMV steps)"),
+                    When::GemvAndFlatGemmSteps => f.write_str(" (on GEMV and flat GEMM steps)"),
                 }
-                Ok(())
             }
         }
     }

@@ -417,6 +417,15 @@ fn run(args: BenchArgs) -> Result<()> {
         profile.push(print_profile(&format!("prefill of {} tokens", args.prompt_tokens), &records(&exec)));
         exec.step_greedy(&StepInput { tokens: &next, positions: &[args.prompt_tokens], seqs: &[0], out_rows: &[0] })?;
         profile.push(print_profile(&format!("decode at position {}", args.prompt_tokens), &records(&exec)));
+        if max_batch > 1 {
+            // The largest batch's step: every sequence one token past the prompt (their
+            // caches hold what the timed runs left there).
+            let b = max_batch;
+            let (seqs, rows): (Vec<usize>, Vec<usize>) = ((0..b).collect(), (0..b).collect());
+            let step = StepInput { tokens: &vec![next[0]; b], positions: &vec![args.prompt_tokens; b], seqs: &seqs, out_rows: &rows };
+            exec.step_greedy(&step)?;
+            profile.push(print_profile(&format!("decode of {b} sequences at position {}", args.prompt_tokens), &records(&exec)));
+        }
         exec.set_profiling(false)?;
     }
     if let Some(path) = args.json {

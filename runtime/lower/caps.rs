@@ -45,9 +45,8 @@ pub struct LinearKernels {
     pub flat_tilings: Vec<FlatTiling>,
     /// The conventional GEMM's tile.
     pub gemm_tile: Tile,
-    /// Fewest rows the GEMM runs on: below, B runs where the table gives C. CUDA: C goes
-    /// through cuBLAS, which keeps a step out of its CUDA graph, so decode-sized steps (up to
-    /// the split-KV kernel's rows) do not run it.
+    /// Fewest rows the GEMM runs on: below, B runs where the table gives C (a backend whose
+    /// GEMM cannot serve small steps; every backend today takes 1).
     #[serde(default = "one")]
     pub gemm_min_m: usize,
 }
@@ -105,6 +104,10 @@ pub struct FusionSupport {
     pub gemv_swiglu_epilogue: bool,
     /// RoPE with the KV write in the QKV GEMV's epilogue.
     pub gemv_rope_epilogue: bool,
+    /// The flat GEMM (B) has the GEMV's prologue and epilogues too, so steps that run B fuse
+    /// like those that run A.
+    #[serde(default)]
+    pub flat_gemm_fusions: bool,
 }
 
 impl FusionSupport {
@@ -114,6 +117,7 @@ impl FusionSupport {
         gemv_norm_prologue: false,
         gemv_swiglu_epilogue: false,
         gemv_rope_epilogue: false,
+        flat_gemm_fusions: false,
     };
 }
 
@@ -223,10 +227,16 @@ pub mod cuda {
     /// Warps per GEMV block, splitting K (`GV_WARPS`); a block owns four columns (two pairs).
     pub const GV_WARPS: usize = 8;
     pub const GV_COLS: usize = 4;
-    /// The tensor-core flat GEMM: 16 columns x 8 tokens per block, K split over `FB_WARPS` warps.
-    pub const FLAT_TILE_M: usize = 8;
-    pub const FLAT_TILE_N: usize = 16;
-    pub const FB_WARPS: usize = 8;
+    /// The tensor-core flat GEMM's tilings: (tokens, columns, warps splitting K) per block;
+    /// tokens and columns multiples of mma's 8 and 16. The first is the default: it fills an
+    /// H200 with warps at N = 4096. Wider column tiles read the activations fewer times;
+    /// taller token tiles read each weight fragment once for up to 32 tokens.
+    pub const FLAT_TILINGS: [(usize, usize, usize); 6] = [(8, 16, 8), (8, 16, 4), (8, 32, 4), (8, 32, 8), (16, 16, 8), (32, 16, 8)];
+
+    /// `FLAT_TILINGS` as the lowering's tilings.
+    pub fn flat_tilings() -> Vec<super::FlatTiling> {
+        FLAT_TILINGS.iter().map(|&(m, n, warps)| super::FlatTiling { tile: super::Tile { m, n }, k_groups: warps }).collect()
+    }
     /// The tensor-core GEMM: 64 tokens x 128 columns per block (8 warps).
     pub const GEMM_TILE_M: usize = 64;
     pub const GEMM_TILE_N: usize = 128;
@@ -258,12 +268,15 @@ pub mod cuda {
             d("FDPP_KV_F16", f16_kv as usize),
             d("GEMV_MAX_M", GEMV_MAX_M),
             d("GV_WARPS", GV_WARPS),
-            d("FB_WARPS", FB_WARPS),
             d("ELEM_BLOCK", ELEM_BLOCK),
             d("ATT_WARPS", ATT_WARPS),
             d("MAX_HEAD_DIM", MAX_HEAD_DIM),
             d("FLASH_ROWS", FLASH_ROWS),
             d("FLASH_KEYS", FLASH_KEYS),
+            format!(
+                "#define FLAT_TILINGS(X) {}\n",
+                FLAT_TILINGS.iter().map(|(m, n, w)| format!("X({m}, {n}, {w})")).collect::<Vec<_>>().join(" ")
+            ),
         ]
         .concat()
     }
@@ -354,6 +367,7 @@ impl BackendCaps {
                 gemv_norm_prologue: true,
                 gemv_swiglu_epilogue: true,
                 gemv_rope_epilogue: true,
+                flat_gemm_fusions: false,
             },
             device_argmax: true,
             device_top_k: Some(wgsl::SAMPLER_MAX_K),
@@ -382,13 +396,9 @@ impl BackendCaps {
             linear: LinearKernels {
                 gemv_max_m: cuda::GEMV_MAX_M,
                 gemv_split_k_min: None,
-                flat_tilings: vec![if tensor_cores {
-                    FlatTiling { tile: Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N }, k_groups: cuda::FB_WARPS }
-                } else {
-                    FlatTiling { tile: tiled, k_groups: 1 }
-                }],
+                flat_tilings: if tensor_cores { cuda::flat_tilings() } else { vec![FlatTiling { tile: tiled, k_groups: 1 }] },
                 gemm_tile: if tensor_cores { Tile { m: cuda::GEMM_TILE_M, n: cuda::GEMM_TILE_N } } else { tiled },
-                gemm_min_m: if tensor_cores { cuda::SPLIT_MAX_M + 1 } else { 1 },
+                gemm_min_m: 1,
             },
             attention: AttentionKernels {
                 split_kv: Some(SplitKvLimits {
@@ -410,6 +420,7 @@ impl BackendCaps {
                 gemv_norm_prologue: true,
                 gemv_swiglu_epilogue: true,
                 gemv_rope_epilogue: true,
+                flat_gemm_fusions: tensor_cores,
             },
             device_argmax: true,
             device_top_k: None,

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::caps::FusionSupport;
+use super::kernel::Variant;
 use crate::graph::{Graph, NodeId, Op};
 
 /// Where in the absorbing launch a fused node's work happens.
@@ -31,6 +32,20 @@ pub enum When {
     /// Steps where the absorbing linear layer runs the GEMV (A); on other steps the
     /// absorbed node runs its own launch.
     GemvSteps,
+    /// Steps where it runs the GEMV (A) or the flat GEMM (B), whose kernels have the same
+    /// prologue and epilogues; on GEMM (C) steps the absorbed node runs its own launch.
+    GemvAndFlatGemmSteps,
+}
+
+impl When {
+    /// Whether the fusion applies on a step where its host runs `variant`.
+    pub fn applies(self, variant: &Variant) -> bool {
+        match self {
+            When::Always => true,
+            When::GemvSteps => matches!(variant, Variant::Gemv { .. }),
+            When::GemvAndFlatGemmSteps => matches!(variant, Variant::Gemv { .. } | Variant::FlatGemm { .. }),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,9 +95,11 @@ impl Fusion {
         }
     }
 
-    pub fn when(&self) -> When {
+    /// On which steps it applies, with the backend's kernels.
+    pub fn when(&self, support: &FusionSupport) -> When {
         match self {
             Fusion::ResidualEpilogue { .. } | Fusion::KvWriteInRope { .. } => When::Always,
+            _ if support.flat_gemm_fusions => When::GemvAndFlatGemmSteps,
             _ => When::GemvSteps,
         }
     }

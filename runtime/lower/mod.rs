@@ -108,11 +108,12 @@ pub struct LoweredStep {
 enum Program {
     /// These launches every step (a table in chunks: one per chunk).
     Fixed(Vec<TemplateId>),
-    /// Per weight chunk, launches for any variant; and, where GEMV fusions apply, the fused
-    /// GEMV launch that replaces them (and the nodes it absorbs) on GEMV steps.
+    /// Per weight chunk, launches for any variant; and, where the layer has prologue or
+    /// epilogue fusions, the fused launch that replaces them (and the nodes it absorbs) on
+    /// the steps whose variant has them (`When`).
     Linear {
         plain: Vec<TemplateId>,
-        fused_gemv: Option<TemplateId>,
+        fused: Option<TemplateId>,
         n: usize,
         k: usize,
     },
@@ -227,7 +228,7 @@ impl Lowering {
 
     fn program(&mut self, ni: NodeId, unified: &[UnifiedMax]) -> Program {
         let node = self.graph.nodes[ni].clone();
-        if let Some((i, _)) = self.fusion_of(|f| f.when() == When::Always && f.absorbed() == Some(ni)) {
+        if let Some((i, _)) = self.fusion_of(|f| f.when(&self.caps.fusions) == When::Always && f.absorbed() == Some(ni)) {
             return Program::Absorbed(i);
         }
         let x = node.inputs.first().filter(|&&t| t != self.graph.tokens).map(|&t| self.buffer(t));
@@ -275,8 +276,8 @@ impl Lowering {
                         self.template(ni, params, Io { x2, bias, weight: Some(WeightChunk { param: weight, chunk }), ..io(y) })
                     })
                     .collect();
-                let fused_gemv = self.fused_gemv(ni, (weight, bias), n, k);
-                Program::Linear { plain, fused_gemv, n, k }
+                let fused = self.fused_linear(ni, (weight, bias), n, k);
+                Program::Linear { plain, fused, n, k }
             }
             Op::Rope { head_dim, num_heads, num_kv_heads, .. } => {
                 let dims = HeadDims { heads: num_heads, kv_heads: num_kv_heads, head_dim };
@@ -312,9 +313,9 @@ impl Lowering {
         })
     }
 
-    /// The GEMV launch with this linear layer's GEMV fusions, if it has any.
-    fn fused_gemv(&mut self, ni: NodeId, (weight, bias): (ParamId, Option<ParamId>), n: usize, k: usize) -> Option<TemplateId> {
-        if !self.fusions.iter().any(|f| f.when() == When::GemvSteps && f.host() == ni) {
+    /// The launch of this linear layer with its prologue / epilogue fusions, if it has any.
+    fn fused_linear(&mut self, ni: NodeId, (weight, bias): (ParamId, Option<ParamId>), n: usize, k: usize) -> Option<TemplateId> {
+        if !self.fusions.iter().any(|f| f.when(&self.caps.fusions) != When::Always && f.host() == ni) {
             return None;
         }
         let node = self.graph.nodes[ni].clone();
@@ -415,16 +416,17 @@ impl Lowering {
     pub fn lower(&self, shape: &StepShape) -> LoweredStep {
         let (m, out) = (shape.m, shape.out);
         let rows = |t: &Template| if t.out_rows { out } else { m };
-        // Which linear layers run their fused GEMV this step (their absorbed nodes then
+        // Which linear layers run their fused launch this step (their absorbed nodes then
         // run no launch of their own).
+        let support = &self.caps.fusions;
         let mut fused_here = vec![false; self.fusions.len()];
         for (pi, &ni) in self.order.iter().enumerate() {
-            if let Program::Linear { fused_gemv: Some(_), n, k, .. } = &self.programs[pi] {
+            if let Program::Linear { fused: Some(_), n, k, .. } = &self.programs[pi] {
                 let rows = self.graph.tensors[self.graph.nodes[ni].output].rows(m, out);
-                if matches!(self.linear_variant(*n, *k, rows).0, Variant::Gemv { .. }) {
-                    for (fi, f) in self.fusions.iter().enumerate() {
-                        fused_here[fi] |= f.when() == When::GemvSteps && f.host() == ni;
-                    }
+                let variant = self.linear_variant(*n, *k, rows).0;
+                for (fi, f) in self.fusions.iter().enumerate() {
+                    let when = f.when(support);
+                    fused_here[fi] |= when != When::Always && when.applies(&variant) && f.host() == ni;
                 }
             }
         }
@@ -447,11 +449,12 @@ impl Lowering {
                     }
                     NodeStep::Runs { launches: start..launches.len(), reason: Reason::OnlyKernel }
                 }
-                (Program::Linear { plain, fused_gemv, n, k }, None) => {
+                (Program::Linear { plain, fused, n, k }, None) => {
                     let r = rows(&self.templates[plain[0]]);
                     let (variant, reason) = self.linear_variant(*n, *k, r);
-                    match fused_gemv {
-                        Some(t) if matches!(variant, Variant::Gemv { .. }) => launches.push(Launch { template: *t, variant, rows: r }),
+                    let fused = fused.filter(|_| self.fusions.iter().enumerate().any(|(fi, f)| fused_here[fi] && f.host() == ni));
+                    match fused {
+                        Some(t) => launches.push(Launch { template: t, variant, rows: r }),
                         _ => launches.extend(plain.iter().map(|&t| Launch { template: t, variant, rows: r })),
                     }
                     NodeStep::Runs { launches: start..launches.len(), reason }
@@ -505,7 +508,7 @@ impl Lowering {
                     NodeStep::Fused { into, fusion } => {
                         let f = &self.fusions[*fusion];
                         let into = g.nodes[*into].name.clone();
-                        let reason = Reason::Fused { into: into.clone(), stage: f.stage(), when: f.when() };
+                        let reason = Reason::Fused { into: into.clone(), stage: f.stage(), when: f.when(&self.caps.fusions) };
                         (How::Fused { into, stage: f.stage() }, reason, None)
                     }
                 };

@@ -102,6 +102,30 @@ fn nodes_fused_on_a_gemv_step_name_the_launch_that_absorbed_them() {
 }
 
 #[test]
+fn where_the_flat_gemm_has_the_gemv_fusions_b_steps_fuse_too_and_c_steps_do_not() {
+    let l = lowering(BackendCaps::cuda_builtin(crate::tensor::DType::F16));
+    let step = l.lower(&decode(8, 10));
+    let records = l.records(&step, None);
+    let qkv = record(&records, "layers.0.attn.qkv");
+    assert_eq!(variant(qkv).label(), "B:flat_gemm");
+    let How::Launch { absorbs, params, .. } = &qkv.how else { panic!() };
+    assert_eq!(absorbs, &["layers.0.attn_norm".to_string(), "layers.0.attn.rope".to_string()]);
+    assert!(matches!(params, Params::Linear { prologue: Some(_), epilogue: Epilogue::Rope { .. }, .. }), "{params:?}");
+    assert!(matches!(record(&records, "layers.1.ffn.swiglu").how, How::Fused { .. }));
+    assert_eq!(
+        record(&records, "layers.0.attn_norm").reason.to_string(),
+        "done in the prologue of layers.0.attn.qkv (on GEMV and flat GEMM steps)"
+    );
+    // As many launches as the GEMV step.
+    assert_eq!(step.launches.len(), l.lower(&decode(1, 10)).launches.len());
+    // A prefill step of C (GEMM) runs the norms, RoPE and SwiGLU on their own.
+    let records = l.records(&l.lower(&prefill(512)), None);
+    assert_eq!(variant(record(&records, "layers.0.attn.qkv")).label(), "C:gemm");
+    assert_eq!(variant(record(&records, "layers.0.attn_norm")), Variant::RmsNorm);
+    assert_eq!(variant(record(&records, "layers.1.ffn.swiglu")), Variant::SwiGlu);
+}
+
+#[test]
 fn the_gemv_row_limit_and_split_k_are_decided_here_with_their_reason() {
     let mut caps = BackendCaps::wgpu_builtin();
     // A table that would give A up to 15 rows: the GEMV holds 8, so 9..15 run B.
@@ -222,7 +246,7 @@ fn prefill_attention_runs_on_tensor_cores_for_the_head_sizes_the_kernel_takes() 
 #[test]
 fn the_cpu_profile_fuses_only_what_its_kernels_do() {
     let l = lowering(BackendCaps::cpu());
-    assert!(l.fusions.iter().all(|f| f.when() == fusion::When::Always), "{:?}", l.fusions);
+    assert!(l.fusions.iter().all(|f| f.when(&l.caps.fusions) == fusion::When::Always), "{:?}", l.fusions);
     let records = l.records(&l.lower(&decode(1, 10)), None);
     assert_eq!(variant(record(&records, "layers.0.attn_norm")), Variant::RmsNorm);
     assert!(matches!(record(&records, "layers.0.attn.residual").how, How::Fused { .. }));

@@ -3,9 +3,10 @@
 //   walks the weights once with 16-byte loads, every row's sums in registers, so the
 //   weights stream once for all rows; the RMSNorm prologue and the SwiGLU / RoPE+KV-write
 //   epilogues run inside it.
-// B (flat_gemm_mma): the paper's flat GEMM on tensor cores. The weight matrix is mma's
-//   16-row operand, so the tokens pad only to 8; a block owns 16 columns x 8 tokens and its
-//   FB_WARPS warps split K, so even N = 4096 puts thousands of warps in flight.
+// B (flat_gemm_*): the paper's flat GEMM on tensor cores. The weight matrix is mma's
+//   16-row operand, so the tokens pad only to 8; a block owns a tile of 8-32 tokens x 16-32
+//   columns and its warps split K, so even N = 4096 puts thousands of warps in flight; it
+//   has the GEMV's prologue and epilogues.
 // C (gemm_mma): 128 columns x 64 tokens per block, the tokens' K-slab staged once in shared
 //   memory for the eight warps (f16 builds). f32-weight builds run gemm_tiled (CUDA cores)
 //   for B and C alike.
@@ -16,7 +17,6 @@
 
 #define MODE_RESIDUAL 1u
 #define GV_PREFETCH_BLOCKS 512
-#define FB_BATCH 4
 #define MODE_NORM 2u
 #define MODE_SWIGLU 4u
 #define MODE_ROPE 8u
@@ -233,9 +233,8 @@ DEV uint4 load_w8(const f16* p, u32 k, u32 K, bool vec) {
     return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
 }
 
-// 8 floats of an activation row from element k as halves (zero past K or for a padding row).
-DEV uint4 load_x8(const float* p, u32 k, u32 K, bool vec, bool valid) {
-    float v[8];
+// 8 floats of an activation row from element k (zero past K or for a padding row).
+DEV void load_x8f(const float* p, u32 k, u32 K, bool vec, bool valid, float v[8]) {
     if (!valid) {
 #pragma unroll
         for (int e = 0; e < 8; e++) v[e] = 0.0f;
@@ -244,56 +243,178 @@ DEV uint4 load_x8(const float* p, u32 k, u32 K, bool vec, bool valid) {
     } else {
         load8_tail(p + k, k < K ? (int)(K - k) : 0, v);
     }
+}
+DEV uint4 pack8(const float v[8]) {
     return make_uint4(pack_h2(v[0], v[1]), pack_h2(v[2], v[3]), pack_h2(v[4], v[5]), pack_h2(v[6], v[7]));
 }
+// The same as halves.
+DEV uint4 load_x8(const float* p, u32 k, u32 K, bool vec, bool valid) {
+    float v[8];
+    load_x8f(p, k, K, vec, valid, v);
+    return pack8(v);
+}
 
-// B: grid (N / 16, M / 8), FB_WARPS warps splitting K into 32-wide slabs.
-template <bool RES, bool BIAS> DEV void flat_gemm_body(const Args& a) {
-    __shared__ float red[FB_WARPS][16 * 8];
-    pdl_begin();
-    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const u32 N = a.n, K = a.k, M = row_count(a);
-    const u32 n0 = blockIdx.x * 16, m0 = blockIdx.y * 8;
-    const f16* w0 = a.w + (size_t)min(n0 + g, N - 1) * K;
-    const f16* w1 = a.w + (size_t)min(n0 + g + 8, N - 1) * K;
-    const bool tok_ok = m0 + g < M;
-    const float* xr = a.x + (size_t)(tok_ok ? m0 + g : 0) * K;
-    const bool vec = K % 8 == 0;
-    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    // FB_BATCH of this warp's slabs at a time: all their loads are issued before the first
-    // product needs one (slabs past K load zeros).
-    for (u32 s0 = warp * 32; s0 < K; s0 += FB_WARPS * 32 * FB_BATCH) {
-        uint4 A0[FB_BATCH], A1[FB_BATCH], B[FB_BATCH];
-#pragma unroll
-        for (int u = 0; u < FB_BATCH; u++) {
-            const u32 k = s0 + u * FB_WARPS * 32 + 8 * t;
-            A0[u] = load_w8(w0, k, K, vec);
-            A1[u] = load_w8(w1, k, K, vec);
-            B[u] = load_x8(xr, k, K, vec, tok_ok);
-        }
-#pragma unroll
-        for (int u = 0; u < FB_BATCH; u++) {
-            mma_16x8x16(c, A0[u].x, A1[u].x, A0[u].y, A1[u].y, B[u].x, B[u].y);
-            mma_16x8x16(c, A0[u].z, A1[u].z, A0[u].w, A1[u].w, B[u].z, B[u].w);
-        }
-    }
-    // c: (column g, tokens 2t, 2t + 1), (column g + 8, the same tokens)
-    red[warp][g * 8 + 2 * t] = c[0];
-    red[warp][g * 8 + 2 * t + 1] = c[1];
-    red[warp][(g + 8) * 8 + 2 * t] = c[2];
-    red[warp][(g + 8) * 8 + 2 * t + 1] = c[3];
-    __syncthreads();
-    if (threadIdx.x < 128) {
-        u32 col = threadIdx.x >> 3, tok = threadIdx.x & 7;
-        float v = 0.0f;
-#pragma unroll
-        for (int w = 0; w < FB_WARPS; w++) v += red[w][threadIdx.x];
-        if (n0 + col < N && m0 + tok < M) {
-            u32 cc = a.n_offset + n0 + col;
-            a.y[(size_t)(m0 + tok) * a.ldy + cc] = epilogue<RES ? MODE_RESIDUAL : 0u, BIAS>(a, m0 + tok, cc, v);
-        }
+// The two output columns of pair p of a SwiGLU (gate p, up p) or RoPE (a rotary pair, then
+// V's columns two by two) epilogue, and whether the pair exists.
+template <u32 MODE> DEV bool pair_columns(const Args& a, u32 p, u32& ca, u32& cb) {
+    if constexpr ((MODE & MODE_SWIGLU) != 0) {
+        ca = p;
+        cb = p + a.ldy;
+        return p < a.ldy;
+    } else {
+        rope_pair(a, p, ca, cb);
+        return p < a.n / 2;
     }
 }
+
+// B: the flat GEMM on tensor cores, tile (8 MT tokens) x (16 NT columns), WARPS warps
+// splitting K into 32-wide slabs. Each m16n8k16 product takes 16 weight rows as its A
+// operand: rows g and g + 8 of a 16-column group are a pair (plain columns c and c + 8, a
+// SwiGLU gate/up pair, or a RoPE pair), so every epilogue of the GEMV has its two inputs in
+// one thread after the reduction. A weight fragment, once loaded, serves all MT token
+// tiles. Grid: (token tiles, column groups), token tiles fastest, so blocks that read the
+// same weights run side by side and all but the first find them in L2.
+template <u32 MODE, bool BIAS, int MT, int NT, int WARPS> DEV void flat_gemm_body(const Args& a) {
+    constexpr bool NORM = (MODE & MODE_NORM) != 0, PAIRS = (MODE & (MODE_SWIGLU | MODE_ROPE)) != 0;
+    // Slabs whose loads are all issued before the first product needs one (registers: 8
+    // per column tile and 4 per token tile each).
+    constexpr int BATCH = 48 / (4 * MT + 8 * NT) > 0 ? 48 / (4 * MT + 8 * NT) : 1;
+    __shared__ float red[WARPS][NT * 16][MT * 8];
+    __shared__ float red_sq[NORM ? WARPS : 1][MT * 8];
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const u32 N = a.n, K = a.k;
+    const u32 m0 = blockIdx.x * MT * 8;
+    // Pair j of this block: weight rows ra[j], rb[j] (clamped: a row past N is read, never stored).
+    u32 ra[NT], rb[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const u32 p = (blockIdx.y * NT + j) * 8 + g;
+        u32 ca, cb;
+        if constexpr (PAIRS) {
+            pair_columns<MODE>(a, p, ca, cb);
+        } else {
+            ca = (blockIdx.y * NT + j) * 16 + g;
+            cb = ca + 8;
+        }
+        ra[j] = min(ca, N - 1);
+        rb[j] = min(cb, N - 1);
+    }
+    pdl_begin();
+    const u32 M = row_count(a);
+    const bool vec = K % 8 == 0;
+    const float* xr[MT];
+    bool tok_ok[MT];
+#pragma unroll
+    for (int i = 0; i < MT; i++) {
+        tok_ok[i] = m0 + i * 8 + g < M;
+        xr[i] = a.x + (size_t)(tok_ok[i] ? m0 + i * 8 + g : 0) * K;
+    }
+    float c[NT][MT][4], sq[MT];
+#pragma unroll
+    for (int i = 0; i < MT; i++) {
+        sq[i] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NT; j++) c[j][i][0] = c[j][i][1] = c[j][i][2] = c[j][i][3] = 0.0f;
+    }
+    for (u32 s0 = warp * 32; s0 < K; s0 += WARPS * 32 * BATCH) {
+        uint4 A0[BATCH][NT], A1[BATCH][NT], X[BATCH][MT];
+#pragma unroll
+        for (int u = 0; u < BATCH; u++) {
+            const u32 k = s0 + u * WARPS * 32 + 8 * t;
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                A0[u][j] = load_w8(a.w + (size_t)ra[j] * K, k, K, vec);
+                A1[u][j] = load_w8(a.w + (size_t)rb[j] * K, k, K, vec);
+            }
+            float gamma[8];
+            if constexpr (NORM) load_x8f(a.norm, k, K, vec, true, gamma);
+#pragma unroll
+            for (int i = 0; i < MT; i++) {
+                float v[8];
+                load_x8f(xr[i], k, K, vec, tok_ok[i], v);
+                if constexpr (NORM) {
+#pragma unroll
+                    for (int e = 0; e < 8; e++) {
+                        sq[i] += v[e] * v[e];
+                        v[e] *= gamma[e];
+                    }
+                }
+                X[u][i] = pack8(v);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < BATCH; u++) {
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+#pragma unroll
+                for (int i = 0; i < MT; i++) {
+                    mma_16x8x16(c[j][i], A0[u][j].x, A1[u][j].x, A0[u][j].y, A1[u][j].y, X[u][i].x, X[u][i].y);
+                    mma_16x8x16(c[j][i], A0[u][j].z, A1[u][j].z, A0[u][j].w, A1[u][j].w, X[u][i].z, X[u][i].w);
+                }
+            }
+        }
+    }
+    // c[j][i]: (row g of column tile j, tokens 8i + 2t, + 1), then row g + 8 for the same tokens.
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+#pragma unroll
+        for (int i = 0; i < MT; i++) {
+            red[warp][j * 16 + g][i * 8 + 2 * t] = c[j][i][0];
+            red[warp][j * 16 + g][i * 8 + 2 * t + 1] = c[j][i][1];
+            red[warp][j * 16 + g + 8][i * 8 + 2 * t] = c[j][i][2];
+            red[warp][j * 16 + g + 8][i * 8 + 2 * t + 1] = c[j][i][3];
+        }
+    }
+    if constexpr (NORM) {
+        // Token 8i + g's sum of squares: its four lanes, then (below) the warps.
+#pragma unroll
+        for (int i = 0; i < MT; i++) {
+            float v = xor_sum(sq[i], 1, 4);
+            if (t == 0) red_sq[warp][i * 8 + g] = v;
+        }
+    }
+    __syncthreads();
+    // Thread (pair q, token r) finishes its pair.
+    for (u32 e = threadIdx.x; e < NT * 8 * MT * 8; e += WARPS * 32) {
+        const u32 q = e / (MT * 8), r = e % (MT * 8), j = q / 8, gq = q % 8;
+        if (m0 + r >= M) continue;
+        float da = 0.0f, db = 0.0f, ss = 0.0f;
+#pragma unroll
+        for (int w = 0; w < WARPS; w++) {
+            da += red[w][j * 16 + gq][r];
+            db += red[w][j * 16 + gq + 8][r];
+            if constexpr (NORM) ss += red_sq[w][r];
+        }
+        const u32 p = (blockIdx.y * NT + j) * 8 + gq;
+        u32 ca, cb;
+        bool va, vb;
+        if constexpr (PAIRS) {
+            va = vb = pair_columns<MODE>(a, p, ca, cb);
+        } else {
+            ca = (blockIdx.y * NT + j) * 16 + gq;
+            cb = ca + 8;
+            va = ca < N;
+            vb = cb < N;
+        }
+        gemv_store<MODE, BIAS>(a, m0 + r, ca, cb, va, vb, da, db, ss);
+    }
+}
+
+// Names: flat_gemm[_norm][_res|_swiglu|_rope][_bias]_t<tokens>x<columns>x<warps>, for each
+// tiling of FLAT_TILINGS (written by the loader from `caps::cuda::FLAT_TILINGS`).
+#define FLAT_GEMM(name, mode, M, N, W)                                                                      \
+    KERNEL void name##_t##M##x##N##x##W(Args a) { flat_gemm_body<mode, false, M / 8, N / 16, W>(a); }      \
+    KERNEL void name##_bias_t##M##x##N##x##W(Args a) { flat_gemm_body<mode, true, M / 8, N / 16, W>(a); }
+#define FLAT_GEMM_TILING(M, N, W)                                         \
+    FLAT_GEMM(flat_gemm, 0u, M, N, W)                                     \
+    FLAT_GEMM(flat_gemm_res, MODE_RESIDUAL, M, N, W)                      \
+    FLAT_GEMM(flat_gemm_swiglu, MODE_SWIGLU, M, N, W)                     \
+    FLAT_GEMM(flat_gemm_rope, MODE_ROPE, M, N, W)                         \
+    FLAT_GEMM(flat_gemm_norm, MODE_NORM, M, N, W)                         \
+    FLAT_GEMM(flat_gemm_norm_res, MODE_NORM | MODE_RESIDUAL, M, N, W)     \
+    FLAT_GEMM(flat_gemm_norm_swiglu, MODE_NORM | MODE_SWIGLU, M, N, W)    \
+    FLAT_GEMM(flat_gemm_norm_rope, MODE_NORM | MODE_ROPE, M, N, W)
+FLAT_TILINGS(FLAT_GEMM_TILING)
 
 // C: grid (N / 128, M / 64); warp w owns columns n0 + 16w .. + 15 for all 64 tokens.
 template <bool RES, bool BIAS> DEV void gemm_mma_body(const Args& a) {
@@ -342,7 +463,6 @@ template <bool RES, bool BIAS> DEV void gemm_mma_body(const Args& a) {
     KERNEL void name##_res(Args a) { body<true, false>(a); }                 \
     KERNEL void name##_bias(Args a) { body<false, true>(a); }                \
     KERNEL void name##_res_bias(Args a) { body<true, true>(a); }
-TENSOR_CORE_KERNELS(flat_gemm_mma, flat_gemm_body)
 TENSOR_CORE_KERNELS(gemm_mma, gemm_mma_body)
 
 #else

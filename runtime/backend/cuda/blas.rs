@@ -21,7 +21,13 @@ pub struct Blas {
     handle: CudaBlas,
     /// The activations of one product as f16.
     half_x: CudaSlice<u16>,
+    /// cuBLAS's workspace, given to it up front so that it allocates nothing while a decode
+    /// step is captured as a CUDA graph.
+    _workspace: CudaSlice<u8>,
 }
+
+/// Bytes of cuBLAS workspace (NVIDIA's recommendation for Hopper).
+const WORKSPACE_BYTES: usize = 32 << 20;
 
 fn blas_error(e: impl std::fmt::Debug) -> Error {
     Error::Backend { backend: "cuda".into(), op: "running a cuBLAS GEMM".into(), reason: format!("{e:?}") }
@@ -38,7 +44,13 @@ impl Blas {
     pub fn new(stream: &Arc<CudaStream>, elements: usize) -> Result<Blas> {
         let handle = CudaBlas::new(stream.clone()).map_err(blas_error)?;
         let half_x = stream.alloc_zeros::<u16>(elements.max(8)).map_err(|e| alloc_error("f16 activations for cuBLAS", elements * 2, e))?;
-        Ok(Blas { handle, half_x })
+        let workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES).map_err(|e| alloc_error("the cuBLAS workspace", WORKSPACE_BYTES, e))?;
+        // SAFETY: the workspace is a live allocation of WORKSPACE_BYTES on the handle's
+        // stream, kept (in `Blas`) as long as the handle.
+        unsafe { blas::cublasSetWorkspace_v2(*handle.handle(), ptr(&workspace, stream) as *mut c_void, WORKSPACE_BYTES) }
+            .result()
+            .map_err(blas_error)?;
+        Ok(Blas { handle, half_x, _workspace: workspace })
     }
 
     /// Elements of f16 activations it holds.

@@ -65,6 +65,9 @@ pub struct Grid {
     pub threads: u32,
 }
 
+/// Most blocks a grid's y dimension takes.
+const MAX_GRID_Y: usize = 65535;
+
 fn no_kernel(what: String) -> Error {
     Error::Backend { backend: "cuda".into(), op: "encoding a launch".into(), reason: format!("no CUDA kernel for {what}") }
 }
@@ -73,8 +76,8 @@ fn check_tile<T: PartialEq + std::fmt::Display>(tile: T, have: T, what: &str) ->
     if tile == have { Ok(()) } else { Err(no_kernel(format!("a {what} with tile {tile} (the kernel's is {have})"))) }
 }
 
-/// The GEMV kernel of a prologue / epilogue combination over `rows` rows.
-fn gemv_kernel(prologue: Option<Prologue>, epilogue: Epilogue, bias: bool, rows: usize) -> String {
+/// The name part of a linear kernel's prologue / epilogue combination.
+fn fusion_suffix(prologue: Option<Prologue>, epilogue: Epilogue, bias: bool) -> String {
     let e = match epilogue {
         Epilogue::None => "",
         Epilogue::Residual => "_res",
@@ -82,7 +85,31 @@ fn gemv_kernel(prologue: Option<Prologue>, epilogue: Epilogue, bias: bool, rows:
         Epilogue::Rope { .. } => "_rope",
     };
     let norm = if prologue.is_some() { "_norm" } else { "" };
-    format!("gemv{norm}{e}{}{}", if bias { "_bias" } else { "" }, if rows == 1 { "_r1" } else { "" })
+    format!("{norm}{e}{}", if bias { "_bias" } else { "" })
+}
+
+/// The GEMV kernel of a prologue / epilogue combination over `rows` rows.
+fn gemv_kernel(prologue: Option<Prologue>, epilogue: Epilogue, bias: bool, rows: usize) -> String {
+    format!("gemv{}{}", fusion_suffix(prologue, epilogue, bias), if rows == 1 { "_r1" } else { "" })
+}
+
+/// The tensor-core flat GEMM kernel of a combination and tiling.
+fn flat_gemm_kernel(prologue: Option<Prologue>, epilogue: Epilogue, bias: bool, t: FlatTiling) -> String {
+    format!("flat_gemm{}_t{}x{}x{}", fusion_suffix(prologue, epilogue, bias), t.tile.m, t.tile.n, t.k_groups)
+}
+
+/// Every prologue / epilogue combination the GEMV and flat GEMM kernels are compiled for.
+fn fusion_combinations() -> Vec<(Option<Prologue>, Epilogue, bool)> {
+    let dims = crate::lower::kernel::HeadDims { heads: 1, kv_heads: 1, head_dim: 2 };
+    let mut out = vec![];
+    for prologue in [None, Some(Prologue::RmsNorm { eps: 0.0 })] {
+        for epilogue in [Epilogue::None, Epilogue::Residual, Epilogue::SwiGlu, Epilogue::Rope { dims }] {
+            for bias in [false, true] {
+                out.push((prologue, epilogue, bias));
+            }
+        }
+    }
+    out
 }
 
 /// A B/C kernel: `base`, with `_res` (residual epilogue) and `_bias`.
@@ -114,27 +141,35 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
             let blocks = if pairs { (n / 2).div_ceil(cuda::GV_COLS / 2) } else { n.div_ceil(cuda::GV_COLS) };
             vec![g(&gemv_kernel(prologue, epilogue, bias, rows), blocks, 1, 1, cuda::GV_WARPS * 32)]
         }
+        (Params::Linear { n, bias, prologue, epilogue, .. }, Variant::FlatGemm { tiling }) if f16_weights => {
+            if !cuda::flat_tilings().contains(&tiling) {
+                return Err(no_kernel(format!("a flat GEMM with tiling {tiling}")));
+            }
+            // A block owns tile.n / 2 pairs: SwiGLU / RoPE pairs, or plain columns c, c + 8.
+            let pairs = matches!(epilogue, Epilogue::SwiGlu | Epilogue::Rope { .. });
+            let groups = if pairs { (n / 2).div_ceil(tiling.tile.n / 2) } else { n.div_ceil(tiling.tile.n) };
+            if groups > MAX_GRID_Y {
+                return Err(no_kernel(format!("a flat GEMM of {n} columns ({groups} column groups, at most {MAX_GRID_Y})")));
+            }
+            let kernel = flat_gemm_kernel(prologue, epilogue, bias, tiling);
+            vec![g(&kernel, rows.div_ceil(tiling.tile.m), groups, 1, tiling.k_groups * 32)]
+        }
         (
             Params::Linear { n, bias, prologue: None, epilogue: e @ (Epilogue::None | Epilogue::Residual), .. },
             Variant::FlatGemm { tiling },
         ) => {
-            let residual = e == Epilogue::Residual;
-            let tile = tiling.tile;
-            if f16_weights {
-                check_tile(
-                    tiling,
-                    FlatTiling { tile: Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N }, k_groups: cuda::FB_WARPS },
-                    "flat GEMM",
-                )?;
-                vec![g(&product_kernel("flat_gemm_mma", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, cuda::FB_WARPS * 32)]
-            } else {
-                check_tile(
-                    tiling,
-                    FlatTiling { tile: Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE }, k_groups: 1 },
-                    "flat GEMM of f32 weights",
-                )?;
-                vec![g(&product_kernel("gemm_tiled", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, 256)]
-            }
+            check_tile(
+                tiling,
+                FlatTiling { tile: Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE }, k_groups: 1 },
+                "flat GEMM of f32 weights",
+            )?;
+            vec![g(
+                &product_kernel("gemm_tiled", e == Epilogue::Residual, bias),
+                n.div_ceil(tiling.tile.n),
+                rows.div_ceil(tiling.tile.m),
+                1,
+                256,
+            )]
         }
         (Params::Linear { n, bias, prologue: None, epilogue: e @ (Epilogue::None | Epilogue::Residual), .. }, Variant::Gemm { tile }) => {
             let residual = e == Epilogue::Residual;
@@ -191,18 +226,16 @@ pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
         }
         "linear" => {
             let mut out = vec![];
-            for prologue in [None, Some(Prologue::RmsNorm { eps: 0.0 })] {
-                let dims = crate::lower::kernel::HeadDims { heads: 1, kv_heads: 1, head_dim: 2 };
-                for epilogue in [Epilogue::None, Epilogue::Residual, Epilogue::SwiGlu, Epilogue::Rope { dims }] {
-                    for bias in [false, true] {
-                        out.extend([gemv_kernel(prologue, epilogue, bias, 1), gemv_kernel(prologue, epilogue, bias, 2)]);
-                    }
+            for (prologue, epilogue, bias) in fusion_combinations() {
+                out.extend([gemv_kernel(prologue, epilogue, bias, 1), gemv_kernel(prologue, epilogue, bias, 2)]);
+                if f16_weights {
+                    out.extend(cuda::flat_tilings().into_iter().map(|t| flat_gemm_kernel(prologue, epilogue, bias, t)));
                 }
             }
             if f16_weights {
                 out.extend(["to_f16".to_string(), "linear_epilogue".to_string()]);
             }
-            let bases: &[&str] = if f16_weights { &["flat_gemm_mma", "gemm_mma"] } else { &["gemm_tiled"] };
+            let bases: &[&str] = if f16_weights { &["gemm_mma"] } else { &["gemm_tiled"] };
             for base in bases {
                 for (residual, bias) in [(false, false), (true, false), (false, true), (true, true)] {
                     out.push(product_kernel(base, residual, bias));

@@ -117,12 +117,16 @@ impl CudaDevice {
             WeightPrecision::F32 => DType::F32,
             WeightPrecision::Auto | WeightPrecision::F16 => DType::F16,
         };
-        let caps = BackendCaps {
+        let mut caps = BackendCaps {
             device: format!("{name} (sm_{}{}, driver {}.{})", arch.0, arch.1, driver / 1000, driver % 1000 / 10),
             driver: format!("CUDA {}.{}", driver / 1000, driver % 1000 / 10),
             kernels: compile::sources_hash(dtype == DType::F16),
             ..BackendCaps::cuda_builtin(dtype)
         };
+        // For experiments: the flat GEMM without its prologue / epilogue fusions.
+        if std::env::var("FDPP_CUDA_FLAT_FUSIONS").is_ok_and(|v| v == "0") {
+            caps.fusions.flat_gemm_fusions = false;
+        }
         Ok(CudaDevice { ctx, stream, caps, arch, driver })
     }
 }
@@ -517,8 +521,9 @@ impl CudaExecutor {
         // Chunk counts are rounded up to a power of two: one graph serves every step whose
         // chunking differs only there (the blocks past a step's chunks return at once).
         let bucket = step.split_kv.map(|(chunks, keys)| (chunks.next_power_of_two().min(cuda::MAX_ATTN_CHUNKS), keys));
-        // Prefill-sized steps (cuBLAS products) run once per request: no graph.
-        if !self.use_graphs || step.launches.iter().any(|l| self.on_blas(l)) {
+        // Prefill steps with cuBLAS products run once per request: no graph (capturing one
+        // costs more than it saves). Decode steps capture cuBLAS with the rest.
+        if !self.use_graphs || (!step.shape.is_decode() && step.launches.iter().any(|l| self.on_blas(l))) {
             let grids = self.step_grids(step, bucket.map_or(0, |b| b.0))?;
             return self.run_launches(step, &grids);
         }

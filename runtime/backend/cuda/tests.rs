@@ -7,8 +7,8 @@ use half::f16;
 
 use super::*;
 use crate::compare::rel_error;
-use crate::lower::caps::Tile;
-use crate::lower::kernel::{Epilogue, HeadDims, UnifiedMax, Variant};
+
+use crate::lower::kernel::{Epilogue, HeadDims, Prologue, UnifiedMax, Variant};
 use crate::lower::memory::BufferId;
 use crate::lower::{Io, Launch};
 use crate::sampling::Rng;
@@ -103,7 +103,8 @@ fn check_linear(precision: WeightPrecision) {
             let res = random(&mut rng, m * ldy, 1.0);
             let (xbuf, rbuf) = (rig.f32s(&x), rig.f32s(&res));
             let step = rig.step(m, m, None, &[], &[]);
-            let mut variants = vec![Variant::FlatGemm { tiling: lin.flat_tilings[0] }, Variant::Gemm { tile: lin.gemm_tile }];
+            let mut variants: Vec<Variant> = lin.flat_tilings.iter().map(|&tiling| Variant::FlatGemm { tiling }).collect();
+            variants.push(Variant::Gemm { tile: lin.gemm_tile });
             if m <= lin.gemv_max_m {
                 variants.push(Variant::Gemv { split_k: false });
             }
@@ -161,6 +162,138 @@ fn linear_kernels_match_the_reference_f32() {
 #[test]
 fn linear_kernels_match_the_reference_f16() {
     check_linear(WeightPrecision::F16);
+}
+
+/// The fused linear kernels (RMSNorm prologue; SwiGLU, or RoPE with the KV-cache write, as
+/// epilogue) of the GEMV and of every flat GEMM tiling that has them, against f64.
+fn check_fused_linear(precision: WeightPrecision) {
+    let Some(rig) = Rig::new(precision) else { return };
+    let s = &rig.stream;
+    let lin = rig.caps.linear.clone();
+    let tol = if rig.f16 { 2e-2 } else { 1e-5 };
+    let mut rng = Rng::new(3);
+    let dims = HeadDims { heads: 4, kv_heads: 2, head_dim: 16 };
+    let (q_dim, kv_dim, half) = (dims.q_dim(), dims.kv_dim(), dims.head_dim / 2);
+    let (max_ctx, eps) = (64usize, 1e-5f32);
+    // (cos, sin) per position and pair, as the executor's table; any values serve.
+    let rope = random(&mut rng, max_ctx * half * 2, 1.0);
+    let rope_buf = rig.f32s(&rope);
+    for k in [72usize, 100] {
+        let gamma = random(&mut rng, k, 1.0);
+        let gamma_buf = rig.f32s(&gamma);
+        for &m in &[1usize, 3, 8, 9, 20, 33] {
+            let x = random(&mut rng, m * k, 3.0);
+            let xbuf = rig.f32s(&x);
+            let positions: Vec<usize> = (0..m).map(|i| (7 * i + 3) % max_ctx).collect();
+            let seqs: Vec<usize> = (0..m).map(|i| i % 2).collect();
+            let step = rig.step(m, m, None, &positions, &seqs);
+            let mut variants = vec![];
+            if m <= lin.gemv_max_m {
+                variants.push(Variant::Gemv { split_k: false });
+            }
+            if rig.caps.fusions.flat_gemm_fusions {
+                variants.extend(lin.flat_tilings.iter().map(|&tiling| Variant::FlatGemm { tiling }));
+            }
+            for epilogue in [Epilogue::SwiGlu, Epilogue::Rope { dims }] {
+                let n = if epilogue == Epilogue::SwiGlu { 2 * 40 } else { dims.qkv_width() };
+                let ldy = if epilogue == Epilogue::SwiGlu { n / 2 } else { n };
+                let w = random(&mut rng, n * k, 1.0);
+                let (wbuf, w_stored) = rig.stored(&w);
+                let bias = random(&mut rng, n, 1.0);
+                let bias_buf = rig.f32s(&bias);
+                for (norm, with_bias) in [(false, false), (true, false), (true, true)] {
+                    // The reference: the products of the (normalised) rows, then the epilogue.
+                    let mut d = vec![0f64; m * n];
+                    for r in 0..m {
+                        let row = &x[r * k..][..k];
+                        let inv = 1.0 / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64 + eps as f64).sqrt();
+                        for j in 0..n {
+                            let dot: f64 = (0..k)
+                                .map(|p| if norm { row[p] as f64 * gamma[p] as f64 * inv } else { row[p] as f64 } * w_stored[j * k + p] as f64)
+                                .sum();
+                            d[r * n + j] = dot + if with_bias { bias[j] as f64 } else { 0.0 };
+                        }
+                    }
+                    let (mut want_y, mut want_k, mut want_v) = (vec![f64::NAN; m * ldy], vec![], vec![]);
+                    for r in 0..m {
+                        let d = &d[r * n..][..n];
+                        if epilogue == Epilogue::SwiGlu {
+                            for p in 0..ldy {
+                                want_y[r * ldy + p] = d[p] / (1.0 + (-d[p]).exp()) * d[ldy + p];
+                            }
+                            continue;
+                        }
+                        let mut out = d.to_vec();
+                        for h in 0..dims.heads + dims.kv_heads {
+                            for i in 0..half {
+                                let (a, b) = (h * dims.head_dim + i, h * dims.head_dim + i + half);
+                                let at = (positions[r] * half + i) * 2;
+                                let (c, sn) = (rope[at] as f64, rope[at + 1] as f64);
+                                out[a] = d[a] * c - d[b] * sn;
+                                out[b] = d[b] * c + d[a] * sn;
+                            }
+                        }
+                        want_y[r * n..][..n].copy_from_slice(&out);
+                        want_k.push(((seqs[r] * max_ctx + positions[r]) * kv_dim, out[q_dim..][..kv_dim].to_vec()));
+                        want_v.push(((seqs[r] * max_ctx + positions[r]) * kv_dim, out[q_dim + kv_dim..][..kv_dim].to_vec()));
+                    }
+                    for &variant in &variants {
+                        let prologue = norm.then_some(Prologue::RmsNorm { eps });
+                        let params = Params::Linear { n, k, n_offset: 0, ldy, bias: with_bias, prologue, epilogue };
+                        let t = Template { node: 0, out_rows: false, params, io: io() };
+                        let ybuf = rig.f32s(&vec![f32::NAN; m * ldy]);
+                        let cache = 2 * max_ctx * kv_dim;
+                        let (kc, vc) = (rig.stored(&vec![0.0; cache]).0, rig.stored(&vec![0.0; cache]).0);
+                        let args = Args {
+                            step: ptr(&step, s),
+                            x: ptr(&xbuf, s),
+                            w: ptr(&wbuf, s),
+                            y: ptr(&ybuf, s),
+                            kc: ptr(&kc, s),
+                            vc: ptr(&vc, s),
+                            bias: ptr(&bias_buf, s),
+                            rope: ptr(&rope_buf, s),
+                            norm: ptr(&gamma_buf, s),
+                            ..Args::of(&t, max_ctx, |_| 0)
+                        };
+                        let launch = Launch { template: 0, variant, rows: m };
+                        rig.run(&kernels::grids(&launch, &t, m, rig.f16, 0).unwrap(), &args);
+                        let what = format!("{variant} k {k} m {m} norm {norm} bias {with_bias} {epilogue:?}");
+                        let err = rel_error(&rig.read(&ybuf), &want_y, &what);
+                        assert!(err < tol, "{what}: relative error {err}");
+                        let stored = |buf: &CudaSlice<u8>| -> Vec<f32> {
+                            let b = rig.read(buf);
+                            if rig.f16 {
+                                b.chunks_exact(2).map(|h| f16::from_le_bytes([h[0], h[1]]).to_f32()).collect()
+                            } else {
+                                b.chunks_exact(4).map(|f| f32::from_le_bytes([f[0], f[1], f[2], f[3]])).collect()
+                            }
+                        };
+                        for (buf, want, which) in [(&kc, &want_k, "K"), (&vc, &want_v, "V")] {
+                            let cache = stored(buf);
+                            let (mut got, mut flat) = (vec![], vec![]);
+                            for (at, row) in want {
+                                got.extend_from_slice(&cache[*at..][..row.len()]);
+                                flat.extend_from_slice(row);
+                            }
+                            let err = rel_error(&got, &flat, &what);
+                            assert!(err < tol, "{what}: {which} cache relative error {err}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_linear_kernels_match_the_reference_f32() {
+    check_fused_linear(WeightPrecision::F32);
+}
+
+#[test]
+fn fused_linear_kernels_match_the_reference_f16() {
+    check_fused_linear(WeightPrecision::F16);
 }
 
 /// Where one KV head sits in the cache rows: the row width, the head size, its offset.
@@ -325,7 +458,18 @@ fn flash_attention_matches_the_reference() {
 #[test]
 fn the_cuda_profile_lowers_with_its_own_tiles() {
     let caps = BackendCaps::cuda_builtin(DType::F16);
-    assert_eq!(caps.linear.flat_tilings[0].tile, Tile { m: cuda::FLAT_TILE_M, n: cuda::FLAT_TILE_N });
+    assert_eq!(caps.linear.flat_tilings, cuda::flat_tilings());
+    // Every tiling's kernels exist, for every fusion the f16 profile offers B.
+    assert!(caps.fusions.flat_gemm_fusions);
+    let names = kernels::exports("linear", true);
+    for t in cuda::flat_tilings() {
+        for name in [
+            format!("flat_gemm_t{}x{}x{}", t.tile.m, t.tile.n, t.k_groups),
+            format!("flat_gemm_norm_rope_bias_t{}x{}x{}", t.tile.m, t.tile.n, t.k_groups),
+        ] {
+            assert!(names.contains(&name), "{name}");
+        }
+    }
     let f32_caps = BackendCaps::cuda_builtin(DType::F32);
     assert!(!f32_caps.cooperative_matrix);
 }
