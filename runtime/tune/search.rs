@@ -105,9 +105,13 @@ pub fn choose(times: &ShapeTimes, lin: &LinearKernels) -> Option<ShapeTuning> {
     let cost = |inflections: Inflections| -> f64 {
         let table = DataflowTable { shapes: vec![entry(inflections)], ..DataflowTable::cpu_default() };
         ms.iter()
-            .map(|&m| match (times.time(m, linear_choice(&table, lin, times.n, times.k, m).0), times.fastest(m)) {
-                (Some(t), Some((_, best))) => t / best,
-                _ => f64::INFINITY,
+            .map(|&m| {
+                let choice = linear_choice(&table, lin, times.n, times.k, m).0;
+                let credit = if matches!(choice, Variant::Gemv { .. }) { 1.0 - GEMV_CREDIT } else { 1.0 };
+                match (times.time(m, choice), times.fastest(m)) {
+                    (Some(t), Some((_, best))) => t * credit / best,
+                    _ => f64::INFINITY,
+                }
             })
             .sum()
     };
@@ -177,6 +181,14 @@ pub fn flat_tilings(times: &ShapeTimes, ms: &[usize], tilings: &[FlatTiling]) ->
 /// chosen for smaller gains lost points in the verification pass; replayed on the H200
 /// profiles of bench/results/h200-2026-11-30-tune, every second tiling that helped gained more.
 pub const SECOND_TILING_MIN_GAIN: f64 = 0.25;
+
+/// How much faster than the GEMV another variant must be measured to take its rows. The
+/// tuner times the plain kernels; in a step the GEMV also carries the RMSNorm, SwiGLU and
+/// RoPE around it and prefetches its weights while the kernel before it ends, which the flat
+/// GEMM and cuBLAS do not. On an H200 a tuned table that gave Llama-2-7B's QKV and gate/up
+/// at one row to the flat GEMM (2% faster alone) made batch-1 decode 23% slower (4356 ->
+/// 5375 us per step, bench/results/h200-2026-11-30-session5/call2).
+pub const GEMV_CREDIT: f64 = 0.05;
 
 /// The option of least finite cost, the earliest on ties.
 fn least<T>(options: impl Iterator<Item = (T, f64)>) -> Option<(T, f64)> {
@@ -294,7 +306,9 @@ mod tests {
         let a = |m: f64| 0.9 * (10.0 + 4.0 * m);
         let b = |m: f64| 14.0 + m;
         let c = |m: f64| 40.0 + m / 8.0;
-        let m1 = grid.iter().copied().find(|&m| b(m as f64) < a(m as f64)).unwrap();
+        // B is faster alone from M = 2 (1.2%), by more than the GEMV's credit from M = 3.
+        let m1 = grid.iter().copied().find(|&m| b(m as f64) < (1.0 - GEMV_CREDIT) * a(m as f64)).unwrap();
+        assert_eq!((grid.iter().copied().find(|&m| b(m as f64) < a(m as f64)), m1), (Some(2), 3));
         let m2 = grid.iter().copied().find(|&m| c(m as f64) < b(m as f64)).unwrap();
         assert_eq!(e.inflections, Inflections { m1, m2 });
         // The crossing of B and C lies between 16 and 32 (at 29.7): measure 24 next.
@@ -305,7 +319,7 @@ mod tests {
         table.shapes.push(e);
         let s = score(&times, &lin, |m| crate::lower::linear_choice(&table, &lin, 576, 4096, m).0);
         assert_eq!((s.points, s.within_5pct), (grid.len(), grid.len()));
-        assert!(s.worst_loss_pct.abs() < 1e-9);
+        assert!(s.worst_loss_pct < 100.0 * GEMV_CREDIT, "{s:?}");
         // Always C loses most at M = 1.
         let always_c = score(&times, &lin, |_| Variant::Gemm { tile: lin.gemm_tile });
         assert_eq!(always_c.worst_m, 1);
