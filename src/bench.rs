@@ -55,6 +55,10 @@ struct KernelArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also time the GEMV and the flat GEMM with the RMSNorm prologue and the SwiGLU epilogue
+    /// beside their plain forms, at the M up to the GEMV's rows (cuda).
+    #[arg(long)]
+    fused: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -101,7 +105,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
     let names = ["qkv", "o", "gate_up", "down"];
     let attention =
         microbench::AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: c.head_dim, max_context: c.max_context };
-    let sweep = microbench::Sweep { shapes: &shapes, ms: &args.m, attention, ctxs: &args.ctx };
+    let sweep = microbench::Sweep { shapes: &shapes, ms: &args.m, fused: args.fused, attention, ctxs: &args.ctx };
     let mut bar = crate::progress::Bar::hidden();
     let report = kernel_report(&args, &sweep, &mut |d, t| bar.count(d, t, "timing kernels"))?;
     bar.finish();
@@ -142,6 +146,26 @@ fn kernels(args: KernelArgs) -> Result<()> {
             KernelBackend::Cuda => ("cuda", DataflowTable::cuda_default().fallback),
         };
         println!("measured M1 = {}, M2 = {} (built-in {table} table: M1 = {}, M2 = {})", f(m1), f(m2), builtin.m1, builtin.m2);
+    }
+    if !report.fused.is_empty() {
+        println!("\nfused forms: us per call (the fusion's cost over the plain kernel)");
+        println!(
+            "{:>16} {:>5} {:>34} {:>9} {:>16} {:>16} {:>16}",
+            "[N, K]", "M", "variant", "plain", "+ norm", "+ swiglu", "+ norm + swiglu"
+        );
+        for f in &report.fused {
+            let cost = |us: f64| format!("{us:.1} ({:+.0}%)", 100.0 * (us / f.plain - 1.0));
+            println!(
+                "{:>16} {:>5} {:>34} {:>9.1} {:>16} {:>16} {:>16}",
+                format!("[{}, {}]", f.n, f.k),
+                f.m,
+                f.variant.to_string(),
+                f.plain,
+                cost(f.norm),
+                cost(f.swiglu),
+                cost(f.norm_swiglu)
+            );
+        }
     }
     println!(
         "\ndecode attention, one sequence, {} heads / {} KV heads x {}, K and V {}: us per call (GB/s of K + V read, % of read ceiling)",

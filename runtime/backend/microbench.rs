@@ -120,6 +120,21 @@ impl AttentionTiming {
     }
 }
 
+/// A linear kernel with prologue / epilogue fusions, and its plain form, timed together.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FusedTiming {
+    pub n: usize,
+    pub k: usize,
+    pub m: usize,
+    pub variant: Variant,
+    /// Microseconds of the plain kernel, with the RMSNorm prologue, with the SwiGLU
+    /// epilogue, with both.
+    pub plain: f64,
+    pub norm: f64,
+    pub swiglu: f64,
+    pub norm_swiglu: f64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KernelReport {
     pub device: String,
@@ -133,6 +148,9 @@ pub struct KernelReport {
     /// every node of a decode step costs before it does any work.
     pub dispatch_floor_micros: f64,
     pub linear: Vec<LinearTiming>,
+    /// `Sweep::fused`'s timings (empty when not asked for, or where the backend has none).
+    #[serde(default)]
+    pub fused: Vec<FusedTiming>,
     pub attention: Vec<AttentionTiming>,
     /// Context lengths asked for but not measured, with the reason.
     pub skipped_ctx: Vec<(usize, String)>,
@@ -155,6 +173,9 @@ pub struct Sweep<'a> {
     /// Linear [N, K] shapes, each over every M in `ms`.
     pub shapes: &'a [(usize, usize)],
     pub ms: &'a [usize],
+    /// Also time the fused forms (RMSNorm prologue, SwiGLU epilogue) of A and B beside their
+    /// plain ones, where the backend's kernels have them.
+    pub fused: bool,
     pub attention: AttentionShape,
     /// Context lengths of the decode attention.
     pub ctxs: &'a [usize],

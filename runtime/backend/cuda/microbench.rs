@@ -16,7 +16,7 @@ use crate::backend::BackendCaps;
 pub use crate::backend::microbench::*;
 use crate::error::{Error, Result};
 use crate::lower::caps::cuda;
-use crate::lower::kernel::{HeadDims, Params, UnifiedMax, Variant};
+use crate::lower::kernel::{Epilogue, HeadDims, Params, Prologue, UnifiedMax, Variant};
 use crate::lower::{Io, Launch, Template};
 use crate::tensor::DType;
 
@@ -210,13 +210,15 @@ impl Bench {
     }
 }
 
-/// The buffers of one linear shape: weight copies to rotate over, x and y of `MAX_M` rows.
+/// The buffers of one linear shape: weight copies to rotate over, x and y of `MAX_M` rows,
+/// and an RMSNorm weight for the fused forms.
 struct ShapeBuffers {
     n: usize,
     k: usize,
     weights: Vec<CudaSlice<u8>>,
     x: CudaSlice<f32>,
     y: CudaSlice<f32>,
+    norm: CudaSlice<f32>,
 }
 
 /// The linear kernels of one CUDA device, timed shape by shape (`LinearBench`); C runs
@@ -247,7 +249,8 @@ impl CudaLinear {
             let x: Vec<f32> = (0..MAX_M * k).map(|_| rng.next_f32() - 0.5).collect();
             let x = b.stream.clone_htod(&x).map_err(|e| super::alloc_error("benchmark activations", x.len() * 4, e))?;
             let y = b.alloc::<f32>(MAX_M * n, "benchmark outputs")?;
-            self.shape = Some(ShapeBuffers { n, k, weights, x, y });
+            let norm = b.stream.clone_htod(&vec![1.0f32; k]).map_err(|e| super::alloc_error("benchmark norm weights", k * 4, e))?;
+            self.shape = Some(ShapeBuffers { n, k, weights, x, y, norm });
         }
         Ok(self.shape.as_ref().expect("just made"))
     }
@@ -272,20 +275,35 @@ impl LinearBench for CudaLinear {
     }
 
     fn time_linear(&mut self, n: usize, k: usize, m: usize, variant: Variant) -> Result<f64> {
+        self.time_template(linear_template(n, k), m, variant)
+    }
+}
+
+impl CudaLinear {
+    /// `variant` over `m` rows of template `t` (a linear layer without bias, any prologue and
+    /// SwiGLU or no epilogue).
+    fn time_template(&mut self, t: Template, m: usize, variant: Variant) -> Result<f64> {
         if m == 0 || m > MAX_M {
             return Err(Error::InvalidArgument(format!("linear kernels are timed over 1..={MAX_M} rows, not {m}")));
         }
+        let Params::Linear { n, k, .. } = t.params else { unreachable!("linear templates only") };
         let effort = self.effort;
         self.shape(n, k)?;
         let (b, shape) = (&self.bench, self.shape.as_ref().expect("made above"));
         let s = &b.stream;
         let step = s.clone_htod(&step_words(m, m, MAX_M, None)).map_err(|e| driver_error("copying", e))?;
-        let t = linear_template(n, k);
         let g = grids(&Launch { template: 0, variant, rows: m }, &t, m, b.f16, 0)?;
         let args: Vec<Args> = shape
             .weights
             .iter()
-            .map(|w| Args { step: ptr(&step, s), x: ptr(&shape.x, s), w: ptr(w, s), y: ptr(&shape.y, s), ..Args::of(&t, 0, |_| 0) })
+            .map(|w| Args {
+                step: ptr(&step, s),
+                x: ptr(&shape.x, s),
+                w: ptr(w, s),
+                y: ptr(&shape.y, s),
+                norm: ptr(&shape.norm, s),
+                ..Args::of(&t, 0, |_| 0)
+            })
             .collect();
         let blas = b.blas.as_ref().filter(|_| matches!(variant, Variant::Gemm { .. }));
         let copies = args.len();
@@ -299,6 +317,33 @@ impl LinearBench for CudaLinear {
             })
         };
         Ok(b.time(effort.repeats, &pass)? / reps as f64)
+    }
+
+    /// A and every B tiling of 8 tokens over `m` rows of [n, k] (n even), plain and with the
+    /// RMSNorm prologue, the SwiGLU epilogue and both.
+    fn fused_sweep(&mut self, n: usize, k: usize, m: usize) -> Result<Vec<FusedTiming>> {
+        let lin = self.bench.caps.linear.clone();
+        let mut variants = vec![];
+        if m <= lin.gemv_max_m {
+            variants.push(Variant::Gemv { split_k: false });
+        }
+        if self.bench.caps.fusions.flat_gemm_fusions {
+            variants.extend(lin.flat_tilings.iter().filter(|t| t.tile.m == 8).map(|&tiling| Variant::FlatGemm { tiling }));
+        }
+        let mut out = vec![];
+        for variant in variants {
+            let mut t = [0.0; 4];
+            for (i, (norm, swiglu)) in [(false, false), (true, false), (false, true), (true, true)].into_iter().enumerate() {
+                let mut template = linear_template(n, k);
+                let (prologue, epilogue) =
+                    (norm.then_some(Prologue::RmsNorm { eps: 1e-5 }), if swiglu { Epilogue::SwiGlu } else { Epilogue::None });
+                template.params =
+                    Params::Linear { n, k, n_offset: 0, ldy: if swiglu { n / 2 } else { n }, bias: false, prologue, epilogue };
+                t[i] = self.time_template(template, m, variant)?;
+            }
+            out.push(FusedTiming { n, k, m, variant, plain: t[0], norm: t[1], swiglu: t[2], norm_swiglu: t[3] });
+        }
+        Ok(out)
     }
 }
 
@@ -338,6 +383,15 @@ pub fn run(sweep: &Sweep, opts: &CudaOptions, progress: &mut dyn FnMut(usize, us
     let step = lin.bench.stream.clone_htod(&step_words(1, 1, MAX_M, None)).map_err(|e| driver_error("copying", e))?;
     let dispatch_floor_micros = lin.bench.dispatch_floor(&step)?;
     let linear = linear_sweep(&mut lin, sweep.shapes, sweep.ms, bandwidth.read_gbytes_per_s, &mut tick)?;
+    let mut fused = vec![];
+    if sweep.fused {
+        let gemv_max_m = lin.bench.caps.linear.gemv_max_m;
+        for &(n, k) in sweep.shapes.iter().filter(|(n, _)| n % 2 == 0) {
+            for &m in sweep.ms.iter().filter(|&&m| m <= gemv_max_m) {
+                fused.extend(lin.fused_sweep(n, k, m)?);
+            }
+        }
+    }
     lin.shape = None;
     let attention = lin.bench.attention_sweep(&effort, a, &ctxs, &mut tick)?;
     Ok(KernelReport {
@@ -347,6 +401,7 @@ pub fn run(sweep: &Sweep, opts: &CudaOptions, progress: &mut dyn FnMut(usize, us
         bandwidth,
         dispatch_floor_micros,
         linear,
+        fused,
         attention,
         skipped_ctx,
         kv_dtype: if f16 { DType::F16 } else { DType::F32 },

@@ -456,6 +456,7 @@ pub fn run(
         read_gbytes_per_s: bandwidth.read_gbytes_per_s,
         bandwidth,
         dispatch_floor_micros,
+        fused: vec![],
         linear,
         attention,
         skipped_ctx,
