@@ -445,8 +445,9 @@ fn run(args: BenchArgs) -> Result<()> {
             // The largest batch's step: every sequence one token past the prompt (their
             // caches hold what the timed runs left there).
             let b = max_batch;
-            let (seqs, rows): (Vec<usize>, Vec<usize>) = ((0..b).collect(), (0..b).collect());
-            let step = StepInput { tokens: &vec![next[0]; b], positions: &vec![args.prompt_tokens; b], seqs: &seqs, out_rows: &rows };
+            // Sequence i is row i and its own output row.
+            let rows: Vec<usize> = (0..b).collect();
+            let step = StepInput { tokens: &vec![next[0]; b], positions: &vec![args.prompt_tokens; b], seqs: &rows, out_rows: &rows };
             exec.step_greedy(&step)?;
             profile.push(print_profile(&format!("decode of {b} sequences at position {}", args.prompt_tokens), &records(&exec)));
         }
