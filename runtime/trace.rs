@@ -44,6 +44,10 @@ pub enum Reason {
         /// on: the variant's tiling is that one from there, the first below.
         #[serde(default)]
         flat_second: Option<SecondTiling>,
+        /// B runs with the backend's default tiling for long K on few columns
+        /// (`LinearKernels::flat_long_k`).
+        #[serde(default)]
+        long_k: bool,
     },
     /// A decode step (every token of its own sequence): split-KV with a unified max, this
     /// layer's `phi`, from `source` (files written before phi was recorded read as the default).
@@ -87,6 +91,7 @@ impl std::fmt::Display for Reason {
                 split_k_from,
                 tuned_params,
                 flat_second,
+                long_k,
             } => {
                 let rule = if m < &inf.m1 {
                     format!("M={m} < M1={}", inf.m1)
@@ -113,6 +118,9 @@ impl std::fmt::Display for Reason {
                     Some(s) if m >= &s.from_m => write!(f, "; M={m} >= {}: B's second tiling for this shape, {}", s.from_m, s.tiling)?,
                     Some(s) => write!(f, "; B's first tiling below M={} (its second, {}, from there)", s.from_m, s.tiling)?,
                     None => {}
+                }
+                if *long_k {
+                    write!(f, "; K={k} is long for N={n} columns: B's long-K tiling")?;
                 }
                 Ok(())
             }
@@ -401,6 +409,7 @@ mod tests {
             split_k_from: None,
             tuned_params: false,
             flat_second: None,
+            long_k: false,
         };
         assert_eq!(r.to_string(), "M1=2 <= M=12 < M2=65 (fallback for [N=960, K=576], wgpu defaults)");
         // A shape with a second B tiling says which one runs at this M, and from where.

@@ -41,14 +41,33 @@ pub struct LinearKernels {
     /// table does not say for the shape); `None`: the GEMV has no split-K form.
     pub gemv_split_k_min: Option<usize>,
     /// The flat GEMM's tilings (M padded to the tile's rows); the first where the table names
-    /// none for the shape.
+    /// none for the shape (and `flat_long_k` does not apply).
     pub flat_tilings: Vec<FlatTiling>,
+    /// B's default tiling for shapes of long K and few columns, where the table names none.
+    #[serde(default)]
+    pub flat_long_k: Option<LongKTiling>,
     /// The conventional GEMM's tile.
     pub gemm_tile: Tile,
     /// Fewest rows the GEMM runs on: below, B runs where the table gives C (a backend whose
     /// GEMM cannot serve small steps; every backend today takes 1).
     #[serde(default = "one")]
     pub gemm_min_m: usize,
+}
+
+/// A flat-GEMM tiling that splits K over more warps, the default for [N, K] with
+/// K >= `min_k` and N <= `max_n`: there the first tiling, one block per column group, puts
+/// too few warps on the GPU, and each warp still walks several slabs of K.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LongKTiling {
+    pub min_k: usize,
+    pub max_n: usize,
+    pub tiling: FlatTiling,
+}
+
+impl LongKTiling {
+    pub fn applies(&self, n: usize, k: usize) -> bool {
+        k >= self.min_k && n <= self.max_n
+    }
 }
 
 /// Limits of a split-KV unified-max decode attention kernel.
@@ -228,14 +247,31 @@ pub mod cuda {
     pub const GV_WARPS: usize = 8;
     pub const GV_COLS: usize = 4;
     /// The tensor-core flat GEMM's tilings: (tokens, columns, warps splitting K) per block;
-    /// tokens and columns multiples of mma's 8 and 16. The first is the default: it fills an
-    /// H200 with warps at N = 4096. Wider column tiles read the activations fewer times;
-    /// taller token tiles read each weight fragment once for up to 32 tokens.
-    pub const FLAT_TILINGS: [(usize, usize, usize); 6] = [(8, 16, 8), (8, 16, 4), (8, 32, 4), (8, 32, 8), (16, 16, 8), (32, 16, 8)];
+    /// tokens and columns multiples of mma's 8 and 16. The first is the default (but see
+    /// `FLAT_LONG_K`). Wider column tiles read the activations fewer times; taller token tiles
+    /// read each weight fragment once for up to 32 tokens; more warps put more loads in
+    /// flight where there are few column groups.
+    pub const FLAT_TILINGS: [(usize, usize, usize); 7] =
+        [(8, 16, 8), (8, 16, 4), (8, 32, 4), (8, 32, 8), (16, 16, 8), (32, 16, 8), (8, 16, 16)];
+    /// The untuned default from K = 4096 on N <= 16384 columns: 8 x 16 with K over 16 warps.
+    /// On an H200 at M = 8 (bench/results/h200.md, session 6) it took Llama-2-7B's O from
+    /// 15.1 to 11.1 us, down from 37.0 to 26.2 and QKV from 33.5 to 30.1 against 8 x 16 over
+    /// 8 warps; gate/up (N = 22016, enough blocks already) went from 53.5 to 54.8.
+    pub const FLAT_LONG_K: (usize, usize, (usize, usize, usize)) = (4096, 16384, (8, 16, 16));
+
+    fn tiling((m, n, warps): (usize, usize, usize)) -> super::FlatTiling {
+        super::FlatTiling { tile: super::Tile { m, n }, k_groups: warps }
+    }
 
     /// `FLAT_TILINGS` as the lowering's tilings.
     pub fn flat_tilings() -> Vec<super::FlatTiling> {
-        FLAT_TILINGS.iter().map(|&(m, n, warps)| super::FlatTiling { tile: super::Tile { m, n }, k_groups: warps }).collect()
+        FLAT_TILINGS.into_iter().map(tiling).collect()
+    }
+
+    /// `FLAT_LONG_K` for the lowering.
+    pub fn flat_long_k() -> super::LongKTiling {
+        let (min_k, max_n, t) = FLAT_LONG_K;
+        super::LongKTiling { min_k, max_n, tiling: tiling(t) }
     }
     /// The tensor-core GEMM: 64 tokens x 128 columns per block (8 warps).
     pub const GEMM_TILE_M: usize = 64;
@@ -319,6 +355,7 @@ impl BackendCaps {
                 gemv_max_m: usize::MAX,
                 gemv_split_k_min: None,
                 flat_tilings: vec![FlatTiling { tile: Tile { m: 4, n: 64 }, k_groups: 1 }],
+                flat_long_k: None,
                 gemm_tile: Tile { m: 64, n: 64 },
                 gemm_min_m: 1,
             },
@@ -348,6 +385,7 @@ impl BackendCaps {
                 gemv_max_m: wgsl::GEMV_MAX_M,
                 gemv_split_k_min: Some(wgsl::GEMV_SPLIT_K_MIN),
                 flat_tilings: wgsl::flat_tilings(),
+                flat_long_k: None,
                 gemm_tile: Tile { m: wgsl::GM, n: wgsl::GM },
                 gemm_min_m: 1,
             },
@@ -397,6 +435,7 @@ impl BackendCaps {
                 gemv_max_m: cuda::GEMV_MAX_M,
                 gemv_split_k_min: None,
                 flat_tilings: if tensor_cores { cuda::flat_tilings() } else { vec![FlatTiling { tile: tiled, k_groups: 1 }] },
+                flat_long_k: tensor_cores.then(cuda::flat_long_k),
                 gemm_tile: if tensor_cores { Tile { m: cuda::GEMM_TILE_M, n: cuda::GEMM_TILE_N } } else { tiled },
                 gemm_min_m: 1,
             },

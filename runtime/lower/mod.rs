@@ -549,6 +549,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
     let mut split_k_from = None;
     let mut tuned_params = false;
     let mut flat_second = None;
+    let mut long_k = false;
     let variant = match imp {
         LinearImpl::Gemv => match (entry.and_then(|e| e.gemv_split_k_from), lin.gemv_split_k_min) {
             (Some(from), Some(_)) => {
@@ -568,13 +569,27 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
                 _ => first,
             };
             tuned_params = tuned.is_some();
-            Variant::FlatGemm { tiling: tuned.unwrap_or(lin.flat_tilings[0]) }
+            let long_k_tiling = lin.flat_long_k.filter(|l| tuned.is_none() && l.applies(n, k) && lin.flat_tilings.contains(&l.tiling));
+            long_k = long_k_tiling.is_some();
+            Variant::FlatGemm { tiling: tuned.or(long_k_tiling.map(|l| l.tiling)).unwrap_or(lin.flat_tilings[0]) }
         }
         LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
     };
     let source = table.source.clone();
-    let reason =
-        Reason::Dataflow { n, k, m: rows, inflections, per_shape, source, gemv_max_m, gemm_min_m, split_k_from, tuned_params, flat_second };
+    let reason = Reason::Dataflow {
+        n,
+        k,
+        m: rows,
+        inflections,
+        per_shape,
+        source,
+        gemv_max_m,
+        gemm_min_m,
+        split_k_from,
+        tuned_params,
+        flat_second,
+        long_k,
+    };
     (variant, reason)
 }
 

@@ -274,18 +274,43 @@ template <u32 MODE> DEV bool pair_columns(const Args& a, u32 p, u32& ca, u32& cb
 // one thread after the reduction. A weight fragment, once loaded, serves all MT token
 // tiles. Grid: (token tiles, column groups), token tiles fastest, so blocks that read the
 // same weights run side by side and all but the first find them in L2.
+// One 32-wide slab of K for every token tile: v[i] are this lane's 8 elements of token
+// 8i + g (normalised here when NORM: squares summed into four partials, so the chain of
+// dependent adds stays short, then scaled by the norm weight).
+template <bool NORM, int MT, int NT>
+DEV void flat_slab(float (&c)[NT][MT][4], float (&sq)[MT][4], const uint4 (&A0)[NT], const uint4 (&A1)[NT], float (&v)[MT][8],
+                   const float (&gamma)[8]) {
+#pragma unroll
+    for (int i = 0; i < MT; i++) {
+        if constexpr (NORM) {
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                sq[i][e & 3] += v[i][e] * v[i][e];
+                v[i][e] *= gamma[e];
+            }
+        }
+        const uint4 X = pack8(v[i]);
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            mma_16x8x16(c[j][i], A0[j].x, A1[j].x, A0[j].y, A1[j].y, X.x, X.y);
+            mma_16x8x16(c[j][i], A0[j].z, A1[j].z, A0[j].w, A1[j].w, X.z, X.w);
+        }
+    }
+}
+
 template <u32 MODE, bool BIAS, int MT, int NT, int WARPS> DEV void flat_gemm_body(const Args& a) {
     constexpr bool NORM = (MODE & MODE_NORM) != 0, PAIRS = (MODE & (MODE_SWIGLU | MODE_ROPE)) != 0;
     // Slabs whose loads are all issued before the first product needs one (registers: 8
-    // per column tile and 4 per token tile each).
-    constexpr int BATCH = 48 / (4 * MT + 8 * NT) > 0 ? 48 / (4 * MT + 8 * NT) : 1;
+    // per column tile and 8 per token tile each).
+    constexpr int BATCH = 64 / (8 * MT + 8 * NT) > 0 ? 64 / (8 * MT + 8 * NT) : 1;
     __shared__ float red[WARPS][NT * 16][MT * 8];
     __shared__ float red_sq[NORM ? WARPS : 1][MT * 8];
     const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const u32 N = a.n, K = a.k;
     const u32 m0 = blockIdx.x * MT * 8;
-    // Pair j of this block: weight rows ra[j], rb[j] (clamped: a row past N is read, never stored).
-    u32 ra[NT], rb[NT];
+    // Pair j of this block: weight rows wa[j], wb[j] (clamped: a row past N is read, never stored).
+    const W* wa[NT];
+    const W* wb[NT];
 #pragma unroll
     for (int j = 0; j < NT; j++) {
         const u32 p = (blockIdx.y * NT + j) * 8 + g;
@@ -296,12 +321,25 @@ template <u32 MODE, bool BIAS, int MT, int NT, int WARPS> DEV void flat_gemm_bod
             ca = (blockIdx.y * NT + j) * 16 + g;
             cb = ca + 8;
         }
-        ra[j] = min(ca, N - 1);
-        rb[j] = min(cb, N - 1);
+        wa[j] = a.w + (size_t)min(ca, N - 1) * K;
+        wb[j] = a.w + (size_t)min(cb, N - 1) * K;
     }
-    pdl_begin();
+    // As in the GEMV: the first blocks pull their first weights into L2 while the kernel
+    // before finishes.
+    pdl_trigger();
+    const u32 k_first = warp * 32 + 8 * t;
+    if (blockIdx.y * gridDim.x + blockIdx.x < GV_PREFETCH_BLOCKS && k_first < K) {
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            prefetch_l2(wa[j] + k_first);
+            prefetch_l2(wb[j] + k_first);
+        }
+    }
+    pdl_wait();
     const u32 M = row_count(a);
     const bool vec = K % 8 == 0;
+    // Token tile i's row for this lane; a padding token reads row 0 (its sums are never
+    // stored, and no other token's sums depend on it).
     const float* xr[MT];
     bool tok_ok[MT];
 #pragma unroll
@@ -309,50 +347,52 @@ template <u32 MODE, bool BIAS, int MT, int NT, int WARPS> DEV void flat_gemm_bod
         tok_ok[i] = m0 + i * 8 + g < M;
         xr[i] = a.x + (size_t)(tok_ok[i] ? m0 + i * 8 + g : 0) * K;
     }
-    float c[NT][MT][4], sq[MT];
+    float c[NT][MT][4], sq[MT][4];
 #pragma unroll
     for (int i = 0; i < MT; i++) {
-        sq[i] = 0.0f;
+        sq[i][0] = sq[i][1] = sq[i][2] = sq[i][3] = 0.0f;
 #pragma unroll
         for (int j = 0; j < NT; j++) c[j][i][0] = c[j][i][1] = c[j][i][2] = c[j][i][3] = 0.0f;
     }
-    for (u32 s0 = warp * 32; s0 < K; s0 += WARPS * 32 * BATCH) {
-        uint4 A0[BATCH][NT], A1[BATCH][NT], X[BATCH][MT];
+    // Whole batches of full slabs of 16-byte aligned rows: no bounds check and no branch
+    // between the loads, so a batch's loads are all in flight before the first is used.
+    // (With a check per load, every x slab was waited for before the next weights were
+    // even requested.)
+    u32 s0 = warp * 32;
+    if (vec) {
+        for (; s0 + (BATCH - 1) * WARPS * 32 + 32 <= K; s0 += WARPS * 32 * BATCH) {
+            uint4 A0[BATCH][NT], A1[BATCH][NT];
+            float X[BATCH][MT][8], gamma[BATCH][8];
 #pragma unroll
-        for (int u = 0; u < BATCH; u++) {
-            const u32 k = s0 + u * WARPS * 32 + 8 * t;
+            for (int u = 0; u < BATCH; u++) {
+                const u32 k = s0 + u * WARPS * 32 + 8 * t;
 #pragma unroll
-            for (int j = 0; j < NT; j++) {
-                A0[u][j] = load_w8(a.w + (size_t)ra[j] * K, k, K, vec);
-                A1[u][j] = load_w8(a.w + (size_t)rb[j] * K, k, K, vec);
-            }
-            float gamma[8];
-            if constexpr (NORM) load_x8f(a.norm, k, K, vec, true, gamma);
-#pragma unroll
-            for (int i = 0; i < MT; i++) {
-                float v[8];
-                load_x8f(xr[i], k, K, vec, tok_ok[i], v);
-                if constexpr (NORM) {
-#pragma unroll
-                    for (int e = 0; e < 8; e++) {
-                        sq[i] += v[e] * v[e];
-                        v[e] *= gamma[e];
-                    }
+                for (int j = 0; j < NT; j++) {
+                    A0[u][j] = *(const uint4*)(wa[j] + k);
+                    A1[u][j] = *(const uint4*)(wb[j] + k);
                 }
-                X[u][i] = pack8(v);
+                if constexpr (NORM) load8_f32(a.norm + k, gamma[u]);
+#pragma unroll
+                for (int i = 0; i < MT; i++) load8_f32(xr[i] + k, X[u][i]);
             }
+#pragma unroll
+            for (int u = 0; u < BATCH; u++) flat_slab<NORM, MT, NT>(c, sq, A0[u], A1[u], X[u], gamma[u]);
         }
+    }
+    // The rest, one slab at a time, bounds-checked.
+    for (; s0 < K; s0 += WARPS * 32) {
+        const u32 k = s0 + 8 * t;
+        uint4 A0[NT], A1[NT];
 #pragma unroll
-        for (int u = 0; u < BATCH; u++) {
-#pragma unroll
-            for (int j = 0; j < NT; j++) {
-#pragma unroll
-                for (int i = 0; i < MT; i++) {
-                    mma_16x8x16(c[j][i], A0[u][j].x, A1[u][j].x, A0[u][j].y, A1[u][j].y, X[u][i].x, X[u][i].y);
-                    mma_16x8x16(c[j][i], A0[u][j].z, A1[u][j].z, A0[u][j].w, A1[u][j].w, X[u][i].z, X[u][i].w);
-                }
-            }
+        for (int j = 0; j < NT; j++) {
+            A0[j] = load_w8(wa[j], k, K, vec);
+            A1[j] = load_w8(wb[j], k, K, vec);
         }
+        float X[MT][8], gamma[8];
+        if constexpr (NORM) load_x8f(a.norm, k, K, vec, true, gamma);
+#pragma unroll
+        for (int i = 0; i < MT; i++) load_x8f(xr[i], k, K, vec, tok_ok[i], X[i]);
+        flat_slab<NORM, MT, NT>(c, sq, A0, A1, X, gamma);
     }
     // c[j][i]: (row g of column tile j, tokens 8i + 2t, + 1), then row g + 8 for the same tokens.
 #pragma unroll
@@ -369,7 +409,7 @@ template <u32 MODE, bool BIAS, int MT, int NT, int WARPS> DEV void flat_gemm_bod
         // Token 8i + g's sum of squares: its four lanes, then (below) the warps.
 #pragma unroll
         for (int i = 0; i < MT; i++) {
-            float v = xor_sum(sq[i], 1, 4);
+            float v = xor_sum((sq[i][0] + sq[i][1]) + (sq[i][2] + sq[i][3]), 1, 4);
             if (t == 0) red_sq[warp][i * 8 + g] = v;
         }
     }
