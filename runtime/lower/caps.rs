@@ -253,11 +253,13 @@ pub mod cuda {
     /// flight where there are few column groups.
     pub const FLAT_TILINGS: [(usize, usize, usize); 7] =
         [(8, 16, 8), (8, 16, 4), (8, 32, 4), (8, 32, 8), (16, 16, 8), (32, 16, 8), (8, 16, 16)];
-    /// The untuned default from K = 4096 on N <= 16384 columns: 8 x 16 with K over 16 warps.
+    /// The untuned default from K = 4096 on N <= 8192 columns: 8 x 16 with K over 16 warps.
     /// On an H200 at M = 8 (bench/results/h200.md, session 6) it took Llama-2-7B's O from
-    /// 15.1 to 11.1 us, down from 37.0 to 26.2 and QKV from 33.5 to 30.1 against 8 x 16 over
-    /// 8 warps; gate/up (N = 22016, enough blocks already) went from 53.5 to 54.8.
-    pub const FLAT_LONG_K: (usize, usize, (usize, usize, usize)) = (4096, 16384, (8, 16, 16));
+    /// 15.1 to 11.1 us and down from 37.0 to 26.2 against 8 x 16 over 8 warps. Wider shapes
+    /// have blocks enough: QKV's plain product gained (33.5 -> 30.1 us) but its RoPE + KV
+    /// write epilogue, run by few threads after a 16-warp reduction, lost more (a batch-8
+    /// step 5232 -> 5686 us with QKV on it too); gate/up lost 53.5 -> 54.8.
+    pub const FLAT_LONG_K: (usize, usize, (usize, usize, usize)) = (4096, 8192, (8, 16, 16));
 
     fn tiling((m, n, warps): (usize, usize, usize)) -> super::FlatTiling {
         super::FlatTiling { tile: super::Tile { m, n }, k_groups: warps }
