@@ -78,8 +78,7 @@ pub struct AttentionTiming {
     /// Split-KV workgroups per head, and keys per workgroup.
     pub chunks: usize,
     pub chunk_keys: usize,
-    /// `attn_split` alone, and followed by `attn_combine` (what a decode step runs); the
-    /// same on CUDA, whose `attn_split` combines in each row's last block.
+    /// `attn_split` alone, and followed by `attn_combine` (what a decode step runs).
     pub split_micros: f64,
     pub split_combine_micros: f64,
     /// `attn_online`: the synchronised online softmax, one workgroup per head.

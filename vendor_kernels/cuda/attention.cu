@@ -2,11 +2,9 @@
 //
 // Decode, split-KV with a unified max (FlashDecoding++ technique 1): a block takes one chunk
 // of keys of one (token, head) and accumulates sum e^(s - phi) v and sum e^(s - phi) with the
-// same fixed phi for every chunk, so the partials simply add: no rescaling, no
-// synchronisation between chunks, one division. The last of a row's chunks to finish adds
-// them (one launch per layer; a separate combine kernel cost a dependent launch, ~3 us, per
-// layer). If any s - phi leaves (lo, hi) the row is flagged, and that last block
-// recomputes exactly that row with the online softmax.
+// same fixed phi for every chunk, so `attn_combine` simply adds the partials: no rescaling,
+// no synchronisation between chunks, one division. If any s - phi leaves (lo, hi) the row
+// is flagged, and `attn_combine` recomputes exactly that row with the online softmax.
 //
 // Prefill: `attn_flash_<head dim>` on tensor cores where the KV cache is f16 (FlashAttention-2's
 // loop, below), else `attn_online`, one block per (token, head) with the synchronised online
@@ -18,10 +16,6 @@
 
 #define NEG_INF (-3.0e38f)
 #define SPLIT_BATCH 4
-// A split-KV row's flag word: chunks done (MAX_ATTN_CHUNKS fit below CHUNK_OUT), and chunks
-// whose scores left the unified-max range.
-#define CHUNK_DONE 1u
-#define CHUNK_OUT (1u << 16)
 
 DEV u32 lanes_per_key(u32 hd) {
     u32 need = (hd + 7) / 8, l = 1;
@@ -79,6 +73,77 @@ DEV float dot8(const float a[8], const float b[8]) {
 #pragma unroll
     for (int e = 0; e < 8; e++) s += a[e] * b[e];
     return s;
+}
+
+// grid: (>= chunks, heads, m); partials in scratch[((i * heads + h) * chunks + c) * (hd + 1)].
+KERNEL void attn_split(Args a) {
+    __shared__ float red[ATT_WARPS][MAX_HEAD_DIM + 1];
+    __shared__ u32 any_out;
+    // The step buffer is written before the step's first kernel: readable before the wait.
+    pdl_trigger();
+    const Step& st = step_of(a);
+    const u32 c = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
+    // A graph captured for a larger chunk count launches blocks past this step's chunks.
+    if (i >= st.m || c >= st.attn_chunks) return;
+    const u32 hd = a.head_dim, kvh = h / (a.heads / a.kv_heads), pos = position_at(a, i);
+    const u32 L = lanes_per_key(hd), kps = 32 / L;
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane / L, d0 = (lane % L) * 8;
+    const bool vec = hd % 8 == 0;
+    const u32 start = c * st.attn_chunk_keys;
+    const u32 end = max(min(start + st.attn_chunk_keys, pos + 1), start);
+    const size_t base = kv_slot(a, i, 0) + kvh * hd;
+    const size_t kv_dim = a.kv_heads * hd;
+    pdl_wait();
+    if (threadIdx.x == 0) any_out = 0;
+    float q[8], o[8] = {0, 0, 0, 0, 0, 0, 0, 0}, l = 0.0f;
+    load_q8(a, i, h, d0, q);
+    bool out_of_range = false;
+    // SPLIT_BATCH keys per lane group at a time: all their K and V loads are issued before
+    // the first score needs one, so each lane keeps 2 x SPLIT_BATCH 16-byte loads in flight.
+    const u32 step_keys = ATT_WARPS * kps;
+    for (u32 jb = start + warp * kps; jb < end; jb += SPLIT_BATCH * step_keys) {
+        Raw8 kr[SPLIT_BATCH], vr[SPLIT_BATCH];
+        bool ok[SPLIT_BATCH];
+#pragma unroll
+        for (int u = 0; u < SPLIT_BATCH; u++) {
+            const u32 j = jb + u * step_keys + grp;
+            ok[u] = j < end;
+            const size_t row = base + (size_t)(ok[u] ? j : start) * kv_dim;
+            kr[u] = load_raw8(a.kc + row, d0, hd, vec);
+            vr[u] = load_raw8(a.vc + row, d0, hd, vec);
+        }
+#pragma unroll
+        for (int u = 0; u < SPLIT_BATCH; u++) {
+            float k8[8], v8[8];
+            raw8_floats(kr[u], k8);
+            raw8_floats(vr[u], v8);
+            float d = group_sum(dot8(q, k8), L) * a.scale - a.phi;
+            if (ok[u] && (d < a.lo || d > a.hi)) out_of_range = true;
+            float p = ok[u] ? expf(d) : 0.0f;
+            l += p;
+#pragma unroll
+            for (int e = 0; e < 8; e++) o[e] += p * v8[e];
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < 8; e++) o[e] = xor_sum(o[e], L, 32);
+    l = xor_sum(l, L, 32);
+    __syncthreads(); // any_out is initialised
+    if (__any_sync(0xffffffffu, out_of_range) && lane == 0) any_out = 1;
+    if (lane < L) {
+#pragma unroll
+        for (int e = 0; e < 8; e++) if (d0 + e < hd) red[warp][d0 + e] = o[e];
+    }
+    if (lane == 0) red[warp][hd] = l;
+    __syncthreads();
+    const size_t out = ((size_t)(i * a.heads + h) * st.attn_chunks + c) * (hd + 1);
+    for (u32 d = threadIdx.x; d <= hd; d += blockDim.x) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; w++) s += red[w][d];
+        a.scratch[out + d] = s;
+    }
+    if (threadIdx.x == 0 && any_out) a.flags[a.flag_offset + i * a.heads + h] = 1;
 }
 
 #define ONLINE_TILE 128
@@ -158,127 +223,34 @@ DEV void online_row(const Args& a, u32 i, u32 h) {
     }
 }
 
-// A float another block of this kernel wrote: read from L2 (this SM's L1 may hold a stale
-// copy of its line).
-DEV float load_cg(const float* p) {
-    float v;
-    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
-    return v;
-}
-
 // sum over chunks c of p[c * stride + off], four chunks at a time (independent loads).
 DEV float chunk_sum(const float* p, u32 chunks, u32 stride, u32 off) {
     float s4[4] = {0, 0, 0, 0};
     u32 c = 0;
     for (; c + 4 <= chunks; c += 4) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) s4[e] += load_cg(p + (size_t)(c + e) * stride + off);
+        for (int e = 0; e < 4; e++) s4[e] += p[(size_t)(c + e) * stride + off];
     }
-    for (; c < chunks; c++) s4[0] += load_cg(p + (size_t)c * stride + off);
+    for (; c < chunks; c++) s4[0] += p[(size_t)c * stride + off];
     return (s4[0] + s4[1]) + (s4[2] + s4[3]);
 }
 
-// Row (token i, head h)'s output from its chunks' partial sums, one division; a flagged row
-// is recomputed with the online softmax (counted in flags[0]). The whole block calls it.
-DEV void combine_row(const Args& a, u32 i, u32 h, bool flagged) {
+// grid: (heads, m). Adds the chunks' partial sums and divides once; a row that attn_split
+// flagged is recomputed here with the online softmax (counted in flags[0]).
+KERNEL void attn_combine(Args a) {
+    pdl_begin();
     const Step& st = step_of(a);
-    if (flagged) {
+    const u32 h = blockIdx.x, i = blockIdx.y, hd = a.head_dim;
+    if (i >= st.m) return;
+    if (a.flags[a.flag_offset + i * a.heads + h] != 0) {
         if (threadIdx.x == 0) atomicAdd(&a.flags[0], 1u);
         online_row(a, i, h);
         return;
     }
-    const u32 hd = a.head_dim, chunks = position_at(a, i) / st.attn_chunk_keys + 1, stride = hd + 1;
+    const u32 chunks = position_at(a, i) / st.attn_chunk_keys + 1, stride = hd + 1;
     const float* p = a.scratch + (size_t)(i * a.heads + h) * st.attn_chunks * stride;
     const float l = chunk_sum(p, chunks, stride, hd);
     for (u32 d = threadIdx.x; d < hd; d += blockDim.x) a.y[(size_t)i * a.heads * hd + h * hd + d] = chunk_sum(p, chunks, stride, d) / l;
-}
-
-
-// grid: (>= chunks, heads, m); partials in scratch[((i * heads + h) * chunks + c) * (hd + 1)],
-// then the row's last chunk combines them.
-KERNEL void attn_split(Args a) {
-    __shared__ float red[ATT_WARPS][MAX_HEAD_DIM + 1];
-    __shared__ u32 any_out;
-    // The step buffer is written before the step's first kernel: readable before the wait.
-    pdl_trigger();
-    const Step& st = step_of(a);
-    const u32 c = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
-    // A graph captured for a larger chunk count launches blocks past this step's chunks.
-    if (i >= st.m || c >= st.attn_chunks) return;
-    const u32 hd = a.head_dim, kvh = h / (a.heads / a.kv_heads), pos = position_at(a, i);
-    const u32 L = lanes_per_key(hd), kps = 32 / L;
-    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane / L, d0 = (lane % L) * 8;
-    const bool vec = hd % 8 == 0;
-    const u32 start = c * st.attn_chunk_keys;
-    const u32 end = max(min(start + st.attn_chunk_keys, pos + 1), start);
-    const size_t base = kv_slot(a, i, 0) + kvh * hd;
-    const size_t kv_dim = a.kv_heads * hd;
-    pdl_wait();
-    if (threadIdx.x == 0) any_out = 0;
-    float q[8], o[8] = {0, 0, 0, 0, 0, 0, 0, 0}, l = 0.0f;
-    load_q8(a, i, h, d0, q);
-    bool out_of_range = false;
-    // SPLIT_BATCH keys per lane group at a time: all their K and V loads are issued before
-    // the first score needs one, so each lane keeps 2 x SPLIT_BATCH 16-byte loads in flight.
-    const u32 step_keys = ATT_WARPS * kps;
-    for (u32 jb = start + warp * kps; jb < end; jb += SPLIT_BATCH * step_keys) {
-        Raw8 kr[SPLIT_BATCH], vr[SPLIT_BATCH];
-        bool ok[SPLIT_BATCH];
-#pragma unroll
-        for (int u = 0; u < SPLIT_BATCH; u++) {
-            const u32 j = jb + u * step_keys + grp;
-            ok[u] = j < end;
-            const size_t row = base + (size_t)(ok[u] ? j : start) * kv_dim;
-            kr[u] = load_raw8(a.kc + row, d0, hd, vec);
-            vr[u] = load_raw8(a.vc + row, d0, hd, vec);
-        }
-#pragma unroll
-        for (int u = 0; u < SPLIT_BATCH; u++) {
-            float k8[8], v8[8];
-            raw8_floats(kr[u], k8);
-            raw8_floats(vr[u], v8);
-            float d = group_sum(dot8(q, k8), L) * a.scale - a.phi;
-            if (ok[u] && (d < a.lo || d > a.hi)) out_of_range = true;
-            float p = ok[u] ? expf(d) : 0.0f;
-            l += p;
-#pragma unroll
-            for (int e = 0; e < 8; e++) o[e] += p * v8[e];
-        }
-    }
-#pragma unroll
-    for (int e = 0; e < 8; e++) o[e] = xor_sum(o[e], L, 32);
-    l = xor_sum(l, L, 32);
-    __syncthreads(); // any_out is initialised
-    if (__any_sync(0xffffffffu, out_of_range) && lane == 0) any_out = 1;
-    if (lane < L) {
-#pragma unroll
-        for (int e = 0; e < 8; e++) if (d0 + e < hd) red[warp][d0 + e] = o[e];
-    }
-    if (lane == 0) red[warp][hd] = l;
-    __syncthreads();
-    const size_t out = ((size_t)(i * a.heads + h) * st.attn_chunks + c) * (hd + 1);
-    for (u32 d = threadIdx.x; d <= hd; d += blockDim.x) {
-        float s = 0.0f;
-#pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++) s += red[w][d];
-        a.scratch[out + d] = s;
-    }
-    // Count this chunk in the row's flag word (bits 0-15: chunks done, 16 on: chunks out of
-    // range) once every thread's partials are visible; the block that counts the last chunk
-    // clears the word (so a replayed graph and the next step start from zero) and combines.
-    __shared__ u32 row_state;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        const u32 add = any_out ? CHUNK_DONE + CHUNK_OUT : CHUNK_DONE;
-        u32* word = &a.flags[a.flag_offset + i * a.heads + h];
-        row_state = atomicAdd(word, add) + add;
-        if ((row_state & (CHUNK_OUT - 1)) == st.attn_chunks) atomicExch(word, 0u);
-    }
-    __syncthreads();
-    if ((row_state & (CHUNK_OUT - 1)) != st.attn_chunks) return;
-    __threadfence();
-    combine_row(a, i, h, row_state >= CHUNK_OUT);
 }
 
 // grid: (heads, m): prefill, every row with the online softmax. (Four rows per block

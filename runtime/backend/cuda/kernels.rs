@@ -190,6 +190,7 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
             match v {
                 Variant::SplitKvAttention { chunks, .. } => {
                     out.push(g("attn_split", chunk_blocks.max(chunks), dims.heads, m, att));
+                    out.push(g("attn_combine", dims.heads, m, 1, att));
                 }
                 Variant::OnlineAttention => out.push(g("attn_online", dims.heads, m, 1, att)),
                 Variant::FlashAttention { rows, keys } if f16_weights && cuda::FLASH_HEAD_DIMS.contains(&dims.head_dim) => {
@@ -243,7 +244,7 @@ pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
             out
         }
         "attention" => {
-            let mut out = names(&["attn_split", "attn_online"]);
+            let mut out = names(&["attn_split", "attn_combine", "attn_online"]);
             if f16_weights {
                 out.extend(cuda::FLASH_HEAD_DIMS.iter().map(|d| format!("attn_flash_{d}")));
             }

@@ -348,7 +348,7 @@ fn check_attention(precision: WeightPrecision) {
             let step = rig.step(m, m, Some(split), &positions, &row_seqs);
             let scratch = s.alloc_zeros::<f32>(m * dims.heads * limits.max_chunks * (hd + 1)).unwrap();
             // Split-KV, online, and split-KV whose every row leaves the unified-max range
-            // (recomputed by the fallback in its last chunk's block).
+            // (recomputed by the combine's fallback).
             for (name, unified) in [
                 ("split", UnifiedMax::default()),
                 ("online", UnifiedMax::default()),
