@@ -10,6 +10,47 @@ use std::process::Command;
 use common::Spec;
 use fdpp_runtime::model::gguf::{GgmlType, GgufValue};
 
+/// Bounds a refusal must stay within: it happens before anything is sized from the claim.
+const MAX_CPU_SECS: f64 = 1.0;
+const MAX_HEAP_MIB: u64 = 256;
+
+/// Runs `fdpp ARGS` with its heap limited; checks exit status 1 (an allocation beyond the
+/// limit would abort instead), an error line, no panic, and the CPU time; returns stderr.
+fn refused(args: &[&str]) -> String {
+    refused_with(Command::new(env!("CARGO_BIN_EXE_fdpp")).args(args))
+}
+
+fn refused_with(cmd: &mut Command) -> String {
+    let m = common::run_bounded(cmd, MAX_HEAP_MIB);
+    let stderr = &m.stderr;
+    assert_eq!(m.status.code(), Some(1), "exit status {:?}; stderr:\n{stderr}", m.status);
+    assert!(!stderr.contains("panicked"), "panic:\n{stderr}");
+    assert!(stderr.contains("error: "), "no error line:\n{stderr}");
+    assert!(m.cpu_secs < MAX_CPU_SECS, "{:.2} s of CPU time:\n{stderr}", m.cpu_secs);
+    m.stderr
+}
+
+/// `fdpp generate` (CPU) and `fdpp inspect` both refuse `model`, naming `parts`.
+fn both_refuse(model: &Path, parts: &[&str]) {
+    let model = model.to_str().unwrap();
+    let generate = refused(&["generate", "--backend", "cpu", "--temperature", "0", "--max-tokens", "2", "--model", model, "hi"]);
+    assert_mentions(&generate, parts);
+    let inspect = refused(&["inspect", "--backend", "cpu", "--offline", model]);
+    assert_mentions(&inspect, parts);
+}
+
+/// The tiny model with metadata `key` set to `value` (added when absent).
+fn tiny_with_meta(test: &str, key: &str, value: GgufValue) -> std::path::PathBuf {
+    let (_, mut meta, tensors) = tiny_parts();
+    match meta.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value,
+        None => meta.push((key.into(), value)),
+    }
+    let path = common::temp_dir(test).join("model.gguf");
+    common::writer(&meta, &tensors).write(&path).unwrap();
+    path
+}
+
 /// Runs `fdpp generate` on `model`; returns stderr after checking exit status and no panic.
 fn generate_fails(model: &Path, prompt: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_fdpp"))
@@ -179,4 +220,121 @@ fn backend_not_available_yet() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_mentions(&stderr, &["cuda", "not available"]);
+}
+
+#[test]
+fn claimed_sizes_beyond_the_limits_are_refused_before_allocating() {
+    let cases: &[(&str, u64, &str)] = &[
+        ("llama.block_count", 1_000_000_000, "1024"),
+        ("llama.block_count", 1 << 63, "1024"),
+        ("llama.embedding_length", 1 << 40, "131072"),
+        ("llama.feed_forward_length", 1 << 40, "524288"),
+        ("llama.vocab_size", 1 << 40, "1048576"),
+        ("llama.attention.head_count", u64::MAX, "1024"),
+        ("llama.attention.key_length", 1 << 40, "1024"),
+        ("llama.context_length", 1 << 40, "16777216"),
+    ];
+    for (i, &(key, value, limit)) in cases.iter().enumerate() {
+        let path = tiny_with_meta(&format!("limit-{i}"), key, GgufValue::U64(value));
+        both_refuse(&path, &["model.gguf", &format!("`{key}` is {value}"), &format!("limit of {limit}")]);
+    }
+}
+
+#[test]
+fn claimed_layers_without_their_tensors_are_refused() {
+    let path = tiny_with_meta("layers", "llama.block_count", GgufValue::U32(1000));
+    both_refuse(&path, &["model.gguf", "`llama.block_count` is 1000 but the file holds tensors of 2 layers"]);
+    // Sizes within the limits that the tensors contradict.
+    let path = tiny_with_meta("vocab", "llama.vocab_size", GgufValue::U32(500_000));
+    both_refuse(&path, &["token_embd.weight", "[500000, 64]"]);
+    let path = tiny_with_meta("ffn", "llama.feed_forward_length", GgufValue::U32(100_000));
+    both_refuse(&path, &["blk.0.ffn_gate.weight", "[100000, 64]"]);
+}
+
+#[test]
+fn non_finite_or_non_positive_epsilon_and_rope_base_are_refused() {
+    for (i, key) in ["llama.attention.layer_norm_rms_epsilon", "llama.rope.freq_base"].into_iter().enumerate() {
+        for (j, v) in [f32::INFINITY, f32::NAN, 0.0, -1.0].into_iter().enumerate() {
+            let path = tiny_with_meta(&format!("float-{i}-{j}"), key, GgufValue::F32(v));
+            let stderr = generate_fails(&path, "hi");
+            assert_mentions(&stderr, &["model.gguf", &format!("`{key}` is {v}"), "finite and above 0"]);
+        }
+    }
+    let path = tiny_with_meta("float-type", "llama.rope.freq_base", GgufValue::String("x".into()));
+    assert_mentions(&generate_fails(&path, "hi"), &["`llama.rope.freq_base`", "expected a number"]);
+}
+
+#[test]
+fn tensor_offsets_sizes_and_names_are_checked() {
+    let (spec, meta, tensors) = tiny_parts();
+    let write = |test: &str, edit: &dyn Fn(&mut fdpp_runtime::model::gguf::GgufWriter)| {
+        let mut w = common::writer(&meta, &tensors);
+        edit(&mut w);
+        let path = common::temp_dir(test).join("model.gguf");
+        w.write(&path).unwrap();
+        path
+    };
+    // Added last, so the data offsets of the others stay where they were.
+    let wrap = write("wrap", &|w| {
+        w.tensor_claim("rope_freqs.weight", &[8], GgmlType::F32, u64::MAX - 31);
+    });
+    both_refuse(&wrap, &["rope_freqs.weight", "truncated"]);
+    let rows = write("rows", &|w| {
+        w.tensor_claim("blk.9.attn_norm.weight", &[spec.hidden as u64, 1 << 56], GgmlType::F32, 0);
+    });
+    both_refuse(&rows, &["blk.9.attn_norm.weight", "more than 2^64 bytes"]);
+    let overlap = write("overlap", &|w| {
+        w.tensor_claim("blk.9.attn_norm.weight", &[spec.hidden as u64], GgmlType::F32, 0);
+    });
+    both_refuse(&overlap, &["blk.9.attn_norm.weight", "overlaps"]);
+    let (name, t) = tensors.last().unwrap().clone();
+    let twice = write("twice", &|w| {
+        w.tensor(&name, &t);
+    });
+    both_refuse(&twice, &[&format!("tensor `{name}`"), "appears twice"]);
+    let key_twice = write("key-twice", &|w| {
+        w.meta_duplicate("llama.block_count", GgufValue::U32(2));
+    });
+    both_refuse(&key_twice, &["metadata `llama.block_count`", "appears twice"]);
+}
+
+/// The tiny model with metadata array `key` of `len` u8 zeros, written without holding it.
+fn tiny_with_u8_array(test: &str, key: &str, len: usize) -> std::path::PathBuf {
+    let (_, mut meta, tensors) = tiny_parts();
+    meta.retain(|(k, _)| k != key);
+    meta.push((key.into(), GgufValue::Array(vec![GgufValue::U8(0)])));
+    let bytes = common::writer(&meta, &tensors).to_bytes();
+    let at = bytes.windows(key.len()).position(|w| w == key.as_bytes()).unwrap() + key.len() + 4 + 4;
+    // A multiple of the alignment: every offset after it stays aligned.
+    let extra = len - 1;
+    assert_eq!(extra % 32, 0);
+    let path = common::temp_dir(test).join("model.gguf");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    use std::io::Write;
+    f.write_all(&bytes[..at]).unwrap();
+    f.write_all(&(len as u64).to_le_bytes()).unwrap();
+    f.write_all(&bytes[at + 8..at + 9]).unwrap();
+    for _ in 0..extra >> 20 {
+        f.write_all(&[0u8; 1 << 20]).unwrap();
+    }
+    f.write_all(&vec![0u8; extra % (1 << 20)]).unwrap();
+    f.write_all(&bytes[at + 9..]).unwrap();
+    f.flush().unwrap();
+    path
+}
+
+#[test]
+fn a_huge_metadata_array_costs_no_memory() {
+    // A 256 MiB u8 array nobody reads: before, every element took a 32-byte value (8 GiB).
+    let path = tiny_with_u8_array("junk-array", "general.junk", (1 << 28) + 1);
+    let m = common::run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_fdpp")).args(["inspect", "--backend", "cpu", "--offline"]).arg(&path),
+        MAX_HEAP_MIB,
+    );
+    assert!(m.status.success(), "{:?}: {}", m.status, m.stderr);
+    assert!(m.cpu_secs < MAX_CPU_SECS, "{:.2} s", m.cpu_secs);
+    std::fs::remove_file(&path).unwrap();
+    // A vocabulary beyond the limit is refused by its length, before it is decoded.
+    let path = tiny_with_u8_array("long-types", "tokenizer.ggml.token_type", (1 << 20) + 1);
+    both_refuse(&path, &["`tokenizer.ggml.token_type`", "is 1048577, beyond fdpp's limit of 1048576"]);
 }

@@ -16,6 +16,7 @@ use crate::tensor::{DType, FileType, HostTensor};
 pub fn load(dir: &Path) -> Result<Model> {
     let config = super::hf_config::read(&dir.join("config.json"))?;
     let weights = SafetensorsWeights::open(dir)?;
+    super::check_claims(&config, &weights, &|field| super::hf_config::key(field).to_string())?;
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
     let chat_template = ChatTemplate::from_hf_dir(dir, &tokenizer)?;
     Ok(Model { path: dir.to_path_buf(), format: ModelFormat::HuggingFace, config, weights: Box::new(weights), tokenizer, chat_template })

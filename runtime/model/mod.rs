@@ -94,6 +94,39 @@ impl Model {
     }
 }
 
+/// Checks what a config claims against the tensors the file holds, before a graph or a
+/// buffer is sized from it: the embedding, the first layer's projections, and as many
+/// layers as claimed. `key` names a config field the way the file does.
+fn check_claims(config: &ModelConfig, weights: &dyn WeightSource, key: &dyn Fn(&str) -> String) -> Result<()> {
+    let path = weights.path();
+    let expect = |name: &str, expected: Vec<usize>| match weights.shape(name) {
+        None => Err(Error::MissingTensor { path: path.to_path_buf(), tensor: weights.display_name(name) }),
+        Some(found) if found != expected => {
+            Err(Error::ShapeMismatch { path: path.to_path_buf(), tensor: weights.display_name(name), found, expected })
+        }
+        Some(_) => Ok(()),
+    };
+    let h = config.hidden_size;
+    expect(names::EMBED, vec![config.vocab_size, h])?;
+    expect(&names::layer(0, names::Q), vec![config.q_dim(), h])?;
+    expect(&names::layer(0, names::K), vec![config.kv_dim(), h])?;
+    expect(&names::layer(0, names::GATE), vec![config.intermediate_size, h])?;
+    let layers = weights
+        .names()
+        .iter()
+        .filter_map(|n| n.strip_prefix("model.layers.")?.split_once('.')?.0.parse::<usize>().ok())
+        .max()
+        .map_or(0, |last| last + 1);
+    if layers != config.num_layers {
+        return Err(Error::Malformed {
+            path: path.to_path_buf(),
+            what: "model hyper-parameters".into(),
+            reason: format!("`{}` is {} but the file holds tensors of {layers} layers", key("num_layers"), config.num_layers),
+        });
+    }
+    Ok(())
+}
+
 /// The Hugging Face names of the tensors a Llama-family model needs, in graph order.
 pub mod names {
     pub const EMBED: &str = "model.embed_tokens.weight";
@@ -119,4 +152,23 @@ pub mod names {
     pub const GATE_BIAS: &str = "mlp.gate_proj.bias";
     pub const UP_BIAS: &str = "mlp.up_proj.bias";
     pub const DOWN_BIAS: &str = "mlp.down_proj.bias";
+}
+
+/// A string from a model file made safe for a terminal or a one-line message: control
+/// characters (escape sequences among them) are written escaped, and text beyond
+/// `max_chars` is cut with an ellipsis.
+pub fn escape(s: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == max_chars {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
