@@ -338,3 +338,34 @@ fn a_huge_metadata_array_costs_no_memory() {
     let path = tiny_with_u8_array("long-types", "tokenizer.ggml.token_type", (1 << 20) + 1);
     both_refuse(&path, &["`tokenizer.ggml.token_type`", "is 1048577, beyond fdpp's limit of 1048576"]);
 }
+
+#[test]
+fn bench_flags_beyond_the_limits_name_the_flag() {
+    let max = u64::MAX.to_string();
+    let cases: &[(&str, &str, &str)] = &[
+        ("--batch", "1000000000", "limit of 4096"),
+        ("--ctx", "1000000000000", "limit of 16777216"),
+        ("--prompt", "1000000000000", "limit of 16777216"),
+        ("--gen", &max, "limit of 16777216"),
+        ("--ctx", &max, "limit of 16777216"),
+    ];
+    for &(flag, value, limit) in cases {
+        let stderr = refused(&["bench", "--shape", "smollm2-135m", "--backend", "cpu", flag, value]);
+        assert_mentions(&stderr, &[&format!("{flag} {value} is beyond the {limit}")]);
+    }
+    // Each within its limit, their sum not.
+    let stderr = refused(&["bench", "--shape", "smollm2-135m", "--backend", "cpu", "--ctx", "16777216", "--gen", "16777216"]);
+    assert_mentions(&stderr, &["--ctx (or --prompt) plus --gen 33554432 is beyond the limit of 16777216"]);
+}
+
+#[test]
+fn a_model_or_context_that_cannot_fit_in_host_memory_is_refused_with_the_numbers() {
+    // As if the machine had 1 GiB free: 6.7 billion f32 weights (27 GB) cannot fit.
+    let run = |args: &[&str]| refused_with(Command::new(env!("CARGO_BIN_EXE_fdpp")).env("FDPP_HOST_MEMORY_MIB", "1024").args(args));
+    let stderr = run(&["bench", "--shape", "llama2-7b", "--backend", "cpu", "--batch", "1", "--prompt", "8", "--gen", "2"]);
+    assert_mentions(&stderr, &["6878924800 parameters", "cpu backend", "needs about 26242 MiB", "but 1024 MiB are available"]);
+    // A tiny model claiming 2^24 positions: its RoPE table alone (1 GiB) is refused, on any backend.
+    let path = tiny_with_meta("long-context", "llama.context_length", GgufValue::U32(1 << 24));
+    let stderr = run(&["generate", "--backend", "cpu", "--model", path.to_str().unwrap(), "hi"]);
+    assert_mentions(&stderr, &["context of 16777216 positions", "needs about 1025 MiB", "but 1024 MiB are available"]);
+}
