@@ -369,3 +369,46 @@ fn a_model_or_context_that_cannot_fit_in_host_memory_is_refused_with_the_numbers
     let stderr = run(&["generate", "--backend", "cpu", "--model", path.to_str().unwrap(), "hi"]);
     assert_mentions(&stderr, &["context of 16777216 positions", "needs about 1025 MiB", "but 1024 MiB are available"]);
 }
+
+#[test]
+fn broken_pipes_end_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    let path = common::temp_dir("pipe").join("model.gguf");
+    common::write_tiny(&path, &Spec::default(), 3);
+    // A cache holding the default model's file (by size): `fetch` prints its path.
+    let cache = common::temp_dir("pipe-cache");
+    let cached = cache.join(fdpp_runtime::model::hub::DEFAULT_MODEL_FILE);
+    std::fs::File::create(&cached).unwrap().set_len(fdpp_runtime::model::hub::DEFAULT_MODEL_SIZE).unwrap();
+    let fdpp = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fdpp"));
+        c.env("FDPP_CACHE", &cache);
+        c
+    };
+    let runs: [&[&str]; 2] = [&["inspect", "--backend", "cpu", "--offline", "--m", "1,8,64", path.to_str().unwrap()], &["fetch"]];
+    for args in runs {
+        // A pipe whose reader is gone before fdpp starts.
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills both descriptors, each then owned exactly once.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(reader);
+        let out = fdpp().args(args).stdout(std::process::Stdio::from(writer)).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        // Ended by SIGPIPE, as `cat` or `head` would be (the shell's status 141).
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {stderr}", out.status);
+    }
+    // stdout holds only the path.
+    let out = fdpp().arg("fetch").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{}\n", cached.display()));
+}
+
+#[test]
+fn strings_from_the_file_are_printed_escaped() {
+    let path = tiny_with_meta("escape", "general.architecture", GgufValue::String("ll\u{1b}]0;owned\u{7}\u{1b}[2Jama".into()));
+    let stderr = generate_fails(&path, "hi");
+    assert!(!stderr.contains('\u{1b}') && !stderr.contains('\u{7}'), "raw control characters in:\n{stderr:?}");
+    assert_mentions(&stderr, &["architecture `ll\\u{1b}]0;owned\\u{7}\\u{1b}[2Jama`"]);
+}

@@ -77,7 +77,7 @@ impl Model {
 
     pub fn describe(&self) -> String {
         let c = &self.config;
-        format!(
+        let text = format!(
             "{} ({:?}, {}): {} layers, hidden {}, {} heads / {} kv heads, head dim {}, ffn {}, vocab {}, {:.1}M params",
             self.path.display(),
             self.format,
@@ -90,7 +90,8 @@ impl Model {
             c.intermediate_size,
             c.vocab_size,
             c.num_params() as f64 / 1e6
-        )
+        );
+        escape(&text, usize::MAX)
     }
 }
 
