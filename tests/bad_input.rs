@@ -412,3 +412,102 @@ fn strings_from_the_file_are_printed_escaped() {
     assert!(!stderr.contains('\u{1b}') && !stderr.contains('\u{7}'), "raw control characters in:\n{stderr:?}");
     assert_mentions(&stderr, &["architecture `ll\\u{1b}]0;owned\\u{7}\\u{1b}[2Jama`"]);
 }
+
+/// A Hugging Face folder of the tiny model (`fdpp convert`).
+fn tiny_hf_folder(test: &str) -> std::path::PathBuf {
+    let dir = common::temp_dir(test);
+    let gguf = dir.join("model.gguf");
+    common::write_tiny(&gguf, &Spec::default(), 3);
+    let hf = dir.join("hf");
+    let out = Command::new(env!("CARGO_BIN_EXE_fdpp")).arg("convert").arg(&gguf).arg(&hf).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    hf
+}
+
+/// Makes `model.safetensors` of `hf` a shard listed by an index whose entries are `entry`.
+fn shard_with_index(hf: &Path, entry: &str) {
+    std::fs::rename(hf.join("model.safetensors"), hf.join("model-00001-of-00001.safetensors")).unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": {"model.embed_tokens.weight": entry}});
+    std::fs::write(hf.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn hf_shard_paths_must_stay_inside_the_folder() {
+    for (i, entry) in ["../../../other/model.safetensors", "/etc/passwd", "sub/../../x.safetensors"].into_iter().enumerate() {
+        let hf = tiny_hf_folder(&format!("hf-escape-{i}"));
+        shard_with_index(&hf, entry);
+        let model = hf.to_str().unwrap();
+        let stderr = refused(&["inspect", "--backend", "cpu", "--offline", model]);
+        assert_mentions(
+            &stderr,
+            &["model.safetensors.index.json", "model.embed_tokens.weight", entry, "not a file name inside the model folder"],
+        );
+    }
+    // A shard name inside the folder that is a symlink to a file outside it.
+    let hf = tiny_hf_folder("hf-symlink");
+    shard_with_index(&hf, "link.safetensors");
+    let outside = hf.parent().unwrap().join("outside.safetensors");
+    std::fs::rename(hf.join("model-00001-of-00001.safetensors"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, hf.join("link.safetensors")).unwrap();
+    let stderr = refused(&["inspect", "--backend", "cpu", "--offline", hf.to_str().unwrap()]);
+    assert_mentions(&stderr, &["model.safetensors.index.json", "leads outside the model folder"]);
+}
+
+#[test]
+fn hf_files_must_be_regular_and_json_small() {
+    let fifo = |p: &Path| {
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    };
+    for (i, name) in ["config.json", "tokenizer.json", "model.safetensors", "chat_template.jinja"].into_iter().enumerate() {
+        // A FIFO in its place (opening it would block forever) and a symlink to /dev/zero.
+        let hf = tiny_hf_folder(&format!("hf-fifo-{i}"));
+        let _ = std::fs::remove_file(hf.join(name));
+        fifo(&hf.join(name));
+        let stderr = refused(&["inspect", "--backend", "cpu", "--offline", hf.to_str().unwrap()]);
+        assert_mentions(&stderr, &[name, "not a regular file"]);
+        std::fs::remove_file(hf.join(name)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", hf.join(name)).unwrap();
+        let stderr = refused(&["inspect", "--backend", "cpu", "--offline", hf.to_str().unwrap()]);
+        assert_mentions(&stderr, &[name, "not a regular file"]);
+    }
+    // A GGUF path that is a FIFO.
+    let dir = common::temp_dir("gguf-fifo");
+    fifo(&dir.join("model.gguf"));
+    assert_mentions(&refused(&["inspect", "--offline", dir.join("model.gguf").to_str().unwrap()]), &["not a regular file"]);
+    // A config.json beyond the cap (sparse: no disk used) is refused before it is read.
+    let hf = tiny_hf_folder("hf-big-json");
+    std::fs::OpenOptions::new().append(true).open(hf.join("config.json")).unwrap().set_len(100 << 20).unwrap();
+    let stderr = refused(&["inspect", "--backend", "cpu", "--offline", hf.to_str().unwrap()]);
+    assert_mentions(&stderr, &["config.json", "size in bytes is 104857600, beyond fdpp's limit of 67108864"]);
+}
+
+#[test]
+fn a_tensor_in_two_shards_is_refused() {
+    let hf = tiny_hf_folder("hf-twice");
+    std::fs::copy(hf.join("model.safetensors"), hf.join("b.safetensors")).unwrap();
+    std::fs::rename(hf.join("model.safetensors"), hf.join("a.safetensors")).unwrap();
+    let index = serde_json::json!({"weight_map": {"model.embed_tokens.weight": "a.safetensors", "model.norm.weight": "b.safetensors"}});
+    std::fs::write(hf.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let stderr = refused(&["inspect", "--backend", "cpu", "--offline", hf.to_str().unwrap()]);
+    assert_mentions(&stderr, &["b.safetensors", "also in", "a.safetensors"]);
+}
+
+#[test]
+fn hf_hub_cache_links_into_blobs_are_followed() {
+    // models--x/snapshots/REV/shard -> ../../blobs/HASH, as huggingface_hub lays it out.
+    let hf = tiny_hf_folder("hf-hub");
+    let repo = hf.parent().unwrap().join("models--x");
+    let (snapshot, blobs) = (repo.join("snapshots").join("0123"), repo.join("blobs"));
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::rename(&hf, &snapshot).unwrap_or_else(|_| {
+        std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
+        std::fs::rename(&hf, &snapshot).unwrap()
+    });
+    shard_with_index(&snapshot, "model-00001-of-00001.safetensors");
+    std::fs::rename(snapshot.join("model-00001-of-00001.safetensors"), blobs.join("abc")).unwrap();
+    std::os::unix::fs::symlink("../../blobs/abc", snapshot.join("model-00001-of-00001.safetensors")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fdpp")).args(["inspect", "--backend", "cpu", "--offline"]).arg(&snapshot).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -72,14 +72,15 @@ impl ChatTemplate {
     pub fn from_hf_dir(dir: &Path, tokenizer: &Tokenizer) -> Result<Option<Self>> {
         let jinja = dir.join("chat_template.jinja");
         if jinja.exists() {
-            let s = std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?;
+            let s = String::from_utf8(super::read_small(&jinja)?)
+                .map_err(|_| Error::InvalidUtf8 { path: jinja.clone(), what: "the chat template".into() })?;
             return Ok(Some(Self::new(s, tokenizer)?));
         }
         let config = dir.join("tokenizer_config.json");
         if !config.exists() {
             return Ok(None);
         }
-        let text = std::fs::read(&config).map_err(|e| Error::io(&config, e))?;
+        let text = super::read_small(&config)?;
         let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Malformed {
             path: config.clone(),
             what: "JSON".into(),

@@ -195,7 +195,7 @@ impl<'a> Reader<'a> {
 }
 
 pub fn read(path: &Path) -> Result<ModelConfig> {
-    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = super::read_small(path)?;
     let v: Value = serde_json::from_slice(&text).map_err(|e| Error::Malformed {
         path: path.to_path_buf(),
         what: "JSON".into(),

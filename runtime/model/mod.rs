@@ -95,6 +95,43 @@ impl Model {
     }
 }
 
+/// The largest JSON or template file fdpp reads from a model folder (a tokenizer.json of
+/// a 256k vocabulary is about 30 MB).
+pub const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// Refuses anything but a regular file (after symlinks) before it is opened: a FIFO
+/// would block the open, a device such as /dev/zero never ends.
+pub(crate) fn regular_file(path: &Path) -> Result<std::fs::Metadata> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() { "a folder" } else { "not a regular file (a device, FIFO or socket)" };
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{kind}: fdpp reads only regular files")),
+        ));
+    }
+    Ok(meta)
+}
+
+/// Reads a regular file of at most `MAX_JSON_BYTES`, checked before reading.
+pub(crate) fn read_small(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let len = regular_file(path)?.len();
+    let too_big =
+        |len: u64| Error::FileLimit { path: path.to_path_buf(), what: "its size in bytes".into(), value: len, limit: MAX_JSON_BYTES };
+    if len > MAX_JSON_BYTES {
+        return Err(too_big(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // Bounded again while reading: the file may grow after its size was read.
+    file.take(MAX_JSON_BYTES + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_JSON_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Checks what a config claims against the tensors the file holds, before a graph or a
 /// buffer is sized from it: the embedding, the first layer's projections, and as many
 /// layers as claimed. `key` names a config field the way the file does.

@@ -286,14 +286,14 @@ impl Tokenizer {
 
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let file = dir.join("tokenizer.json");
-        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        let bytes = super::read_small(&file)?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| tok_err(file.display(), e))?;
         let read = |name: &str| -> Result<Option<Value>> {
             let p = dir.join(name);
             if !p.exists() {
                 return Ok(None);
             }
-            let text = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            let text = super::read_small(&p)?;
             serde_json::from_slice(&text).map(Some).map_err(|e| Error::Malformed { path: p, what: "JSON".into(), reason: e.to_string() })
         };
         let config = read("tokenizer_config.json")?.unwrap_or(Value::Null);
