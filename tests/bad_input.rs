@@ -511,3 +511,32 @@ fn hf_hub_cache_links_into_blobs_are_followed() {
     let out = Command::new(env!("CARGO_BIN_EXE_fdpp")).args(["inspect", "--backend", "cpu", "--offline"]).arg(&snapshot).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_broken_chat_template_fails_only_with_chat() {
+    let path = tiny_with_meta("template", "tokenizer.chat_template", GgufValue::String("{% for m in messages %}".into()));
+    let out = Command::new(env!("CARGO_BIN_EXE_fdpp"))
+        .args(["generate", "--backend", "cpu", "--temperature", "0", "--max-tokens", "2", "--model"])
+        .arg(&path)
+        .arg("hi")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_mentions(&stderr, &["note: the chat template does not compile", "syntax error"]);
+    let m = common::run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_fdpp")).args(["generate", "--backend", "cpu", "--chat", "--model"]).arg(&path).arg("hi"),
+        MAX_HEAP_MIB,
+    );
+    assert_eq!(m.status.code(), Some(1), "{}", m.stderr);
+    assert_mentions(&m.stderr, &["error: chat template: syntax error"]);
+    // A template that loops 10^10 times stops at the step limit instead of hanging.
+    let hang = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    let path = tiny_with_meta("template-hang", "tokenizer.chat_template", GgufValue::String(hang.into()));
+    let m = common::run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_fdpp")).args(["generate", "--backend", "cpu", "--chat", "--model"]).arg(&path).arg("hi"),
+        MAX_HEAP_MIB,
+    );
+    assert_eq!(m.status.code(), Some(1), "{}", m.stderr);
+    assert_mentions(&m.stderr, &["chat template: rendering took more than fdpp's limit of 50000000 steps"]);
+}

@@ -17,6 +17,8 @@ pub fn load(path: &Path) -> Result<Model> {
     super::check_claims(&config, &weights, &|field| gguf_key(field).map_or(field.to_string(), |k| format!("{arch}.{k}")))?;
     let tokenizer = Tokenizer::from_gguf(&weights.file)?;
     let chat_template = ChatTemplate::from_gguf(&weights.file, &tokenizer)?;
+    let mut config = config;
+    config.notes.extend(super::chat::broken_note(chat_template.as_ref()));
     Ok(Model { path: path.to_path_buf(), format: ModelFormat::Gguf, config, weights: Box::new(weights), tokenizer, chat_template })
 }
 

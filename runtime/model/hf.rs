@@ -19,6 +19,8 @@ pub fn load(dir: &Path) -> Result<Model> {
     super::check_claims(&config, &weights, &|field| super::hf_config::key(field).to_string())?;
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
     let chat_template = ChatTemplate::from_hf_dir(dir, &tokenizer)?;
+    let mut config = config;
+    config.notes.extend(super::chat::broken_note(chat_template.as_ref()));
     Ok(Model { path: dir.to_path_buf(), format: ModelFormat::HuggingFace, config, weights: Box::new(weights), tokenizer, chat_template })
 }
 
