@@ -32,6 +32,10 @@ pub enum Error {
     ShapeMismatch { path: PathBuf, tensor: String, found: Vec<usize>, expected: Vec<usize> },
     #[error("{}: unsupported model: {reason}", path.display())]
     UnsupportedModel { path: PathBuf, reason: String },
+    /// A size or count the file claims that is beyond what fdpp accepts: refused before
+    /// anything is sized from it.
+    #[error("{}: {what} is {value}, beyond fdpp's limit of {limit}", path.display())]
+    FileLimit { path: PathBuf, what: String, value: u64, limit: u64 },
 
     // ---- tokenizer and chat template ----
     #[error("tokenizer: {0}")]
@@ -46,6 +50,11 @@ pub enum Error {
     PromptTooLong { tokens: usize, limit: usize, hint: String },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("{flag} {value} is beyond the limit of {limit}{why}")]
+    ArgumentLimit { flag: String, value: u64, limit: u64, why: String },
+    /// The host memory a step would take, estimated before it is allocated.
+    #[error("{what} needs about {needed_mib} MiB of host memory but {available_mib} MiB are available{hint}")]
+    HostMemory { what: String, needed_mib: u64, available_mib: u64, hint: String },
 
     // ---- backends ----
     #[error("backend `{backend}` is not available: {reason}")]

@@ -331,12 +331,33 @@ fn measure(exec: &mut Driver, vocab: usize, b: usize, prompt: usize, depth: usiz
     Ok(Measured { prefill, decode, timing: exec.last_timing() })
 }
 
+/// The sequences and positions a run needs, each flag checked against fdpp's limits before
+/// anything is sized from it.
+fn capacity(batch: usize, ctx: usize, prompt: usize, gen_tokens: usize) -> Result<Capacity> {
+    let positions = fdpp_runtime::model::config::MAX_CONTEXT;
+    let limit = |flag: &str, value: usize, limit: usize, why: &str| {
+        if value <= limit {
+            return Ok(());
+        }
+        Err(Error::ArgumentLimit { flag: flag.into(), value: value as u64, limit: limit as u64, why: why.into() })
+    };
+    limit("--batch", batch, fdpp_runtime::engine::memory::MAX_SEQS, " (sequences decoded together)")?;
+    limit("--ctx", ctx, positions, " (positions of a sequence)")?;
+    limit("--prompt", prompt, positions, " (positions of a sequence)")?;
+    limit("--gen", gen_tokens, positions, " (positions of a sequence)")?;
+    // Each is within the limit, so the sum cannot overflow.
+    let max_context = ctx.max(prompt) + gen_tokens + 1;
+    limit("--ctx (or --prompt) plus --gen", max_context - 1, positions, " (positions of a sequence)")?;
+    Ok(Capacity { max_seqs: batch, max_context })
+}
+
 fn run(args: BenchArgs) -> Result<()> {
     if args.prompt_tokens == 0 || args.batch.contains(&0) {
         return Err(Error::InvalidArgument("--prompt and every --batch value must be at least 1".into()));
     }
     let max_batch = *args.batch.iter().max().unwrap_or(&1);
     let max_ctx = *args.ctx.iter().max().unwrap_or(&0);
+    let capacity = capacity(max_batch, max_ctx, args.prompt_tokens, args.gen_tokens)?;
     let (config, weights, what): (_, Box<dyn WeightSource>, _) = match args.shape {
         Some(shape) => {
             let c = shape.config();
@@ -350,7 +371,6 @@ fn run(args: BenchArgs) -> Result<()> {
             (model.config.clone(), model.weights, path.display().to_string())
         }
     };
-    let capacity = Capacity { max_seqs: max_batch, max_context: max_ctx.max(args.prompt_tokens) + args.gen_tokens + 1 };
     let before = crate::host_memory();
     let mut bar = crate::progress::Bar::hidden();
     let g = graph::llama::build(&config);

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fdpp_runtime::backend::{self, BackendKind, BackendOptions, CudaOptions, WeightPrecision, WgpuOptions};
 use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Phase, Prompt, SamplingParams, StopReason};
 use fdpp_runtime::lower::{LoweringOptions, TableChoice};
-use fdpp_runtime::model::{ChatMessage, Model, hf, hub};
+use fdpp_runtime::model::{ChatMessage, Model, escape, hf, hub};
 use fdpp_runtime::trace::TraceFile;
 use fdpp_runtime::{Error, Result};
 
@@ -187,6 +187,13 @@ struct GenerateArgs {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing to a closed pipe (`fdpp inspect | head`) panics.
+    // Restore the default: fdpp ends quietly there, like other Unix tools.
+    // SAFETY: called first thing in main, before any thread exists.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate(args),
@@ -202,16 +209,21 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Messages quote keys, names and values from model files: no control
+            // characters (terminal escape sequences) reach the terminal.
+            eprintln!("error: {}", escape(&e.to_string(), MAX_MESSAGE_CHARS));
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
-                eprintln!("  caused by: {s}");
+                eprintln!("  caused by: {}", escape(&s.to_string(), MAX_MESSAGE_CHARS));
                 source = s.source();
             }
             ExitCode::FAILURE
         }
     }
 }
+
+/// The longest error line printed: a message can quote a value from a file.
+const MAX_MESSAGE_CHARS: usize = 4000;
 
 /// The given model path, or the default model (fetched into the cache on first use).
 pub fn resolve_model(path: Option<&Path>) -> Result<PathBuf> {
@@ -243,7 +255,7 @@ pub fn load_engine(model: Option<&Path>, opts: &EngineOptions) -> Result<Engine>
     let model = Model::load(&path)?;
     eprintln!("fdpp: {}", model.describe());
     for note in &model.config.notes {
-        eprintln!("fdpp: note: {note}");
+        eprintln!("fdpp: note: {}", escape(note, MAX_MESSAGE_CHARS));
     }
     let before = host_memory();
     let started = std::time::Instant::now();

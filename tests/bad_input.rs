@@ -10,6 +10,47 @@ use std::process::Command;
 use common::Spec;
 use fdpp_runtime::model::gguf::{GgmlType, GgufValue};
 
+/// Bounds a refusal must stay within: it happens before anything is sized from the claim.
+const MAX_CPU_SECS: f64 = 1.0;
+const MAX_HEAP_MIB: u64 = 256;
+
+/// Runs `fdpp ARGS` with its heap limited; checks exit status 1 (an allocation beyond the
+/// limit would abort instead), an error line, no panic, and the CPU time; returns stderr.
+fn refused(args: &[&str]) -> String {
+    refused_with(Command::new(env!("CARGO_BIN_EXE_fdpp")).args(args))
+}
+
+fn refused_with(cmd: &mut Command) -> String {
+    let m = common::run_bounded(cmd, MAX_HEAP_MIB);
+    let stderr = &m.stderr;
+    assert_eq!(m.status.code(), Some(1), "exit status {:?}; stderr:\n{stderr}", m.status);
+    assert!(!stderr.contains("panicked"), "panic:\n{stderr}");
+    assert!(stderr.contains("error: "), "no error line:\n{stderr}");
+    assert!(m.cpu_secs < MAX_CPU_SECS, "{:.2} s of CPU time:\n{stderr}", m.cpu_secs);
+    m.stderr
+}
+
+/// `fdpp generate` (CPU) and `fdpp inspect` both refuse `model`, naming `parts`.
+fn both_refuse(model: &Path, parts: &[&str]) {
+    let model = model.to_str().unwrap();
+    let generate = refused(&["generate", "--backend", "cpu", "--temperature", "0", "--max-tokens", "2", "--model", model, "hi"]);
+    assert_mentions(&generate, parts);
+    let inspect = refused(&["inspect", "--backend", "cpu", "--offline", model]);
+    assert_mentions(&inspect, parts);
+}
+
+/// The tiny model with metadata `key` set to `value` (added when absent).
+fn tiny_with_meta(test: &str, key: &str, value: GgufValue) -> std::path::PathBuf {
+    let (_, mut meta, tensors) = tiny_parts();
+    match meta.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value,
+        None => meta.push((key.into(), value)),
+    }
+    let path = common::temp_dir(test).join("model.gguf");
+    common::writer(&meta, &tensors).write(&path).unwrap();
+    path
+}
+
 /// Runs `fdpp generate` on `model`; returns stderr after checking exit status and no panic.
 fn generate_fails(model: &Path, prompt: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_fdpp"))
@@ -179,4 +220,323 @@ fn backend_not_available_yet() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_mentions(&stderr, &["cuda", "not available"]);
+}
+
+#[test]
+fn claimed_sizes_beyond_the_limits_are_refused_before_allocating() {
+    let cases: &[(&str, u64, &str)] = &[
+        ("llama.block_count", 1_000_000_000, "1024"),
+        ("llama.block_count", 1 << 63, "1024"),
+        ("llama.embedding_length", 1 << 40, "131072"),
+        ("llama.feed_forward_length", 1 << 40, "524288"),
+        ("llama.vocab_size", 1 << 40, "1048576"),
+        ("llama.attention.head_count", u64::MAX, "1024"),
+        ("llama.attention.key_length", 1 << 40, "1024"),
+        ("llama.context_length", 1 << 40, "16777216"),
+    ];
+    for (i, &(key, value, limit)) in cases.iter().enumerate() {
+        let path = tiny_with_meta(&format!("limit-{i}"), key, GgufValue::U64(value));
+        both_refuse(&path, &["model.gguf", &format!("`{key}` is {value}"), &format!("limit of {limit}")]);
+    }
+}
+
+#[test]
+fn claimed_layers_without_their_tensors_are_refused() {
+    let path = tiny_with_meta("layers", "llama.block_count", GgufValue::U32(1000));
+    both_refuse(&path, &["model.gguf", "`llama.block_count` is 1000 but the file holds tensors of 2 layers"]);
+    // Sizes within the limits that the tensors contradict.
+    let path = tiny_with_meta("vocab", "llama.vocab_size", GgufValue::U32(500_000));
+    both_refuse(&path, &["token_embd.weight", "[500000, 64]"]);
+    let path = tiny_with_meta("ffn", "llama.feed_forward_length", GgufValue::U32(100_000));
+    both_refuse(&path, &["blk.0.ffn_gate.weight", "[100000, 64]"]);
+}
+
+#[test]
+fn non_finite_or_non_positive_epsilon_and_rope_base_are_refused() {
+    for (i, key) in ["llama.attention.layer_norm_rms_epsilon", "llama.rope.freq_base"].into_iter().enumerate() {
+        for (j, v) in [f32::INFINITY, f32::NAN, 0.0, -1.0].into_iter().enumerate() {
+            let path = tiny_with_meta(&format!("float-{i}-{j}"), key, GgufValue::F32(v));
+            let stderr = generate_fails(&path, "hi");
+            assert_mentions(&stderr, &["model.gguf", &format!("`{key}` is {v}"), "finite and above 0"]);
+        }
+    }
+    let path = tiny_with_meta("float-type", "llama.rope.freq_base", GgufValue::String("x".into()));
+    assert_mentions(&generate_fails(&path, "hi"), &["`llama.rope.freq_base`", "expected a number"]);
+}
+
+#[test]
+fn tensor_offsets_sizes_and_names_are_checked() {
+    let (spec, meta, tensors) = tiny_parts();
+    let write = |test: &str, edit: &dyn Fn(&mut fdpp_runtime::model::gguf::GgufWriter)| {
+        let mut w = common::writer(&meta, &tensors);
+        edit(&mut w);
+        let path = common::temp_dir(test).join("model.gguf");
+        w.write(&path).unwrap();
+        path
+    };
+    // Added last, so the data offsets of the others stay where they were.
+    let wrap = write("wrap", &|w| {
+        w.tensor_claim("rope_freqs.weight", &[8], GgmlType::F32, u64::MAX - 31);
+    });
+    both_refuse(&wrap, &["rope_freqs.weight", "truncated"]);
+    let rows = write("rows", &|w| {
+        w.tensor_claim("blk.9.attn_norm.weight", &[spec.hidden as u64, 1 << 56], GgmlType::F32, 0);
+    });
+    both_refuse(&rows, &["blk.9.attn_norm.weight", "more than 2^64 bytes"]);
+    let overlap = write("overlap", &|w| {
+        w.tensor_claim("blk.9.attn_norm.weight", &[spec.hidden as u64], GgmlType::F32, 0);
+    });
+    both_refuse(&overlap, &["blk.9.attn_norm.weight", "overlaps"]);
+    let (name, t) = tensors.last().unwrap().clone();
+    let twice = write("twice", &|w| {
+        w.tensor(&name, &t);
+    });
+    both_refuse(&twice, &[&format!("tensor `{name}`"), "appears twice"]);
+    let key_twice = write("key-twice", &|w| {
+        w.meta_duplicate("llama.block_count", GgufValue::U32(2));
+    });
+    both_refuse(&key_twice, &["metadata `llama.block_count`", "appears twice"]);
+}
+
+/// The tiny model with metadata array `key` of `len` u8 zeros, written without holding it.
+fn tiny_with_u8_array(test: &str, key: &str, len: usize) -> std::path::PathBuf {
+    let (_, mut meta, tensors) = tiny_parts();
+    meta.retain(|(k, _)| k != key);
+    meta.push((key.into(), GgufValue::Array(vec![GgufValue::U8(0)])));
+    let bytes = common::writer(&meta, &tensors).to_bytes();
+    let at = bytes.windows(key.len()).position(|w| w == key.as_bytes()).unwrap() + key.len() + 4 + 4;
+    // A multiple of the alignment: every offset after it stays aligned.
+    let extra = len - 1;
+    assert_eq!(extra % 32, 0);
+    let path = common::temp_dir(test).join("model.gguf");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    use std::io::Write;
+    f.write_all(&bytes[..at]).unwrap();
+    f.write_all(&(len as u64).to_le_bytes()).unwrap();
+    f.write_all(&bytes[at + 8..at + 9]).unwrap();
+    for _ in 0..extra >> 20 {
+        f.write_all(&[0u8; 1 << 20]).unwrap();
+    }
+    f.write_all(&vec![0u8; extra % (1 << 20)]).unwrap();
+    f.write_all(&bytes[at + 9..]).unwrap();
+    f.flush().unwrap();
+    path
+}
+
+#[test]
+fn a_huge_metadata_array_costs_no_memory() {
+    // A 256 MiB u8 array nobody reads: before, every element took a 32-byte value (8 GiB).
+    let path = tiny_with_u8_array("junk-array", "general.junk", (1 << 28) + 1);
+    let m = common::run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_fdpp")).args(["inspect", "--backend", "cpu", "--offline"]).arg(&path),
+        MAX_HEAP_MIB,
+    );
+    assert!(m.status.success(), "{:?}: {}", m.status, m.stderr);
+    assert!(m.cpu_secs < MAX_CPU_SECS, "{:.2} s", m.cpu_secs);
+    std::fs::remove_file(&path).unwrap();
+    // A vocabulary beyond the limit is refused by its length, before it is decoded.
+    let path = tiny_with_u8_array("long-types", "tokenizer.ggml.token_type", (1 << 20) + 1);
+    both_refuse(&path, &["`tokenizer.ggml.token_type`", "is 1048577, beyond fdpp's limit of 1048576"]);
+}
+
+#[test]
+fn bench_flags_beyond_the_limits_name_the_flag() {
+    let max = u64::MAX.to_string();
+    let cases: &[(&str, &str, &str)] = &[
+        ("--batch", "1000000000", "limit of 4096"),
+        ("--ctx", "1000000000000", "limit of 16777216"),
+        ("--prompt", "1000000000000", "limit of 16777216"),
+        ("--gen", &max, "limit of 16777216"),
+        ("--ctx", &max, "limit of 16777216"),
+    ];
+    for &(flag, value, limit) in cases {
+        let stderr = refused(&["bench", "--shape", "smollm2-135m", "--backend", "cpu", flag, value]);
+        assert_mentions(&stderr, &[&format!("{flag} {value} is beyond the {limit}")]);
+    }
+    // Each within its limit, their sum not.
+    let stderr = refused(&["bench", "--shape", "smollm2-135m", "--backend", "cpu", "--ctx", "16777216", "--gen", "16777216"]);
+    assert_mentions(&stderr, &["--ctx (or --prompt) plus --gen 33554432 is beyond the limit of 16777216"]);
+}
+
+#[test]
+fn a_model_or_context_that_cannot_fit_in_host_memory_is_refused_with_the_numbers() {
+    // As if the machine had 1 GiB free: 6.7 billion f32 weights (27 GB) cannot fit.
+    let run = |args: &[&str]| refused_with(Command::new(env!("CARGO_BIN_EXE_fdpp")).env("FDPP_HOST_MEMORY_MIB", "1024").args(args));
+    let stderr = run(&["bench", "--shape", "llama2-7b", "--backend", "cpu", "--batch", "1", "--prompt", "8", "--gen", "2"]);
+    assert_mentions(&stderr, &["6878924800 parameters", "cpu backend", "needs about 26242 MiB", "but 1024 MiB are available"]);
+    // A tiny model claiming 2^24 positions: its RoPE table alone (1 GiB) is refused, on any backend.
+    let path = tiny_with_meta("long-context", "llama.context_length", GgufValue::U32(1 << 24));
+    let stderr = run(&["generate", "--backend", "cpu", "--model", path.to_str().unwrap(), "hi"]);
+    assert_mentions(&stderr, &["context of 16777216 positions", "needs about 1025 MiB", "but 1024 MiB are available"]);
+}
+
+#[test]
+fn broken_pipes_end_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    let path = common::temp_dir("pipe").join("model.gguf");
+    common::write_tiny(&path, &Spec::default(), 3);
+    // A cache holding the default model's file (by size): `fetch` prints its path.
+    let cache = common::temp_dir("pipe-cache");
+    let cached = cache.join(fdpp_runtime::model::hub::DEFAULT_MODEL_FILE);
+    std::fs::File::create(&cached).unwrap().set_len(fdpp_runtime::model::hub::DEFAULT_MODEL_SIZE).unwrap();
+    let fdpp = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fdpp"));
+        c.env("FDPP_CACHE", &cache);
+        c
+    };
+    let runs: [&[&str]; 2] = [&["inspect", "--backend", "cpu", "--offline", "--m", "1,8,64", path.to_str().unwrap()], &["fetch"]];
+    for args in runs {
+        // A pipe whose reader is gone before fdpp starts.
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills both descriptors, each then owned exactly once.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(reader);
+        let out = fdpp().args(args).stdout(std::process::Stdio::from(writer)).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        // Ended by SIGPIPE, as `cat` or `head` would be (the shell's status 141).
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {stderr}", out.status);
+    }
+    // stdout holds only the path.
+    let out = fdpp().arg("fetch").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{}\n", cached.display()));
+}
+
+#[test]
+fn strings_from_the_file_are_printed_escaped() {
+    let path = tiny_with_meta("escape", "general.architecture", GgufValue::String("ll\u{1b}]0;owned\u{7}\u{1b}[2Jama".into()));
+    let stderr = generate_fails(&path, "hi");
+    assert!(!stderr.contains('\u{1b}') && !stderr.contains('\u{7}'), "raw control characters in:\n{stderr:?}");
+    assert_mentions(&stderr, &["architecture `ll\\u{1b}]0;owned\\u{7}\\u{1b}[2Jama`"]);
+}
+
+/// A Hugging Face folder of the tiny model (`fdpp convert`).
+fn tiny_hf_folder(test: &str) -> std::path::PathBuf {
+    let dir = common::temp_dir(test);
+    let gguf = dir.join("model.gguf");
+    common::write_tiny(&gguf, &Spec::default(), 3);
+    let hf = dir.join("hf");
+    let out = Command::new(env!("CARGO_BIN_EXE_fdpp")).arg("convert").arg(&gguf).arg(&hf).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    hf
+}
+
+/// Makes `model.safetensors` of `hf` a shard listed by an index whose entries are `entry`.
+fn shard_with_index(hf: &Path, entry: &str) {
+    std::fs::rename(hf.join("model.safetensors"), hf.join("model-00001-of-00001.safetensors")).unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": {"model.embed_tokens.weight": entry}});
+    std::fs::write(hf.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn hf_shard_paths_must_stay_inside_the_folder() {
+    for (i, entry) in ["../../../other/model.safetensors", "/etc/passwd", "sub/../../x.safetensors"].into_iter().enumerate() {
+        let hf = tiny_hf_folder(&format!("hf-escape-{i}"));
+        shard_with_index(&hf, entry);
+        let model = hf.to_str().unwrap();
+        let stderr = refused(&["inspect", "--backend", "cpu", "--offline", model]);
+        assert_mentions(
+            &stderr,
+            &["model.safetensors.index.json", "model.embed_tokens.weight", entry, "not a file name inside the model folder"],
+        );
+    }
+    // A shard name inside the folder that is a symlink to a file outside it.
+    let hf = tiny_hf_folder("hf-symlink");
+    shard_with_index(&hf, "link.safetensors");
+    let outside = hf.parent().unwrap().join("outside.safetensors");
+    std::fs::rename(hf.join("model-00001-of-00001.safetensors"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, hf.join("link.safetensors")).unwrap();
+    let stderr = refused(&["inspect", "--backend", "cpu", "--offline", hf.to_str().unwrap()]);
+    assert_mentions(&stderr, &["model.safetensors.index.json", "leads outside the model folder"]);
+}
+
+#[test]
+fn hf_files_must_be_regular_and_json_small() {
+    let fifo = |p: &Path| {
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    };
+    for (i, name) in ["config.json", "tokenizer.json", "model.safetensors", "chat_template.jinja"].into_iter().enumerate() {
+        // A FIFO in its place (opening it would block forever) and a symlink to /dev/zero.
+        let hf = tiny_hf_folder(&format!("hf-fifo-{i}"));
+        let _ = std::fs::remove_file(hf.join(name));
+        fifo(&hf.join(name));
+        let stderr = refused(&["inspect", "--backend", "cpu", "--offline", hf.to_str().unwrap()]);
+        assert_mentions(&stderr, &[name, "not a regular file"]);
+        std::fs::remove_file(hf.join(name)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", hf.join(name)).unwrap();
+        let stderr = refused(&["inspect", "--backend", "cpu", "--offline", hf.to_str().unwrap()]);
+        assert_mentions(&stderr, &[name, "not a regular file"]);
+    }
+    // A GGUF path that is a FIFO.
+    let dir = common::temp_dir("gguf-fifo");
+    fifo(&dir.join("model.gguf"));
+    assert_mentions(&refused(&["inspect", "--offline", dir.join("model.gguf").to_str().unwrap()]), &["not a regular file"]);
+    // A config.json beyond the cap (sparse: no disk used) is refused before it is read.
+    let hf = tiny_hf_folder("hf-big-json");
+    std::fs::OpenOptions::new().append(true).open(hf.join("config.json")).unwrap().set_len(100 << 20).unwrap();
+    let stderr = refused(&["inspect", "--backend", "cpu", "--offline", hf.to_str().unwrap()]);
+    assert_mentions(&stderr, &["config.json", "size in bytes is 104857600, beyond fdpp's limit of 67108864"]);
+}
+
+#[test]
+fn a_tensor_in_two_shards_is_refused() {
+    let hf = tiny_hf_folder("hf-twice");
+    std::fs::copy(hf.join("model.safetensors"), hf.join("b.safetensors")).unwrap();
+    std::fs::rename(hf.join("model.safetensors"), hf.join("a.safetensors")).unwrap();
+    let index = serde_json::json!({"weight_map": {"model.embed_tokens.weight": "a.safetensors", "model.norm.weight": "b.safetensors"}});
+    std::fs::write(hf.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let stderr = refused(&["inspect", "--backend", "cpu", "--offline", hf.to_str().unwrap()]);
+    assert_mentions(&stderr, &["b.safetensors", "also in", "a.safetensors"]);
+}
+
+#[test]
+fn hf_hub_cache_links_into_blobs_are_followed() {
+    // models--x/snapshots/REV/shard -> ../../blobs/HASH, as huggingface_hub lays it out.
+    let hf = tiny_hf_folder("hf-hub");
+    let repo = hf.parent().unwrap().join("models--x");
+    let (snapshot, blobs) = (repo.join("snapshots").join("0123"), repo.join("blobs"));
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::rename(&hf, &snapshot).unwrap_or_else(|_| {
+        std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
+        std::fs::rename(&hf, &snapshot).unwrap()
+    });
+    shard_with_index(&snapshot, "model-00001-of-00001.safetensors");
+    std::fs::rename(snapshot.join("model-00001-of-00001.safetensors"), blobs.join("abc")).unwrap();
+    std::os::unix::fs::symlink("../../blobs/abc", snapshot.join("model-00001-of-00001.safetensors")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fdpp")).args(["inspect", "--backend", "cpu", "--offline"]).arg(&snapshot).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_broken_chat_template_fails_only_with_chat() {
+    let path = tiny_with_meta("template", "tokenizer.chat_template", GgufValue::String("{% for m in messages %}".into()));
+    let out = Command::new(env!("CARGO_BIN_EXE_fdpp"))
+        .args(["generate", "--backend", "cpu", "--temperature", "0", "--max-tokens", "2", "--model"])
+        .arg(&path)
+        .arg("hi")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_mentions(&stderr, &["note: the chat template does not compile", "syntax error"]);
+    let m = common::run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_fdpp")).args(["generate", "--backend", "cpu", "--chat", "--model"]).arg(&path).arg("hi"),
+        MAX_HEAP_MIB,
+    );
+    assert_eq!(m.status.code(), Some(1), "{}", m.stderr);
+    assert_mentions(&m.stderr, &["error: chat template: syntax error"]);
+    // A template that loops 10^10 times stops at the step limit instead of hanging.
+    let hang = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    let path = tiny_with_meta("template-hang", "tokenizer.chat_template", GgufValue::String(hang.into()));
+    let m = common::run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_fdpp")).args(["generate", "--backend", "cpu", "--chat", "--model"]).arg(&path).arg("hi"),
+        MAX_HEAP_MIB,
+    );
+    assert_eq!(m.status.code(), Some(1), "{}", m.stderr);
+    assert_mentions(&m.stderr, &["chat template: rendering took more than fdpp's limit of 50000000 steps"]);
 }

@@ -61,7 +61,18 @@ impl Driver {
         if capacity.max_context == 0 || capacity.max_seqs == 0 {
             return Err(Error::InvalidArgument("context length and sequence count must be at least 1".into()));
         }
+        // Backends size buffers (the RoPE table among them) from the capacity: bound it first.
+        let max_context = crate::model::config::MAX_CONTEXT;
+        if capacity.max_context > max_context || capacity.max_seqs > super::memory::MAX_SEQS {
+            return Err(Error::InvalidArgument(format!(
+                "a context of {} positions for {} sequences is beyond fdpp's limits ({max_context} positions, {} sequences)",
+                capacity.max_context,
+                capacity.max_seqs,
+                super::memory::MAX_SEQS
+            )));
+        }
         graph.check_weights(weights)?;
+        super::memory::check_load(&graph, backend.kind(), capacity)?;
         let device = backend::open(backend)?;
         let (table, notes) = match &lowering.table {
             TableChoice::DeviceProfile => {

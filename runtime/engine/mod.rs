@@ -4,6 +4,7 @@
 //! keeps the typed trace of the last prefill and decode step.
 
 pub mod driver;
+pub mod memory;
 
 use std::time::Instant;
 

@@ -17,9 +17,17 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// Rendering limits: a template is a program from the model file. Real templates take a
+/// few thousand steps and write the prompt; these stop loops of 1e10 steps and strings
+/// built up to gigabytes.
+pub const MAX_TEMPLATE_FUEL: u64 = 50_000_000;
+pub const MAX_TEMPLATE_OUTPUT: usize = 16 << 20;
+
 pub struct ChatTemplate {
     source: String,
     env: Environment<'static>,
+    /// Why the template does not compile: reported when it is used, not at load.
+    broken: Option<String>,
     bos_token: String,
     eos_token: String,
 }
@@ -42,27 +50,48 @@ fn template_err(e: minijinja::Error) -> Error {
 }
 
 impl ChatTemplate {
+    /// Compiles `source`; a template that does not compile is an error.
     pub fn new(source: String, tokenizer: &Tokenizer) -> Result<Self> {
+        let t = Self::lenient(source, tokenizer);
+        match &t.broken {
+            Some(e) => Err(Error::ChatTemplate(e.clone())),
+            None => Ok(t),
+        }
+    }
+
+    /// Compiles `source`, keeping a compile error for [`ChatTemplate::render`] to report:
+    /// a model whose template is broken still runs plain prompts.
+    pub fn lenient(source: String, tokenizer: &Tokenizer) -> Self {
         let mut env = Environment::new();
-        let syntax = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(template_err)?;
+        let syntax = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().expect("a valid syntax");
         env.set_syntax(syntax);
+        env.set_fuel(Some(MAX_TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
         env.add_function("strftime_now", |fmt: String| strftime_now(&fmt));
-        env.add_template_owned("chat", source.clone()).map_err(template_err)?;
-        Ok(ChatTemplate {
+        let broken = env.add_template_owned("chat", source.clone()).err().map(|e| match template_err(e) {
+            Error::ChatTemplate(m) => m,
+            other => other.to_string(),
+        });
+        ChatTemplate {
             source,
             env,
+            broken,
             bos_token: tokenizer.bos_token().unwrap_or_default().to_string(),
             eos_token: tokenizer.eos_token().unwrap_or_default().to_string(),
-        })
+        }
+    }
+
+    /// Why the template does not compile, if it does not.
+    pub fn error(&self) -> Option<&str> {
+        self.broken.as_deref()
     }
 
     pub fn from_gguf(g: &GgufFile, tokenizer: &Tokenizer) -> Result<Option<Self>> {
         match g.get_str("tokenizer.chat_template")? {
-            Some(s) => Ok(Some(Self::new(s.to_string(), tokenizer)?)),
+            Some(s) => Ok(Some(Self::lenient(s.to_string(), tokenizer))),
             None => Ok(None),
         }
     }
@@ -72,14 +101,15 @@ impl ChatTemplate {
     pub fn from_hf_dir(dir: &Path, tokenizer: &Tokenizer) -> Result<Option<Self>> {
         let jinja = dir.join("chat_template.jinja");
         if jinja.exists() {
-            let s = std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?;
-            return Ok(Some(Self::new(s, tokenizer)?));
+            let s = String::from_utf8(super::read_small(&jinja)?)
+                .map_err(|_| Error::InvalidUtf8 { path: jinja.clone(), what: "the chat template".into() })?;
+            return Ok(Some(Self::lenient(s, tokenizer)));
         }
         let config = dir.join("tokenizer_config.json");
         if !config.exists() {
             return Ok(None);
         }
-        let text = std::fs::read(&config).map_err(|e| Error::io(&config, e))?;
+        let text = super::read_small(&config)?;
         let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Malformed {
             path: config.clone(),
             what: "JSON".into(),
@@ -92,7 +122,7 @@ impl ChatTemplate {
             }
             _ => None,
         };
-        source.map(|s| Self::new(s, tokenizer)).transpose()
+        Ok(source.map(|s| Self::lenient(s, tokenizer)))
     }
 
     pub fn source(&self) -> &str {
@@ -100,16 +130,55 @@ impl ChatTemplate {
     }
 
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        if let Some(e) = &self.broken {
+            return Err(Error::ChatTemplate(e.clone()));
+        }
         let template = self.env.get_template("chat").map_err(template_err)?;
-        template
-            .render(context! {
+        let mut out = Bounded(Vec::new());
+        let rendered = template.render_captured_to(
+            context! {
                 messages => messages.iter().map(|m| context! { role => &m.role, content => &m.content }).collect::<Vec<_>>(),
                 add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
-            })
-            .map_err(template_err)
+            },
+            &mut out,
+        );
+        match rendered {
+            Ok(_) => String::from_utf8(out.0).map_err(|_| Error::ChatTemplate("the output is not UTF-8".into())),
+            Err(_) if out.0.len() > MAX_TEMPLATE_OUTPUT => {
+                Err(Error::ChatTemplate(format!("its output exceeds fdpp's limit of {MAX_TEMPLATE_OUTPUT} bytes")))
+            }
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                Err(Error::ChatTemplate(format!("rendering took more than fdpp's limit of {MAX_TEMPLATE_FUEL} steps")))
+            }
+            Err(e) => Err(template_err(e)),
+        }
     }
+}
+
+/// Output that fails once it grows beyond `MAX_TEMPLATE_OUTPUT` (keeping one byte more, so
+/// the failure is recognised).
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = (MAX_TEMPLATE_OUTPUT + 1).saturating_sub(self.0.len());
+        self.0.extend_from_slice(&buf[..buf.len().min(room)]);
+        if buf.len() > room {
+            return Err(std::io::Error::other("the chat template's output is too long"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The warning a loader gives for a template that does not compile.
+pub fn broken_note(template: Option<&ChatTemplate>) -> Option<String> {
+    let e = template?.error()?;
+    Some(format!("the chat template does not compile ({e}): --chat fails with this model, plain prompts run"))
 }
 
 /// The current UTC date/time for templates that print today's date (`%d %b %Y` etc.).
@@ -224,6 +293,24 @@ mod tests {
         assert!(m.contains("syntax error") && m.contains("line 2"), "{m}");
         let e = ChatTemplate::new("{% for m in messages %}{{ m.content }}".into(), &tokenizer()).err().unwrap();
         assert!(matches!(&e, Error::ChatTemplate(m) if m.contains("syntax error")), "{e}");
+    }
+
+    #[test]
+    fn rendering_is_bounded_in_steps_and_output() {
+        let hang = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let e = render(hang, &[msg("user", "x")], true).unwrap_err().to_string();
+        assert!(e.contains(&format!("limit of {MAX_TEMPLATE_FUEL} steps")), "{e}");
+        let long = "{% for i in range(100000) %}{{ messages[0].content }}{% endfor %}";
+        let e = render(long, &[msg("user", &"y".repeat(1000))], true).unwrap_err().to_string();
+        assert!(e.contains(&format!("exceeds fdpp's limit of {MAX_TEMPLATE_OUTPUT} bytes")), "{e}");
+    }
+
+    #[test]
+    fn a_broken_template_fails_only_when_used() {
+        let t = ChatTemplate::lenient("{% for m in messages %}".into(), &tokenizer());
+        assert!(t.error().is_some_and(|e| e.contains("syntax error")));
+        let e = t.render(&[msg("user", "x")], true).unwrap_err().to_string();
+        assert!(e.contains("syntax error"), "{e}");
     }
 
     #[test]

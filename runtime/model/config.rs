@@ -1,6 +1,22 @@
 //! The shape of a Llama-family model, whatever file it came from.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+// What a model may claim, checked before anything is sized from it: well above every
+// released Llama-family model (Llama 3.1 405B: 126 layers, hidden 16384, FFN 53248, 128
+// heads; vocabularies up to 262144; head sizes up to 256; contexts up to 10M) and low
+// enough that no product of them overflows 64 bits.
+pub const MAX_LAYERS: usize = 1024;
+pub const MAX_HIDDEN: usize = 1 << 17;
+pub const MAX_INTERMEDIATE: usize = 1 << 19;
+pub const MAX_HEADS: usize = 1024;
+pub const MAX_HEAD_DIM: usize = 1024;
+pub const MAX_VOCAB: usize = 1 << 20;
+pub const MAX_CONTEXT: usize = 1 << 24;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -73,49 +89,88 @@ impl ModelConfig {
         self.q_dim() + 2 * self.kv_dim()
     }
 
-    /// Checks the relations the graph relies on; `Err` holds a sentence naming the field.
-    pub fn validate(&self) -> Result<(), String> {
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_layers", self.num_layers),
-            ("num_heads", self.num_heads),
-            ("num_kv_heads", self.num_kv_heads),
-            ("head_dim", self.head_dim),
-            ("max_context", self.max_context),
+    /// Checks every size against fdpp's limits and the relations the graph relies on.
+    /// `key` names a field the way the file does (`num_layers` is GGUF's
+    /// `llama.block_count`), so the error points at what to fix in the file.
+    pub fn validate(&self, path: &Path, key: &dyn Fn(&str) -> String) -> Result<()> {
+        let malformed = |reason: String| Error::Malformed { path: path.to_path_buf(), what: "model hyper-parameters".into(), reason };
+        let sizes = [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            ("intermediate_size", self.intermediate_size, MAX_INTERMEDIATE),
+            ("num_layers", self.num_layers, MAX_LAYERS),
+            ("num_heads", self.num_heads, MAX_HEADS),
+            ("num_kv_heads", self.num_kv_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_HEAD_DIM),
+            ("max_context", self.max_context, MAX_CONTEXT),
         ];
-        for (name, v) in positive {
+        for (name, v, limit) in sizes {
             if v == 0 {
-                return Err(format!("{name} is 0"));
+                return Err(malformed(format!("`{}` is 0", key(name))));
+            }
+            if v > limit {
+                return Err(Error::FileLimit {
+                    path: path.to_path_buf(),
+                    what: format!("`{}`", key(name)),
+                    value: v as u64,
+                    limit: limit as u64,
+                });
             }
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
-            return Err(format!("num_heads ({}) is not a multiple of num_kv_heads ({})", self.num_heads, self.num_kv_heads));
+            return Err(malformed(format!(
+                "`{}` ({}) is not a multiple of `{}` ({})",
+                key("num_heads"),
+                self.num_heads,
+                key("num_kv_heads"),
+                self.num_kv_heads
+            )));
         }
         if !self.head_dim.is_multiple_of(2) {
-            return Err(format!("head_dim ({}) is odd; rotary embedding needs pairs", self.head_dim));
+            return Err(malformed(format!("`{}` ({}) is odd; rotary embedding needs pairs", key("head_dim"), self.head_dim)));
         }
+        let positive = |name: &str, v: f32| {
+            // Written so that NaN fails too.
+            if v.is_finite() && v > 0.0 { Ok(()) } else { Err(malformed(format!("`{}` is {v}; it must be finite and above 0", key(name)))) }
+        };
+        positive("rope_theta", self.rope_theta)?;
+        positive("rms_norm_eps", self.rms_norm_eps)?;
+        let original_context = |o: usize| {
+            if o == 0 || o > MAX_CONTEXT {
+                return Err(malformed(format!("the RoPE scaling's original context length {o} is not within 1..={MAX_CONTEXT}")));
+            }
+            Ok(())
+        };
         match &self.rope_scaling {
-            RopeScaling::FreqFactors { factors } if factors.len() != self.head_dim / 2 => {
-                return Err(format!(
-                    "{} RoPE frequency factors for head_dim {} (want {})",
-                    factors.len(),
-                    self.head_dim,
-                    self.head_dim / 2
-                ));
+            RopeScaling::None => {}
+            RopeScaling::FreqFactors { factors } => {
+                if factors.len() != self.head_dim / 2 {
+                    return Err(malformed(format!(
+                        "{} RoPE frequency factors for head_dim {} (want {})",
+                        factors.len(),
+                        self.head_dim,
+                        self.head_dim / 2
+                    )));
+                }
+                if let Some(f) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+                    return Err(malformed(format!("a RoPE frequency factor (rope_freqs.weight) is {f}; they must be finite and above 0")));
+                }
             }
-            RopeScaling::Linear { factor } | RopeScaling::Llama3 { factor, .. } | RopeScaling::Yarn { factor, .. }
-                if factor.is_nan() || *factor <= 0.0 =>
-            {
-                return Err(format!("RoPE scaling factor {factor} must be > 0"));
+            RopeScaling::Linear { factor } => positive("RoPE scaling factor", *factor)?,
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                positive("RoPE scaling factor", *factor)?;
+                positive("RoPE low_freq_factor", *low_freq_factor)?;
+                positive("RoPE high_freq_factor", *high_freq_factor)?;
+                original_context(*original_max_position_embeddings)?;
             }
-            _ => {}
-        }
-        // Written negated so that NaN is rejected too.
-        #[allow(clippy::neg_cmp_op_on_partial_ord)]
-        if !(self.rope_theta > 0.0) || !(self.rms_norm_eps >= 0.0) {
-            return Err(format!("rope_theta ({}) must be > 0 and rms_norm_eps ({}) >= 0", self.rope_theta, self.rms_norm_eps));
+            RopeScaling::Yarn { factor, original_max_position_embeddings, beta_fast, beta_slow, attention_factor, .. } => {
+                positive("RoPE scaling factor", *factor)?;
+                positive("RoPE attention factor", *attention_factor)?;
+                if !(beta_fast.is_finite() && beta_slow.is_finite()) {
+                    return Err(malformed(format!("YaRN beta_fast {beta_fast} / beta_slow {beta_slow} must be finite")));
+                }
+                original_context(*original_max_position_embeddings)?;
+            }
         }
         Ok(())
     }

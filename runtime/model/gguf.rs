@@ -2,7 +2,9 @@
 //!
 //! The reader maps the file and checks every length against the bytes that are really
 //! there before it allocates or slices, so a truncated or corrupt file gives an error that
-//! names what was being read, never a panic or a huge allocation.
+//! names what was being read, never a panic or a huge allocation. Metadata arrays stay in
+//! the mapped file until a loader reads them (a vocabulary is the only array fdpp needs),
+//! so an array costs no memory for what it merely claims or holds.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -259,9 +261,11 @@ impl GgufTensorInfo {
         self.dims.iter().rev().map(|&d| d as usize).collect()
     }
 
+    /// The size of the tensor's data; `None` for a type without a known layout or a size
+    /// beyond 64 bits.
     pub fn byte_size(&self) -> Option<u64> {
         let (block, bytes) = self.ggml_type.block_layout()?;
-        Some(self.numel() / block * bytes)
+        (self.numel() / block).checked_mul(bytes)
     }
 }
 
@@ -269,7 +273,9 @@ impl GgufTensorInfo {
 pub struct GgufFile {
     pub path: PathBuf,
     pub version: u32,
+    /// Scalar metadata; arrays are in `arrays`, read through [`GgufFile::get_array`].
     pub metadata: BTreeMap<String, GgufValue>,
+    arrays: BTreeMap<String, ArrayInfo>,
     pub tensors: Vec<GgufTensorInfo>,
     pub alignment: u64,
     /// Absolute file offset of the data section.
@@ -290,6 +296,41 @@ impl std::ops::Deref for Mmap {
             Mmap::Mapped(m) => m,
             Mmap::Empty => &[],
         }
+    }
+}
+
+/// Where an array's elements lie in the file (checked at open).
+struct ArrayInfo {
+    elem_type: u32,
+    len: u64,
+    start: usize,
+    end: usize,
+}
+
+/// A metadata array, decoded element by element as it is read.
+pub struct GgufArray<'a> {
+    path: &'a Path,
+    key: &'a str,
+    elem_type: u32,
+    len: u64,
+    bytes: &'a [u8],
+}
+
+impl<'a> GgufArray<'a> {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The elements in order. They were all checked at open, so errors only report a
+    /// file changed since.
+    pub fn iter(&self) -> impl Iterator<Item = Result<GgufValue>> + 'a {
+        let mut c = Cursor { path: self.path, bytes: self.bytes, pos: 0 };
+        let (key, elem_type) = (self.key, self.elem_type);
+        (0..self.len).map(move |i| c.value(elem_type, &|| format!("metadata `{key}` element {i}"), 1))
     }
 }
 
@@ -353,33 +394,62 @@ impl<'a> Cursor<'a> {
             },
             8 => V::String(self.string(what)?),
             9 => {
-                if depth > 0 {
-                    return Err(self.malformed(what(), "nested arrays are not supported".into()));
-                }
-                let elem_ty = self.u32(what)?;
-                let count = self.u64(what)?;
-                // Every element takes at least one byte: a count beyond the remaining bytes
-                // is corruption, caught here before allocating for it.
-                if count > self.remaining() {
-                    return Err(Error::Truncated {
-                        path: self.path.to_path_buf(),
-                        what: format!("{} ({count} elements)", what()),
-                        start: self.pos as u64,
-                        end: self.pos as u64 + count,
-                        len: self.bytes.len() as u64,
-                    });
-                }
-                let mut items = Vec::with_capacity(count as usize);
-                for i in 0..count {
-                    items.push(self.value(elem_ty, &|| format!("{} element {i}", what()), depth + 1)?);
-                }
-                V::Array(items)
+                return Err(
+                    self.malformed(what(), if depth > 0 { "nested arrays are not supported" } else { "array in scalar position" }.into())
+                );
             }
             10 => V::U64(self.u64(what)?),
             11 => V::I64(i64::from_le_bytes(self.array(what)?)),
             12 => V::F64(f64::from_le_bytes(self.array(what)?)),
             other => return Err(self.malformed(what(), format!("unknown value type {other}"))),
         })
+    }
+
+    /// Checks an array's elements without keeping them, and says where they lie.
+    fn array_info(&mut self, what: &dyn Fn() -> String) -> Result<ArrayInfo> {
+        let elem_type = self.u32(what)?;
+        let len = self.u64(what)?;
+        if elem_type == 9 {
+            return Err(self.malformed(what(), "nested arrays are not supported".into()));
+        }
+        if elem_type > 12 {
+            return Err(self.malformed(what(), format!("unknown array element type {elem_type}")));
+        }
+        // The smallest encoding of one element (a string is at least its length): a count
+        // the remaining bytes cannot hold is refused before walking it.
+        let min_size: u64 = match elem_type {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            _ => 8,
+        };
+        let start = self.pos;
+        let fixed = len.checked_mul(min_size).filter(|&n| n <= self.remaining());
+        let Some(fixed) = fixed else {
+            return Err(Error::Truncated {
+                path: self.path.to_path_buf(),
+                what: format!("{} ({len} elements)", what()),
+                start: start as u64,
+                end: (start as u64).saturating_add(len.saturating_mul(min_size)),
+                len: self.bytes.len() as u64,
+            });
+        };
+        if elem_type == 8 {
+            // Strings are walked for their lengths and checked as UTF-8, none kept.
+            for i in 0..len {
+                let what = || format!("{} element {i}", what());
+                let n = self.u64(&what)?;
+                let bytes = self.take(n, &what)?;
+                if std::str::from_utf8(bytes).is_err() {
+                    return Err(Error::InvalidUtf8 { path: self.path.to_path_buf(), what: what() });
+                }
+            }
+        } else {
+            // Fixed-size elements are skipped unread: a huge array costs neither memory nor
+            // reads of its pages (a bad boolean is reported when the array is read).
+            self.take(fixed, what)?;
+        }
+        Ok(ArrayInfo { elem_type, len, start, end: self.pos })
     }
 
     fn malformed(&self, what: String, reason: String) -> Error {
@@ -390,6 +460,7 @@ impl<'a> Cursor<'a> {
 impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        super::regular_file(path)?;
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let map = if len == 0 {
@@ -439,16 +510,31 @@ impl GgufFile {
         }
 
         let mut metadata = BTreeMap::new();
+        let mut arrays = BTreeMap::new();
         for i in 0..n_kv {
             let key = c.string(&|| format!("metadata key #{i}"))?;
             let ty = c.u32(&|| format!("type of metadata `{key}`"))?;
-            let value = c.value(ty, &|| format!("metadata `{key}`"), 0)?;
-            metadata.insert(key, value);
+            let what = || format!("metadata `{key}`");
+            // Which of two values counts is a guess either way: refuse the file instead.
+            if metadata.contains_key(&key) || arrays.contains_key(&key) {
+                return Err(c.malformed(what(), "the key appears twice".into()));
+            }
+            if ty == 9 {
+                let info = c.array_info(&what)?;
+                arrays.insert(key, info);
+            } else {
+                let value = c.value(ty, &what, 0)?;
+                metadata.insert(key, value);
+            }
         }
 
         let mut tensors = Vec::with_capacity(n_tensors as usize);
+        let mut names = std::collections::HashSet::new();
         for i in 0..n_tensors {
             let name = c.string(&|| format!("name of tensor #{i}"))?;
+            if !names.insert(name.clone()) {
+                return Err(c.malformed(format!("tensor `{name}`"), "the name appears twice".into()));
+            }
             let n_dims = c.u32(&|| format!("tensor `{name}` rank"))?;
             if n_dims == 0 || n_dims > MAX_DIMS {
                 return Err(c.malformed(format!("tensor `{name}`"), format!("rank {n_dims} (1..={MAX_DIMS} allowed)")));
@@ -477,6 +563,7 @@ impl GgufFile {
         let file_len = map.len() as u64;
 
         // Bounds of every tensor's data, checked once here so reads need not.
+        let mut extents = Vec::with_capacity(tensors.len());
         for t in &tensors {
             if let Some((block, _)) = t.ggml_type.block_layout()
                 && t.dims[0] % block != 0
@@ -494,22 +581,43 @@ impl GgufFile {
                     reason: format!("data offset {} is not aligned to {alignment}", t.offset),
                 });
             }
-            if let Some(size) = t.byte_size() {
-                let start = data_offset + t.offset;
-                let end = start.saturating_add(size);
-                if end > file_len {
-                    return Err(Error::Truncated {
-                        path: path.to_path_buf(),
-                        what: format!("data of tensor `{}`", t.name),
-                        start,
-                        end,
-                        len: file_len,
-                    });
+            if t.ggml_type.block_layout().is_some() {
+                let size = t.byte_size().ok_or_else(|| {
+                    c.malformed(format!("tensor `{}`", t.name), format!("dims {:?} of {} take more than 2^64 bytes", t.dims, t.ggml_type))
+                })?;
+                // Checked: an offset near 2^64 must not wrap around to the file's start.
+                let start = data_offset.checked_add(t.offset);
+                let end = start.and_then(|s| s.checked_add(size));
+                match (start, end) {
+                    (Some(start), Some(end)) if end <= file_len => extents.push((start, end, &t.name)),
+                    _ => {
+                        return Err(Error::Truncated {
+                            path: path.to_path_buf(),
+                            what: format!("data of tensor `{}`", t.name),
+                            start: start.unwrap_or(u64::MAX),
+                            end: end.unwrap_or(u64::MAX),
+                            len: file_len,
+                        });
+                    }
                 }
             }
         }
+        // Two tensors sharing bytes is no model a writer makes; one of them would be read
+        // as the other's data.
+        extents.retain(|&(start, end, _)| end > start);
+        extents.sort_unstable();
+        let mut furthest: Option<(u64, &String)> = None;
+        for &(start, end, name) in &extents {
+            if let Some((end_a, a)) = furthest.filter(|&(end_a, _)| start < end_a) {
+                return Err(c.malformed(
+                    format!("tensor `{name}`"),
+                    format!("its data (bytes {start}..{end}) overlaps that of tensor `{a}` (ending at byte {end_a})"),
+                ));
+            }
+            furthest = Some((end, name));
+        }
 
-        Ok(GgufFile { path: path.to_path_buf(), version, metadata, tensors, alignment, data_offset, map })
+        Ok(GgufFile { path: path.to_path_buf(), version, metadata, arrays, tensors, alignment, data_offset, map })
     }
 
     pub fn tensor_info(&self, name: &str) -> Option<&GgufTensorInfo> {
@@ -542,32 +650,51 @@ impl GgufFile {
 
     // ---- metadata accessors: absent -> None, present with the wrong type -> error ----
 
+    /// A scalar value (`None` for an absent key or an array).
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
         self.metadata.get(key)
     }
 
     fn wrong_type(&self, key: &str, want: &str) -> Error {
-        Error::Malformed {
-            path: self.path.clone(),
-            what: format!("metadata `{key}`"),
-            reason: format!("expected {want}, found {:?}", self.metadata[key]),
+        let found = match (self.metadata.get(key), self.arrays.get(key)) {
+            (Some(v), _) => super::escape(&format!("{v:?}"), 200),
+            (None, Some(a)) => format!("an array of {} elements", a.len),
+            (None, None) => "nothing".into(),
+        };
+        Error::Malformed { path: self.path.clone(), what: format!("metadata `{key}`"), reason: format!("expected {want}, found {found}") }
+    }
+
+    fn scalar<'s, T>(&'s self, key: &str, want: &str, read: impl Fn(&'s GgufValue) -> Option<T>) -> Result<Option<T>> {
+        match self.metadata.get(key) {
+            Some(v) => read(v).map(Some).ok_or_else(|| self.wrong_type(key, want)),
+            None if self.arrays.contains_key(key) => Err(self.wrong_type(key, want)),
+            None => Ok(None),
         }
     }
 
     pub fn get_u64(&self, key: &str) -> Result<Option<u64>> {
-        self.get(key).map(|v| v.as_u64().ok_or_else(|| self.wrong_type(key, "an integer"))).transpose()
+        self.scalar(key, "an integer", GgufValue::as_u64)
     }
     pub fn get_f64(&self, key: &str) -> Result<Option<f64>> {
-        self.get(key).map(|v| v.as_f64().ok_or_else(|| self.wrong_type(key, "a number"))).transpose()
+        self.scalar(key, "a number", GgufValue::as_f64)
     }
     pub fn get_str(&self, key: &str) -> Result<Option<&str>> {
-        self.get(key).map(|v| v.as_str().ok_or_else(|| self.wrong_type(key, "a string"))).transpose()
+        self.scalar(key, "a string", GgufValue::as_str)
     }
     pub fn get_bool(&self, key: &str) -> Result<Option<bool>> {
-        self.get(key).map(|v| v.as_bool().ok_or_else(|| self.wrong_type(key, "a boolean"))).transpose()
+        self.scalar(key, "a boolean", GgufValue::as_bool)
     }
-    pub fn get_array(&self, key: &str) -> Result<Option<&[GgufValue]>> {
-        self.get(key).map(|v| v.as_array().ok_or_else(|| self.wrong_type(key, "an array"))).transpose()
+
+    /// An array of at most `limit` elements; a longer one is refused before any element
+    /// is decoded.
+    pub fn get_array(&self, key: &str, limit: u64) -> Result<Option<GgufArray<'_>>> {
+        let Some((key, a)) = self.arrays.get_key_value(key) else {
+            return if self.metadata.contains_key(key) { Err(self.wrong_type(key, "an array")) } else { Ok(None) };
+        };
+        if a.len > limit {
+            return Err(Error::FileLimit { path: self.path.clone(), what: format!("the length of metadata `{key}`"), value: a.len, limit });
+        }
+        Ok(Some(GgufArray { path: &self.path, key, elem_type: a.elem_type, len: a.len, bytes: &self.map[a.start..a.end] }))
     }
 
     /// A key that must be present.
@@ -584,7 +711,16 @@ impl GgufFile {
 #[derive(Default)]
 pub struct GgufWriter {
     metadata: Vec<(String, GgufValue)>,
-    tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+    tensors: Vec<WrittenTensor>,
+}
+
+struct WrittenTensor {
+    name: String,
+    dims: Vec<u64>,
+    ty: GgmlType,
+    bytes: Vec<u8>,
+    /// An offset to write instead of where the bytes go (for tests of broken files).
+    claimed_offset: Option<u64>,
 }
 
 impl GgufWriter {
@@ -592,7 +728,17 @@ impl GgufWriter {
         Self::default()
     }
 
+    /// Sets `key` (again: the new value replaces the old).
     pub fn meta(&mut self, key: &str, value: GgufValue) -> &mut Self {
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.metadata.push((key.to_string(), value)),
+        }
+        self
+    }
+
+    /// Writes `key` a second time, as a broken or hostile file may.
+    pub fn meta_duplicate(&mut self, key: &str, value: GgufValue) -> &mut Self {
         self.metadata.push((key.to_string(), value));
         self
     }
@@ -600,7 +746,14 @@ impl GgufWriter {
     /// A tensor from raw bytes; `shape` is row-major, outermost first.
     pub fn tensor_raw(&mut self, name: &str, shape: &[usize], ty: GgmlType, bytes: Vec<u8>) -> &mut Self {
         let dims = shape.iter().rev().map(|&d| d as u64).collect();
-        self.tensors.push((name.to_string(), dims, ty, bytes));
+        self.tensors.push(WrittenTensor { name: name.to_string(), dims, ty, bytes, claimed_offset: None });
+        self
+    }
+
+    /// A tensor info with any dims (ggml order, innermost first) and data offset, and no
+    /// data: what a broken or hostile file may claim.
+    pub fn tensor_claim(&mut self, name: &str, dims: &[u64], ty: GgmlType, offset: u64) -> &mut Self {
+        self.tensors.push(WrittenTensor { name: name.to_string(), dims: dims.to_vec(), ty, bytes: vec![], claimed_offset: Some(offset) });
         self
     }
 
@@ -626,22 +779,22 @@ impl GgufWriter {
         }
         let mut offset = 0u64;
         let mut offsets = Vec::new();
-        for (name, dims, ty, bytes) in &self.tensors {
-            write_str(&mut out, name);
-            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
+        for t in &self.tensors {
+            write_str(&mut out, &t.name);
+            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
                 out.extend_from_slice(&d.to_le_bytes());
             }
-            out.extend_from_slice(&ty.id().to_le_bytes());
-            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&t.ty.id().to_le_bytes());
+            out.extend_from_slice(&t.claimed_offset.unwrap_or(offset).to_le_bytes());
             offsets.push(offset);
-            offset = (offset + bytes.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
+            offset = (offset + t.bytes.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
         }
         let data_start = (out.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
         out.resize(data_start as usize, 0);
-        for ((_, _, _, bytes), off) in self.tensors.iter().zip(offsets) {
+        for (t, off) in self.tensors.iter().zip(offsets) {
             out.resize((data_start + off) as usize, 0);
-            out.extend_from_slice(bytes);
+            out.extend_from_slice(&t.bytes);
         }
         out
     }
@@ -719,8 +872,17 @@ mod tests {
         let f = GgufFile::open(&p).unwrap();
         assert_eq!(f.version, 3);
         for (k, v) in &w.metadata {
-            assert_eq!(f.metadata.get(k), Some(v), "{k}");
+            let got = match v {
+                GgufValue::Array(_) => GgufValue::Array(f.get_array(k, 2).unwrap().unwrap().iter().collect::<Result<_>>().unwrap()),
+                _ => f.metadata[k].clone(),
+            };
+            assert_eq!(&got, v, "{k}");
         }
+        // Arrays are not scalars, and their length limit is checked before decoding.
+        assert!(f.get_str("arr").unwrap_err().to_string().contains("an array of 2 elements"));
+        assert!(f.get_array("u16", 9).is_err());
+        let e = f.get_array("arr", 1).err().unwrap().to_string();
+        assert!(e.contains("`arr`") && e.contains("is 2, beyond fdpp's limit of 1"), "{e}");
         assert_eq!(f.tensor_info("a").unwrap().dims, vec![3, 2]);
         assert_eq!(f.read_tensor("a", DType::F32).unwrap(), a);
         assert_eq!(f.read_tensor("b", DType::F16).unwrap(), b);
@@ -743,6 +905,83 @@ mod tests {
             let r = GgufFile::open(&p);
             assert!(r.is_err(), "prefix of {cut} bytes parsed");
         }
+    }
+
+    fn open_err(w: &GgufWriter, name: &str) -> String {
+        let p = tmp(name);
+        w.write(&p).unwrap();
+        GgufFile::open(&p).err().expect("the file must be refused").to_string()
+    }
+
+    #[test]
+    fn duplicates_and_overlaps_are_refused_by_name() {
+        let t = HostTensor::f32(vec![8], vec![1.0; 8]);
+        let mut w = GgufWriter::new();
+        w.meta("a.key", GgufValue::U32(1)).meta_duplicate("a.key", GgufValue::U32(2));
+        let e = open_err(&w, "dupkey.gguf");
+        assert!(e.contains("metadata `a.key`") && e.contains("appears twice"), "{e}");
+        // An array and a scalar under one key too.
+        let mut w = GgufWriter::new();
+        w.meta("k", GgufValue::Array(vec![GgufValue::U8(1)])).meta_duplicate("k", GgufValue::U8(2));
+        assert!(open_err(&w, "dupkey2.gguf").contains("appears twice"));
+        let mut w = GgufWriter::new();
+        w.tensor("t", &t).tensor("t", &t);
+        let e = open_err(&w, "dupname.gguf");
+        assert!(e.contains("tensor `t`") && e.contains("appears twice"), "{e}");
+        // `b` claims bytes 0..32, the data of `a`.
+        let mut w = GgufWriter::new();
+        w.tensor("a", &t).tensor_claim("b", &[8], GgmlType::F32, 0);
+        let e = open_err(&w, "overlap.gguf");
+        assert!(e.contains("tensor `b`") && e.contains("overlaps that of tensor `a`"), "{e}");
+        // `c` lies inside `a` without touching `b` next to it: found all the same.
+        let mut w = GgufWriter::new();
+        w.tensor_raw("a", &[64], GgmlType::F32, vec![0; 256]).tensor_claim("b", &[0], GgmlType::F32, 32).tensor_claim(
+            "c",
+            &[8],
+            GgmlType::F32,
+            64,
+        );
+        assert!(open_err(&w, "overlap2.gguf").contains("tensor `c`"));
+    }
+
+    #[test]
+    fn offsets_and_sizes_that_overflow_are_errors_not_wraps() {
+        let mut w = GgufWriter::new();
+        // Same header size as the hostile file below.
+        w.tensor("evil", &HostTensor::f32(vec![8], vec![1.0; 8]));
+        let data_offset = GgufFile::open({
+            let p = tmp("ok.gguf");
+            w.write(&p).unwrap();
+            p
+        })
+        .unwrap()
+        .data_offset;
+        // data_offset + offset wraps to 0, the file's start, if added unchecked.
+        let wrap = 0u64.wrapping_sub(data_offset);
+        let mut w = GgufWriter::new();
+        w.tensor_claim("evil", &[8], GgmlType::F32, wrap);
+        let e = open_err(&w, "wrap.gguf");
+        assert!(e.contains("tensor `evil`") && e.contains("truncated"), "{e}");
+        // The element count fits in 64 bits, the byte size does not.
+        let mut w = GgufWriter::new();
+        w.tensor_claim("huge", &[1 << 32, 1 << 31], GgmlType::F32, 0);
+        let e = open_err(&w, "bytes.gguf");
+        assert!(e.contains("tensor `huge`") && e.contains("2^64 bytes"), "{e}");
+        let mut w = GgufWriter::new();
+        w.tensor_claim("dims", &[1 << 40, 1 << 40], GgmlType::F32, 0);
+        assert!(open_err(&w, "dims.gguf").contains("overflow"));
+    }
+
+    #[test]
+    fn array_counts_beyond_the_file_are_refused_before_allocating() {
+        // A u32 array claiming 2^40 elements in a file of a few dozen bytes.
+        let mut bytes = GgufWriter::new().meta("arr", GgufValue::Array(vec![GgufValue::U32(1)])).to_bytes();
+        let count_at = bytes.windows(3).position(|w| w == b"arr").unwrap() + 3 + 4 + 4;
+        bytes[count_at..count_at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        let p = tmp("arrcount.gguf");
+        std::fs::write(&p, &bytes).unwrap();
+        let e = GgufFile::open(&p).err().unwrap().to_string();
+        assert!(e.contains("metadata `arr`") && e.contains("1099511627776 elements"), "{e}");
     }
 
     #[test]

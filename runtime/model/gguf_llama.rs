@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::config::{Biases, RopeScaling};
+use super::config::{Biases, MAX_HEADS, RopeScaling};
 use super::gguf::{GgmlType, GgufFile};
 use super::{ChatTemplate, Model, ModelConfig, ModelFormat, Tokenizer, WeightSource, names};
 use crate::error::{Error, Result};
@@ -12,9 +12,13 @@ use crate::tensor::{DType, FileType, HostTensor, TensorData};
 pub fn load(path: &Path) -> Result<Model> {
     let file = GgufFile::open(path)?;
     let config = config_from_metadata(&file)?;
-    let tokenizer = Tokenizer::from_gguf(&file)?;
-    let chat_template = ChatTemplate::from_gguf(&file, &tokenizer)?;
     let weights = GgufWeights::new(file, &config);
+    let arch = &config.architecture;
+    super::check_claims(&config, &weights, &|field| gguf_key(field).map_or(field.to_string(), |k| format!("{arch}.{k}")))?;
+    let tokenizer = Tokenizer::from_gguf(&weights.file)?;
+    let chat_template = ChatTemplate::from_gguf(&weights.file, &tokenizer)?;
+    let mut config = config;
+    config.notes.extend(super::chat::broken_note(chat_template.as_ref()));
     Ok(Model { path: path.to_path_buf(), format: ModelFormat::Gguf, config, weights: Box::new(weights), tokenizer, chat_template })
 }
 
@@ -36,11 +40,27 @@ pub fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
     let hidden_size = req("embedding_length")?;
     let num_heads = req("attention.head_count")?;
     let num_kv_heads = f.get_u64(&key("attention.head_count_kv"))?.map_or(num_heads, |v| v as usize);
-    let head_dim = f.get_u64(&key("attention.key_length"))?.map_or(hidden_size / num_heads.max(1), |v| v as usize);
-    if let Some(v) = f.get_u64(&key("attention.value_length"))?.filter(|&v| v as usize != head_dim) {
+    let head_dim = match f.get_u64(&key("attention.key_length"))? {
+        Some(v) => v as usize,
+        // (A head count beyond the limit is reported as such by the validation.)
+        None if (1..=MAX_HEADS).contains(&num_heads) && !hidden_size.is_multiple_of(num_heads) => {
+            return Err(Error::Malformed {
+                path: f.path.clone(),
+                what: "model hyper-parameters".into(),
+                reason: format!(
+                    "`{}` ({hidden_size}) does not divide into `{}` ({num_heads}) heads and `{}` is absent",
+                    key("embedding_length"),
+                    key("attention.head_count"),
+                    key("attention.key_length")
+                ),
+            });
+        }
+        None => hidden_size / num_heads.max(1),
+    };
+    if let Some(v) = f.get_u64(&key("attention.value_length"))?.filter(|&v| v != head_dim as u64) {
         return Err(unsupported(format!("`{}` = {v} differs from the key length {head_dim}", key("attention.value_length"))));
     }
-    if let Some(d) = f.get_u64(&key("rope.dimension_count"))?.filter(|&d| d as usize != head_dim) {
+    if let Some(d) = f.get_u64(&key("rope.dimension_count"))?.filter(|&d| d != head_dim as u64) {
         return Err(unsupported(format!(
             "`{}` = {d}: rotary embedding of part of a {head_dim}-wide head is not implemented",
             key("rope.dimension_count")
@@ -54,7 +74,7 @@ pub fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
         },
     };
     let mut max_context = req("context_length")?;
-    if let Some(w) = f.get_u64(&key("attention.sliding_window"))?.filter(|&w| (w as usize) < max_context) {
+    if let Some(w) = f.get_u64(&key("attention.sliding_window"))?.filter(|&w| w < max_context as u64) {
         max_context = w as usize;
         notes.push(format!(
             "sliding-window attention ({w} positions): the context is limited to the window, where attention sees every position"
@@ -75,19 +95,46 @@ pub fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
         rms_norm_eps: f.get_f64(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32,
         max_context,
         tie_word_embeddings: f.tensor_info("output.weight").is_none(),
-        rope_scaling: rope_scaling(f, &arch, max_context)?,
+        rope_scaling: rope_scaling(f, &arch, max_context, head_dim)?,
         biases,
         notes,
     };
-    config.validate().map_err(|reason| Error::Malformed { path: f.path.clone(), what: "model hyper-parameters".into(), reason })?;
+    let vocab_key = if f.get(&key("vocab_size")).is_some() { key("vocab_size") } else { "token_embd.weight's rows".into() };
+    config.validate(&f.path, &|field| match gguf_key(field) {
+        Some(k) => key(k),
+        None if field == "vocab_size" => vocab_key.clone(),
+        None => field.to_string(),
+    })?;
     Ok(config)
+}
+
+/// The metadata key (after `ARCH.`) a [`ModelConfig`] field is read from.
+fn gguf_key(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "hidden_size" => "embedding_length",
+        "intermediate_size" => "feed_forward_length",
+        "num_layers" => "block_count",
+        "num_heads" => "attention.head_count",
+        "num_kv_heads" => "attention.head_count_kv",
+        "head_dim" => "attention.key_length",
+        "rope_theta" => "rope.freq_base",
+        "rms_norm_eps" => "attention.layer_norm_rms_epsilon",
+        "max_context" => "context_length",
+        "RoPE scaling factor" => "rope.scaling.factor",
+        _ => return None,
+    })
 }
 
 /// RoPE scaling as llama.cpp stores it: `rope.scaling.*` keys, or per-frequency factors in
 /// the tensor `rope_freqs.weight` (Llama 3.1 / 3.2).
-fn rope_scaling(f: &GgufFile, arch: &str, max_context: usize) -> Result<RopeScaling> {
+fn rope_scaling(f: &GgufFile, arch: &str, max_context: usize, head_dim: usize) -> Result<RopeScaling> {
     let key = |k: &str| format!("{arch}.rope.{k}");
     if let Some(info) = f.tensor_info("rope_freqs.weight") {
+        // Read only when it has the one size it can have (its values are checked later).
+        if info.numel() != head_dim as u64 / 2 {
+            let found = info.shape();
+            return Err(Error::ShapeMismatch { path: f.path.clone(), tensor: info.name.clone(), found, expected: vec![head_dim / 2] });
+        }
         let factors = f.read_tensor(&info.name.clone(), DType::F32)?.into_f32();
         return Ok(RopeScaling::FreqFactors { factors });
     }

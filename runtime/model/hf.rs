@@ -16,14 +16,40 @@ use crate::tensor::{DType, FileType, HostTensor};
 pub fn load(dir: &Path) -> Result<Model> {
     let config = super::hf_config::read(&dir.join("config.json"))?;
     let weights = SafetensorsWeights::open(dir)?;
+    super::check_claims(&config, &weights, &|field| super::hf_config::key(field).to_string())?;
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
     let chat_template = ChatTemplate::from_hf_dir(dir, &tokenizer)?;
+    let mut config = config;
+    config.notes.extend(super::chat::broken_note(chat_template.as_ref()));
     Ok(Model { path: dir.to_path_buf(), format: ModelFormat::HuggingFace, config, weights: Box::new(weights), tokenizer, chat_template })
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = super::read_small(path)?;
     serde_json::from_slice(&text).map_err(|e| Error::Malformed { path: path.to_path_buf(), what: "JSON".into(), reason: e.to_string() })
+}
+
+/// A shard named by the index, resolved inside `dir`: a name that climbs out (`..`), an
+/// absolute path, or a symlink leading outside the folder (other than into the hub
+/// cache's `blobs`) is refused.
+fn shard_path(dir: &Path, index: &Path, tensor: &str, name: &str) -> Result<PathBuf> {
+    use std::path::Component;
+    let refuse = |reason: String| Error::Malformed { path: index.to_path_buf(), what: format!("`weight_map` entry of `{tensor}`"), reason };
+    let shown = super::escape(name, 200);
+    if name.is_empty() || !Path::new(name).components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(refuse(format!("shard `{shown}` is not a file name inside the model folder")));
+    }
+    let path = dir.join(name);
+    let real = |p: &Path| p.canonicalize().map_err(|e| Error::io(p, e));
+    let (target, dir) = (real(&path)?, real(dir)?);
+    // The Hugging Face hub's cache links `snapshots/REV/*` to `../../blobs/*`.
+    let blobs = (dir.parent().and_then(Path::file_name) == Some("snapshots".as_ref()))
+        .then(|| dir.parent().and_then(Path::parent).map(|p| p.join("blobs")))
+        .flatten();
+    if !target.starts_with(&dir) && !blobs.is_some_and(|b| target.starts_with(b)) {
+        return Err(refuse(format!("shard `{shown}` leads outside the model folder (a symlink)")));
+    }
+    Ok(path)
 }
 
 struct Shard {
@@ -59,7 +85,17 @@ impl SafetensorsWeights {
                 what: "index".into(),
                 reason: "`weight_map` is missing".into(),
             })?;
-            let mut files: Vec<PathBuf> = map.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect();
+            let mut files: Vec<PathBuf> = map
+                .iter()
+                .map(|(tensor, f)| {
+                    let f = f.as_str().ok_or_else(|| Error::Malformed {
+                        path: index.clone(),
+                        what: format!("`weight_map` entry of `{tensor}`"),
+                        reason: format!("{f} is not a file name"),
+                    })?;
+                    shard_path(dir, &index, tensor, f)
+                })
+                .collect::<Result<_>>()?;
             files.sort();
             files.dedup();
             files
@@ -75,6 +111,7 @@ impl SafetensorsWeights {
         let mut shards = Vec::new();
         let mut tensors = BTreeMap::new();
         for path in files {
+            super::regular_file(&path)?;
             let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
             // SAFETY: read-only mapping; fdpp never writes model files while they are loaded.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
@@ -84,7 +121,15 @@ impl SafetensorsWeights {
                 reason: e.to_string(),
             })?;
             for (name, info) in meta.tensors() {
-                tensors.insert(name, Entry { shard: shards.len(), dtype: info.dtype, shape: info.shape.clone(), range: info.data_offsets });
+                let entry = Entry { shard: shards.len(), dtype: info.dtype, shape: info.shape.clone(), range: info.data_offsets };
+                if let Some(first) = tensors.insert(name.clone(), entry) {
+                    // Which copy is meant is a guess either way.
+                    return Err(Error::Malformed {
+                        path: path.clone(),
+                        what: format!("tensor `{name}`"),
+                        reason: format!("it is also in {}", shards.get(first.shard).map_or(&path, |s: &Shard| &s.path).display()),
+                    });
+                }
             }
             shards.push(Shard { path, map, data_start: 8 + header_len });
         }

@@ -13,7 +13,7 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 
 use super::ModelConfig;
-use super::config::{Biases, RopeScaling};
+use super::config::{Biases, MAX_HEADS, RopeScaling};
 use crate::error::{Error, Result};
 
 /// Architectures whose arithmetic fdpp implements.
@@ -195,7 +195,7 @@ impl<'a> Reader<'a> {
 }
 
 pub fn read(path: &Path) -> Result<ModelConfig> {
-    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = super::read_small(path)?;
     let v: Value = serde_json::from_slice(&text).map_err(|e| Error::Malformed {
         path: path.to_path_buf(),
         what: "JSON".into(),
@@ -224,6 +224,12 @@ fn parse(path: &Path, obj: &Map<String, Value>) -> Result<ModelConfig> {
     };
     let head_dim = match r.get("head_dim") {
         Some(v) => v.as_u64().ok_or_else(|| r.err(format!("`head_dim` is {v}")))? as usize,
+        // (A head count beyond the limit is reported as such by the validation.)
+        None if (1..=MAX_HEADS).contains(&num_heads) && !hidden_size.is_multiple_of(num_heads) => {
+            return Err(r.err(format!(
+                "`hidden_size` ({hidden_size}) does not divide into `num_attention_heads` ({num_heads}) heads and `head_dim` is absent"
+            )));
+        }
         None => hidden_size / num_heads.max(1),
     };
     let max_position = r.uint("max_position_embeddings", Some(d.max_position_embeddings))? as usize;
@@ -271,8 +277,19 @@ fn parse(path: &Path, obj: &Map<String, Value>) -> Result<ModelConfig> {
             obj[*k]
         )));
     }
-    config.validate().map_err(|e| r.err(e))?;
+    config.validate(path, &|field| key(field).to_string())?;
     Ok(ModelConfig { notes: r.notes, ..config })
+}
+
+/// The config.json key a [`ModelConfig`] field is read from.
+pub fn key(field: &str) -> &str {
+    match field {
+        "num_layers" => "num_hidden_layers",
+        "num_heads" => "num_attention_heads",
+        "num_kv_heads" => "num_key_value_heads",
+        "max_context" => "max_position_embeddings",
+        other => other,
+    }
 }
 
 /// The sliding window, if the architecture and its settings use one.
@@ -360,7 +377,10 @@ fn rope(r: &mut Reader, max_position: usize) -> Result<(f32, RopeScaling)> {
     if num("partial_rotary_factor")?.is_some_and(|f| f != 1.0) {
         return Err(unsupported(format!("`{key}.partial_rotary_factor` < 1 (rotary embedding of part of a head) is not implemented")));
     }
-    let rope_type = p.get("rope_type").or_else(|| p.get("type")).and_then(Value::as_str).unwrap_or("default");
+    let rope_type = match p.get("rope_type").or_else(|| p.get("type")).filter(|v| !v.is_null()) {
+        None => "default",
+        Some(v) => v.as_str().ok_or_else(|| malformed(format!("`{key}.rope_type` is {v}, not a string")))?,
+    };
     let original = match top_original {
         Some(o) => o as usize,
         None => num("original_max_position_embeddings")?.map_or(max_position, |o| o as usize),
@@ -395,7 +415,10 @@ fn rope(r: &mut Reader, max_position: usize) -> Result<(f32, RopeScaling)> {
                 original_max_position_embeddings: original,
                 beta_fast: num("beta_fast")?.filter(|&b| b != 0.0).unwrap_or(32.0) as f32,
                 beta_slow: num("beta_slow")?.filter(|&b| b != 0.0).unwrap_or(1.0) as f32,
-                truncate: p.get("truncate").and_then(Value::as_bool).unwrap_or(true),
+                truncate: match p.get("truncate").filter(|v| !v.is_null()) {
+                    None => true,
+                    Some(v) => v.as_bool().ok_or_else(|| malformed(format!("`{key}.truncate` is {v}, not true or false")))?,
+                },
                 attention_factor: attention_factor as f32,
             }
         }
@@ -525,6 +548,42 @@ mod tests {
         assert!(with("rope_parameters", json!({"rope_type": "default", "partial_rotary_factor": 0.5})).contains("partial_rotary_factor"));
         // Training and generation fields are fine.
         assert_eq!(with("temperature", json!(0.7)), "");
+    }
+
+    #[test]
+    fn wrong_types_and_values_beyond_the_limits_name_their_key() {
+        let with = |k: &str, v: Value| {
+            let mut c = smollm2_v4();
+            c.as_object_mut().unwrap().insert(k.into(), v);
+            parse_json(c).err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        // Before, these became transformers' defaults (2048, 10000, false) in silence.
+        assert!(with("max_position_embeddings", json!(-5)).contains("`max_position_embeddings` is -5"));
+        assert!(with("rope_theta", json!("x")).contains("`rope_theta` is \"x\""));
+        assert!(with("tie_word_embeddings", json!("yes")).contains("`tie_word_embeddings` is \"yes\""));
+        assert!(with("rope_scaling", json!({"rope_type": 5, "factor": 2.0})).contains("`rope_scaling.rope_type` is 5"));
+        assert!(with("rope_scaling", json!({"rope_type": "yarn", "factor": 2.0, "truncate": "no"})).contains("`rope_scaling.truncate`"));
+        assert!(with("num_attention_heads", json!(1e12)).contains("`num_attention_heads`"));
+        let limits = [
+            ("num_hidden_layers", 1_000_000_000u64, 1024u64),
+            // (Nine heads: a multiple of 9, so the head size derives.)
+            ("hidden_size", 9 << 37, 1 << 17),
+            ("intermediate_size", 1_000_000_000_000, 1 << 19),
+            ("head_dim", 1_000_000_000_000, 1024),
+            ("num_key_value_heads", 1 << 40, 1024),
+            ("vocab_size", u64::MAX, 1 << 20),
+            ("max_position_embeddings", 1 << 40, 1 << 24),
+        ];
+        for (k, v, limit) in limits {
+            let e = with(k, json!(v));
+            assert!(e.contains(&format!("`{k}` is {v}, beyond fdpp's limit of {limit}")), "{k}: {e}");
+        }
+        for (k, v) in [("rms_norm_eps", json!(0.0)), ("rms_norm_eps", json!(-1e-5)), ("rope_theta", json!(0))] {
+            let e = with(k, v);
+            assert!(e.contains(&format!("`{k}`")) && e.contains("finite and above 0"), "{k}: {e}");
+        }
+        let e = with("rope_scaling", json!({"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 0}));
+        assert!(e.contains("original context length 0") || e.contains("finite and above 0"), "{e}");
     }
 
     #[test]

