@@ -75,7 +75,7 @@ impl LongKTiling {
 pub struct SplitKvLimits {
     /// Most chunks one (token, head) is cut into (the combine walks them one by one).
     pub max_chunks: usize,
-    /// Fewest keys per chunk (the kernel's key tile); chunk lengths are multiples of it.
+    /// Fewest keys per chunk (the kernel's key tile); chunk lengths are powers of two.
     pub min_chunk_keys: usize,
     /// Most token rows one step may have (the flags and partials are sized for it).
     pub max_rows: usize,

@@ -607,14 +607,11 @@ fn fixed_variant(p: &Params) -> Variant {
 }
 
 /// (chunks, keys per chunk) of the split-KV attention over `keys` keys: chunks of
-/// `min_keys` while that needs at most `max_chunks` chunks, then longer chunks (multiples of
-/// `min_keys`), so the combine, which walks the chunks one after another, stays short and
-/// the chunk count stays near `max_chunks`. (Powers of two halved it just past each power of
-/// two: 17 chunks of 256 keys at 4160 keys against 32 of 128 at 4096.)
+/// `min_keys` while that needs at most `max_chunks` chunks, then longer chunks (powers of
+/// two), so the combine, which walks the chunks one after another, stays short.
 pub fn split_kv(keys: usize, max_chunks: usize, min_keys: usize) -> (usize, usize) {
-    let keys = keys.max(1);
-    let per_chunk = keys.div_ceil(max_chunks).div_ceil(min_keys).max(1) * min_keys;
-    (keys.div_ceil(per_chunk), per_chunk)
+    let per_chunk = keys.max(1).div_ceil(max_chunks).next_power_of_two().max(min_keys);
+    (keys.max(1).div_ceil(per_chunk), per_chunk)
 }
 
 /// Every parameter split by rows so that each chunk fits one binding of `caps`.
