@@ -186,10 +186,26 @@ pub fn parse(name: &str, text: &str) -> Result<Document, OpenError> {
     fn typed<T: serde::de::DeserializeOwned>(name: &str, kind: &'static str, v: serde_json::Value) -> Result<T, OpenError> {
         serde_json::from_value(v).map_err(|e| OpenError::Invalid { path: name.into(), kind, reason: e.to_string() })
     }
+    // The viewer plans other steps from a plan's or trace's model configuration: it is
+    // checked against fdpp's limits as a model file's would be.
+    let checked = |kind: &'static str, config: Option<&ModelConfig>| match config {
+        Some(c) => c.validate(Path::new(name), &|key| format!("config.{key}")).map_err(|e| OpenError::Invalid {
+            path: name.into(),
+            kind,
+            reason: e.to_string(),
+        }),
+        None => Ok(()),
+    };
     if has("memory") && has("fusions") && has("steps") {
-        Ok(Document::Plan(typed(name, "a plan (fdpp inspect --json)", value)?))
+        const KIND: &str = "a plan (fdpp inspect --json)";
+        let plan: PlanFile = typed(name, KIND, value)?;
+        checked(KIND, plan.config.as_ref())?;
+        Ok(Document::Plan(plan))
     } else if has("op_summary") && has("steps") {
-        Ok(Document::Trace(typed(name, "a trace (fdpp generate --trace)", value)?))
+        const KIND: &str = "a trace (fdpp generate --trace)";
+        let trace: TraceFile = typed(name, KIND, value)?;
+        checked(KIND, trace.config.as_ref())?;
+        Ok(Document::Trace(trace))
     } else if has("linear") && has("attention") && has("read_gbytes_per_s") {
         Ok(Document::Kernels(typed(name, "kernel timings (fdpp bench kernels --json)", value)?))
     } else if has("key") && has("table") && has("summary") {

@@ -169,11 +169,17 @@ fn bad_files_give_a_message_not_a_crash() {
     let bad_plan = temp("bad-plan.json");
     std::fs::write(&bad_plan, "{\"memory\": 1, \"fusions\": [], \"steps\": \"no\"}").unwrap();
     let missing = temp("missing.json");
+    // A plan whose model claims a billion layers: refused before the viewer plans from it.
+    let (_, mut plan) = write_plan();
+    plan.config.as_mut().unwrap().num_layers = 1_000_000_000;
+    let huge = temp("huge-plan.json");
+    std::fs::write(&huge, serde_json::to_string(&plan).unwrap()).unwrap();
     for (path, says) in [
         (&corrupt, "is not valid JSON"),
         (&wrong_kind, "is not an fdpp plan, trace, bench, kernels, check or profile file"),
         (&bad_plan, "looks like a plan (fdpp inspect --json) but does not read as one"),
         (&missing, "cannot read"),
+        (&huge, "`config.num_layers` is 1000000000, beyond fdpp's limit of 1024"),
     ] {
         let mut h = harness();
         open(&mut h, path);
