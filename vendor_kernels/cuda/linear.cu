@@ -267,13 +267,6 @@ template <u32 MODE> DEV bool pair_columns(const Args& a, u32 p, u32& ca, u32& cb
     }
 }
 
-// B: the flat GEMM on tensor cores, tile (8 MT tokens) x (16 NT columns), WARPS warps
-// splitting K into 32-wide slabs. Each m16n8k16 product takes 16 weight rows as its A
-// operand: rows g and g + 8 of a 16-column group are a pair (plain columns c and c + 8, a
-// SwiGLU gate/up pair, or a RoPE pair), so every epilogue of the GEMV has its two inputs in
-// one thread after the reduction. A weight fragment, once loaded, serves all MT token
-// tiles. Grid: (token tiles, column groups), token tiles fastest, so blocks that read the
-// same weights run side by side and all but the first find them in L2.
 // One 32-wide slab of K for every token tile: v[i] are this lane's 8 elements of token
 // 8i + g (normalised here when NORM: squares summed into four partials, so the chain of
 // dependent adds stays short, then scaled by the norm weight).
@@ -298,6 +291,13 @@ DEV void flat_slab(float (&c)[NT][MT][4], float (&sq)[MT][4], const uint4 (&A0)[
     }
 }
 
+// B: the flat GEMM on tensor cores, tile (8 MT tokens) x (16 NT columns), WARPS warps
+// splitting K into 32-wide slabs. Each m16n8k16 product takes 16 weight rows as its A
+// operand: rows g and g + 8 of a 16-column group are a pair (plain columns c and c + 8, a
+// SwiGLU gate/up pair, or a RoPE pair), so every epilogue of the GEMV has its two inputs in
+// one thread after the reduction. A weight fragment, once loaded, serves all MT token
+// tiles. Grid: (token tiles, column groups), token tiles fastest, so blocks that read the
+// same weights run side by side and all but the first find them in L2.
 template <u32 MODE, bool BIAS, int MT, int NT, int WARPS> DEV void flat_gemm_body(const Args& a) {
     constexpr bool NORM = (MODE & MODE_NORM) != 0, PAIRS = (MODE & (MODE_SWIGLU | MODE_ROPE)) != 0;
     // Slabs whose loads are all issued before the first product needs one (registers: 8
