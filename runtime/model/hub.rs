@@ -35,12 +35,6 @@ pub fn cached_default_model() -> Option<PathBuf> {
     verified(&path, DEFAULT_MODEL_SIZE, DEFAULT_MODEL_SHA256).then_some(path)
 }
 
-/// Whether the default model's file is in the cache but is not the expected file (another
-/// size or SHA-256): it is fetched again.
-pub fn cached_default_model_is_corrupt() -> bool {
-    default_model_path().is_ok_and(|p| p.is_file() && !verified(&p, DEFAULT_MODEL_SIZE, DEFAULT_MODEL_SHA256))
-}
-
 /// Whether `path` is a regular file of `size` bytes whose SHA-256 is `sha256`. The hash is
 /// computed once per version of the file: a stamp beside it records the size and
 /// modification time it was checked at, so later runs skip the 0.1-0.3 s of hashing.
