@@ -125,11 +125,12 @@ impl std::fmt::Display for Reason {
                 Ok(())
             }
             Reason::SplitKv { sequences, keys, limits, phi, source } => {
-                write!(
-                    f,
-                    "decode step ({sequences} sequence(s), up to {keys} keys): chunks of at least {} keys, at most {} per row; ",
-                    limits.min_chunk_keys, limits.max_chunks
-                )?;
+                write!(f, "decode step ({sequences} sequence(s), up to {keys} keys): ")?;
+                match limits.target_blocks {
+                    Some(t) => write!(f, "as many chunks as fill about {t} blocks (rows x heads x chunks) of the device")?,
+                    None => write!(f, "chunks of at least {} keys", limits.min_chunk_keys)?,
+                }
+                write!(f, ", at most {} per row; ", limits.max_chunks)?;
                 match source {
                     PhiSource::Default => write!(f, "phi {phi} ({source})"),
                     PhiSource::Calibrated { .. } => write!(f, "phi {phi} (this layer's; phi per layer, {source})"),

@@ -75,10 +75,33 @@ impl LongKTiling {
 pub struct SplitKvLimits {
     /// Most chunks one (token, head) is cut into (the combine walks them one by one).
     pub max_chunks: usize,
-    /// Fewest keys per chunk (the kernel's key tile); chunk lengths are powers of two.
+    /// Fewest keys per chunk (the kernel's key tile); chunk lengths are multiples of it.
     pub min_chunk_keys: usize,
     /// Most token rows one step may have (the flags and partials are sized for it).
     pub max_rows: usize,
+    /// Blocks (rows x heads x chunks) that fill the device about once, where its size is
+    /// known: the chunk count is chosen to reach it and no more. `None`: as many chunks
+    /// as `max_chunks` allows.
+    #[serde(default)]
+    pub target_blocks: Option<usize>,
+}
+
+impl SplitKvLimits {
+    /// (chunks, keys per chunk) for `keys` keys of each of `rows_heads` (token, head)
+    /// pairs. With a target, fewer and longer chunks as rows and heads grow (a chunk
+    /// shorter than needed only adds partials to write and add); else chunks of
+    /// `min_chunk_keys` while at most `max_chunks` cover the keys, then powers of two.
+    pub fn chunking(&self, keys: usize, rows_heads: usize) -> (usize, usize) {
+        let keys = keys.max(1);
+        let per_chunk = match self.target_blocks {
+            Some(target) => {
+                let chunks = target.div_ceil(rows_heads.max(1)).clamp(1, self.max_chunks);
+                keys.div_ceil(chunks).next_multiple_of(self.min_chunk_keys)
+            }
+            None => keys.div_ceil(self.max_chunks).next_power_of_two().max(self.min_chunk_keys),
+        };
+        (keys.div_ceil(per_chunk), per_chunk)
+    }
 }
 
 /// The attention kernel of steps that are not split-KV decode steps.
@@ -288,6 +311,13 @@ pub mod cuda {
     /// sized for it).
     pub const SPLIT_MIN_KEYS: usize = 32;
     pub const MAX_ATTN_CHUNKS: usize = 32;
+    /// Split-KV blocks per SM a decode step aims at (`SplitKvLimits::target_blocks`). On an
+    /// H200, Llama-2-7B's 32 heads at 4096 keys: 16 chunks (3.9 blocks per SM) took 25.4 us,
+    /// 32 chunks 27.6; past 4096 keys 9 chunks (2.2 per SM) lost 8% of the step, 26 (6.3)
+    /// lost 4%.
+    pub const ATTN_BLOCKS_PER_SM: usize = 4;
+    /// SMs of the GPU the built-in CUDA profile assumes (an H200); a device gives its own.
+    pub const BUILTIN_SMS: usize = 132;
     /// Most rows of a split-KV step (flags per layer are sized for it).
     pub const SPLIT_MAX_M: usize = 64;
     /// Longest head the attention kernels hold (`MAX_HEAD_DIM`).
@@ -396,6 +426,8 @@ impl BackendCaps {
                     max_chunks: wgsl::MAX_ATTN_CHUNKS,
                     min_chunk_keys: wgsl::SPLIT_TILE,
                     max_rows: wgsl::SPLIT_MAX_M,
+                    // wgpu does not say how many compute units an adapter has.
+                    target_blocks: None,
                 }),
                 flash: None,
                 general: GeneralAttention::Online,
@@ -446,6 +478,7 @@ impl BackendCaps {
                     max_chunks: cuda::MAX_ATTN_CHUNKS,
                     min_chunk_keys: cuda::SPLIT_MIN_KEYS,
                     max_rows: cuda::SPLIT_MAX_M,
+                    target_blocks: Some(cuda::BUILTIN_SMS * cuda::ATTN_BLOCKS_PER_SM),
                 }),
                 flash: tensor_cores.then(|| FlashLimits {
                     rows: cuda::FLASH_ROWS,

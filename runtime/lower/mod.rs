@@ -389,7 +389,7 @@ impl Lowering {
         if self.synchronised.get(layer).copied().unwrap_or(false) {
             return (general, Reason::Synchronised { layer, source: self.phi_source.clone() }, None);
         }
-        let (chunks, chunk_keys) = split_kv(shape.max_keys, limits.max_chunks, limits.min_chunk_keys);
+        let (chunks, chunk_keys) = limits.chunking(shape.max_keys, shape.m * self.graph.config.num_heads);
         let variant = Variant::SplitKvAttention { chunks, chunk_keys, unified };
         let reason = Reason::SplitKv {
             sequences: shape.sequences,
@@ -408,7 +408,7 @@ impl Lowering {
             .attention
             .split_kv
             .filter(|l| shape.is_decode() && shape.m <= l.max_rows)
-            .map(|l| split_kv(shape.max_keys, l.max_chunks, l.min_chunk_keys));
+            .map(|l| l.chunking(shape.max_keys, shape.m * self.graph.config.num_heads));
         (shape.m, shape.out, shape.sequences, split)
     }
 
@@ -606,13 +606,6 @@ fn fixed_variant(p: &Params) -> Variant {
     }
 }
 
-/// (chunks, keys per chunk) of the split-KV attention over `keys` keys: chunks of
-/// `min_keys` while that needs at most `max_chunks` chunks, then longer chunks (powers of
-/// two), so the combine, which walks the chunks one after another, stays short.
-pub fn split_kv(keys: usize, max_chunks: usize, min_keys: usize) -> (usize, usize) {
-    let per_chunk = keys.max(1).div_ceil(max_chunks).next_power_of_two().max(min_keys);
-    (keys.max(1).div_ceil(per_chunk), per_chunk)
-}
 
 /// Every parameter split by rows so that each chunk fits one binding of `caps`.
 fn weight_layouts(g: &Graph, caps: &BackendCaps) -> Result<Vec<WeightLayout>> {

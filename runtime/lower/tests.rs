@@ -1,6 +1,6 @@
 //! The lowering on its own, with the backends' built-in profiles: no device, no weights.
 
-use super::caps::{BackendCaps, wgsl};
+use super::caps::{BackendCaps, SplitKvLimits, wgsl};
 use super::*;
 use crate::dataflow::{Inflections, SecondTiling, ShapeTuning};
 use crate::graph::llama;
@@ -222,11 +222,33 @@ fn untuned_b_splits_long_k_over_more_warps_on_few_columns_and_says_so() {
 
 #[test]
 fn split_kv_chunks_cover_the_keys_in_at_most_64_chunks() {
+    let limits = SplitKvLimits { max_chunks: 64, min_chunk_keys: 16, max_rows: 64, target_blocks: None };
     for keys in [1, 15, 16, 17, 512, 1024, 1025, 4096, 8192, 8193, 100_000] {
-        let (chunks, per_chunk) = split_kv(keys, 64, 16);
+        let (chunks, per_chunk) = limits.chunking(keys, 32);
         assert!(chunks <= 64 && per_chunk >= 16 && per_chunk.is_power_of_two(), "{keys}: {chunks} x {per_chunk}");
         assert!(chunks * per_chunk >= keys && (chunks - 1) * per_chunk < keys, "{keys}: {chunks} x {per_chunk}");
     }
+}
+
+#[test]
+fn split_kv_with_a_device_size_cuts_fewer_longer_chunks_as_rows_and_heads_grow() {
+    let limits = SplitKvLimits { max_chunks: 32, min_chunk_keys: 32, max_rows: 64, target_blocks: Some(528) };
+    for keys in [1, 31, 32, 33, 512, 4096, 4097, 4160, 100_000] {
+        for rows_heads in [1, 9, 32, 72, 256, 2048] {
+            let (chunks, per_chunk) = limits.chunking(keys, rows_heads);
+            let what = format!("{keys} keys, {rows_heads} rows x heads: {chunks} x {per_chunk}");
+            assert!(chunks <= 32 && per_chunk % 32 == 0, "{what}");
+            assert!(chunks * per_chunk >= keys && (chunks - 1) * per_chunk < keys, "{what}");
+            // No more blocks than the target asks for, unless one chunk per row already passes it.
+            assert!(chunks * rows_heads < 528 + rows_heads || chunks == 1, "{what}");
+        }
+    }
+    // Llama-2-7B's 32 heads: one row at 4096 keys fills 528 blocks with 16 chunks of 256;
+    // eight rows at 512 keys with 3 chunks of 192, not 16 of 32 (4096 blocks of one tile).
+    assert_eq!(limits.chunking(4096, 32), (16, 256));
+    assert_eq!(limits.chunking(4160, 32), (17, 256));
+    assert_eq!(limits.chunking(512, 8 * 32), (3, 192));
+    assert_eq!(limits.chunking(512, 64 * 32), (1, 512));
 }
 
 #[test]

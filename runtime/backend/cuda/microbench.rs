@@ -170,7 +170,7 @@ impl Bench {
                     ))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let (chunks, chunk_keys) = crate::lower::split_kv(ctx, limits.max_chunks, limits.min_chunk_keys);
+            let (chunks, chunk_keys) = limits.chunking(ctx, a.heads);
             // One token of sequence 0 at position ctx - 1: it attends to all ctx positions.
             let mut words = step_words(1, 1, MAX_M, Some((chunks, chunk_keys)));
             words[super::STEP_WORDS + MAX_M] = (ctx - 1) as u32;

@@ -123,6 +123,12 @@ impl CudaDevice {
             kernels: compile::sources_hash(dtype == DType::F16),
             ..BackendCaps::cuda_builtin(dtype)
         };
+        let sms = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| driver_error("querying the device", e))?;
+        if let Some(limits) = &mut caps.attention.split_kv {
+            limits.target_blocks = Some(sms.max(1) as usize * cuda::ATTN_BLOCKS_PER_SM);
+        }
         // For experiments: the flat GEMM without its prologue / epilogue fusions.
         if std::env::var("FDPP_CUDA_FLAT_FUSIONS").is_ok_and(|v| v == "0") {
             caps.fusions.flat_gemm_fusions = false;
@@ -320,9 +326,9 @@ struct SlotState {
     host_micros: f64,
 }
 
-/// The shape a graph was captured for: tokens, output rows, sequences, split-KV (chunk
-/// blocks, keys per chunk).
-type GraphKey = (usize, usize, usize, Option<(usize, usize)>);
+/// The shape a graph was captured for: tokens, output rows, sequences, split-KV chunk
+/// blocks.
+type GraphKey = (usize, usize, usize, Option<usize>);
 
 /// A step's launches captured as one CUDA graph.
 struct StepGraph(CudaGraph);
@@ -519,12 +525,13 @@ impl CudaExecutor {
             return Ok(());
         }
         // Chunk counts are rounded up to a power of two: one graph serves every step whose
-        // chunking differs only there (the blocks past a step's chunks return at once).
-        let bucket = step.split_kv.map(|(chunks, keys)| (chunks.next_power_of_two().min(cuda::MAX_ATTN_CHUNKS), keys));
+        // chunking differs only there (the blocks past a step's chunks return at once; the
+        // chunk length is read from the step's words).
+        let bucket = step.split_kv.map(|(chunks, _)| chunks.next_power_of_two().min(cuda::MAX_ATTN_CHUNKS));
         // Prefill steps with cuBLAS products run once per request: no graph (capturing one
         // costs more than it saves). Decode steps capture cuBLAS with the rest.
         if !self.use_graphs || (!step.shape.is_decode() && step.launches.iter().any(|l| self.on_blas(l))) {
-            let grids = self.step_grids(step, bucket.map_or(0, |b| b.0))?;
+            let grids = self.step_grids(step, bucket.unwrap_or(0))?;
             return self.run_launches(step, &grids);
         }
         let key = (step.shape.m, step.shape.out, step.shape.sequences, bucket);
@@ -532,7 +539,7 @@ impl CudaExecutor {
             if self.graphs.len() >= MAX_GRAPHS {
                 self.graphs.clear();
             }
-            let grids = self.step_grids(step, bucket.map_or(0, |b| b.0))?;
+            let grids = self.step_grids(step, bucket.unwrap_or(0))?;
             self.stream
                 .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .map_err(|e| driver_error("capturing a step", e))?;

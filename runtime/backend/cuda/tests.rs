@@ -335,7 +335,7 @@ fn check_attention(precision: WeightPrecision) {
             let x = random(&mut rng, m * dims.qkv_width(), 2.0);
             let xbuf = rig.f32s(&x);
             let keys = positions.iter().max().unwrap() + 1;
-            let split = crate::lower::split_kv(keys, limits.max_chunks, limits.min_chunk_keys);
+            let split = limits.chunking(keys, m * dims.heads);
             let mut want: Vec<f64> = vec![];
             for i in 0..m {
                 let seq = row_seqs[i];
@@ -345,18 +345,21 @@ fn check_attention(precision: WeightPrecision) {
                     want.extend(attend(q, k, v, positions[i], KvHead { kv_dim, hd, off: (h / 2) * hd }, scale as f64));
                 }
             }
-            let step = rig.step(m, m, Some(split), &positions, &row_seqs);
+            // Chunks as long as a larger step's (3 key tiles), not a power of two.
+            let long = (keys.div_ceil(3 * limits.min_chunk_keys), 3 * limits.min_chunk_keys);
             let scratch = s.alloc_zeros::<f32>(m * dims.heads * limits.max_chunks * (hd + 1)).unwrap();
             // Split-KV, online, and split-KV whose every row leaves the unified-max range
             // (recomputed by the combine's fallback).
-            for (name, unified) in [
-                ("split", UnifiedMax::default()),
-                ("online", UnifiedMax::default()),
-                ("fallback", UnifiedMax { phi: 0.0, lo: -1e30, hi: -1e30 }),
+            for (name, unified, split) in [
+                ("split", UnifiedMax::default(), split),
+                ("split, long chunks", UnifiedMax::default(), long),
+                ("online", UnifiedMax::default(), split),
+                ("fallback", UnifiedMax { phi: 0.0, lo: -1e30, hi: -1e30 }, split),
             ] {
                 if one_sequence && name != "online" {
                     continue; // split-KV steps hold one token per sequence
                 }
+                let step = rig.step(m, m, Some(split), &positions, &row_seqs);
                 let variant = match name {
                     "online" => Variant::OnlineAttention,
                     _ => Variant::SplitKvAttention { chunks: split.0, chunk_keys: split.1, unified },

@@ -265,7 +265,8 @@ impl Bench {
                 .collect();
             // One token of sequence 0 at position ctx - 1: it attends to all ctx positions,
             // cut into chunks as a decode step cuts them.
-            let (chunks, chunk_keys) = crate::lower::split_kv(ctx, wgsl::MAX_ATTN_CHUNKS, wgsl::SPLIT_TILE);
+            let limits = BackendCaps::wgpu_builtin().attention.split_kv.expect("the WGSL kernels split KV");
+            let (chunks, chunk_keys) = limits.chunking(ctx, heads);
             let step = StepUniform::new(1, 0, MAX_M, Some((chunks, chunk_keys)));
             let mut data = vec![0u32; 4 * MAX_M];
             data[MAX_M] = (ctx - 1) as u32;

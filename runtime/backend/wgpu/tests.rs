@@ -336,7 +336,7 @@ fn check_attention(unified: UnifiedMax, expect_fallback: bool) {
     let binds = |y| Binds { x: Some(&qb), y: Some(y), kc: Some(&kb), vc: Some(&vb), ..Default::default() };
     // The chunking the lowering picks for 512 keys (32 chunks of 16, one tile each), and
     // longer chunks of 64 keys (four tiles each), as it picks past 1024 keys.
-    let picked = crate::lower::split_kv(512, wgsl::MAX_ATTN_CHUNKS, wgsl::SPLIT_TILE);
+    let picked = BackendCaps::wgpu_builtin().attention.split_kv.unwrap().chunking(512, m * heads);
     assert_eq!(picked, (32, 16));
     let outputs: Vec<wgpu::Buffer> = (0..3).map(|_| rig.upload(&vec![f32::NAN; m * heads * hd])).collect();
     for (split, y) in [picked, (8, 64)].into_iter().zip(&outputs) {
