@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use fdpp_runtime::backend::{self, BackendKind};
 use fdpp_runtime::graph::{self, Op};
+use fdpp_runtime::lower::{Lowering, LoweringOptions};
 use fdpp_runtime::model::{Model, ModelConfig};
 use fdpp_runtime::tune::profile::{self, DeviceProfile, Lookup};
 use fdpp_runtime::tune::search::{Score, ShapeTimes};
@@ -89,12 +90,19 @@ pub fn run(args: TuneArgs) -> Result<()> {
         }
     };
     let shapes = linear_shapes(&config);
+    // Each variant is timed with the launches a step makes for the layer around it.
+    let lowering = Lowering::new(graph::llama::build(&config), caps.clone(), &LoweringOptions::default())?;
     let grid = match (&args.grid, args.quick) {
         (Some(g), _) => g.clone(),
         (None, true) => tuner::QUICK_GRID.to_vec(),
         (None, false) => tuner::GRID.to_vec(),
     };
-    eprintln!("fdpp: tuning {} linear shapes of {what} on {} ({} weights)", shapes.len(), caps.device, caps.weight_dtype);
+    eprintln!(
+        "fdpp: tuning {} linear shapes of {what} on {} ({} weights); each variant timed with the launches a step makes for the layer (its fusions, or the norm / SwiGLU / RoPE launches it leaves)",
+        shapes.len(),
+        caps.device,
+        caps.weight_dtype
+    );
     let refine_rounds = if args.quick { 0 } else { tuner::REFINE_ROUNDS };
     let created = crate::bench::utc_date(SystemTime::now());
     let start = std::time::Instant::now();
@@ -106,7 +114,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let mut stored = None;
     for (i, &shape) in shapes.iter().enumerate() {
         eprintln!("fdpp: [N={}, K={}] ({}/{}, {:.0} s so far)", shape.0, shape.1, i + 1, shapes.len(), start.elapsed().as_secs_f64());
-        let req = TuneRequest { shapes: &[shape], grid: &grid, refine_rounds, verify: true };
+        let req = TuneRequest { shapes: &[shape], grid: &grid, refine_rounds, verify: true, lowering: Some(&lowering) };
         let mut bar = crate::progress::Bar::hidden();
         let fresh = tuner::tune(bench.as_mut(), &req, created.clone(), &mut |p| bar.count(p.done, p.total, "timing A, B, C"))?;
         bar.finish();

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dataflow::LinearImpl;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lower::caps::{BackendCaps, LinearKernels};
 use crate::lower::kernel::{Epilogue, Params, Variant};
 use crate::lower::{Io, Template};
@@ -246,9 +246,15 @@ pub trait LinearBench {
     /// The device's capabilities as its backend reports them when opened (the tuner keys
     /// its profile by them).
     fn caps(&self) -> &BackendCaps;
-    /// Microseconds per call of `variant` over `m` rows of [n, k], the weights rotated past
-    /// the last-level cache; calls for one shape in a row reuse its buffers.
-    fn time_linear(&mut self, n: usize, k: usize, m: usize, variant: Variant) -> Result<f64>;
+    /// Microseconds per run of `launches` over `m` rows, each with its variant: a linear
+    /// layer's product and the launches a step makes around it (`Lowering::linear_launches`),
+    /// the weights rotated past the last-level cache; calls for one [N, K] in a row reuse its
+    /// buffers.
+    fn time_launches(&mut self, launches: &[(Template, Variant)], m: usize) -> Result<f64>;
+    /// Microseconds per call of `variant` over `m` rows of a bare [n, k] product.
+    fn time_linear(&mut self, n: usize, k: usize, m: usize, variant: Variant) -> Result<f64> {
+        self.time_launches(&[(linear_template(n, k), variant)], m)
+    }
     /// Most rows it times.
     fn max_m(&self) -> usize;
     /// How hard it measures; a new effort applies from the next shape on.
@@ -266,6 +272,18 @@ pub fn linear_template(n: usize, k: usize) -> Template {
         params,
         io: Io { x: Some(0), x2: None, weight: None, norm_weight: None, bias: None, y: 0, kv: None },
     }
+}
+
+/// [N, K] of the linear layer among `launches` (N: all its columns, of every weight chunk).
+pub fn launched_shape(launches: &[(Template, Variant)]) -> Result<(usize, usize)> {
+    launches
+        .iter()
+        .filter_map(|(t, _)| match t.params {
+            Params::Linear { n, k, n_offset, .. } => Some((n_offset + n, k)),
+            _ => None,
+        })
+        .reduce(|a, b| (a.0.max(b.0), a.1))
+        .ok_or_else(|| Error::InvalidArgument("launches to time without a linear layer".into()))
 }
 
 /// Every variant a backend's kernels run over `m` rows: A in each split-K form up to its

@@ -474,6 +474,43 @@ impl Lowering {
         LoweredStep { shape: *shape, launches, nodes, split_kv: split }
     }
 
+    /// The launches a step makes for the first linear layer of [n, k] (in order) when it
+    /// runs `variant`, each with the variant it runs: its fused launch where the variant
+    /// takes the layer's prologue / epilogue fusions, else its plain launches between those
+    /// of the nodes it leaves unfused (the RMSNorm before; the SwiGLU or RoPE after). What
+    /// the tuner times: a variant that fuses less pays for the launches it leaves.
+    pub fn linear_launches(&self, n: usize, k: usize, variant: Variant) -> Option<Vec<(Template, Variant)>> {
+        let (pi, ni) = self
+            .order
+            .iter()
+            .copied()
+            .enumerate()
+            .find(|&(pi, _)| matches!(self.programs[pi], Program::Linear { n: pn, k: pk, .. } if (pn, pk) == (n, k)))?;
+        let Program::Linear { plain, fused, .. } = &self.programs[pi] else { unreachable!("found as a linear program") };
+        let support = &self.caps.fusions;
+        let optional: Vec<&Fusion> = self.fusions.iter().filter(|f| f.host() == ni && f.when(support) != When::Always).collect();
+        let with = |t: TemplateId, v: Variant| (self.templates[t].clone(), v);
+        if let Some(t) = fused.filter(|_| optional.iter().all(|f| f.when(support).applies(&variant))) {
+            return Some(vec![with(t, variant)]);
+        }
+        // The nodes this variant leaves unfused run their own launches, before or after.
+        let own = |stage: fusion::Stage| -> Vec<(Template, Variant)> {
+            let nodes = optional.iter().filter(|f| f.stage() == stage).filter_map(|f| f.absorbed());
+            let programs = nodes.filter_map(|a| self.order.iter().position(|&o| o == a)).map(|p| &self.programs[p]);
+            programs
+                .flat_map(|p| match p {
+                    Program::Fixed(ts) => ts.clone(),
+                    _ => vec![],
+                })
+                .map(|t| with(t, fixed_variant(&self.templates[t].params)))
+                .collect()
+        };
+        let mut out = own(fusion::Stage::Prologue);
+        out.extend(plain.iter().map(|&t| with(t, variant)));
+        out.extend(own(fusion::Stage::Epilogue));
+        Some(out)
+    }
+
     /// The typed record of every node of `step`; `launch_micros` (per launch) where the
     /// backend timed them.
     pub fn records(&self, step: &LoweredStep, launch_micros: Option<&[f64]>) -> Vec<NodeRecord> {
@@ -605,7 +642,6 @@ fn fixed_variant(p: &Params) -> Variant {
         Params::Linear { .. } | Params::Attention { .. } => unreachable!("linear and attention layers choose their variant"),
     }
 }
-
 
 /// Every parameter split by rows so that each chunk fits one binding of `caps`.
 fn weight_layouts(g: &Graph, caps: &BackendCaps) -> Result<Vec<WeightLayout>> {

@@ -397,3 +397,51 @@ fn a_synchronised_layer_runs_the_online_softmax_and_the_others_split_kv_with_the
     let bad = LoweringOptions { synchronised: vec![true], ..Default::default() };
     assert!(Lowering::new(llama::build(&config()), BackendCaps::wgpu_builtin(), &bad).is_err());
 }
+
+/// What the tuner times for a layer and variant is what a step that runs that variant
+/// launches for the layer and the nodes its fusions would absorb: checked against `lower`
+/// on steps where A, B and C run, with and without B's fusions.
+#[test]
+fn a_linear_layers_launches_per_variant_are_the_steps_own() {
+    for caps in [BackendCaps::wgpu_builtin(), BackendCaps::cuda_builtin(DType::F16)] {
+        let l = lowering(caps.clone());
+        for shape in [decode(1, 100), decode(8, 100), prefill(300)] {
+            let step = l.lower(&shape);
+            for (pi, &ni) in l.order.iter().enumerate() {
+                let Op::Linear { n, k, .. } = l.graph.nodes[ni].op else { continue };
+                if l.order[..pi].iter().any(|&o| matches!(l.graph.nodes[o].op, Op::Linear { n: n2, k: k2, .. } if (n2, k2) == (n, k))) {
+                    continue; // the first layer of each shape
+                }
+                let NodeStep::Runs { launches, .. } = &step.nodes[pi] else { panic!("linear layers run") };
+                let variant = step.launches[launches.start].variant;
+                // The layer's launches and those of the nodes its optional fusions name.
+                let related: Vec<NodeId> = l
+                    .fusions
+                    .iter()
+                    .filter(|f| f.host() == ni && f.when(&caps.fusions) != fusion::When::Always)
+                    .filter_map(|f| f.absorbed())
+                    .chain([ni])
+                    .collect();
+                let want: Vec<(Params, Variant)> = l
+                    .order
+                    .iter()
+                    .zip(&step.nodes)
+                    .filter(|(o, _)| related.contains(o))
+                    .flat_map(|(_, s)| match s {
+                        NodeStep::Runs { launches, .. } => step.launches[launches.clone()].to_vec(),
+                        NodeStep::Fused { .. } => vec![],
+                    })
+                    .map(|launch| (l.templates[launch.template].params, launch.variant))
+                    .collect();
+                let got: Vec<(Params, Variant)> =
+                    l.linear_launches(n, k, variant).unwrap().into_iter().map(|(t, v)| (t.params, v)).collect();
+                assert_eq!(got, want, "{} [{n}, {k}] on {shape:?} with {variant}", caps.backend);
+            }
+        }
+        // C never fuses the norm: gate/up's plain product then runs between an RMSNorm and a SwiGLU.
+        let c = Variant::Gemm { tile: caps.linear.gemm_tile };
+        let names: Vec<&str> = l.linear_launches(3072, 576, c).unwrap().iter().map(|(_, v)| v.label()).collect();
+        assert_eq!(names, ["rms_norm", "C:gemm", "swiglu"], "{}", caps.backend);
+        assert!(l.linear_launches(3072, 577, c).is_none());
+    }
+}

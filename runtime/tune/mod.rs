@@ -15,7 +15,7 @@ use crate::dataflow::{DataflowTable, ShapeTuning, TableSource};
 use crate::error::{Error, Result};
 use crate::lower::caps::{BackendCaps, LinearKernels};
 use crate::lower::kernel::Variant;
-use crate::lower::linear_choice;
+use crate::lower::{Lowering, linear_choice};
 use profile::{DeviceProfile, ProfileKey, ShapeSummary};
 use search::ShapeTimes;
 
@@ -35,6 +35,11 @@ pub struct TuneRequest<'a> {
     pub refine_rounds: usize,
     /// Time the grid a second time and score on that (else on the measurements chosen from).
     pub verify: bool,
+    /// The model's lowering: each variant is timed with the launches a step makes for the
+    /// first layer of the shape (`Lowering::linear_launches`: its fusions where the variant
+    /// takes them, else the launches of the nodes it leaves unfused). `None`, or a shape it
+    /// lacks: the bare product.
+    pub lowering: Option<&'a Lowering>,
 }
 
 /// Where the tuner is: `done` of about `total` measurements, and on which shape.
@@ -52,6 +57,7 @@ pub struct Progress {
 /// behind.
 fn measure(
     bench: &mut dyn LinearBench,
+    lowering: Option<&Lowering>,
     (n, k): (usize, usize),
     ms: &[usize],
     dropped: &mut Vec<(Variant, usize)>,
@@ -68,7 +74,11 @@ fn measure(
         let mut best = vec![f64::INFINITY; candidates.len()];
         for _ in 0..ROUNDS {
             for (variant, best) in candidates.iter().zip(&mut best) {
-                let micros = bench.time_linear(n, k, m, *variant)?;
+                let launches = lowering.and_then(|l| l.linear_launches(n, k, *variant));
+                let micros = match launches {
+                    Some(launches) => bench.time_launches(&launches, m)?,
+                    None => bench.time_linear(n, k, m, *variant)?,
+                };
                 if !micros.is_finite() || micros <= 0.0 {
                     return Err(Error::Backend {
                         backend: bench.caps().backend.to_string(),
@@ -139,7 +149,7 @@ pub fn tune(bench: &mut dyn LinearBench, req: &TuneRequest, created: String, pro
             progress(Progress { done, total: total.max(done), shape: (n, k) });
         };
         let (mut timings, mut dropped) = (vec![], vec![]);
-        measure(bench, (n, k), &grid, &mut dropped, &mut timings, &mut tick)?;
+        measure(bench, req.lowering, (n, k), &grid, &mut dropped, &mut timings, &mut tick)?;
         let unchosen = || Error::Backend {
             backend: caps.backend.to_string(),
             op: "tuning".into(),
@@ -151,12 +161,12 @@ pub fn tune(bench: &mut dyn LinearBench, req: &TuneRequest, created: String, pro
             if next.is_empty() {
                 break;
             }
-            measure(bench, (n, k), &next, &mut dropped, &mut timings, &mut tick)?;
+            measure(bench, req.lowering, (n, k), &next, &mut dropped, &mut timings, &mut tick)?;
             entry = search::choose(&ShapeTimes::new(&timings, n, k), lin).ok_or_else(unchosen)?;
         }
         let ms = ShapeTimes::new(&timings, n, k).ms;
         let scored = if req.verify {
-            measure(bench, (n, k), &ms, &mut dropped, &mut verification, &mut tick)?;
+            measure(bench, req.lowering, (n, k), &ms, &mut dropped, &mut verification, &mut tick)?;
             &verification
         } else {
             &timings
@@ -199,6 +209,8 @@ mod tests {
     use super::*;
     use crate::dataflow::Inflections;
     use crate::lower::caps::BackendCaps;
+    use crate::lower::kernel::Params;
+    use crate::lower::{LoweringOptions, Template};
 
     /// A device whose kernels cost what `cost(n, m, variant)` says.
     struct Formula {
@@ -224,11 +236,16 @@ mod tests {
             crate::backend::microbench::SOFTWARE
         }
         fn set_effort(&mut self, _: crate::backend::microbench::Effort) {}
-        fn time_linear(&mut self, n: usize, _k: usize, m: usize, variant: Variant) -> Result<f64> {
+        /// The linear layer's cost, plus `LAUNCH` for every other launch.
+        fn time_launches(&mut self, launches: &[(Template, Variant)], m: usize) -> Result<f64> {
             self.calls += 1;
-            Ok((self.cost)(n, m as f64, variant))
+            let (n, _) = crate::backend::microbench::launched_shape(launches)?;
+            let linear = launches.iter().find(|(t, _)| matches!(t.params, Params::Linear { .. })).expect("checked above").1;
+            Ok((self.cost)(n, m as f64, linear) + LAUNCH * (launches.len() - 1) as f64)
         }
     }
+
+    const LAUNCH: f64 = 3.0;
 
     /// B's best tiling depends on N.
     fn crossing(n: usize, m: f64, variant: Variant) -> f64 {
@@ -246,7 +263,8 @@ mod tests {
     fn tuning_finds_the_crossings_and_beats_every_static_choice() {
         let caps = BackendCaps { device: "formula".into(), ..BackendCaps::wgpu_builtin() };
         let mut bench = Formula::new(caps.clone(), crossing);
-        let req = TuneRequest { shapes: &[(576, 576), (4096, 4096)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true };
+        let req =
+            TuneRequest { shapes: &[(576, 576), (4096, 4096)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true, lowering: None };
         let mut last = 0;
         let p = tune(&mut bench, &req, "now".into(), &mut |pr| {
             assert!(pr.done > last && pr.done <= pr.total);
@@ -289,7 +307,7 @@ mod tests {
             _ => 30.0 + 2.0 * m,
         };
         let mut bench = Formula::new(caps.clone(), c_first);
-        let req = TuneRequest { shapes: &[(49152, 576)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true };
+        let req = TuneRequest { shapes: &[(49152, 576)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true, lowering: None };
         let p = tune(&mut bench, &req, String::new(), &mut |_| {}).unwrap();
         let table = &p.table;
         for m in [1, 8, 9, min - 1] {
@@ -324,7 +342,7 @@ mod tests {
         let caps = BackendCaps { device: "formula".into(), ..BackendCaps::wgpu_builtin() };
         let tilings = &caps.linear.flat_tilings;
         let mut bench = Formula::new(caps.clone(), two_tilings);
-        let req = TuneRequest { shapes: &[(576, 1536)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true };
+        let req = TuneRequest { shapes: &[(576, 1536)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true, lowering: None };
         let p = tune(&mut bench, &req, String::new(), &mut |_| {}).unwrap();
         let s = &p.table.shapes[0];
         assert_eq!(s.flat, Some(tilings[1]), "{s:?}");
@@ -358,7 +376,7 @@ mod tests {
     fn a_retune_of_one_shape_keeps_the_others() {
         let caps = BackendCaps { device: "formula".into(), ..BackendCaps::wgpu_builtin() };
         let mut bench = Formula::new(caps, crossing);
-        let req = |shapes| TuneRequest { shapes, grid: QUICK_GRID, refine_rounds: 0, verify: false };
+        let req = |shapes| TuneRequest { shapes, grid: QUICK_GRID, refine_rounds: 0, verify: false, lowering: None };
         let a = tune(&mut bench, &req(&[(576, 576), (960, 576)]), "a".into(), &mut |_| {}).unwrap();
         let b = tune(&mut bench, &req(&[(960, 576), (64, 64)]), "b".into(), &mut |_| {}).unwrap();
         let m = merge(b, a);
@@ -372,11 +390,53 @@ mod tests {
     fn bad_grids_are_refused() {
         let mut bench = Formula::new(BackendCaps::wgpu_builtin(), crossing);
         for grid in [&[][..], &[0, 1], &[1, 513]] {
-            let req = TuneRequest { shapes: &[(8, 8)], grid, refine_rounds: 0, verify: false };
+            let req = TuneRequest { shapes: &[(8, 8)], grid, refine_rounds: 0, verify: false, lowering: None };
             assert!(matches!(tune(&mut bench, &req, String::new(), &mut |_| {}), Err(Error::InvalidArgument(_))));
         }
-        let req = TuneRequest { shapes: &[(0, 8)], grid: QUICK_GRID, refine_rounds: 0, verify: false };
+        let req = TuneRequest { shapes: &[(0, 8)], grid: QUICK_GRID, refine_rounds: 0, verify: false, lowering: None };
         assert!(tune(&mut bench, &req, String::new(), &mut |_| {}).is_err());
         assert_eq!(bench.calls, 0);
+    }
+
+    /// C's bare product beats B's from one row on, but C does not fuse the RMSNorm before
+    /// gate/up or the SwiGLU after it: with the launches it leaves counted, B stays until
+    /// C's lead pays for two launches. A fuses both (and B, on CUDA).
+    #[test]
+    fn the_tuner_charges_a_variant_for_the_launches_it_leaves_unfused() {
+        let c_lean = |_: usize, m: f64, v: Variant| match v {
+            Variant::Gemv { .. } => 10.0 + 5.0 * m,
+            Variant::FlatGemm { .. } => 20.0 + m,
+            _ => 19.0 + m / 4.0,
+        };
+        let caps = BackendCaps::cuda_builtin(crate::tensor::DType::F16);
+        let config = crate::model::ModelConfig {
+            architecture: "llama".into(),
+            vocab_size: 256,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_layers: 1,
+            num_heads: 9,
+            num_kv_heads: 3,
+            head_dim: 64,
+            rope_theta: 10000.0,
+            rms_norm_eps: 1e-5,
+            max_context: 64,
+            tie_word_embeddings: true,
+            rope_scaling: Default::default(),
+            biases: Default::default(),
+            notes: vec![],
+        };
+        let lowering = Lowering::new(crate::graph::llama::build(&config), caps.clone(), &LoweringOptions::default()).unwrap();
+        let gate_up = (3072, 576);
+        let tuned = |lowering| {
+            let mut bench = Formula::new(caps.clone(), c_lean);
+            let req = TuneRequest { shapes: &[gate_up], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: false, lowering };
+            tune(&mut bench, &req, String::new(), &mut |_| {}).unwrap().table.shapes[0].inflections
+        };
+        // A until 10 + 5m passes B's 20 + m; C from where 19 + m / 4 + 2 x 3 passes it.
+        assert_eq!(tuned(Some(&lowering)), Inflections { m1: 3, m2: 7 });
+        // Bare products: C from 3 rows, where A's 25 passes C's 19.75 (at two, the GEMV's
+        // credit keeps A: 20 x 0.95 against 19.5).
+        assert_eq!(tuned(None).m2, 3);
     }
 }

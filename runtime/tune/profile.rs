@@ -26,6 +26,17 @@ pub struct ProfileKey {
     pub fdpp: String,
     /// SHA-256 of the kernel sources (`BackendCaps::kernels`).
     pub kernels: String,
+    /// What each variant's time covers (`TIMED`); profiles from before it was recorded
+    /// timed bare products.
+    #[serde(default = "bare_products")]
+    pub timed: String,
+}
+
+/// What the tuner times for each variant: the launches a step makes for the layer.
+pub const TIMED: &str = "each layer's step launches (fusions, or the launches a variant leaves unfused)";
+
+fn bare_products() -> String {
+    "bare products".into()
 }
 
 impl ProfileKey {
@@ -37,6 +48,7 @@ impl ProfileKey {
             driver: caps.driver.clone(),
             fdpp: env!("CARGO_PKG_VERSION").into(),
             kernels: caps.kernels.clone(),
+            timed: TIMED.into(),
         }
     }
 
@@ -61,6 +73,7 @@ impl ProfileKey {
         cmp("driver", &self.driver, &now.driver);
         cmp("fdpp", &self.fdpp, &now.fdpp);
         cmp("kernel sources", &self.kernels[..self.kernels.len().min(12)], &now.kernels[..now.kernels.len().min(12)]);
+        cmp("timing", &self.timed, &now.timed);
         if self.backend != now.backend || self.weights != now.weights {
             out.push(format!("{} {} -> {} {}", self.backend, self.weights, now.backend, now.weights));
         }
@@ -225,6 +238,11 @@ mod tests {
         old.key.fdpp = "0.0.1".into();
         store(&dir, &old).unwrap();
         assert!(matches!(lookup(&dir, &c), Lookup::Stale(_, ref c) if c[0].starts_with("fdpp 0.0.1")));
+        // A profile from before the tuner timed each layer's launches: its key has no `timed`.
+        let mut value = serde_json::to_value(profile(&c)).unwrap();
+        value["key"].as_object_mut().unwrap().remove("timed");
+        write_checked(&ProfileKey::of(&c).path(&dir), &serde_json::to_string(&value).unwrap()).unwrap();
+        assert!(matches!(lookup(&dir, &c), Lookup::Stale(_, ref c) if c[0].starts_with("timing bare products")), "{:?}", lookup(&dir, &c));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

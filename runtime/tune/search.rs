@@ -182,12 +182,13 @@ pub fn flat_tilings(times: &ShapeTimes, ms: &[usize], tilings: &[FlatTiling]) ->
 /// profiles of bench/results/h200-2026-11-30-tune, every second tiling that helped gained more.
 pub const SECOND_TILING_MIN_GAIN: f64 = 0.25;
 
-/// How much faster than the GEMV another variant must be measured to take its rows. The
-/// tuner times the plain kernels; in a step the GEMV also carries the RMSNorm, SwiGLU and
-/// RoPE around it and prefetches its weights while the kernel before it ends, which the flat
-/// GEMM and cuBLAS do not. On an H200 a tuned table that gave Llama-2-7B's QKV and gate/up
-/// at one row to the flat GEMM (2% faster alone) made batch-1 decode 23% slower (4356 ->
-/// 5375 us per step, bench/results/h200-2026-11-30-session5/call2).
+/// How much faster than the GEMV another variant must be measured to take its rows: a
+/// margin for what timing one layer's launches back to back does not show. On an H200 a
+/// tuned table that gave Llama-2-7B's QKV and gate/up at one row to the flat GEMM (2% faster
+/// alone, timed without the fusions then) made batch-1 decode 23% slower (4356 -> 5375 us
+/// per step, bench/results/h200-2026-11-30-session5/call2). The tuner now times each
+/// variant with its fusions or the launches it leaves unfused; the margin stays until a
+/// step measures it unneeded.
 pub const GEMV_CREDIT: f64 = 0.05;
 
 /// The option of least finite cost, the earliest on ties.

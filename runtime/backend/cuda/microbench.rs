@@ -210,15 +210,21 @@ impl Bench {
     }
 }
 
-/// The buffers of one linear shape: weight copies to rotate over, x and y of `MAX_M` rows,
-/// and an RMSNorm weight for the fused forms.
+/// The buffers of one linear shape: weight copies to rotate over; activations of `MAX_M`
+/// rows as wide as the widest input or output of the launches around the product (x, the
+/// residual x2, y); an RMSNorm weight, a bias, a RoPE table and one KV slot per row.
 struct ShapeBuffers {
     n: usize,
     k: usize,
     weights: Vec<CudaSlice<u8>>,
     x: CudaSlice<f32>,
+    x2: CudaSlice<f32>,
     y: CudaSlice<f32>,
     norm: CudaSlice<f32>,
+    bias: CudaSlice<f32>,
+    rope: CudaSlice<f32>,
+    kc: CudaSlice<u8>,
+    vc: CudaSlice<u8>,
 }
 
 /// The linear kernels of one CUDA device, timed shape by shape (`LinearBench`); C runs
@@ -245,12 +251,18 @@ impl CudaLinear {
             }
             let copies = self.effort.copies(n * k * b.caps.weight_dtype.size());
             let weights = (0..copies).map(|c| b.random_weights(n * k, c as u64 + 1)).collect::<Result<Vec<_>>>()?;
+            let width = n.max(k);
             let mut rng = crate::sampling::Rng::new(3);
-            let x: Vec<f32> = (0..MAX_M * k).map(|_| rng.next_f32() - 0.5).collect();
-            let x = b.stream.clone_htod(&x).map_err(|e| super::alloc_error("benchmark activations", x.len() * 4, e))?;
-            let y = b.alloc::<f32>(MAX_M * n, "benchmark outputs")?;
-            let norm = b.stream.clone_htod(&vec![1.0f32; k]).map_err(|e| super::alloc_error("benchmark norm weights", k * 4, e))?;
-            self.shape = Some(ShapeBuffers { n, k, weights, x, y, norm });
+            let x: Vec<f32> = (0..MAX_M * width).map(|_| rng.next_f32() - 0.5).collect();
+            let upload = |v: &[f32], what: &str| b.stream.clone_htod(v).map_err(|e| super::alloc_error(what, v.len() * 4, e));
+            let (x2, x) = (upload(&x, "benchmark activations")?, upload(&x, "benchmark activations")?);
+            let y = b.alloc::<f32>(MAX_M * width, "benchmark outputs")?;
+            let norm = upload(&vec![1.0; k], "benchmark norm weights")?;
+            let bias = b.alloc::<f32>(n, "benchmark biases")?;
+            // Every row is at position 0 of sequence 0: one (cos, sin) per pair, one KV slot.
+            let rope = upload(&[1.0, 0.0].repeat(cuda::MAX_HEAD_DIM / 2), "benchmark RoPE table")?;
+            let (kc, vc) = (b.alloc::<u8>(n * 4, "benchmark KV cache")?, b.alloc::<u8>(n * 4, "benchmark KV cache")?);
+            self.shape = Some(ShapeBuffers { n, k, weights, x, x2, y, norm, bias, rope, kc, vc });
         }
         Ok(self.shape.as_ref().expect("just made"))
     }
@@ -274,51 +286,63 @@ impl LinearBench for CudaLinear {
         self.shape = None;
     }
 
-    fn time_linear(&mut self, n: usize, k: usize, m: usize, variant: Variant) -> Result<f64> {
-        self.time_template(linear_template(n, k), m, variant)
-    }
-}
-
-impl CudaLinear {
-    /// `variant` over `m` rows of template `t` (a linear layer without bias, any prologue and
-    /// SwiGLU or no epilogue).
-    fn time_template(&mut self, t: Template, m: usize, variant: Variant) -> Result<f64> {
+    fn time_launches(&mut self, launches: &[(Template, Variant)], m: usize) -> Result<f64> {
         if m == 0 || m > MAX_M {
             return Err(Error::InvalidArgument(format!("linear kernels are timed over 1..={MAX_M} rows, not {m}")));
         }
-        let Params::Linear { n, k, .. } = t.params else { unreachable!("linear templates only") };
+        let (n, k) = launched_shape(launches)?;
+        if launches.iter().any(|(t, _)| matches!(t.params, Params::Rope { dims, .. } | Params::Linear { epilogue: Epilogue::Rope { dims }, .. } if dims.head_dim > cuda::MAX_HEAD_DIM))
+        {
+            return Err(Error::InvalidArgument(format!("heads longer than {} are not timed", cuda::MAX_HEAD_DIM)));
+        }
         let effort = self.effort;
         self.shape(n, k)?;
         let (b, shape) = (&self.bench, self.shape.as_ref().expect("made above"));
         let s = &b.stream;
         let step = s.clone_htod(&step_words(m, m, MAX_M, None)).map_err(|e| driver_error("copying", e))?;
-        let g = grids(&Launch { template: 0, variant, rows: m }, &t, m, b.f16, 0)?;
-        let args: Vec<Args> = shape
-            .weights
-            .iter()
-            .map(|w| Args {
-                step: ptr(&step, s),
-                x: ptr(&shape.x, s),
-                w: ptr(w, s),
-                y: ptr(&shape.y, s),
-                norm: ptr(&shape.norm, s),
-                ..Args::of(&t, 0, |_| 0)
-            })
-            .collect();
-        let blas = b.blas.as_ref().filter(|_| matches!(variant, Variant::Gemm { .. }));
-        let copies = args.len();
+        let mut runs = vec![];
+        for (t, variant) in launches {
+            let g = grids(&Launch { template: 0, variant: *variant, rows: m }, t, m, b.f16, 0)?;
+            let args: Vec<Args> = shape
+                .weights
+                .iter()
+                .map(|w| Args {
+                    step: ptr(&step, s),
+                    x: ptr(&shape.x, s),
+                    x2: ptr(&shape.x2, s),
+                    w: ptr(w, s),
+                    y: ptr(&shape.y, s),
+                    kc: ptr(&shape.kc, s),
+                    vc: ptr(&shape.vc, s),
+                    bias: ptr(&shape.bias, s),
+                    rope: ptr(&shape.rope, s),
+                    norm: ptr(&shape.norm, s),
+                    ..Args::of(t, 1, |_| 0)
+                })
+                .collect();
+            let blas = b.blas.as_ref().filter(|_| matches!(variant, Variant::Gemm { .. }));
+            runs.push((t, g, args, blas));
+        }
+        let copies = shape.weights.len();
         let reps = effort.dispatches(copies);
-        // SAFETY: x holds MAX_M >= m rows of k, y MAX_M rows of n, each weight n x k; the
-        // cuBLAS buffer MAX_M rows of k (grown above).
+        // SAFETY: every activation buffer holds MAX_M >= m rows of max(n, k) >= any launch's
+        // row width (a linear layer's n + n_offset and k, a norm's k, a SwiGLU's or RoPE's n);
+        // each weight n x k; the KV caches one row of n >= kv_dim per sequence and position
+        // 0 (max_ctx 1, every row in slot 0); the RoPE table position 0's pairs for heads up
+        // to MAX_HEAD_DIM (checked above); the cuBLAS buffer MAX_M rows of k (grown above).
         let pass = || {
-            (0..reps).try_for_each(|r| match blas {
-                Some(blas) => unsafe { blas.gemm(&b.kernels, s, &t, &args[r % copies], m) },
-                None => g.iter().try_for_each(|g| unsafe { b.go(g, &args[r % copies]) }),
+            (0..reps).try_for_each(|r| {
+                runs.iter().try_for_each(|(t, g, args, blas)| match blas {
+                    Some(blas) => unsafe { blas.gemm(&b.kernels, s, t, &args[r % copies], m) },
+                    None => g.iter().try_for_each(|g| unsafe { b.go(g, &args[r % copies]) }),
+                })
             })
         };
         Ok(b.time(effort.repeats, &pass)? / reps as f64)
     }
+}
 
+impl CudaLinear {
     /// A and every B tiling of 8 tokens over `m` rows of [n, k] (n even), plain and with the
     /// RMSNorm prologue, the SwiGLU epilogue and both.
     fn fused_sweep(&mut self, n: usize, k: usize, m: usize) -> Result<Vec<FusedTiming>> {
@@ -339,7 +363,7 @@ impl CudaLinear {
                     (norm.then_some(Prologue::RmsNorm { eps: 1e-5 }), if swiglu { Epilogue::SwiGlu } else { Epilogue::None });
                 template.params =
                     Params::Linear { n, k, n_offset: 0, ldy: if swiglu { n / 2 } else { n }, bias: false, prologue, epilogue };
-                t[i] = self.time_template(template, m, variant)?;
+                t[i] = self.time_launches(&[(template, variant)], m)?;
             }
             out.push(FusedTiming { n, k, m, variant, plain: t[0], norm: t[1], swiglu: t[2], norm_swiglu: t[3] });
         }

@@ -16,9 +16,10 @@ use super::{GpuContext, read_buffer};
 use crate::backend::WeightPrecision;
 pub use crate::backend::microbench::*;
 use crate::error::{Error, Result};
-use crate::lower::Launch;
 use crate::lower::caps::{BackendCaps, wgsl};
+use crate::lower::kernel::{Epilogue, Params};
 use crate::lower::kernel::{UnifiedMax, Variant};
+use crate::lower::{Launch, Template};
 
 /// Largest bandwidth buffer (the read of one is then ~0.25 ms on a 4 TB/s device).
 const BANDWIDTH_MAX_BYTES: u64 = 1 << 30;
@@ -312,11 +313,21 @@ impl Bench {
     }
 }
 
-/// The buffers of one linear shape: weight copies to rotate over, x, y, a bind group each.
+/// The buffers of one linear shape: weight copies to rotate over; activations of `MAX_M`
+/// rows as wide as the widest input or output of the launches around the product (x, the
+/// residual x2, y); an RMSNorm weight, a bias, a RoPE table and one KV slot per row.
 struct ShapeBuffers {
     n: usize,
     k: usize,
-    groups: Vec<wgpu::BindGroup>,
+    weights: Vec<wgpu::Buffer>,
+    x: wgpu::Buffer,
+    x2: wgpu::Buffer,
+    y: wgpu::Buffer,
+    norm: wgpu::Buffer,
+    bias: wgpu::Buffer,
+    rope: wgpu::Buffer,
+    kc: wgpu::Buffer,
+    vc: wgpu::Buffer,
 }
 
 /// The linear kernels of one adapter, timed shape by shape (`LinearBench`).
@@ -353,20 +364,29 @@ impl WgpuLinear {
             let copies = self.effort.copies(n * k * b.ctx().weight_dtype().size());
             let mut rng = crate::sampling::Rng::new(n as u64 * 31 + k as u64);
             let w: Vec<f32> = (0..n * k).map(|_| rng.next_f32() - 0.5).collect();
-            let wbufs: Vec<wgpu::Buffer> = (0..copies).map(|_| b.ctx().upload_f32_weights("weights", &w)).collect();
-            let x: Vec<f32> = (0..(MAX_M * k).next_multiple_of(4)).map(|_| rng.next_f32() - 0.5).collect();
-            let xb = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: bytemuck::cast_slice(&x),
-                usage: wgpu::BufferUsages::STORAGE,
+            let weights = (0..copies).map(|_| b.ctx().upload_f32_weights("weights", &w)).collect();
+            let width = n.max(k);
+            let upload = |v: &[f32]| {
+                let contents: &[u8] = bytemuck::cast_slice(v);
+                d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents, usage: wgpu::BufferUsages::STORAGE })
+            };
+            let x: Vec<f32> = (0..(MAX_M * width).next_multiple_of(4)).map(|_| rng.next_f32() - 0.5).collect();
+            // Every row is at position 0 of sequence 0: one (cos, sin) per pair, one KV slot.
+            let rope = upload(&[1.0, 0.0].repeat(wgsl::MAX_HEAD_DIM / 2));
+            let zeros = |len: usize| storage_buffer(d, (len * 4) as u64, wgpu::BufferUsages::empty());
+            self.shape = Some(ShapeBuffers {
+                n,
+                k,
+                weights,
+                x2: upload(&x),
+                x: upload(&x),
+                y: zeros(MAX_M * width),
+                norm: upload(&vec![1.0; k.next_multiple_of(4)]),
+                bias: zeros(n),
+                rope,
+                kc: zeros(n),
+                vc: zeros(n),
             });
-            let yb = storage_buffer(d, (MAX_M * n * 4) as u64, wgpu::BufferUsages::empty());
-            let ubuf = b.node_uniform(&NodeUniform { n: n as u32, k: k as u32, ldy: n as u32, ..Default::default() });
-            let groups = wbufs
-                .iter()
-                .map(|wb| b.bind_group(&ubuf, Binds { x: Some(&xb), w: Some(wb), y: Some(&yb), ..Default::default() }))
-                .collect();
-            self.shape = Some(ShapeBuffers { n, k, groups });
         }
         self.shape.as_ref().expect("just made")
     }
@@ -390,21 +410,52 @@ impl LinearBench for WgpuLinear {
         self.shape = None;
     }
 
-    fn time_linear(&mut self, n: usize, k: usize, m: usize, variant: Variant) -> Result<f64> {
+    fn time_launches(&mut self, launches: &[(Template, Variant)], m: usize) -> Result<f64> {
         if m == 0 || m > MAX_M {
             return Err(Error::InvalidArgument(format!("linear kernels are timed over 1..={MAX_M} rows, not {m}")));
         }
+        let (n, k) = launched_shape(launches)?;
+        if launches.iter().any(|(t, _)| matches!(t.params, Params::Rope { dims, .. } | Params::Linear { epilogue: Epilogue::Rope { dims }, .. } if dims.head_dim > wgsl::MAX_HEAD_DIM))
+        {
+            return Err(Error::InvalidArgument(format!("heads longer than {} are not timed", wgsl::MAX_HEAD_DIM)));
+        }
         let effort = self.effort;
-        let copies = self.shape(n, k).groups.len();
-        let template = linear_template(n, k);
-        let launch = Launch { template: 0, variant, rows: m };
+        let copies = self.shape(n, k).weights.len();
+        let (b, shape) = (&self.bench, self.shape.as_ref().expect("made above"));
+        // Bound as the executor binds a template's buffers (`WgpuExecutor::binds`).
+        let binds = |t: &Template, w| {
+            let x2 = match t.params {
+                Params::Rope { .. } => Some(&shape.rope),
+                Params::Linear { prologue: Some(_), .. } => Some(&shape.norm),
+                _ => t.io.x2.map(|_| &shape.x2),
+            };
+            let rope_epilogue = matches!(t.params, Params::Linear { epilogue: Epilogue::Rope { .. }, .. });
+            Binds {
+                x: Some(&shape.x),
+                x2,
+                w: Some(w),
+                y: Some(&shape.y),
+                kc: Some(&shape.kc),
+                vc: Some(&shape.vc),
+                scratch: rope_epilogue.then_some(&shape.rope),
+                bias: t.io.bias.map(|_| &shape.bias),
+            }
+        };
+        let groups: Vec<Vec<wgpu::BindGroup>> = launches
+            .iter()
+            .map(|(t, _)| {
+                let ubuf = b.node_uniform(&NodeUniform::of(t, 1, |_| FLAG_OFFSET));
+                shape.weights.iter().map(|w| b.bind_group(&ubuf, binds(t, w))).collect()
+            })
+            .collect();
         let reps = effort.dispatches(copies);
-        let shape = self.shape.as_ref().expect("made above");
         let mut cmds: Vec<Dispatch> = vec![];
         for r in 0..reps {
-            kernels::dispatches(&launch, &template, &shape.groups[r % copies], m, &mut cmds)?;
+            for ((t, variant), groups) in launches.iter().zip(&groups) {
+                kernels::dispatches(&Launch { template: 0, variant: *variant, rows: m }, t, &groups[r % copies], m, &mut cmds)?;
+            }
         }
-        self.bench.set_step(StepUniform::new(m, 0, MAX_M, None), &[]);
+        self.bench.set_step(StepUniform::new(m, m, MAX_M, None), &[]);
         Ok(self.bench.time_pass(effort.repeats, &cmds)? / reps as f64)
     }
 }
