@@ -121,6 +121,9 @@ impl std::fmt::Display for Reason {
                 }
                 if *long_k {
                     write!(f, "; K={k} is long for N={n} columns: B's long-K tiling")?;
+                    if m < &inf.m1 {
+                        write!(f, ", which reads faster than the GEMV from one row on")?;
+                    }
                 }
                 Ok(())
             }

@@ -192,12 +192,13 @@ fn untuned_b_splits_long_k_over_more_warps_on_few_columns_and_says_so() {
     let long_k = cuda::flat_long_k();
     let first = cuda::flat_tilings()[0];
     assert_ne!(long_k.tiling, first);
-    let tiling_of = |caps: BackendCaps, c: &ModelConfig, node: &str| {
+    let at = |m: usize, caps: BackendCaps, c: &ModelConfig, node: &str| {
         let l = Lowering::new(llama::build(c), caps, &LoweringOptions::default()).unwrap();
-        let r = l.records(&l.lower(&decode(8, 10)), None);
+        let r = l.records(&l.lower(&decode(m, 10)), None);
         let rec = record(&r, node);
         (variant(rec), rec.reason.clone())
     };
+    let tiling_of = |caps: BackendCaps, c: &ModelConfig, node: &str| at(8, caps, c, node);
     for (node, n) in [("layers.0.attn.o", 4096), ("layers.0.ffn.down", 4096)] {
         let (v, reason) = tiling_of(BackendCaps::cuda_builtin(DType::F16), &c, node);
         assert_eq!(v, Variant::FlatGemm { tiling: long_k.tiling }, "{node}");
@@ -209,15 +210,23 @@ fn untuned_b_splits_long_k_over_more_warps_on_few_columns_and_says_so() {
         assert_eq!(v, Variant::FlatGemm { tiling: first }, "{node}");
         assert!(matches!(reason, Reason::Dataflow { long_k: false, .. }), "{node}: {reason:?}");
     }
+    // At one row, below M1, the long-K tiling takes the GEMV's place and says why; the
+    // wide shapes keep the GEMV.
+    let (v, reason) = at(1, BackendCaps::cuda_builtin(DType::F16), &c, "layers.0.attn.o");
+    assert_eq!(v, Variant::FlatGemm { tiling: long_k.tiling });
+    assert!(reason.to_string().ends_with("B's long-K tiling, which reads faster than the GEMV from one row on"), "{reason}");
+    assert!(matches!(at(1, BackendCaps::cuda_builtin(DType::F16), &c, "layers.0.attn.qkv").0, Variant::Gemv { .. }));
     // SmolLM2's short K keeps the first tiling.
     let (v, _) = tiling_of(BackendCaps::cuda_builtin(DType::F16), &config(), "layers.0.attn.o");
     assert_eq!(v, Variant::FlatGemm { tiling: first });
     // A tiling the table names for the shape wins over the rule.
     let mut caps = BackendCaps::cuda_builtin(DType::F16);
     caps.table.shapes.push(ShapeTuning { flat: Some(first), ..ShapeTuning::new(4096, 4096, Inflections { m1: 2, m2: 64 }) });
-    let (v, reason) = tiling_of(caps, &c, "layers.0.attn.o");
+    let (v, reason) = tiling_of(caps.clone(), &c, "layers.0.attn.o");
     assert_eq!(v, Variant::FlatGemm { tiling: first });
     assert!(matches!(reason, Reason::Dataflow { long_k: false, tuned_params: true, .. }), "{reason:?}");
+    // And its M1: the GEMV at one row.
+    assert!(matches!(at(1, caps, &c, "layers.0.attn.o").0, Variant::Gemv { .. }));
 }
 
 #[test]
