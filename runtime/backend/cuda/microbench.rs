@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream};
+use cudarc::driver::{CudaSlice, CudaStream, DriverError, sys};
 
 use super::kernels::{Args, Grid, Kernels, grids, step_words};
 use super::{CudaDevice, CudaOptions, compile, driver_error, launch, ptr};
@@ -60,16 +60,24 @@ impl Bench {
         self.stream.clone_htod(t.as_le_bytes()).map_err(|e| super::alloc_error("benchmark weights", n * 4, e))
     }
 
-    /// Median over `repeats` passes of the device time of `pass`, in microseconds.
+    /// Median over `repeats` replays of the device time of `pass`, in microseconds. The pass
+    /// is captured as one CUDA graph and replayed, as decode steps run: launched one by one
+    /// from the host, kernels of a few microseconds would be timed at the host's launch rate.
     fn time(&self, repeats: usize, pass: &dyn Fn() -> Result<()>) -> Result<f64> {
         let ctx = self.stream.context();
         let ev = |e| driver_error("timing", e);
         let (a, b) = (super::timing_event(ctx)?, super::timing_event(ctx)?);
-        pass()?; // warm-up
+        let capture = |e| driver_error("capturing a benchmark pass", e);
+        self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(capture)?;
+        let recorded = pass();
+        let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(capture);
+        recorded?;
+        let graph = graph?.ok_or_else(|| capture(DriverError(sys::cudaError_enum::CUDA_ERROR_UNKNOWN)))?;
+        graph.launch().map_err(ev)?; // warm-up
         let mut times = Vec::with_capacity(repeats);
         for _ in 0..repeats.max(1) {
             a.record(&self.stream).map_err(ev)?;
-            pass()?;
+            graph.launch().map_err(ev)?;
             b.record(&self.stream).map_err(ev)?;
             b.synchronize().map_err(ev)?;
             times.push(a.elapsed_ms(&b).map_err(ev)? as f64 * 1000.0);
