@@ -1,4 +1,5 @@
-//! Kernel microbenchmarks on the CUDA backend, timed with CUDA events: the device's memory
+//! Kernel microbenchmarks on the CUDA backend, timed with CUDA events around replays of each
+//! pass captured as a CUDA graph (as decode steps run): the device's memory
 //! bandwidth (a read kernel, a copy kernel, the driver's copy), each linear implementation
 //! over a grid of M on given [N, K] shapes, and decode attention (split-KV + combine, and
 //! the online kernel) over context lengths. Every number is the median of several passes of
