@@ -90,16 +90,29 @@ KERNEL void select_rows(Args a) {
 }
 
 // Greedy sampling on the device: the index of the largest logit of each output row (the
-// lowest index among equals), written to flags[1 + row]. One block of 256 per row.
+// lowest index among equals; none if no logit is above -3.4e38), written to flags[1 + row].
+// grid (blocks per row, rows), 256 threads. Each block finds the best of its slice of the row
+// and folds it into the row's 64-bit slot at flags[flag_offset + 4 * row] with one atomicMax:
+// the value's bits made order-preserving above, the complemented index below, so a larger
+// value wins and equal values keep the lower index. The row's last block to finish (counted
+// in the next word) writes the index. The flags are zeroed before every step. (One block per
+// row took 41 us for a 49152-entry row on an H200.)
+DEV unsigned long long argmax_key(float v, u32 i) {
+    u32 b = __float_as_uint(v);
+    b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    return ((unsigned long long)b << 32) | (unsigned long long)(~i);
+}
+
 KERNEL void argmax(Args a) {
     pdl_begin();
     __shared__ float bv[8];
     __shared__ u32 bi[8];
     u32 r = blockIdx.y, V = a.n, t = threadIdx.x;
     if (r >= step_of(a).n_out) return;
+    const u32 per = (V + gridDim.x - 1) / gridDim.x, lo = min(blockIdx.x * per, V), hi = min(lo + per, V);
     float best = -3.4e38f;
     u32 idx = 0xffffffffu;
-    for (u32 j = t; j < V; j += 256) {
+    for (u32 j = lo + t; j < hi; j += 256) {
         float v = a.x[(size_t)r * V + j];
         if (v > best) { best = v; idx = j; }
     }
@@ -114,7 +127,15 @@ KERNEL void argmax(Args a) {
         for (int w = 1; w < 8; w++) {
             if (bv[w] > best || (bv[w] == best && bi[w] < idx)) { best = bv[w]; idx = bi[w]; }
         }
-        a.flags[1 + r] = idx;
+        unsigned long long* slot = (unsigned long long*)(a.flags + a.flag_offset + 4 * r);
+        u32* done = a.flags + a.flag_offset + 4 * r + 2;
+        if (idx != 0xffffffffu) atomicMax(slot, argmax_key(best, idx));
+        __threadfence();
+        if (atomicAdd(done, 1u) == gridDim.x - 1) {
+            __threadfence();
+            const unsigned long long key = atomicAdd(slot, 0ull);
+            a.flags[1 + r] = key == 0 ? 0xffffffffu : ~(u32)key;
+        }
     }
 }
 

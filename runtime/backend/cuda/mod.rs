@@ -251,7 +251,7 @@ impl Device for CudaDevice {
         let split_rows = capacity.max_seqs.min(cuda::SPLIT_MAX_M);
         let scratch_len = split_rows * c.num_heads * cuda::MAX_ATTN_CHUNKS * (c.head_dim + 1);
         let scratch = stream.alloc_zeros::<f32>(scratch_len.max(4)).map_err(|e| alloc_error("attention partials", scratch_len * 4, e))?;
-        let flag_words = 1 + max_out + c.num_layers * cuda::SPLIT_MAX_M * c.num_heads;
+        let flag_words = argmax_offset(max_out, c.num_layers * c.num_heads) + ARGMAX_WORDS * max_out;
         let flags = stream.alloc_zeros::<u32>(flag_words).map_err(|e| alloc_error("flags", flag_words * 4, e))?;
         let pinned = |n: usize| {
             // SAFETY: the memory is only read after a copy into it has finished (`collect`
@@ -379,6 +379,17 @@ pub struct CudaExecutor {
 /// Graphs kept at once (one per step shape seen; a long run sees few).
 const MAX_GRAPHS: usize = 64;
 
+/// Blocks per output row of `argmax` (a 49152-entry row: 768 logits per block), and the flag
+/// words each row's 64-bit slot and block count take.
+const ARGMAX_BLOCKS: u32 = 64;
+const ARGMAX_WORDS: usize = 4;
+
+/// The first flag word of `argmax`'s slots: past the picked ids and every layer's attention
+/// flags (`layer_heads` = layers x heads), 8-byte aligned.
+fn argmax_offset(max_out: usize, layer_heads: usize) -> usize {
+    (1 + max_out + layer_heads * cuda::SPLIT_MAX_M).next_multiple_of(2)
+}
+
 impl CudaExecutor {
     fn flag_offset(&self, layer: usize) -> usize {
         1 + self.max_out + layer * cuda::SPLIT_MAX_M * self.lowering.graph.config.num_heads
@@ -408,11 +419,13 @@ impl CudaExecutor {
         let max_ctx = self.capacity.max_context;
         self.args = l.templates.iter().map(|t| self.bind(t, Args::of(t, max_ctx, |layer| self.flag_offset(layer)))).collect();
         let logits = &self.activations[l.memory.buffer_of[l.graph.logits].expect("the logits are stored")];
+        let c = &l.graph.config;
+        let flag_offset = argmax_offset(self.max_out, c.num_layers * c.num_heads) as u32;
         self.argmax = Args {
             step: self.step_ptr(),
             x: ptr(logits, &self.stream),
             flags: ptr(&self.flags, &self.stream),
-            s: Args::scalars(l.graph.config.vocab_size, 0),
+            s: crate::lower::kernel::LaunchScalars { flag_offset, ..Args::scalars(c.vocab_size, 0) },
             ..Default::default()
         };
         Ok(())
@@ -595,7 +608,7 @@ impl Executor for CudaExecutor {
         self.record(step)?;
         let l = &self.lowering;
         if *pick == Pick::Argmax {
-            let g = Grid { kernel: "argmax".into(), blocks: [1, n_out as u32, 1], threads: 256 };
+            let g = Grid { kernel: "argmax".into(), blocks: [ARGMAX_BLOCKS, n_out as u32, 1], threads: 256 };
             self.launch(&g, &self.argmax)?;
         }
         record(&self.slot_events[slot].end)?;

@@ -476,3 +476,53 @@ fn the_cuda_profile_lowers_with_its_own_tiles() {
     let f32_caps = BackendCaps::cuda_builtin(DType::F32);
     assert!(!f32_caps.cooperative_matrix);
 }
+
+/// The greedy pick of each row over many blocks, against the rule it keeps: the largest
+/// logit above -3.4e38, the lowest index among equals, NaN never; none at all reads as
+/// u32::MAX. Ties and the winner sit in different blocks' slices.
+#[test]
+fn argmax_picks_the_first_largest_logit_of_each_row_across_blocks() {
+    let Some(rig) = Rig::new(WeightPrecision::F32) else { return };
+    let s = &rig.stream;
+    let vocab = 49152;
+    let mut rng = Rng::new(9);
+    let mut rows: Vec<Vec<f32>> = vec![];
+    rows.push(random(&mut rng, vocab, 10.0));
+    let mut tie = random(&mut rng, vocab, 1.0);
+    (tie[40000], tie[700], tie[30000]) = (5.0, 5.0, 5.0);
+    rows.push(tie);
+    let mut nan = random(&mut rng, vocab, 1.0);
+    (nan[3], nan[49151]) = (f32::NAN, 2.0);
+    rows.push(nan);
+    rows.push(vec![f32::NEG_INFINITY; vocab]);
+    let mut negative = vec![-7.0f32; vocab];
+    negative[vocab - 1] = -6.5;
+    rows.push(negative);
+    let want: Vec<u32> = rows
+        .iter()
+        .map(|r| {
+            let (mut best, mut idx) = (-3.4e38f32, u32::MAX);
+            for (j, &v) in r.iter().enumerate() {
+                if v > best {
+                    (best, idx) = (v, j as u32);
+                }
+            }
+            idx
+        })
+        .collect();
+    assert_eq!(want[1], 700);
+    let n = rows.len();
+    let x = rig.f32s(&rows.concat());
+    let step = rig.step(n, n, None, &[], &[]);
+    let offset = argmax_offset(n, 3);
+    let flags = s.alloc_zeros::<u32>(offset + ARGMAX_WORDS * n).unwrap();
+    let args = Args {
+        step: ptr(&step, s),
+        x: ptr(&x, s),
+        flags: ptr(&flags, s),
+        s: crate::lower::kernel::LaunchScalars { flag_offset: offset as u32, ..Args::scalars(vocab, 0) },
+        ..Default::default()
+    };
+    rig.run(&[Grid { kernel: "argmax".into(), blocks: [ARGMAX_BLOCKS, n as u32, 1], threads: 256 }], &args);
+    assert_eq!(rig.read(&flags)[1..1 + n], want[..]);
+}
