@@ -673,4 +673,4 @@ fn weight_layouts(g: &Graph, caps: &BackendCaps) -> Result<Vec<WeightLayout>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -10,7 +10,7 @@ use crate::trace::NodeRecord;
 use kernel::PhiSource;
 
 /// SmolLM2-135M's shapes, two layers.
-fn config() -> ModelConfig {
+pub(crate) fn config() -> ModelConfig {
     ModelConfig {
         architecture: "llama".into(),
         vocab_size: 49152,

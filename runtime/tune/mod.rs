@@ -409,23 +409,7 @@ mod tests {
             _ => 19.0 + m / 4.0,
         };
         let caps = BackendCaps::cuda_builtin(crate::tensor::DType::F16);
-        let config = crate::model::ModelConfig {
-            architecture: "llama".into(),
-            vocab_size: 256,
-            hidden_size: 576,
-            intermediate_size: 1536,
-            num_layers: 1,
-            num_heads: 9,
-            num_kv_heads: 3,
-            head_dim: 64,
-            rope_theta: 10000.0,
-            rms_norm_eps: 1e-5,
-            max_context: 64,
-            tie_word_embeddings: true,
-            rope_scaling: Default::default(),
-            biases: Default::default(),
-            notes: vec![],
-        };
+        let config = crate::model::ModelConfig { vocab_size: 256, num_layers: 1, ..crate::lower::tests::config() };
         let lowering = Lowering::new(crate::graph::llama::build(&config), caps.clone(), &LoweringOptions::default()).unwrap();
         let gate_up = (3072, 576);
         let tuned = |lowering| {
