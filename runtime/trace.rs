@@ -48,6 +48,9 @@ pub enum Reason {
         /// (`LinearKernels::flat_long_k`).
         #[serde(default)]
         long_k: bool,
+        /// B's default tiling for many columns over a short K (`LinearKernels::flat_wide`).
+        #[serde(default)]
+        wide: bool,
     },
     /// A decode step (every token of its own sequence): split-KV with a unified max, this
     /// layer's `phi`, from `source` (files written before phi was recorded read as the default).
@@ -92,6 +95,7 @@ impl std::fmt::Display for Reason {
                 tuned_params,
                 flat_second,
                 long_k,
+                wide,
             } => {
                 let rule = if m < &inf.m1 {
                     format!("M={m} < M1={}", inf.m1)
@@ -121,9 +125,12 @@ impl std::fmt::Display for Reason {
                 }
                 if *long_k {
                     write!(f, "; K={k} is long for N={n} columns: B's long-K tiling")?;
-                    if m < &inf.m1 {
-                        write!(f, ", which reads faster than the GEMV from one row on")?;
-                    }
+                }
+                if *wide {
+                    write!(f, "; N={n} columns over a short K={k}: B's wide tiling")?;
+                }
+                if (*long_k || *wide) && m < &inf.m1 {
+                    write!(f, ", which reads faster than the GEMV from one row on")?;
                 }
                 Ok(())
             }
@@ -414,6 +421,7 @@ mod tests {
             tuned_params: false,
             flat_second: None,
             long_k: false,
+            wide: false,
         };
         assert_eq!(r.to_string(), "M1=2 <= M=12 < M2=65 (fallback for [N=960, K=576], wgpu defaults)");
         // A shape with a second B tiling says which one runs at this M, and from where.

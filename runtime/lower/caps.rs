@@ -46,12 +46,32 @@ pub struct LinearKernels {
     /// B's default tiling for shapes of long K and few columns, where the table names none.
     #[serde(default)]
     pub flat_long_k: Option<LongKTiling>,
+    /// B's default tiling for shapes of many columns and short K (an LM head), where the
+    /// table names none.
+    #[serde(default)]
+    pub flat_wide: Option<WideTiling>,
     /// The conventional GEMM's tile.
     pub gemm_tile: Tile,
     /// Fewest rows the GEMM runs on: below, B runs where the table gives C (a backend whose
     /// GEMM cannot serve small steps; every backend today takes 1).
     #[serde(default = "one")]
     pub gemm_min_m: usize,
+}
+
+/// A flat-GEMM tiling for [N, K] with N >= `min_n` and K < `max_k`, from the first row on
+/// where the table names none: there the GEMV's blocks of a few columns each walk too short
+/// a K to keep their lanes busy, and each redoes the row's RMSNorm when it carries one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WideTiling {
+    pub max_k: usize,
+    pub min_n: usize,
+    pub tiling: FlatTiling,
+}
+
+impl WideTiling {
+    pub fn applies(&self, n: usize, k: usize) -> bool {
+        k < self.max_k && n >= self.min_n
+    }
 }
 
 /// A flat-GEMM tiling that splits K over more warps, the default for [N, K] with
@@ -283,6 +303,11 @@ pub mod cuda {
     /// write epilogue, run by few threads after a 16-warp reduction, lost more (a batch-8
     /// step 5232 -> 5686 us with QKV on it too); gate/up lost 53.5 -> 54.8.
     pub const FLAT_LONG_K: (usize, usize, (usize, usize, usize)) = (4096, 8192, (8, 16, 16));
+    /// The untuned default from N = 16384 on with K < 2048 (GV_WARPS x 32 lanes x 8 halves:
+    /// shorter K leaves GEMV lanes idle), from one row: 8 x 32 over 4 warps. On an H200
+    /// SmolLM2's LM head [49152, 576] with its RMSNorm at M = 1 took 42.5 us on the GEMV and
+    /// 18.1 on this tiling (bench/results/h200.md, session 7, call E).
+    pub const FLAT_WIDE: (usize, usize, (usize, usize, usize)) = (GV_WARPS * 32 * 8, 16384, (8, 32, 4));
 
     fn tiling((m, n, warps): (usize, usize, usize)) -> super::FlatTiling {
         super::FlatTiling { tile: super::Tile { m, n }, k_groups: warps }
@@ -297,6 +322,11 @@ pub mod cuda {
     pub fn flat_long_k() -> super::LongKTiling {
         let (min_k, max_n, t) = FLAT_LONG_K;
         super::LongKTiling { min_k, max_n, tiling: tiling(t) }
+    }
+    /// `FLAT_WIDE` for the lowering.
+    pub fn flat_wide() -> super::WideTiling {
+        let (max_k, min_n, t) = FLAT_WIDE;
+        super::WideTiling { max_k, min_n, tiling: tiling(t) }
     }
     /// The tensor-core GEMM: 64 tokens x 128 columns per block (8 warps).
     pub const GEMM_TILE_M: usize = 64;
@@ -388,6 +418,7 @@ impl BackendCaps {
                 gemv_split_k_min: None,
                 flat_tilings: vec![FlatTiling { tile: Tile { m: 4, n: 64 }, k_groups: 1 }],
                 flat_long_k: None,
+                flat_wide: None,
                 gemm_tile: Tile { m: 64, n: 64 },
                 gemm_min_m: 1,
             },
@@ -418,6 +449,7 @@ impl BackendCaps {
                 gemv_split_k_min: Some(wgsl::GEMV_SPLIT_K_MIN),
                 flat_tilings: wgsl::flat_tilings(),
                 flat_long_k: None,
+                flat_wide: None,
                 gemm_tile: Tile { m: wgsl::GM, n: wgsl::GM },
                 gemm_min_m: 1,
             },
@@ -470,6 +502,7 @@ impl BackendCaps {
                 gemv_split_k_min: None,
                 flat_tilings: if tensor_cores { cuda::flat_tilings() } else { vec![FlatTiling { tile: tiled, k_groups: 1 }] },
                 flat_long_k: tensor_cores.then(cuda::flat_long_k),
+                flat_wide: tensor_cores.then(cuda::flat_wide),
                 gemm_tile: if tensor_cores { Tile { m: cuda::GEMM_TILE_M, n: cuda::GEMM_TILE_N } } else { tiled },
                 gemm_min_m: 1,
             },

@@ -578,11 +578,12 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
         imp = LinearImpl::FlatGemm;
         gemv_max_m = Some(lin.gemv_max_m);
     }
-    // Where the table does not list the shape, B's long-K tiling also takes the GEMV's rows:
-    // its 16 warps per 16 columns read faster from one row on (H200, Llama-2-7B at M = 1:
-    // O 10.7 against the GEMV's 11.9 us, down 25.6 against 27.0).
+    // Where the table does not list the shape, B's long-K and wide tilings also take the
+    // GEMV's rows: they read faster from one row on (H200 at M = 1: Llama-2-7B's O 10.7
+    // against the GEMV's 11.9 us, down 25.6 against 27.0; SmolLM2's LM head 18.1 against 42.5).
     let long_k_applies = lin.flat_long_k.is_some_and(|l| l.applies(n, k) && lin.flat_tilings.contains(&l.tiling));
-    if imp == LinearImpl::Gemv && !per_shape && long_k_applies {
+    let wide_applies = lin.flat_wide.is_some_and(|w| w.applies(n, k) && lin.flat_tilings.contains(&w.tiling));
+    if imp == LinearImpl::Gemv && !per_shape && (long_k_applies || wide_applies) {
         imp = LinearImpl::FlatGemm;
     }
     let mut gemm_min_m = None;
@@ -594,6 +595,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
     let mut tuned_params = false;
     let mut flat_second = None;
     let mut long_k = false;
+    let mut wide = false;
     let variant = match imp {
         LinearImpl::Gemv => match (entry.and_then(|e| e.gemv_split_k_from), lin.gemv_split_k_min) {
             (Some(from), Some(_)) => {
@@ -613,9 +615,11 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
                 _ => first,
             };
             tuned_params = tuned.is_some();
-            let long_k_tiling = lin.flat_long_k.filter(|_| tuned.is_none() && long_k_applies);
+            let long_k_tiling = lin.flat_long_k.filter(|_| tuned.is_none() && long_k_applies).map(|l| l.tiling);
+            let wide_tiling = lin.flat_wide.filter(|_| tuned.is_none() && long_k_tiling.is_none() && wide_applies).map(|w| w.tiling);
             long_k = long_k_tiling.is_some();
-            Variant::FlatGemm { tiling: tuned.or(long_k_tiling.map(|l| l.tiling)).unwrap_or(lin.flat_tilings[0]) }
+            wide = wide_tiling.is_some();
+            Variant::FlatGemm { tiling: tuned.or(long_k_tiling).or(wide_tiling).unwrap_or(lin.flat_tilings[0]) }
         }
         LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
     };
@@ -633,6 +637,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
         tuned_params,
         flat_second,
         long_k,
+        wide,
     };
     (variant, reason)
 }

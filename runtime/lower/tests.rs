@@ -216,6 +216,18 @@ fn untuned_b_splits_long_k_over_more_warps_on_few_columns_and_says_so() {
     assert_eq!(v, Variant::FlatGemm { tiling: long_k.tiling });
     assert!(reason.to_string().ends_with("B's long-K tiling, which reads faster than the GEMV from one row on"), "{reason}");
     assert!(matches!(at(1, BackendCaps::cuda_builtin(DType::F16), &c, "layers.0.attn.qkv").0, Variant::Gemv { .. }));
+    // SmolLM2's LM head (49152 columns over K = 576): B's wide tiling from one row on, and
+    // at B's rows; its other layers keep the GEMV at one row and the first tiling at eight.
+    let wide = cuda::flat_wide();
+    for m in [1, 8] {
+        let (v, reason) = at(m, BackendCaps::cuda_builtin(DType::F16), &config(), "lm_head");
+        assert_eq!(v, Variant::FlatGemm { tiling: wide.tiling }, "M={m}");
+        assert!(reason.to_string().contains("N=49152 columns over a short K=576: B's wide tiling"), "{reason}");
+        assert!(matches!(reason, Reason::Dataflow { wide: true, long_k: false, .. }), "{reason:?}");
+    }
+    assert!(matches!(at(1, BackendCaps::cuda_builtin(DType::F16), &config(), "layers.0.ffn.gate_up").0, Variant::Gemv { .. }));
+    // The wgpu kernels have no such rule.
+    assert!(matches!(at(1, BackendCaps::wgpu_builtin(), &config(), "lm_head").0, Variant::Gemv { .. }));
     // SmolLM2's short K keeps the first tiling.
     let (v, _) = tiling_of(BackendCaps::cuda_builtin(DType::F16), &config(), "layers.0.attn.o");
     assert_eq!(v, Variant::FlatGemm { tiling: first });
