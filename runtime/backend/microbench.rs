@@ -286,6 +286,19 @@ pub fn launched_shape(launches: &[(Template, Variant)]) -> Result<(usize, usize)
         .ok_or_else(|| Error::InvalidArgument("launches to time without a linear layer".into()))
 }
 
+/// [N, K] of `launches` (`launched_shape`), after refusing what a benchmark's buffers do not
+/// hold: no rows or more than `max_m`, or heads longer than `max_head_dim` (its RoPE table).
+pub fn timed_shape(launches: &[(Template, Variant)], m: usize, max_m: usize, max_head_dim: usize) -> Result<(usize, usize)> {
+    if m == 0 || m > max_m {
+        return Err(Error::InvalidArgument(format!("linear kernels are timed over 1..={max_m} rows, not {m}")));
+    }
+    let long_head = |t: &Template| matches!(t.params, Params::Rope { dims, .. } | Params::Linear { epilogue: Epilogue::Rope { dims }, .. } if dims.head_dim > max_head_dim);
+    if launches.iter().any(|(t, _)| long_head(t)) {
+        return Err(Error::InvalidArgument(format!("heads longer than {max_head_dim} are not timed")));
+    }
+    launched_shape(launches)
+}
+
 /// Every variant a backend's kernels run over `m` rows: A in each split-K form up to its
 /// rows, B in each tiling, C.
 pub fn linear_candidates(lin: &LinearKernels, m: usize) -> Vec<Variant> {

@@ -10,12 +10,12 @@
 pub mod profile;
 pub mod search;
 
-use crate::backend::microbench::{LinearBench, LinearTiming, linear_candidates};
+use crate::backend::microbench::{LinearBench, LinearTiming, linear_candidates, linear_template};
 use crate::dataflow::{DataflowTable, ShapeTuning, TableSource};
 use crate::error::{Error, Result};
 use crate::lower::caps::{BackendCaps, LinearKernels};
 use crate::lower::kernel::Variant;
-use crate::lower::{Lowering, linear_choice};
+use crate::lower::{Lowering, Template, linear_choice};
 use profile::{DeviceProfile, ProfileKey, ShapeSummary};
 use search::ShapeTimes;
 
@@ -71,14 +71,14 @@ fn measure(
     for &m in ms {
         let candidates: Vec<Variant> =
             linear_candidates(&lin, m).into_iter().filter(|v| !dropped.iter().any(|&(d, from)| d == *v && m > from)).collect();
+        let launches: Vec<Vec<(Template, Variant)>> = candidates
+            .iter()
+            .map(|&v| lowering.and_then(|l| l.linear_launches(n, k, v)).unwrap_or_else(|| vec![(linear_template(n, k), v)]))
+            .collect();
         let mut best = vec![f64::INFINITY; candidates.len()];
         for _ in 0..ROUNDS {
-            for (variant, best) in candidates.iter().zip(&mut best) {
-                let launches = lowering.and_then(|l| l.linear_launches(n, k, *variant));
-                let micros = match launches {
-                    Some(launches) => bench.time_launches(&launches, m)?,
-                    None => bench.time_linear(n, k, m, *variant)?,
-                };
+            for ((variant, launches), best) in candidates.iter().zip(&launches).zip(&mut best) {
+                let micros = bench.time_launches(launches, m)?;
                 if !micros.is_finite() || micros <= 0.0 {
                     return Err(Error::Backend {
                         backend: bench.caps().backend.to_string(),
@@ -208,9 +208,9 @@ pub fn merge(mut fresh: DeviceProfile, old: DeviceProfile) -> DeviceProfile {
 mod tests {
     use super::*;
     use crate::dataflow::Inflections;
+    use crate::lower::LoweringOptions;
     use crate::lower::caps::BackendCaps;
     use crate::lower::kernel::Params;
-    use crate::lower::{LoweringOptions, Template};
 
     /// A device whose kernels cost what `cost(n, m, variant)` says.
     struct Formula {

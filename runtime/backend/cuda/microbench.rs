@@ -296,14 +296,7 @@ impl LinearBench for CudaLinear {
     }
 
     fn time_launches(&mut self, launches: &[(Template, Variant)], m: usize) -> Result<f64> {
-        if m == 0 || m > MAX_M {
-            return Err(Error::InvalidArgument(format!("linear kernels are timed over 1..={MAX_M} rows, not {m}")));
-        }
-        let (n, k) = launched_shape(launches)?;
-        if launches.iter().any(|(t, _)| matches!(t.params, Params::Rope { dims, .. } | Params::Linear { epilogue: Epilogue::Rope { dims }, .. } if dims.head_dim > cuda::MAX_HEAD_DIM))
-        {
-            return Err(Error::InvalidArgument(format!("heads longer than {} are not timed", cuda::MAX_HEAD_DIM)));
-        }
+        let (n, k) = timed_shape(launches, m, MAX_M, cuda::MAX_HEAD_DIM)?;
         let effort = self.effort;
         self.shape(n, k)?;
         let (b, shape) = (&self.bench, self.shape.as_ref().expect("made above"));

@@ -251,7 +251,7 @@ impl Device for CudaDevice {
         let split_rows = capacity.max_seqs.min(cuda::SPLIT_MAX_M);
         let scratch_len = split_rows * c.num_heads * cuda::MAX_ATTN_CHUNKS * (c.head_dim + 1);
         let scratch = stream.alloc_zeros::<f32>(scratch_len.max(4)).map_err(|e| alloc_error("attention partials", scratch_len * 4, e))?;
-        let flag_words = argmax_offset(max_out, c.num_layers * c.num_heads) + ARGMAX_WORDS * max_out;
+        let flag_words = argmax_offset(max_out, c.num_heads, c.num_layers) + ARGMAX_WORDS * max_out;
         let flags = stream.alloc_zeros::<u32>(flag_words).map_err(|e| alloc_error("flags", flag_words * 4, e))?;
         let pinned = |n: usize| {
             // SAFETY: the memory is only read after a copy into it has finished (`collect`
@@ -384,15 +384,20 @@ const MAX_GRAPHS: usize = 64;
 const ARGMAX_BLOCKS: u32 = 64;
 const ARGMAX_WORDS: usize = 4;
 
-/// The first flag word of `argmax`'s slots: past the picked ids and every layer's attention
-/// flags (`layer_heads` = layers x heads), 8-byte aligned.
-fn argmax_offset(max_out: usize, layer_heads: usize) -> usize {
-    (1 + max_out + layer_heads * cuda::SPLIT_MAX_M).next_multiple_of(2)
+/// The first word of layer `layer`'s attention flags (`heads` per row): past the count of
+/// recomputed rows and the picked ids.
+fn attention_flags(max_out: usize, heads: usize, layer: usize) -> usize {
+    1 + max_out + layer * cuda::SPLIT_MAX_M * heads
+}
+
+/// The first flag word of `argmax`'s slots: past every layer's attention flags, 8-byte aligned.
+fn argmax_offset(max_out: usize, heads: usize, layers: usize) -> usize {
+    attention_flags(max_out, heads, layers).next_multiple_of(2)
 }
 
 impl CudaExecutor {
     fn flag_offset(&self, layer: usize) -> usize {
-        1 + self.max_out + layer * cuda::SPLIT_MAX_M * self.lowering.graph.config.num_heads
+        attention_flags(self.max_out, self.lowering.graph.config.num_heads, layer)
     }
 
     /// (Re)allocates activations for `m` tokens and fills every template's arguments.
@@ -420,7 +425,7 @@ impl CudaExecutor {
         self.args = l.templates.iter().map(|t| self.bind(t, Args::of(t, max_ctx, |layer| self.flag_offset(layer)))).collect();
         let logits = &self.activations[l.memory.buffer_of[l.graph.logits].expect("the logits are stored")];
         let c = &l.graph.config;
-        let flag_offset = argmax_offset(self.max_out, c.num_layers * c.num_heads) as u32;
+        let flag_offset = argmax_offset(self.max_out, c.num_heads, c.num_layers) as u32;
         self.argmax = Args {
             step: self.step_ptr(),
             x: ptr(logits, &self.stream),

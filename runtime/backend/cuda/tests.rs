@@ -514,7 +514,7 @@ fn argmax_picks_the_first_largest_logit_of_each_row_across_blocks() {
     let n = rows.len();
     let x = rig.f32s(&rows.concat());
     let step = rig.step(n, n, None, &[], &[]);
-    let offset = argmax_offset(n, 3);
+    let offset = argmax_offset(n, 3, 1);
     let flags = s.alloc_zeros::<u32>(offset + ARGMAX_WORDS * n).unwrap();
     let args = Args {
         step: ptr(&step, s),

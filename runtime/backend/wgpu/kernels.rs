@@ -120,6 +120,35 @@ pub struct Binds<'a> {
     pub bias: Option<&'a wgpu::Buffer>,
 }
 
+/// Where a launch template's inputs are, each resolved from its `Io` (`None` where the
+/// template has none), and the RoPE angle table.
+pub struct TemplateInputs<'a> {
+    pub x: Option<&'a wgpu::Buffer>,
+    pub x2: Option<&'a wgpu::Buffer>,
+    pub w: Option<&'a wgpu::Buffer>,
+    pub y: &'a wgpu::Buffer,
+    pub kv: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    /// The RMSNorm weight of a norm prologue (f32).
+    pub norm: Option<&'a wgpu::Buffer>,
+    pub bias: Option<&'a wgpu::Buffer>,
+    pub rope_table: &'a wgpu::Buffer,
+}
+
+impl<'a> Binds<'a> {
+    /// The bindings of template `t` as its kernel reads them: the RoPE kernel reads the angle
+    /// table as its second input, a norm prologue its weight, and a linear layer with the
+    /// RoPE epilogue reads the table in place of the attention partials.
+    pub fn for_template(t: &Template, i: TemplateInputs<'a>) -> Binds<'a> {
+        let x2 = match t.params {
+            Params::Rope { .. } => Some(i.rope_table),
+            _ => i.x2.or(i.norm),
+        };
+        let rope_epilogue = matches!(t.params, Params::Linear { epilogue: Epilogue::Rope { .. }, .. });
+        let (kc, vc) = i.kv.unzip();
+        Binds { x: i.x, x2, w: i.w, y: Some(i.y), kc, vc, scratch: rope_epilogue.then_some(i.rope_table), bias: i.bias }
+    }
+}
+
 /// The buffers every bind group of one executor (or test) shares.
 pub struct Shared {
     pub step_uniform: wgpu::Buffer,

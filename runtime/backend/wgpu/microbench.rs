@@ -11,13 +11,12 @@
 
 use wgpu::util::DeviceExt;
 
-use super::kernels::{self, Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform};
+use super::kernels::{self, Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform, TemplateInputs};
 use super::{GpuContext, read_buffer};
 use crate::backend::WeightPrecision;
 pub use crate::backend::microbench::*;
 use crate::error::{Error, Result};
 use crate::lower::caps::{BackendCaps, wgsl};
-use crate::lower::kernel::{Epilogue, Params};
 use crate::lower::kernel::{UnifiedMax, Variant};
 use crate::lower::{Launch, Template};
 
@@ -411,35 +410,23 @@ impl LinearBench for WgpuLinear {
     }
 
     fn time_launches(&mut self, launches: &[(Template, Variant)], m: usize) -> Result<f64> {
-        if m == 0 || m > MAX_M {
-            return Err(Error::InvalidArgument(format!("linear kernels are timed over 1..={MAX_M} rows, not {m}")));
-        }
-        let (n, k) = launched_shape(launches)?;
-        if launches.iter().any(|(t, _)| matches!(t.params, Params::Rope { dims, .. } | Params::Linear { epilogue: Epilogue::Rope { dims }, .. } if dims.head_dim > wgsl::MAX_HEAD_DIM))
-        {
-            return Err(Error::InvalidArgument(format!("heads longer than {} are not timed", wgsl::MAX_HEAD_DIM)));
-        }
+        let (n, k) = timed_shape(launches, m, MAX_M, wgsl::MAX_HEAD_DIM)?;
         let effort = self.effort;
         let copies = self.shape(n, k).weights.len();
         let (b, shape) = (&self.bench, self.shape.as_ref().expect("made above"));
-        // Bound as the executor binds a template's buffers (`WgpuExecutor::binds`).
+        // Each of the template's inputs in the buffer of its role.
         let binds = |t: &Template, w| {
-            let x2 = match t.params {
-                Params::Rope { .. } => Some(&shape.rope),
-                Params::Linear { prologue: Some(_), .. } => Some(&shape.norm),
-                _ => t.io.x2.map(|_| &shape.x2),
-            };
-            let rope_epilogue = matches!(t.params, Params::Linear { epilogue: Epilogue::Rope { .. }, .. });
-            Binds {
-                x: Some(&shape.x),
-                x2,
+            let inputs = TemplateInputs {
+                x: t.io.x.map(|_| &shape.x),
+                x2: t.io.x2.map(|_| &shape.x2),
                 w: Some(w),
-                y: Some(&shape.y),
-                kc: Some(&shape.kc),
-                vc: Some(&shape.vc),
-                scratch: rope_epilogue.then_some(&shape.rope),
+                y: &shape.y,
+                kv: t.io.kv.map(|_| (&shape.kc, &shape.vc)),
+                norm: t.io.norm_weight.map(|_| &shape.norm),
                 bias: t.io.bias.map(|_| &shape.bias),
-            }
+                rope_table: &shape.rope,
+            };
+            Binds::for_template(t, inputs)
         };
         let groups: Vec<Vec<wgpu::BindGroup>> = launches
             .iter()

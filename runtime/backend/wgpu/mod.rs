@@ -15,7 +15,7 @@ pub mod shaders;
 use std::sync::Arc;
 
 pub use device::GpuContext;
-use kernels::{Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform};
+use kernels::{Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform, TemplateInputs};
 use sampling::GpuSampler;
 use wgpu::util::DeviceExt;
 
@@ -23,7 +23,6 @@ use super::tap::{self, Tap, Tapped};
 use super::{BackendCaps, Capacity, Device, Executor, Pick, StepInput, StepOutput, StepTiming, Tokens, WgpuOptions};
 use crate::error::{Error, Result};
 use crate::lower::caps::wgsl;
-use crate::lower::kernel::{Epilogue, Params};
 use crate::lower::{LoweredStep, Lowering, Template};
 use crate::model::WeightSource;
 use crate::tensor::DType;
@@ -308,25 +307,18 @@ impl WgpuExecutor {
     /// The buffers of a launch template.
     fn binds<'a>(&'a self, t: &Template) -> Binds<'a> {
         let act = |b: usize| &self.activations[b];
-        let param = |p: usize| &self.params[p];
-        let (kc, vc) = t.io.kv.map(|layer| (&self.kv[layer].0, &self.kv[layer].1)).unzip();
-        let x2 = match t.params {
-            // The RoPE kernel reads its angle table as the second input.
-            Params::Rope { .. } => Some(&self.rope_table),
-            _ => t.io.x2.map(act).or_else(|| t.io.norm_weight.map(|p| param(p).vector_f32.as_ref().expect("norm weights are vectors"))),
-        };
-        let scratch = matches!(t.params, Params::Linear { epilogue: Epilogue::Rope { .. }, .. }).then_some(&self.rope_table);
-        let bias = t.io.bias.map(|p| param(p).vector_f32.as_ref().expect("biases are vectors"));
-        Binds {
+        let vector = |p: usize| self.params[p].vector_f32.as_ref().expect("norm weights and biases are vectors");
+        let inputs = TemplateInputs {
             x: t.io.x.map(act),
-            x2,
-            w: t.io.weight.map(|w| &param(w.param).chunks[w.chunk]),
-            y: Some(act(t.io.y)),
-            kc,
-            vc,
-            scratch,
-            bias,
-        }
+            x2: t.io.x2.map(act),
+            w: t.io.weight.map(|w| &self.params[w.param].chunks[w.chunk]),
+            y: act(t.io.y),
+            kv: t.io.kv.map(|layer| (&self.kv[layer].0, &self.kv[layer].1)),
+            norm: t.io.norm_weight.map(vector),
+            bias: t.io.bias.map(vector),
+            rope_table: &self.rope_table,
+        };
+        Binds::for_template(t, inputs)
     }
 
     /// Records and submits `step` in `slot` (what `submit` does), reading back the launches
