@@ -67,9 +67,11 @@ for t in "${targets[@]}"; do
     log="work/logs/$t.log"
     echo "fuzz/run.sh: $t for $seconds s (log: fuzz/$log)"
     status=0
+    t0=$(date +%s)
     "$target_dir/$host/release/$t" "work/$t" "${seeds[@]}" \
         -max_total_time="$seconds" -max_len="$(max_len "$t")" -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 "$@" >"$log" 2>&1 || status=$?
+    echo "fuzz/run.sh: $t ran $(($(date +%s) - t0)) s"
     # The last status line (executions, coverage, features, corpus) and the final counts.
     grep -E '^#[0-9]+' "$log" | tail -n 1 || true
     grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' "$log" | tr '\n' ' ' || true
