@@ -2,7 +2,7 @@
 
 use super::caps::{BackendCaps, SplitKvLimits, wgsl};
 use super::*;
-use crate::dataflow::{Inflections, SecondTiling, ShapeTuning};
+use crate::dataflow::{Inflections, ShapeTuning, TilingFrom, TilingRange};
 use crate::graph::llama;
 use crate::model::ModelConfig;
 use crate::tensor::DType;
@@ -147,13 +147,13 @@ fn the_gemv_row_limit_and_split_k_are_decided_here_with_their_reason() {
 }
 
 #[test]
-fn b_runs_the_shapes_second_tiling_from_its_m_on_and_says_so() {
+fn b_runs_the_shapes_tiling_for_the_range_of_m_and_says_so() {
     let mut caps = BackendCaps::wgpu_builtin();
     let tilings = wgsl::flat_tilings();
-    let second = SecondTiling { from_m: 24, tiling: tilings[0] };
+    let later = vec![TilingFrom { from_m: 24, tiling: tilings[0] }, TilingFrom { from_m: 100, tiling: tilings[1] }];
     caps.table.shapes.push(ShapeTuning {
         flat: Some(tilings[2]),
-        flat_second: Some(second),
+        flat_later: later,
         ..ShapeTuning::new(576, 1536, Inflections { m1: 2, m2: 200 })
     });
     let l = lowering(caps);
@@ -162,25 +162,27 @@ fn b_runs_the_shapes_second_tiling_from_its_m_on_and_says_so() {
         let down = record(&r, "layers.0.ffn.down");
         (variant(down), down.reason.clone())
     };
-    let (below, reason) = down(23);
-    assert_eq!(below, Variant::FlatGemm { tiling: tilings[2] });
-    let Reason::Dataflow { flat_second: Some(s), tuned_params: true, .. } = reason else { panic!("{reason:?}") };
-    assert_eq!(s, second);
-    assert!(reason.to_string().ends_with("B's first tiling below M=24 (its second, 8x32, from there)"), "{reason}");
-    for m in [24, 199] {
-        let (from, reason) = down(m);
-        assert_eq!(from, Variant::FlatGemm { tiling: tilings[0] }, "M={m}");
-        assert!(reason.to_string().ends_with(&format!("M={m} >= 24: B's second tiling for this shape, 8x32")), "{reason}");
+    for (m, tiling, range, text) in [
+        (23, tilings[2], TilingRange { from_m: 1, until_m: Some(24), tilings: 3 }, "M 1..=23"),
+        (24, tilings[0], TilingRange { from_m: 24, until_m: Some(100), tilings: 3 }, "M 24..=99"),
+        (99, tilings[0], TilingRange { from_m: 24, until_m: Some(100), tilings: 3 }, "M 24..=99"),
+        (199, tilings[1], TilingRange { from_m: 100, until_m: None, tilings: 3 }, "M >= 100"),
+    ] {
+        let (v, reason) = down(m);
+        assert_eq!(v, Variant::FlatGemm { tiling }, "M={m}");
+        let Reason::Dataflow { flat_range: Some(r), tuned_params: true, .. } = reason else { panic!("{reason:?}") };
+        assert_eq!(r, range, "M={m}");
+        assert!(reason.to_string().ends_with(&format!("B's tiling for {text} on this shape (one of its 3 over M)")), "{reason}");
     }
     // A and C name no tiling.
     let (a, reason) = down(1);
-    assert!(matches!(a, Variant::Gemv { .. }) && matches!(reason, Reason::Dataflow { flat_second: None, .. }), "{reason:?}");
+    assert!(matches!(a, Variant::Gemv { .. }) && matches!(reason, Reason::Dataflow { flat_range: None, .. }), "{reason:?}");
     let (c, reason) = down(200);
     assert!(matches!(c, Variant::Gemm { .. }) && !reason.to_string().contains("tiling"), "{reason}");
     // Other shapes keep the backend's tiling.
     let r = l.records(&l.lower(&decode(64, 10)), None);
     assert_eq!(variant(record(&r, "layers.0.attn.o")), Variant::FlatGemm { tiling: tilings[0] });
-    assert!(matches!(record(&r, "layers.0.attn.o").reason, Reason::Dataflow { flat_second: None, tuned_params: false, .. }));
+    assert!(matches!(record(&r, "layers.0.attn.o").reason, Reason::Dataflow { flat_range: None, tuned_params: false, .. }));
 }
 
 #[test]
