@@ -62,6 +62,9 @@ pub enum Reason {
         phi: f32,
         #[serde(default)]
         source: PhiSource,
+        /// One chunk per (token, head), added up in its block (`SplitKvLimits::single`).
+        #[serde(default)]
+        single: bool,
     },
     /// A decode step, but this layer's scores spread wider than any unified-max window covers
     /// (as calibrated): it runs the synchronised softmax, never the unified max.
@@ -136,13 +139,23 @@ impl std::fmt::Display for Reason {
                 }
                 Ok(())
             }
-            Reason::SplitKv { sequences, keys, limits, phi, source } => {
+            Reason::SplitKv { sequences, keys, limits, phi, source, single } => {
                 write!(f, "decode step ({sequences} sequence(s), up to {keys} keys): ")?;
-                match limits.target_blocks {
-                    Some(t) => write!(f, "as many chunks as fill about {t} blocks (rows x heads x chunks) of the device")?,
-                    None => write!(f, "chunks of at least {} keys", limits.min_chunk_keys)?,
+                match (limits.single_max_keys.filter(|_| *single), limits.target_blocks) {
+                    (Some(max), _) => write!(
+                        f,
+                        "at most {max} keys over at least {} (row, head) pairs: one chunk per pair, added up in its own block; ",
+                        limits.single_min_rows_heads
+                    )?,
+                    (None, Some(t)) => write!(
+                        f,
+                        "as many chunks as fill about {t} blocks (rows x heads x chunks) of the device, at most {} per row; ",
+                        limits.max_chunks
+                    )?,
+                    (None, None) => {
+                        write!(f, "chunks of at least {} keys, at most {} per row; ", limits.min_chunk_keys, limits.max_chunks)?
+                    }
                 }
-                write!(f, ", at most {} per row; ", limits.max_chunks)?;
                 match source {
                     PhiSource::Default => write!(f, "phi {phi} ({source})"),
                     PhiSource::Calibrated { .. } => write!(f, "phi {phi} (this layer's; phi per layer, {source})"),

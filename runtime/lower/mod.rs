@@ -389,7 +389,8 @@ impl Lowering {
         if self.synchronised.get(layer).copied().unwrap_or(false) {
             return (general, Reason::Synchronised { layer, source: self.phi_source.clone() }, None);
         }
-        let (chunks, chunk_keys) = limits.chunking(shape.max_keys, shape.m * self.graph.config.num_heads);
+        let rows_heads = shape.m * self.graph.config.num_heads;
+        let (chunks, chunk_keys) = limits.chunking(shape.max_keys, rows_heads);
         let variant = Variant::SplitKvAttention { chunks, chunk_keys, unified };
         let reason = Reason::SplitKv {
             sequences: shape.sequences,
@@ -397,6 +398,7 @@ impl Lowering {
             limits,
             phi: unified.phi,
             source: self.phi_source.clone(),
+            single: limits.single(shape.max_keys, rows_heads),
         };
         (variant, reason, Some((chunks, chunk_keys)))
     }
