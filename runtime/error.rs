@@ -82,3 +82,67 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 }
+
+thread_local! {
+    /// How many calls of [`contain`] this thread is inside.
+    static CONTAINED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f`, a call into a library that parses what a model file holds and panics on some
+/// malformed input (the tokenizers crate `expect`s parts of a tokenizer.json to be well
+/// formed); such a panic becomes the error `error(message)` instead of ending fdpp.
+pub fn contain<T>(f: impl FnOnce() -> T, error: impl FnOnce(String) -> Error) -> Result<T> {
+    struct Inside;
+    impl Drop for Inside {
+        fn drop(&mut self) {
+            CONTAINED.with(|c| c.set(c.get() - 1));
+        }
+    }
+    CONTAINED.with(|c| c.set(c.get() + 1));
+    let inside = Inside;
+    // Unwind safety: what `f` leaves half-built is dropped with it; a tokenizer that panicked
+    // while encoding may do so again, which is contained again.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    drop(inside);
+    result.map_err(|payload| {
+        let message = match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => "(no message)".into(),
+        };
+        error(message)
+    })
+}
+
+/// Whether a panic on this thread now is caught by [`contain`].
+pub fn panic_is_contained() -> bool {
+    CONTAINED.with(|c| c.get() > 0)
+}
+
+/// Makes the panic hook in place skip the panics [`contain`] catches: fdpp's CLI then prints
+/// only the error they become, and a fuzzer's hook (which aborts at every panic, before
+/// unwinding) lets them unwind into their error.
+pub fn pass_contained_panics() {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !panic_is_contained() {
+            hook(info)
+        }
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contained_panic_becomes_the_error_and_the_flag_is_cleared() {
+        assert!(!panic_is_contained());
+        let e = contain(|| -> u32 { panic!("bad {}", 7) }, Error::Tokenizer).unwrap_err();
+        assert!(matches!(&e, Error::Tokenizer(m) if m == "bad 7"), "{e}");
+        assert!(!panic_is_contained());
+        let nested = contain(|| (panic_is_contained(), contain(panic_is_contained, Error::Tokenizer).unwrap()), Error::Tokenizer);
+        assert_eq!(nested.unwrap(), (true, true));
+        assert_eq!(contain(|| 5, Error::Tokenizer).unwrap(), 5);
+    }
+}

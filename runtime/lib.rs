@@ -11,6 +11,8 @@ pub mod compare;
 pub mod dataflow;
 pub mod engine;
 pub mod error;
+/// Fuzz targets over every model-file reader (run by `fuzz/run.sh`, replayed by `tests/fuzz_corpus.rs`).
+pub mod fuzz_targets;
 pub mod graph;
 pub mod lower;
 pub mod model;

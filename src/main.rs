@@ -194,6 +194,9 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A library that panics on a malformed model file (contained, becoming an error) prints
+    // no panic message: the error says what failed.
+    fdpp_runtime::error::pass_contained_panics();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate(args),

@@ -540,3 +540,23 @@ fn a_broken_chat_template_fails_only_with_chat() {
     assert_eq!(m.status.code(), Some(1), "{}", m.stderr);
     assert_mentions(&m.stderr, &["chat template: rendering took more than fdpp's limit of 50000000 steps"]);
 }
+
+/// The tokenizers crate panics (its `expect`s) on a tokenizer.json whose `decoder` does not
+/// parse or whose `Precompiled` normalizer holds no charsmap (found by `fuzz/run.sh
+/// hf_folder`): fdpp refuses the folder with an error naming the file instead.
+#[test]
+fn a_tokenizer_json_the_tokenizers_library_panics_on_is_refused() {
+    let hf = tiny_hf_folder("hf-tokenizer-panic");
+    let good = std::fs::read_to_string(hf.join("tokenizer.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["normalizer"] = serde_json::json!({ "type": "Precompiled", "precompiled_charsmap": 7 });
+    // A syntax error inside `decoder` (the rest of the file parses).
+    let at = good.find("\"decoder\"").unwrap();
+    let bad_decoder = format!("{}\"decoder\": {{\"type\": ByteLevel}}{}", &good[..at], &good[good[at..].find('}').unwrap() + at + 1..]);
+    for (case, text) in [("decoder", bad_decoder), ("normalizer", v.to_string())] {
+        std::fs::write(hf.join("tokenizer.json"), text).unwrap();
+        let stderr = refused(&["inspect", "--backend", "cpu", "--offline", hf.to_str().unwrap()]);
+        assert_mentions(&stderr, &["tokenizer.json", "the tokenizers library failed on it"]);
+        eprintln!("{case}: {stderr}");
+    }
+}

@@ -283,10 +283,12 @@ pub struct GgufFile {
     map: Mmap,
 }
 
-/// Empty files cannot be mapped; keep one representation for both.
+/// Empty files cannot be mapped; keep one representation for both (and for bytes that are
+/// already in memory).
 enum Mmap {
     Mapped(memmap2::Mmap),
     Empty,
+    Owned(Vec<u8>),
 }
 
 impl std::ops::Deref for Mmap {
@@ -295,6 +297,7 @@ impl std::ops::Deref for Mmap {
         match self {
             Mmap::Mapped(m) => m,
             Mmap::Empty => &[],
+            Mmap::Owned(v) => v,
         }
     }
 }
@@ -471,6 +474,12 @@ impl GgufFile {
             Mmap::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?)
         };
         Self::parse(path, map)
+    }
+
+    /// A GGUF file already in memory (the fuzz targets parse each input this way, without
+    /// a file system); `path` only names it in errors.
+    pub fn from_bytes(path: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(path.as_ref(), Mmap::Owned(bytes))
     }
 
     fn parse(path: &Path, map: Mmap) -> Result<Self> {

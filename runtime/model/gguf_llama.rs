@@ -10,7 +10,12 @@ use crate::error::{Error, Result};
 use crate::tensor::{DType, FileType, HostTensor, TensorData};
 
 pub fn load(path: &Path) -> Result<Model> {
-    let file = GgufFile::open(path)?;
+    from_file(GgufFile::open(path)?)
+}
+
+/// The model of an opened GGUF file (one read from memory too).
+pub fn from_file(file: GgufFile) -> Result<Model> {
+    let path = file.path.clone();
     let config = config_from_metadata(&file)?;
     let weights = GgufWeights::new(file, &config);
     let arch = &config.architecture;
@@ -19,7 +24,7 @@ pub fn load(path: &Path) -> Result<Model> {
     let chat_template = ChatTemplate::from_gguf(&weights.file, &tokenizer)?;
     let mut config = config;
     config.notes.extend(super::chat::broken_note(chat_template.as_ref()));
-    Ok(Model { path: path.to_path_buf(), format: ModelFormat::Gguf, config, weights: Box::new(weights), tokenizer, chat_template })
+    Ok(Model { path, format: ModelFormat::Gguf, config, weights: Box::new(weights), tokenizer, chat_template })
 }
 
 /// GGUF architectures fdpp runs (Mistral GGUFs are written as `llama`).

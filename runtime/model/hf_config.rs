@@ -195,8 +195,12 @@ impl<'a> Reader<'a> {
 }
 
 pub fn read(path: &Path) -> Result<ModelConfig> {
-    let text = super::read_small(path)?;
-    let v: Value = serde_json::from_slice(&text).map_err(|e| Error::Malformed {
+    from_json(path, &super::read_small(path)?)
+}
+
+/// The config of `config.json`'s bytes; `path` only names the file in errors.
+pub fn from_json(path: &Path, text: &[u8]) -> Result<ModelConfig> {
+    let v: Value = serde_json::from_slice(text).map_err(|e| Error::Malformed {
         path: path.to_path_buf(),
         what: "JSON".into(),
         reason: e.to_string(),

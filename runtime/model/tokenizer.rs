@@ -28,7 +28,7 @@ use super::gguf::{GgufFile, GgufValue};
 
 /// Merges of a byte-level BPE vocabulary: real ones have about one to three per token.
 const MAX_MERGES: u64 = 4 * MAX_VOCAB as u64;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, contain};
 
 /// Tokens that end an assistant turn in common chat formats, besides the model's EOS.
 const END_OF_TURN: [&str; 6] = ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>", "<|end|>"];
@@ -240,8 +240,18 @@ fn tok_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(format!("{what}: {e}"))
 }
 
+/// The tokenizers crate panics on some malformed vocabularies and tokenizer.json files (its
+/// `expect`s); such a panic becomes an error naming the file.
+fn panicked(what: impl std::fmt::Display) -> impl FnOnce(String) -> Error {
+    move |message| Error::Tokenizer(format!("{what}: the tokenizers library failed on it (it stopped at: {message})"))
+}
+
 impl Tokenizer {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        contain(|| Self::build_from_gguf(g), panicked(g.path.display()))?
+    }
+
+    fn build_from_gguf(g: &GgufFile) -> Result<Self> {
         let path = g.path.display().to_string();
         let model = g.require("tokenizer.ggml.model", g.get_str("tokenizer.ggml.model"))?;
         let v = GgufVocab::read(g, model == "gpt2")?;
@@ -287,7 +297,8 @@ impl Tokenizer {
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let file = dir.join("tokenizer.json");
         let bytes = super::read_small(&file)?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| tok_err(file.display(), e))?;
+        let inner =
+            contain(|| tokenizers::Tokenizer::from_bytes(&bytes), panicked(file.display()))?.map_err(|e| tok_err(file.display(), e))?;
         let read = |name: &str| -> Result<Option<Value>> {
             let p = dir.join(name);
             if !p.exists() {
@@ -361,12 +372,12 @@ impl Tokenizer {
     }
 
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, add_special_tokens).map_err(|e| tok_err("encoding", e))?;
+        let enc = contain(|| self.inner.encode(text, add_special_tokens), panicked("encoding"))?.map_err(|e| tok_err("encoding", e))?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special_tokens).map_err(|e| tok_err("decoding", e))
+        contain(|| self.inner.decode(ids, skip_special_tokens), panicked("decoding"))?.map_err(|e| tok_err("decoding", e))
     }
 
     pub fn vocab_size(&self) -> usize {
