@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataflow::{Inflections, SecondTiling, TableSource};
+use crate::dataflow::{Inflections, TableSource, TilingRange};
 use crate::lower::caps::{BackendCaps, SplitKvLimits};
 use crate::lower::fusion::{Fusion, Stage, When};
 use crate::lower::kernel::{Params, PhiSource, Variant};
@@ -40,10 +40,10 @@ pub enum Reason {
         /// this shape, not the backend's defaults.
         #[serde(default)]
         tuned_params: bool,
-        /// B runs, and the table's entry names a second tiling for this shape from some M
-        /// on: the variant's tiling is that one from there, the first below.
+        /// B runs, and the table's entry names more than one tiling for this shape over M:
+        /// the range of M the variant's tiling covers (files written before read as none).
         #[serde(default)]
-        flat_second: Option<SecondTiling>,
+        flat_range: Option<TilingRange>,
         /// B runs with the backend's default tiling for long K on few columns
         /// (`LinearKernels::flat_long_k`).
         #[serde(default)]
@@ -62,6 +62,9 @@ pub enum Reason {
         phi: f32,
         #[serde(default)]
         source: PhiSource,
+        /// One chunk per (token, head), added up in its block (`SplitKvLimits::single`).
+        #[serde(default)]
+        single: bool,
     },
     /// A decode step, but this layer's scores spread wider than any unified-max window covers
     /// (as calibrated): it runs the synchronised softmax, never the unified max.
@@ -93,7 +96,7 @@ impl std::fmt::Display for Reason {
                 gemm_min_m,
                 split_k_from,
                 tuned_params,
-                flat_second,
+                flat_range,
                 long_k,
                 wide,
             } => {
@@ -118,10 +121,12 @@ impl std::fmt::Display for Reason {
                 if *tuned_params {
                     write!(f, "; its parameters measured fastest for this shape")?;
                 }
-                match flat_second {
-                    Some(s) if m >= &s.from_m => write!(f, "; M={m} >= {}: B's second tiling for this shape, {}", s.from_m, s.tiling)?,
-                    Some(s) => write!(f, "; B's first tiling below M={} (its second, {}, from there)", s.from_m, s.tiling)?,
-                    None => {}
+                if let Some(r) = flat_range {
+                    let range = match r.until_m {
+                        Some(until) => format!("{}..={}", r.from_m, until - 1),
+                        None => format!(">= {}", r.from_m),
+                    };
+                    write!(f, "; B's tiling for M {range} on this shape (one of its {} over M)", r.tilings)?;
                 }
                 if *long_k {
                     write!(f, "; K={k} is long for N={n} columns: B's long-K tiling")?;
@@ -134,13 +139,23 @@ impl std::fmt::Display for Reason {
                 }
                 Ok(())
             }
-            Reason::SplitKv { sequences, keys, limits, phi, source } => {
+            Reason::SplitKv { sequences, keys, limits, phi, source, single } => {
                 write!(f, "decode step ({sequences} sequence(s), up to {keys} keys): ")?;
-                match limits.target_blocks {
-                    Some(t) => write!(f, "as many chunks as fill about {t} blocks (rows x heads x chunks) of the device")?,
-                    None => write!(f, "chunks of at least {} keys", limits.min_chunk_keys)?,
+                match (limits.single_max_keys.filter(|_| *single), limits.target_blocks) {
+                    (Some(max), _) => write!(
+                        f,
+                        "at most {max} keys over at least {} (row, head) pairs: one chunk per pair, added up in its own block; ",
+                        limits.single_min_rows_heads
+                    )?,
+                    (None, Some(t)) => write!(
+                        f,
+                        "as many chunks as fill about {t} blocks (rows x heads x chunks) of the device, at most {} per row; ",
+                        limits.max_chunks
+                    )?,
+                    (None, None) => {
+                        write!(f, "chunks of at least {} keys, at most {} per row; ", limits.min_chunk_keys, limits.max_chunks)?
+                    }
                 }
-                write!(f, ", at most {} per row; ", limits.max_chunks)?;
                 match source {
                     PhiSource::Default => write!(f, "phi {phi} ({source})"),
                     PhiSource::Calibrated { .. } => write!(f, "phi {phi} (this layer's; phi per layer, {source})"),
@@ -419,24 +434,23 @@ mod tests {
             gemm_min_m: None,
             split_k_from: None,
             tuned_params: false,
-            flat_second: None,
+            flat_range: None,
             long_k: false,
             wide: false,
         };
         assert_eq!(r.to_string(), "M1=2 <= M=12 < M2=65 (fallback for [N=960, K=576], wgpu defaults)");
-        // A shape with a second B tiling says which one runs at this M, and from where.
-        let tiling = crate::dataflow::FlatTiling { tile: crate::dataflow::Tile { m: 8, n: 32 }, k_groups: 1 };
+        // A shape with several B tilings over M says which range of M this one covers.
         let mut two = r.clone();
-        let Reason::Dataflow { per_shape, tuned_params, flat_second, .. } = &mut two else { unreachable!() };
-        (*per_shape, *tuned_params, *flat_second) = (true, true, Some(SecondTiling { from_m: 64, tiling }));
+        let Reason::Dataflow { per_shape, tuned_params, flat_range, .. } = &mut two else { unreachable!() };
+        (*per_shape, *tuned_params, *flat_range) = (true, true, Some(TilingRange { from_m: 1, until_m: Some(64), tilings: 2 }));
         assert_eq!(
             two.to_string(),
             "M1=2 <= M=12 < M2=65 ([N=960, K=576], wgpu defaults); its parameters measured fastest for this shape; \
-             B's first tiling below M=64 (its second, 8x32, from there)"
+             B's tiling for M 1..=63 on this shape (one of its 2 over M)"
         );
-        let Reason::Dataflow { m, .. } = &mut two else { unreachable!() };
-        *m = 64;
-        assert!(two.to_string().ends_with("shape; M=64 >= 64: B's second tiling for this shape, 8x32"), "{two}");
+        let Reason::Dataflow { m, flat_range, .. } = &mut two else { unreachable!() };
+        (*m, *flat_range) = (64, Some(TilingRange { from_m: 64, until_m: None, tilings: 2 }));
+        assert!(two.to_string().ends_with("shape; B's tiling for M >= 64 on this shape (one of its 2 over M)"), "{two}");
         let f = Reason::Fused { into: "layers.0.attn.qkv".into(), stage: Stage::Prologue, when: When::GemvSteps };
         assert_eq!(f.to_string(), "done in the prologue of layers.0.attn.qkv (on GEMV steps)");
     }

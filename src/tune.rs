@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use fdpp_runtime::backend::{self, BackendKind};
 use fdpp_runtime::graph::{self, Op};
+use fdpp_runtime::lower::caps::BackendCaps;
 use fdpp_runtime::lower::{Lowering, LoweringOptions};
 use fdpp_runtime::model::{Model, ModelConfig};
 use fdpp_runtime::tune::profile::{self, DeviceProfile, Lookup};
@@ -45,6 +46,44 @@ pub struct TuneArgs {
     /// Also write the profile as JSON to this file (the viewer's chart reads it).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Decide a stored profile (a --json file or a cached one) again from its measurements
+    /// with this fdpp's search, and print the new table and scores: no device, nothing stored.
+    #[arg(long, value_name = "PROFILE", conflicts_with_all = ["quick", "grid", "dry_run", "show", "model", "shape"])]
+    rescore: Option<PathBuf>,
+}
+
+/// Profiles written by `--json` are a few MB; anything far larger is not one.
+const MAX_PROFILE_BYTES: u64 = 256 << 20;
+
+/// `--rescore`: the profile at `path` decided again from its first pass, scored on its second.
+fn rescore(path: &std::path::Path, json: Option<&std::path::Path>) -> Result<()> {
+    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    if len > MAX_PROFILE_BYTES {
+        return Err(Error::InvalidArgument(format!("{}: {len} bytes is too large for a profile", path.display())));
+    }
+    // A cached profile starts with its checksum line; a --json file is the JSON alone.
+    let text = match fdpp_runtime::cache::read_checked(path) {
+        fdpp_runtime::cache::Entry::Valid(text) => text,
+        _ => std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?,
+    };
+    let old: DeviceProfile =
+        serde_json::from_str(&text).map_err(|e| Error::InvalidArgument(format!("{}: not a profile ({e})", path.display())))?;
+    let caps = match old.key.backend {
+        BackendKind::Cuda => BackendCaps::cuda_builtin(old.key.weights),
+        kind => BackendCaps::builtin(kind).expect("every backend has a built-in profile"),
+    };
+    println!("as stored:");
+    print_profile(&old, false);
+    let new = tuner::rescore(&old, &caps)?;
+    println!(
+        "
+decided again by this fdpp's search from the same measurements:"
+    );
+    print_profile(&new, false);
+    if let Some(out) = json {
+        std::fs::write(out, serde_json::to_string_pretty(&new).expect("profiles serialise")).map_err(|e| Error::io(out, e))?;
+    }
+    Ok(())
 }
 
 /// The distinct [N, K] of a model's linear layers, in graph order.
@@ -61,6 +100,9 @@ pub fn linear_shapes(config: &ModelConfig) -> Vec<(usize, usize)> {
 }
 
 pub fn run(args: TuneArgs) -> Result<()> {
+    if let Some(path) = &args.rescore {
+        return rescore(path, args.json.as_deref());
+    }
     let opts = match args.device.backend {
         // `auto` may land on the CPU oracle, which has nothing to tune: take the GPU backend.
         BackendArg::Auto if backend::auto_kind() == BackendKind::Cpu => {
@@ -201,8 +243,8 @@ pub fn print_table(t: &fdpp_runtime::dataflow::DataflowTable) {
     println!("dataflow table ({}): shapes not listed use M1 = {}, M2 = {}", t.source, t.fallback.m1, t.fallback.m2);
     for s in &t.shapes {
         let mut tiling = s.flat.map_or("default".into(), |f| f.to_string());
-        if let Some(second) = s.flat_second {
-            tiling += &format!(", {} from M={}", second.tiling, second.from_m);
+        for later in &s.flat_later {
+            tiling += &format!(" then {} from M={}", later.tiling, later.from_m);
         }
         let split = s.gemv_split_k_from.map_or("default".into(), |from| format!("from M={from}"));
         println!(

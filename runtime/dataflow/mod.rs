@@ -74,10 +74,10 @@ impl std::fmt::Display for FlatTiling {
     }
 }
 
-/// B's second tiling on one shape: from `from_m` rows on it runs in place of the entry's
-/// first (`ShapeTuning::flat`), where another tiling wins at large M.
+/// One of B's tilings on one shape after its first: it runs from `from_m` rows on (until the
+/// next one's `from_m`), where another tiling than the first wins at larger M.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecondTiling {
+pub struct TilingFrom {
     pub from_m: usize,
     pub tiling: FlatTiling,
 }
@@ -91,18 +91,54 @@ pub struct ShapeTuning {
     pub inflections: Inflections,
     #[serde(default)]
     pub flat: Option<FlatTiling>,
-    /// B's tiling from some M on, where it differs from `flat` there (profiles written
-    /// before there was one read as none).
-    #[serde(default)]
-    pub flat_second: Option<SecondTiling>,
+    /// B's tilings after `flat`, each from its M on, ascending. Profiles written when a shape
+    /// had at most one more (`flat_second`) read as that one; older ones as none.
+    #[serde(default, alias = "flat_second", deserialize_with = "one_or_many")]
+    pub flat_later: Vec<TilingFrom>,
     /// From this many rows on the GEMV splits K (past its rows: never).
     #[serde(default)]
     pub gemv_split_k_from: Option<usize>,
 }
 
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TilingFrom>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(TilingFrom),
+        Many(Vec<TilingFrom>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => vec![],
+        Some(OneOrMany::One(t)) => vec![t],
+        Some(OneOrMany::Many(v)) => v,
+    })
+}
+
+/// The M range one of B's tilings covers on a shape: `from_m..until_m` (no end: every M
+/// above), and how many tilings the shape has over M. Reasons record it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TilingRange {
+    pub from_m: usize,
+    pub until_m: Option<usize>,
+    pub tilings: usize,
+}
+
 impl ShapeTuning {
     pub fn new(n: usize, k: usize, inflections: Inflections) -> Self {
-        ShapeTuning { n, k, inflections, flat: None, flat_second: None, gemv_split_k_from: None }
+        ShapeTuning { n, k, inflections, flat: None, flat_later: vec![], gemv_split_k_from: None }
+    }
+
+    /// B's tiling for `m` rows of this shape, of those `usable` accepts (a later tiling the
+    /// backend lacks leaves its range to the one before), and the range it covers; None
+    /// where the entry names no usable first tiling.
+    pub fn flat_at(&self, m: usize, usable: impl Fn(FlatTiling) -> bool) -> Option<(FlatTiling, TilingRange)> {
+        let first = self.flat.filter(|&t| usable(t))?;
+        let later: Vec<TilingFrom> = self.flat_later.iter().copied().filter(|s| usable(s.tiling)).collect();
+        let at = later.iter().rposition(|s| s.from_m <= m);
+        let tiling = at.map_or(first, |i| later[i].tiling);
+        let from_m = at.map_or(1, |i| later[i].from_m);
+        let until_m = later.get(at.map_or(0, |i| i + 1)).map(|s| s.from_m);
+        Some((tiling, TilingRange { from_m, until_m, tilings: 1 + later.len() }))
     }
 }
 
@@ -194,9 +230,39 @@ mod tests {
         // The table survives JSON (the plan and the tuner's profile hold it).
         let back: DataflowTable = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
         assert_eq!(back, t);
-        // An entry written before B had a second tiling reads as having none.
+        // An entry written before B had a second tiling reads as having none; one written
+        // when it had at most one more (`flat_second`) as that one.
         let old = r#"{"n": 960, "k": 576, "inflections": {"m1": 4, "m2": 16}, "flat": {"tile": {"m": 8, "n": 16}, "k_groups": 1}}"#;
         let old: ShapeTuning = serde_json::from_str(old).unwrap();
-        assert_eq!((old.flat.map(|f| f.tile.n), old.flat_second), (Some(16), None));
+        assert_eq!((old.flat.map(|f| f.tile.n), old.flat_later), (Some(16), vec![]));
+        let second = r#"{"n": 960, "k": 576, "inflections": {"m1": 4, "m2": 16}, "flat": {"tile": {"m": 8, "n": 16}, "k_groups": 1},
+            "flat_second": {"from_m": 9, "tiling": {"tile": {"m": 8, "n": 32}, "k_groups": 2}}}"#;
+        let second: ShapeTuning = serde_json::from_str(second).unwrap();
+        let wide = FlatTiling { tile: Tile { m: 8, n: 32 }, k_groups: 2 };
+        assert_eq!(second.flat_later, vec![TilingFrom { from_m: 9, tiling: wide }]);
+        let none = r#"{"n": 1, "k": 1, "inflections": {"m1": 1, "m2": 1}, "flat_second": null}"#;
+        assert_eq!(serde_json::from_str::<ShapeTuning>(none).unwrap().flat_later, vec![]);
+    }
+
+    #[test]
+    fn b_takes_each_tiling_over_its_range_of_m() {
+        let t = |n| FlatTiling { tile: Tile { m: 8, n }, k_groups: 1 };
+        let s = ShapeTuning {
+            flat: Some(t(8)),
+            flat_later: vec![TilingFrom { from_m: 9, tiling: t(16) }, TilingFrom { from_m: 33, tiling: t(32) }],
+            ..ShapeTuning::new(576, 576, Inflections { m1: 2, m2: 64 })
+        };
+        let all = |_| true;
+        assert_eq!(s.flat_at(8, all), Some((t(8), TilingRange { from_m: 1, until_m: Some(9), tilings: 3 })));
+        assert_eq!(s.flat_at(9, all), Some((t(16), TilingRange { from_m: 9, until_m: Some(33), tilings: 3 })));
+        assert_eq!(s.flat_at(500, all), Some((t(32), TilingRange { from_m: 33, until_m: None, tilings: 3 })));
+        // A tiling the backend lacks gives its range to the one before.
+        let no_16 = |x: FlatTiling| x != t(16);
+        assert_eq!(s.flat_at(20, no_16), Some((t(8), TilingRange { from_m: 1, until_m: Some(33), tilings: 2 })));
+        // No usable first tiling: the backend's default applies.
+        assert_eq!(s.flat_at(20, |x| x != t(8)), None);
+        // The list survives JSON.
+        let back: ShapeTuning = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 }

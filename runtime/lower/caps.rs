@@ -104,15 +104,26 @@ pub struct SplitKvLimits {
     /// as `max_chunks` allows.
     #[serde(default)]
     pub target_blocks: Option<usize>,
+    /// Up to this many keys, and with at least `single_min_rows_heads` (token, head) pairs
+    /// in the step, each pair is one chunk: the backend adds up and divides inside its block
+    /// (no partials, no combine launch). With fewer pairs the few blocks' loads in flight
+    /// bound the read, and split + combine is faster.
+    #[serde(default)]
+    pub single_max_keys: Option<usize>,
+    #[serde(default)]
+    pub single_min_rows_heads: usize,
 }
 
 impl SplitKvLimits {
     /// (chunks, keys per chunk) for `keys` keys of each of `rows_heads` (token, head)
-    /// pairs. With a target, fewer and longer chunks as rows and heads grow (a chunk
+    /// pairs. One chunk where `single` says so. With a target, fewer and longer chunks as rows and heads grow (a chunk
     /// shorter than needed only adds partials to write and add); else chunks of
     /// `min_chunk_keys` while at most `max_chunks` cover the keys, then powers of two.
     pub fn chunking(&self, keys: usize, rows_heads: usize) -> (usize, usize) {
         let keys = keys.max(1);
+        if self.single(keys, rows_heads) {
+            return (1, keys.next_multiple_of(self.min_chunk_keys));
+        }
         let per_chunk = match self.target_blocks {
             Some(target) => {
                 let chunks = target.div_ceil(rows_heads.max(1)).clamp(1, self.max_chunks);
@@ -121,6 +132,11 @@ impl SplitKvLimits {
             None => keys.div_ceil(self.max_chunks).next_power_of_two().max(self.min_chunk_keys),
         };
         (keys.div_ceil(per_chunk), per_chunk)
+    }
+
+    /// Whether `keys` keys of `rows_heads` (token, head) pairs are one chunk each.
+    pub fn single(&self, keys: usize, rows_heads: usize) -> bool {
+        self.single_max_keys.is_some_and(|max| keys <= max) && rows_heads >= self.single_min_rows_heads
     }
 }
 
@@ -350,6 +366,14 @@ pub mod cuda {
     pub const BUILTIN_SMS: usize = 132;
     /// Most rows of a split-KV step (flags per layer are sized for it).
     pub const SPLIT_MAX_M: usize = 64;
+    /// Up to this many keys, with at least half as many (token, head) pairs as the device
+    /// has SMs, a decode step's pair is one block of `SINGLE_WARPS` warps (`attn_single`):
+    /// no partials and no combine launch (`SplitKvLimits::single`). On an H200 after a
+    /// 512-token prompt (bench/results/h200.md, session 8): SmolLM2 batch 8 (72 pairs)
+    /// 842 -> 779 us per step, Llama-2-7B batch 8 (256) 5145 -> 4991; at batch 1 (9 and 32
+    /// pairs) it lost, 572 -> 581 and 4173 -> 4288; near 1000 keys batch 8 lost 0.8%.
+    pub const SINGLE_MAX_KEYS: usize = 768;
+    pub const SINGLE_WARPS: usize = 16;
     /// Longest head the attention kernels hold (`MAX_HEAD_DIM`).
     pub const MAX_HEAD_DIM: usize = 256;
     /// The tensor-core prefill attention (f16 KV cache): query rows per block (16 per warp),
@@ -368,6 +392,7 @@ pub mod cuda {
             d("GV_WARPS", GV_WARPS),
             d("ELEM_BLOCK", ELEM_BLOCK),
             d("ATT_WARPS", ATT_WARPS),
+            d("SINGLE_WARPS", SINGLE_WARPS),
             d("MAX_HEAD_DIM", MAX_HEAD_DIM),
             d("FLASH_ROWS", FLASH_ROWS),
             d("FLASH_KEYS", FLASH_KEYS),
@@ -460,6 +485,8 @@ impl BackendCaps {
                     max_rows: wgsl::SPLIT_MAX_M,
                     // wgpu does not say how many compute units an adapter has.
                     target_blocks: None,
+                    single_max_keys: None,
+                    single_min_rows_heads: 0,
                 }),
                 flash: None,
                 general: GeneralAttention::Online,
@@ -512,6 +539,8 @@ impl BackendCaps {
                     min_chunk_keys: cuda::SPLIT_MIN_KEYS,
                     max_rows: cuda::SPLIT_MAX_M,
                     target_blocks: Some(cuda::BUILTIN_SMS * cuda::ATTN_BLOCKS_PER_SM),
+                    single_max_keys: Some(cuda::SINGLE_MAX_KEYS),
+                    single_min_rows_heads: cuda::BUILTIN_SMS / 2,
                 }),
                 flash: tensor_cores.then(|| FlashLimits {
                     rows: cuda::FLASH_ROWS,

@@ -389,7 +389,8 @@ impl Lowering {
         if self.synchronised.get(layer).copied().unwrap_or(false) {
             return (general, Reason::Synchronised { layer, source: self.phi_source.clone() }, None);
         }
-        let (chunks, chunk_keys) = limits.chunking(shape.max_keys, shape.m * self.graph.config.num_heads);
+        let rows_heads = shape.m * self.graph.config.num_heads;
+        let (chunks, chunk_keys) = limits.chunking(shape.max_keys, rows_heads);
         let variant = Variant::SplitKvAttention { chunks, chunk_keys, unified };
         let reason = Reason::SplitKv {
             sequences: shape.sequences,
@@ -397,6 +398,7 @@ impl Lowering {
             limits,
             phi: unified.phi,
             source: self.phi_source.clone(),
+            single: limits.single(shape.max_keys, rows_heads),
         };
         (variant, reason, Some((chunks, chunk_keys)))
     }
@@ -568,7 +570,7 @@ impl Lowering {
 /// The dataflow variant of a linear layer of [N, K] over `rows` rows, and why: the
 /// implementation from the table's inflection points, its parameters from the table's
 /// entry for the shape where it names them (and the backend has them), else the backend's.
-/// B takes the entry's second tiling from its M on, the first below.
+/// B takes the entry's tiling for the range of M the rows fall in.
 pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: usize, rows: usize) -> (Variant, Reason) {
     let (inflections, per_shape) = table.inflections(n, k);
     let entry = table.shape(n, k);
@@ -593,7 +595,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
     }
     let mut split_k_from = None;
     let mut tuned_params = false;
-    let mut flat_second = None;
+    let mut flat_range = None;
     let mut long_k = false;
     let mut wide = false;
     let variant = match imp {
@@ -608,12 +610,9 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
             }
         },
         LinearImpl::FlatGemm => {
-            let first = entry.and_then(|e| e.flat).filter(|t| lin.flat_tilings.contains(t));
-            flat_second = entry.and_then(|e| e.flat_second).filter(|s| lin.flat_tilings.contains(&s.tiling));
-            let tuned = match flat_second {
-                Some(second) if rows >= second.from_m => Some(second.tiling),
-                _ => first,
-            };
+            let tuned = entry.and_then(|e| e.flat_at(rows, |t| lin.flat_tilings.contains(&t)));
+            flat_range = tuned.map(|(_, range)| range).filter(|r| r.tilings > 1);
+            let tuned = tuned.map(|(tiling, _)| tiling);
             tuned_params = tuned.is_some();
             let long_k_tiling = lin.flat_long_k.filter(|_| tuned.is_none() && long_k_applies).map(|l| l.tiling);
             let wide_tiling = lin.flat_wide.filter(|_| tuned.is_none() && long_k_tiling.is_none() && wide_applies).map(|w| w.tiling);
@@ -635,7 +634,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
         gemm_min_m,
         split_k_from,
         tuned_params,
-        flat_second,
+        flat_range,
         long_k,
         wide,
     };

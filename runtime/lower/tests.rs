@@ -2,7 +2,7 @@
 
 use super::caps::{BackendCaps, SplitKvLimits, wgsl};
 use super::*;
-use crate::dataflow::{Inflections, SecondTiling, ShapeTuning};
+use crate::dataflow::{Inflections, ShapeTuning, TilingFrom, TilingRange};
 use crate::graph::llama;
 use crate::model::ModelConfig;
 use crate::tensor::DType;
@@ -147,13 +147,13 @@ fn the_gemv_row_limit_and_split_k_are_decided_here_with_their_reason() {
 }
 
 #[test]
-fn b_runs_the_shapes_second_tiling_from_its_m_on_and_says_so() {
+fn b_runs_the_shapes_tiling_for_the_range_of_m_and_says_so() {
     let mut caps = BackendCaps::wgpu_builtin();
     let tilings = wgsl::flat_tilings();
-    let second = SecondTiling { from_m: 24, tiling: tilings[0] };
+    let later = vec![TilingFrom { from_m: 24, tiling: tilings[0] }, TilingFrom { from_m: 100, tiling: tilings[1] }];
     caps.table.shapes.push(ShapeTuning {
         flat: Some(tilings[2]),
-        flat_second: Some(second),
+        flat_later: later,
         ..ShapeTuning::new(576, 1536, Inflections { m1: 2, m2: 200 })
     });
     let l = lowering(caps);
@@ -162,25 +162,27 @@ fn b_runs_the_shapes_second_tiling_from_its_m_on_and_says_so() {
         let down = record(&r, "layers.0.ffn.down");
         (variant(down), down.reason.clone())
     };
-    let (below, reason) = down(23);
-    assert_eq!(below, Variant::FlatGemm { tiling: tilings[2] });
-    let Reason::Dataflow { flat_second: Some(s), tuned_params: true, .. } = reason else { panic!("{reason:?}") };
-    assert_eq!(s, second);
-    assert!(reason.to_string().ends_with("B's first tiling below M=24 (its second, 8x32, from there)"), "{reason}");
-    for m in [24, 199] {
-        let (from, reason) = down(m);
-        assert_eq!(from, Variant::FlatGemm { tiling: tilings[0] }, "M={m}");
-        assert!(reason.to_string().ends_with(&format!("M={m} >= 24: B's second tiling for this shape, 8x32")), "{reason}");
+    for (m, tiling, range, text) in [
+        (23, tilings[2], TilingRange { from_m: 1, until_m: Some(24), tilings: 3 }, "M 1..=23"),
+        (24, tilings[0], TilingRange { from_m: 24, until_m: Some(100), tilings: 3 }, "M 24..=99"),
+        (99, tilings[0], TilingRange { from_m: 24, until_m: Some(100), tilings: 3 }, "M 24..=99"),
+        (199, tilings[1], TilingRange { from_m: 100, until_m: None, tilings: 3 }, "M >= 100"),
+    ] {
+        let (v, reason) = down(m);
+        assert_eq!(v, Variant::FlatGemm { tiling }, "M={m}");
+        let Reason::Dataflow { flat_range: Some(r), tuned_params: true, .. } = reason else { panic!("{reason:?}") };
+        assert_eq!(r, range, "M={m}");
+        assert!(reason.to_string().ends_with(&format!("B's tiling for {text} on this shape (one of its 3 over M)")), "{reason}");
     }
     // A and C name no tiling.
     let (a, reason) = down(1);
-    assert!(matches!(a, Variant::Gemv { .. }) && matches!(reason, Reason::Dataflow { flat_second: None, .. }), "{reason:?}");
+    assert!(matches!(a, Variant::Gemv { .. }) && matches!(reason, Reason::Dataflow { flat_range: None, .. }), "{reason:?}");
     let (c, reason) = down(200);
     assert!(matches!(c, Variant::Gemm { .. }) && !reason.to_string().contains("tiling"), "{reason}");
     // Other shapes keep the backend's tiling.
     let r = l.records(&l.lower(&decode(64, 10)), None);
     assert_eq!(variant(record(&r, "layers.0.attn.o")), Variant::FlatGemm { tiling: tilings[0] });
-    assert!(matches!(record(&r, "layers.0.attn.o").reason, Reason::Dataflow { flat_second: None, tuned_params: false, .. }));
+    assert!(matches!(record(&r, "layers.0.attn.o").reason, Reason::Dataflow { flat_range: None, tuned_params: false, .. }));
 }
 
 #[test]
@@ -243,7 +245,14 @@ fn untuned_b_splits_long_k_over_more_warps_on_few_columns_and_says_so() {
 
 #[test]
 fn split_kv_chunks_cover_the_keys_in_at_most_64_chunks() {
-    let limits = SplitKvLimits { max_chunks: 64, min_chunk_keys: 16, max_rows: 64, target_blocks: None };
+    let limits = SplitKvLimits {
+        max_chunks: 64,
+        min_chunk_keys: 16,
+        max_rows: 64,
+        target_blocks: None,
+        single_max_keys: None,
+        single_min_rows_heads: 0,
+    };
     for keys in [1, 15, 16, 17, 512, 1024, 1025, 4096, 8192, 8193, 100_000] {
         let (chunks, per_chunk) = limits.chunking(keys, 32);
         assert!(chunks <= 64 && per_chunk >= 16 && per_chunk.is_power_of_two(), "{keys}: {chunks} x {per_chunk}");
@@ -253,7 +262,14 @@ fn split_kv_chunks_cover_the_keys_in_at_most_64_chunks() {
 
 #[test]
 fn split_kv_with_a_device_size_cuts_fewer_longer_chunks_as_rows_and_heads_grow() {
-    let limits = SplitKvLimits { max_chunks: 32, min_chunk_keys: 32, max_rows: 64, target_blocks: Some(528) };
+    let limits = SplitKvLimits {
+        max_chunks: 32,
+        min_chunk_keys: 32,
+        max_rows: 64,
+        target_blocks: Some(528),
+        single_max_keys: None,
+        single_min_rows_heads: 0,
+    };
     for keys in [1, 31, 32, 33, 512, 4096, 4097, 4160, 100_000] {
         for rows_heads in [1, 9, 32, 72, 256, 2048] {
             let (chunks, per_chunk) = limits.chunking(keys, rows_heads);
@@ -270,6 +286,16 @@ fn split_kv_with_a_device_size_cuts_fewer_longer_chunks_as_rows_and_heads_grow()
     assert_eq!(limits.chunking(4160, 32), (17, 256));
     assert_eq!(limits.chunking(512, 8 * 32), (3, 192));
     assert_eq!(limits.chunking(512, 64 * 32), (1, 512));
+    // One chunk per (row, head) up to 768 keys over 66 pairs or more; the rule above elsewhere.
+    let single = SplitKvLimits { single_max_keys: Some(768), single_min_rows_heads: 66, ..limits };
+    assert_eq!(single.chunking(1, 72), (1, 32));
+    assert_eq!(single.chunking(512, 72), (1, 512));
+    assert_eq!(single.chunking(700, 8 * 32), (1, 704));
+    assert_eq!(single.chunking(768, 66), (1, 768));
+    for (keys, rows_heads) in [(512, 65), (512, 32), (769, 72), (4096, 256)] {
+        assert!(!single.single(keys, rows_heads));
+        assert_eq!(single.chunking(keys, rows_heads), limits.chunking(keys, rows_heads), "{keys} keys, {rows_heads} pairs");
+    }
 }
 
 #[test]
@@ -296,6 +322,28 @@ fn attention_splits_kv_on_decode_steps_only() {
     let r = cpu.records(&cpu.lower(&decode(1, 10)), None);
     assert_eq!(variant(record(&r, "layers.0.attn.sdpa")), Variant::TwoPassAttention);
     assert_eq!(record(&r, "layers.0.attn.sdpa").reason, Reason::NoSplitKv);
+}
+
+#[test]
+fn cuda_decodes_short_contexts_of_many_rows_as_one_chunk_per_row_and_head_and_says_so() {
+    let l = lowering(BackendCaps::cuda_builtin(crate::tensor::DType::F16));
+    let att = |shape: StepShape| {
+        let r = l.records(&l.lower(&shape), None);
+        let a = record(&r, "layers.1.attn.sdpa").clone();
+        (variant(&a), a.reason)
+    };
+    // 8 rows x 9 heads = 72 pairs (>= 132 / 2) at 600 keys: one chunk each.
+    let (v, reason) = att(decode(8, 600));
+    assert!(matches!(v, Variant::SplitKvAttention { chunks: 1, chunk_keys: 608, .. }), "{v:?}");
+    assert!(matches!(reason, Reason::SplitKv { single: true, .. }), "{reason:?}");
+    assert!(reason.to_string().contains("at most 768 keys over at least 66 (row, head) pairs: one chunk per pair"), "{reason}");
+    // One row (9 pairs), or more keys: chunks that fill the device, and the reason says that.
+    for (rows, keys) in [(1, 600), (8, 800)] {
+        let (v, reason) = att(decode(rows, keys));
+        assert!(matches!(v, Variant::SplitKvAttention { chunks: 2.., .. }), "{rows} rows, {keys} keys: {v:?}");
+        assert!(matches!(reason, Reason::SplitKv { single: false, .. }), "{reason:?}");
+        assert!(reason.to_string().contains("as many chunks as fill about 528 blocks"), "{reason}");
+    }
 }
 
 #[test]

@@ -136,7 +136,8 @@ pub fn tune(bench: &mut dyn LinearBench, req: &TuneRequest, created: String, pro
     let mut grid = req.grid.to_vec();
     grid.sort_unstable();
     grid.dedup();
-    // The refinement measures up to three Ms a round: below M1, M2 and B's second tiling.
+    // The refinement measures about three Ms a round: below M1, M2 and where B changes
+    // tiling (more where it changes more than once; the total then grows).
     let per_shape = (grid.len() + 3 * req.refine_rounds) * if req.verify { 2 } else { 1 };
     let total = per_shape * req.shapes.len();
     let mut done = 0;
@@ -171,18 +172,41 @@ pub fn tune(bench: &mut dyn LinearBench, req: &TuneRequest, created: String, pro
         } else {
             &timings
         };
-        let times = ShapeTimes::new(scored, n, k);
-        let mut with_entry = table.clone();
-        with_entry.shapes = vec![entry.clone()];
-        let tuned = search::score(&times, lin, |m| linear_choice(&with_entry, lin, n, k, m).0);
-        let statics =
-            statics(lin, &caps.table, (n, k)).into_iter().map(|(name, choose)| (name, search::score(&times, lin, choose))).collect();
-        summary.push(ShapeSummary { n, k, tuned, statics });
+        summary.push(summarize(&ShapeTimes::new(scored, n, k), &entry, &caps, &table));
         table.shapes.push(entry);
         linear.extend(timings);
     }
     bench.set_effort(effort);
     Ok(DeviceProfile { key: ProfileKey::of(&caps), created, table, linear, verification, summary })
+}
+
+/// How `entry` and each single static choice fare over `times` (one shape's measurements),
+/// with the lowering's kernels of `caps` and `table`'s source.
+fn summarize(times: &ShapeTimes, entry: &ShapeTuning, caps: &BackendCaps, table: &DataflowTable) -> ShapeSummary {
+    let (lin, n, k) = (&caps.linear, times.n, times.k);
+    let with_entry = DataflowTable { shapes: vec![entry.clone()], ..table.clone() };
+    let tuned = search::score(times, lin, |m| linear_choice(&with_entry, lin, n, k, m).0);
+    let statics = statics(lin, &caps.table, (n, k)).into_iter().map(|(name, choose)| (name, search::score(times, lin, choose))).collect();
+    ShapeSummary { n, k, tuned, statics }
+}
+
+/// `p` decided again, shape by shape, from its first pass by this fdpp's search and scored
+/// on its second pass (on the first where it has none), for a backend whose lowering has
+/// `caps`: what a change to the search makes of measurements already taken, with no device.
+pub fn rescore(p: &DeviceProfile, caps: &BackendCaps) -> Result<DeviceProfile> {
+    let mut out = DeviceProfile { table: DataflowTable { shapes: vec![], ..p.table.clone() }, summary: vec![], ..p.clone() };
+    for s in &p.table.shapes {
+        let entry = search::choose(&ShapeTimes::new(&p.linear, s.n, s.k), &caps.linear).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "the profile's first pass of [{}, {}] has no timing of a variant the lowering may run",
+                s.n, s.k
+            ))
+        })?;
+        let scored = if p.verification.is_empty() { &p.linear } else { &p.verification };
+        out.summary.push(summarize(&ShapeTimes::new(scored, s.n, s.k), &entry, caps, &out.table));
+        out.table.shapes.push(entry);
+    }
+    Ok(out)
 }
 
 /// `fresh`'s shapes over `old`'s (a profile of the same key tuned for other shapes keeps
@@ -279,8 +303,8 @@ mod tests {
             // B vs C: 20 + m = 100 + m / 4 at m = 106.7 (B's best tiling): refined to 107.
             assert_eq!(s.inflections.m2, 107, "{n}");
             assert_eq!(s.flat.unwrap().tile.n <= 8, n < 1000, "{n}");
-            // The best tiling is the best at every M: no second one.
-            assert_eq!(s.flat_second, None, "{n}");
+            // The best tiling is the best at every M: no other one.
+            assert_eq!(s.flat_later, vec![], "{n}");
             // Split-K costs 1 us at every M: never (from past the GEMV's 8 rows).
             assert_eq!(s.gemv_split_k_from, Some(9));
         }
@@ -347,7 +371,7 @@ mod tests {
         let s = &p.table.shapes[0];
         assert_eq!(s.flat, Some(tilings[1]), "{s:?}");
         // Refined between the grid's 64 and 96 to the crossing (68 ties, so 68 or 69).
-        let second = s.flat_second.unwrap_or_else(|| panic!("{s:?}"));
+        let [second] = s.flat_later[..] else { panic!("{s:?}") };
         assert_eq!(second.tiling, tilings[0]);
         assert!((68..=69).contains(&second.from_m), "{second:?}");
         assert_eq!(s.inflections, Inflections { m1: 3, m2: 513 });
@@ -365,11 +389,34 @@ mod tests {
         assert_eq!(tuned.within_5pct_of_runnable, Some(tuned.points));
         assert!(tuned.worst_loss_pct < 1e-9, "{tuned:?}");
         let mut one_tiling = p.table.clone();
-        one_tiling.shapes[0].flat_second = None;
+        one_tiling.shapes[0].flat_later.clear();
         let times = ShapeTimes::new(&p.verification, 576, 1536);
         let alone = search::score(&times, lin, |m| linear_choice(&one_tiling, lin, 576, 1536, m).0);
         assert_eq!(alone.worst_m, 512);
         assert!((alone.worst_loss_pct - 100.0 * (532.0 / 421.0 - 1.0)).abs() < 1e-9, "{alone:?}");
+    }
+
+    #[test]
+    fn a_rescore_decides_again_from_the_stored_measurements() {
+        let caps = BackendCaps { device: "formula".into(), ..BackendCaps::wgpu_builtin() };
+        let mut bench = Formula::new(caps.clone(), two_tilings);
+        let req = TuneRequest { shapes: &[(576, 1536)], grid: GRID, refine_rounds: REFINE_ROUNDS, verify: true, lowering: None };
+        let tuned = tune(&mut bench, &req, String::new(), &mut |_| {}).unwrap();
+        // A table the search would not write (as an older fdpp's might be), and no scores.
+        let mut old = tuned.clone();
+        old.table.shapes[0] = ShapeTuning::new(576, 1536, Inflections { m1: 1, m2: 1 });
+        old.summary.clear();
+        let again = rescore(&old, &caps).unwrap();
+        assert_eq!((&again.table, &again.summary), (&tuned.table, &tuned.summary));
+        assert_eq!((again.linear.len(), again.verification.len()), (tuned.linear.len(), tuned.verification.len()));
+        // Scored on the first pass where there is no second.
+        old.verification.clear();
+        let first = rescore(&old, &caps).unwrap();
+        assert_eq!(first.summary[0].tuned.points, ShapeTimes::new(&old.linear, 576, 1536).ms.len());
+        // Measurements that leave the lowering nothing to run: an error naming the shape.
+        old.linear.clear();
+        let e = rescore(&old, &caps).unwrap_err().to_string();
+        assert!(e.contains("[576, 1536]"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::microbench::LinearTiming;
-use crate::dataflow::{DataflowTable, FlatTiling, Inflections, LinearImpl, SecondTiling, ShapeTuning};
+use crate::dataflow::{DataflowTable, FlatTiling, Inflections, LinearImpl, ShapeTuning, TilingFrom};
 use crate::lower::caps::LinearKernels;
 use crate::lower::kernel::Variant;
 use crate::lower::linear_choice;
@@ -92,14 +92,14 @@ pub fn choose(times: &ShapeTimes, lin: &LinearKernels) -> Option<ShapeTuning> {
         least_relative(times, &gemv_ms, &options, |from, m| Variant::Gemv { split_k: m >= from })
     });
     let flat_ms = or_measured(wins(LinearImpl::FlatGemm), Variant::FlatGemm { tiling: lin.flat_tilings[0] });
-    let (tiling, second) = flat_tilings(times, &flat_ms, &lin.flat_tilings)?;
+    let (tiling, later) = flat_tilings(times, &flat_ms, &lin.flat_tilings)?;
 
     let entry = |inflections| ShapeTuning {
         n: times.n,
         k: times.k,
         inflections,
         flat: Some(tiling),
-        flat_second: second,
+        flat_later: later.clone(),
         gemv_split_k_from: split_from,
     };
     let cost = |inflections: Inflections| -> f64 {
@@ -129,13 +129,14 @@ pub fn choose(times: &ShapeTimes, lin: &LinearKernels) -> Option<ShapeTuning> {
     Some(entry(best?.0))
 }
 
-/// B's tilings over `ms` (the Ms where B runs, ascending): the one tiling, or the first one
-/// and a second from one of `ms` on, that adds up to the least time relative to the fastest
-/// tiling at each M (so large M does not outweigh small); two only where they beat one by
-/// `SECOND_TILING_MIN_GAIN`. Ties go to the earlier switch and the earlier tilings of
-/// `tilings`, so the same timings always give the same answer. None if no choice was timed
-/// at every M of `ms`.
-pub fn flat_tilings(times: &ShapeTimes, ms: &[usize], tilings: &[FlatTiling]) -> Option<(FlatTiling, Option<SecondTiling>)> {
+/// B's tilings over `ms` (the Ms where B runs, ascending): a first tiling and later ones,
+/// each from one of `ms` on, whose times add up to the least relative to the fastest tiling
+/// at each M (so large M does not outweigh small), each switch charged
+/// `TILING_SWITCH_MIN_GAIN`: a dynamic program over `ms`, as the fastest tiling may change
+/// more than once (SmolLM2's [576, 576] on an H200: 8x16 with K over 16 up to M = 56, then
+/// K over 8, then 16x16). Ties go to fewer switches and to the earlier tilings of `tilings`,
+/// so the same timings always give the same answer. None if no choice was timed at every M.
+pub fn flat_tilings(times: &ShapeTimes, ms: &[usize], tilings: &[FlatTiling]) -> Option<(FlatTiling, Vec<TilingFrom>)> {
     // relative[i][j]: tiling j at ms[i] over the fastest tiling there (infinite if untimed).
     let relative: Vec<Vec<f64>> = ms
         .iter()
@@ -146,41 +147,41 @@ pub fn flat_tilings(times: &ShapeTimes, ms: &[usize], tilings: &[FlatTiling]) ->
             row.iter().map(|&t| if best.is_finite() { t / best } else { f64::INFINITY }).collect()
         })
         .collect();
-    // below[j][i]: tiling j's relative times summed over ms[..i].
-    let below: Vec<Vec<f64>> = (0..tilings.len())
-        .map(|j| {
-            let mut sums = vec![0.0];
-            for row in &relative {
-                sums.push(sums[sums.len() - 1] + row[j]);
-            }
-            sums
-        })
-        .collect();
-    let (total, below) = (ms.len(), &below);
-    let one = least(tilings.iter().enumerate().map(|(j, &tiling)| (tiling, below[j][total])));
-    let two = least(ms.iter().enumerate().skip(1).flat_map(|(i, &from_m)| {
-        tilings.iter().enumerate().flat_map(move |(j, &first)| {
-            tilings
-                .iter()
-                .enumerate()
-                .filter(move |&(l, _)| l != j)
-                .map(move |(l, &tiling)| ((first, SecondTiling { from_m, tiling }), below[j][i] + below[l][total] - below[l][i]))
-        })
-    }));
-    match (one, two) {
-        (Some((_, one)), Some(((first, second), two))) if two < one - SECOND_TILING_MIN_GAIN => Some((first, Some(second))),
-        (Some((tiling, _)), _) => Some((tiling, None)),
-        (None, two) => two.map(|((first, second), _)| (first, Some(second))),
+    // cost[j]: the least cost of ms[..=i] ending in tiling j; came_from[i][j]: the tiling at
+    // ms[i - 1] on that path.
+    let mut cost: Vec<f64> = relative.first()?.clone();
+    let mut came_from: Vec<Vec<usize>> = vec![(0..tilings.len()).collect()];
+    for row in &relative[1..] {
+        let (mut next, mut from) = (vec![], vec![]);
+        for (j, &r) in row.iter().enumerate() {
+            let switch = least((0..tilings.len()).filter(|&l| l != j).map(|l| (l, cost[l] + TILING_SWITCH_MIN_GAIN)));
+            let (l, c) = match switch {
+                Some((l, c)) if c < cost[j] => (l, c),
+                _ => (j, cost[j]),
+            };
+            next.push(c + r);
+            from.push(l);
+        }
+        cost = next;
+        came_from.push(from);
     }
+    let (mut j, _) = least(cost.iter().copied().enumerate())?;
+    let mut at = vec![0; ms.len()];
+    for i in (0..ms.len()).rev() {
+        at[i] = j;
+        j = came_from[i][j];
+    }
+    let later = (1..ms.len()).filter(|&i| at[i] != at[i - 1]).map(|i| TilingFrom { from_m: ms[i], tiling: tilings[at[i]] }).collect();
+    Some((tilings[at[0]], later))
 }
 
-/// What a second B tiling must win back over the best single one, in time relative to the
-/// fastest tiling summed over the Ms: a quarter of one M's time. Of the hundreds of
-/// (first, switch, second) options some beat one tiling by noise alone: on lavapipe, where two
-/// passes over one kernel differ by 19-28% either way (10th and 90th percentile), tilings
-/// chosen for smaller gains lost points in the verification pass; replayed on the H200
-/// profiles of bench/results/h200-2026-11-30-tune, every second tiling that helped gained more.
-pub const SECOND_TILING_MIN_GAIN: f64 = 0.25;
+/// What each switch to another B tiling must win back, in time relative to the fastest
+/// tiling summed over the Ms: a quarter of one M's time. Of the many ways to split the Ms
+/// some beat one tiling by noise alone: on lavapipe, where two passes over one kernel differ
+/// by 19-28% either way (10th and 90th percentile), tilings chosen for smaller gains lost
+/// points in the verification pass; replayed on the H200 profiles of
+/// bench/results/h200-2026-11-30-tune, every second tiling that helped gained more.
+pub const TILING_SWITCH_MIN_GAIN: f64 = 0.25;
 
 /// How much faster than the GEMV another variant must be measured to take its rows: a
 /// margin for what timing one layer's launches back to back does not show. On an H200 a
@@ -204,7 +205,7 @@ fn least<T>(options: impl Iterator<Item = (T, f64)>) -> Option<(T, f64)> {
 /// there is an M between them.
 pub fn refine(times: &ShapeTimes, entry: &ShapeTuning) -> Vec<usize> {
     let mut out = vec![];
-    for threshold in [entry.inflections.m1, entry.inflections.m2].into_iter().chain(entry.flat_second.map(|s| s.from_m)) {
+    for threshold in [entry.inflections.m1, entry.inflections.m2].into_iter().chain(entry.flat_later.iter().map(|s| s.from_m)) {
         let below = times.ms.iter().copied().filter(|&m| m < threshold).max();
         if let (Some(lo), true) = (below, times.ms.contains(&threshold)) {
             let mid = lo + (threshold - lo) / 2;
@@ -350,13 +351,46 @@ mod tests {
         };
         // 10% at two Ms (20% of one M's time in all): within the noise, one tiling.
         let all = tilings_with(1.1);
-        assert_eq!(flat_tilings(&ShapeTimes::new(&all, 576, 576), &ms, t), Some((t[2], None)));
+        assert_eq!(flat_tilings(&ShapeTimes::new(&all, 576, 576), &ms, t), Some((t[2], vec![])));
         // 20% at two Ms: the second from 16 on.
         let all = tilings_with(1.2);
-        let second = SecondTiling { from_m: 16, tiling: t[0] };
-        assert_eq!(flat_tilings(&ShapeTimes::new(&all, 576, 576), &ms, t), Some((t[2], Some(second))));
+        let second = TilingFrom { from_m: 16, tiling: t[0] };
+        assert_eq!(flat_tilings(&ShapeTimes::new(&all, 576, 576), &ms, t), Some((t[2], vec![second])));
         // Nothing timed: no choice.
         assert_eq!(flat_tilings(&ShapeTimes::new(&[], 576, 576), &ms, t), None);
+    }
+
+    #[test]
+    fn b_follows_the_fastest_tiling_through_each_change_worth_a_switch() {
+        let lin = BackendCaps::wgpu_builtin().linear;
+        let t = &lin.flat_tilings;
+        let ms = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+        // Tiling 0 is fastest up to M = 8, tiling 1 for 16-64, tiling 2 from 128, each by
+        // 30% over the others; tiling 3 is 3% faster than tiling 1 at M = 32 alone (noise).
+        let mut all = vec![];
+        for m in ms {
+            let lead = if m <= 8 {
+                0
+            } else if m <= 64 {
+                1
+            } else {
+                2
+            };
+            for (i, &tiling) in t.iter().enumerate() {
+                let base = 10.0 + m as f64;
+                let micros = match i {
+                    _ if i == lead => base,
+                    3 if m == 32 => base / 1.03,
+                    _ => 1.3 * base,
+                };
+                all.push(LinearTiming::new(576, 576, m, Variant::FlatGemm { tiling }, micros, 2, 1000.0));
+            }
+        }
+        let times = ShapeTimes::new(&all, 576, 576);
+        let later = vec![TilingFrom { from_m: 16, tiling: t[1] }, TilingFrom { from_m: 128, tiling: t[2] }];
+        assert_eq!(flat_tilings(&times, &ms, t), Some((t[0], later)));
+        // Over the Ms where B runs, here from 16: the first tiling is the one fastest there.
+        assert_eq!(flat_tilings(&times, &ms[4..], t), Some((t[1], vec![TilingFrom { from_m: 128, tiling: t[2] }])));
     }
 
     #[test]

@@ -75,32 +75,52 @@ DEV float dot8(const float a[8], const float b[8]) {
     return s;
 }
 
-// grid: (>= chunks, heads, m); partials in scratch[((i * heads + h) * chunks + c) * (hd + 1)].
-KERNEL void attn_split(Args a) {
-    __shared__ float red[ATT_WARPS][MAX_HEAD_DIM + 1];
-    __shared__ u32 any_out;
-    // The step buffer is written before the step's first kernel: readable before the wait.
-    pdl_trigger();
-    const Step& st = step_of(a);
-    const u32 c = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
-    // A graph captured for a larger chunk count launches blocks past this step's chunks.
-    if (i >= st.m || c >= st.attn_chunks) return;
-    const u32 hd = a.head_dim, kvh = h / (a.heads / a.kv_heads), pos = position_at(a, i);
-    const u32 L = lanes_per_key(hd), kps = 32 / L;
-    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane / L, d0 = (lane % L) * 8;
+// What a block's WARPS warps sum over a range of keys with the unified max: per warp,
+// sum e^(s - phi) v (dims 0..hd-1) and sum e^(s - phi) (at hd), added up by the caller; and
+// whether any score left (lo, hi).
+template <int WARPS> struct UnifiedSums {
+    float red[WARPS][MAX_HEAD_DIM + 1];
+    u32 any_out;
+};
+
+// The first cache element of (token i, head h)'s KV head: from the step buffer, so a kernel
+// reads it before it waits for the kernel before it (one dependent load less after).
+DEV size_t kv_head_base(const Args& a, u32 i, u32 h) {
+    return kv_slot(a, i, 0) + (h / (a.heads / a.kv_heads)) * a.head_dim;
+}
+
+// Which key and dims this thread reads: L lanes per key, kps keys per warp, its lane group
+// and first dim. Kernels work it out before they wait for the kernel before them: its loop
+// and divisions took ~0.6 us per layer of a decode step on an H200 when done after.
+struct KeyLanes {
+    u32 L, kps, warp, lane, grp, d0;
+};
+DEV KeyLanes key_lanes(u32 hd) {
+    KeyLanes k;
+    k.L = lanes_per_key(hd);
+    k.kps = 32 / k.L;
+    k.warp = threadIdx.x >> 5;
+    k.lane = threadIdx.x & 31;
+    k.grp = k.lane / k.L;
+    k.d0 = (k.lane % k.L) * 8;
+    return k;
+}
+
+// Keys [start, end) of (token i, head h), whose KV head starts at `base`, into `s`; the
+// whole block calls it, and `s` is complete when it returns.
+template <int WARPS>
+DEV void unified_sums(const Args& a, const KeyLanes& kl, u32 i, u32 h, size_t base, u32 start, u32 end, UnifiedSums<WARPS>& s) {
+    const u32 hd = a.head_dim;
+    const u32 L = kl.L, kps = kl.kps, warp = kl.warp, lane = kl.lane, grp = kl.grp, d0 = kl.d0;
     const bool vec = hd % 8 == 0;
-    const u32 start = c * st.attn_chunk_keys;
-    const u32 end = max(min(start + st.attn_chunk_keys, pos + 1), start);
-    const size_t base = kv_slot(a, i, 0) + kvh * hd;
     const size_t kv_dim = a.kv_heads * hd;
-    pdl_wait();
-    if (threadIdx.x == 0) any_out = 0;
+    if (threadIdx.x == 0) s.any_out = 0;
     float q[8], o[8] = {0, 0, 0, 0, 0, 0, 0, 0}, l = 0.0f;
     load_q8(a, i, h, d0, q);
     bool out_of_range = false;
     // SPLIT_BATCH keys per lane group at a time: all their K and V loads are issued before
     // the first score needs one, so each lane keeps 2 x SPLIT_BATCH 16-byte loads in flight.
-    const u32 step_keys = ATT_WARPS * kps;
+    const u32 step_keys = WARPS * kps;
     for (u32 jb = start + warp * kps; jb < end; jb += SPLIT_BATCH * step_keys) {
         Raw8 kr[SPLIT_BATCH], vr[SPLIT_BATCH];
         bool ok[SPLIT_BATCH];
@@ -129,34 +149,53 @@ KERNEL void attn_split(Args a) {
     for (int e = 0; e < 8; e++) o[e] = xor_sum(o[e], L, 32);
     l = xor_sum(l, L, 32);
     __syncthreads(); // any_out is initialised
-    if (__any_sync(0xffffffffu, out_of_range) && lane == 0) any_out = 1;
+    if (__any_sync(0xffffffffu, out_of_range) && lane == 0) s.any_out = 1;
     if (lane < L) {
 #pragma unroll
-        for (int e = 0; e < 8; e++) if (d0 + e < hd) red[warp][d0 + e] = o[e];
+        for (int e = 0; e < 8; e++) if (d0 + e < hd) s.red[warp][d0 + e] = o[e];
     }
-    if (lane == 0) red[warp][hd] = l;
+    if (lane == 0) s.red[warp][hd] = l;
     __syncthreads();
-    const size_t out = ((size_t)(i * a.heads + h) * st.attn_chunks + c) * (hd + 1);
-    for (u32 d = threadIdx.x; d <= hd; d += blockDim.x) {
-        float s = 0.0f;
-#pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++) s += red[w][d];
-        a.scratch[out + d] = s;
-    }
-    if (threadIdx.x == 0 && any_out) a.flags[a.flag_offset + i * a.heads + h] = 1;
 }
 
-#define ONLINE_TILE 128
-static_assert(ONLINE_TILE == ATT_WARPS * 32, "online_row gives each thread one key of a tile");
+// Entry d of the warps' sums, added up.
+template <int WARPS> DEV float warps_sum(const UnifiedSums<WARPS>& s, u32 d) {
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; w++) v += s.red[w][d];
+    return v;
+}
 
-// The synchronised online softmax for one (token, head); the whole block (ATT_WARPS warps)
-// calls it. Per tile of ONLINE_TILE keys: scores by lane groups into shared memory, the
-// tile's max and sum by warp reductions, then each lane group accumulates p * v over its
-// keys of the tile in the same 8-dims-per-lane layout; one reduction at the end.
-DEV void online_row(const Args& a, u32 i, u32 h) {
+// grid: (>= chunks, heads, m); partials in scratch[((i * heads + h) * chunks + c) * (hd + 1)].
+KERNEL void attn_split(Args a) {
+    __shared__ UnifiedSums<ATT_WARPS> s;
+    // The step buffer is written before the step's first kernel: readable before the wait.
+    pdl_trigger();
+    const Step& st = step_of(a);
+    const u32 c = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
+    // A graph captured for a larger chunk count launches blocks past this step's chunks.
+    if (i >= st.m || c >= st.attn_chunks) return;
+    const u32 hd = a.head_dim, pos = position_at(a, i);
+    const u32 start = c * st.attn_chunk_keys;
+    const u32 end = max(min(start + st.attn_chunk_keys, pos + 1), start);
+    const size_t base = kv_head_base(a, i, h);
+    const KeyLanes kl = key_lanes(hd);
+    pdl_wait();
+    unified_sums<ATT_WARPS>(a, kl, i, h, base, start, end, s);
+    const size_t out = ((size_t)(i * a.heads + h) * st.attn_chunks + c) * (hd + 1);
+    for (u32 d = threadIdx.x; d <= hd; d += blockDim.x) a.scratch[out + d] = warps_sum(s, d);
+    if (threadIdx.x == 0 && s.any_out) a.flags[a.flag_offset + i * a.heads + h] = 1;
+}
+
+// The synchronised online softmax for one (token, head); the whole block (WARPS warps)
+// calls it. Per tile of WARPS x 32 keys (one per thread): scores by lane groups into shared
+// memory, the tile's max and sum by warp reductions, then each lane group accumulates p * v
+// over its keys of the tile in the same 8-dims-per-lane layout; one reduction at the end.
+template <int WARPS> DEV void online_row(const Args& a, u32 i, u32 h) {
+    constexpr u32 ONLINE_TILE = WARPS * 32;
     __shared__ float ps[ONLINE_TILE];
-    __shared__ float part[ATT_WARPS];
-    __shared__ float red[ATT_WARPS][MAX_HEAD_DIM];
+    __shared__ float part[WARPS];
+    __shared__ float red[WARPS][MAX_HEAD_DIM];
     const u32 hd = a.head_dim, kvh = h / (a.heads / a.kv_heads), pos = position_at(a, i);
     const u32 L = lanes_per_key(hd), kps = 32 / L;
     const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane / L, d0 = (lane % L) * 8, t = threadIdx.x;
@@ -167,7 +206,7 @@ DEV void online_row(const Args& a, u32 i, u32 h) {
     load_q8(a, i, h, d0, q);
     float m_run = NEG_INF, l = 0.0f;
     for (u32 j0 = 0; j0 <= pos; j0 += ONLINE_TILE) {
-        for (u32 kk = warp * kps; kk < ONLINE_TILE; kk += ATT_WARPS * kps) {
+        for (u32 kk = warp * kps; kk < ONLINE_TILE; kk += WARPS * kps) {
             const u32 j = j0 + kk + grp;
             const bool ok = j <= pos;
             float k8[8];
@@ -176,13 +215,13 @@ DEV void online_row(const Args& a, u32 i, u32 h) {
             if (lane % L == 0) ps[kk + grp] = ok ? s : NEG_INF;
         }
         __syncthreads();
-        // One key per thread (ONLINE_TILE == ATT_WARPS * 32).
+        // One key per thread.
         float mx = warp_max(ps[t]);
         if (lane == 0) part[warp] = mx;
         __syncthreads();
         mx = part[0];
 #pragma unroll
-        for (int w = 1; w < ATT_WARPS; w++) mx = fmaxf(mx, part[w]);
+        for (int w = 1; w < WARPS; w++) mx = fmaxf(mx, part[w]);
         const float m_new = fmaxf(m_run, mx), corr = expf(m_run - m_new);
         const float p = j0 + t <= pos ? expf(ps[t] - m_new) : 0.0f;
         __syncthreads(); // every thread has read part[] and ps[t]
@@ -192,12 +231,12 @@ DEV void online_row(const Args& a, u32 i, u32 h) {
         __syncthreads();
         float sum = 0.0f;
 #pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++) sum += part[w];
+        for (int w = 0; w < WARPS; w++) sum += part[w];
         l = l * corr + sum;
 #pragma unroll
         for (int e = 0; e < 8; e++) o[e] *= corr;
         const u32 n = min((u32)ONLINE_TILE, pos + 1 - j0);
-        for (u32 kk = warp * kps + grp; kk < n; kk += ATT_WARPS * kps) {
+        for (u32 kk = warp * kps + grp; kk < n; kk += WARPS * kps) {
             float v8[8];
             load_kv8(a.vc + base + (size_t)(j0 + kk) * kv_dim, d0, hd, vec, v8);
             const float pk = ps[kk];
@@ -215,10 +254,10 @@ DEV void online_row(const Args& a, u32 i, u32 h) {
     }
     __syncthreads();
     float* y = a.y + (size_t)i * a.heads * hd + h * hd;
-    for (u32 d = t; d < hd; d += ATT_WARPS * 32) {
+    for (u32 d = t; d < hd; d += WARPS * 32) {
         float s = 0.0f;
 #pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++) s += red[w][d];
+        for (int w = 0; w < WARPS; w++) s += red[w][d];
         y[d] = s / l;
     }
 }
@@ -244,7 +283,7 @@ KERNEL void attn_combine(Args a) {
     if (i >= st.m) return;
     if (a.flags[a.flag_offset + i * a.heads + h] != 0) {
         if (threadIdx.x == 0) atomicAdd(&a.flags[0], 1u);
-        online_row(a, i, h);
+        online_row<ATT_WARPS>(a, i, h);
         return;
     }
     const u32 chunks = position_at(a, i) / st.attn_chunk_keys + 1, stride = hd + 1;
@@ -253,13 +292,37 @@ KERNEL void attn_combine(Args a) {
     for (u32 d = threadIdx.x; d < hd; d += blockDim.x) a.y[(size_t)i * a.heads * hd + h * hd + d] = chunk_sum(p, chunks, stride, d) / l;
 }
 
+// grid: (1, heads, m), SINGLE_WARPS warps: a decode step with one chunk per (token, head)
+// (the lowering's choice where one block reads the keys fast enough): the unified-max sums
+// of all keys, added up and divided in the block; no partials, no attn_combine launch. A
+// flagged row is recomputed here with the online softmax (counted in flags[0]).
+// (Bounded to its block size: the compiler keeps to the registers 512 threads may hold.)
+KERNEL void __launch_bounds__(SINGLE_WARPS * 32) attn_single(Args a) {
+    __shared__ UnifiedSums<SINGLE_WARPS> s;
+    pdl_trigger();
+    const u32 h = blockIdx.y, i = blockIdx.z, hd = a.head_dim;
+    if (i >= step_of(a).m) return;
+    const u32 keys = position_at(a, i) + 1;
+    const size_t base = kv_head_base(a, i, h);
+    const KeyLanes kl = key_lanes(hd);
+    pdl_wait();
+    unified_sums<SINGLE_WARPS>(a, kl, i, h, base, 0, keys, s);
+    if (s.any_out) {
+        if (threadIdx.x == 0) atomicAdd(&a.flags[0], 1u);
+        online_row<SINGLE_WARPS>(a, i, h);
+        return;
+    }
+    const float l = warps_sum(s, hd);
+    for (u32 d = threadIdx.x; d < hd; d += blockDim.x) a.y[(size_t)i * a.heads * hd + h * hd + d] = warps_sum(s, d) / l;
+}
+
 // grid: (heads, m): prefill, every row with the online softmax. (Four rows per block
 // sharing their K and V loads measured 10% slower on an H200 at a 512-token prefill: the
 // per-row shuffles, not the loads, bound this kernel.)
 KERNEL void attn_online(Args a) {
     pdl_begin();
     if (blockIdx.y >= step_of(a).m) return;
-    online_row(a, blockIdx.y, blockIdx.x);
+    online_row<ATT_WARPS>(a, blockIdx.y, blockIdx.x);
 }
 
 #if FDPP_KV_F16
@@ -302,7 +365,7 @@ template <int D> DEV void flash_tile(const Args& a, u32 row0, u32 h) {
     if (lane == 0) atomicMax(&block_keys, warp_last + 1);
     __syncthreads();
     if (mixed) {
-        for (u32 i = row0; i < min(row0 + FLASH_ROWS, m); i++) online_row(a, i, h);
+        for (u32 i = row0; i < min(row0 + FLASH_ROWS, m); i++) online_row<ATT_WARPS>(a, i, h);
         return;
     }
     const u32 keys = (u32)block_keys, kvh = h / (a.heads / a.kv_heads);

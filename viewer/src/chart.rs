@@ -99,8 +99,8 @@ pub fn show(ui: &mut egui::Ui, curves: Option<&Curves>, live_table: Option<&Data
             if let Some(tiling) = entry.and_then(|s| s.flat) {
                 title += &format!(", B tile {tiling}");
             }
-            if let Some(second) = entry.and_then(|s| s.flat_second) {
-                title += &format!(", {} from M = {}", second.tiling, second.from_m);
+            for later in entry.map_or(&[][..], |s| &s.flat_later) {
+                title += &format!(" then {} from M = {}", later.tiling, later.from_m);
             }
             ui.label(title);
             // Both axes logarithmic: M spans 1..hundreds and the times a factor of ten.

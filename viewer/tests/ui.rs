@@ -227,7 +227,7 @@ fn a_check_report_shows_the_first_divergence_with_what_each_side_ran() {
 #[test]
 fn a_tuned_profile_from_the_cache_draws_its_curves_and_thresholds() {
     use fdpp_runtime::backend::microbench::LinearTiming;
-    use fdpp_runtime::dataflow::{Inflections, SecondTiling, ShapeTuning, TableSource};
+    use fdpp_runtime::dataflow::{Inflections, ShapeTuning, TableSource, TilingFrom};
     use fdpp_runtime::lower::kernel::Variant;
     use fdpp_runtime::tune::profile::{DeviceProfile, ProfileKey};
     let caps = BackendCaps { device: "Test GPU".into(), ..BackendCaps::wgpu_builtin() };
@@ -235,10 +235,10 @@ fn a_tuned_profile_from_the_cache_draws_its_curves_and_thresholds() {
     let narrow = lin.flat_tilings[2];
     let mut table = caps.table.clone();
     table.source = TableSource::Tuned { device: caps.device.clone() };
-    let wide = SecondTiling { from_m: 32, tiling: lin.flat_tilings[0] };
+    let wide = TilingFrom { from_m: 32, tiling: lin.flat_tilings[0] };
     table.shapes.push(ShapeTuning {
         flat: Some(narrow),
-        flat_second: Some(wide),
+        flat_later: vec![wide],
         ..ShapeTuning::new(576, 576, Inflections { m1: 2, m2: 64 })
     });
     let mut linear = vec![];
@@ -266,7 +266,7 @@ fn a_tuned_profile_from_the_cache_draws_its_curves_and_thresholds() {
     assert!(
         title.contains("tuned on Test GPU")
             && title.contains("M1 = 2, M2 = 64")
-            && title.contains(&format!("B tile {narrow}, {} from M = 32", wide.tiling)),
+            && title.contains(&format!("B tile {narrow} then {} from M = 32", wide.tiling)),
         "{title}"
     );
 

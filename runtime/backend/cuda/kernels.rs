@@ -188,6 +188,10 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
                 out.push(g("kv_write", dims.kv_dim().div_ceil(eb), m, 1, eb));
             }
             match v {
+                // One chunk: its block adds up and divides (the lowering's short contexts).
+                Variant::SplitKvAttention { chunks: 1, .. } => {
+                    out.push(g("attn_single", 1, dims.heads, m, cuda::SINGLE_WARPS * 32));
+                }
                 Variant::SplitKvAttention { chunks, .. } => {
                     out.push(g("attn_split", chunk_blocks.max(chunks), dims.heads, m, att));
                     out.push(g("attn_combine", dims.heads, m, 1, att));
@@ -244,7 +248,7 @@ pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
             out
         }
         "attention" => {
-            let mut out = names(&["attn_split", "attn_combine", "attn_online"]);
+            let mut out = names(&["attn_split", "attn_combine", "attn_single", "attn_online"]);
             if f16_weights {
                 out.extend(cuda::FLASH_HEAD_DIMS.iter().map(|d| format!("attn_flash_{d}")));
             }

@@ -128,6 +128,13 @@ impl CudaDevice {
             .map_err(|e| driver_error("querying the device", e))?;
         if let Some(limits) = &mut caps.attention.split_kv {
             limits.target_blocks = Some(sms.max(1) as usize * cuda::ATTN_BLOCKS_PER_SM);
+            limits.single_min_rows_heads = sms as usize / 2;
+        }
+        // For experiments: the longest context decoded as one chunk per (token, head) (0: none).
+        if let Some(max) = std::env::var("FDPP_CUDA_SINGLE_MAX_KEYS").ok().and_then(|v| v.parse::<usize>().ok())
+            && let Some(limits) = &mut caps.attention.split_kv
+        {
+            limits.single_max_keys = (max > 0).then_some(max);
         }
         // For experiments: the flat GEMM without its prologue / epilogue fusions.
         if std::env::var("FDPP_CUDA_FLAT_FUSIONS").is_ok_and(|v| v == "0") {

@@ -335,7 +335,9 @@ fn check_attention(precision: WeightPrecision) {
             let x = random(&mut rng, m * dims.qkv_width(), 2.0);
             let xbuf = rig.f32s(&x);
             let keys = positions.iter().max().unwrap() + 1;
-            let split = limits.chunking(keys, m * dims.heads);
+            // Chunks of one key tile (split + combine), and one chunk (attn_single).
+            let split = (keys.div_ceil(limits.min_chunk_keys), limits.min_chunk_keys);
+            let single = (1, keys.next_multiple_of(limits.min_chunk_keys));
             let mut want: Vec<f64> = vec![];
             for i in 0..m {
                 let seq = row_seqs[i];
@@ -349,12 +351,15 @@ fn check_attention(precision: WeightPrecision) {
             let long = (keys.div_ceil(3 * limits.min_chunk_keys), 3 * limits.min_chunk_keys);
             let scratch = s.alloc_zeros::<f32>(m * dims.heads * limits.max_chunks * (hd + 1)).unwrap();
             // Split-KV, online, and split-KV whose every row leaves the unified-max range
-            // (recomputed by the combine's fallback).
+            // (recomputed by the combine's or the single block's fallback).
+            let everything_out = UnifiedMax { phi: 0.0, lo: -1e30, hi: -1e30 };
             for (name, unified, split) in [
                 ("split", UnifiedMax::default(), split),
                 ("split, long chunks", UnifiedMax::default(), long),
+                ("single", UnifiedMax::default(), single),
                 ("online", UnifiedMax::default(), split),
-                ("fallback", UnifiedMax { phi: 0.0, lo: -1e30, hi: -1e30 }, split),
+                ("fallback", everything_out, split),
+                ("fallback, single", everything_out, single),
             ] {
                 if one_sequence && name != "online" {
                     continue; // split-KV steps hold one token per sequence
@@ -384,7 +389,7 @@ fn check_attention(precision: WeightPrecision) {
                 let err = rel_error(&rig.read(&ybuf), &want, "attention");
                 assert!(err < 1e-4, "{name} hd {hd} positions {positions:?}: relative error {err}");
                 let recomputed = rig.read(&flags)[0] as usize;
-                assert_eq!(recomputed, if name == "fallback" { m * dims.heads } else { 0 }, "{name}: rows recomputed");
+                assert_eq!(recomputed, if name.starts_with("fallback") { m * dims.heads } else { 0 }, "{name}: rows recomputed");
             }
         }
     }

@@ -19,6 +19,20 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Everything the adapter offers (a subset is requested).
     pub adapter_features: wgpu::Features,
+    /// The first error no error scope caught, or why the device was lost: wgpu's default
+    /// handler would panic on it; fdpp reports it as an error when a step is read back.
+    pub fault: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// An error and its causes on one line.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out += &format!(": {s}");
+        source = s.source();
+    }
+    out
 }
 
 fn backend_err(op: &str, reason: impl std::fmt::Display) -> Error {
@@ -132,7 +146,31 @@ impl GpuContext {
             ..Default::default()
         }))
         .map_err(|e| backend_err("request_device", e))?;
-        Ok(GpuContext { device, queue, info, f16_weights, timestamps, subgroup_size, limits, adapter_features: available })
+        // The loss is what the user needs to hear: it replaces an error it caused.
+        let fault = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let record = |fault: &std::sync::Arc<std::sync::Mutex<Option<String>>>, replace: bool| {
+            let fault = std::sync::Arc::clone(fault);
+            move |what: String| {
+                let mut f = fault.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if replace || f.is_none() {
+                    *f = Some(what);
+                }
+            }
+        };
+        let on_error = record(&fault, false);
+        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| on_error(with_sources(&e))));
+        let on_lost = record(&fault, true);
+        device.set_device_lost_callback(move |reason, message| on_lost(format!("the device was lost ({reason:?}) {message}")));
+        Ok(GpuContext { device, queue, info, f16_weights, timestamps, subgroup_size, limits, adapter_features: available, fault })
+    }
+
+    /// An error if the device has been lost or an error escaped every error scope (`op`:
+    /// what fdpp was doing when it noticed).
+    pub fn check(&self, op: &str) -> Result<()> {
+        match self.fault.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+            Some(why) => Err(backend_err(op, why)),
+            None => Ok(()),
+        }
     }
 
     pub fn describe(&self) -> String {

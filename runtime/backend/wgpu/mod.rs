@@ -525,14 +525,28 @@ impl WgpuExecutor {
 
 /// Reads `bytes` of a MAP_READ `buffer` once the submission `after` has finished (every
 /// submission if `None`).
+/// A lost device (or an error that escaped every scope) is an error here, where every step
+/// is read back.
 pub fn read_buffer(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: usize, after: Option<wgpu::SubmissionIndex>) -> Result<Vec<u8>> {
+    ctx.check("reading back")?;
     let slice = buffer.slice(..bytes as u64);
-    slice.map_async(wgpu::MapMode::Read, |_| {});
+    let mapped = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let done = std::sync::Arc::clone(&mapped);
+    slice.map_async(wgpu::MapMode::Read, move |r| *done.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r));
     ctx.device.poll(wgpu::PollType::Wait { submission_index: after, timeout: None }).map_err(|e| Error::Backend {
         backend: "wgpu".into(),
         op: "waiting for the step".into(),
         reason: e.to_string(),
     })?;
+    ctx.check("reading back")?;
+    let mapped = mapped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    match mapped {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(Error::Backend { backend: "wgpu".into(), op: "reading back".into(), reason: e.to_string() }),
+        None => {
+            return Err(Error::Backend { backend: "wgpu".into(), op: "reading back".into(), reason: "the buffer was never mapped".into() });
+        }
+    }
     let out = slice
         .get_mapped_range()
         .map_err(|e| Error::Backend { backend: "wgpu".into(), op: "reading back".into(), reason: e.to_string() })?

@@ -371,3 +371,26 @@ fn scores_outside_the_safe_range_fall_back_and_stay_right() {
     // flagged and recomputed by the synchronised kernel.
     check_attention(UnifiedMax { phi: 1000.0, lo: -60.0, hi: 60.0 }, true);
 }
+
+/// A lost device (here destroyed, as a driver reset or an unplugged GPU leaves it) makes
+/// reading back a step an error, not a panic or a hang.
+#[test]
+fn a_lost_device_gives_an_error_when_a_step_is_read_back() {
+    let Some(rig) = Rig::new(WeightPrecision::F32, None) else { return };
+    let data = rig.upload(&[1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(rig.download(&data, 4), vec![1.0, 2.0, 3.0, 4.0]);
+    rig.ctx().device.destroy();
+    let staging = rig.ctx().device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 16,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = rig.ctx().device.create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(&data, 0, &staging, 0, 16);
+    rig.ctx().queue.submit([enc.finish()]);
+    let e = read_buffer(rig.ctx(), &staging, 16, None).expect_err("a lost device cannot be read back").to_string();
+    assert!(e.contains("the device was lost"), "{e}");
+    // Every later read says the same.
+    assert_eq!(read_buffer(rig.ctx(), &staging, 16, None).unwrap_err().to_string(), e);
+}
