@@ -171,7 +171,6 @@ KERNEL void attn_split(Args a) {
     __shared__ UnifiedSums<ATT_WARPS> s;
     // The step buffer is written before the step's first kernel: readable before the wait.
     pdl_trigger();
-    prefetch_share(a);
     const Step& st = step_of(a);
     const u32 c = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
     // A graph captured for a larger chunk count launches blocks past this step's chunks.
@@ -301,7 +300,6 @@ KERNEL void attn_combine(Args a) {
 KERNEL void __launch_bounds__(SINGLE_WARPS * 32) attn_single(Args a) {
     __shared__ UnifiedSums<SINGLE_WARPS> s;
     pdl_trigger();
-    prefetch_share(a);
     const u32 h = blockIdx.y, i = blockIdx.z, hd = a.head_dim;
     if (i >= step_of(a).m) return;
     const u32 keys = position_at(a, i) + 1;

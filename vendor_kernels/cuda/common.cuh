@@ -179,21 +179,4 @@ DEV u32 out_row_at(const Args& a, u32 r) { return a.step[STEP_WORDS + 3 * step_o
 DEV size_t kv_slot(const Args& a, u32 i, u32 pos) {
     return ((size_t)seq_at(a, i) * a.max_ctx + pos) * (size_t)(a.kv_heads * a.head_dim);
 }
-// This block's share of the `a.n` 128-byte lines from `a.w` pulled into L2 (a.mode 1: with
-// the evict-last priority). A decode attention launch reads little and waits on latency;
-// the executor points it at the weights of the linear layer after it, which then read
-// from L2 instead of HBM.
-DEV void prefetch_share(const Args& a) {
-    if (a.w == nullptr || a.n == 0) return;
-    const u32 blocks = gridDim.x * gridDim.y * gridDim.z;
-    const u32 b = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-    const u32 per = (a.n + blocks - 1) / blocks, end = min(a.n, (b + 1) * per);
-    const char* base = (const char*)a.w;
-    for (u32 l = b * per + threadIdx.x; l < end; l += blockDim.x) {
-        const char* p = base + (size_t)l * 128;
-        if (a.mode == 1) asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(p));
-        else prefetch_l2(p);
-    }
-}
-
 DEV float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }

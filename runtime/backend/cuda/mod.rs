@@ -430,7 +430,6 @@ impl CudaExecutor {
         self.cap_m = cap;
         let max_ctx = self.capacity.max_context;
         self.args = l.templates.iter().map(|t| self.bind(t, Args::of(t, max_ctx, |layer| self.flag_offset(layer)))).collect();
-        self.point_attention_at_next_weights();
         let logits = &self.activations[l.memory.buffer_of[l.graph.logits].expect("the logits are stored")];
         let c = &l.graph.config;
         let flag_offset = argmax_offset(self.max_out, c.num_heads, c.num_layers) as u32;
@@ -442,36 +441,6 @@ impl CudaExecutor {
             ..Default::default()
         };
         Ok(())
-    }
-
-    /// Experiment (FDPP_CUDA_ATTN_PREFETCH=1, or 2 with the evict-last priority): each
-    /// attention launch pulls the weights of the linear launch after it into L2, at most
-    /// FDPP_CUDA_PREFETCH_MB (default 48) of them.
-    fn point_attention_at_next_weights(&mut self) {
-        let mode = std::env::var("FDPP_CUDA_ATTN_PREFETCH").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
-        if mode == 0 {
-            return;
-        }
-        let budget = std::env::var("FDPP_CUDA_PREFETCH_MB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(48) << 20;
-        let l = Arc::clone(&self.lowering);
-        for (i, t) in l.templates.iter().enumerate() {
-            if !matches!(t.params, Params::Attention { .. }) {
-                continue;
-            }
-            let next = l.templates[i + 1..]
-                .iter()
-                .take_while(|n| !matches!(n.params, Params::Attention { .. }))
-                .find_map(|n| match n.params {
-                    Params::Linear { .. } => n.io.weight,
-                    _ => None,
-                });
-            let Some(w) = next else { continue };
-            let chunk = &self.params[w.param].chunks[w.chunk];
-            let bytes = chunk.len().min(budget);
-            self.args[i].w = ptr(chunk, &self.stream);
-            self.args[i].s.n = (bytes / 128) as u32;
-            self.args[i].s.mode = mode - 1;
-        }
     }
 
     fn step_ptr(&self) -> u64 {
