@@ -443,9 +443,20 @@ impl LinearBench for WgpuLinear {
             }
         }
         self.bench.set_step(StepUniform::new(m, m, MAX_M, None), &[]);
+        // One repetition first. A pass that long (a software rasteriser on an LM head's
+        // product: a second or more per variant and M) is timed once: the tuner's rounds
+        // repeat what is close, and repeating the rest cost lavapipe tens of minutes.
+        let single = self.bench.time_pass(1, &cmds[..cmds.len() / reps])?;
+        if single >= LONG_PASS_MICROS {
+            return Ok(single);
+        }
         Ok(self.bench.time_pass(effort.repeats, &cmds)? / reps as f64)
     }
 }
+
+/// A repetition this long is timed once (see `time_launches`); on an H200 the longest
+/// product the tuner times takes well under a millisecond.
+const LONG_PASS_MICROS: f64 = 20_000.0;
 
 /// Measures the bandwidth ceilings, then every linear shape and M, then decode attention
 /// at every context length that fits; `progress(done, total)` after each measurement.
