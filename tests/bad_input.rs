@@ -370,6 +370,44 @@ fn a_model_or_context_that_cannot_fit_in_host_memory_is_refused_with_the_numbers
     assert_mentions(&stderr, &["context of 16777216 positions", "needs about 1025 MiB", "but 1024 MiB are available"]);
 }
 
+/// A software rasteriser's memory is the host's: its weights and KV caches are counted
+/// before loading (lavapipe in CI; without it the test skips, a failure under
+/// FDPP_REQUIRE_GPU=1).
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_context_that_cannot_fit_on_a_software_adapter_is_refused_with_the_estimate() {
+    use fdpp_runtime::backend::{BackendOptions, WgpuOptions};
+    let lavapipe = WgpuOptions { adapter: Some("llvmpipe".into()), ..Default::default() };
+    if let Err(e) = fdpp_runtime::backend::open(&BackendOptions::Wgpu(lavapipe)) {
+        fdpp_runtime::testing::skip_unavailable(e);
+        return;
+    }
+    let args = |model: &Path| -> Vec<String> {
+        let m = model.to_str().unwrap();
+        ["generate", "--backend", "wgpu", "--adapter", "llvmpipe", "--temperature", "0", "--max-tokens", "1", "--model", m, "hi"]
+            .map(String::from)
+            .to_vec()
+    };
+    let fdpp = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fdpp"));
+        c.env("FDPP_HOST_MEMORY_MIB", "4096");
+        c
+    };
+    // 2^24 positions: the RoPE table (2^24 x 16 head dims x 4 bytes: 1024 MiB) and the KV
+    // caches (2 layers x K and V x 2^24 x 32 x 4 bytes: 8192 MiB), beside well under a MiB
+    // of weights.
+    let long = tiny_with_meta("long-context-lavapipe", "llama.context_length", GgufValue::U32(1 << 24));
+    let stderr = refused_with(fdpp().args(args(&long)));
+    assert_mentions(&stderr, &["emulated on the CPU", "context of 16777216 positions for 1 sequences", "but 4096 MiB are available"]);
+    let needed: u64 = stderr.split("needs about ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!((9216..9218).contains(&needed), "{stderr}");
+    // The model's own 64 positions fit and run.
+    let short = common::temp_dir("short-context-lavapipe").join("model.gguf");
+    common::write_tiny(&short, &Spec::default(), 3);
+    let out = fdpp().args(args(&short)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn broken_pipes_end_quietly() {
     use std::os::fd::{FromRawFd, OwnedFd};

@@ -72,8 +72,8 @@ impl Driver {
             )));
         }
         graph.check_weights(weights)?;
-        super::memory::check_load(&graph, backend.kind(), capacity)?;
         let device = backend::open(backend)?;
+        super::memory::check_load(&graph, device.caps(), capacity)?;
         let (table, notes) = match &lowering.table {
             TableChoice::DeviceProfile => {
                 let (table, note) = crate::tune::profile::tuned_table(device.caps());

@@ -4,6 +4,7 @@
 use crate::backend::{BackendKind, Capacity};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use crate::lower::caps::BackendCaps;
 
 /// Sequences decoded together at most: far beyond what any backend's kernels are tuned for,
 /// and low enough that per-sequence sizes cannot overflow.
@@ -35,24 +36,50 @@ pub fn load_bytes(graph: &Graph, backend: BackendKind, capacity: Capacity) -> u6
     rope.saturating_add(weights)
 }
 
-/// Refuses a load whose up-front host memory exceeds what is available.
-pub fn check_load(graph: &Graph, backend: BackendKind, capacity: Capacity) -> Result<()> {
+/// What a GPU backend allocates on its device up front: every weight in the device's type
+/// (vectors also as f32) and the K and V caches of every layer for the whole capacity.
+pub fn device_bytes(graph: &Graph, caps: &BackendCaps, capacity: Capacity) -> u64 {
+    let c = &graph.config;
+    let weights = graph.params.iter().map(|p| {
+        let extra_f32 = if p.shape.len() == 1 { 4 } else { 0 };
+        (p.numel() as u64).saturating_mul(caps.weight_dtype.size() as u64 + extra_f32)
+    });
+    let kv = [c.num_layers, 2, capacity.max_seqs, capacity.max_context, c.kv_dim(), caps.kv_dtype.size()]
+        .iter()
+        .fold(1u64, |a, &b| a.saturating_mul(b as u64));
+    weights.fold(kv, u64::saturating_add)
+}
+
+/// Refuses a load whose up-front host memory exceeds what is available. On a device
+/// emulated on the host (`caps.host_emulated`) that includes what the device allocates.
+pub fn check_load(graph: &Graph, caps: &BackendCaps, capacity: Capacity) -> Result<()> {
     let Some(available) = available_bytes() else { return Ok(()) };
-    let needed = load_bytes(graph, backend, capacity);
+    let backend = caps.backend;
+    let emulated = caps.host_emulated && backend != BackendKind::Cpu;
+    let mut needed = load_bytes(graph, backend, capacity);
+    if emulated {
+        needed = needed.saturating_add(device_bytes(graph, caps, capacity));
+    }
     if needed <= available {
         return Ok(());
     }
     let hint = if backend == BackendKind::Cpu {
         "; the CPU backend keeps every weight as f32: use a GPU backend, a smaller model or a shorter context"
     } else {
-        "; use a shorter context"
+        "; use a shorter context (--ctx-size)"
+    };
+    let device = if emulated {
+        format!(" ({}, emulated on the CPU: its weights and KV caches are host memory)", caps.device)
+    } else {
+        String::new()
     };
     Err(Error::HostMemory {
         what: format!(
-            "loading {} parameters for the {} backend with a context of {} positions",
+            "loading {} parameters for the {} backend{device} with a context of {} positions for {} sequences",
             graph.params.iter().map(|p| p.numel() as u64).sum::<u64>(),
             backend.name(),
-            capacity.max_context
+            capacity.max_context,
+            capacity.max_seqs
         ),
         needed_mib: needed.div_ceil(1 << 20),
         available_mib: available >> 20,

@@ -218,6 +218,10 @@ pub struct BackendCaps {
     pub kv_dtype: DType,
     /// Largest buffer one kernel argument may cover: larger weights are split by rows.
     pub max_binding_bytes: u64,
+    /// The device is emulated on the host's CPU (a software rasteriser such as lavapipe):
+    /// what it allocates is host memory, which a load's estimate is checked against.
+    #[serde(default)]
+    pub host_emulated: bool,
     /// Lanes of a subgroup where subgroup operations are used.
     pub subgroup_size: Option<u32>,
     /// Tensor-core / cooperative-matrix instructions available to the kernels.
@@ -433,6 +437,7 @@ impl BackendCaps {
             weight_dtype: DType::F32,
             kv_dtype: DType::F32,
             max_binding_bytes: u64::MAX,
+            host_emulated: false,
             subgroup_size: None,
             cooperative_matrix: false,
             // GEMV walks rows one by one; the flat GEMM multiplies each weight row with 4
@@ -467,6 +472,7 @@ impl BackendCaps {
             // The WGSL attention keeps K and V in f32 whatever the weights are.
             kv_dtype: DType::F32,
             max_binding_bytes: 2 << 30,
+            host_emulated: false,
             subgroup_size: Some(32),
             cooperative_matrix: false,
             linear: LinearKernels {
@@ -522,6 +528,7 @@ impl BackendCaps {
             kv_dtype: weight_dtype,
             // Kernels index within a chunk with 32-bit element offsets.
             max_binding_bytes: 2 << 30,
+            host_emulated: false,
             subgroup_size: Some(32),
             cooperative_matrix: tensor_cores,
             linear: LinearKernels {

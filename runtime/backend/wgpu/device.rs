@@ -192,6 +192,7 @@ impl GpuContext {
             kernels: super::shaders::sources_hash(self.f16_weights, self.subgroup_size),
             weight_dtype: if self.f16_weights { DType::F16 } else { DType::F32 },
             max_binding_bytes: binding_limit.map_or(max_binding, |l| l.min(max_binding)),
+            host_emulated: self.info.device_type == wgpu::DeviceType::Cpu,
             subgroup_size: self.subgroup_size,
             ..BackendCaps::wgpu_builtin()
         }
