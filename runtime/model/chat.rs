@@ -207,8 +207,9 @@ impl std::io::Write for Bounded {
 // 2 MiB thread stack). minijinja has no hook on any of these (its VM assigns only to its private
 // `Namespace` type), so fdpp rewrites the source: `{% set T = E %}` becomes
 // `{% set T = __fdpp_bounded((E)) %}`, a block set gets `| __fdpp_bounded` after its filters,
-// and `for`/`with`/`macro`/`call` tags are followed by `{% do __fdpp_check(NAMES) %}` ending as
-// the tag ends (`%}`, `-%}`, `+%}`), so that whitespace control acts as before. Everything is
+// and `for`/`with`/`macro`/`call` tags are followed by
+// `{% set __fdpp_discarded = __fdpp_check(NAMES) %}` ending as the tag ends (`%}`, `-%}`,
+// `+%}`), so that whitespace control acts as before. Everything is
 // inserted within the lines of the source: output and the lines errors name do not change. The
 // check walks a value iteratively over the tree minijinja's recursion sees (a shared list counts
 // once per occurrence) and charges one step of fuel per item.
@@ -221,6 +222,8 @@ impl std::io::Write for Bounded {
 const STORE_CHECK: &str = "__fdpp_bounded";
 const NAMESPACE_STORE_CHECK: &str = "__fdpp_bounded_ns";
 const BINDING_CHECK: &str = "__fdpp_check";
+/// Where the rewrite puts values nothing reads.
+const DISCARDED: &str = "__fdpp_discarded";
 /// A template mentioning a name with this prefix is refused (it could shadow the checks).
 const RESERVED_PREFIX: &str = "__fdpp_";
 
@@ -259,7 +262,9 @@ fn bounded_source(source: &str, syntax: SyntaxConfig) -> std::result::Result<Str
     }) {
         return Err(format!("`{name}` (line {} of the template) is a name fdpp reserves", span.start_line));
     }
-    let mut inserts: Vec<(usize, String)> = vec![];
+    // (start, end, text): `text` replaces `source[start..end]`; in source order.
+    let mut edits: Vec<(usize, usize, String)> = vec![];
+    let mut edit = |start: u32, end: u32, text: String| edits.push((start as usize, end as usize, text));
     let mut i = 0;
     while i + 1 < tokens.len() {
         let (Token::BlockStart, Token::Ident(keyword)) = (&tokens[i].0, &tokens[i + 1].0) else {
@@ -276,27 +281,36 @@ fn bounded_source(source: &str, syntax: SyntaxConfig) -> std::result::Result<Str
             match assign {
                 // An empty right-hand side stays a syntax error (`(())` would be an empty tuple).
                 Some(at) if at + 1 < tag.len() => {
-                    inserts.push((offset(at + 1).start_offset as usize, format!("{check}((")));
-                    inserts.push((offset(tag.len() - 1).end_offset as usize, "))".into()));
+                    let (start, end) = (offset(at + 1).start_offset, offset(tag.len() - 1).end_offset);
+                    edit(start, start, format!("{check}(("));
+                    edit(end, end, "))".into());
                 }
                 Some(_) => {}
                 // A block set: the captured text, after the set's own filters.
-                None if !tag.is_empty() => inserts.push((offset(tag.len() - 1).end_offset as usize, format!(" | {check}"))),
+                None if !tag.is_empty() => {
+                    let end = offset(tag.len() - 1).end_offset;
+                    edit(end, end, format!(" | {check}"));
+                }
                 None => {}
             }
+        } else if *keyword == "do" {
+            // minijinja 3.1 leaves the value of each `{% do %}` on its stack until the render
+            // ends (a loop of them grows by it); a set to an unused variable drops it.
+            let keyword = tokens[i + 1].1;
+            edit(keyword.start_offset, keyword.end_offset, format!("set {DISCARDED} ="));
         } else if let Some(names) = bound_names(keyword, &tag) {
             let close = tokens[end].1;
             let marker = &source[close.start_offset as usize..close.end_offset as usize];
-            inserts.push((close.end_offset as usize, format!("{{% do {BINDING_CHECK}({}) {marker}", names.join(", "))));
+            edit(close.end_offset, close.end_offset, format!("{{% set {DISCARDED} = {BINDING_CHECK}({}) {marker}", names.join(", ")));
         }
         i = end + 1;
     }
-    let mut out = String::with_capacity(source.len() + inserts.iter().map(|(_, s)| s.len()).sum::<usize>());
+    let mut out = String::with_capacity(source.len() + edits.iter().map(|(_, _, s)| s.len()).sum::<usize>());
     let mut copied = 0;
-    for (at, text) in inserts {
-        out.push_str(&source[copied..at]);
+    for (start, end, text) in edits {
+        out.push_str(&source[copied..start]);
         out.push_str(&text);
-        copied = at;
+        copied = end;
     }
     out.push_str(&source[copied..]);
     Ok(out)
@@ -754,18 +768,22 @@ mod tests {
             ("{% if x %}{% with %}{% endwith %}{% endif %}{% macro f() %}{% endmacro %}{% call f() %}{% endcall %}", ""),
             (
                 "{% for a, (b, c) in x if a recursive %}{{ loop(a) }}{% endfor %}",
-                "{% for a, (b, c) in x if a recursive %}{% do __fdpp_check(a, b, c) %}{{ loop(a) }}{% endfor %}",
+                "{% for a, (b, c) in x if a recursive %}{% set __fdpp_discarded = __fdpp_check(a, b, c) %}{{ loop(a) }}{% endfor %}",
             ),
-            ("{%- for m in y -%}\n x{% endfor %}", "{%- for m in y -%}{% do __fdpp_check(m) -%}\n x{% endfor %}"),
+            ("{%- for m in y -%}\n x{% endfor %}", "{%- for m in y -%}{% set __fdpp_discarded = __fdpp_check(m) -%}\n x{% endfor %}"),
             (
                 "{% with a = [1, 2], (b, c) = (3, f(d, e)) +%}\n{% endwith %}",
-                "{% with a = [1, 2], (b, c) = (3, f(d, e)) +%}{% do __fdpp_check(a, b, c) +%}\n{% endwith %}",
+                "{% with a = [1, 2], (b, c) = (3, f(d, e)) +%}{% set __fdpp_discarded = __fdpp_check(a, b, c) +%}\n{% endwith %}",
             ),
             (
                 "{% macro f(a, b=[1, 2], c={'k': d}) %}{% endmacro %}",
-                "{% macro f(a, b=[1, 2], c={'k': d}) %}{% do __fdpp_check(a, b, c) %}{% endmacro %}",
+                "{% macro f(a, b=[1, 2], c={'k': d}) %}{% set __fdpp_discarded = __fdpp_check(a, b, c) %}{% endmacro %}",
             ),
-            ("{% call(x, y=1) f() -%}{% endcall %}", "{% call(x, y=1) f() -%}{% do __fdpp_check(x, y) -%}{% endcall %}"),
+            ("{%- do f(1) %}{% do x.y(2) -%}", "{%- set __fdpp_discarded = f(1) %}{% set __fdpp_discarded = x.y(2) -%}"),
+            (
+                "{% call(x, y=1) f() -%}{% endcall %}",
+                "{% call(x, y=1) f() -%}{% set __fdpp_discarded = __fdpp_check(x, y) -%}{% endcall %}",
+            ),
         ] {
             let expected = if expected.is_empty() { source } else { expected };
             assert_eq!(rewrite(source), expected);
@@ -794,6 +812,7 @@ mod tests {
             ("{% with a = 1, b = [2] %}\n  {{ a }}{{ b[0] }}\n{% endwith %}", "  12\n"),
             ("{% macro f(a, b=2) +%}\n{{ a }}{{ b }}{% endmacro %}{{ f(1) }}{{ f(b=3, a=4) }}", "\n12\n43"),
             ("{% macro f(a) %}[{{ caller(a) }}]{% endmacro %}{% call(x) f(2) %}\n  {{ x }}{% endcall %}", "[  2]"),
+            ("a\n  {% do range(3) %}\nb{% do namespace(v=1) %}", "a\nb"),
         ] {
             assert_eq!(render(source, &[], false).unwrap(), expected, "{source}");
             assert_eq!(ChatTemplate::compile(source.into(), &tokenizer(), false).render(&[], false).unwrap(), expected, "{source}");
