@@ -632,7 +632,7 @@ mod tests {
 
     /// Real templates (the default model's, those of the test vocabularies and the fuzz seeds)
     /// and two written here in the style of current ones (namespaces, tuple and block sets,
-    /// macros, whitespace control), each paired with whether it stores anything.
+    /// macros, whitespace control), by name.
     fn templates_to_compare() -> Vec<(String, String)> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut templates = vec![("SmolLM2".to_string(), SMOLLM2.to_string())];
@@ -721,7 +721,7 @@ mod tests {
         let t = tokenizer();
         let templates = templates_to_compare();
         assert!(templates.len() >= 10, "{}", templates.len());
-        let mut storing = 0;
+        let (mut storing, mut rendered, mut compared) = (0, 0, 0);
         for (name, source) in templates {
             let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().unwrap();
             let rewritten = bounded_source(&source, syntax).unwrap();
@@ -735,10 +735,12 @@ mod tests {
                     let with = bounded.render(&messages, add_generation_prompt).map_err(|e| e.to_string());
                     let without = plain.render(&messages, add_generation_prompt).map_err(|e| e.to_string());
                     assert_eq!(with, without, "{name} over {messages:?}");
+                    (rendered, compared) = (rendered + with.is_ok() as usize, compared + 1);
                 }
             }
         }
-        assert!(storing >= 3, "{storing}");
+        // Most of the comparisons are of output, not of errors (a tool message is refused by some).
+        assert!(storing >= 3 && rendered * 10 >= compared * 8, "{storing} storing, {rendered} of {compared} rendered");
         // The two written here render what they are meant to.
         let header = render(HEADER_STYLE, &conversations()[2], true).unwrap();
         assert!(header.contains("(3/3, last question)") && header.contains("3 turns: user, assistant, user|3 TURNS"), "{header}");
