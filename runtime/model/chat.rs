@@ -68,8 +68,8 @@ impl ChatTemplate {
         Self::compile(source, tokenizer, true)
     }
 
-    /// `bound_stores: false` compiles the source as written, for the tests that compare the two.
-    fn compile(source: String, tokenizer: &Tokenizer, bound_stores: bool) -> Self {
+    /// `bound_variables: false` compiles the source as written, for the tests that compare the two.
+    fn compile(source: String, tokenizer: &Tokenizer, bound_variables: bool) -> Self {
         let mut env = Environment::new();
         let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().expect("a valid syntax");
         env.set_syntax(syntax.clone());
@@ -86,7 +86,7 @@ impl ChatTemplate {
         };
         // The source as written first, so that a broken template is reported in its own terms.
         let mut broken = env.add_template_owned("chat", source.clone()).err().map(message);
-        if broken.is_none() && bound_stores {
+        if broken.is_none() && bound_variables {
             broken = match bounded_source(&source, syntax) {
                 Ok(bounded) => env
                     .add_template_owned("chat", bounded)
@@ -207,17 +207,17 @@ impl std::io::Write for Bounded {
 // 2 MiB thread stack). minijinja has no hook on any of these (its VM assigns only to its private
 // `Namespace` type), so fdpp rewrites the source: `{% set T = E %}` becomes
 // `{% set T = __fdpp_bounded((E)) %}`, a block set gets `| __fdpp_bounded` after its filters,
-// and `for`/`with`/`macro`/`call` tags are followed by
-// `{% set __fdpp_discarded = __fdpp_check(NAMES) %}` ending as the tag ends (`%}`, `-%}`,
-// `+%}`), so that whitespace control acts as before. Everything is
-// inserted within the lines of the source: output and the lines errors name do not change. The
-// check walks a value iteratively over the tree minijinja's recursion sees (a shared list counts
-// once per occurrence) and charges one step of fuel per item.
+// and `for`/`with`/`macro`/`call` tags are followed by `{% set __fdpp_discarded =
+// __fdpp_check(NAMES) %}` ending as the tag ends (`%}`, `-%}`, `+%}`), so that whitespace
+// control acts as before. Everything is inserted within the lines of the source: output and
+// the lines errors name do not change. The check walks a value iteratively over the tree
+// minijinja's recursion sees (a shared list counts once per occurrence) and charges one step
+// of fuel per item.
 //
-// A namespace is the one value that changes after it is bound: storing a namespace (or a loop
-// object, whose `previtem`/`nextitem` move) into a namespace would let a template link them
-// into a cycle or an ever longer chain by shallow stores. Stores to an attribute (`_ns`) refuse
-// values holding either, so a namespace holds only immutable values bounded when stored.
+// Namespaces and loop objects (whose `previtem`/`nextitem` move) are the values that change
+// after they are bound: storing one into a namespace would let a template link them into a
+// cycle or an ever longer chain by shallow stores. Stores to an attribute (`_ns`) refuse values
+// holding either, so a namespace holds only immutable values, bounded when stored.
 
 const STORE_CHECK: &str = "__fdpp_bounded";
 const NAMESPACE_STORE_CHECK: &str = "__fdpp_bounded_ns";
