@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use minijinja::{Environment, ErrorKind, context};
+use minijinja::machinery::Token;
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::ObjectRepr;
+use minijinja::{Environment, ErrorKind, State, Value, context};
 use serde::{Deserialize, Serialize};
 
 use super::Tokenizer;
@@ -62,19 +65,36 @@ impl ChatTemplate {
     /// Compiles `source`, keeping a compile error for [`ChatTemplate::render`] to report:
     /// a model whose template is broken still runs plain prompts.
     pub fn lenient(source: String, tokenizer: &Tokenizer) -> Self {
+        Self::compile(source, tokenizer, true)
+    }
+
+    /// `bound_variables: false` compiles the source as written, for the tests that compare the two.
+    fn compile(source: String, tokenizer: &Tokenizer, bound_variables: bool) -> Self {
         let mut env = Environment::new();
-        let syntax = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().expect("a valid syntax");
-        env.set_syntax(syntax);
+        let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().expect("a valid syntax");
+        env.set_syntax(syntax.clone());
         env.set_fuel(Some(MAX_TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
         env.add_function("strftime_now", |fmt: String| strftime_now(&fmt));
-        let broken = env.add_template_owned("chat", source.clone()).err().map(|e| match template_err(e) {
+        add_store_checks(&mut env);
+        let message = |e| match template_err(e) {
             Error::ChatTemplate(m) => m,
             other => other.to_string(),
-        });
+        };
+        // The source as written first, so that a broken template is reported in its own terms.
+        let mut broken = env.add_template_owned("chat", source.clone()).err().map(message);
+        if broken.is_none() && bound_variables {
+            broken = match bounded_source(&source, syntax) {
+                Ok(bounded) => env
+                    .add_template_owned("chat", bounded)
+                    .err()
+                    .map(|e| format!("the rewrite by which fdpp bounds its variables does not compile: {}", message(e))),
+                Err(reserved) => Some(reserved),
+            };
+        }
         ChatTemplate {
             source,
             env,
@@ -173,6 +193,247 @@ impl std::io::Write for Bounded {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+// Bounded template variables.
+//
+// minijinja 3.1 formats, compares, serialises and drops values recursively, one native stack
+// frame per nesting level: a value nested some 100,000 deep, or a namespace that holds itself,
+// overflows the stack and aborts the process (found by the fuzzer). One expression nests at most
+// as deep as the parser allows (150 levels); values grow beyond that only by being bound to a
+// variable and built on: `{% set %}` (across statements, and through namespaces across loop
+// iterations), and `with`, `for`, macro and call-block arguments (across nested blocks and
+// recursive calls: some 18,000 levels within minijinja's recursion limit, enough to overflow a
+// 2 MiB thread stack). minijinja has no hook on any of these (its VM assigns only to its private
+// `Namespace` type), so fdpp rewrites the source: `{% set T = E %}` becomes
+// `{% set T = __fdpp_bounded((E)) %}`, a block set gets `| __fdpp_bounded` after its filters,
+// and `for`/`with`/`macro`/`call` tags are followed by `{% set __fdpp_discarded =
+// __fdpp_check(NAMES) %}` ending as the tag ends (`%}`, `-%}`, `+%}`), so that whitespace
+// control acts as before. Everything is inserted within the lines of the source: output and
+// the lines errors name do not change. The check walks a value iteratively over the tree
+// minijinja's recursion sees (a shared list counts once per occurrence) and charges one step
+// of fuel per item.
+//
+// Namespaces and loop objects (whose `previtem`/`nextitem` move) are the values that change
+// after they are bound: storing one into a namespace would let a template link them into a
+// cycle or an ever longer chain by shallow stores. Stores to an attribute (`_ns`) refuse values
+// holding either, so a namespace holds only immutable values, bounded when stored.
+
+const STORE_CHECK: &str = "__fdpp_bounded";
+const NAMESPACE_STORE_CHECK: &str = "__fdpp_bounded_ns";
+const BINDING_CHECK: &str = "__fdpp_check";
+/// Where the rewrite puts values nothing reads.
+const DISCARDED: &str = "__fdpp_discarded";
+/// A template mentioning a name with this prefix is refused (it could shadow the checks).
+const RESERVED_PREFIX: &str = "__fdpp_";
+
+/// Limits on a variable's value: nesting (a value that contains itself reaches it too), items
+/// (lists, map keys and values, strings and numbers in them), bytes of its strings.
+pub const MAX_STORED_DEPTH: usize = 64;
+pub const MAX_STORED_ITEMS: usize = 1_000_000;
+pub const MAX_STORED_BYTES: usize = MAX_TEMPLATE_OUTPUT;
+
+fn add_store_checks(env: &mut Environment<'static>) {
+    fn store(state: &State, value: Value) -> std::result::Result<Value, minijinja::Error> {
+        check_stored(state, &value, false).map(|()| value)
+    }
+    fn namespace_store(state: &State, value: Value) -> std::result::Result<Value, minijinja::Error> {
+        check_stored(state, &value, true).map(|()| value)
+    }
+    fn bound(state: &State, values: minijinja::value::Rest<Value>) -> std::result::Result<(), minijinja::Error> {
+        values.iter().try_for_each(|value| check_stored(state, value, false))
+    }
+    env.add_function(STORE_CHECK, store);
+    env.add_function(NAMESPACE_STORE_CHECK, namespace_store);
+    env.add_filter(STORE_CHECK, store);
+    env.add_filter(NAMESPACE_STORE_CHECK, namespace_store);
+    env.add_function(BINDING_CHECK, bound);
+}
+
+/// `source` with the checks inserted; unchanged where it does not tokenize (it does not compile
+/// then either). An error if it uses a reserved name.
+fn bounded_source(source: &str, syntax: SyntaxConfig) -> std::result::Result<String, String> {
+    let Ok(tokens) = minijinja::machinery::tokenize(source, false, syntax).collect::<std::result::Result<Vec<_>, _>>() else {
+        return Ok(source.to_string());
+    };
+    if let Some((name, span)) = tokens.iter().find_map(|(t, span)| match t {
+        Token::Ident(name) if name.starts_with(RESERVED_PREFIX) => Some((name, span)),
+        _ => None,
+    }) {
+        return Err(format!("`{name}` (line {} of the template) is a name fdpp reserves", span.start_line));
+    }
+    // (start, end, text): `text` replaces `source[start..end]`; in source order.
+    let mut edits: Vec<(usize, usize, String)> = vec![];
+    let mut edit = |start: u32, end: u32, text: String| edits.push((start as usize, end as usize, text));
+    let mut i = 0;
+    while i + 1 < tokens.len() {
+        let (Token::BlockStart, Token::Ident(keyword)) = (&tokens[i].0, &tokens[i + 1].0) else {
+            i += 1;
+            continue;
+        };
+        let Some(end) = tokens[i..].iter().position(|(t, _)| matches!(t, Token::BlockEnd)).map(|n| i + n) else { break };
+        let tag: Vec<&Token> = tokens[i + 2..end].iter().map(|(t, _)| t).collect();
+        let offset = |at: usize| tokens[i + 2 + at].1;
+        if *keyword == "set" {
+            let assign = top_level(&tag).find(|&at| matches!(tag[at], Token::Assign));
+            let attribute = tag[..assign.unwrap_or(tag.len())].iter().any(|t| matches!(t, Token::Dot));
+            let check = if attribute { NAMESPACE_STORE_CHECK } else { STORE_CHECK };
+            match assign {
+                // An empty right-hand side stays a syntax error (`(())` would be an empty tuple).
+                Some(at) if at + 1 < tag.len() => {
+                    let (start, end) = (offset(at + 1).start_offset, offset(tag.len() - 1).end_offset);
+                    edit(start, start, format!("{check}(("));
+                    edit(end, end, "))".into());
+                }
+                Some(_) => {}
+                // A block set: the captured text, after the set's own filters.
+                None if !tag.is_empty() => {
+                    let end = offset(tag.len() - 1).end_offset;
+                    edit(end, end, format!(" | {check}"));
+                }
+                None => {}
+            }
+        } else if *keyword == "do" {
+            // minijinja 3.1 leaves the value of each `{% do %}` on its stack until the render
+            // ends (a loop of them grows by it); a set to an unused variable drops it.
+            let keyword = tokens[i + 1].1;
+            edit(keyword.start_offset, keyword.end_offset, format!("set {DISCARDED} ="));
+        } else if let Some(names) = bound_names(keyword, &tag) {
+            let close = tokens[end].1;
+            let marker = &source[close.start_offset as usize..close.end_offset as usize];
+            edit(close.end_offset, close.end_offset, format!("{{% set {DISCARDED} = {BINDING_CHECK}({}) {marker}", names.join(", ")));
+        }
+        i = end + 1;
+    }
+    let mut out = String::with_capacity(source.len() + edits.iter().map(|(_, _, s)| s.len()).sum::<usize>());
+    let mut copied = 0;
+    for (start, end, text) in edits {
+        out.push_str(&source[copied..start]);
+        out.push_str(&text);
+        copied = end;
+    }
+    out.push_str(&source[copied..]);
+    Ok(out)
+}
+
+/// The positions of `tag` outside brackets.
+fn top_level<'a>(tag: &'a [&Token]) -> impl Iterator<Item = usize> + 'a {
+    let mut nesting = 0i32;
+    tag.iter().enumerate().filter_map(move |(at, t)| {
+        match t {
+            Token::ParenOpen | Token::BracketOpen | Token::BraceOpen => nesting += 1,
+            Token::ParenClose | Token::BracketClose | Token::BraceClose => nesting -= 1,
+            _ => return (nesting == 0).then_some(at),
+        }
+        None
+    })
+}
+
+/// The variables a `for`, `with`, `macro` or `call` tag binds (`tag` follows the keyword);
+/// `None` for other tags and tags binding nothing.
+fn bound_names<'a>(keyword: &str, tag: &[&Token<'a>]) -> Option<Vec<&'a str>> {
+    let ident = |t: &Token<'a>| match *t {
+        Token::Ident(name) => Some(name),
+        _ => None,
+    };
+    // Argument names: identifiers first in a parenthesised list, or after one of its commas.
+    let arguments = |list: &[&Token<'a>]| {
+        let mut nesting = 0i32;
+        let mut names = vec![];
+        for (at, t) in list.iter().enumerate() {
+            match t {
+                Token::ParenOpen | Token::BracketOpen | Token::BraceOpen => nesting += 1,
+                Token::ParenClose | Token::BracketClose | Token::BraceClose => nesting -= 1,
+                _ if nesting == 1 && at > 0 && matches!(list[at - 1], Token::ParenOpen | Token::Comma) => names.extend(ident(t)),
+                _ => {}
+            }
+            if nesting == 0 {
+                break;
+            }
+        }
+        names
+    };
+    let names: Vec<&str> = match keyword {
+        "for" => {
+            let target = top_level(tag).find(|&at| matches!(tag[at], Token::Ident("in"))).unwrap_or(tag.len());
+            tag[..target].iter().filter_map(|t| ident(t)).collect()
+        }
+        "with" => {
+            // `a = E, (b, c) = F`: the identifiers before each top-level `=`.
+            let mut names = vec![];
+            let mut start = 0;
+            for at in top_level(tag).filter(|&at| matches!(tag[at], Token::Comma)).chain([tag.len()]) {
+                let segment = &tag[start..at];
+                let assign = top_level(segment).find(|&a| matches!(segment[a], Token::Assign)).unwrap_or(0);
+                names.extend(segment[..assign].iter().filter_map(|t| ident(t)));
+                start = at + 1;
+            }
+            names
+        }
+        "macro" if matches!(tag.get(1), Some(Token::ParenOpen)) => arguments(&tag[1..]),
+        "call" if matches!(tag.first(), Some(Token::ParenOpen)) => arguments(tag),
+        _ => vec![],
+    };
+    (!names.is_empty()).then_some(names)
+}
+
+/// Refuses a value past the `MAX_STORED_*` limits, or, stored into a namespace, one holding a
+/// namespace or a loop object. Iterative: the walk's own depth is `levels`, at most
+/// `MAX_STORED_DEPTH + 1` iterators.
+fn check_stored(state: &State, value: &Value, into_namespace: bool) -> std::result::Result<(), minijinja::Error> {
+    let refuse = |what: String| Err(minijinja::Error::new(ErrorKind::InvalidOperation, what));
+    let (mut items, mut bytes) = (0usize, 0usize);
+    let mut levels: Vec<Box<dyn Iterator<Item = Value>>> = vec![Box::new(std::iter::once(value.clone()))];
+    let checked = loop {
+        let Some(level) = levels.last_mut() else { break Ok(()) };
+        let Some(v) = level.next() else {
+            levels.pop();
+            continue;
+        };
+        items += 1;
+        if items > MAX_STORED_ITEMS {
+            break refuse(format!("a template variable's value has more than fdpp's limit of {MAX_STORED_ITEMS} items"));
+        }
+        bytes = bytes.saturating_add(v.as_bytes().map_or(0, <[u8]>::len));
+        if bytes > MAX_STORED_BYTES {
+            break refuse(format!("the strings of a template variable's value exceed fdpp's limit of {MAX_STORED_BYTES} bytes"));
+        }
+        let Some(object) = v.as_object() else { continue };
+        if into_namespace && mutable_object_types().iter().any(|t| t == object.type_name()) {
+            break refuse(
+                "a namespace attribute may not hold a namespace or a loop object (fdpp's limit: they could make a value contain itself)"
+                    .to_string(),
+            );
+        }
+        let inner: Option<Box<dyn Iterator<Item = Value>>> = match object.repr() {
+            ObjectRepr::Map => {
+                object.try_iter_pairs().map(|pairs| Box::new(pairs.flat_map(|(k, v)| [k, v])) as Box<dyn Iterator<Item = Value>>)
+            }
+            ObjectRepr::Seq | ObjectRepr::Iterable => object.try_iter().map(|values| values as Box<dyn Iterator<Item = Value>>),
+            _ => None,
+        };
+        if let Some(inner) = inner {
+            if levels.len() > MAX_STORED_DEPTH {
+                break refuse(format!(
+                    "a template variable's value is nested deeper than fdpp's limit of {MAX_STORED_DEPTH} levels (or contains itself)"
+                ));
+            }
+            levels.push(inner);
+        }
+    };
+    state.consume_fuel(items as u64)?;
+    checked
+}
+
+/// The type names of minijinja's namespace and loop objects (private types: found by making one).
+fn mutable_object_types() -> &'static [String] {
+    static TYPES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    TYPES.get_or_init(|| {
+        let mut env = Environment::new();
+        env.add_function("probe", |v: Value| v.as_object().map_or("", |object| object.type_name()));
+        let probed = env.render_str("{{ probe(namespace()) }}|{% for x in [0] %}{{ probe(loop) }}{% endfor %}", ());
+        probed.unwrap_or_default().split('|').filter(|name| !name.is_empty()).map(str::to_string).collect()
+    })
 }
 
 /// The warning a loader gives for a template that does not compile.
@@ -367,5 +628,302 @@ mod tests {
         assert_eq!(c.source(), "file:{{ messages[0].content }}");
         assert_eq!(c.render(&[msg("user", "a")], false).unwrap(), "file:a");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Real templates (the default model's, those of the test vocabularies and the fuzz seeds)
+    /// and two written here in the style of current ones (namespaces, tuple and block sets,
+    /// macros, whitespace control), by name.
+    fn templates_to_compare() -> Vec<(String, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut templates = vec![("SmolLM2".to_string(), SMOLLM2.to_string())];
+        for entry in std::fs::read_dir(root.join("tests/data/tokenizer")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "gguf")
+                && let Some(source) = GgufFile::open(&path).unwrap().get_str("tokenizer.chat_template").unwrap()
+            {
+                templates.push((path.display().to_string(), source.to_string()));
+            }
+        }
+        for entry in std::fs::read_dir(root.join("fuzz/corpus/chat_template")).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            let source = bytes.split(|&b| b == 0).next().unwrap();
+            templates.push((path.display().to_string(), String::from_utf8(source.to_vec()).unwrap()));
+        }
+        templates.push(("header-style".into(), HEADER_STYLE.into()));
+        templates.push(("reasoning-style".into(), REASONING_STYLE.into()));
+        templates
+    }
+
+    const HEADER_STYLE: &str = r#"{{- bos_token }}
+{%- if messages and messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content'] | trim %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "You are a helpful assistant." %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{%- set ns = namespace(turns=0, last_user=-1, roles=[]) %}
+{%- for message in loop_messages %}
+    {%- if message.role == 'user' %}{% set ns.last_user = loop.index0 %}{% endif %}
+    {%- set ns.roles = ns.roles + [message.role] %}
+{%- endfor %}
+{{- '<|start_header_id|>system<|end_header_id|>\n\n' + system_message + '<|eot_id|>' }}
+{%- for message in loop_messages %}
+    {%- set role, content = message.role, message.content | trim %}
+    {%- set (first, second) = [loop.index, loop.length] %}
+    {%- set ns.turns = ns.turns + 1 %}
+    {{- '<|start_header_id|>' + role + '<|end_header_id|>\n\n' + content }}
+    {%- if loop.index0 == ns.last_user %} ({{ first }}/{{ second }}, last question){% endif %}
+    {{- '<|eot_id|>' }}
+{%- endfor %}
+{%- set summary %}{{ ns.turns }} turns: {{ ns.roles | join(', ') }}{% endset %}
+{%- set ns.shout | upper %}{{ summary }}{% endset %}
+{#- {% set hidden = 1 %} #}
+{{- '\n' ~ summary ~ '|' ~ ns.shout ~ '|' ~ "{% set not_a_statement = 1 %}" }}
+{% raw %}{% set raw_set = 1 %}{% endraw %}
+{% if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{% endif %}"#;
+
+    const REASONING_STYLE: &str = "{%- set ns = namespace(open=false, last_query=messages | length - 1, parts=[]) -%}
+{%- for message in messages | reverse -%}
+  {%- set index = (messages | length - 1) - loop.index0 -%}
+  {%- if ns.open == false and message.role == 'user' -%}{%- set ns.open = true -%}{%- set ns.last_query = index -%}{%- endif -%}
+{%- endfor -%}
+{%- macro block(role, text, think='') -%}
+  {%- set body = text.split('</think>')[-1].strip() if '</think>' in text else text -%}
+  {%- set ns.parts = ns.parts + [role ~ ':' ~ body | length] -%}
+<|{{ role }}|>{% if think %}<think>{{ think }}</think>{% endif %}{{ body }}<|end|>
+{% endmacro -%}
+{%- for message in messages -%}
+  {%- if message.role not in ['system', 'user', 'assistant'] -%}{{ raise_exception('Unexpected role ' ~ message.role) }}{%- endif -%}
+  {%- set think = message.content.split('</think>')[0].split('<think>')[-1] if loop.index0 > ns.last_query and '</think>' in message.content else '' -%}
+  {{- block(message.role,
+            message.content,
+            think) -}}
+{%- endfor -%}
+{{- ns.parts | tojson -}}
+{%- if add_generation_prompt %}<|assistant|>{% endif -%}";
+
+    fn conversations() -> Vec<Vec<ChatMessage>> {
+        vec![
+            vec![],
+            vec![msg("user", "Hi")],
+            vec![msg("system", "Be brief."), msg("user", "Hi"), msg("assistant", "Hello!"), msg("user", "Why?")],
+            vec![msg("user", "  a,b,c \n"), msg("assistant", "<think>hmm</think> d,e"), msg("user", "again"), msg("assistant", "ok")],
+            vec![msg("tool", "{\"x\": 1}")],
+        ]
+    }
+
+    #[test]
+    fn bounding_stores_leaves_the_output_of_real_templates_unchanged() {
+        let t = tokenizer();
+        let templates = templates_to_compare();
+        assert!(templates.len() >= 10, "{}", templates.len());
+        let (mut storing, mut rendered, mut compared) = (0, 0, 0);
+        for (name, source) in templates {
+            let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().unwrap();
+            let rewritten = bounded_source(&source, syntax).unwrap();
+            assert_eq!(rewritten.lines().count(), source.lines().count(), "{name}");
+            storing += rewritten.contains(STORE_CHECK) as usize;
+            assert_eq!(rewritten.contains(STORE_CHECK), source.contains("set "), "{name}: {rewritten}");
+            let (bounded, plain) = (ChatTemplate::compile(source.clone(), &t, true), ChatTemplate::compile(source.clone(), &t, false));
+            assert_eq!(bounded.error(), None, "{name}");
+            for messages in conversations() {
+                for add_generation_prompt in [false, true] {
+                    let with = bounded.render(&messages, add_generation_prompt).map_err(|e| e.to_string());
+                    let without = plain.render(&messages, add_generation_prompt).map_err(|e| e.to_string());
+                    assert_eq!(with, without, "{name} over {messages:?}");
+                    (rendered, compared) = (rendered + with.is_ok() as usize, compared + 1);
+                }
+            }
+        }
+        // Most of the comparisons are of output, not of errors (a tool message is refused by some).
+        assert!(storing >= 3 && rendered * 10 >= compared * 8, "{storing} storing, {rendered} of {compared} rendered");
+        // The two written here render what they are meant to.
+        let header = render(HEADER_STYLE, &conversations()[2], true).unwrap();
+        assert!(header.contains("(3/3, last question)") && header.contains("3 turns: user, assistant, user|3 TURNS"), "{header}");
+        assert!(header.contains("|{% set not_a_statement = 1 %}") && header.contains("{% set raw_set = 1 %}"), "{header}");
+        let reasoning = render(REASONING_STYLE, &conversations()[3], true).unwrap();
+        assert!(reasoning.contains("<|assistant|>d,e<|end|>") && reasoning.contains("[\"user:9\","), "{reasoning}");
+    }
+
+    fn rewrite(source: &str) -> String {
+        bounded_source(source, SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn checks_go_where_values_are_bound_and_nowhere_else() {
+        for (source, expected) in [
+            ("{% set x = 1 %}", "{% set x = __fdpp_bounded((1)) %}"),
+            ("{%- set x=y|trim-%}", "{%- set x=__fdpp_bounded((y|trim))-%}"),
+            ("{% set a, b = 1, 2 %}", "{% set a, b = __fdpp_bounded((1, 2)) %}"),
+            ("{% set (a, b) = f(x=1) %}", "{% set (a, b) = __fdpp_bounded((f(x=1))) %}"),
+            ("{% set ns.x = {'k': [1]} %}", "{% set ns.x = __fdpp_bounded_ns(({'k': [1]})) %}"),
+            ("{% set a, ns.x = 1, 2 %}", "{% set a, ns.x = __fdpp_bounded_ns((1, 2)) %}"),
+            ("{% set x %}a{% endset %}", "{% set x | __fdpp_bounded %}a{% endset %}"),
+            ("{% set ns.x | upper %}a{% endset %}", "{% set ns.x | upper | __fdpp_bounded_ns %}a{% endset %}"),
+            ("{% set x | indent(width=2) -%}\na{%- endset %}", "{% set x | indent(width=2) | __fdpp_bounded -%}\na{%- endset %}"),
+            ("{% set x = [1,\n  2] %}", "{% set x = __fdpp_bounded(([1,\n  2])) %}"),
+            ("{{ '{% set x = 1 %}' }}{# {% set x = 1 %} #}{% raw %}{% set x = 1 %}{% endraw %}", ""),
+            ("{% if x %}{% with %}{% endwith %}{% endif %}{% macro f() %}{% endmacro %}{% call f() %}{% endcall %}", ""),
+            (
+                "{% for a, (b, c) in x if a recursive %}{{ loop(a) }}{% endfor %}",
+                "{% for a, (b, c) in x if a recursive %}{% set __fdpp_discarded = __fdpp_check(a, b, c) %}{{ loop(a) }}{% endfor %}",
+            ),
+            ("{%- for m in y -%}\n x{% endfor %}", "{%- for m in y -%}{% set __fdpp_discarded = __fdpp_check(m) -%}\n x{% endfor %}"),
+            (
+                "{% with a = [1, 2], (b, c) = (3, f(d, e)) +%}\n{% endwith %}",
+                "{% with a = [1, 2], (b, c) = (3, f(d, e)) +%}{% set __fdpp_discarded = __fdpp_check(a, b, c) +%}\n{% endwith %}",
+            ),
+            (
+                "{% macro f(a, b=[1, 2], c={'k': d}) %}{% endmacro %}",
+                "{% macro f(a, b=[1, 2], c={'k': d}) %}{% set __fdpp_discarded = __fdpp_check(a, b, c) %}{% endmacro %}",
+            ),
+            ("{%- do f(1) %}{% do x.y(2) -%}", "{%- set __fdpp_discarded = f(1) %}{% set __fdpp_discarded = x.y(2) -%}"),
+            (
+                "{% call(x, y=1) f() -%}{% endcall %}",
+                "{% call(x, y=1) f() -%}{% set __fdpp_discarded = __fdpp_check(x, y) -%}{% endcall %}",
+            ),
+        ] {
+            let expected = if expected.is_empty() { source } else { expected };
+            assert_eq!(rewrite(source), expected);
+        }
+        // Unchanged where it does not tokenize, so that minijinja reports the error as written.
+        assert_eq!(rewrite("{% set x = 'unterminated %}"), "{% set x = 'unterminated %}");
+        let e = render("{% set x = %}", &[], false).unwrap_err().to_string();
+        assert!(e.contains("syntax error") && !e.contains("__fdpp"), "{e}");
+    }
+
+    #[test]
+    fn rewritten_templates_render_as_written() {
+        for (source, expected) in [
+            ("{% set a, b = 1, 2 %}{{ a }}-{{ b }}", "1-2"),
+            ("{% set (a, b) = ['x', 'y'] %}{{ b }}{{ a }}", "yx"),
+            ("{% set ns = namespace(v=1) %}{% set ns.v = ns.v + 1 %}{{ ns.v }}", "2"),
+            ("a\n  {%- set x = 1 -%}\n  b{{ x }}", "ab1"),
+            ("a\n  {% set x = 1 %}\nb{{ x }}", "a\nb1"),
+            ("{% set x | upper %}a{{ 'b' }}{% endset %}{{ x }}{{ x | length }}", "AB2"),
+            ("{% set l = namespace(x=1) %}{% set m = [l, l] %}{{ m[1].x }}", "1"),
+            ("{% set u = undefined_name %}{{ u is defined }}", "False"),
+            ("{% for x in [1, 2] %}\n  {{ x }}\n{% endfor %}", "  1\n  2\n"),
+            ("{%- for x in [1, 2] -%}\n  {{ x }}\n{%- endfor %}", "12"),
+            ("{% for x in [1, 2] +%}\n{{ x }}{% else %}none{% endfor %}{% for x in [] %}{% else %}none{% endfor %}", "\n1\n2none"),
+            ("{% for x in [[1, [2]], [3]] recursive %}{% if x is iterable %}{{ loop(x) }}{% else %}{{ x }}{% endif %}{% endfor %}", "123"),
+            ("{% with a = 1, b = [2] %}\n  {{ a }}{{ b[0] }}\n{% endwith %}", "  12\n"),
+            ("{% macro f(a, b=2) +%}\n{{ a }}{{ b }}{% endmacro %}{{ f(1) }}{{ f(b=3, a=4) }}", "\n12\n43"),
+            ("{% macro f(a) %}[{{ caller(a) }}]{% endmacro %}{% call(x) f(2) %}\n  {{ x }}{% endcall %}", "[  2]"),
+            ("a\n  {% do range(3) %}\nb{% do namespace(v=1) %}", "a\nb"),
+        ] {
+            assert_eq!(render(source, &[], false).unwrap(), expected, "{source}");
+            assert_eq!(ChatTemplate::compile(source.into(), &tokenizer(), false).render(&[], false).unwrap(), expected, "{source}");
+        }
+    }
+
+    #[test]
+    fn errors_in_rewritten_sets_keep_their_line() {
+        let e = render("a\n\n{% set x = [1,\n 2] %}{% set y = x.missing.deeper %}", &[], false).unwrap_err().to_string();
+        assert!(e.contains("line 4"), "{e}");
+        let deep = "a\n{% set ns = namespace(v=[]) %}\n{% for i in range(1000) %}{% set ns.v = [ns.v] %}{% endfor %}";
+        let e = render(deep, &[], false).unwrap_err().to_string();
+        assert!(e.contains("line 3 of the template"), "{e}");
+    }
+
+    #[track_caller]
+    fn refused(source: &str, limit: &str) {
+        let e = render(source, &[msg("user", "x")], true).unwrap_err().to_string();
+        assert!(e.starts_with("chat template: ") && e.contains(limit), "{source}: {e}");
+    }
+
+    #[test]
+    fn cyclic_deep_and_huge_stored_values_are_refused() {
+        let depth = format!("fdpp's limit of {MAX_STORED_DEPTH} levels");
+        let items = format!("fdpp's limit of {MAX_STORED_ITEMS} items");
+        let bytes = format!("fdpp's limit of {MAX_STORED_BYTES} bytes");
+        let held = "a namespace attribute may not hold a namespace or a loop object";
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/reproducers/chat_template");
+        refused(&std::fs::read_to_string(root.join("namespace-cycle")).unwrap(), held);
+        refused(&std::fs::read_to_string(root.join("namespace-deep-nesting")).unwrap(), &depth);
+        refused(&"{% set x = [x] %}".repeat(100), &depth);
+        refused(&format!("{{% set s = 'ab' %}}{}{{{{ s | length }}}}", "{% set s = s ~ s %}".repeat(40)), &bytes);
+        refused(&format!("{{% set l = [1] %}}{}{{{{ l | length }}}}", "{% set l = l + l %}".repeat(40)), &items);
+        refused("{% set s = 'x' * 1048576 %}{% set b %}{% for i in range(20) %}{{ s }}{% endfor %}{% endset %}", &bytes);
+        // A namespace in a plain variable is fine; linking namespaces (or a namespace and a
+        // loop, whose adjacent items change) is what could make cycles and chains.
+        refused("{% set a = namespace() %}{% set b = namespace(x=a) %}{% set a.y = b %}{{ a }}", held);
+        refused("{% set a = namespace() %}{% set a.v = [{'k': a}] %}", held);
+        refused(
+            "{% set h = namespace(cur=namespace()) %}{% for i in range(100000) %}{% set n = namespace() %}\
+             {% set c = h.cur %}{% set c.v = n %}{% set h.cur = n %}{% endfor %}{{ h }}",
+            held,
+        );
+        refused("{% set ns = namespace() %}{% for x in [1, ns, 3] %}{% if loop.first %}{% set ns.l = loop %}{% endif %}{% endfor %}", held);
+        refused("{% set ns = namespace() %}{% set ns.v | default(ns, true) %}{% endset %}{{ ns }}", held);
+        // Nesting built up through arguments and nested blocks across recursive calls.
+        let with = (1..=10).fold("{{ f(v10, n - 1) }}".to_string(), |body, k| {
+            let k = 11 - k;
+            let previous = if k == 1 { "x".to_string() } else { format!("v{}", k - 1) };
+            format!("{{% with v{k} = {}{previous}{} %}}{body}{{% endwith %}}", "[".repeat(60), "]".repeat(60))
+        });
+        let recursive = format!(
+            "{{% macro f(x, n) %}}{{% if n > 0 %}}{with}{{% else %}}{{{{ x | tojson }}}}{{% endif %}}{{% endmacro %}}{{{{ f(0, 30) }}}}"
+        );
+        refused(&recursive, &depth);
+        refused("{% macro f(x, n) %}{{ f([[[[[[[[[[x]]]]]]]]]], n - 1) if n else x }}{% endmacro %}{{ f(0, 90) }}", &depth);
+        refused("{% for x in [0] recursive %}{{ loop([[[[[[[[[[[[[[[[x]]]]]]]]]]]]]]]]) }}{% endfor %}", &depth);
+        let (open, close) = ("[".repeat(40), "]".repeat(40));
+        refused(
+            &format!(
+                "{{% macro f(x) %}}{{{{ caller({open}x{close}) }}}}{{% endmacro %}}{{% call(v) f({open}0{close}) %}}{{{{ v }}}}{{% endcall %}}"
+            ),
+            &depth,
+        );
+        // Shared values count as often as minijinja's recursion visits them.
+        refused(&format!("{{% set x = [1] %}}{}{{{{ x | length }}}}", "{% set x = [x, x] %}".repeat(30)), &items);
+    }
+
+    #[test]
+    fn stored_values_up_to_the_limits_are_kept() {
+        let nested = |n: usize| format!("{}0{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(render(&format!("{{% set x = {} %}}{{{{ x | length }}}}", nested(MAX_STORED_DEPTH)), &[], false).unwrap(), "1");
+        let e = render(&format!("{{% set x = {} %}}", nested(MAX_STORED_DEPTH + 1)), &[], false).unwrap_err().to_string();
+        assert!(e.contains(&format!("limit of {MAX_STORED_DEPTH} levels")), "{e}");
+        let exactly = format!("{{% set s = 'x' * {MAX_STORED_BYTES} %}}{{{{ s | length }}}}");
+        assert_eq!(render(&exactly, &[], false).unwrap(), MAX_STORED_BYTES.to_string());
+        let over = format!("{{% set s = 'x' * {} %}}", MAX_STORED_BYTES + 1);
+        assert!(render(&over, &[], false).unwrap_err().to_string().contains(&format!("limit of {MAX_STORED_BYTES} bytes")));
+        // One item is the list itself.
+        let list = |n: usize| format!("range({}) | list * 10 + range({}) | list", n / 10, n % 10);
+        let n = MAX_STORED_ITEMS - 1;
+        assert_eq!(render(&format!("{{% set l = {} %}}{{{{ l | length }}}}", list(n)), &[], false).unwrap(), n.to_string());
+        let e = render(&format!("{{% set l = {} %}}", list(n + 1)), &[], false).unwrap_err().to_string();
+        assert!(e.contains(&format!("limit of {MAX_STORED_ITEMS} items")), "{e}");
+    }
+
+    #[test]
+    fn checking_stores_costs_fuel() {
+        // 100,000 stores of a 100,000-item list: 10^10 items to walk without the charge.
+        let start = std::time::Instant::now();
+        let e = render("{% set big = range(100000) | list %}{% for i in range(100000) %}{% set x = big %}{% endfor %}", &[], false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("limit of {MAX_TEMPLATE_FUEL} steps")), "{e}");
+        assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn names_fdpp_reserves_are_refused() {
+        for source in ["{% set __fdpp_bounded = 1 %}", "{{ __fdpp_x }}", "{% macro f(__fdpp_bounded_ns) %}{% endmacro %}"] {
+            let e = ChatTemplate::new(source.into(), &tokenizer()).err().unwrap().to_string();
+            assert!(e.contains("is a name fdpp reserves") && e.contains("line 1"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_mutable_object_types_are_found() {
+        let types = mutable_object_types();
+        assert_eq!(types.len(), 2, "{types:?}");
+        assert!(types[0].contains("Namespace") && types[1].contains("Loop"), "{types:?}");
     }
 }
