@@ -578,7 +578,8 @@ fn a_broken_chat_template_fails_only_with_chat() {
             MAX_HEAP_MIB,
         );
         assert_eq!(m.status.code(), Some(1), "{}", m.stderr);
-        assert_mentions(&m.stderr, &["chat template: rendering took more than fdpp's limit of 50000000 steps"]);
+        let limit = fdpp_runtime::model::chat::MAX_TEMPLATE_FUEL;
+        assert_mentions(&m.stderr, &[&format!("chat template: rendering took more than fdpp's limit of {limit} steps")]);
     }
 }
 

@@ -22,8 +22,9 @@ pub struct ChatMessage {
 
 /// Rendering limits: a template is a program from the model file. Real templates take a
 /// few thousand steps and write the prompt; these stop loops of 1e10 steps and strings
-/// built up to gigabytes.
-pub const MAX_TEMPLATE_FUEL: u64 = 50_000_000;
+/// built up to gigabytes. minijinja also charges a step for every 64 bytes a value takes,
+/// so the step limit bounds what one render allocates in all to about 320 MB.
+pub const MAX_TEMPLATE_FUEL: u64 = 5_000_000;
 pub const MAX_TEMPLATE_OUTPUT: usize = 16 << 20;
 
 pub struct ChatTemplate {
