@@ -394,6 +394,7 @@ pub mod cuda {
             d("FDPP_KV_F16", f16_kv as usize),
             d("GEMV_MAX_M", GEMV_MAX_M),
             d("GV_WARPS", GV_WARPS),
+            d("GV_COLS", GV_COLS),
             d("ELEM_BLOCK", ELEM_BLOCK),
             d("ATT_WARPS", ATT_WARPS),
             d("SINGLE_WARPS", SINGLE_WARPS),

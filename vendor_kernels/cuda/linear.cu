@@ -91,38 +91,38 @@ DEV void gemv_store(const Args& a, u32 r, u32 ca, u32 cb, bool va, bool vb, floa
     }
 }
 
-// A: a block owns two column pairs (four columns) and its GV_WARPS warps split K, so
-// every lane keeps four 16-byte weight loads in flight and N = 4096 already fills the GPU
+// A: a block owns GV_COLS columns (GV_COLS / 2 pairs) and its GV_WARPS warps split K, so
+// every lane keeps GV_COLS 16-byte weight loads in flight and N = 4096 already fills the GPU
 // with warps. SwiGLU pairs gate j with up j (ldy = F); RoPE pairs the two halves of a
 // rotary pair. ROWS: the rows the accumulators hold (1, the decode case, or GEMV_MAX_M).
 template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
-    __shared__ float red[GV_WARPS][5 * ROWS]; // four columns' sums, then the sum of squares, per row
+    __shared__ float red[GV_WARPS][(GV_COLS + 1) * ROWS]; // the columns' sums, then the sum of squares, per row
     const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const u32 N = a.n, K = a.k;
-    u32 col[4];
-    bool valid[4];
+    u32 col[GV_COLS];
+    bool valid[GV_COLS];
 #pragma unroll
-    for (int q = 0; q < 2; q++) {
+    for (int q = 0; q < GV_COLS / 2; q++) {
         if constexpr ((MODE & MODE_SWIGLU) != 0) {
-            u32 p = blockIdx.x * 2 + q;
+            u32 p = blockIdx.x * (GV_COLS / 2) + q;
             col[2 * q] = p;
             col[2 * q + 1] = p + a.ldy;
             valid[2 * q] = valid[2 * q + 1] = p < a.ldy;
         } else if constexpr ((MODE & MODE_ROPE) != 0) {
-            u32 p = blockIdx.x * 2 + q;
+            u32 p = blockIdx.x * (GV_COLS / 2) + q;
             rope_pair(a, p, col[2 * q], col[2 * q + 1]);
             valid[2 * q] = valid[2 * q + 1] = p < N / 2;
         } else {
-            col[2 * q] = blockIdx.x * 4 + 2 * q;
+            col[2 * q] = blockIdx.x * GV_COLS + 2 * q;
             col[2 * q + 1] = col[2 * q] + 1;
             valid[2 * q] = col[2 * q] < N;
             valid[2 * q + 1] = col[2 * q + 1] < N;
         }
     }
     // Columns past N read a valid row; their sums are never stored.
-    const W* wr[4];
+    const W* wr[GV_COLS];
 #pragma unroll
-    for (int c = 0; c < 4; c++) wr[c] = a.w + (size_t)min(col[c], N - 1) * K;
+    for (int c = 0; c < GV_COLS; c++) wr[c] = a.w + (size_t)min(col[c], N - 1) * K;
     // Weights are never written: while the kernel before finishes, the blocks that start
     // early (the first GV_PREFETCH_BLOCKS) pull their first loads into L2. (Prefetching
     // whole rows, or in every block, cost the large Llama-2-7B products 10-25% on an H200.)
@@ -130,23 +130,23 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
     const u32 k_first = (warp * 32 + lane) * 8;
     if (blockIdx.x < GV_PREFETCH_BLOCKS && k_first < K) {
 #pragma unroll
-        for (int c = 0; c < 4; c++) prefetch_l2(wr[c] + k_first);
+        for (int c = 0; c < GV_COLS; c++) prefetch_l2(wr[c] + k_first);
     }
     pdl_wait();
     const u32 m = ROWS == 1 ? 1u : min(row_count(a), (u32)ROWS);
-    float acc[4][ROWS], sq[ROWS];
+    float acc[GV_COLS][ROWS], sq[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
         sq[r] = 0.0f;
 #pragma unroll
-        for (int c = 0; c < 4; c++) acc[c][r] = 0.0f;
+        for (int c = 0; c < GV_COLS; c++) acc[c][r] = 0.0f;
     }
     if (K % 8 == 0) {
 #pragma unroll 2
         for (u32 k0 = (warp * 32 + lane) * 8; k0 < K; k0 += GV_WARPS * 256) {
-            float w[4][8], g[8];
+            float w[GV_COLS][8], g[8];
 #pragma unroll
-            for (int c = 0; c < 4; c++) load8(wr[c] + k0, w[c]);
+            for (int c = 0; c < GV_COLS; c++) load8(wr[c] + k0, w[c]);
             if constexpr ((MODE & MODE_NORM) != 0) load8_f32(a.norm + k0, g);
 #pragma unroll
             for (int r = 0; r < ROWS; r++) {
@@ -160,7 +160,7 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
                             xv[e] *= g[e];
                         }
 #pragma unroll
-                        for (int c = 0; c < 4; c++) acc[c][r] += w[c][e] * xv[e];
+                        for (int c = 0; c < GV_COLS; c++) acc[c][r] += w[c][e] * xv[e];
                     }
                 }
             }
@@ -175,7 +175,7 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
                     float xv = a.x[(size_t)r * K + k];
                     sq[r] += xv * xv;
 #pragma unroll
-                    for (int c = 0; c < 4; c++) acc[c][r] += wf(wr[c][k]) * xv * g;
+                    for (int c = 0; c < GV_COLS; c++) acc[c][r] += wf(wr[c][k]) * xv * g;
                 }
             }
         }
@@ -184,24 +184,24 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
     for (int r = 0; r < ROWS; r++) {
         if (r < m) {
 #pragma unroll
-            for (int c = 0; c < 4; c++) {
+            for (int c = 0; c < GV_COLS; c++) {
                 float v = warp_sum(acc[c][r]);
                 if (lane == 0) red[warp][c * ROWS + r] = v;
             }
             float v = warp_sum(sq[r]);
-            if (lane == 0) red[warp][4 * ROWS + r] = v;
+            if (lane == 0) red[warp][GV_COLS * ROWS + r] = v;
         }
     }
     __syncthreads();
     // Thread (pair q, row r) finishes its pair.
     const u32 q = threadIdx.x / ROWS, r = threadIdx.x % ROWS;
-    if (q < 2 && r < m) {
+    if (q < GV_COLS / 2 && r < m) {
         float da = 0.0f, db = 0.0f, ss = 0.0f;
 #pragma unroll
         for (int w = 0; w < GV_WARPS; w++) {
             da += red[w][(2 * q) * ROWS + r];
             db += red[w][(2 * q + 1) * ROWS + r];
-            ss += red[w][4 * ROWS + r];
+            ss += red[w][GV_COLS * ROWS + r];
         }
         gemv_store<MODE, BIAS>(a, r, col[2 * q], col[2 * q + 1], valid[2 * q], valid[2 * q + 1], da, db, ss);
     }
