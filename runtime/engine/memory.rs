@@ -36,18 +36,24 @@ pub fn load_bytes(graph: &Graph, backend: BackendKind, capacity: Capacity) -> u6
     rope.saturating_add(weights)
 }
 
-/// What a GPU backend allocates on its device up front: every weight in the device's type
-/// (vectors also as f32) and the K and V caches of every layer for the whole capacity.
-pub fn device_bytes(graph: &Graph, caps: &BackendCaps, capacity: Capacity) -> u64 {
-    let c = &graph.config;
-    let weights = graph.params.iter().map(|p| {
+/// The weights a GPU backend keeps on its device: each in the device's type, vectors
+/// (norm weights, biases) also as f32.
+pub fn device_weight_bytes(graph: &Graph, caps: &BackendCaps) -> u64 {
+    let bytes = |p: &crate::graph::ParamDesc| {
         let extra_f32 = if p.shape.len() == 1 { 4 } else { 0 };
         (p.numel() as u64).saturating_mul(caps.weight_dtype.size() as u64 + extra_f32)
-    });
+    };
+    graph.params.iter().map(bytes).fold(0, u64::saturating_add)
+}
+
+/// What a GPU backend allocates on its device up front: its weights and the K and V caches
+/// of every layer for the whole capacity.
+pub fn device_bytes(graph: &Graph, caps: &BackendCaps, capacity: Capacity) -> u64 {
+    let c = &graph.config;
     let kv = [c.num_layers, 2, capacity.max_seqs, capacity.max_context, c.kv_dim(), caps.kv_dtype.size()]
         .iter()
         .fold(1u64, |a, &b| a.saturating_mul(b as u64));
-    weights.fold(kv, u64::saturating_add)
+    device_weight_bytes(graph, caps).saturating_add(kv)
 }
 
 /// Refuses a load whose up-front host memory exceeds what is available. On a device
@@ -55,7 +61,7 @@ pub fn device_bytes(graph: &Graph, caps: &BackendCaps, capacity: Capacity) -> u6
 pub fn check_load(graph: &Graph, caps: &BackendCaps, capacity: Capacity) -> Result<()> {
     let Some(available) = available_bytes() else { return Ok(()) };
     let backend = caps.backend;
-    let emulated = caps.host_emulated && backend != BackendKind::Cpu;
+    let emulated = caps.host_emulated;
     let mut needed = load_bytes(graph, backend, capacity);
     if emulated {
         needed = needed.saturating_add(device_bytes(graph, caps, capacity));

@@ -53,10 +53,10 @@ pub struct Progress {
 /// Each candidate keeps its fastest timing: other work on the machine only ever slows a
 /// kernel down, so a burst inflates the timing it lands on, which a faster one replaces.
 /// After a first round over all candidates, each contender (within `CONTENDER` of the
-/// fastest) is timed again, round after round, until a timing agrees with its fastest
-/// within `SETTLED` (at most `MAX_ROUNDS`): on a quiet GPU that is one more round; on a
-/// shared CPU running a software rasteriser, where two timings of one kernel differ by up
-/// to 2x, as many as the close candidates need, whose order the table is made of, while
+/// fastest) is timed again, round after round, until `AGREEING` of its timings lie within
+/// `SETTLED` of its fastest (at most `MAX_ROUNDS`): on a quiet GPU that is two more rounds;
+/// on a shared CPU running a software rasteriser, where two timings of one kernel differ by
+/// up to 2x, as many as the close candidates need, whose order the table is made of, while
 /// the far ones cost one. A flat GEMM tiling `DROP_AT` times slower than the fastest
 /// variant at some M where only B and C may run is not timed at larger M (`dropped`: from
 /// which M on), where it only falls further behind.

@@ -216,14 +216,16 @@ impl Device for CudaDevice {
         let kv_elem = if f16 { 2 } else { 4 };
         let kv_bytes = capacity.max_seqs * capacity.max_context * c.kv_dim() * kv_elem;
         let (free, _) = ctx.mem_get_info().map_err(|e| driver_error("querying free memory", e))?;
-        let weight_bytes: usize = g.params.iter().map(|p| p.numel() * caps.weight_dtype.size()).sum();
-        let need = weight_bytes + 2 * c.num_layers * kv_bytes;
-        if need > free {
+        let need = crate::engine::memory::device_bytes(g, &caps, capacity);
+        if need > free as u64 {
             let what = format!(
-                "weights ({weight_bytes} bytes) and KV caches ({} layers x {} sequences x {} positions); the device has {free} bytes free",
-                c.num_layers, capacity.max_seqs, capacity.max_context
+                "weights ({} bytes) and KV caches ({} layers x {} sequences x {} positions); the device has {free} bytes free",
+                crate::engine::memory::device_weight_bytes(g, &caps),
+                c.num_layers,
+                capacity.max_seqs,
+                capacity.max_context
             );
-            return Err(Error::OutOfMemory { backend: "cuda".into(), what, bytes: need as u64 });
+            return Err(Error::OutOfMemory { backend: "cuda".into(), what, bytes: need });
         }
         let mut params = Vec::with_capacity(g.params.len());
         for (p, layout) in g.params.iter().zip(&lowering.weights) {
