@@ -51,6 +51,10 @@ pub enum Reason {
         /// B's default tiling for many columns over a short K (`LinearKernels::flat_wide`).
         #[serde(default)]
         wide: bool,
+        /// A gives each warp its own columns, as it does up to this K
+        /// (`LinearKernels::gemv_per_warp_max_k`).
+        #[serde(default)]
+        per_warp_max_k: Option<usize>,
     },
     /// A decode step (every token of its own sequence): split-KV with a unified max, this
     /// layer's `phi`, from `source` (files written before phi was recorded read as the default).
@@ -99,6 +103,7 @@ impl std::fmt::Display for Reason {
                 flat_range,
                 long_k,
                 wide,
+                per_warp_max_k,
             } => {
                 let rule = if m < &inf.m1 {
                     format!("M={m} < M1={}", inf.m1)
@@ -117,6 +122,9 @@ impl std::fmt::Display for Reason {
                 }
                 if let Some(from) = split_k_from {
                     write!(f, "; K={k} >= {from}: K split over two lane groups")?;
+                }
+                if let Some(max) = per_warp_max_k {
+                    write!(f, "; K={k} <= {max}: a warp per column group, holding all its weights before the kernel before ends")?;
                 }
                 if *tuned_params {
                     write!(f, "; its parameters measured fastest for this shape")?;
@@ -384,7 +392,7 @@ mod tests {
 
     #[test]
     fn op_summary_groups_by_op_and_implementation_most_expensive_first() {
-        let gemv = Some(Variant::Gemv { split_k: false });
+        let gemv = Some(Variant::Gemv { split_k: false, per_warp: false });
         let nodes = vec![
             rec("linear", gemv, Some(10.0)),
             rec("rms_norm", None, None),
@@ -437,6 +445,7 @@ mod tests {
             flat_range: None,
             long_k: false,
             wide: false,
+            per_warp_max_k: None,
         };
         assert_eq!(r.to_string(), "M1=2 <= M=12 < M2=65 (fallback for [N=960, K=576], wgpu defaults)");
         // A shape with several B tilings over M says which range of M this one covers.

@@ -299,14 +299,14 @@ pub fn timed_shape(launches: &[(Template, Variant)], m: usize, max_m: usize, max
     launched_shape(launches)
 }
 
-/// Every variant a backend's kernels run over `m` rows: A in each split-K form up to its
-/// rows, B in each tiling, C.
-pub fn linear_candidates(lin: &LinearKernels, m: usize) -> Vec<Variant> {
+/// Every variant a backend's kernels run over `m` rows of K: A in each split-K form up to
+/// its rows, B in each tiling, C.
+pub fn linear_candidates(lin: &LinearKernels, k: usize, m: usize) -> Vec<Variant> {
     let mut out = vec![];
     if m <= lin.gemv_max_m {
-        out.push(Variant::Gemv { split_k: false });
+        out.push(lin.gemv(k, false));
         if lin.gemv_split_k_min.is_some() {
-            out.push(Variant::Gemv { split_k: true });
+            out.push(lin.gemv(k, true));
         }
     }
     out.extend(lin.flat_tilings.iter().map(|&tiling| Variant::FlatGemm { tiling }));
@@ -327,7 +327,7 @@ pub fn linear_sweep(
     let mut out = vec![];
     for &(n, k) in shapes {
         for &m in ms {
-            for variant in linear_candidates(&lin, m) {
+            for variant in linear_candidates(&lin, k, m) {
                 let micros = bench.time_linear(n, k, m, variant)?;
                 out.push(LinearTiming::new(n, k, m, variant, micros, elem, read_ceiling));
             }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataflow::DataflowTable;
 pub use crate::dataflow::{FlatTiling, Tile};
+use crate::lower::kernel::Variant;
 use crate::tensor::DType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -40,6 +41,11 @@ pub struct LinearKernels {
     /// From this K on, the GEMV splits K over two lane groups per column pair (where the
     /// table does not say for the shape); `None`: the GEMV has no split-K form.
     pub gemv_split_k_min: Option<usize>,
+    /// Up to this K (a multiple of 8), the GEMV gives each warp its own columns, its lanes
+    /// holding all of K's weights in registers, loaded before the kernel before has finished;
+    /// `None`: the GEMV has no such form.
+    #[serde(default)]
+    pub gemv_per_warp_max_k: Option<usize>,
     /// The flat GEMM's tilings (M padded to the tile's rows); the first where the table names
     /// none for the shape (and `flat_long_k` does not apply).
     pub flat_tilings: Vec<FlatTiling>,
@@ -56,6 +62,18 @@ pub struct LinearKernels {
     /// GEMM cannot serve small steps; every backend today takes 1).
     #[serde(default = "one")]
     pub gemm_min_m: usize,
+}
+
+impl LinearKernels {
+    /// A for K, in its split-K form or not: a warp per column group where K is short enough.
+    pub fn gemv(&self, k: usize, split_k: bool) -> Variant {
+        Variant::Gemv { split_k, per_warp: !split_k && self.gemv_per_warp(k) }
+    }
+
+    /// Whether the GEMV gives each warp its own columns at K.
+    pub fn gemv_per_warp(&self, k: usize) -> bool {
+        self.gemv_per_warp_max_k.is_some_and(|max| k <= max && k.is_multiple_of(8))
+    }
 }
 
 /// A flat-GEMM tiling for [N, K] with N >= `min_n` and K < `max_k`, from the first row on
@@ -311,6 +329,14 @@ pub mod cuda {
     /// Columns (SwiGLU / RoPE: half as many pairs) per GEMV block (`GV_COLS`). On an H200,
     /// 8 won 2.6% of SmolLM2's batch-1 step (K = 576) and lost 5.2% of Llama-2-7B's.
     pub const GV_COLS: usize = 4;
+    /// The GEMV with a warp per GV_COLS columns (`_w` kernels): warps per block, and the
+    /// 16-byte pieces per lane and column it loads before waiting for the kernel before
+    /// (`GW_PRELOAD`); it runs where they hold all of K. On an H200 (bench/results/h200.md,
+    /// session 10) SmolLM2's K = 576 products took its batch-1 step from 551 to 525 us; with
+    /// K = 1536 half preloaded as well, 574; Llama-2-7B's K >= 4096 lost 3% (4129 -> 4250).
+    pub const GW_WARPS: usize = 4;
+    pub const GW_PRELOAD: usize = 3;
+    pub const GW_WARP_MAX_K: usize = 32 * 8 * GW_PRELOAD;
     /// The tensor-core flat GEMM's tilings: (tokens, columns, warps splitting K) per block;
     /// tokens and columns multiples of mma's 8 and 16. The first is the default (but see
     /// `FLAT_LONG_K`). Wider column tiles read the activations fewer times; taller token tiles
@@ -397,6 +423,7 @@ pub mod cuda {
             d("GEMV_MAX_M", GEMV_MAX_M),
             d("GV_WARPS", GV_WARPS),
             d("GV_COLS", GV_COLS),
+            d("GW_PRELOAD", GW_PRELOAD),
             d("ELEM_BLOCK", ELEM_BLOCK),
             d("ATT_WARPS", ATT_WARPS),
             d("SINGLE_WARPS", SINGLE_WARPS),
@@ -449,6 +476,7 @@ impl BackendCaps {
             linear: LinearKernels {
                 gemv_max_m: usize::MAX,
                 gemv_split_k_min: None,
+                gemv_per_warp_max_k: None,
                 flat_tilings: vec![FlatTiling { tile: Tile { m: 4, n: 64 }, k_groups: 1 }],
                 flat_long_k: None,
                 flat_wide: None,
@@ -481,6 +509,7 @@ impl BackendCaps {
             linear: LinearKernels {
                 gemv_max_m: wgsl::GEMV_MAX_M,
                 gemv_split_k_min: Some(wgsl::GEMV_SPLIT_K_MIN),
+                gemv_per_warp_max_k: None,
                 flat_tilings: wgsl::flat_tilings(),
                 flat_long_k: None,
                 flat_wide: None,
@@ -537,6 +566,7 @@ impl BackendCaps {
             linear: LinearKernels {
                 gemv_max_m: cuda::GEMV_MAX_M,
                 gemv_split_k_min: None,
+                gemv_per_warp_max_k: Some(cuda::GW_WARP_MAX_K),
                 flat_tilings: if tensor_cores { cuda::flat_tilings() } else { vec![FlatTiling { tile: tiled, k_groups: 1 }] },
                 flat_long_k: tensor_cores.then(cuda::flat_long_k),
                 flat_wide: tensor_cores.then(cuda::flat_wide),

@@ -72,9 +72,13 @@ pub enum Variant {
     /// Rows of a table picked by token id.
     Gather,
     RmsNorm,
-    /// A: one pass over the weights per token row, parallel over N.
+    /// A: one pass over the weights per token row, parallel over N. `per_warp`: each warp
+    /// owns a group of columns and holds all of a short K in registers
+    /// (`LinearKernels::gemv_per_warp_max_k`).
     Gemv {
         split_k: bool,
+        #[serde(default)]
+        per_warp: bool,
     },
     /// B: M padded to the tile's rows, N tiled across workgroups, K walked inside one.
     FlatGemm {
@@ -142,7 +146,8 @@ impl std::fmt::Display for Variant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.label())?;
         match self {
-            Variant::Gemv { split_k: true } => f.write_str(" (split K)"),
+            Variant::Gemv { split_k: true, .. } => f.write_str(" (split K)"),
+            Variant::Gemv { per_warp: true, .. } => f.write_str(" (a warp per column group)"),
             Variant::FlatGemm { tiling } => write!(f, " (tile {tiling})"),
             Variant::Gemm { tile } => write!(f, " (tile {tile})"),
             Variant::FlashAttention { rows, keys } => write!(f, " ({rows} rows x {keys}-key tiles)"),

@@ -602,11 +602,11 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
         LinearImpl::Gemv => match (entry.and_then(|e| e.gemv_split_k_from), lin.gemv_split_k_min) {
             (Some(from), Some(_)) => {
                 tuned_params = true;
-                Variant::Gemv { split_k: rows >= from }
+                lin.gemv(k, rows >= from)
             }
             (_, min) => {
                 split_k_from = min.filter(|&min| k >= min);
-                Variant::Gemv { split_k: split_k_from.is_some() }
+                lin.gemv(k, split_k_from.is_some())
             }
         },
         LinearImpl::FlatGemm => {
@@ -622,6 +622,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
         }
         LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
     };
+    let per_warp_max_k = lin.gemv_per_warp_max_k.filter(|_| matches!(variant, Variant::Gemv { per_warp: true, .. }));
     let source = table.source.clone();
     let reason = Reason::Dataflow {
         n,
@@ -637,6 +638,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
         flat_range,
         long_k,
         wide,
+        per_warp_max_k,
     };
     (variant, reason)
 }

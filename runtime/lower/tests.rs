@@ -1,6 +1,6 @@
 //! The lowering on its own, with the backends' built-in profiles: no device, no weights.
 
-use super::caps::{BackendCaps, SplitKvLimits, wgsl};
+use super::caps::{BackendCaps, SplitKvLimits, cuda, wgsl};
 use super::*;
 use crate::dataflow::{Inflections, ShapeTuning, TilingFrom, TilingRange};
 use crate::graph::llama;
@@ -142,8 +142,28 @@ fn the_gemv_row_limit_and_split_k_are_decided_here_with_their_reason() {
     let c = ModelConfig { hidden_size: 4096, intermediate_size: 11008, num_heads: 32, num_kv_heads: 32, head_dim: 128, ..config() };
     let l = Lowering::new(llama::build(&c), BackendCaps::wgpu_builtin(), &LoweringOptions::default()).unwrap();
     let r = l.records(&l.lower(&decode(1, 10)), None);
-    assert_eq!(variant(record(&r, "layers.0.ffn.down")), Variant::Gemv { split_k: true });
-    assert_eq!(variant(record(&r, "layers.0.attn.o")), Variant::Gemv { split_k: false });
+    assert_eq!(variant(record(&r, "layers.0.ffn.down")), Variant::Gemv { split_k: true, per_warp: false });
+    assert_eq!(variant(record(&r, "layers.0.attn.o")), Variant::Gemv { split_k: false, per_warp: false });
+}
+
+#[test]
+fn the_cuda_gemv_gives_each_warp_its_columns_where_its_lanes_hold_all_of_k() {
+    // SmolLM2's K = 576 fits the lanes' registers; its down projection's K = 1536 and
+    // Llama-2-7B's K = 4096 do not.
+    let l = lowering(BackendCaps::cuda_builtin(DType::F16));
+    let r = l.records(&l.lower(&decode(1, 10)), None);
+    for name in ["layers.0.attn.qkv", "layers.0.attn.o", "layers.0.ffn.gate_up"] {
+        let rec = record(&r, name);
+        assert_eq!(variant(rec), Variant::Gemv { split_k: false, per_warp: true }, "{name}");
+        assert!(rec.reason.to_string().contains(&format!("<= {}: a warp per column group", cuda::GW_WARP_MAX_K)), "{}", rec.reason);
+    }
+    assert_eq!(variant(record(&r, "layers.0.ffn.down")), Variant::Gemv { split_k: false, per_warp: false });
+    let c = ModelConfig { hidden_size: 4096, intermediate_size: 11008, num_heads: 32, num_kv_heads: 32, head_dim: 128, ..config() };
+    let l = Lowering::new(llama::build(&c), BackendCaps::cuda_builtin(DType::F16), &LoweringOptions::default()).unwrap();
+    let r = l.records(&l.lower(&decode(1, 10)), None);
+    let qkv = record(&r, "layers.0.attn.qkv");
+    assert_eq!(variant(qkv), Variant::Gemv { split_k: false, per_warp: false });
+    assert!(!qkv.reason.to_string().contains("warp per column group"), "{}", qkv.reason);
 }
 
 #[test]

@@ -78,7 +78,7 @@ fn measure(
     let elem = bench.caps().weight_dtype.size();
     for &m in ms {
         let candidates: Vec<Variant> =
-            linear_candidates(&lin, m).into_iter().filter(|v| !dropped.iter().any(|&(d, from)| d == *v && m > from)).collect();
+            linear_candidates(&lin, k, m).into_iter().filter(|v| !dropped.iter().any(|&(d, from)| d == *v && m > from)).collect();
         let launches: Vec<Vec<(Template, Variant)>> = candidates
             .iter()
             .map(|&v| lowering.and_then(|l| l.linear_launches(n, k, v)).unwrap_or_else(|| vec![(linear_template(n, k), v)]))
@@ -136,7 +136,7 @@ fn statics<'a>(lin: &'a LinearKernels, builtin: &'a DataflowTable, (n, k): (usiz
     let flat = Variant::FlatGemm { tiling: lin.flat_tilings[0] };
     let split_k = lin.gemv_split_k_min.is_some_and(|min| k >= min);
     vec![
-        ("always A (B above its rows)".into(), Box::new(move |m| if m <= lin.gemv_max_m { Variant::Gemv { split_k } } else { flat })),
+        ("always A (B above its rows)".into(), Box::new(move |m| if m <= lin.gemv_max_m { lin.gemv(k, split_k) } else { flat })),
         ("always B".into(), Box::new(move |_| flat)),
         ("always C".into(), Box::new(move |_| Variant::Gemm { tile: lin.gemm_tile })),
         (format!("built-in {} table", builtin.source), Box::new(move |m| linear_choice(builtin, lin, n, k, m).0)),
@@ -296,7 +296,7 @@ mod tests {
     /// B's best tiling depends on N.
     fn crossing(n: usize, m: f64, variant: Variant) -> f64 {
         match variant {
-            Variant::Gemv { split_k } => 10.0 + 5.0 * m + if split_k { 1.0 } else { 0.0 },
+            Variant::Gemv { split_k, .. } => 10.0 + 5.0 * m + if split_k { 1.0 } else { 0.0 },
             Variant::FlatGemm { tiling } => {
                 let narrow = tiling.tile.n <= 8;
                 20.0 + m * if narrow == (n < 1000) { 1.0 } else { 1.5 }

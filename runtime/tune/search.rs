@@ -86,10 +86,10 @@ pub fn choose(times: &ShapeTimes, lin: &LinearKernels) -> Option<ShapeTuning> {
     let or_measured = |w: Vec<usize>, v: Variant| if w.is_empty() { measured(v) } else { w };
 
     // Split-K from M = t on (t past the GEMV's rows: never); the fewest splits on ties.
-    let gemv_ms = or_measured(wins(LinearImpl::Gemv), Variant::Gemv { split_k: false });
+    let gemv_ms = or_measured(wins(LinearImpl::Gemv), lin.gemv(times.k, false));
     let split_from = lin.gemv_split_k_min.and_then(|_| {
         let options: Vec<usize> = (1..=lin.gemv_max_m + 1).rev().collect();
-        least_relative(times, &gemv_ms, &options, |from, m| Variant::Gemv { split_k: m >= from })
+        least_relative(times, &gemv_ms, &options, |from, m| lin.gemv(times.k, m >= from))
     });
     let flat_ms = or_measured(wins(LinearImpl::FlatGemm), Variant::FlatGemm { tiling: lin.flat_tilings[0] });
     let (tiling, later) = flat_tilings(times, &flat_ms, &lin.flat_tilings)?;
@@ -241,7 +241,9 @@ pub struct Score {
 /// tilings, C from the rows its GEMM starts at.
 pub fn may_run(lin: &LinearKernels, m: usize, variant: Variant) -> bool {
     match variant {
-        Variant::Gemv { split_k } => m <= lin.gemv_max_m && (!split_k || lin.gemv_split_k_min.is_some()),
+        Variant::Gemv { split_k, per_warp } => {
+            m <= lin.gemv_max_m && (!split_k || lin.gemv_split_k_min.is_some()) && (!per_warp || lin.gemv_per_warp_max_k.is_some())
+        }
         Variant::FlatGemm { tiling } => lin.flat_tilings.contains(&tiling),
         Variant::Gemm { .. } => m >= lin.gemm_min_m,
         _ => false,
@@ -282,10 +284,10 @@ mod tests {
     fn synthetic(lin: &LinearKernels, n: usize, k: usize, ms: &[usize]) -> Vec<LinearTiming> {
         let mut out = vec![];
         for &m in ms {
-            for v in crate::backend::microbench::linear_candidates(lin, m) {
+            for v in crate::backend::microbench::linear_candidates(lin, k, m) {
                 let mf = m as f64;
                 let micros = match v {
-                    Variant::Gemv { split_k } => (10.0 + 4.0 * mf) * if split_k == (k >= 4096) { 0.9 } else { 1.0 },
+                    Variant::Gemv { split_k, .. } => (10.0 + 4.0 * mf) * if split_k == (k >= 4096) { 0.9 } else { 1.0 },
                     Variant::FlatGemm { tiling } => (14.0 + mf) * if tiling == lin.flat_tilings[2] { 1.0 } else { 1.2 },
                     _ => 40.0 + mf / 8.0,
                 };

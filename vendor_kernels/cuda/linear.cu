@@ -207,12 +207,121 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
     }
 }
 
-// Names: gemv[_norm][_res|_swiglu|_rope][_bias][_r1] (_r1: one row).
+// A for short K (K % 8 == 0): each warp owns GV_COLS columns and walks all of K itself, so
+// no block-wide reduction (shared memory, __syncthreads) stands between the loads and the
+// stores, and the first GW_PRELOAD 16-byte pieces per lane and column (all of K up to
+// 32 x 8 x GW_PRELOAD) are loaded into registers before the wait for the kernel before: at
+// SmolLM2's K = 576 a GEMV then runs as one round of loads started while the previous
+// kernel finishes. Blocks of any number of warps (blockDim.x / 32).
+template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_warp_body(const Args& a) {
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const u32 unit = blockIdx.x * (blockDim.x >> 5) + warp;
+    const u32 N = a.n, K = a.k;
+    u32 col[GV_COLS];
+    bool valid[GV_COLS];
+#pragma unroll
+    for (int q = 0; q < GV_COLS / 2; q++) {
+        const u32 p = unit * (GV_COLS / 2) + q;
+        if constexpr ((MODE & MODE_SWIGLU) != 0) {
+            col[2 * q] = p;
+            col[2 * q + 1] = p + a.ldy;
+            valid[2 * q] = valid[2 * q + 1] = p < a.ldy;
+        } else if constexpr ((MODE & MODE_ROPE) != 0) {
+            rope_pair(a, p, col[2 * q], col[2 * q + 1]);
+            valid[2 * q] = valid[2 * q + 1] = p < N / 2;
+        } else {
+            col[2 * q] = unit * GV_COLS + 2 * q;
+            col[2 * q + 1] = col[2 * q] + 1;
+            valid[2 * q] = col[2 * q] < N;
+            valid[2 * q + 1] = col[2 * q + 1] < N;
+        }
+    }
+    const W* wr[GV_COLS];
+#pragma unroll
+    for (int c = 0; c < GV_COLS; c++) wr[c] = a.w + (size_t)min(col[c], N - 1) * K;
+    pdl_trigger();
+    // Weights are never written: loaded before the wait. (Kept as loaded, in half the
+    // registers, they measured slower on an H200: 556 against 528 us per SmolLM2 step.)
+    float w0[GW_PRELOAD][GV_COLS][8];
+#pragma unroll
+    for (int p = 0; p < GW_PRELOAD; p++) {
+        const u32 k0 = (p * 32 + lane) * 8;
+#pragma unroll
+        for (int c = 0; c < GV_COLS; c++) {
+            if (k0 < K) load8(wr[c] + k0, w0[p][c]);
+            else for (int e = 0; e < 8; e++) w0[p][c][e] = 0.0f;
+        }
+    }
+    pdl_wait();
+    const u32 m = ROWS == 1 ? 1u : min(row_count(a), (u32)ROWS);
+    float acc[GV_COLS][ROWS], sq[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        sq[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < GV_COLS; c++) acc[c][r] = 0.0f;
+    }
+    auto piece = [&](u32 k0, const float (&w)[GV_COLS][8]) {
+        float g[8];
+        if constexpr ((MODE & MODE_NORM) != 0) load8_f32(a.norm + k0, g);
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            if (r < m) {
+                float xv[8];
+                load8_f32(a.x + (size_t)r * K + k0, xv);
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    if constexpr ((MODE & MODE_NORM) != 0) {
+                        sq[r] += xv[e] * xv[e];
+                        xv[e] *= g[e];
+                    }
+#pragma unroll
+                    for (int c = 0; c < GV_COLS; c++) acc[c][r] += w[c][e] * xv[e];
+                }
+            }
+        }
+    };
+#pragma unroll
+    for (int p = 0; p < GW_PRELOAD; p++) {
+        const u32 k0 = (p * 32 + lane) * 8;
+        if (k0 < K) piece(k0, w0[p]);
+    }
+#pragma unroll 2
+    for (u32 k0 = (GW_PRELOAD * 32 + lane) * 8; k0 < K; k0 += 256) {
+        float w[GV_COLS][8];
+#pragma unroll
+        for (int c = 0; c < GV_COLS; c++) load8(wr[c] + k0, w[c]);
+        piece(k0, w);
+    }
+    // Every lane gets every sum; lane (pair q, row r) finishes its pair.
+    const u32 q = lane / ROWS, r = lane % ROWS;
+    float da = 0.0f, db = 0.0f, ss = 0.0f;
+#pragma unroll
+    for (int rr = 0; rr < ROWS; rr++) {
+        const float s = warp_sum(sq[rr]);
+        if (rr == (int)r) ss = s;
+#pragma unroll
+        for (int qq = 0; qq < GV_COLS / 2; qq++) {
+            const float va = warp_sum(acc[2 * qq][rr]), vb = warp_sum(acc[2 * qq + 1][rr]);
+            if (rr == (int)r && qq == (int)q) {
+                da = va;
+                db = vb;
+            }
+        }
+    }
+    if (q < GV_COLS / 2 && r < m) gemv_store<MODE, BIAS>(a, r, col[2 * q], col[2 * q + 1], valid[2 * q], valid[2 * q + 1], da, db, ss);
+}
+
+// Names: gemv[_norm][_res|_swiglu|_rope][_bias][_r1][_w] (_r1: one row; _w: a warp per GV_COLS columns).
 #define GEMV(name, mode)                                                        \
     KERNEL void name(Args a) { gemv_body<mode, false, GEMV_MAX_M>(a); }         \
     KERNEL void name##_bias(Args a) { gemv_body<mode, true, GEMV_MAX_M>(a); }   \
     KERNEL void name##_r1(Args a) { gemv_body<mode, false, 1>(a); }             \
-    KERNEL void name##_bias_r1(Args a) { gemv_body<mode, true, 1>(a); }
+    KERNEL void name##_bias_r1(Args a) { gemv_body<mode, true, 1>(a); }        \
+    KERNEL void name##_w(Args a) { gemv_warp_body<mode, false, GEMV_MAX_M>(a); } \
+    KERNEL void name##_bias_w(Args a) { gemv_warp_body<mode, true, GEMV_MAX_M>(a); } \
+    KERNEL void name##_r1_w(Args a) { gemv_warp_body<mode, false, 1>(a); }     \
+    KERNEL void name##_bias_r1_w(Args a) { gemv_warp_body<mode, true, 1>(a); }
 GEMV(gemv, 0u)
 GEMV(gemv_res, MODE_RESIDUAL)
 GEMV(gemv_swiglu, MODE_SWIGLU)

@@ -142,7 +142,7 @@ mod tests {
     fn t(m: usize, implementation: LinearImpl, micros: f64) -> LinearTiming {
         let lin = fdpp_runtime::lower::caps::BackendCaps::wgpu_builtin().linear;
         let variant = match implementation {
-            LinearImpl::Gemv => Variant::Gemv { split_k: false },
+            LinearImpl::Gemv => Variant::Gemv { split_k: false, per_warp: false },
             LinearImpl::FlatGemm => Variant::FlatGemm { tiling: lin.flat_tilings[0] },
             LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
         };

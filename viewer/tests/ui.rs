@@ -244,7 +244,7 @@ fn a_tuned_profile_from_the_cache_draws_its_curves_and_thresholds() {
     let mut linear = vec![];
     for m in [1, 2, 8, 64] {
         for (v, us) in [
-            (Variant::Gemv { split_k: false }, 3.0 * m as f64),
+            (Variant::Gemv { split_k: false, per_warp: false }, 3.0 * m as f64),
             (Variant::FlatGemm { tiling: narrow }, 5.0 + m as f64),
             (Variant::Gemm { tile: lin.gemm_tile }, 60.0),
         ] {

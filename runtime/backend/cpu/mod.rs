@@ -127,7 +127,7 @@ impl CpuExecutor {
                 }
                 let (x, ys) = (&x[..rows * k], &mut y[..rows * n]);
                 match v {
-                    Variant::Gemv { split_k: false } => {
+                    Variant::Gemv { split_k: false, .. } => {
                         x.chunks_exact(k).zip(ys.chunks_exact_mut(n)).for_each(|(x, y)| kernels::gemv(x, w, y))
                     }
                     Variant::FlatGemm { tiling } => kernels::flat_gemm(x, rows, w, ys, tiling.tile),

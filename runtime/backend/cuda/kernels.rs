@@ -132,14 +132,24 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
     Ok(match (t.params, launch.variant) {
         (Params::Embedding { hidden, .. }, Variant::Gather) => vec![g("embedding", hidden.div_ceil(eb), m, 1, eb)],
         (Params::RmsNorm { .. }, Variant::RmsNorm) => vec![g("rms_norm", 1, rows, 1, 256)],
-        (Params::Linear { n, prologue, epilogue, bias, .. }, Variant::Gemv { split_k: false }) => {
+        (Params::Linear { n, k, prologue, epilogue, bias, .. }, Variant::Gemv { split_k: false, per_warp }) => {
             if rows > cuda::GEMV_MAX_M {
                 return Err(no_kernel(format!("a GEMV over {rows} rows (at most {})", cuda::GEMV_MAX_M)));
             }
-            // A block owns GV_COLS columns: two SwiGLU / RoPE pairs, or four plain columns.
+            // A block (per_warp: a warp) owns GV_COLS columns: two SwiGLU / RoPE pairs, or four plain columns.
             let pairs = matches!(epilogue, Epilogue::SwiGlu | Epilogue::Rope { .. });
-            let blocks = if pairs { (n / 2).div_ceil(cuda::GV_COLS / 2) } else { n.div_ceil(cuda::GV_COLS) };
-            vec![g(&gemv_kernel(prologue, epilogue, bias, rows), blocks, 1, 1, cuda::GV_WARPS * 32)]
+            let units = if pairs { (n / 2).div_ceil(cuda::GV_COLS / 2) } else { n.div_ceil(cuda::GV_COLS) };
+            let kernel = gemv_kernel(prologue, epilogue, bias, rows);
+            if !per_warp {
+                vec![g(&kernel, units, 1, 1, cuda::GV_WARPS * 32)]
+            } else if k.is_multiple_of(8) && k <= cuda::GW_WARP_MAX_K {
+                vec![g(&(kernel + "_w"), units.div_ceil(cuda::GW_WARPS), 1, 1, cuda::GW_WARPS * 32)]
+            } else {
+                return Err(no_kernel(format!(
+                    "a GEMV with a warp per column group over K={k} (multiples of 8 up to {})",
+                    cuda::GW_WARP_MAX_K
+                )));
+            }
         }
         (Params::Linear { n, bias, prologue, epilogue, .. }, Variant::FlatGemm { tiling }) if f16_weights => {
             if !cuda::flat_tilings().contains(&tiling) {
@@ -231,7 +241,9 @@ pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
         "linear" => {
             let mut out = vec![];
             for (prologue, epilogue, bias) in fusion_combinations() {
-                out.extend([gemv_kernel(prologue, epilogue, bias, 1), gemv_kernel(prologue, epilogue, bias, 2)]);
+                for rows in [1, 2] {
+                    out.extend([gemv_kernel(prologue, epilogue, bias, rows), gemv_kernel(prologue, epilogue, bias, rows) + "_w"]);
+                }
                 if f16_weights {
                     out.extend(cuda::flat_tilings().into_iter().map(|t| flat_gemm_kernel(prologue, epilogue, bias, t)));
                 }

@@ -351,7 +351,7 @@ impl CudaLinear {
         let lin = self.bench.caps.linear.clone();
         let mut variants = vec![];
         if m <= lin.gemv_max_m {
-            variants.push(Variant::Gemv { split_k: false });
+            variants.push(lin.gemv(k, false));
         }
         if self.bench.caps.fusions.flat_gemm_fusions {
             variants.extend(lin.flat_tilings.iter().filter(|t| t.tile.m == 8).map(|&tiling| Variant::FlatGemm { tiling }));

@@ -93,6 +93,8 @@ fn check_linear(precision: WeightPrecision) {
         (21, 1100, 0, 21),
         (96, 256, 5, 110),
         (4100, 64, 0, 4100),
+        (40, cuda::GW_WARP_MAX_K, 0, 40),
+        (40, cuda::GW_WARP_MAX_K + 8, 0, 40),
     ] {
         let w = random(&mut rng, n * k, 1.0);
         let (wbuf, w_stored) = rig.stored(&w);
@@ -106,7 +108,10 @@ fn check_linear(precision: WeightPrecision) {
             let mut variants: Vec<Variant> = lin.flat_tilings.iter().map(|&tiling| Variant::FlatGemm { tiling }).collect();
             variants.push(Variant::Gemm { tile: lin.gemm_tile });
             if m <= lin.gemv_max_m {
-                variants.push(Variant::Gemv { split_k: false });
+                variants.push(Variant::Gemv { split_k: false, per_warp: false });
+                if lin.gemv_per_warp(k) {
+                    variants.push(Variant::Gemv { split_k: false, per_warp: true });
+                }
             }
             for variant in variants {
                 for (with_bias, residual) in [(false, false), (true, true), (true, false)] {
@@ -189,7 +194,10 @@ fn check_fused_linear(precision: WeightPrecision) {
             let step = rig.step(m, m, None, &positions, &seqs);
             let mut variants = vec![];
             if m <= lin.gemv_max_m {
-                variants.push(Variant::Gemv { split_k: false });
+                variants.push(Variant::Gemv { split_k: false, per_warp: false });
+                if lin.gemv_per_warp(k) {
+                    variants.push(Variant::Gemv { split_k: false, per_warp: true });
+                }
             }
             if rig.caps.fusions.flat_gemm_fusions {
                 variants.extend(lin.flat_tilings.iter().map(|&tiling| Variant::FlatGemm { tiling }));

@@ -385,7 +385,7 @@ pub fn dispatches<'a>(launch: &Launch, t: &Template, group: &'a wgpu::BindGroup,
     match (t.params, launch.variant) {
         (Params::Embedding { hidden, .. }, Variant::Gather) => push("embedding", grid(hidden.div_ceil(64), m, 1)),
         (Params::RmsNorm { .. }, Variant::RmsNorm) => push("rms_norm", grid(1, rows, 1)),
-        (Params::Linear { n, epilogue, bias, .. }, Variant::Gemv { split_k }) => {
+        (Params::Linear { n, epilogue, bias, .. }, Variant::Gemv { split_k, per_warp: false }) => {
             if rows > wgsl::GEMV_MAX_M {
                 return Err(no_kernel(format!("a GEMV over {rows} rows (at most {})", wgsl::GEMV_MAX_M)));
             }
