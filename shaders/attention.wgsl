@@ -45,6 +45,11 @@ fn begin_row(i: u32, h: u32, t: u32) -> u32 {
     return pos;
 }
 
+// The caches hold KV (f16 or f32); the arithmetic is f32.
+fn key(i: u32) -> f32 { return f32(kc[i]); }
+fn key4(i: u32) -> vec4<f32> { return vec4<f32>(key(i), key(i + 1u), key(i + 2u), key(i + 3u)); }
+fn value(i: u32) -> f32 { return f32(vc[i]); }
+
 fn score(i: u32, j: u32, kvh: u32) -> f32 {
     let hd = node.head_dim;
     let kv_dim = node.kv_heads * hd;
@@ -54,12 +59,11 @@ fn score(i: u32, j: u32, kvh: u32) -> f32 {
     let h4 = hd / 4u * 4u;
     var s4 = vec4<f32>(0.0);
     for (var d = 0u; d < h4; d += 4u) {
-        s4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u])
-            * vec4<f32>(kc[base + d], kc[base + d + 1u], kc[base + d + 2u], kc[base + d + 3u]);
+        s4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]) * key4(base + d);
     }
     var s = s4.x + s4.y + s4.z + s4.w;
     for (var d = h4; d < hd; d++) {
-        s += qs[d] * kc[base + d];
+        s += qs[d] * key(base + d);
     }
     return s * node.scale;
 }
@@ -77,18 +81,17 @@ fn partial_score(i: u32, j: u32, kvh: u32, part: u32) -> f32 {
     // Two steps' loads per iteration, in flight together.
     for (; d + step < h4; d += 2u * step) {
         let e = d + step;
-        let k0 = vec4<f32>(kc[base + d], kc[base + d + 1u], kc[base + d + 2u], kc[base + d + 3u]);
-        let k1 = vec4<f32>(kc[base + e], kc[base + e + 1u], kc[base + e + 2u], kc[base + e + 3u]);
+        let k0 = key4(base + d);
+        let k1 = key4(base + e);
         s4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]) * k0 + vec4<f32>(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]) * k1;
     }
     for (; d < h4; d += step) {
-        s4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u])
-            * vec4<f32>(kc[base + d], kc[base + d + 1u], kc[base + d + 2u], kc[base + d + 3u]);
+        s4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]) * key4(base + d);
     }
     var s = s4.x + s4.y + s4.z + s4.w;
     if (part == 0u) {
         for (var d = h4; d < hd; d++) {
-            s += qs[d] * kc[base + d];
+            s += qs[d] * key(base + d);
         }
     }
     return s;
@@ -96,7 +99,7 @@ fn partial_score(i: u32, j: u32, kvh: u32, part: u32) -> f32 {
 
 // One dim of four consecutive keys' values.
 fn value4(r: u32, kv_dim: u32) -> vec4<f32> {
-    return vec4<f32>(vc[r], vc[r + kv_dim], vc[r + 2u * kv_dim], vc[r + 3u * kv_dim]);
+    return vec4<f32>(value(r), value(r + kv_dim), value(r + 2u * kv_dim), value(r + 3u * kv_dim));
 }
 
 // sum over q < n of ps[q] * V[first + q][d], four keys per step.
@@ -107,10 +110,10 @@ fn weighted_values(i: u32, first: u32, n: u32, kvh: u32, d: u32) -> f32 {
     var q = 0u;
     for (; q + 4u <= n; q += 4u) {
         let o = vb + q * kv_dim;
-        s += ps[q] * vc[o] + ps[q + 1u] * vc[o + kv_dim] + ps[q + 2u] * vc[o + 2u * kv_dim] + ps[q + 3u] * vc[o + 3u * kv_dim];
+        s += ps[q] * value(o) + ps[q + 1u] * value(o + kv_dim) + ps[q + 2u] * value(o + 2u * kv_dim) + ps[q + 3u] * value(o + 3u * kv_dim);
     }
     for (; q < n; q++) {
-        s += ps[q] * vc[vb + q * kv_dim];
+        s += ps[q] * value(vb + q * kv_dim);
     }
     return s;
 }
@@ -195,10 +198,10 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         for (; q < n; q++) {
             let r = vb + q * kv_dim + t;
             let p = ps[q];
-            o.x += p * vc[r];
-            if (dims > 1u) { o.y += p * vc[r + AT]; }
-            if (dims > 2u) { o.z += p * vc[r + 2u * AT]; }
-            if (dims > 3u) { o.w += p * vc[r + 3u * AT]; }
+            o.x += p * value(r);
+            if (dims > 1u) { o.y += p * value(r + AT); }
+            if (dims > 2u) { o.z += p * value(r + 2u * AT); }
+            if (dims > 3u) { o.w += p * value(r + 3u * AT); }
         }
         acc[0] += o.x;
         acc[1] += o.y;

@@ -1,6 +1,9 @@
-// Shared by every kernel family. The loader prepends the weight type first:
-//   `enable f16; alias W = f16;`  when the device has SHADER_F16, else  `alias W = f32;`
+// Shared by every kernel family. The loader prepends the storage types first:
+//   `alias W = f16;` (weights) and `alias KV = f16;` (the K and V caches), each f32 unless
+//   the device has SHADER_F16 and the user did not ask for f32 (`enable f16;` with either),
 // and then one of reduce_subgroup.wgsl / reduce_workgroup.wgsl (see there).
+// The caches are only storage: every read converts to f32 (`f32(kc[i])`), every write
+// rounds once (`KV(v)`); scores, softmax and sums stay f32.
 // Every family sees the same bindings, so one bind group layout serves all pipelines;
 // a node binds small placeholder buffers where it has nothing to bind.
 
@@ -49,8 +52,8 @@ struct Node {
 @group(0) @binding(4) var<storage, read> x2: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> w: array<vec4<W>>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
-@group(0) @binding(7) var<storage, read_write> kc: array<f32>;
-@group(0) @binding(8) var<storage, read_write> vc: array<f32>;
+@group(0) @binding(7) var<storage, read_write> kc: array<KV>;
+@group(0) @binding(8) var<storage, read_write> vc: array<KV>;
 // The split-KV attention's partial sums; the RoPE angle table for the QKV GEMV that does
 // the rotation in its epilogue.
 @group(0) @binding(9) var<storage, read_write> scratch: array<f32>;

@@ -71,9 +71,9 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
         let kv_dim = node.kv_heads * d;
         let slot = (seq_at(i) * node.max_ctx + position_at(i)) * kv_dim;
         if (j < rotated) {
-            kc[slot + j - q_dim] = v;
+            kc[slot + j - q_dim] = KV(v);
         } else {
-            vc[slot + j - rotated] = v;
+            vc[slot + j - rotated] = KV(v);
         }
     }
 }
@@ -118,8 +118,8 @@ fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
     let q_dim = node.heads * node.head_dim;
     let width = q_dim + 2u * kv_dim;
     let slot = (seq_at(i) * node.max_ctx + position_at(i)) * kv_dim + j;
-    kc[slot] = xs(i * width + q_dim + j);
-    vc[slot] = xs(i * width + q_dim + kv_dim + j);
+    kc[slot] = KV(xs(i * width + q_dim + j));
+    vc[slot] = KV(xs(i * width + q_dim + kv_dim + j));
 }
 
 var<workgroup> best_v: array<f32, 256>;

@@ -117,11 +117,11 @@ fn rope_store(r: u32, ca: u32, cb: u32, a: f32, b: f32) {
     if (ca >= q_dim) {
         let slot = (seq_at(r) * node.max_ctx + position_at(r)) * kv_dim;
         if (ca < rotated) {
-            kc[slot + ca - q_dim] = ra;
-            kc[slot + cb - q_dim] = rb;
+            kc[slot + ca - q_dim] = KV(ra);
+            kc[slot + cb - q_dim] = KV(rb);
         } else {
-            vc[slot + ca - rotated] = ra;
-            vc[slot + cb - rotated] = rb;
+            vc[slot + ca - rotated] = KV(ra);
+            vc[slot + cb - rotated] = KV(rb);
         }
     }
 }

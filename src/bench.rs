@@ -50,8 +50,10 @@ struct KernelArgs {
     /// GPU adapter (part of its name; wgpu).
     #[arg(long)]
     adapter: Option<String>,
-    #[arg(long, value_enum, default_value_t = crate::WeightsArg::Auto)]
-    weights: crate::WeightsArg,
+    #[arg(long, value_enum, default_value_t = crate::PrecisionArg::Auto)]
+    weights: crate::PrecisionArg,
+    #[arg(long, value_enum, default_value_t = crate::PrecisionArg::Auto, help = crate::KV_HELP)]
+    kv: crate::PrecisionArg,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -77,19 +79,14 @@ pub fn command(cmd: BenchCmd) -> Result<()> {
 /// The kernel report of the backend asked for.
 #[cfg_attr(not(all(feature = "wgpu", feature = "cuda")), allow(unused_variables))]
 fn kernel_report(args: &KernelArgs, sweep: &microbench::Sweep, progress: &mut dyn FnMut(usize, usize)) -> Result<microbench::KernelReport> {
-    let precision = crate::DeviceArgs::precision(args.weights);
-    match args.backend {
+    let kind = if args.backend == KernelBackend::Cuda { BackendKind::Cuda } else { BackendKind::Wgpu };
+    match DeviceArgs::options(kind, args.adapter.as_deref(), args.weights, args.kv)? {
         #[cfg(feature = "wgpu")]
-        KernelBackend::Wgpu => fdpp_runtime::backend::wgpu::microbench::run(sweep, args.adapter.as_deref(), precision, progress),
+        fdpp_runtime::backend::BackendOptions::Wgpu(o) => fdpp_runtime::backend::wgpu::microbench::run(sweep, &o, progress),
         #[cfg(feature = "cuda")]
-        KernelBackend::Cuda => {
-            fdpp_runtime::backend::cuda::microbench::run(sweep, &fdpp_runtime::backend::CudaOptions { ordinal: 0, precision }, progress)
-        }
+        fdpp_runtime::backend::BackendOptions::Cuda(o) => fdpp_runtime::backend::cuda::microbench::run(sweep, &o, progress),
         #[allow(unreachable_patterns)]
-        b => {
-            let kind = if b == KernelBackend::Cuda { BackendKind::Cuda } else { BackendKind::Wgpu };
-            Err(fdpp_runtime::backend::unavailable(kind).expect("this build lacks the backend"))
-        }
+        _ => Err(fdpp_runtime::backend::unavailable(kind).expect("this build lacks the backend")),
     }
 }
 
@@ -374,7 +371,7 @@ fn run(args: BenchArgs) -> Result<()> {
     let before = crate::host_memory();
     let mut bar = crate::progress::Bar::hidden();
     let g = graph::llama::build(&config);
-    let backend = args.device.backend();
+    let backend = args.device.backend()?;
     let lowering = args.device.lowering_options();
     let mut exec = Driver::load(&backend, g, &lowering, weights.as_ref(), capacity, &mut |d, t| bar.count(d, t, "loading weights"))?;
     bar.finish();

@@ -59,7 +59,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         other => other,
     })?;
     let identity = store::model_identity(&model.config, model.weights.as_ref())?;
-    let opts = CalibrateOptions { backend: args.device.backend(), lowering: LoweringOptions::default(), held };
+    let opts = CalibrateOptions { backend: args.device.backend()?, lowering: LoweringOptions::default(), held };
     let mut bar = progress::Bar::hidden();
     let mut running = progress::Bar::hidden();
     let description = model.describe();

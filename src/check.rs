@@ -16,7 +16,7 @@ use fdpp_runtime::trace::Phase;
 use fdpp_runtime::{Error, Result};
 
 use crate::shape::Shape;
-use crate::{DeviceArgs, WeightsArg, progress};
+use crate::{DeviceArgs, PrecisionArg, progress};
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -35,8 +35,10 @@ pub struct CheckArgs {
     #[arg(long)]
     adapter: Option<String>,
     /// Weight storage on GPU backends.
-    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
-    weights: WeightsArg,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    weights: PrecisionArg,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto, help = crate::KV_HELP)]
+    kv: PrecisionArg,
     /// The prompt (the prefill step).
     #[arg(long, default_value = "The capital of France is")]
     prompt: String,
@@ -70,7 +72,9 @@ fn backend(name: &str, args: &CheckArgs) -> Result<BackendOptions> {
         .into_iter()
         .find(|k| k.name() == name.trim())
         .ok_or_else(|| Error::InvalidArgument(format!("--backends: unknown backend `{name}` (known: cpu, wgpu, cuda)")))?;
-    Ok(DeviceArgs::options(kind, args.adapter.as_deref(), args.weights))
+    // The CPU reference keeps f32 whatever the GPU backends it checks store, as with --weights.
+    let kv = if kind == BackendKind::Cpu { PrecisionArg::Auto } else { args.kv };
+    DeviceArgs::options(kind, args.adapter.as_deref(), args.weights, kv)
 }
 
 /// What is checked: a model and the prompt's token ids.

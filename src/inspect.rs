@@ -55,7 +55,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
             (m.config.clone(), m.describe(), Some(m))
         }
     };
-    let opts = args.device.backend();
+    let opts = args.device.backend()?;
     let builtin = || {
         BackendCaps::builtin(opts.kind()).ok_or_else(|| Error::BackendUnavailable {
             backend: opts.kind().name().into(),
@@ -103,10 +103,11 @@ pub fn run(args: InspectArgs) -> Result<()> {
         println!("note:    {note}");
     }
     println!(
-        "backend: {} ({}), weights {}, largest binding {} MiB, subgroups {}, table: {}",
+        "backend: {} ({}), weights {}, KV {}, largest binding {} MiB, subgroups {}, table: {}",
         caps.backend,
         caps.device,
         caps.weight_dtype,
+        caps.kv_dtype,
         caps.max_binding_bytes >> 20,
         caps.subgroup_size.map_or("none".into(), |s| format!("{s} lanes")),
         caps.table.source

@@ -77,8 +77,9 @@ pub enum BackendArg {
     Cuda,
 }
 
+/// How weights (`--weights`) or the KV cache (`--kv`) are stored.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum WeightsArg {
+pub enum PrecisionArg {
     /// f16 where the GPU supports it, else f32.
     Auto,
     F32,
@@ -94,38 +95,51 @@ pub struct DeviceArgs {
     #[arg(long)]
     adapter: Option<String>,
     /// Weight storage on GPU backends.
-    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
-    weights: WeightsArg,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    weights: PrecisionArg,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto, help = KV_HELP)]
+    kv: PrecisionArg,
     /// Lower with the backend's built-in dataflow table even where `fdpp tune` stored a
     /// profile for this device.
     #[arg(long)]
     builtin_table: bool,
 }
 
+/// `--kv`, shared by every command that opens a backend.
+pub const KV_HELP: &str = "KV cache storage on GPU backends: auto = f16 where the wgpu device has SHADER_F16 (else f32), on \
+cuda the weights' type (which --kv must then match). f16 halves what decode attention reads; scores, softmax and sums stay \
+f32. The cpu backend, the reference, keeps f32";
+
 impl DeviceArgs {
     /// The backend to open: `auto` takes wgpu where a hardware GPU adapter exists.
-    pub fn backend(&self) -> BackendOptions {
+    pub fn backend(&self) -> Result<BackendOptions> {
         let kind = match self.backend {
             BackendArg::Auto => backend::auto_kind(),
             BackendArg::Cpu => BackendKind::Cpu,
             BackendArg::Wgpu => BackendKind::Wgpu,
             BackendArg::Cuda => BackendKind::Cuda,
         };
-        Self::options(kind, self.adapter.as_deref(), self.weights)
+        Self::options(kind, self.adapter.as_deref(), self.weights, self.kv)
     }
 
-    /// The options of backend `kind` with a wgpu adapter and a weight storage.
-    pub fn options(kind: BackendKind, adapter: Option<&str>, weights: WeightsArg) -> BackendOptions {
-        let precision = Self::precision(weights);
-        match kind {
+    /// The options of backend `kind` with a wgpu adapter, a weight and a KV cache storage.
+    pub fn options(kind: BackendKind, adapter: Option<&str>, weights: PrecisionArg, kv: PrecisionArg) -> Result<BackendOptions> {
+        let (precision, kv) = (Self::precision(weights), Self::precision(kv));
+        Ok(match kind {
+            BackendKind::Cpu if kv == WeightPrecision::F16 => {
+                let what = "an f16 KV cache: it is the f32 reference (use --kv auto or f32)".into();
+                return Err(Error::NotSupported { backend: "cpu".into(), what });
+            }
             BackendKind::Cpu => BackendOptions::Cpu,
-            BackendKind::Wgpu => BackendOptions::Wgpu(WgpuOptions { adapter: adapter.map(String::from), precision, binding_limit: None }),
-            BackendKind::Cuda => BackendOptions::Cuda(CudaOptions { ordinal: 0, precision }),
-        }
+            BackendKind::Wgpu => {
+                BackendOptions::Wgpu(WgpuOptions { adapter: adapter.map(String::from), precision, kv, binding_limit: None })
+            }
+            BackendKind::Cuda => BackendOptions::Cuda(CudaOptions { ordinal: 0, precision, kv }),
+        })
     }
 
-    pub fn engine_options(&self, max_context: Option<usize>, max_seqs: usize) -> EngineOptions {
-        EngineOptions { backend: self.backend(), max_context, max_seqs, lowering: self.lowering_options(), ..Default::default() }
+    pub fn engine_options(&self, max_context: Option<usize>, max_seqs: usize) -> Result<EngineOptions> {
+        Ok(EngineOptions { backend: self.backend()?, max_context, max_seqs, lowering: self.lowering_options(), ..Default::default() })
     }
 
     /// The lowering's options: the device's tuned profile unless `--builtin-table`.
@@ -134,11 +148,11 @@ impl DeviceArgs {
         LoweringOptions { table, ..Default::default() }
     }
 
-    pub fn precision(w: WeightsArg) -> WeightPrecision {
+    pub fn precision(w: PrecisionArg) -> WeightPrecision {
         match w {
-            WeightsArg::Auto => WeightPrecision::Auto,
-            WeightsArg::F32 => WeightPrecision::F32,
-            WeightsArg::F16 => WeightPrecision::F16,
+            PrecisionArg::Auto => WeightPrecision::Auto,
+            PrecisionArg::F32 => WeightPrecision::F32,
+            PrecisionArg::F16 => WeightPrecision::F16,
         }
     }
 }
@@ -307,7 +321,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     if args.prompt.is_empty() {
         return Err(Error::EmptyPrompt);
     }
-    let opts = args.device.engine_options(args.ctx_size, 1);
+    let opts = args.device.engine_options(args.ctx_size, 1)?;
     let mut engine = load_engine(args.model.as_deref(), &opts)?;
     if args.profile {
         engine.set_profiling(true)?;

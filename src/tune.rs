@@ -106,9 +106,9 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let opts = match args.device.backend {
         // `auto` may land on the CPU oracle, which has nothing to tune: take the GPU backend.
         BackendArg::Auto if backend::auto_kind() == BackendKind::Cpu => {
-            DeviceArgs::options(BackendKind::Wgpu, args.device.adapter.as_deref(), args.device.weights)
+            DeviceArgs::options(BackendKind::Wgpu, args.device.adapter.as_deref(), args.device.weights, args.device.kv)?
         }
-        _ => args.device.backend(),
+        _ => args.device.backend()?,
     };
     let mut bench = backend::open_linear_bench(&opts)?;
     let caps = bench.caps().clone();

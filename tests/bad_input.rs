@@ -378,15 +378,33 @@ fn a_model_or_context_that_cannot_fit_in_host_memory_is_refused_with_the_numbers
 fn a_context_that_cannot_fit_on_a_software_adapter_is_refused_with_the_estimate() {
     use fdpp_runtime::backend::{BackendOptions, WgpuOptions};
     let lavapipe = WgpuOptions { adapter: Some("llvmpipe".into()), ..Default::default() };
-    if let Err(e) = fdpp_runtime::backend::open(&BackendOptions::Wgpu(lavapipe)) {
-        fdpp_runtime::testing::skip_unavailable(e);
-        return;
-    }
-    let args = |model: &Path| -> Vec<String> {
+    let kv_bytes = match fdpp_runtime::backend::open(&BackendOptions::Wgpu(lavapipe)) {
+        Ok(device) => device.caps().kv_dtype.size() as u64,
+        Err(e) => {
+            fdpp_runtime::testing::skip_unavailable(e);
+            return;
+        }
+    };
+    let args = |model: &Path, kv: &str| -> Vec<String> {
         let m = model.to_str().unwrap();
-        ["generate", "--backend", "wgpu", "--adapter", "llvmpipe", "--temperature", "0", "--max-tokens", "1", "--model", m, "hi"]
-            .map(String::from)
-            .to_vec()
+        [
+            "generate",
+            "--backend",
+            "wgpu",
+            "--adapter",
+            "llvmpipe",
+            "--kv",
+            kv,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "1",
+            "--model",
+            m,
+            "hi",
+        ]
+        .map(String::from)
+        .to_vec()
     };
     let fdpp = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_fdpp"));
@@ -394,17 +412,19 @@ fn a_context_that_cannot_fit_on_a_software_adapter_is_refused_with_the_estimate(
         c
     };
     // 2^24 positions: the RoPE table (2^24 x 16 head dims x 4 bytes: 1024 MiB) and the KV
-    // caches (2 layers x K and V x 2^24 x 32 x 4 bytes: 8192 MiB), beside well under a MiB
-    // of weights.
+    // caches (2 layers x K and V x 2^24 x 32 x 4 bytes: 8192 MiB; 4096 in f16, what `auto`
+    // gives where lavapipe has SHADER_F16), beside well under a MiB of weights.
     let long = tiny_with_meta("long-context-lavapipe", "llama.context_length", GgufValue::U32(1 << 24));
-    let stderr = refused_with(fdpp().args(args(&long)));
-    assert_mentions(&stderr, &["emulated on the CPU", "context of 16777216 positions for 1 sequences", "but 4096 MiB are available"]);
-    let needed: u64 = stderr.split("needs about ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
-    assert!((9216..9218).contains(&needed), "{stderr}");
+    for (kv, kv_mib) in [("f32", 8192), ("auto", 2048 * kv_bytes)] {
+        let stderr = refused_with(fdpp().args(args(&long, kv)));
+        assert_mentions(&stderr, &["emulated on the CPU", "context of 16777216 positions for 1 sequences", "but 4096 MiB are available"]);
+        let needed: u64 = stderr.split("needs about ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+        assert!((1024 + kv_mib..1026 + kv_mib).contains(&needed), "--kv {kv}: {stderr}");
+    }
     // The model's own 64 positions fit and run.
     let short = common::temp_dir("short-context-lavapipe").join("model.gguf");
     common::write_tiny(&short, &Spec::default(), 3);
-    let out = fdpp().args(args(&short)).output().unwrap();
+    let out = fdpp().args(args(&short, "auto")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

@@ -31,7 +31,8 @@ fn check_model(path: &Path, prompt: &[u32], opts: &CheckOptions) -> CheckReport 
 }
 
 /// Every backend this machine has besides the CPU, each with f32 and with its own weight
-/// precision (f16 where the device has it); `None` (skipped with the reason) when there is none.
+/// and KV cache precision (f16 where the device has it); `None` (skipped with the reason) when
+/// there is none.
 fn gpu_backends() -> Option<Vec<BackendOptions>> {
     let present: Vec<BackendOptions> = check::present_backends().into_iter().filter(|b| *b != BackendOptions::Cpu).collect();
     if present.is_empty() {
@@ -39,8 +40,8 @@ fn gpu_backends() -> Option<Vec<BackendOptions>> {
         return None;
     }
     let with = |b: &BackendOptions, p: WeightPrecision| match b.clone() {
-        BackendOptions::Wgpu(o) => BackendOptions::Wgpu(fdpp_runtime::backend::WgpuOptions { precision: p, ..o }),
-        BackendOptions::Cuda(o) => BackendOptions::Cuda(fdpp_runtime::backend::CudaOptions { precision: p, ..o }),
+        BackendOptions::Wgpu(o) => BackendOptions::Wgpu(fdpp_runtime::backend::WgpuOptions { precision: p, kv: p, ..o }),
+        BackendOptions::Cuda(o) => BackendOptions::Cuda(fdpp_runtime::backend::CudaOptions { precision: p, kv: p, ..o }),
         BackendOptions::Cpu => BackendOptions::Cpu,
     };
     Some(present.iter().flat_map(|b| [with(b, WeightPrecision::F32), with(b, WeightPrecision::Auto)]).collect())
@@ -120,6 +121,8 @@ fn smollm2_agrees_with_the_cpu_on_wgpu_with_the_per_layer_report_printed() {
             "--backends",
             "cpu,wgpu",
             "--weights",
+            weights,
+            "--kv",
             weights,
             "--steps",
             "2",

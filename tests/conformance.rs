@@ -83,7 +83,7 @@ fn transformers_fixtures_on_the_cpu() {
 #[test]
 fn transformers_fixtures_on_wgpu() {
     use fdpp_runtime::backend::{WeightPrecision, WgpuOptions};
-    let wgpu = BackendOptions::Wgpu(WgpuOptions { precision: WeightPrecision::F32, ..Default::default() });
+    let wgpu = BackendOptions::Wgpu(WgpuOptions { precision: WeightPrecision::F32, kv: WeightPrecision::F32, ..Default::default() });
     for (model, reference) in fixtures() {
         if !check(&model, &reference, wgpu.clone(), &format!("{} on wgpu", model.display())) {
             return;

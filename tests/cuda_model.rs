@@ -24,7 +24,7 @@ fn engine(path: &std::path::Path, backend: BackendOptions, fuse: bool) -> Option
 }
 
 fn cuda(precision: WeightPrecision) -> BackendOptions {
-    BackendOptions::Cuda(CudaOptions { ordinal: 0, precision })
+    BackendOptions::Cuda(CudaOptions { ordinal: 0, precision, ..Default::default() })
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn smollm2_reference_prompts_on_cuda_match_cpu() {
     for weights in ["f32", "f16"] {
         for chat in [false, true] {
             let prompt = if chat { "What is the boiling point of water at sea level?" } else { "The capital of France is" };
-            let run = |backend: &str| common::generate_json(env!("CARGO_BIN_EXE_fdpp"), &model, backend, weights, chat, prompt);
+            let run = |backend: &str| common::generate_json(env!("CARGO_BIN_EXE_fdpp"), &model, backend, (weights, "auto"), chat, prompt);
             let (gpu, cpu) = (run("cuda"), run("cpu"));
             assert_eq!(gpu["prompt_ids"], cpu["prompt_ids"]);
             assert_eq!(gpu["ids"], cpu["ids"], "{weights} weights: greedy tokens differ for {prompt:?}");

@@ -64,7 +64,7 @@ fn a_tuned_profile_is_stored_reused_and_survives_corruption() {
     assert!(shown.status.success() && text(&shown).contains("every variant measured"), "{}", text(&shown));
 
     // The tuned table decides, and greedy tokens stay the CPU's.
-    let cpu = common::generate_json(BIN, &model, "cpu", "f32", false, "tune me");
+    let cpu = common::generate_json(BIN, &model, "cpu", ("f32", "f32"), false, "tune me");
     let generated = Command::new(BIN)
         .env("FDPP_CACHE", &cache)
         .args(["generate", "--backend", "wgpu", "--weights", "f32", "--temperature", "0", "--max-tokens", "24", "--json", "--model", m])

@@ -6,7 +6,8 @@
 
 mod common;
 
-use fdpp_runtime::backend::{BackendOptions, WeightPrecision, WgpuOptions};
+use fdpp_runtime::backend::{BackendOptions, KvPrecision, WeightPrecision, WgpuOptions};
+use fdpp_runtime::check::tolerance::{Precision, Tolerance, ToleranceProfile};
 use fdpp_runtime::engine::{Engine, EngineOptions, SamplingParams};
 use fdpp_runtime::model::Model;
 use fdpp_runtime::sampling::argmax;
@@ -17,18 +18,31 @@ fn engine(path: &std::path::Path, backend: BackendOptions) -> Option<Engine> {
     Engine::load(Model::load(path).unwrap(), &opts, &mut |_, _| {}).map_err(fdpp_runtime::testing::skip_unavailable).ok()
 }
 
-fn wgpu(precision: WeightPrecision) -> BackendOptions {
-    BackendOptions::Wgpu(WgpuOptions { precision, ..Default::default() })
+fn wgpu(precision: WeightPrecision, kv: KvPrecision) -> BackendOptions {
+    BackendOptions::Wgpu(WgpuOptions { precision, kv, ..Default::default() })
 }
 
+/// f32 to 1e-5; with f16 weights, an f16 KV cache (where the adapter has SHADER_F16;
+/// lavapipe has) or both, within the check's f16 logits tolerance (2e-2), and the same
+/// greedy tokens: the tiny model's top logits are further apart than f16 moves them.
 #[test]
 fn tiny_llama_on_wgpu_matches_cpu() {
     let dir = common::temp_dir("wgpu-tiny");
     let path = dir.join("tiny.gguf");
     common::write_tiny(&path, &common::Spec { context: 128, ..Default::default() }, 5);
-    for (precision, tol) in [(WeightPrecision::F32, 1e-5), (WeightPrecision::Auto, 2e-2)] {
+    let f16_tol = Tolerance::of(ToleranceProfile::Default, Precision::F16Kv, "logits").rel;
+    let cases = [
+        (WeightPrecision::F32, KvPrecision::F32, 1e-5),
+        (WeightPrecision::Auto, KvPrecision::F32, f16_tol),
+        (WeightPrecision::F32, KvPrecision::Auto, f16_tol),
+        (WeightPrecision::Auto, KvPrecision::Auto, f16_tol),
+    ];
+    for (precision, kv, tol) in cases {
         let mut cpu = engine(&path, BackendOptions::Cpu).expect("the CPU backend is always there");
-        let Some(mut gpu) = engine(&path, wgpu(precision)) else { return };
+        let Some(mut gpu) = engine(&path, wgpu(precision, kv)) else { return };
+        let caps = &gpu.driver().lowering().caps;
+        let precision = format!("{precision:?} weights ({}), {kv:?} KV ({})", caps.weight_dtype, caps.kv_dtype);
+        eprintln!("{precision}: {}", gpu.backend_description());
         // A prefill long enough for the tiled GEMM, then greedy decode steps.
         let prompt: Vec<u32> = (0..70).map(|i| (i * 31 % 250) as u32).collect();
         let (a, b) = (gpu.forward(&prompt, 0).unwrap(), cpu.forward(&prompt, 0).unwrap());
@@ -47,7 +61,7 @@ fn tiny_llama_on_wgpu_matches_cpu() {
         let (g, c) = (gpu.decode_ids(first, prompt.len(), 8, &greedy).unwrap(), cpu.decode_ids(first, prompt.len(), 8, &greedy).unwrap());
         assert_eq!(g, c, "{precision:?}: greedy tokens after the prompt");
         // Top-k / top-p sampling on the device draws the host sampler's numbers, in order.
-        if precision == WeightPrecision::F32 {
+        if tol < f16_tol {
             let sampled = SamplingParams { temperature: 4.0, top_k: 40, top_p: 0.95, seed: 7 };
             let (g, c) =
                 (gpu.decode_ids(first, prompt.len(), 8, &sampled).unwrap(), cpu.decode_ids(first, prompt.len(), 8, &sampled).unwrap());
@@ -66,7 +80,7 @@ fn smollm2_reference_prompts_on_wgpu_match_cpu() {
     let Some(model) = common::smollm2() else { return };
     for chat in [false, true] {
         let prompt = if chat { "What is the boiling point of water at sea level?" } else { "The capital of France is" };
-        let run = |backend: &str| common::generate_json(env!("CARGO_BIN_EXE_fdpp"), &model, backend, "f32", chat, prompt);
+        let run = |backend: &str| common::generate_json(env!("CARGO_BIN_EXE_fdpp"), &model, backend, ("f32", "f32"), chat, prompt);
         let (gpu, cpu) = (run("wgpu"), run("cpu"));
         assert_eq!(gpu["prompt_ids"], cpu["prompt_ids"]);
         assert_eq!(gpu["ids"], cpu["ids"], "greedy tokens differ for {prompt:?}");
@@ -77,4 +91,45 @@ fn smollm2_reference_prompts_on_wgpu_match_cpu() {
         let err = common::rel_err(&logits(&gpu), &logits(&cpu), "top-5 logits");
         assert!(err <= 1e-4, "top-5 logits {:?} vs {:?}", logits(&gpu), logits(&cpu));
     }
+}
+
+/// `generate --kv f16` on the tiny model: wgpu's greedy tokens are the CPU's and its backend
+/// line says the KV cache is f16; on an adapter without SHADER_F16 the refusal names it. The
+/// CPU, the f32 reference, refuses `--kv f16` by name.
+#[test]
+fn generate_with_an_f16_kv_cache_gives_the_cpus_greedy_tokens() {
+    let path = common::temp_dir("wgpu-kv16").join("tiny.gguf");
+    common::write_tiny(&path, &common::Spec { context: 128, ..Default::default() }, 5);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fdpp"))
+            .args(["generate", "--temperature", "0", "--max-tokens", "24", "--json", "--model", path.to_str().unwrap()])
+            .args(args)
+            .arg("The capital of France is")
+            .output()
+            .unwrap()
+    };
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let refused = run(&["--backend", "cpu", "--kv", "f16"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("cpu does not support an f16 KV cache"), "{}", stderr(&refused));
+    let has_f16 = match fdpp_runtime::backend::open(&wgpu(WeightPrecision::Auto, KvPrecision::Auto)) {
+        Ok(device) => device.caps().kv_dtype == fdpp_runtime::tensor::DType::F16,
+        Err(e) => {
+            fdpp_runtime::testing::skip_unavailable(e);
+            return;
+        }
+    };
+    let gpu = run(&["--backend", "wgpu", "--kv", "f16"]);
+    if !has_f16 {
+        assert_eq!(gpu.status.code(), Some(1), "{}", stderr(&gpu));
+        assert!(stderr(&gpu).contains("has no SHADER_F16, which f16 KV caches need"), "{}", stderr(&gpu));
+        return;
+    }
+    assert!(gpu.status.success(), "{}", stderr(&gpu));
+    assert!(stderr(&gpu).contains("KV f16"), "{}", stderr(&gpu));
+    let cpu = run(&["--backend", "cpu"]);
+    assert!(cpu.status.success(), "{}", stderr(&cpu));
+    let ids = |o: &std::process::Output| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["ids"].clone();
+    assert_eq!(ids(&gpu).as_array().map(Vec::len), Some(24));
+    assert_eq!(ids(&gpu), ids(&cpu), "greedy tokens with an f16 KV cache");
 }

@@ -131,12 +131,18 @@ pub enum WeightPrecision {
     F16,
 }
 
+/// How the K and V caches are stored on a GPU: the same choices as the weights. Scores,
+/// softmax and sums are f32 either way. The CUDA backend stores them as its weights
+/// (`Auto`; asking for the other type is an error).
+pub type KvPrecision = WeightPrecision;
+
 /// Options of the wgpu backend.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WgpuOptions {
     /// GPU adapter to use (substring of its name); the preferred one when `None`.
     pub adapter: Option<String>,
     pub precision: WeightPrecision,
+    pub kv: KvPrecision,
     /// Largest weight chunk one binding may hold, in bytes (default: the device's limit).
     pub binding_limit: Option<u64>,
 }
@@ -155,6 +161,7 @@ pub struct CudaOptions {
     /// Device ordinal (among those CUDA_VISIBLE_DEVICES leaves).
     pub ordinal: usize,
     pub precision: WeightPrecision,
+    pub kv: KvPrecision,
 }
 
 impl BackendOptions {
@@ -221,7 +228,7 @@ pub fn open_linear_bench(opts: &BackendOptions) -> Result<Box<dyn microbench::Li
             what: "timing or tuning kernels: the CPU backend is the reference oracle (use --backend wgpu or cuda)".into(),
         }),
         #[cfg(feature = "wgpu")]
-        BackendOptions::Wgpu(o) => Ok(Box::new(wgpu::microbench::WgpuLinear::open(o.adapter.as_deref(), o.precision)?)),
+        BackendOptions::Wgpu(o) => Ok(Box::new(wgpu::microbench::WgpuLinear::open(o)?)),
         #[cfg(feature = "cuda")]
         BackendOptions::Cuda(o) => Ok(Box::new(cuda::microbench::CudaLinear::open(o)?)),
         #[allow(unreachable_patterns)]

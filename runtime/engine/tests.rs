@@ -42,13 +42,18 @@ fn each_variant_runs_its_own_kernel_and_records_what_it_ran() {
     }
 }
 
-/// A driver on the wgpu backend over random weights (f32, so lowerings compare to 1e-5).
+/// A driver on the wgpu backend over random weights (f32 weights and KV cache, so lowerings compare to 1e-5).
 #[cfg(feature = "wgpu")]
 fn driver(c: &ModelConfig, fuse: bool, binding_limit: Option<u64>) -> Option<Driver> {
     use crate::backend::{WeightPrecision, WgpuOptions};
     let g = llama::build(c);
     let weights = SyntheticWeights::new(c);
-    let backend = BackendOptions::Wgpu(WgpuOptions { precision: WeightPrecision::F32, binding_limit, ..Default::default() });
+    let backend = BackendOptions::Wgpu(WgpuOptions {
+        precision: WeightPrecision::F32,
+        kv: WeightPrecision::F32,
+        binding_limit,
+        ..Default::default()
+    });
     let opts = LoweringOptions { fuse, ..Default::default() };
     let capacity = Capacity { max_seqs: 1, max_context: c.max_context };
     Driver::load(&backend, g, &opts, &weights, capacity, &mut |_, _| {}).map_err(crate::testing::skip_unavailable).ok()

@@ -500,8 +500,8 @@ impl BackendCaps {
             driver: String::new(),
             kernels: String::new(),
             weight_dtype: DType::F16,
-            // The WGSL attention keeps K and V in f32 whatever the weights are.
-            kv_dtype: DType::F32,
+            // `--kv auto` on a device with SHADER_F16.
+            kv_dtype: DType::F16,
             max_binding_bytes: 2 << 30,
             host_emulated: false,
             subgroup_size: Some(32),

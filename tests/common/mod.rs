@@ -235,10 +235,11 @@ pub fn smollm2() -> Option<PathBuf> {
 }
 
 /// `fdpp generate --json` of `prompt` (as a chat message when `chat`): 24 greedy tokens of
-/// `model` on `backend` with `weights` storage.
-pub fn generate_json(bin: &str, model: &Path, backend: &str, weights: &str, chat: bool, prompt: &str) -> serde_json::Value {
+/// `model` on `backend` with `weights` and `kv` (the KV cache's) storage.
+pub fn generate_json(bin: &str, model: &Path, backend: &str, (weights, kv): (&str, &str), chat: bool, prompt: &str) -> serde_json::Value {
     let mut cmd = std::process::Command::new(bin);
-    cmd.args(["generate", "--backend", backend, "--weights", weights, "--temperature", "0", "--max-tokens", "24", "--json", "--model"]);
+    cmd.args(["generate", "--backend", backend, "--weights", weights, "--kv", kv, "--temperature", "0", "--max-tokens", "24", "--json"]);
+    cmd.arg("--model");
     cmd.arg(model);
     if chat {
         cmd.arg("--chat");

@@ -90,6 +90,23 @@ pub struct CudaDevice {
 
 impl CudaDevice {
     pub fn open(opts: &CudaOptions) -> Result<CudaDevice> {
+        let dtype = match opts.precision {
+            WeightPrecision::F32 => DType::F32,
+            WeightPrecision::Auto | WeightPrecision::F16 => DType::F16,
+        };
+        // The kernels are built and tested with `FDPP_KV_F16` equal to `FDPP_W_F16` only
+        // (the tensor-core attention reads f16 K and V beside f16 weights).
+        let kv = match opts.kv {
+            WeightPrecision::Auto => dtype,
+            WeightPrecision::F32 => DType::F32,
+            WeightPrecision::F16 => DType::F16,
+        };
+        if kv != dtype {
+            return Err(Error::NotSupported {
+                backend: "cuda".into(),
+                what: format!("an {kv} KV cache with {dtype} weights (its KV cache has the weights' type; ask for {kv} weights)"),
+            });
+        }
         if let Some(why) = missing_library() {
             return Err(unavailable(why));
         }
@@ -113,10 +130,6 @@ impl CudaDevice {
         // SAFETY: writes one int through a valid pointer.
         unsafe { sys::cuDriverGetVersion(&mut driver) }.result().map_err(|e| driver_error("querying the driver version", e))?;
         let stream = ctx.new_stream().map_err(|e| driver_error("creating a stream", e))?;
-        let dtype = match opts.precision {
-            WeightPrecision::F32 => DType::F32,
-            WeightPrecision::Auto | WeightPrecision::F16 => DType::F16,
-        };
         let mut caps = BackendCaps {
             device: format!("{name} (sm_{}{}, driver {}.{})", arch.0, arch.1, driver / 1000, driver % 1000 / 10),
             driver: format!("CUDA {}.{}", driver / 1000, driver % 1000 / 10),

@@ -22,7 +22,9 @@ struct Rig {
 
 impl Rig {
     fn new(precision: WeightPrecision) -> Option<Rig> {
-        let dev = CudaDevice::open(&CudaOptions { ordinal: 0, precision }).map_err(crate::testing::skip_unavailable).ok()?;
+        let dev = CudaDevice::open(&CudaOptions { ordinal: 0, precision, ..Default::default() })
+            .map_err(crate::testing::skip_unavailable)
+            .ok()?;
         let f16 = dev.caps.weight_dtype == DType::F16;
         let modules = compile::load_all(&dev.ctx, f16, f16, dev.arch, dev.driver).unwrap();
         Some(Rig { stream: dev.stream, kernels: Kernels::new(modules, f16, dev.arch).unwrap(), f16, caps: dev.caps })

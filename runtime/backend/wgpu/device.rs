@@ -1,7 +1,7 @@
 //! Adapter and device: chosen once, features checked once, limits taken from the adapter,
 //! and turned into the capabilities the lowering plans with.
 
-use crate::backend::WeightPrecision;
+use crate::backend::{KvPrecision, WeightPrecision};
 use crate::error::{Error, Result};
 use crate::lower::caps::BackendCaps;
 use crate::tensor::{DType, HostTensor};
@@ -12,6 +12,8 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     /// Weights stored as f16 (SHADER_F16), else f32.
     pub f16_weights: bool,
+    /// The K and V caches stored as f16 (SHADER_F16), else f32.
+    pub f16_kv: bool,
     pub timestamps: bool,
     /// Lanes per subgroup where the kernels reduce with subgroup shuffles: SUBGROUP, and
     /// either one fixed size (lavapipe: 8) or never fewer than a lane group's 32 lanes.
@@ -84,8 +86,9 @@ pub fn describe(info: &wgpu::AdapterInfo) -> String {
 }
 
 impl GpuContext {
-    /// Opens the preferred adapter, or the first whose name contains `name` (case-insensitive).
-    pub fn new(name: Option<&str>, precision: WeightPrecision) -> Result<Self> {
+    /// Opens the preferred adapter, or the first whose name contains `name` (case-insensitive),
+    /// with weights and KV caches stored as `precision` and `kv` ask.
+    pub fn new(name: Option<&str>, precision: WeightPrecision, kv: KvPrecision) -> Result<Self> {
         let list = adapters();
         if list.is_empty() {
             return Err(Error::BackendUnavailable {
@@ -108,19 +111,18 @@ impl GpuContext {
         };
         let info = adapter.get_info();
         let available = adapter.features();
-        let f16_weights = match precision {
-            WeightPrecision::F32 => false,
-            WeightPrecision::Auto => available.contains(wgpu::Features::SHADER_F16),
-            WeightPrecision::F16 => {
-                if !available.contains(wgpu::Features::SHADER_F16) {
-                    return Err(Error::BackendUnavailable {
-                        backend: "wgpu".into(),
-                        reason: format!("{} has no SHADER_F16; use f32 weights", info.name),
-                    });
-                }
-                true
-            }
+        let has_f16 = available.contains(wgpu::Features::SHADER_F16);
+        let f16 = |p: WeightPrecision, what: &str| match p {
+            WeightPrecision::F32 => Ok(false),
+            WeightPrecision::Auto => Ok(has_f16),
+            WeightPrecision::F16 if has_f16 => Ok(true),
+            WeightPrecision::F16 => Err(Error::BackendUnavailable {
+                backend: "wgpu".into(),
+                reason: format!("{} has no SHADER_F16, which f16 {what} need; use f32 {what}", info.name),
+            }),
         };
+        let f16_weights = f16(precision, "weights")?;
+        let f16_kv = f16(kv, "KV caches")?;
         let timestamps = available.contains(wgpu::Features::TIMESTAMP_QUERY);
         // A lane group is 32 threads. Subgroups of at least 32 lanes reduce by shuffles alone;
         // a narrower size that never varies (lavapipe: 8) shuffles inside each subgroup and
@@ -131,7 +133,7 @@ impl GpuContext {
         if subgroup_size.is_some() {
             features |= wgpu::Features::SUBGROUP;
         }
-        if f16_weights {
+        if f16_weights || f16_kv {
             features |= wgpu::Features::SHADER_F16;
         }
         if timestamps {
@@ -161,7 +163,7 @@ impl GpuContext {
         device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| on_error(with_sources(&e))));
         let on_lost = record(&fault, true);
         device.set_device_lost_callback(move |reason, message| on_lost(format!("the device was lost ({reason:?}) {message}")));
-        Ok(GpuContext { device, queue, info, f16_weights, timestamps, subgroup_size, limits, adapter_features: available, fault })
+        Ok(GpuContext { device, queue, info, f16_weights, f16_kv, timestamps, subgroup_size, limits, adapter_features: available, fault })
     }
 
     /// An error if the device has been lost or an error escaped every error scope (`op`:
@@ -179,7 +181,7 @@ impl GpuContext {
             Some(s) => format!("subgroup ({s}) + workgroup reductions"),
             None => "workgroup reductions".into(),
         };
-        format!("wgpu {} weights {}, {reduce}", describe(&self.info), if self.f16_weights { "f16" } else { "f32" })
+        format!("wgpu {} weights {}, KV {}, {reduce}", describe(&self.info), self.weight_dtype(), self.kv_dtype())
     }
 
     /// What the lowering may plan with on this device; `binding_limit` caps the weight
@@ -189,8 +191,9 @@ impl GpuContext {
         BackendCaps {
             device: self.describe(),
             driver: format!("{} {}", self.info.driver, self.info.driver_info).trim().to_string(),
-            kernels: super::shaders::sources_hash(self.f16_weights, self.subgroup_size),
-            weight_dtype: if self.f16_weights { DType::F16 } else { DType::F32 },
+            kernels: super::shaders::sources_hash(self.f16_weights, self.f16_kv, self.subgroup_size),
+            weight_dtype: self.weight_dtype(),
+            kv_dtype: self.kv_dtype(),
             max_binding_bytes: binding_limit.map_or(max_binding, |l| l.min(max_binding)),
             host_emulated: self.info.device_type == wgpu::DeviceType::Cpu,
             subgroup_size: self.subgroup_size,
@@ -228,6 +231,11 @@ impl GpuContext {
     /// The weight type of this device.
     pub fn weight_dtype(&self) -> DType {
         if self.f16_weights { DType::F16 } else { DType::F32 }
+    }
+
+    /// The type of the K and V caches (`KV` in the shaders).
+    pub fn kv_dtype(&self) -> DType {
+        if self.f16_kv { DType::F16 } else { DType::F32 }
     }
 
     /// Largest buffer one binding may cover.

@@ -247,8 +247,8 @@ pub fn grid(x: usize, y: usize, z: usize) -> [u32; 3] {
 }
 
 impl Kernels {
-    /// Compiles every kernel family for this device (weight type and reduction chosen by
-    /// its capabilities).
+    /// Compiles every kernel family for this device (weight and KV types and reduction chosen
+    /// by its capabilities and the user).
     pub fn new(ctx: GpuContext) -> Result<Kernels> {
         let device = &ctx.device;
         let mut entries = vec![uniform(0), storage(true, 1), uniform(2)];
@@ -266,7 +266,7 @@ impl Kernels {
         for family in shaders::FAMILIES {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(family.name),
-                source: wgpu::ShaderSource::Wgsl(shaders::source(family, ctx.f16_weights, ctx.subgroup_size).into()),
+                source: wgpu::ShaderSource::Wgsl(shaders::source(family, ctx.f16_weights, ctx.f16_kv, ctx.subgroup_size).into()),
             });
             for &entry in family.entries {
                 // The flat GEMM: a pipeline per tiling, its pipeline constants set.

@@ -13,7 +13,7 @@ use wgpu::util::DeviceExt;
 
 use super::kernels::{self, Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform, TemplateInputs};
 use super::{GpuContext, read_buffer};
-use crate::backend::WeightPrecision;
+use crate::backend::WgpuOptions;
 pub use crate::backend::microbench::*;
 use crate::error::{Error, Result};
 use crate::lower::caps::{BackendCaps, wgsl};
@@ -48,9 +48,9 @@ fn storage_buffer(d: &wgpu::Device, bytes: u64, usage: wgpu::BufferUsages) -> wg
 }
 
 impl Bench {
-    /// The kernels on the chosen adapter, with partials and flags for one row of `a`.
-    fn new(adapter: Option<&str>, precision: WeightPrecision, a: AttentionShape) -> Result<Bench> {
-        let kernels = Kernels::new(GpuContext::new(adapter, precision)?)?;
+    /// The kernels on the adapter `opts` names, with partials and flags for one row of `a`.
+    fn new(opts: &WgpuOptions, a: AttentionShape) -> Result<Bench> {
+        let kernels = Kernels::new(GpuContext::new(opts.adapter.as_deref(), opts.precision, opts.kv)?)?;
         let scratch = (a.heads * wgsl::MAX_ATTN_CHUNKS * (a.head_dim + 1) * 4) as u64;
         let shared = Shared::new(&kernels.ctx, MAX_M, scratch, FLAG_OFFSET + a.heads);
         Ok(Bench { kernels, shared })
@@ -228,22 +228,21 @@ impl Bench {
         let d = &self.ctx().device;
         let mut rng = crate::sampling::Rng::new(7);
         let mut random = |n: usize| -> Vec<f32> { (0..n.next_multiple_of(4)).map(|_| rng.next_f32() * 2.0 - 1.0).collect() };
-        let upload = |v: &[f32]| {
-            d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: bytemuck::cast_slice(v),
-                usage: wgpu::BufferUsages::STORAGE,
-            })
+        let upload = |contents: &[u8]| {
+            d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents, usage: wgpu::BufferUsages::STORAGE })
         };
-        let qb = upload(&random(width));
+        let kv_dtype = self.ctx().kv_dtype();
+        let in_kv_type = |v: Vec<f32>| crate::tensor::HostTensor::f32(vec![v.len()], v).convert(kv_dtype);
+        let qb = upload(bytemuck::cast_slice(&random(width)));
         let yb = storage_buffer(d, (heads * hd * 4) as u64, wgpu::BufferUsages::empty());
         let um = UnifiedMax::default();
         let mut out = Vec::new();
         for &ctx in ctxs {
-            let cache_bytes = ctx * kv_dim * 4;
+            let cache_bytes = ctx * kv_dim * kv_dtype.size();
             let copies = effort.copies(2 * cache_bytes);
-            let (k, v) = (random(ctx * kv_dim), random(ctx * kv_dim));
-            let caches: Vec<(wgpu::Buffer, wgpu::Buffer)> = (0..copies).map(|_| (upload(&k), upload(&v))).collect();
+            let (k, v) = (in_kv_type(random(ctx * kv_dim)), in_kv_type(random(ctx * kv_dim)));
+            let caches: Vec<(wgpu::Buffer, wgpu::Buffer)> =
+                (0..copies).map(|_| (upload(k.as_le_bytes()), upload(v.as_le_bytes()))).collect();
             drop((k, v));
             let ubuf = self.node_uniform(&NodeUniform {
                 heads: heads as u32,
@@ -340,9 +339,9 @@ pub struct WgpuLinear {
 impl WgpuLinear {
     /// Opens the adapter as the wgpu backend does (its capabilities, and so the tuner's
     /// profile key, are the backend's).
-    pub fn open(adapter: Option<&str>, precision: WeightPrecision) -> Result<WgpuLinear> {
+    pub fn open(opts: &WgpuOptions) -> Result<WgpuLinear> {
         let a = AttentionShape { heads: 1, kv_heads: 1, head_dim: 4, max_context: 1 };
-        WgpuLinear::new(Bench::new(adapter, precision, a)?)
+        WgpuLinear::new(Bench::new(opts, a)?)
     }
 
     fn new(bench: Bench) -> Result<WgpuLinear> {
@@ -460,19 +459,14 @@ const LONG_PASS_MICROS: f64 = 20_000.0;
 
 /// Measures the bandwidth ceilings, then every linear shape and M, then decode attention
 /// at every context length that fits; `progress(done, total)` after each measurement.
-pub fn run(
-    sweep: &Sweep,
-    adapter: Option<&str>,
-    precision: WeightPrecision,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<KernelReport> {
+pub fn run(sweep: &Sweep, opts: &WgpuOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<KernelReport> {
     let a = sweep.attention;
     if a.heads == 0 || a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) || a.head_dim > 256 || !a.head_dim.is_multiple_of(4) {
         return Err(Error::InvalidArgument(format!(
             "attention shape {a:?}: heads must be a multiple of KV heads and head_dim a multiple of 4 up to 256"
         )));
     }
-    let mut lin = WgpuLinear::new(Bench::new(adapter, precision, a)?)?;
+    let mut lin = WgpuLinear::new(Bench::new(opts, a)?)?;
     let effort = lin.effort;
     if sweep.ms.iter().any(|&m| m > MAX_M) {
         return Err(Error::InvalidArgument(format!("bench kernels measures M up to {MAX_M}")));
@@ -482,7 +476,7 @@ pub fn run(
         let mut ok = Vec::new();
         let mut skipped = Vec::new();
         for &ctx in sweep.ctxs {
-            match ctx_unmeasurable(ctx, &a, 4, max_binding) {
+            match ctx_unmeasurable(ctx, &a, lin.bench.ctx().kv_dtype().size(), max_binding) {
                 None => ok.push(ctx),
                 Some(why) => skipped.push((ctx, why)),
             }
@@ -510,7 +504,7 @@ pub fn run(
         linear,
         attention,
         skipped_ctx,
-        kv_dtype: crate::tensor::DType::F32,
+        kv_dtype: lin.bench.ctx().kv_dtype(),
     })
 }
 
@@ -522,7 +516,12 @@ mod tests {
     #[test]
     fn bandwidth_kernels_read_and_copy_every_element() {
         let a = AttentionShape { heads: 1, kv_heads: 1, head_dim: 64, max_context: 64 };
-        let Some(ex) = Bench::new(None, WeightPrecision::F32, a).map_err(crate::testing::skip_unavailable).ok() else { return };
+        let Some(ex) = Bench::new(&WgpuOptions { precision: crate::backend::WeightPrecision::F32, ..Default::default() }, a)
+            .map_err(crate::testing::skip_unavailable)
+            .ok()
+        else {
+            return;
+        };
         let d = ex.ctx().device.clone();
         // Not a multiple of the workgroup or of the four-load unroll.
         let vec4s = 3 * BW_WG * 4 * 5 + 37;

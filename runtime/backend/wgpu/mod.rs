@@ -39,7 +39,7 @@ pub struct WgpuDevice {
 
 impl WgpuDevice {
     pub fn open(opts: &WgpuOptions) -> Result<WgpuDevice> {
-        let ctx = GpuContext::new(opts.adapter.as_deref(), opts.precision)?;
+        let ctx = GpuContext::new(opts.adapter.as_deref(), opts.precision, opts.kv)?;
         let caps = ctx.caps(opts.binding_limit);
         Ok(WgpuDevice { ctx, caps })
     }
@@ -68,6 +68,7 @@ impl Device for WgpuDevice {
         let l = &lowering.caps;
         if l.backend != caps.backend
             || l.weight_dtype != caps.weight_dtype
+            || l.kv_dtype != caps.kv_dtype
             || l.subgroup_size != caps.subgroup_size
             || l.max_binding_bytes > caps.max_binding_bytes
         {
@@ -76,7 +77,8 @@ impl Device for WgpuDevice {
         let g = &lowering.graph;
         let c = &g.config;
         let max_binding = ctx.max_binding();
-        let kv_bytes = (capacity.max_seqs * capacity.max_context * c.kv_dim() * 4) as u64;
+        // Whole words: a storage binding's size is a multiple of 4 bytes.
+        let kv_bytes = (capacity.max_seqs * capacity.max_context * c.kv_dim() * caps.kv_dtype.size()).next_multiple_of(4) as u64;
         if kv_bytes > max_binding {
             let what = format!(
                 "KV cache of one layer ({} sequences x {} positions; one binding holds {max_binding} bytes)",

@@ -193,7 +193,7 @@ impl GpuSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::WeightPrecision;
+    use crate::backend::{KvPrecision, WeightPrecision};
     use crate::sampling::{Rng, Sampler, argmax, top_k};
     use wgpu::util::DeviceExt;
 
@@ -222,7 +222,7 @@ mod tests {
     }
 
     fn context() -> Option<GpuContext> {
-        GpuContext::new(None, WeightPrecision::Auto).map_err(crate::testing::skip_unavailable).ok()
+        GpuContext::new(None, WeightPrecision::Auto, KvPrecision::Auto).map_err(crate::testing::skip_unavailable).ok()
     }
 
     /// Ids written past a few leading words, as the executor's flags buffer holds them.

@@ -1,4 +1,4 @@
-//! WGSL sources from `shaders/`, specialised per device: the weight type, the lane-group
+//! WGSL sources from `shaders/`, specialised per device: the weight and KV cache types, the lane-group
 //! reduction its subgroups allow, and the constants the Rust side shares with the kernels
 //! (`crate::lower::caps::wgsl`, written only there).
 
@@ -50,25 +50,26 @@ pub const REDUCE_SUBGROUP: &str = include_str!("../../../shaders/reduce_subgroup
 pub const REDUCE_SUBGROUP_NARROW: &str = include_str!("../../../shaders/reduce_subgroup_narrow.wgsl");
 pub const REDUCE_WORKGROUP: &str = include_str!("../../../shaders/reduce_workgroup.wgsl");
 
-/// The shared constants and the weight type, the header of every kernel source.
-pub fn header(f16_weights: bool) -> String {
-    let weights = if f16_weights { "enable f16;\nalias W = f16;\n" } else { "alias W = f32;\n" };
-    format!("{weights}{}", wgsl::header())
+/// The storage types and the shared constants, the header of every kernel source.
+pub fn header(f16_weights: bool, f16_kv: bool) -> String {
+    let ty = |f16: bool| if f16 { "f16" } else { "f32" };
+    let enable = if f16_weights || f16_kv { "enable f16;\n" } else { "" };
+    format!("{enable}alias W = {};\nalias KV = {};\n{}", ty(f16_weights), ty(f16_kv), wgsl::header())
 }
 
 /// The full source of one family: header, reductions, the shared bindings, the kernels.
-pub fn source(family: &Family, f16_weights: bool, subgroup_size: Option<u32>) -> String {
+pub fn source(family: &Family, f16_weights: bool, f16_kv: bool, subgroup_size: Option<u32>) -> String {
     let reduce = match subgroup_size {
         Some(s) if s >= 32 => REDUCE_SUBGROUP.to_string(),
         Some(s) => format!("const SUBGROUP: u32 = {s}u;\n{REDUCE_SUBGROUP_NARROW}"),
         None => REDUCE_WORKGROUP.to_string(),
     };
-    format!("{}{}{reduce}\n{COMMON}\n{}", header(f16_weights), family.specialisation, family.source)
+    format!("{}{}{reduce}\n{COMMON}\n{}", header(f16_weights, f16_kv), family.specialisation, family.source)
 }
 
 /// SHA-256 of every kernel source as this device compiles it (sampling included).
-pub fn sources_hash(f16_weights: bool, subgroup_size: Option<u32>) -> String {
-    let mut all: String = FAMILIES.iter().map(|f| source(f, f16_weights, subgroup_size)).collect();
+pub fn sources_hash(f16_weights: bool, f16_kv: bool, subgroup_size: Option<u32>) -> String {
+    let mut all: String = FAMILIES.iter().map(|f| source(f, f16_weights, f16_kv, subgroup_size)).collect();
     all.push_str(super::sampling::SOURCE);
     crate::cache::sha256_hex(&all)
 }
@@ -77,16 +78,16 @@ pub fn sources_hash(f16_weights: bool, subgroup_size: Option<u32>) -> String {
 mod tests {
     use super::*;
 
-    /// Every family parses and validates for both weight types and every reduction, with
-    /// no GPU.
+    /// Every family parses and validates for every weight and KV type and every reduction,
+    /// with no GPU.
     #[test]
     fn every_shader_validates_with_naga() {
         for family in FAMILIES {
             let (name, entries) = (family.name, family.entries);
-            for f16 in [false, true] {
+            for (f16, f16_kv) in [(false, false), (true, false), (false, true), (true, true)] {
                 for subgroup in [None, Some(32), Some(64), Some(8), Some(16)] {
-                    let code = source(family, f16, subgroup);
-                    let what = format!("{name} (f16={f16}, subgroup={subgroup:?})");
+                    let code = source(family, f16, f16_kv, subgroup);
+                    let what = format!("{name} (f16={f16}, f16_kv={f16_kv}, subgroup={subgroup:?})");
                     let module = naga::front::wgsl::parse_str(&code).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&code)));
                     let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
                     v.validate(&module).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&code)));

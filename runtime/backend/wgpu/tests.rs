@@ -5,12 +5,13 @@
 
 use super::kernels::{Binds, Kernels, NodeUniform, Shared, StepUniform, flat_gemm_kernel, grid};
 use super::*;
-use crate::backend::WeightPrecision;
 use crate::backend::cpu::kernels as cpu;
+use crate::backend::{KvPrecision, WeightPrecision};
 use crate::compare::rel_error;
 use crate::lower::kernel::UnifiedMax;
 use crate::model::ModelConfig;
 use crate::sampling::Rng;
+use crate::tensor::HostTensor;
 
 fn config() -> ModelConfig {
     ModelConfig {
@@ -36,6 +37,9 @@ fn config() -> ModelConfig {
 const CAP: usize = 256;
 /// The attention flags of the rig start here.
 const FLAGS: usize = 1;
+/// Attention rows and heads the rig's partials and flags hold.
+const ATTN_ROWS: usize = 4;
+const ATTN_HEADS: usize = 16;
 
 /// The kernels and shared buffers, without a model.
 struct Rig {
@@ -46,15 +50,25 @@ struct Rig {
 impl Rig {
     /// On this machine's adapter; `reduction` replaces the adapter's own lane-group
     /// reduction (`Some(None)`: the workgroup one).
-    fn new(precision: WeightPrecision, reduction: Option<Option<u32>>) -> Option<Rig> {
-        let mut ctx = GpuContext::new(None, precision).map_err(crate::testing::skip_unavailable).ok()?;
+    fn new(precision: WeightPrecision, kv: KvPrecision, reduction: Option<Option<u32>>) -> Option<Rig> {
+        let mut ctx = GpuContext::new(None, precision, kv).map_err(crate::testing::skip_unavailable).ok()?;
         if let Some(r) = reduction {
             ctx.subgroup_size = r;
         }
-        let c = config();
-        let scratch = (4 * c.num_heads * wgsl::MAX_ATTN_CHUNKS * (c.head_dim + 1) * 4) as u64;
-        let shared = Shared::new(&ctx, CAP, scratch, FLAGS + 4 * c.num_heads + 4);
+        let scratch = (ATTN_ROWS * ATTN_HEADS * wgsl::MAX_ATTN_CHUNKS * (wgsl::MAX_HEAD_DIM + 1) * 4) as u64;
+        let shared = Shared::new(&ctx, CAP, scratch, FLAGS + ATTN_ROWS * ATTN_HEADS);
         Some(Rig { kernels: Kernels::new(ctx).unwrap(), shared })
+    }
+
+    /// f32 weights and an f16 KV cache; `None` (skipped with the reason) where the adapter
+    /// has no SHADER_F16.
+    fn f16_kv() -> Option<Rig> {
+        let rig = Rig::new(WeightPrecision::F32, KvPrecision::Auto, None)?;
+        if !rig.ctx().f16_kv {
+            crate::testing::skip(crate::testing::Requirement::Gpu, &format!("{} has no SHADER_F16", rig.ctx().info.name));
+            return None;
+        }
+        Some(rig)
     }
 
     fn ctx(&self) -> &GpuContext {
@@ -85,17 +99,48 @@ impl Rig {
         self.ctx().queue.submit([enc.finish()]);
     }
 
-    fn download(&self, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    /// A K or V cache holding `data` as the device stores it (whole vec4s, as activations).
+    fn upload_kv(&self, data: &[f32]) -> wgpu::Buffer {
+        let mut padded = data.to_vec();
+        padded.resize(data.len().next_multiple_of(4).max(4), 0.0);
+        let t = HostTensor::f32(vec![padded.len()], padded).convert(self.ctx().kv_dtype());
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        self.ctx().device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: t.as_le_bytes(), usage })
+    }
+
+    /// `values` rounded to the KV cache's type, as the kernels read them back.
+    fn stored(&self, values: &[f32]) -> Vec<f32> {
+        HostTensor::f32(vec![values.len()], values.to_vec()).convert(self.ctx().kv_dtype()).into_f32()
+    }
+
+    /// The first `bytes` of `buf` (rounded up to whole words, which `buf` must hold).
+    fn download_bytes(&self, buf: &wgpu::Buffer, bytes: usize) -> Vec<u8> {
+        let size = bytes.next_multiple_of(4) as u64;
         let staging = self.ctx().device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
-            size: (len * 4) as u64,
+            size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut enc = self.ctx().device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, (len * 4) as u64);
+        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
         self.ctx().queue.submit([enc.finish()]);
-        bytemuck::cast_slice(&read_buffer(self.ctx(), &staging, len * 4, None).unwrap()).to_vec()
+        let mut out = read_buffer(self.ctx(), &staging, size as usize, None).unwrap();
+        out.truncate(bytes);
+        out
+    }
+
+    fn download(&self, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
+        bytemuck::pod_collect_to_vec(&self.download_bytes(buf, len * 4))
+    }
+
+    /// `len` values of a K or V cache, in f32.
+    fn download_kv(&self, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
+        let bytes = self.download_bytes(buf, len * self.ctx().kv_dtype().size());
+        match self.ctx().kv_dtype() {
+            DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&bytes).iter().map(|h| h.to_f32()).collect(),
+            _ => bytemuck::pod_collect_to_vec(&bytes),
+        }
     }
 
     fn clear_flags(&self) {
@@ -151,14 +196,14 @@ fn check_linear(rig: &Rig) {
 
 #[test]
 fn linear_kernels_match_the_oracle_f32() {
-    if let Some(rig) = Rig::new(WeightPrecision::F32, None) {
+    if let Some(rig) = Rig::new(WeightPrecision::F32, KvPrecision::F32, None) {
         check_linear(&rig);
     }
 }
 
 #[test]
 fn linear_kernels_match_the_oracle_f16() {
-    let Some(rig) = Rig::new(WeightPrecision::Auto, None) else { return };
+    let Some(rig) = Rig::new(WeightPrecision::Auto, KvPrecision::F32, None) else { return };
     if !rig.ctx().f16_weights {
         crate::testing::skip(crate::testing::Requirement::Gpu, &format!("{} has no SHADER_F16", rig.ctx().info.name));
         return;
@@ -171,7 +216,7 @@ fn linear_kernels_match_the_oracle_f16() {
 /// wide, so shuffles then workgroup memory) and the workgroup-only one.
 #[test]
 fn every_reduction_the_adapter_offers_gives_the_same_products() {
-    let Some(own) = Rig::new(WeightPrecision::F32, None) else { return };
+    let Some(own) = Rig::new(WeightPrecision::F32, KvPrecision::F32, None) else { return };
     let ctx = own.ctx();
     eprintln!(
         "{}: subgroups of {}..={} lanes, reduction {:?}",
@@ -183,14 +228,14 @@ fn every_reduction_the_adapter_offers_gives_the_same_products() {
     }
     check_linear(&own);
     drop(own);
-    if let Some(workgroup) = Rig::new(WeightPrecision::F32, Some(None)) {
+    if let Some(workgroup) = Rig::new(WeightPrecision::F32, KvPrecision::F32, Some(None)) {
         check_linear(&workgroup);
     }
 }
 
 #[test]
 fn row_kernels_match_the_oracle() {
-    let Some(rig) = Rig::new(WeightPrecision::F32, None) else { return };
+    let Some(rig) = Rig::new(WeightPrecision::F32, KvPrecision::F32, None) else { return };
     let mut rng = Rng::new(2);
     let c = config();
     let (h, m) = (c.hidden_size, 9usize);
@@ -289,94 +334,257 @@ fn row_kernels_match_the_oracle() {
     assert_eq!(flags[2], 17);
 }
 
+/// (heads, KV heads, head dim) of an attention or KV-write case.
+type Heads = (usize, usize, usize);
+
+fn below(rng: &mut Rng, n: usize) -> usize {
+    (rng.next_u64() % n as u64) as usize
+}
+
+/// The heads the attention and KV-write kernels are tested on: the config's (grouped), plain
+/// heads, head sizes off the kernels' four-dim steps, up to MAX_HEAD_DIM; then `random`
+/// more (even head sizes, as RoPE needs).
+fn head_grid(rng: &mut Rng, random: usize) -> Vec<Heads> {
+    let mut grid = vec![(4, 2, 16), (2, 2, 64), (3, 3, 10), (6, 2, 36), (4, 1, 128), (1, 1, wgsl::MAX_HEAD_DIM)];
+    for _ in 0..random {
+        let kv_heads = 1 + below(rng, 4);
+        grid.push((kv_heads * (1 + below(rng, 3)), kv_heads, 2 + 2 * below(rng, wgsl::MAX_HEAD_DIM / 2)));
+    }
+    grid
+}
+
 /// Decode attention: unified-max split-KV (with its fallback) and the online kernel, both
-/// against the CPU's two-pass softmax. `unified` sets phi and the safe range.
-fn check_attention(unified: UnifiedMax, expect_fallback: bool) {
-    let Some(rig) = Rig::new(WeightPrecision::F32, None) else { return };
-    let c = config();
-    let (heads, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-    let (kv_dim, width, max_ctx) = (kvh * hd, (heads + 2 * kvh) * hd, c.max_context);
+/// against the CPU's two-pass softmax over the values the KV cache holds (rounded to f16
+/// where it is f16), on the head grid. `unified` sets phi and the safe range.
+fn check_attention(rig: &Rig, unified: UnifiedMax, expect_fallback: bool) {
     let mut rng = Rng::new(3);
-    // Four sequences (one token each, as in a batched decode step) at positions that need
-    // one to all of the chunks of keys.
-    let positions = [0usize, 255, 300, 511];
-    let m = positions.len();
-    let kc = random(&mut rng, m * max_ctx * kv_dim, 1.0);
-    let vc = random(&mut rng, m * max_ctx * kv_dim, 1.0);
-    let qkv = random(&mut rng, m * width, 1.0);
-    let (kb, vb, qb) = (rig.upload(&kc), rig.upload(&vc), rig.upload(&qkv));
-    let mut data = vec![0u32; 4 * CAP];
-    for i in 0..m {
-        data[CAP + i] = positions[i] as u32;
-        data[2 * CAP + i] = i as u32;
-    }
-    let scale = 1.0 / (hd as f32).sqrt();
-    let mut want = vec![0.0f32; m * heads * hd];
-    for i in 0..m {
-        for h in 0..heads {
-            let base = i * max_ctx * kv_dim;
-            let q = &qkv[i * width + h * hd..i * width + (h + 1) * hd];
-            let out = &mut want[(i * heads + h) * hd..(i * heads + h + 1) * hd];
-            let head = cpu::KvHead { keys: &kc[base..], values: &vc[base..], kv_dim, offset: (h / (heads / kvh)) * hd };
-            cpu::attend(q, head, positions[i] + 1, scale, out, &mut vec![]);
+    let limits = BackendCaps::wgpu_builtin().attention.split_kv.unwrap();
+    for (case, (heads, kvh, hd)) in head_grid(&mut rng, 3).into_iter().enumerate() {
+        let (kv_dim, width) = (kvh * hd, (heads + 2 * kvh) * hd);
+        // Four sequences (one token each, as in a batched decode step): first at positions
+        // that need one to all of the chunks of 512 keys, then at random ones.
+        let positions: Vec<usize> = if case == 0 {
+            vec![0, 255, 300, 511]
+        } else {
+            let keys = 1 + below(&mut rng, 512);
+            (0..ATTN_ROWS).map(|i| if i == 0 { keys - 1 } else { below(&mut rng, keys) }).collect()
+        };
+        let (m, max_ctx) = (positions.len(), positions.iter().max().unwrap() + 1);
+        let kc = random(&mut rng, m * max_ctx * kv_dim, 1.0);
+        let vc = random(&mut rng, m * max_ctx * kv_dim, 1.0);
+        let qkv = random(&mut rng, m * width, 1.0);
+        let (kb, vb, qb) = (rig.upload_kv(&kc), rig.upload_kv(&vc), rig.upload(&qkv));
+        let (kc, vc) = (rig.stored(&kc), rig.stored(&vc));
+        let mut data = vec![0u32; 4 * CAP];
+        for i in 0..m {
+            data[CAP + i] = positions[i] as u32;
+            data[2 * CAP + i] = i as u32;
         }
-    }
-    let node = NodeUniform {
-        heads: heads as u32,
-        kv_heads: kvh as u32,
-        head_dim: hd as u32,
-        max_ctx: max_ctx as u32,
-        flag_offset: FLAGS as u32,
-        scale,
-        phi: unified.phi,
-        lo: unified.lo,
-        hi: unified.hi,
-        ..Default::default()
-    };
-    let binds = |y| Binds { x: Some(&qb), y: Some(y), kc: Some(&kb), vc: Some(&vb), ..Default::default() };
-    // The chunking the lowering picks for 512 keys (32 chunks of 16, one tile each), and
-    // longer chunks of 64 keys (four tiles each), as it picks past 1024 keys.
-    let picked = BackendCaps::wgpu_builtin().attention.split_kv.unwrap().chunking(512, m * heads);
-    assert_eq!(picked, (32, 16));
-    let outputs: Vec<wgpu::Buffer> = (0..3).map(|_| rig.upload(&vec![f32::NAN; m * heads * hd])).collect();
-    for (split, y) in [picked, (8, 64)].into_iter().zip(&outputs) {
-        rig.clear_flags();
-        let step = StepUniform::new(m, 0, CAP, Some(split));
-        rig.dispatch("attn_split", binds(y), node, step, &data, grid(split.0, heads, m));
-        rig.dispatch("attn_combine", binds(y), node, step, &data, grid(heads, m, 1));
-        let what = format!("split-KV unified max, {} keys per chunk", split.1);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut want = vec![0.0f32; m * heads * hd];
+        for i in 0..m {
+            for h in 0..heads {
+                let base = i * max_ctx * kv_dim;
+                let q = &qkv[i * width + h * hd..i * width + (h + 1) * hd];
+                let out = &mut want[(i * heads + h) * hd..(i * heads + h + 1) * hd];
+                let head = cpu::KvHead { keys: &kc[base..], values: &vc[base..], kv_dim, offset: (h / (heads / kvh)) * hd };
+                cpu::attend(q, head, positions[i] + 1, scale, out, &mut vec![]);
+            }
+        }
+        let node = NodeUniform {
+            heads: heads as u32,
+            kv_heads: kvh as u32,
+            head_dim: hd as u32,
+            max_ctx: max_ctx as u32,
+            flag_offset: FLAGS as u32,
+            scale,
+            phi: unified.phi,
+            lo: unified.lo,
+            hi: unified.hi,
+            ..Default::default()
+        };
+        let binds = |y| Binds { x: Some(&qb), y: Some(y), kc: Some(&kb), vc: Some(&vb), ..Default::default() };
+        // The chunking the lowering picks (for 512 keys: 32 chunks of 16, one tile each), and
+        // longer chunks of 64 keys (four tiles each), as it picks past 1024 keys.
+        let picked = limits.chunking(max_ctx, m * heads);
+        if case == 0 {
+            assert_eq!(picked, (32, 16));
+        }
+        let what = format!("{} KV, {heads} heads / {kvh} KV heads of {hd}, positions {positions:?}", rig.ctx().kv_dtype());
+        let outputs: Vec<wgpu::Buffer> = (0..3).map(|_| rig.upload(&vec![f32::NAN; m * heads * hd])).collect();
+        for (split, y) in [picked, (max_ctx.div_ceil(64), 64)].into_iter().zip(&outputs) {
+            rig.clear_flags();
+            let step = StepUniform::new(m, 0, CAP, Some(split));
+            rig.dispatch("attn_split", binds(y), node, step, &data, grid(split.0, heads, m));
+            rig.dispatch("attn_combine", binds(y), node, step, &data, grid(heads, m, 1));
+            let what = format!("split-KV unified max, {} keys per chunk, {what}", split.1);
+            let err = rel_error(&rig.download(y, m * heads * hd), &want, &what);
+            assert!(err < 1e-5, "{what}: relative error {err:e}");
+            let recomputed = bytemuck::cast_slice::<f32, u32>(&rig.download(&rig.shared.flags, 1))[0];
+            if expect_fallback {
+                assert_eq!(recomputed as usize, m * heads, "{what}: every row should have left the safe range");
+            } else {
+                assert_eq!(recomputed, 0, "{what}: no row should need the fallback");
+            }
+        }
+        let y = &outputs[2];
+        rig.dispatch("attn_online", binds(y), node, StepUniform::new(m, 0, CAP, None), &data, grid(heads, m, 1));
+        let what = format!("online softmax, {what}");
         let err = rel_error(&rig.download(y, m * heads * hd), &want, &what);
         assert!(err < 1e-5, "{what}: relative error {err:e}");
-        let recomputed = bytemuck::cast_slice::<f32, u32>(&rig.download(&rig.shared.flags, 1))[0];
-        if expect_fallback {
-            assert_eq!(recomputed as usize, m * heads, "every row should have left the safe range");
-        } else {
-            assert_eq!(recomputed, 0, "no row should need the fallback");
-        }
     }
-    let y = &outputs[2];
-    rig.dispatch("attn_online", binds(y), node, StepUniform::new(m, 0, CAP, None), &data, grid(heads, m, 1));
-    let err = rel_error(&rig.download(y, m * heads * hd), &want, "online");
-    assert!(err < 1e-5, "online softmax: relative error {err:e}");
 }
 
 #[test]
 fn unified_max_attention_matches_online_and_oracle() {
-    check_attention(UnifiedMax::default(), false);
+    if let Some(rig) = Rig::new(WeightPrecision::F32, KvPrecision::F32, None) {
+        check_attention(&rig, UnifiedMax::default(), false);
+    }
 }
 
 #[test]
 fn scores_outside_the_safe_range_fall_back_and_stay_right() {
     // phi far above every score: each e^(s - phi) would underflow to 0, so every row is
     // flagged and recomputed by the synchronised kernel.
-    check_attention(UnifiedMax { phi: 1000.0, lo: -60.0, hi: 60.0 }, true);
+    if let Some(rig) = Rig::new(WeightPrecision::F32, KvPrecision::F32, None) {
+        check_attention(&rig, UnifiedMax { phi: 1000.0, lo: -60.0, hi: 60.0 }, true);
+    }
+}
+
+#[test]
+fn attention_over_an_f16_kv_cache_matches_the_oracle() {
+    if let Some(rig) = Rig::f16_kv() {
+        check_attention(&rig, UnifiedMax::default(), false);
+        check_attention(&rig, UnifiedMax { phi: 1000.0, lo: -60.0, hi: 60.0 }, true);
+    }
+}
+
+/// The three kernels that write the KV cache: `rope` with the write fused (mode 1),
+/// `kv_write`, and the QKV GEMV's RoPE epilogue, on the head grid with 1 to GEMV_MAX_M
+/// tokens of several sequences. Each kernel's rows and both whole caches (slots it must not
+/// touch stay zero) against the CPU's, rounded to the cache's type. Where that is f16, a
+/// value the two sides compute a hair apart may round to neighbouring halves: one f16 step
+/// of the largest value is allowed.
+fn check_kv_writes(rig: &Rig) {
+    let mut rng = Rng::new(4);
+    let (max_ctx, seqs, hidden) = (64usize, 3usize, 48usize);
+    let kv_tol = |f32_tol: f64| if rig.ctx().f16_kv { 2f64.powi(-10) } else { f32_tol };
+    for (heads, kvh, hd) in head_grid(&mut rng, 3) {
+        let c = ModelConfig { num_heads: heads, num_kv_heads: kvh, head_dim: hd, ..config() };
+        let (q_dim, kv_dim) = (heads * hd, kvh * hd);
+        let width = q_dim + 2 * kv_dim;
+        let table = crate::lower::rope::table(&c, max_ctx);
+        let tb = rig.upload(&table);
+        let w = random(&mut rng, width * hidden, 1.0);
+        let wb = rig.ctx().upload_f32_weights("qkv", &w);
+        for m in [1usize, 3, wgsl::GEMV_MAX_M] {
+            // Distinct positions (23 is prime to max_ctx), so no two tokens share a slot.
+            let offset = below(&mut rng, max_ctx);
+            let positions: Vec<usize> = (0..m).map(|i| (i * 23 + offset) % max_ctx).collect();
+            let seq: Vec<usize> = (0..m).map(|_| below(&mut rng, seqs)).collect();
+            let mut data = vec![0u32; 4 * CAP];
+            for i in 0..m {
+                data[CAP + i] = positions[i] as u32;
+                data[2 * CAP + i] = seq[i] as u32;
+            }
+            let rotated = |rows: &[f32]| {
+                let mut out = rows.to_vec();
+                for (i, row) in out.chunks_exact_mut(width).enumerate() {
+                    let angles = &table[positions[i] * hd..(positions[i] + 1) * hd];
+                    cpu::rope_row(row, heads, hd, angles);
+                    cpu::rope_row(&mut row[q_dim..], kvh, hd, angles);
+                }
+                out
+            };
+            let caches = |rows: &[f32]| {
+                let (mut k, mut v) = (vec![0.0; seqs * max_ctx * kv_dim], vec![0.0; seqs * max_ctx * kv_dim]);
+                for (i, row) in rows.chunks_exact(width).enumerate() {
+                    let slot = (seq[i] * max_ctx + positions[i]) * kv_dim;
+                    k[slot..slot + kv_dim].copy_from_slice(&row[q_dim..q_dim + kv_dim]);
+                    v[slot..slot + kv_dim].copy_from_slice(&row[q_dim + kv_dim..]);
+                }
+                (rig.stored(&k), rig.stored(&v))
+            };
+            let qkv = random(&mut rng, m * width, 1.0);
+            let x = random(&mut rng, m * hidden, 1.0);
+            let product: Vec<f32> = (0..m * width)
+                .map(|o| (0..hidden).map(|p| x[(o / width) * hidden + p] as f64 * w[(o % width) * hidden + p] as f64).sum::<f64>() as f32)
+                .collect();
+            let (qb, xb) = (rig.upload(&qkv), rig.upload(&x));
+            let heads_node = NodeUniform {
+                n: width as u32,
+                heads: heads as u32,
+                kv_heads: kvh as u32,
+                head_dim: hd as u32,
+                max_ctx: max_ctx as u32,
+                ..Default::default()
+            };
+            let gemv_node = NodeUniform { k: hidden as u32, ldy: width as u32, mode: wgsl::MODE_ROPE, ..heads_node };
+            // Kernel, node, inputs, grid, the rows it writes (`None`: only the caches), tolerance.
+            let runs = [
+                (
+                    "rope",
+                    NodeUniform { mode: 1, ..heads_node },
+                    Binds { x: Some(&qb), x2: Some(&tb), ..Default::default() },
+                    grid(width.div_ceil(64), m, 1),
+                    Some(rotated(&qkv)),
+                    1e-6,
+                ),
+                ("kv_write", heads_node, Binds { x: Some(&qb), ..Default::default() }, grid(kv_dim.div_ceil(64), m, 1), None, 0.0),
+                (
+                    "gemv",
+                    gemv_node,
+                    Binds { x: Some(&xb), w: Some(&wb), scratch: Some(&tb), ..Default::default() },
+                    grid((width / 2).div_ceil(wgsl::GV_GROUPS), 1, 1),
+                    Some(rotated(&product)),
+                    1e-5,
+                ),
+            ];
+            for (kernel, node, binds, g, rows, tol) in runs {
+                let what = format!("{kernel}, {} KV, {heads} heads / {kvh} KV heads of {hd}, m={m}", rig.ctx().kv_dtype());
+                let zeros = vec![0.0; seqs * max_ctx * kv_dim];
+                let (kb, vb, yb) = (rig.upload_kv(&zeros), rig.upload_kv(&zeros), rig.upload(&vec![f32::NAN; m * width]));
+                rig.dispatch(
+                    kernel,
+                    Binds { y: Some(&yb), kc: Some(&kb), vc: Some(&vb), ..binds },
+                    node,
+                    StepUniform::new(m, 0, CAP, None),
+                    &data,
+                    g,
+                );
+                if let Some(rows) = &rows {
+                    let err = rel_error(&rig.download(&yb, m * width), rows, &what);
+                    assert!(err <= tol, "{what}: rows: relative error {err:e}");
+                }
+                let (want_k, want_v) = caches(rows.as_deref().unwrap_or(&qkv));
+                for (name, buf, want) in [("K", &kb, &want_k), ("V", &vb, &want_v)] {
+                    let err = rel_error(&rig.download_kv(buf, want.len()), want, &format!("{what}: {name} cache"));
+                    assert!(err <= kv_tol(tol), "{what}: {name} cache: relative error {err:e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kv_writes_match_the_oracle_f32() {
+    if let Some(rig) = Rig::new(WeightPrecision::F32, KvPrecision::F32, None) {
+        check_kv_writes(&rig);
+    }
+}
+
+#[test]
+fn kv_writes_match_the_oracle_f16() {
+    if let Some(rig) = Rig::f16_kv() {
+        check_kv_writes(&rig);
+    }
 }
 
 /// A lost device (here destroyed, as a driver reset or an unplugged GPU leaves it) makes
 /// reading back a step an error, not a panic or a hang.
 #[test]
 fn a_lost_device_gives_an_error_when_a_step_is_read_back() {
-    let Some(rig) = Rig::new(WeightPrecision::F32, None) else { return };
+    let Some(rig) = Rig::new(WeightPrecision::F32, KvPrecision::F32, None) else { return };
     let data = rig.upload(&[1.0, 2.0, 3.0, 4.0]);
     assert_eq!(rig.download(&data, 4), vec![1.0, 2.0, 3.0, 4.0]);
     rig.ctx().device.destroy();
