@@ -91,38 +91,69 @@ DEV void gemv_store(const Args& a, u32 r, u32 ca, u32 cb, bool va, bool vb, floa
     }
 }
 
-// A: a block owns GV_COLS columns (GV_COLS / 2 pairs) and its GV_WARPS warps split K, so
-// every lane keeps GV_COLS 16-byte weight loads in flight and N = 4096 already fills the GPU
-// with warps. SwiGLU pairs gate j with up j (ldy = F); RoPE pairs the two halves of a
-// rotary pair. ROWS: the rows the accumulators hold (1, the decode case, or GEMV_MAX_M).
-template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
-    __shared__ float red[GV_WARPS][(GV_COLS + 1) * ROWS]; // the columns' sums, then the sum of squares, per row
-    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const u32 N = a.n, K = a.k;
-    u32 col[GV_COLS];
-    bool valid[GV_COLS];
+// The COLS output columns of GEMV unit `unit` (a block, or a warp of the per-warp form):
+// COLS / 2 SwiGLU pairs (gate j, up j; ldy = F), RoPE pairs (the two halves of a rotary
+// pair), or plain columns; whether each exists, and its weight row (a column past N reads a
+// valid row; its sums are never stored).
+template <u32 MODE, int COLS> DEV void gemv_columns(const Args& a, u32 unit, u32 (&col)[COLS], bool (&valid)[COLS], const W* (&wr)[COLS]) {
+    const u32 N = a.n;
 #pragma unroll
-    for (int q = 0; q < GV_COLS / 2; q++) {
+    for (int q = 0; q < COLS / 2; q++) {
+        const u32 p = unit * (COLS / 2) + q;
         if constexpr ((MODE & MODE_SWIGLU) != 0) {
-            u32 p = blockIdx.x * (GV_COLS / 2) + q;
             col[2 * q] = p;
             col[2 * q + 1] = p + a.ldy;
             valid[2 * q] = valid[2 * q + 1] = p < a.ldy;
         } else if constexpr ((MODE & MODE_ROPE) != 0) {
-            u32 p = blockIdx.x * (GV_COLS / 2) + q;
             rope_pair(a, p, col[2 * q], col[2 * q + 1]);
             valid[2 * q] = valid[2 * q + 1] = p < N / 2;
         } else {
-            col[2 * q] = blockIdx.x * GV_COLS + 2 * q;
+            col[2 * q] = unit * COLS + 2 * q;
             col[2 * q + 1] = col[2 * q] + 1;
             valid[2 * q] = col[2 * q] < N;
             valid[2 * q + 1] = col[2 * q + 1] < N;
         }
     }
-    // Columns past N read a valid row; their sums are never stored.
-    const W* wr[GV_COLS];
 #pragma unroll
-    for (int c = 0; c < GV_COLS; c++) wr[c] = a.w + (size_t)min(col[c], N - 1) * K;
+    for (int c = 0; c < COLS; c++) wr[c] = a.w + (size_t)min(col[c], N - 1) * a.k;
+}
+
+// Eight elements of K from k0 (a multiple of 8): each of the m rows' activations (normalised
+// here when NORM, their squares summed) times the weights `w` of the COLS columns.
+template <u32 MODE, int COLS, int ROWS>
+DEV void gemv_piece(const Args& a, u32 k0, u32 m, const float (&w)[COLS][8], float (&acc)[COLS][ROWS], float (&sq)[ROWS]) {
+    float g[8];
+    if constexpr ((MODE & MODE_NORM) != 0) load8_f32(a.norm + k0, g);
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        if (r < m) {
+            float xv[8];
+            load8_f32(a.x + (size_t)r * a.k + k0, xv);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                if constexpr ((MODE & MODE_NORM) != 0) {
+                    sq[r] += xv[e] * xv[e];
+                    xv[e] *= g[e];
+                }
+#pragma unroll
+                for (int c = 0; c < COLS; c++) acc[c][r] += w[c][e] * xv[e];
+            }
+        }
+    }
+}
+
+// A: a block owns GV_COLS columns (GV_COLS / 2 pairs) and its GV_WARPS warps split K, so
+// every lane keeps GV_COLS 16-byte weight loads in flight and N = 4096 already fills the GPU
+// with warps (columns: `gemv_columns`). ROWS: the rows the accumulators hold (1, the decode
+// case, or GEMV_MAX_M).
+template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
+    __shared__ float red[GV_WARPS][(GV_COLS + 1) * ROWS]; // the columns' sums, then the sum of squares, per row
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const u32 K = a.k;
+    u32 col[GV_COLS];
+    bool valid[GV_COLS];
+    const W* wr[GV_COLS];
+    gemv_columns<MODE, GV_COLS>(a, blockIdx.x, col, valid, wr);
     // Weights are never written: while the kernel before finishes, the blocks that start
     // early (the first GV_PREFETCH_BLOCKS) pull their first loads into L2. (Prefetching
     // whole rows, or in every block, cost the large Llama-2-7B products 10-25% on an H200.)
@@ -144,26 +175,10 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
     if (K % 8 == 0) {
 #pragma unroll 2
         for (u32 k0 = (warp * 32 + lane) * 8; k0 < K; k0 += GV_WARPS * 256) {
-            float w[GV_COLS][8], g[8];
+            float w[GV_COLS][8];
 #pragma unroll
             for (int c = 0; c < GV_COLS; c++) load8(wr[c] + k0, w[c]);
-            if constexpr ((MODE & MODE_NORM) != 0) load8_f32(a.norm + k0, g);
-#pragma unroll
-            for (int r = 0; r < ROWS; r++) {
-                if (r < m) {
-                    float xv[8];
-                    load8_f32(a.x + (size_t)r * K + k0, xv);
-#pragma unroll
-                    for (int e = 0; e < 8; e++) {
-                        if constexpr ((MODE & MODE_NORM) != 0) {
-                            sq[r] += xv[e] * xv[e];
-                            xv[e] *= g[e];
-                        }
-#pragma unroll
-                        for (int c = 0; c < GV_COLS; c++) acc[c][r] += w[c][e] * xv[e];
-                    }
-                }
-            }
+            gemv_piece<MODE, GV_COLS, ROWS>(a, k0, m, w, acc, sq);
         }
     } else {
         for (u32 k = warp * 32 + lane; k < K; k += GV_WARPS * 32) {
@@ -216,29 +231,11 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
 template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_warp_body(const Args& a) {
     const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const u32 unit = blockIdx.x * (blockDim.x >> 5) + warp;
-    const u32 N = a.n, K = a.k;
+    const u32 K = a.k;
     u32 col[GV_COLS];
     bool valid[GV_COLS];
-#pragma unroll
-    for (int q = 0; q < GV_COLS / 2; q++) {
-        const u32 p = unit * (GV_COLS / 2) + q;
-        if constexpr ((MODE & MODE_SWIGLU) != 0) {
-            col[2 * q] = p;
-            col[2 * q + 1] = p + a.ldy;
-            valid[2 * q] = valid[2 * q + 1] = p < a.ldy;
-        } else if constexpr ((MODE & MODE_ROPE) != 0) {
-            rope_pair(a, p, col[2 * q], col[2 * q + 1]);
-            valid[2 * q] = valid[2 * q + 1] = p < N / 2;
-        } else {
-            col[2 * q] = unit * GV_COLS + 2 * q;
-            col[2 * q + 1] = col[2 * q] + 1;
-            valid[2 * q] = col[2 * q] < N;
-            valid[2 * q + 1] = col[2 * q + 1] < N;
-        }
-    }
     const W* wr[GV_COLS];
-#pragma unroll
-    for (int c = 0; c < GV_COLS; c++) wr[c] = a.w + (size_t)min(col[c], N - 1) * K;
+    gemv_columns<MODE, GV_COLS>(a, unit, col, valid, wr);
     pdl_trigger();
     // Weights are never written: loaded before the wait. (Kept as loaded, in half the
     // registers, they measured slower on an H200: 556 against 528 us per SmolLM2 step.)
@@ -261,37 +258,17 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_warp_body(const Args& a) 
 #pragma unroll
         for (int c = 0; c < GV_COLS; c++) acc[c][r] = 0.0f;
     }
-    auto piece = [&](u32 k0, const float (&w)[GV_COLS][8]) {
-        float g[8];
-        if constexpr ((MODE & MODE_NORM) != 0) load8_f32(a.norm + k0, g);
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) {
-            if (r < m) {
-                float xv[8];
-                load8_f32(a.x + (size_t)r * K + k0, xv);
-#pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    if constexpr ((MODE & MODE_NORM) != 0) {
-                        sq[r] += xv[e] * xv[e];
-                        xv[e] *= g[e];
-                    }
-#pragma unroll
-                    for (int c = 0; c < GV_COLS; c++) acc[c][r] += w[c][e] * xv[e];
-                }
-            }
-        }
-    };
 #pragma unroll
     for (int p = 0; p < GW_PRELOAD; p++) {
         const u32 k0 = (p * 32 + lane) * 8;
-        if (k0 < K) piece(k0, w0[p]);
+        if (k0 < K) gemv_piece<MODE, GV_COLS, ROWS>(a, k0, m, w0[p], acc, sq);
     }
 #pragma unroll 2
     for (u32 k0 = (GW_PRELOAD * 32 + lane) * 8; k0 < K; k0 += 256) {
         float w[GV_COLS][8];
 #pragma unroll
         for (int c = 0; c < GV_COLS; c++) load8(wr[c] + k0, w[c]);
-        piece(k0, w);
+        gemv_piece<MODE, GV_COLS, ROWS>(a, k0, m, w, acc, sq);
     }
     // Every lane gets every sum; lane (pair q, row r) finishes its pair.
     const u32 q = lane / ROWS, r = lane % ROWS;
