@@ -72,9 +72,9 @@ fn backend(name: &str, args: &CheckArgs) -> Result<BackendOptions> {
         .into_iter()
         .find(|k| k.name() == name.trim())
         .ok_or_else(|| Error::InvalidArgument(format!("--backends: unknown backend `{name}` (known: cpu, wgpu, cuda)")))?;
-    // The CPU reference keeps f32 whatever the GPU backends it checks store, as with --weights.
-    let kv = if kind == BackendKind::Cpu { PrecisionArg::Auto } else { args.kv };
-    DeviceArgs::options(kind, args.adapter.as_deref(), args.weights, kv)
+    // The CPU reference keeps f32 whatever the GPU backends it checks store.
+    let (weights, kv) = if kind == BackendKind::Cpu { (PrecisionArg::Auto, PrecisionArg::Auto) } else { (args.weights, args.kv) };
+    DeviceArgs::options(kind, args.adapter.as_deref(), weights, kv)
 }
 
 /// What is checked: a model and the prompt's token ids.

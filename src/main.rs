@@ -126,8 +126,11 @@ impl DeviceArgs {
     pub fn options(kind: BackendKind, adapter: Option<&str>, weights: PrecisionArg, kv: PrecisionArg) -> Result<BackendOptions> {
         let (precision, kv) = (Self::precision(weights), Self::precision(kv));
         Ok(match kind {
-            BackendKind::Cpu if kv == WeightPrecision::F16 => {
-                let what = "an f16 KV cache: it is the f32 reference (use --kv auto or f32)".into();
+            // An explicit f16 the reference cannot honour is refused, not silently widened.
+            BackendKind::Cpu if precision == WeightPrecision::F16 || kv == WeightPrecision::F16 => {
+                let (what, flag) =
+                    if precision == WeightPrecision::F16 { ("f16 weights", "--weights") } else { ("an f16 KV cache", "--kv") };
+                let what = format!("{what}: it is the f32 reference (use {flag} auto or f32)");
                 return Err(Error::NotSupported { backend: "cpu".into(), what });
             }
             BackendKind::Cpu => BackendOptions::Cpu,

@@ -95,7 +95,7 @@ fn smollm2_reference_prompts_on_wgpu_match_cpu() {
 
 /// `generate --kv f16` on the tiny model: wgpu's greedy tokens are the CPU's and its backend
 /// line says the KV cache is f16; on an adapter without SHADER_F16 the refusal names it. The
-/// CPU, the f32 reference, refuses `--kv f16` by name.
+/// CPU, the f32 reference, refuses `--kv f16` and `--weights f16` by name.
 #[test]
 fn generate_with_an_f16_kv_cache_gives_the_cpus_greedy_tokens() {
     let path = common::temp_dir("wgpu-kv16").join("tiny.gguf");
@@ -112,6 +112,9 @@ fn generate_with_an_f16_kv_cache_gives_the_cpus_greedy_tokens() {
     let refused = run(&["--backend", "cpu", "--kv", "f16"]);
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
     assert!(stderr(&refused).contains("cpu does not support an f16 KV cache"), "{}", stderr(&refused));
+    let refused = run(&["--backend", "cpu", "--weights", "f16"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("cpu does not support f16 weights: it is the f32 reference"), "{}", stderr(&refused));
     let has_f16 = match fdpp_runtime::backend::open(&wgpu(WeightPrecision::Auto, KvPrecision::Auto)) {
         Ok(device) => device.caps().kv_dtype == fdpp_runtime::tensor::DType::F16,
         Err(e) => {
