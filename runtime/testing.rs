@@ -11,6 +11,8 @@ pub enum Requirement {
     /// driver satisfies that one).
     Cuda,
     Model,
+    /// ROCm's `hipcc`, for the ahead-of-time compile check of the kernels for AMD GPUs.
+    Hipcc,
 }
 
 impl Requirement {
@@ -19,6 +21,7 @@ impl Requirement {
             Requirement::Gpu => "FDPP_REQUIRE_GPU",
             Requirement::Cuda => "FDPP_REQUIRE_CUDA",
             Requirement::Model => "FDPP_REQUIRE_MODEL",
+            Requirement::Hipcc => "FDPP_REQUIRE_HIPCC",
         }
     }
 

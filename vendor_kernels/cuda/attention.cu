@@ -149,7 +149,7 @@ DEV void unified_sums(const Args& a, const KeyLanes& kl, u32 i, u32 h, size_t ba
     for (int e = 0; e < 8; e++) o[e] = xor_sum(o[e], L, 32);
     l = xor_sum(l, L, 32);
     __syncthreads(); // any_out is initialised
-    if (__any_sync(0xffffffffu, out_of_range) && lane == 0) s.any_out = 1;
+    if (warp_any(out_of_range) && lane == 0) s.any_out = 1;
     if (lane < L) {
 #pragma unroll
         for (int e = 0; e < 8; e++) if (d0 + e < hd) s.red[warp][d0 + e] = o[e];
@@ -325,7 +325,7 @@ KERNEL void attn_online(Args a) {
     online_row<ATT_WARPS>(a, blockIdx.y, blockIdx.x);
 }
 
-#if FDPP_KV_F16
+#if FDPP_KV_F16 && FDPP_TENSOR_CORES
 // Prefill on tensor cores: FLASH_ROWS query rows of one head per block, 16 per warp; the
 // keys are walked in tiles of FLASH_KEYS with the online softmax (FlashAttention-2): S = Q K^T
 // and O += P V by mma m16n8k16 (f16 operands, f32 accumulators), P kept in registers as the
@@ -361,7 +361,7 @@ template <int D> DEV void flash_tile(const Args& a, u32 row0, u32 h) {
         }
     }
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) warp_last = max(warp_last, __shfl_xor_sync(0xffffffffu, warp_last, o));
+    for (int o = 16; o > 0; o >>= 1) warp_last = max(warp_last, shfl_xor(warp_last, o));
     if (lane == 0) atomicMax(&block_keys, warp_last + 1);
     __syncthreads();
     if (mixed) {
@@ -440,8 +440,8 @@ template <int D> DEV void flash_tile(const Args& a, u32 row0, u32 h) {
             float corr[2];
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+                mx[r] = fmaxf(mx[r], shfl_xor(mx[r], 1));
+                mx[r] = fmaxf(mx[r], shfl_xor(mx[r], 2));
                 corr[r] = exp2f(row_max[r] - mx[r]);
                 row_max[r] = mx[r];
                 row_sum[r] *= corr[r];
@@ -483,8 +483,8 @@ template <int D> DEV void flash_tile(const Args& a, u32 row0, u32 h) {
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+        row_sum[r] += shfl_xor(row_sum[r], 1);
+        row_sum[r] += shfl_xor(row_sum[r], 2);
         const u32 i = row0 + warp * 16 + g + 8 * r;
         if (i >= m) continue;
         float* y = a.y + (size_t)i * a.heads * D + h * D;

@@ -3,9 +3,20 @@
 // types: FDPP_W_F16 (weights in f16, else f32) and FDPP_KV_F16 (KV cache in f16, else f32).
 //
 // Portability: everything vendor-specific sits in this file (half conversions, the
-// tensor-core product, warp shuffles), so a HIP build can compile the same kernel files
-// against its own version of these few functions. NVRTC compiles it without any CUDA
-// header: the types below are all the kernels use.
+// tensor-core product, warp shuffles and votes, programmatic dependent launch), so ROCm's
+// hipcc compiles the same kernel files (FDPP_HIP, with hip_runtime.h included first)
+// against its own version of these few functions. There the tensor-core kernels are left
+// out (FDPP_TENSOR_CORES 0): their SIMT forms serve. A warp is 32 lanes everywhere: on a
+// 64-lane wavefront each half is a warp, and every shuffle here stays inside 32 lanes.
+// NVRTC compiles it without any CUDA header: the types below are all the kernels use.
+
+#if defined(__HIP__)
+#define FDPP_HIP 1
+#define FDPP_TENSOR_CORES 0
+#else
+#define FDPP_HIP 0
+#define FDPP_TENSOR_CORES 1
+#endif
 
 typedef unsigned int u32;
 typedef unsigned short f16; // raw IEEE half bits
@@ -13,6 +24,11 @@ typedef unsigned short f16; // raw IEEE half bits
 #define KERNEL extern "C" __global__
 #define DEV __device__ __forceinline__
 
+#if FDPP_HIP
+DEV float h2f(f16 h) { return (float)__builtin_bit_cast(_Float16, h); }
+DEV f16 f2h(float f) { return __builtin_bit_cast(f16, (_Float16)f); }
+DEV u32 pack_h2(float lo, float hi) { return (u32)f2h(lo) | (u32)f2h(hi) << 16; }
+#else
 DEV float h2f(f16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -29,10 +45,12 @@ DEV u32 pack_h2(float lo, float hi) {
     asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
+#endif
 DEV float2 unpack_h2(u32 v) {
     return make_float2(h2f((f16)(v & 0xffffu)), h2f((f16)(v >> 16)));
 }
 
+#if FDPP_TENSOR_CORES
 // D (16 x 8, f32) += A (16 x 16, f16, row-major fragments) * B (16 x 8, f16, column-major).
 DEV void mma_16x8x16(float c[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
     asm volatile(
@@ -60,6 +78,7 @@ DEV void ldmatrix_x4_trans(u32 r[4], const void* row) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(row)));
 }
+#endif
 
 // Programmatic dependent launch (sm_90 on): the executor launches every kernel so that it
 // may start while the kernel before it is still finishing. Each kernel therefore lets the
@@ -78,25 +97,35 @@ DEV void pdl_begin() {
     pdl_trigger();
     pdl_wait();
 }
+#if FDPP_HIP
+DEV void prefetch_l2(const void*) {}
+// Lane ^ o (o < 32) of this lane's 32-lane half of the wavefront; whether any lane of the
+// wavefront (both warps on a 64-lane one) holds p.
+template <typename T> DEV T shfl_xor(T v, int o) { return __shfl_xor(v, o); }
+DEV bool warp_any(bool p) { return __any(p); }
+#else
 DEV void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+template <typename T> DEV T shfl_xor(T v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
+DEV bool warp_any(bool p) { return __any_sync(0xffffffffu, p); }
+#endif
 
 DEV float warp_sum(float v) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = 16; o > 0; o >>= 1) v += shfl_xor(v, o);
     return v;
 }
 DEV float warp_max(float v) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, shfl_xor(v, o));
     return v;
 }
 // Sum over the `lanes` (a power of two) lanes of an aligned group.
 DEV float group_sum(float v, int lanes) {
-    for (int o = lanes / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = lanes / 2; o > 0; o >>= 1) v += shfl_xor(v, o);
     return v;
 }
 DEV float xor_sum(float v, int from, int to) {
-    for (int o = from; o < to; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = from; o < to; o <<= 1) v += shfl_xor(v, o);
     return v;
 }
 

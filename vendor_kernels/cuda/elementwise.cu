@@ -117,8 +117,8 @@ KERNEL void argmax(Args a) {
         if (v > best) { best = v; idx = j; }
     }
     for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        u32 oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        float ov = shfl_xor(best, o);
+        u32 oi = shfl_xor(idx, o);
         if (ov > best || (ov == best && oi < idx)) { best = ov; idx = oi; }
     }
     if ((t & 31) == 0) { bv[t >> 5] = best; bi[t >> 5] = idx; }

@@ -308,7 +308,7 @@ GEMV(gemv_norm_res, MODE_NORM | MODE_RESIDUAL)
 GEMV(gemv_norm_swiglu, MODE_NORM | MODE_SWIGLU)
 GEMV(gemv_norm_rope, MODE_NORM | MODE_ROPE)
 
-#if FDPP_W_F16
+#if FDPP_W_F16 && FDPP_TENSOR_CORES
 
 // 8 halves of row p from element k (zero past K); `vec`: 16-byte aligned rows.
 DEV uint4 load_w8(const f16* p, u32 k, u32 K, bool vec) {
@@ -593,8 +593,9 @@ TENSOR_CORE_KERNELS(gemm_mma, gemm_mma_body)
 
 #else
 
-// B and C of f32 weights on CUDA cores: 64 x 64 output tiles, 4 x 4 per thread, K in
-// steps of 16 through shared memory.
+// B and C of f32 weights, or of any weights where the tensor-core kernels are left out
+// (HIP), on CUDA cores: 64 x 64 output tiles, 4 x 4 per thread, K in steps of 16 through
+// shared memory.
 template <bool RES, bool BIAS> DEV void gemm_tiled_body(const Args& a) {
     __shared__ float sa[16][64 + 4];
     __shared__ float sb[16][64 + 4];

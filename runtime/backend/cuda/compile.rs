@@ -124,6 +124,49 @@ mod tests {
         }
     }
 
+    /// ROCm's hipcc needs no GPU either: where it is installed, every family compiles for an
+    /// AMD CDNA (gfx90a) and RDNA3 (gfx1100) GPU for every storage type, the tensor-core
+    /// kernels left out (`FDPP_TENSOR_CORES` 0) and every other kernel present. Debian's ROCm
+    /// 5.2 has no device library for gfx1100, so that target is compiled to assembly without
+    /// one (nothing is linked).
+    #[test]
+    fn every_family_compiles_with_hipcc() {
+        use crate::testing::{Requirement, skip};
+        use std::process::Command;
+        if !Command::new("hipcc").arg("--version").output().is_ok_and(|o| o.status.success()) {
+            skip(Requirement::Hipcc, "ROCm's hipcc was not found");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("fdpp-hipcc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in FAMILIES {
+            for f16 in [true, false] {
+                let src = dir.join(format!("{}-{f16}.hip", f.name));
+                std::fs::write(&src, source(f, f16, f16)).unwrap();
+                for (arch, libs) in [("gfx90a", None), ("gfx1100", Some("-nogpulib"))] {
+                    let asm = dir.join(format!("{}-{f16}-{arch}.s", f.name));
+                    let out = Command::new("hipcc")
+                        .args(["-x", "hip", "-include", "hip/hip_runtime.h", "--cuda-device-only", "-S", "-O3"])
+                        .arg(format!("--offload-arch={arch}"))
+                        .args(libs)
+                        .arg("-o")
+                        .arg(&asm)
+                        .arg(&src)
+                        .output()
+                        .unwrap();
+                    let what = format!("{} (f16 {f16}) for {arch}", f.name);
+                    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+                    let text = std::fs::read_to_string(&asm).unwrap();
+                    // The SIMT kernels: those of an f32 build (f16 builds add the C-through-cuBLAS helpers).
+                    for name in super::super::kernels::exports(f.name, false) {
+                        assert!(text.contains(&format!("\n{name}:")), "{what}: no kernel {name}");
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn every_family_gets_the_shared_constants() {
         for f in FAMILIES {
