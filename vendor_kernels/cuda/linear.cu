@@ -165,13 +165,7 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
     }
     pdl_wait();
     const u32 m = ROWS == 1 ? 1u : min(row_count(a), (u32)ROWS);
-    float acc[GV_COLS][ROWS], sq[ROWS];
-#pragma unroll
-    for (int r = 0; r < ROWS; r++) {
-        sq[r] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < GV_COLS; c++) acc[c][r] = 0.0f;
-    }
+    float acc[GV_COLS][ROWS] = {}, sq[ROWS] = {};
     if (K % 8 == 0) {
 #pragma unroll 2
         for (u32 k0 = (warp * 32 + lane) * 8; k0 < K; k0 += GV_WARPS * 256) {
@@ -251,13 +245,7 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_warp_body(const Args& a) 
     }
     pdl_wait();
     const u32 m = ROWS == 1 ? 1u : min(row_count(a), (u32)ROWS);
-    float acc[GV_COLS][ROWS], sq[ROWS];
-#pragma unroll
-    for (int r = 0; r < ROWS; r++) {
-        sq[r] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < GV_COLS; c++) acc[c][r] = 0.0f;
-    }
+    float acc[GV_COLS][ROWS] = {}, sq[ROWS] = {};
 #pragma unroll
     for (int p = 0; p < GW_PRELOAD; p++) {
         const u32 k0 = (p * 32 + lane) * 8;
