@@ -242,7 +242,8 @@ pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
             let mut out = vec![];
             for (prologue, epilogue, bias) in fusion_combinations() {
                 for rows in [1, 2] {
-                    out.extend([gemv_kernel(prologue, epilogue, bias, rows), gemv_kernel(prologue, epilogue, bias, rows) + "_w"]);
+                    let gemv = gemv_kernel(prologue, epilogue, bias, rows);
+                    out.extend([format!("{gemv}_w"), gemv]);
                 }
                 if f16_weights {
                     out.extend(cuda::flat_tilings().into_iter().map(|t| flat_gemm_kernel(prologue, epilogue, bias, t)));

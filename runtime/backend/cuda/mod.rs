@@ -90,17 +90,11 @@ pub struct CudaDevice {
 
 impl CudaDevice {
     pub fn open(opts: &CudaOptions) -> Result<CudaDevice> {
-        let dtype = match opts.precision {
-            WeightPrecision::F32 => DType::F32,
-            WeightPrecision::Auto | WeightPrecision::F16 => DType::F16,
-        };
+        let stored = |p: WeightPrecision| if p == WeightPrecision::F32 { DType::F32 } else { DType::F16 };
+        let dtype = stored(opts.precision);
         // The kernels are built and tested with `FDPP_KV_F16` equal to `FDPP_W_F16` only
         // (the tensor-core attention reads f16 K and V beside f16 weights).
-        let kv = match opts.kv {
-            WeightPrecision::Auto => dtype,
-            WeightPrecision::F32 => DType::F32,
-            WeightPrecision::F16 => DType::F16,
-        };
+        let kv = if opts.kv == WeightPrecision::Auto { dtype } else { stored(opts.kv) };
         if kv != dtype {
             return Err(Error::NotSupported {
                 backend: "cuda".into(),

@@ -79,6 +79,15 @@ fn io() -> Io {
 
 const M_GRID: [usize; 11] = [1, 2, 3, 7, 8, 9, 16, 33, 64, 65, 200];
 
+/// The GEMV in every form its kernels take at K: the block form, and the per-warp form where K allows.
+fn gemv_forms(lin: &crate::lower::caps::LinearKernels, k: usize) -> Vec<Variant> {
+    let mut out = vec![Variant::Gemv { split_k: false, per_warp: false }];
+    if lin.gemv_per_warp(k) {
+        out.push(Variant::Gemv { split_k: false, per_warp: true });
+    }
+    out
+}
+
 fn check_linear(precision: WeightPrecision) {
     let Some(rig) = Rig::new(precision) else { return };
     let s = &rig.stream;
@@ -110,10 +119,7 @@ fn check_linear(precision: WeightPrecision) {
             let mut variants: Vec<Variant> = lin.flat_tilings.iter().map(|&tiling| Variant::FlatGemm { tiling }).collect();
             variants.push(Variant::Gemm { tile: lin.gemm_tile });
             if m <= lin.gemv_max_m {
-                variants.push(Variant::Gemv { split_k: false, per_warp: false });
-                if lin.gemv_per_warp(k) {
-                    variants.push(Variant::Gemv { split_k: false, per_warp: true });
-                }
+                variants.extend(gemv_forms(&lin, k));
             }
             for variant in variants {
                 for (with_bias, residual) in [(false, false), (true, true), (true, false)] {
@@ -196,10 +202,7 @@ fn check_fused_linear(precision: WeightPrecision) {
             let step = rig.step(m, m, None, &positions, &seqs);
             let mut variants = vec![];
             if m <= lin.gemv_max_m {
-                variants.push(Variant::Gemv { split_k: false, per_warp: false });
-                if lin.gemv_per_warp(k) {
-                    variants.push(Variant::Gemv { split_k: false, per_warp: true });
-                }
+                variants.extend(gemv_forms(&lin, k));
             }
             if rig.caps.fusions.flat_gemm_fusions {
                 variants.extend(lin.flat_tilings.iter().map(|&tiling| Variant::FlatGemm { tiling }));
