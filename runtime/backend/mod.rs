@@ -9,6 +9,8 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod microbench;
+#[cfg(feature = "cuda")]
+pub mod native;
 pub mod tap;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;

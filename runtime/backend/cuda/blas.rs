@@ -10,8 +10,9 @@ use std::sync::Arc;
 use cudarc::cublas::{CudaBlas, sys as blas};
 use cudarc::driver::{CudaSlice, CudaStream};
 
-use super::kernels::{Args, Grid, Kernels};
+use super::compile::Kernels;
 use super::{alloc_error, launch, ptr};
+use crate::backend::native::kernels::{Args, Grid};
 use crate::error::{Error, Result};
 use crate::lower::Template;
 use crate::lower::caps::cuda;

@@ -1,80 +1,40 @@
-//! Kernel sources to loaded modules: each family (vendor_kernels/cuda/*.cu) gets the
-//! constants header and common.cuh, is compiled by NVRTC to PTX for the device's own
-//! architecture, and is cached on disk. A cache entry is keyed by the SHA-256 of the full
-//! source, the architecture, the driver version and fdpp's version, and holds the SHA-256
-//! of its own PTX: an entry that does not match it (a torn write, a corrupt disk) is
-//! compiled again and rewritten.
+//! Kernel sources to loaded modules: each family (`native::sources`) is compiled by NVRTC to
+//! PTX for the device's own architecture, cached on disk (`sources::cached_compile`, keyed by
+//! source, architecture, driver and fdpp version) and loaded; `Kernels` holds every exported
+//! function by name.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaModule};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, sys};
 use cudarc::nvrtc::{CompileOptions, Ptx};
-use sha2::{Digest, Sha256};
 
-use super::kernels::Args;
-use crate::cache::{Entry, hex, read_checked, write_checked};
+use crate::backend::native::kernels::exports;
+use crate::backend::native::sources::{FAMILIES, cached_compile, source};
 use crate::error::{Error, Result};
-use crate::lower::caps::cuda;
-
-const COMMON: &str = include_str!("../../../vendor_kernels/cuda/common.cuh");
-
-/// One kernel family: its file and the kernels it exports.
-pub struct Family {
-    pub name: &'static str,
-    pub source: &'static str,
-}
-
-pub const FAMILIES: &[Family] = &[
-    Family { name: "elementwise", source: include_str!("../../../vendor_kernels/cuda/elementwise.cu") },
-    Family { name: "linear", source: include_str!("../../../vendor_kernels/cuda/linear.cu") },
-    Family { name: "attention", source: include_str!("../../../vendor_kernels/cuda/attention.cu") },
-];
-
-/// The full source of one family: the shared constants, the size of the argument struct as
-/// Rust lays it out (common.cuh checks its own against it), common.cuh, the family.
-pub fn source(family: &Family, f16_weights: bool, f16_kv: bool) -> String {
-    let abi = format!("#define ARGS_BYTES {}\n", std::mem::size_of::<Args>());
-    format!("{}{abi}\n{COMMON}\n{}", cuda::header(f16_weights, f16_kv), family.source)
-}
 
 fn compile_error(family: &str, reason: String) -> Error {
     Error::Backend { backend: "cuda".into(), op: format!("compiling the {family} kernels"), reason }
 }
 
-/// SHA-256 of every family's full source for this storage type (the KV cache follows the
-/// weights).
-pub fn sources_hash(f16: bool) -> String {
-    crate::cache::sha256_hex(&FAMILIES.iter().map(|f| source(f, f16, f16)).collect::<String>())
-}
-
 /// PTX of `src` for compute capability `arch` (e.g. (9, 0)), from the cache in `dir` when it
 /// holds a valid entry, else compiled by NVRTC (and stored there when `dir` is given).
 pub fn ptx(family: &str, src: &str, arch: (i32, i32), driver: i32, dir: Option<&Path>) -> Result<String> {
-    let key = hex(&Sha256::new()
-        .chain_update(src)
-        .chain_update(format!("|compute_{}{}|driver {driver}|fdpp {}", arch.0, arch.1, env!("CARGO_PKG_VERSION")))
-        .finalize());
-    let path = dir.map(|d| d.join(format!("{family}-{key}.ptx")));
-    if let Some(Entry::Valid(cached)) = path.as_deref().map(read_checked) {
-        return Ok(cached);
-    }
-    let opts = CompileOptions {
-        options: vec![format!("--gpu-architecture=compute_{}{}", arch.0, arch.1), "--std=c++17".into()],
-        name: Some(format!("{family}.cu")),
-        ..Default::default()
-    };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| match e {
-        cudarc::nvrtc::CompileError::CompileError { log, .. } => compile_error(family, log.to_string_lossy().into_owned()),
-        other => compile_error(family, other.to_string()),
+    let target = format!("compute_{}{}|driver {driver}", arch.0, arch.1);
+    let code = cached_compile(family, src, &target, "ptx", dir, || {
+        let opts = CompileOptions {
+            options: vec![format!("--gpu-architecture=compute_{}{}", arch.0, arch.1), "--std=c++17".into()],
+            name: Some(format!("{family}.cu")),
+            ..Default::default()
+        };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| match e {
+            cudarc::nvrtc::CompileError::CompileError { log, .. } => compile_error(family, log.to_string_lossy().into_owned()),
+            other => compile_error(family, other.to_string()),
+        })?;
+        Ok(ptx.to_src().into_bytes())
     })?;
-    let text = ptx.to_src();
-    if let Some(p) = &path {
-        // The cache is an optimisation: a folder that cannot be written only costs the next
-        // start its compilation.
-        let _ = write_checked(p, &text);
-    }
-    Ok(text)
+    String::from_utf8(code).map_err(|_| compile_error(family, "NVRTC's PTX is not text".into()))
 }
 
 /// The folder of cached modules (`<fdpp cache>/cuda`), if the cache folder is known.
@@ -82,21 +42,41 @@ pub fn cache_dir() -> Option<PathBuf> {
     crate::model::hub::cache_dir().ok().map(|d| d.join("cuda"))
 }
 
-/// Every family compiled (or taken from the cache) and loaded into `ctx`.
-pub fn load_all(ctx: &Arc<CudaContext>, f16_weights: bool, f16_kv: bool, arch: (i32, i32), driver: i32) -> Result<Vec<Arc<CudaModule>>> {
-    let dir = cache_dir();
-    FAMILIES
-        .iter()
-        .map(|f| {
-            let src = source(f, f16_weights, f16_kv);
-            let text = ptx(f.name, &src, arch, driver, dir.as_deref())?;
-            ctx.load_module(Ptx::from_src(text)).map_err(|e| Error::Backend {
-                backend: "cuda".into(),
-                op: format!("loading the {} kernels", f.name),
-                reason: e.to_string(),
-            })
-        })
-        .collect()
+/// Every kernel of the loaded modules, by name.
+pub struct Kernels {
+    _modules: Vec<Arc<CudaModule>>,
+    functions: HashMap<String, CudaFunction>,
+    /// Launch with programmatic dependent launch (compute capability 9.0 on; FDPP_CUDA_PDL=0
+    /// turns it off): see `pdl_begin` in common.cuh.
+    pub pdl: bool,
+}
+
+impl Kernels {
+    /// Every family compiled for `arch` (or taken from the cache) and loaded into `ctx`. CUDA
+    /// builds the tensor-core kernels wherever the weights are f16.
+    pub fn load(ctx: &Arc<CudaContext>, f16: bool, arch: (i32, i32), driver: i32) -> Result<Kernels> {
+        let dir = cache_dir();
+        let mut modules = vec![];
+        let mut functions = HashMap::new();
+        for family in FAMILIES {
+            let text = ptx(family.name, &source(family, f16, f16), arch, driver, dir.as_deref())?;
+            let loading =
+                |what: String, e: cudarc::driver::DriverError| Error::Backend { backend: "cuda".into(), op: what, reason: e.to_string() };
+            let module = ctx.load_module(Ptx::from_src(text)).map_err(|e| loading(format!("loading the {} kernels", family.name), e))?;
+            for name in exports(family.name, f16) {
+                let f =
+                    module.load_function(&name).map_err(|e| loading(format!("loading kernel {name} of the {} kernels", family.name), e))?;
+                functions.insert(name, f);
+            }
+            modules.push(module);
+        }
+        let pdl = arch.0 >= 9 && std::env::var("FDPP_CUDA_PDL").map_or(true, |v| v != "0");
+        Ok(Kernels { _modules: modules, functions, pdl })
+    }
+
+    pub fn function(&self, name: &str) -> sys::CUfunction {
+        self.functions[name].cu_function()
+    }
 }
 
 #[cfg(test)]
@@ -116,7 +96,7 @@ mod tests {
             for (f16_weights, f16_kv) in [(true, true), (false, false)] {
                 for arch in [(8, 0), (9, 0)] {
                     let text = ptx(f.name, &source(f, f16_weights, f16_kv), arch, 0, None).unwrap_or_else(|e| panic!("{e}"));
-                    for name in super::super::kernels::exports(f.name, f16_weights) {
+                    for name in exports(f.name, f16_weights) {
                         assert!(text.contains(&format!(".entry {name}(")), "{}: no kernel {name} in the PTX", f.name);
                     }
                 }
@@ -158,7 +138,7 @@ mod tests {
                     assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
                     let text = std::fs::read_to_string(&asm).unwrap();
                     // The SIMT kernels: those of an f32 build (f16 builds add the C-through-cuBLAS helpers).
-                    for name in super::super::kernels::exports(f.name, false) {
+                    for name in exports(f.name, false) {
                         assert!(text.contains(&format!("\n{name}:")), "{what}: no kernel {name}");
                     }
                 }

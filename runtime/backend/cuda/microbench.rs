@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DriverError, sys};
 
-use super::kernels::{Args, Grid, Kernels, grids, step_words};
-use super::{CudaDevice, CudaOptions, compile, driver_error, launch, ptr};
+use super::compile::Kernels;
+use super::{CudaDevice, CudaOptions, driver_error, launch, ptr};
 use crate::backend::BackendCaps;
 pub use crate::backend::microbench::*;
+use crate::backend::native::kernels::{Args, Grid, STEP_WORDS, grids, step_words};
 use crate::error::{Error, Result};
 use crate::lower::caps::cuda;
 use crate::lower::kernel::{Epilogue, HeadDims, Params, Prologue, UnifiedMax, Variant};
@@ -43,7 +44,7 @@ impl Bench {
     fn open(opts: &CudaOptions) -> Result<Bench> {
         let dev = CudaDevice::open(opts)?;
         let f16 = dev.caps.weight_dtype == DType::F16;
-        let kernels = Kernels::new(compile::load_all(&dev.ctx, f16, f16, dev.arch, dev.driver)?, f16, dev.arch)?;
+        let kernels = Kernels::load(&dev.ctx, f16, dev.arch, dev.driver)?;
         let use_blas = f16 && super::blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
         let blas = if use_blas { Some(super::blas::Blas::new(&dev.stream, MAX_M * 4096)?) } else { None };
         Ok(Bench { stream: dev.stream.clone(), kernels, caps: dev.caps.clone(), f16, blas })
@@ -182,7 +183,7 @@ impl Bench {
             let (chunks, chunk_keys) = limits.chunking(ctx, a.heads);
             // One token of sequence 0 at position ctx - 1: it attends to all ctx positions.
             let mut words = step_words(1, 1, MAX_M, Some((chunks, chunk_keys)));
-            words[super::STEP_WORDS + MAX_M] = (ctx - 1) as u32;
+            words[STEP_WORDS + MAX_M] = (ctx - 1) as u32;
             let step = s.clone_htod(&words).map_err(|e| driver_error("copying", e))?;
             let unified = UnifiedMax::default();
             let params = Params::Attention { dims, layer: 0, scale: 1.0 / (a.head_dim as f32).sqrt(), kv_write: false, unified };

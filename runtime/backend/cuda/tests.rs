@@ -6,9 +6,12 @@
 use half::f16;
 
 use super::*;
+use crate::backend::WeightPrecision;
+use crate::backend::native::executor::{ARGMAX_BLOCKS, ARGMAX_WORDS, argmax_offset};
+use crate::backend::native::kernels::{self, STEP_WORDS, step_words};
 use crate::compare::rel_error;
 
-use crate::lower::kernel::{Epilogue, HeadDims, Prologue, UnifiedMax, Variant};
+use crate::lower::kernel::{Epilogue, HeadDims, Params, Prologue, UnifiedMax, Variant};
 use crate::lower::memory::BufferId;
 use crate::lower::{Io, Launch};
 use crate::sampling::Rng;
@@ -26,8 +29,8 @@ impl Rig {
             .map_err(crate::testing::skip_unavailable)
             .ok()?;
         let f16 = dev.caps.weight_dtype == DType::F16;
-        let modules = compile::load_all(&dev.ctx, f16, f16, dev.arch, dev.driver).unwrap();
-        Some(Rig { stream: dev.stream, kernels: Kernels::new(modules, f16, dev.arch).unwrap(), f16, caps: dev.caps })
+        let kernels = Kernels::load(&dev.ctx, f16, dev.arch, dev.driver).unwrap();
+        Some(Rig { stream: dev.stream, kernels, f16, caps: dev.caps })
     }
 
     fn f32s(&self, v: &[f32]) -> CudaSlice<f32> {

@@ -1,12 +1,8 @@
-//! How a typed launch becomes CUDA kernel launches: the `Args` struct every kernel takes by
-//! value (`struct Args` in vendor_kernels/cuda/common.cuh), filled from a launch template's
-//! parameters once, and the kernel and grid of each variant. Shared by the executor, the
-//! kernel tests and `bench kernels`.
-
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use cudarc::driver::{CudaFunction, CudaModule, sys};
+//! How a typed launch becomes native kernel launches (CUDA or HIP, the same kernel files):
+//! the `Args` struct every kernel takes by value (`struct Args` in
+//! vendor_kernels/cuda/common.cuh), filled from a launch template's parameters once, and the
+//! kernel and grid of each variant. Shared by the executor, the kernel tests and `bench
+//! kernels`.
 
 use crate::error::{Error, Result};
 use crate::lower::caps::{FlatTiling, Tile, cuda};
@@ -69,7 +65,7 @@ pub struct Grid {
 const MAX_GRID_Y: usize = 65535;
 
 fn no_kernel(what: String) -> Error {
-    Error::Backend { backend: "cuda".into(), op: "encoding a launch".into(), reason: format!("no CUDA kernel for {what}") }
+    Error::Backend { backend: "native".into(), op: "encoding a launch".into(), reason: format!("no native kernel for {what}") }
 }
 
 fn check_tile<T: PartialEq + std::fmt::Display>(tile: T, have: T, what: &str) -> Result<()> {
@@ -118,8 +114,9 @@ fn product_kernel(base: &str, residual: bool, bias: bool) -> String {
 }
 
 /// The kernel launches of one launch of template `t` in a step of `m` tokens; the split-KV
-/// attention launches `chunk_blocks` (>= the step's chunks) blocks per head.
-pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_blocks: usize) -> Result<Vec<Grid>> {
+/// attention launches `chunk_blocks` (>= the step's chunks) blocks per head. `tensor_cores`:
+/// the kernels were built with their tensor-core forms (CUDA with f16 weights).
+pub fn grids(launch: &Launch, t: &Template, m: usize, tensor_cores: bool, chunk_blocks: usize) -> Result<Vec<Grid>> {
     let rows = launch.rows;
     let u = |v: usize| v as u32;
     let eb = cuda::ELEM_BLOCK;
@@ -151,7 +148,7 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
                 )));
             }
         }
-        (Params::Linear { n, bias, prologue, epilogue, .. }, Variant::FlatGemm { tiling }) if f16_weights => {
+        (Params::Linear { n, bias, prologue, epilogue, .. }, Variant::FlatGemm { tiling }) if tensor_cores => {
             if !cuda::flat_tilings().contains(&tiling) {
                 return Err(no_kernel(format!("a flat GEMM with tiling {tiling}")));
             }
@@ -171,7 +168,7 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
             check_tile(
                 tiling,
                 FlatTiling { tile: Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE }, k_groups: 1 },
-                "flat GEMM of f32 weights",
+                "flat GEMM without tensor cores",
             )?;
             vec![g(
                 &product_kernel("gemm_tiled", e == Epilogue::Residual, bias),
@@ -183,11 +180,11 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
         }
         (Params::Linear { n, bias, prologue: None, epilogue: e @ (Epilogue::None | Epilogue::Residual), .. }, Variant::Gemm { tile }) => {
             let residual = e == Epilogue::Residual;
-            if f16_weights {
+            if tensor_cores {
                 check_tile(tile, Tile { m: cuda::GEMM_TILE_M, n: cuda::GEMM_TILE_N }, "GEMM")?;
                 vec![g(&product_kernel("gemm_mma", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, 256)]
             } else {
-                check_tile(tile, Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE }, "GEMM of f32 weights")?;
+                check_tile(tile, Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE }, "GEMM without tensor cores")?;
                 vec![g(&product_kernel("gemm_tiled", residual, bias), n.div_ceil(tile.n), rows.div_ceil(tile.m), 1, 256)]
             }
         }
@@ -207,7 +204,7 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
                     out.push(g("attn_combine", dims.heads, m, 1, att));
                 }
                 Variant::OnlineAttention => out.push(g("attn_online", dims.heads, m, 1, att)),
-                Variant::FlashAttention { rows, keys } if f16_weights && cuda::FLASH_HEAD_DIMS.contains(&dims.head_dim) => {
+                Variant::FlashAttention { rows, keys } if tensor_cores && cuda::FLASH_HEAD_DIMS.contains(&dims.head_dim) => {
                     check_tile(Tile { m: rows, n: keys }, Tile { m: cuda::FLASH_ROWS, n: cuda::FLASH_KEYS }, "flash attention")?;
                     out.push(g(&format!("attn_flash_{}", dims.head_dim), m.div_ceil(rows), dims.heads, 1, att));
                 }
@@ -222,17 +219,9 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, f16_weights: bool, chunk_b
     })
 }
 
-/// Every kernel of the loaded modules, by name.
-pub struct Kernels {
-    _modules: Vec<Arc<CudaModule>>,
-    functions: HashMap<String, CudaFunction>,
-    /// Launch with programmatic dependent launch (compute capability 9.0 on; FDPP_CUDA_PDL=0
-    /// turns it off): see `pdl_begin` in common.cuh.
-    pub pdl: bool,
-}
-
-/// Every kernel a family exports (the names `grids`, the argmax and the benchmarks use).
-pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
+/// Every kernel a family exports (the names `grids`, the argmax and the benchmarks use);
+/// `tensor_cores` as for `grids`.
+pub(crate) fn exports(family: &str, tensor_cores: bool) -> Vec<String> {
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match family {
         "elementwise" => {
@@ -245,14 +234,14 @@ pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
                     let gemv = gemv_kernel(prologue, epilogue, bias, rows);
                     out.extend([format!("{gemv}_w"), gemv]);
                 }
-                if f16_weights {
+                if tensor_cores {
                     out.extend(cuda::flat_tilings().into_iter().map(|t| flat_gemm_kernel(prologue, epilogue, bias, t)));
                 }
             }
-            if f16_weights {
+            if tensor_cores {
                 out.extend(["to_f16".to_string(), "linear_epilogue".to_string()]);
             }
-            let bases: &[&str] = if f16_weights { &["gemm_mma"] } else { &["gemm_tiled"] };
+            let bases: &[&str] = if tensor_cores { &["gemm_mma"] } else { &["gemm_tiled"] };
             for base in bases {
                 for (residual, bias) in [(false, false), (true, false), (false, true), (true, true)] {
                     out.push(product_kernel(base, residual, bias));
@@ -262,34 +251,11 @@ pub(crate) fn exports(family: &str, f16_weights: bool) -> Vec<String> {
         }
         "attention" => {
             let mut out = names(&["attn_split", "attn_combine", "attn_single", "attn_online"]);
-            if f16_weights {
+            if tensor_cores {
                 out.extend(cuda::FLASH_HEAD_DIMS.iter().map(|d| format!("attn_flash_{d}")));
             }
             out
         }
         other => unreachable!("no kernel family {other}"),
-    }
-}
-
-impl Kernels {
-    /// The functions of `modules` (in `compile::FAMILIES` order), compiled for `arch`.
-    pub fn new(modules: Vec<Arc<CudaModule>>, f16_weights: bool, arch: (i32, i32)) -> Result<Kernels> {
-        let mut functions = HashMap::new();
-        for (module, family) in modules.iter().zip(super::compile::FAMILIES) {
-            for name in exports(family.name, f16_weights) {
-                let f = module.load_function(&name).map_err(|e| Error::Backend {
-                    backend: "cuda".into(),
-                    op: format!("loading kernel {name} of the {} kernels", family.name),
-                    reason: e.to_string(),
-                })?;
-                functions.insert(name, f);
-            }
-        }
-        let pdl = arch.0 >= 9 && std::env::var("FDPP_CUDA_PDL").map_or(true, |v| v != "0");
-        Ok(Kernels { _modules: modules, functions, pdl })
-    }
-
-    pub fn function(&self, name: &str) -> sys::CUfunction {
-        self.functions[name].cu_function()
     }
 }
