@@ -1,7 +1,8 @@
 //! Support for tests that need what a machine may lack (a GPU adapter, the cached default
 //! model): they print why they cannot run, and fail instead where the environment says
 //! they must run (`FDPP_REQUIRE_GPU=1`, `FDPP_REQUIRE_MODEL=1`, as CI sets them;
-//! `FDPP_REQUIRE_CUDA=1` where an NVIDIA GPU must be used).
+//! `FDPP_REQUIRE_CUDA=1` / `FDPP_REQUIRE_HIP=1` where an NVIDIA / AMD GPU must be used,
+//! `FDPP_REQUIRE_ROCM=1` where ROCm's compilers must be installed).
 
 /// What a test needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,8 +12,11 @@ pub enum Requirement {
     /// driver satisfies that one).
     Cuda,
     Model,
-    /// ROCm's `hipcc`, for the ahead-of-time compile check of the kernels for AMD GPUs.
-    Hipcc,
+    /// An AMD GPU the HIP backend runs on.
+    Hip,
+    /// ROCm's compilers (`hipcc`, hiprtc) for the compile checks of the kernels for AMD GPUs
+    /// (no GPU needed).
+    Rocm,
 }
 
 impl Requirement {
@@ -21,7 +25,8 @@ impl Requirement {
             Requirement::Gpu => "FDPP_REQUIRE_GPU",
             Requirement::Cuda => "FDPP_REQUIRE_CUDA",
             Requirement::Model => "FDPP_REQUIRE_MODEL",
-            Requirement::Hipcc => "FDPP_REQUIRE_HIPCC",
+            Requirement::Hip => "FDPP_REQUIRE_HIP",
+            Requirement::Rocm => "FDPP_REQUIRE_ROCM",
         }
     }
 
@@ -44,7 +49,12 @@ pub fn skip(req: Requirement, why: &str) {
 pub fn skip_unavailable(e: crate::Error) {
     match e {
         crate::Error::BackendUnavailable { ref backend, .. } => {
-            skip(if backend == "cuda" { Requirement::Cuda } else { Requirement::Gpu }, &e.to_string())
+            let req = match backend.as_str() {
+                "cuda" => Requirement::Cuda,
+                "hip" => Requirement::Hip,
+                _ => Requirement::Gpu,
+            };
+            skip(req, &e.to_string())
         }
         other => panic!("{other}"),
     }

@@ -27,7 +27,7 @@ pub struct CheckArgs {
     /// bytes are the token ids).
     #[arg(long, value_enum)]
     shape: Option<Shape>,
-    /// Backends to run, comma-separated (cpu, wgpu, cuda); the first is the reference the
+    /// Backends to run, comma-separated (cpu, wgpu, cuda, hip); the first is the reference the
     /// others are compared with.
     #[arg(long, value_delimiter = ',', default_value = "cpu,wgpu")]
     backends: Vec<String>,
@@ -68,10 +68,10 @@ pub struct CheckArgs {
 
 /// The backend a `--backends` entry names.
 fn backend(name: &str, args: &CheckArgs) -> Result<BackendOptions> {
-    let kind = [BackendKind::Cpu, BackendKind::Wgpu, BackendKind::Cuda]
+    let kind = [BackendKind::Cpu, BackendKind::Wgpu, BackendKind::Cuda, BackendKind::Hip]
         .into_iter()
         .find(|k| k.name() == name.trim())
-        .ok_or_else(|| Error::InvalidArgument(format!("--backends: unknown backend `{name}` (known: cpu, wgpu, cuda)")))?;
+        .ok_or_else(|| Error::InvalidArgument(format!("--backends: unknown backend `{name}` (known: cpu, wgpu, cuda, hip)")))?;
     // The CPU reference keeps f32 whatever the GPU backends it checks store.
     let (weights, kv) = if kind == BackendKind::Cpu { (PrecisionArg::Auto, PrecisionArg::Auto) } else { (args.weights, args.kv) };
     DeviceArgs::options(kind, args.adapter.as_deref(), weights, kv)

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fdpp_runtime::backend::{self, BackendKind, BackendOptions, CudaOptions, WeightPrecision, WgpuOptions};
+use fdpp_runtime::backend::{self, BackendKind, BackendOptions, CudaOptions, HipOptions, WeightPrecision, WgpuOptions};
 use fdpp_runtime::engine::{Engine, EngineOptions, GenerateRequest, Phase, Prompt, SamplingParams, StopReason};
 use fdpp_runtime::lower::{LoweringOptions, TableChoice};
 use fdpp_runtime::model::{ChatMessage, Model, escape, hf, hub};
@@ -70,11 +70,14 @@ enum Command {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum BackendArg {
-    /// cuda on an NVIDIA GPU it can run on, else wgpu when a hardware GPU adapter exists, else the CPU.
+    /// cuda on an NVIDIA GPU it can run on, else hip on an AMD GPU, else wgpu when a hardware GPU adapter exists, else the CPU.
     Auto,
     Cpu,
     Wgpu,
+    /// NVIDIA GPUs (compute capability 8.0 or newer): needs the driver and NVRTC.
     Cuda,
+    /// AMD GPUs: needs ROCm's HIP runtime and hiprtc (5.2 or newer).
+    Hip,
 }
 
 /// How weights (`--weights`) or the KV cache (`--kv`) are stored.
@@ -107,7 +110,7 @@ pub struct DeviceArgs {
 
 /// `--kv`, shared by every command that opens a backend.
 pub const KV_HELP: &str = "KV cache storage on GPU backends: auto = f16 where the wgpu device has SHADER_F16 (else f32), on \
-cuda the weights' type (which --kv must then match). f16 halves what decode attention reads; scores, softmax and sums stay \
+cuda and hip the weights' type (which --kv must then match). f16 halves what decode attention reads; scores, softmax and sums stay \
 f32. The cpu backend, the reference, keeps f32";
 
 impl DeviceArgs {
@@ -118,6 +121,7 @@ impl DeviceArgs {
             BackendArg::Cpu => BackendKind::Cpu,
             BackendArg::Wgpu => BackendKind::Wgpu,
             BackendArg::Cuda => BackendKind::Cuda,
+            BackendArg::Hip => BackendKind::Hip,
         };
         Self::options(kind, self.adapter.as_deref(), self.weights, self.kv)
     }
@@ -138,6 +142,7 @@ impl DeviceArgs {
                 BackendOptions::Wgpu(WgpuOptions { adapter: adapter.map(String::from), precision, kv, binding_limit: None })
             }
             BackendKind::Cuda => BackendOptions::Cuda(CudaOptions { ordinal: 0, precision, kv }),
+            BackendKind::Hip => BackendOptions::Hip(HipOptions { ordinal: 0, precision, kv }),
         })
     }
 

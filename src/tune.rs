@@ -70,6 +70,7 @@ fn rescore(path: &std::path::Path, json: Option<&std::path::Path>) -> Result<()>
         serde_json::from_str(&text).map_err(|e| Error::InvalidArgument(format!("{}: not a profile ({e})", path.display())))?;
     let caps = match old.key.backend {
         BackendKind::Cuda => BackendCaps::cuda_builtin(old.key.weights),
+        BackendKind::Hip => BackendCaps::hip_builtin(old.key.weights),
         kind => BackendCaps::builtin(kind).expect("every backend has a built-in profile"),
     };
     println!("as stored:");

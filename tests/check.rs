@@ -42,6 +42,7 @@ fn gpu_backends() -> Option<Vec<BackendOptions>> {
     let with = |b: &BackendOptions, p: WeightPrecision| match b.clone() {
         BackendOptions::Wgpu(o) => BackendOptions::Wgpu(fdpp_runtime::backend::WgpuOptions { precision: p, kv: p, ..o }),
         BackendOptions::Cuda(o) => BackendOptions::Cuda(fdpp_runtime::backend::CudaOptions { precision: p, kv: p, ..o }),
+        BackendOptions::Hip(o) => BackendOptions::Hip(fdpp_runtime::backend::HipOptions { precision: p, kv: p, ..o }),
         BackendOptions::Cpu => BackendOptions::Cpu,
     };
     Some(present.iter().flat_map(|b| [with(b, WeightPrecision::F32), with(b, WeightPrecision::Auto)]).collect())

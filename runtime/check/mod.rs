@@ -111,7 +111,7 @@ pub enum Progress {
 }
 
 /// Every backend this machine has, the CPU (the oracle) first: wgpu where an adapter
-/// exists, CUDA where its driver loads on a device it runs on.
+/// exists, CUDA where its driver loads on a device it runs on, HIP where ROCm lists an AMD GPU.
 pub fn present_backends() -> Vec<BackendOptions> {
     let mut out = vec![BackendOptions::Cpu];
     #[cfg(feature = "wgpu")]
@@ -120,6 +120,9 @@ pub fn present_backends() -> Vec<BackendOptions> {
     }
     if backend::has_cuda_device() {
         out.push(BackendOptions::Cuda(Default::default()));
+    }
+    if backend::has_hip_device() {
+        out.push(BackendOptions::Hip(Default::default()));
     }
     out
 }

@@ -15,6 +15,7 @@ pub enum BackendKind {
     Cpu,
     Wgpu,
     Cuda,
+    Hip,
 }
 
 impl BackendKind {
@@ -23,6 +24,7 @@ impl BackendKind {
             BackendKind::Cpu => "cpu",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
+            BackendKind::Hip => "hip",
         }
     }
 }
@@ -454,6 +456,7 @@ impl BackendCaps {
             BackendKind::Cpu => Some(BackendCaps::cpu()),
             BackendKind::Wgpu => Some(BackendCaps::wgpu_builtin()),
             BackendKind::Cuda => Some(BackendCaps::cuda_builtin(DType::F16)),
+            BackendKind::Hip => Some(BackendCaps::hip_builtin(DType::F16)),
         }
     }
 
@@ -548,10 +551,24 @@ impl BackendCaps {
     /// cache; f32: CUDA-core B and C, f32 KV cache) on a GPU of compute capability 8.0 or
     /// newer; the CUDA backend adds the device's name.
     pub fn cuda_builtin(weight_dtype: DType) -> BackendCaps {
-        let tensor_cores = weight_dtype == DType::F16;
+        BackendCaps::native_builtin(BackendKind::Cuda, weight_dtype, weight_dtype == DType::F16)
+    }
+
+    /// AMD GPUs run the CUDA kernel files through HIP without their tensor-core forms
+    /// (common.cuh: `FDPP_TENSOR_CORES` 0): the tiled GEMM serves B and C, attention has no
+    /// flash form. A warp is 32 lanes there too (half a CDNA wavefront).
+    pub fn hip_builtin(weight_dtype: DType) -> BackendCaps {
+        BackendCaps {
+            device: "built-in hip profile (no device queried)".into(),
+            ..BackendCaps::native_builtin(BackendKind::Hip, weight_dtype, false)
+        }
+    }
+
+    /// The kernels of vendor_kernels/cuda on `backend`, with or without their tensor-core forms.
+    fn native_builtin(backend: BackendKind, weight_dtype: DType, tensor_cores: bool) -> BackendCaps {
         let tiled = Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE };
         BackendCaps {
-            backend: BackendKind::Cuda,
+            backend,
             device: "built-in cuda profile (no device queried)".into(),
             driver: String::new(),
             kernels: String::new(),

@@ -2,6 +2,8 @@
 //! in Hugging Face orientation for the independent reference implementation.
 #![allow(dead_code)]
 
+pub mod native;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

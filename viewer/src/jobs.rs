@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
 use eframe::egui;
-use fdpp_runtime::backend::{self, BackendOptions, CudaOptions, WgpuOptions};
+use fdpp_runtime::backend::{self, BackendOptions, CudaOptions, HipOptions, WgpuOptions};
 use fdpp_runtime::engine::{Engine, EngineOptions, GenerateOutput, GenerateRequest, Prompt, SamplingParams};
 use fdpp_runtime::error::{Error, Result};
 use fdpp_runtime::lower::caps::{BackendCaps, BackendKind};
@@ -16,15 +16,17 @@ use fdpp_runtime::trace::TraceFile;
 /// The backend choice of the viewer's controls and command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendChoice {
-    /// CUDA where it works, else a hardware GPU through wgpu, else the CPU (as `fdpp`).
+    /// CUDA where it works, else HIP, else a hardware GPU through wgpu, else the CPU (as `fdpp`).
     Auto,
     Cpu,
     Wgpu,
     Cuda,
+    Hip,
 }
 
 impl BackendChoice {
-    pub const ALL: [BackendChoice; 4] = [BackendChoice::Auto, BackendChoice::Cpu, BackendChoice::Wgpu, BackendChoice::Cuda];
+    pub const ALL: [BackendChoice; 5] =
+        [BackendChoice::Auto, BackendChoice::Cpu, BackendChoice::Wgpu, BackendChoice::Cuda, BackendChoice::Hip];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -32,6 +34,7 @@ impl BackendChoice {
             BackendChoice::Cpu => "cpu",
             BackendChoice::Wgpu => "wgpu",
             BackendChoice::Cuda => "cuda",
+            BackendChoice::Hip => "hip",
         }
     }
 
@@ -41,11 +44,13 @@ impl BackendChoice {
             BackendChoice::Cpu => BackendKind::Cpu,
             BackendChoice::Wgpu => BackendKind::Wgpu,
             BackendChoice::Cuda => BackendKind::Cuda,
+            BackendChoice::Hip => BackendKind::Hip,
         };
         match kind {
             BackendKind::Cpu => BackendOptions::Cpu,
             BackendKind::Wgpu => BackendOptions::Wgpu(WgpuOptions::default()),
             BackendKind::Cuda => BackendOptions::Cuda(CudaOptions::default()),
+            BackendKind::Hip => BackendOptions::Hip(HipOptions::default()),
         }
     }
 }

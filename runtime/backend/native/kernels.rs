@@ -10,7 +10,7 @@ use crate::lower::kernel::{Epilogue, LaunchScalars, Params, Prologue, Variant};
 use crate::lower::{Launch, Template};
 
 /// Matches `struct Args` in common.cuh: device pointers, then the launch's parameters (the
-/// kernels check the layout: `compile::source` writes its offsets into their header).
+/// kernels check the layout: `sources::source` writes its size into their header).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Args {

@@ -60,3 +60,17 @@ pub fn cached_compile(
     }
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_gets_the_shared_constants() {
+        for f in FAMILIES {
+            let src = source(f, true, true);
+            assert!(src.starts_with("#define FDPP_W_F16 1\n#define FDPP_KV_F16 1\n"), "{}", f.name);
+            assert!(src.contains("struct Args"), "{}", f.name);
+        }
+    }
+}
