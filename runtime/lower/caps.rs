@@ -565,7 +565,7 @@ impl BackendCaps {
     }
 
     /// The kernels of vendor_kernels/cuda on `backend`, with or without their tensor-core forms.
-    fn native_builtin(backend: BackendKind, weight_dtype: DType, tensor_cores: bool) -> BackendCaps {
+    pub fn native_builtin(backend: BackendKind, weight_dtype: DType, tensor_cores: bool) -> BackendCaps {
         let tiled = Tile { m: cuda::TILED_TILE, n: cuda::TILED_TILE };
         BackendCaps {
             backend,

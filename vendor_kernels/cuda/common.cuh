@@ -12,10 +12,13 @@
 
 #if defined(__HIP__)
 #define FDPP_HIP 1
-#define FDPP_TENSOR_CORES 0
 #else
 #define FDPP_HIP 0
-#define FDPP_TENSOR_CORES 1
+#endif
+// The loader may leave the tensor-core kernels out on CUDA too (runtime/backend/native/
+// sources.rs), which runs on an NVIDIA GPU exactly the kernels HIP builds.
+#ifndef FDPP_TENSOR_CORES
+#define FDPP_TENSOR_CORES (!FDPP_HIP)
 #endif
 
 typedef unsigned int u32;

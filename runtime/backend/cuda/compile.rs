@@ -52,18 +52,18 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    /// Every family compiled for `arch` (or taken from the cache) and loaded into `ctx`. CUDA
-    /// builds the tensor-core kernels wherever the weights are f16.
-    pub fn load(ctx: &Arc<CudaContext>, f16: bool, arch: (i32, i32), driver: i32) -> Result<Kernels> {
+    /// Every family compiled for `arch` (or taken from the cache) and loaded into `ctx`, with
+    /// the tensor-core kernels where `tensor_cores` (f16 weights only).
+    pub fn load(ctx: &Arc<CudaContext>, f16: bool, tensor_cores: bool, arch: (i32, i32), driver: i32) -> Result<Kernels> {
         let dir = cache_dir();
         let mut modules = vec![];
         let mut functions = HashMap::new();
         for family in FAMILIES {
-            let text = ptx(family.name, &source(family, f16, f16), arch, driver, dir.as_deref())?;
+            let text = ptx(family.name, &source(family, f16, f16, tensor_cores), arch, driver, dir.as_deref())?;
             let loading =
                 |what: String, e: cudarc::driver::DriverError| Error::Backend { backend: "cuda".into(), op: what, reason: e.to_string() };
             let module = ctx.load_module(Ptx::from_src(text)).map_err(|e| loading(format!("loading the {} kernels", family.name), e))?;
-            for name in exports(family.name, f16) {
+            for name in exports(family.name, tensor_cores) {
                 let f =
                     module.load_function(&name).map_err(|e| loading(format!("loading kernel {name} of the {} kernels", family.name), e))?;
                 functions.insert(name, f);
@@ -84,7 +84,8 @@ mod tests {
     use super::*;
 
     /// NVRTC needs no GPU: wherever libnvrtc loads, every family must compile for every
-    /// storage type (on an sm_80 and an sm_90 target).
+    /// storage type (on an sm_80 and an sm_90 target), f16 also without the tensor-core
+    /// kernels (the set HIP builds).
     #[test]
     fn every_family_compiles() {
         // SAFETY: only opens and drops the shared library.
@@ -93,11 +94,14 @@ mod tests {
             return;
         }
         for f in FAMILIES {
-            for (f16_weights, f16_kv) in [(true, true), (false, false)] {
+            for (f16, tensor_cores) in [(true, true), (true, false), (false, false)] {
                 for arch in [(8, 0), (9, 0)] {
-                    let text = ptx(f.name, &source(f, f16_weights, f16_kv), arch, 0, None).unwrap_or_else(|e| panic!("{e}"));
-                    for name in exports(f.name, f16_weights) {
+                    let text = ptx(f.name, &source(f, f16, f16, tensor_cores), arch, 0, None).unwrap_or_else(|e| panic!("{e}"));
+                    for name in exports(f.name, tensor_cores) {
                         assert!(text.contains(&format!(".entry {name}(")), "{}: no kernel {name} in the PTX", f.name);
+                    }
+                    if !tensor_cores {
+                        assert!(!text.contains("mma.sync"), "{}: a tensor-core kernel in the SIMT build", f.name);
                     }
                 }
             }

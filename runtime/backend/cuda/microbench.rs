@@ -30,6 +30,8 @@ struct Bench {
     kernels: Kernels,
     caps: BackendCaps,
     f16: bool,
+    /// The tensor-core kernels are built (`CudaDevice::tensor_cores`).
+    tensor_cores: bool,
     /// C runs through cuBLAS where the executor would run it so (FDPP_CUBLAS=0: the own kernel).
     blas: Option<super::blas::Blas>,
 }
@@ -44,10 +46,10 @@ impl Bench {
     fn open(opts: &CudaOptions) -> Result<Bench> {
         let dev = CudaDevice::open(opts)?;
         let f16 = dev.caps.weight_dtype == DType::F16;
-        let kernels = Kernels::load(&dev.ctx, f16, dev.arch, dev.driver)?;
-        let use_blas = f16 && super::blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
+        let kernels = Kernels::load(&dev.ctx, f16, dev.tensor_cores, dev.arch, dev.driver)?;
+        let use_blas = dev.tensor_cores && super::blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
         let blas = if use_blas { Some(super::blas::Blas::new(&dev.stream, MAX_M * 4096)?) } else { None };
-        Ok(Bench { stream: dev.stream.clone(), kernels, caps: dev.caps.clone(), f16, blas })
+        Ok(Bench { stream: dev.stream.clone(), kernels, caps: dev.caps.clone(), f16, tensor_cores: dev.tensor_cores, blas })
     }
 
     fn alloc<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, n: usize, what: &str) -> Result<CudaSlice<T>> {
@@ -202,8 +204,8 @@ impl Bench {
                 })
                 .collect();
             let split_v = Variant::SplitKvAttention { chunks, chunk_keys, unified };
-            let split_grids = grids(&Launch { template: 0, variant: split_v, rows: 1 }, &t, 1, self.f16, 0)?;
-            let online_grids = grids(&Launch { template: 0, variant: Variant::OnlineAttention, rows: 1 }, &t, 1, self.f16, 0)?;
+            let split_grids = grids(&Launch { template: 0, variant: split_v, rows: 1 }, &t, 1, self.tensor_cores, 0)?;
+            let online_grids = grids(&Launch { template: 0, variant: Variant::OnlineAttention, rows: 1 }, &t, 1, self.tensor_cores, 0)?;
             let reps = effort.dispatches(copies);
             // SAFETY: each cache holds ctx positions of one sequence; the partials one row of
             // `max_chunks` chunks per head; flags 1 + heads words.
@@ -305,7 +307,7 @@ impl LinearBench for CudaLinear {
         let step = s.clone_htod(&step_words(m, m, MAX_M, None)).map_err(|e| driver_error("copying", e))?;
         let mut runs = vec![];
         for (t, variant) in launches {
-            let g = grids(&Launch { template: 0, variant: *variant, rows: m }, t, m, b.f16, 0)?;
+            let g = grids(&Launch { template: 0, variant: *variant, rows: m }, t, m, b.tensor_cores, 0)?;
             let args: Vec<Args> = shape
                 .weights
                 .iter()

@@ -17,7 +17,7 @@ use cudarc::driver::{CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream, D
 
 use super::native::kernels::{Args, Grid};
 use super::native::{self, Gpu};
-use super::{BackendCaps, Capacity, CudaOptions, Device, Executor};
+use super::{BackendCaps, BackendKind, Capacity, CudaOptions, Device, Executor};
 use crate::error::{Error, Result};
 use crate::lower::caps::cuda;
 use crate::lower::{Lowering, Template};
@@ -79,6 +79,9 @@ pub struct CudaDevice {
     caps: BackendCaps,
     arch: (i32, i32),
     driver: i32,
+    /// The tensor-core kernels are built (f16 weights; `FDPP_CUDA_TENSOR_CORES=0` leaves them
+    /// out, running the kernel set of the HIP backend on an NVIDIA GPU).
+    tensor_cores: bool,
 }
 
 impl CudaDevice {
@@ -107,11 +110,14 @@ impl CudaDevice {
         // SAFETY: writes one int through a valid pointer.
         unsafe { sys::cuDriverGetVersion(&mut driver) }.result().map_err(|e| driver_error("querying the driver version", e))?;
         let stream = ctx.new_stream().map_err(|e| driver_error("creating a stream", e))?;
+        let f16 = dtype == DType::F16;
+        let tensor_cores = f16 && std::env::var("FDPP_CUDA_TENSOR_CORES").map_or(true, |v| v != "0");
+        let simt = if f16 && !tensor_cores { ", no tensor cores" } else { "" };
         let mut caps = BackendCaps {
-            device: format!("{name} (sm_{}{}, driver {}.{})", arch.0, arch.1, driver / 1000, driver % 1000 / 10),
+            device: format!("{name} (sm_{}{}, driver {}.{}{simt})", arch.0, arch.1, driver / 1000, driver % 1000 / 10),
             driver: format!("CUDA {}.{}", driver / 1000, driver % 1000 / 10),
-            kernels: native::sources::sources_hash(dtype == DType::F16),
-            ..BackendCaps::cuda_builtin(dtype)
+            kernels: native::sources::sources_hash(f16, tensor_cores),
+            ..BackendCaps::native_builtin(BackendKind::Cuda, dtype, tensor_cores)
         };
         let sms = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -130,7 +136,7 @@ impl CudaDevice {
         if std::env::var("FDPP_CUDA_FLAT_FUSIONS").is_ok_and(|v| v == "0") {
             caps.fusions.flat_gemm_fusions = false;
         }
-        Ok(CudaDevice { ctx, stream, caps, arch, driver })
+        Ok(CudaDevice { ctx, stream, caps, arch, driver, tensor_cores })
     }
 }
 
@@ -187,13 +193,13 @@ impl Device for CudaDevice {
         capacity: Capacity,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Box<dyn Executor>> {
-        let CudaDevice { ctx, stream, caps, arch, driver } = *self;
+        let CudaDevice { ctx, stream, caps, arch, driver, tensor_cores } = *self;
         let f16 = caps.weight_dtype == DType::F16;
-        let kernels = Kernels::load(&ctx, f16, arch, driver)?;
-        let use_blas = f16 && blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
+        let kernels = Kernels::load(&ctx, f16, tensor_cores, arch, driver)?;
+        // cuBLAS's f16 conversion and epilogue kernels are built with the tensor-core ones.
+        let use_blas = tensor_cores && blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
         let gpu = CudaGpu { ctx, stream, kernels, use_blas, blas: None };
-        // CUDA's kernels have their tensor-core forms wherever the weights are f16.
-        native::executor::load(gpu, &caps, f16, lowering, weights, capacity, progress)
+        native::executor::load(gpu, &caps, tensor_cores, lowering, weights, capacity, progress)
     }
 }
 

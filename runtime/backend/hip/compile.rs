@@ -132,7 +132,7 @@ impl Kernels {
         let dir = cache_dir();
         let mut kernels = Kernels { rt, modules: vec![], functions: HashMap::new() };
         for family in FAMILIES {
-            let code = cached_code_object(rtc, family.name, &source(family, f16, f16), arch, runtime_version, dir.as_deref())?;
+            let code = cached_code_object(rtc, family.name, &source(family, f16, f16, false), arch, runtime_version, dir.as_deref())?;
             let mut module = std::ptr::null_mut();
             // SAFETY: a code object hiprtc produced for this device's target; the runtime
             // copies it while loading.

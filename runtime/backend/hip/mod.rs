@@ -129,7 +129,7 @@ impl HipDevice {
         let mut caps = BackendCaps {
             device: format!("{} ({arch}, wavefront {}, HIP {})", p.name, p.warp_size, version(runtime_version)),
             driver: format!("HIP {}", version(runtime_version)),
-            kernels: native::sources::sources_hash(dtype == DType::F16),
+            kernels: native::sources::sources_hash(dtype == DType::F16, false),
             ..BackendCaps::hip_builtin(dtype)
         };
         if let Some(limits) = &mut caps.attention.split_kv {

@@ -26,7 +26,7 @@ fn every_family_compiles_with_hipcc() {
     for f in FAMILIES {
         for f16 in [true, false] {
             let src = dir.join(format!("{}-{f16}.hip", f.name));
-            std::fs::write(&src, source(f, f16, f16)).unwrap();
+            std::fs::write(&src, source(f, f16, f16, false)).unwrap();
             for (arch, libs) in [("gfx90a", None), ("gfx1100", Some("-nogpulib"))] {
                 let asm = dir.join(format!("{}-{f16}-{arch}.s", f.name));
                 let out = Command::new("hipcc")
@@ -65,7 +65,7 @@ fn every_family_compiles_with_hiprtc() {
         for f16 in [true, false] {
             for f in FAMILIES {
                 let what = format!("{} (f16 {f16}) for {arch}", f.name);
-                let code = compile::code_object(rtc, f.name, &source(f, f16, f16), arch).unwrap_or_else(|e| panic!("{what}: {e}"));
+                let code = compile::code_object(rtc, f.name, &source(f, f16, f16, false), arch).unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert!(code.starts_with(b"\x7fELF") || code.starts_with(b"__CLANG_OFFLOAD_BUNDLE__"), "{what}: not a code object");
                 for name in exports(f.name, false) {
                     let symbol = format!("{name}\0");

@@ -69,7 +69,6 @@ pub(crate) fn argmax_offset(max_out: usize, heads: usize, layers: usize) -> usiz
 }
 
 pub struct NativeExecutor<G: Gpu> {
-    gpu: G,
     lowering: Arc<Lowering>,
     capacity: Capacity,
     /// The kernels were built with their tensor-core forms (`kernels::grids`).
@@ -102,6 +101,9 @@ pub struct NativeExecutor<G: Gpu> {
     /// Launches of the step being recorded to read back (`run_tapped`), and what they wrote.
     taps: Option<Vec<Tap>>,
     tapped: Tapped,
+    /// Last, so that it is dropped last: graphs, events and memory go before the stream and
+    /// the kernels' modules they were made with.
+    gpu: G,
 }
 
 /// Uploads the weights of `lowering` to `gpu`, allocates the KV caches and read-back memory

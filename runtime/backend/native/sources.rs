@@ -20,16 +20,19 @@ pub const FAMILIES: &[Family] = &[
 ];
 
 /// The full source of one family: the shared constants, the size of the argument struct as
-/// Rust lays it out (common.cuh checks its own against it), common.cuh, the family.
-pub fn source(family: &Family, f16_weights: bool, f16_kv: bool) -> String {
+/// Rust lays it out (common.cuh checks its own against it), common.cuh, the family. Without
+/// `tensor_cores` the tensor-core kernels are left out (HIP always; CUDA on request), the
+/// SIMT ones serving (`kernels::exports`).
+pub fn source(family: &Family, f16_weights: bool, f16_kv: bool, tensor_cores: bool) -> String {
     let abi = format!("#define ARGS_BYTES {}\n", std::mem::size_of::<Args>());
-    format!("{}{abi}\n{COMMON}\n{}", cuda::header(f16_weights, f16_kv), family.source)
+    let simt = if tensor_cores { "" } else { "#define FDPP_TENSOR_CORES 0\n" };
+    format!("{}{abi}{simt}\n{COMMON}\n{}", cuda::header(f16_weights, f16_kv), family.source)
 }
 
 /// SHA-256 of every family's full source for this storage type (the KV cache follows the
-/// weights).
-pub fn sources_hash(f16: bool) -> String {
-    crate::cache::sha256_hex(&FAMILIES.iter().map(|f| source(f, f16, f16)).collect::<String>())
+/// weights) and kernel set.
+pub fn sources_hash(f16: bool, tensor_cores: bool) -> String {
+    crate::cache::sha256_hex(&FAMILIES.iter().map(|f| source(f, f16, f16, tensor_cores)).collect::<String>())
 }
 
 /// Compiled code of one family for one target, from the cache folder `dir` when it holds a
@@ -68,7 +71,7 @@ mod tests {
     #[test]
     fn every_family_gets_the_shared_constants() {
         for f in FAMILIES {
-            let src = source(f, true, true);
+            let src = source(f, true, true, true);
             assert!(src.starts_with("#define FDPP_W_F16 1\n#define FDPP_KV_F16 1\n"), "{}", f.name);
             assert!(src.contains("struct Args"), "{}", f.name);
         }
