@@ -174,6 +174,15 @@ impl DataflowTable {
         DataflowTable { source: TableSource::Default { backend: "cuda".into() }, fallback: Inflections { m1: 2, m2: 64 }, shapes: vec![] }
     }
 
+    /// The native kernels without their tensor-core forms (HIP; CUDA with f32 weights or
+    /// FDPP_CUDA_TENSOR_CORES=0): B and C are the same tiled GEMM, which on an H200 ran a
+    /// SmolLM2 batch-8 step in 9.6 ms against the tensor-core backend's 0.76 ms, so the GEMV
+    /// takes every M it holds (8) and the tiled GEMM the rest.
+    pub fn simt_default(backend: &str) -> Self {
+        let m = crate::lower::caps::cuda::GEMV_MAX_M + 1;
+        DataflowTable { source: TableSource::Default { backend: backend.into() }, fallback: Inflections { m1: m, m2: m }, shapes: vec![] }
+    }
+
     /// The inflection points of [N, K], and whether the table lists the shape (else they are
     /// the fallback).
     pub fn inflections(&self, n: usize, k: usize) -> (Inflections, bool) {

@@ -617,7 +617,7 @@ impl BackendCaps {
             },
             device_argmax: true,
             device_top_k: None,
-            table: DataflowTable::cuda_default(),
+            table: if tensor_cores { DataflowTable::cuda_default() } else { DataflowTable::simt_default(backend.name()) },
         }
     }
 }

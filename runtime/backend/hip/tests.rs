@@ -115,3 +115,36 @@ fn a_kv_cache_type_unlike_the_weights_is_refused() {
     let err = HipDevice::open(&opts).err().expect("refused");
     assert!(matches!(err, crate::Error::NotSupported { .. }), "{err}");
 }
+
+/// Every launch the lowering makes for the HIP profile (decode and prefill, small and large
+/// M, short and long contexts, f16 and f32) maps to kernels the HIP build has (no tensor-core
+/// kernel), and the GEMV takes every M it holds.
+#[test]
+fn the_hip_lowering_asks_only_for_kernels_the_hip_build_has() {
+    use crate::backend::BackendCaps;
+    use crate::lower::kernel::Variant;
+    use crate::lower::{Lowering, LoweringOptions};
+    use crate::tensor::DType;
+    use crate::trace::StepShape;
+    let have: Vec<String> = FAMILIES.iter().flat_map(|f| exports(f.name, false)).collect();
+    for dtype in [DType::F16, DType::F32] {
+        let caps = BackendCaps::hip_builtin(dtype);
+        let l = Lowering::new(crate::graph::llama::build(&crate::lower::tests::config()), caps, &LoweringOptions::default()).unwrap();
+        for (m, out, sequences, max_keys) in
+            [(1, 1, 1, 20), (1, 1, 1, 3000), (8, 8, 8, 700), (9, 9, 9, 100), (64, 1, 1, 64), (300, 1, 1, 900)]
+        {
+            let step = l.lower(&StepShape { m, out, sequences, max_keys });
+            for launch in &step.launches {
+                if let Variant::Gemv { .. } | Variant::FlatGemm { .. } | Variant::Gemm { .. } = launch.variant {
+                    assert_eq!(matches!(launch.variant, Variant::Gemv { .. }), launch.rows <= 8, "{dtype} m {m}: {}", launch.variant);
+                }
+                let chunks = step.split_kv.map_or(0, |(c, _)| c.next_power_of_two());
+                let grids = crate::backend::native::kernels::grids(launch, &l.templates[launch.template], m, false, chunks)
+                    .unwrap_or_else(|e| panic!("{dtype} m {m}: {}: {e}", launch.variant));
+                for g in grids {
+                    assert!(have.contains(&g.kernel), "{dtype} m {m}: {} runs {}, which HIP does not build", launch.variant, g.kernel);
+                }
+            }
+        }
+    }
+}
