@@ -25,8 +25,8 @@ pub const CAPTURE_THREAD_LOCAL: c_int = 1;
 /// `hipStreamNonBlocking`.
 pub const STREAM_NON_BLOCKING: c_uint = 1;
 
-/// Offsets in `hipDeviceProp_t` as the unversioned `hipGetDeviceProperties` symbol fills it
-/// (the layout of ROCm 5, kept for that symbol by ROCm 6 as `hipDeviceProp_tR0000`).
+/// Offsets in `hipDeviceProp_t` as `hipGetDevicePropertiesR0000` (ROCm 6) or the unversioned
+/// `hipGetDeviceProperties` (ROCm 5) fill it: ROCm 5's layout, `hipDeviceProp_tR0000` in ROCm 6.
 pub mod props {
     pub const NAME: usize = 0;
     pub const WARP_SIZE: usize = 276;
@@ -37,8 +37,24 @@ pub mod props {
     pub const BYTES: usize = 4096;
 }
 
+/// The first of `names` that `lib` exports, as a function of type `T`.
+///
+/// # Safety
+/// Each of `names` must be a function of type `T` in `lib`.
+unsafe fn first_symbol<T: Copy>(lib: &Library, names: &[&str], file: &str) -> Result<T, String> {
+    for name in names {
+        // SAFETY: the caller vouches for the type.
+        if let Ok(f) = unsafe { lib.get::<T>(name.as_bytes()) } {
+            return Ok(*f);
+        }
+    }
+    Err(format!("{file} has no {} (ROCm 5.2 or newer is needed)", names.join(" or ")))
+}
+
+/// A table of functions, each loaded by its own name or (tried first) by the alternatives
+/// written after it (`name | "alternative"`): newer ROCm versions rename a few.
 macro_rules! api {
-    ($table:ident { $($name:ident: fn($($arg:ty),*) -> $ret:ty;)* }) => {
+    ($table:ident { $($name:ident $(| $alt:literal)*: fn($($arg:ty),*) -> $ret:ty;)* }) => {
         #[allow(non_snake_case)]
         pub struct $table {
             _lib: Library,
@@ -51,8 +67,7 @@ macro_rules! api {
             unsafe fn from(lib: Library, file: &str) -> Result<$table, String> {
                 Ok($table {
                     // SAFETY: the caller vouches that each symbol has the declared signature.
-                    $($name: *unsafe { lib.get::<unsafe extern "C" fn($($arg),*) -> $ret>(stringify!($name).as_bytes()) }
-                        .map_err(|e| format!("{file} has no {}: {e} (ROCm 5.2 or newer is needed)", stringify!($name)))?,)*
+                    $($name: unsafe { first_symbol::<unsafe extern "C" fn($($arg),*) -> $ret>(&lib, &[$($alt,)* stringify!($name)], file) }?,)*
                     _lib: lib,
                 })
             }
@@ -65,7 +80,9 @@ api!(Runtime {
     hipGetErrorString: fn(HipError) -> *const c_char;
     hipGetDeviceCount: fn(*mut c_int) -> HipError;
     hipSetDevice: fn(c_int) -> HipError;
-    hipGetDeviceProperties: fn(*mut c_void, c_int) -> HipError;
+    // ROCm 6 keeps ROCm 5's layout under this name (and under the unversioned one, which
+    // ROCm 5 has alone); `props` reads that layout.
+    hipGetDeviceProperties | "hipGetDevicePropertiesR0000": fn(*mut c_void, c_int) -> HipError;
     hipRuntimeGetVersion: fn(*mut c_int) -> HipError;
     hipMemGetInfo: fn(*mut usize, *mut usize) -> HipError;
     hipMalloc: fn(*mut DevicePtr, usize) -> HipError;
