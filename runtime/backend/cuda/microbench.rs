@@ -30,7 +30,7 @@ struct Bench {
     kernels: Kernels,
     caps: BackendCaps,
     f16: bool,
-    /// The tensor-core kernels are built (`CudaDevice::tensor_cores`).
+    /// The tensor-core kernels are built (`BackendCaps::cooperative_matrix`).
     tensor_cores: bool,
     /// C runs through cuBLAS where the executor would run it so (FDPP_CUBLAS=0: the own kernel).
     blas: Option<super::blas::Blas>,
@@ -46,10 +46,10 @@ impl Bench {
     fn open(opts: &CudaOptions) -> Result<Bench> {
         let dev = CudaDevice::open(opts)?;
         let f16 = dev.caps.weight_dtype == DType::F16;
-        let kernels = Kernels::load(&dev.ctx, f16, dev.tensor_cores, dev.arch, dev.driver)?;
-        let use_blas = dev.tensor_cores && super::blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
+        let kernels = Kernels::load(&dev.ctx, f16, dev.caps.cooperative_matrix, dev.arch, dev.driver)?;
+        let use_blas = dev.caps.cooperative_matrix && super::blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
         let blas = if use_blas { Some(super::blas::Blas::new(&dev.stream, MAX_M * 4096)?) } else { None };
-        Ok(Bench { stream: dev.stream.clone(), kernels, caps: dev.caps.clone(), f16, tensor_cores: dev.tensor_cores, blas })
+        Ok(Bench { stream: dev.stream.clone(), kernels, caps: dev.caps.clone(), f16, tensor_cores: dev.caps.cooperative_matrix, blas })
     }
 
     fn alloc<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, n: usize, what: &str) -> Result<CudaSlice<T>> {

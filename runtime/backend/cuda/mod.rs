@@ -79,9 +79,6 @@ pub struct CudaDevice {
     caps: BackendCaps,
     arch: (i32, i32),
     driver: i32,
-    /// The tensor-core kernels are built (f16 weights; `FDPP_CUDA_TENSOR_CORES=0` leaves them
-    /// out, running the kernel set of the HIP backend on an NVIDIA GPU).
-    tensor_cores: bool,
 }
 
 impl CudaDevice {
@@ -111,6 +108,8 @@ impl CudaDevice {
         unsafe { sys::cuDriverGetVersion(&mut driver) }.result().map_err(|e| driver_error("querying the driver version", e))?;
         let stream = ctx.new_stream().map_err(|e| driver_error("creating a stream", e))?;
         let f16 = dtype == DType::F16;
+        // `FDPP_CUDA_TENSOR_CORES=0` leaves the tensor-core kernels out: the kernel set of the
+        // HIP backend on an NVIDIA GPU (`caps.cooperative_matrix` then says so).
         let tensor_cores = f16 && std::env::var("FDPP_CUDA_TENSOR_CORES").map_or(true, |v| v != "0");
         let simt = if f16 && !tensor_cores { ", no tensor cores" } else { "" };
         let mut caps = BackendCaps {
@@ -136,7 +135,7 @@ impl CudaDevice {
         if std::env::var("FDPP_CUDA_FLAT_FUSIONS").is_ok_and(|v| v == "0") {
             caps.fusions.flat_gemm_fusions = false;
         }
-        Ok(CudaDevice { ctx, stream, caps, arch, driver, tensor_cores })
+        Ok(CudaDevice { ctx, stream, caps, arch, driver })
     }
 }
 
@@ -193,13 +192,13 @@ impl Device for CudaDevice {
         capacity: Capacity,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Box<dyn Executor>> {
-        let CudaDevice { ctx, stream, caps, arch, driver, tensor_cores } = *self;
-        let f16 = caps.weight_dtype == DType::F16;
+        let CudaDevice { ctx, stream, caps, arch, driver } = *self;
+        let (f16, tensor_cores) = (caps.weight_dtype == DType::F16, caps.cooperative_matrix);
         let kernels = Kernels::load(&ctx, f16, tensor_cores, arch, driver)?;
         // cuBLAS's f16 conversion and epilogue kernels are built with the tensor-core ones.
         let use_blas = tensor_cores && blas::present() && std::env::var("FDPP_CUBLAS").map_or(true, |v| v != "0");
         let gpu = CudaGpu { ctx, stream, kernels, use_blas, blas: None };
-        native::executor::load(gpu, &caps, tensor_cores, lowering, weights, capacity, progress)
+        native::executor::load(gpu, &caps, lowering, weights, capacity, progress)
     }
 }
 

@@ -30,8 +30,8 @@ impl Rig {
             .map_err(crate::testing::skip_unavailable)
             .ok()?;
         let f16 = dev.caps.weight_dtype == DType::F16;
-        let kernels = Kernels::load(&dev.ctx, f16, dev.tensor_cores, dev.arch, dev.driver).unwrap();
-        Some(Rig { stream: dev.stream, kernels, f16, tensor_cores: dev.tensor_cores, caps: dev.caps })
+        let kernels = Kernels::load(&dev.ctx, f16, dev.caps.cooperative_matrix, dev.arch, dev.driver).unwrap();
+        Some(Rig { stream: dev.stream, kernels, f16, tensor_cores: dev.caps.cooperative_matrix, caps: dev.caps })
     }
 
     fn f32s(&self, v: &[f32]) -> CudaSlice<f32> {

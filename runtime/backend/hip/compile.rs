@@ -45,17 +45,6 @@ impl Program<'_> {
     }
 }
 
-fn rtc_error(rtc: &sys::Rtc, code: i32) -> String {
-    // SAFETY: hiprtcGetErrorString returns a static C string for any code (or null).
-    let s = unsafe { (rtc.hiprtcGetErrorString)(code) };
-    if s.is_null() {
-        format!("hiprtc error {code}")
-    } else {
-        // SAFETY: non-null: a static C string owned by the library.
-        unsafe { std::ffi::CStr::from_ptr(s) }.to_string_lossy().into_owned()
-    }
-}
-
 /// A code object of `src` for `arch` (a target ID such as `gfx90a` or `gfx90a:xnack-`),
 /// compiled by hiprtc. No GPU is needed.
 pub fn code_object(rtc: &sys::Rtc, family: &str, src: &str, arch: &str) -> Result<Vec<u8>> {
@@ -65,7 +54,7 @@ pub fn code_object(rtc: &sys::Rtc, family: &str, src: &str, arch: &str) -> Resul
     // SAFETY: NUL-terminated source and name, no headers.
     let e = unsafe { (rtc.hiprtcCreateProgram)(&mut raw, text.as_ptr(), name.as_ptr(), 0, std::ptr::null(), std::ptr::null()) };
     if e != 0 {
-        return Err(compile_error(family, rtc_error(rtc, e)));
+        return Err(compile_error(family, sys::rtc_error_string(rtc, e)));
     }
     let program = Program { rtc, raw };
     let options = [c(&format!("--offload-arch={arch}"))?, c("-O3")?, c("-std=c++17")?];
@@ -73,19 +62,19 @@ pub fn code_object(rtc: &sys::Rtc, family: &str, src: &str, arch: &str) -> Resul
     // SAFETY: a live program and `pointers.len()` NUL-terminated options.
     let e = unsafe { (rtc.hiprtcCompileProgram)(program.raw, pointers.len() as i32, pointers.as_ptr()) };
     if e != 0 {
-        return Err(compile_error(family, format!("{}: {}", rtc_error(rtc, e), program.log())));
+        return Err(compile_error(family, format!("{}: {}", sys::rtc_error_string(rtc, e), program.log())));
     }
     let mut len = 0usize;
     // SAFETY: a compiled program; writes one size.
     let e = unsafe { (rtc.hiprtcGetCodeSize)(program.raw, &mut len) };
     if e != 0 || len == 0 {
-        return Err(compile_error(family, format!("no code object ({})", rtc_error(rtc, e))));
+        return Err(compile_error(family, format!("no code object ({})", sys::rtc_error_string(rtc, e))));
     }
     let mut code = vec![0u8; len];
     // SAFETY: `code` holds the `len` bytes the program said its code takes.
     let e = unsafe { (rtc.hiprtcGetCode)(program.raw, code.as_mut_ptr().cast::<c_char>()) };
     if e != 0 {
-        return Err(compile_error(family, rtc_error(rtc, e)));
+        return Err(compile_error(family, sys::rtc_error_string(rtc, e)));
     }
     Ok(code)
 }

@@ -164,8 +164,8 @@ impl Device for HipDevice {
         // SAFETY: writes one stream handle through a valid pointer.
         check(rt, "creating a stream", unsafe { (rt.hipStreamCreateWithFlags)(&mut stream, sys::STREAM_NON_BLOCKING) })?;
         let gpu = HipGpu { rt, stream, kernels };
-        // No tensor-core kernels on AMD (common.cuh: FDPP_TENSOR_CORES 0).
-        native::executor::load(gpu, &self.caps, false, lowering, weights, capacity, progress)
+        // No tensor-core kernels on AMD (common.cuh: FDPP_TENSOR_CORES 0; the caps say so).
+        native::executor::load(gpu, &self.caps, lowering, weights, capacity, progress)
     }
 }
 
@@ -265,6 +265,23 @@ impl HipGpu {
         check(self.rt, op, e)
     }
 
+    /// `Ok` where an allocation of `bytes` for `what` succeeded; running out of memory is
+    /// `Error::OutOfMemory`.
+    fn allocated(&self, e: sys::HipError, what: &str, bytes: usize) -> Result<()> {
+        if e == sys::ERROR_OUT_OF_MEMORY {
+            return Err(Error::OutOfMemory { backend: "hip".into(), what: what.into(), bytes: bytes as u64 });
+        }
+        self.check(&format!("allocating {what}"), e)
+    }
+
+    /// `bytes` of device memory, not yet written (`alloc` zeroes them, `upload` fills them).
+    fn malloc(&self, bytes: usize, what: &str) -> Result<HipBuffer> {
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: writes one pointer through a valid pointer.
+        self.allocated(unsafe { (self.rt.hipMalloc)(&mut ptr, bytes.max(1)) }, what, bytes)?;
+        Ok(HipBuffer { rt: self.rt, ptr, bytes })
+    }
+
     fn range(b: &HipBuffer, offset: usize, bytes: usize) -> Result<sys::DevicePtr> {
         if offset.checked_add(bytes).is_none_or(|end| end > b.bytes) {
             return Err(Error::InvalidArgument(format!("{bytes} bytes from {offset} of a {}-byte device buffer", b.bytes)));
@@ -291,21 +308,13 @@ impl Gpu for HipGpu {
     }
 
     fn alloc(&self, bytes: usize, what: &str) -> Result<HipBuffer> {
-        let mut ptr = std::ptr::null_mut();
-        // SAFETY: writes one pointer through a valid pointer.
-        let e = unsafe { (self.rt.hipMalloc)(&mut ptr, bytes.max(1)) };
-        if e == sys::ERROR_OUT_OF_MEMORY {
-            return Err(Error::OutOfMemory { backend: "hip".into(), what: what.into(), bytes: bytes as u64 });
-        }
-        self.check(&format!("allocating {what}"), e)?;
-        let b = HipBuffer { rt: self.rt, ptr, bytes };
-        // SAFETY: `bytes` of the allocation just made.
-        self.check("clearing device memory", unsafe { (self.rt.hipMemsetAsync)(ptr, 0, bytes, self.stream) })?;
+        let mut b = self.malloc(bytes, what)?;
+        self.zero(&mut b)?;
         Ok(b)
     }
 
     fn upload(&self, data: &[u8], what: &str) -> Result<HipBuffer> {
-        let mut b = self.alloc(data.len(), what)?;
+        let mut b = self.malloc(data.len(), what)?;
         self.write(&mut b, 0, data)?;
         Ok(b)
     }
@@ -360,11 +369,7 @@ impl Gpu for HipGpu {
     fn pinned(&self, bytes: usize, what: &str) -> Result<HipPinned> {
         let mut ptr = std::ptr::null_mut();
         // SAFETY: writes one pointer through a valid pointer; flags 0: hipHostMallocDefault.
-        let e = unsafe { (self.rt.hipHostMalloc)(&mut ptr, bytes.max(1), 0) };
-        if e == sys::ERROR_OUT_OF_MEMORY {
-            return Err(Error::OutOfMemory { backend: "hip".into(), what: what.into(), bytes: bytes as u64 });
-        }
-        self.check(&format!("allocating {what}"), e)?;
+        self.allocated(unsafe { (self.rt.hipHostMalloc)(&mut ptr, bytes.max(1), 0) }, what, bytes)?;
         let p = HipPinned { rt: self.rt, ptr: ptr.cast(), bytes };
         // SAFETY: `bytes` bytes of host memory just allocated, not yet shared: zeroed so that
         // every byte `pinned_bytes` hands out is initialised.

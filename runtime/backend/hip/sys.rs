@@ -177,15 +177,28 @@ pub fn rtc() -> Result<&'static Rtc, String> {
     RTC.get_or_init(|| open(RTC_FILES, &rocm_dirs(), "HIP's run-time compiler hiprtc", Rtc::from)).as_ref().map_err(Clone::clone)
 }
 
+/// The text of a static C string a library returned, if it is not null.
+///
+/// # Safety
+/// `s` must be null or a NUL-terminated string that outlives the call.
+unsafe fn library_text(s: *const c_char) -> Option<String> {
+    // SAFETY: as the caller vouches.
+    (!s.is_null()).then(|| unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned())
+}
+
 /// A HIP error code as the runtime words it.
 pub fn error_string(rt: &Runtime, e: HipError) -> String {
     // SAFETY: hipGetErrorString returns a static NUL-terminated string for any code (or null).
-    let s = unsafe { (rt.hipGetErrorString)(e) };
-    if s.is_null() {
-        return format!("HIP error {e}");
+    match unsafe { library_text((rt.hipGetErrorString)(e)) } {
+        Some(text) => format!("{text} ({e})"),
+        None => format!("HIP error {e}"),
     }
-    // SAFETY: non-null: a static C string owned by the runtime.
-    format!("{} ({e})", unsafe { CStr::from_ptr(s) }.to_string_lossy())
+}
+
+/// A hiprtc result code as hiprtc words it.
+pub fn rtc_error_string(rtc: &Rtc, code: c_int) -> String {
+    // SAFETY: hiprtcGetErrorString returns a static NUL-terminated string for any code (or null).
+    unsafe { library_text((rtc.hiprtcGetErrorString)(code)) }.unwrap_or_else(|| format!("hiprtc error {code}"))
 }
 
 #[cfg(test)]

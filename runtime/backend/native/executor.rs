@@ -108,11 +108,10 @@ pub struct NativeExecutor<G: Gpu> {
 
 /// Uploads the weights of `lowering` to `gpu`, allocates the KV caches and read-back memory
 /// for `capacity`, and returns the executor. `caps` are the device's (the lowering must have
-/// been made for them); `tensor_cores` says which kernels `gpu` loaded.
+/// been made for them; `caps.cooperative_matrix`: `gpu` loaded the tensor-core kernels).
 pub fn load<G: Gpu>(
     gpu: G,
     caps: &BackendCaps,
-    tensor_cores: bool,
     lowering: Arc<Lowering>,
     weights: &dyn WeightSource,
     capacity: Capacity,
@@ -174,7 +173,7 @@ pub fn load<G: Gpu>(
         gpu,
         lowering,
         capacity,
-        tensor_cores,
+        tensor_cores: caps.cooperative_matrix,
         params,
         rope,
         kv,
