@@ -64,6 +64,11 @@ impl FileType {
         numel / values * bytes
     }
 
+    /// A ggml block type (32 values a block).
+    pub fn is_quantized(self) -> bool {
+        matches!(self, FileType::Q8_0 | FileType::Q4_0 | FileType::Q4_1)
+    }
+
     /// The float type that holds this type's values exactly (quantized values: f32).
     pub fn exact_dtype(self) -> DType {
         match self {

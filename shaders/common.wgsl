@@ -1,7 +1,9 @@
 // Shared by every kernel family. The loader prepends the storage types first:
-//   `alias W = f16;` (weights) and `alias KV = f16;` (the K and V caches), each f32 unless
-//   the device has SHADER_F16 and the user did not ask for f32 (`enable f16;` with either),
-// and then one of reduce_subgroup.wgsl / reduce_workgroup.wgsl (see there).
+//   `alias W = f16;` (float weights) and `alias KV = f16;` (the K and V caches), each f32
+//   unless the device has SHADER_F16 and the user did not ask for f32 (`enable f16;` with
+//   either), then one of reduce_subgroup.wgsl / reduce_workgroup.wgsl (see there), and after
+//   this file the weights' binding and accessors (weights_float.wgsl, or a block-quantized
+//   type's constants and weights_quant.wgsl).
 // The caches are only storage: every read converts to f32 (`f32(kc[i])`), every write
 // rounds once (`KV(v)`); scores, softmax and sums stay f32.
 // Every family sees the same bindings, so one bind group layout serves all pipelines;
@@ -46,11 +48,12 @@ struct Node {
 // [tokens | positions | seqs | out_rows], each `max_m` long
 @group(0) @binding(1) var<storage, read> step_data: array<u32>;
 @group(0) @binding(2) var<uniform> node: Node;
-// x, x2 and w are declared as vec4 so the linear kernels load 16 (8 for f16) bytes at a time;
-// buffers are padded to whole vec4s. Other kernels read single elements through xs / ws.
+// x and x2 are declared as vec4 so the linear kernels load 16 bytes at a time; buffers are
+// padded to whole vec4s. Other kernels read single elements through xs. The weights `w`
+// (binding 5) and their accessors ws / w4 come from weights_float.wgsl or
+// weights_quant.wgsl, whichever the family is compiled with.
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> x2: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> w: array<vec4<W>>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 @group(0) @binding(7) var<storage, read_write> kc: array<KV>;
 @group(0) @binding(8) var<storage, read_write> vc: array<KV>;
@@ -64,7 +67,6 @@ struct Node {
 
 fn xs(i: u32) -> f32 { return x[i >> 2u][i & 3u]; }
 fn x2s(i: u32) -> f32 { return x2[i >> 2u][i & 3u]; }
-fn ws(i: u32) -> f32 { return f32(w[i >> 2u][i & 3u]); }
 // Four consecutive elements from any offset: one vector load when it is aligned.
 fn x4(i: u32) -> vec4<f32> {
     if ((i & 3u) == 0u) { return x[i >> 2u]; }

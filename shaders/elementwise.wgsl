@@ -1,19 +1,6 @@
 // Row-wise and elementwise stages of the transformer. Grids: x over columns (64 per
 // workgroup), y over rows, unless noted.
 
-// Rows of the embedding table picked by token id. A table split into chunks is gathered by
-// one dispatch per chunk; each handles the tokens whose id falls in its rows.
-@compute @workgroup_size(64)
-fn embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.y;
-    let j = gid.x;
-    let H = node.k;
-    if (i >= step.m || j >= H) { return; }
-    let tok = token_at(i);
-    if (tok < node.n_offset || tok >= node.n_offset + node.n) { return; }
-    y[i * H + j] = ws((tok - node.n_offset) * H + j);
-}
-
 var<workgroup> sq: array<f32, 128>;
 
 // One workgroup per row: x / sqrt(mean(x^2) + eps) * weight.

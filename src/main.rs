@@ -87,6 +87,9 @@ pub enum PrecisionArg {
     Auto,
     F32,
     F16,
+    /// --weights only: Q8_0 / Q4_0 / Q4_1 matrices stay as the file stores them and the kernels dequantize as they read (wgpu;
+    /// the cpu computes on the same values in f32); every other tensor as auto.
+    Native,
 }
 
 /// Where the model runs; shared by `generate` and `bench`.
@@ -129,6 +132,9 @@ impl DeviceArgs {
     /// The options of backend `kind` with a wgpu adapter, a weight and a KV cache storage.
     pub fn options(kind: BackendKind, adapter: Option<&str>, weights: PrecisionArg, kv: PrecisionArg) -> Result<BackendOptions> {
         let (precision, kv) = (Self::precision(weights), Self::precision(kv));
+        if kv == WeightPrecision::Native {
+            return Err(Error::InvalidArgument("--kv native: the KV cache has no file type to keep (use auto, f16 or f32)".into()));
+        }
         Ok(match kind {
             // An explicit f16 the reference cannot honour is refused, not silently widened.
             BackendKind::Cpu if precision == WeightPrecision::F16 || kv == WeightPrecision::F16 => {
@@ -161,6 +167,7 @@ impl DeviceArgs {
             PrecisionArg::Auto => WeightPrecision::Auto,
             PrecisionArg::F32 => WeightPrecision::F32,
             PrecisionArg::F16 => WeightPrecision::F16,
+            PrecisionArg::Native => WeightPrecision::Native,
         }
     }
 }

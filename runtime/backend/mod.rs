@@ -133,11 +133,14 @@ pub enum WeightPrecision {
     Auto,
     F32,
     F16,
+    /// Block-quantized matrices (Q8_0, Q4_0, Q4_1) stay as the file stores them and the
+    /// kernels dequantize as they read; every other tensor as `Auto`. wgpu only.
+    Native,
 }
 
-/// How the K and V caches are stored on a GPU: the same choices as the weights. Scores,
-/// softmax and sums are f32 either way. The CUDA backend stores them as its weights
-/// (`Auto`; asking for the other type is an error).
+/// How the K and V caches are stored on a GPU: the same choices as the weights but
+/// `Native` (refused). Scores, softmax and sums are f32 either way. The CUDA backend
+/// stores them as its weights (`Auto`; asking for the other type is an error).
 pub type KvPrecision = WeightPrecision;
 
 /// Options of the wgpu backend.

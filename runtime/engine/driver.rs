@@ -71,7 +71,7 @@ impl Driver {
                 super::memory::MAX_SEQS
             )));
         }
-        graph.check_weights(weights)?;
+        let file_types = graph.check_weights(weights)?;
         let device = backend::open(backend)?;
         super::memory::check_load(&graph, device.caps(), capacity)?;
         let (table, notes) = match &lowering.table {
@@ -81,7 +81,7 @@ impl Driver {
             }
             given => (given.clone(), vec![]),
         };
-        let opts = LoweringOptions { table, ..lowering.clone() };
+        let opts = LoweringOptions { table, file_types, ..lowering.clone() };
         let lowering = Arc::new(Lowering::new(graph, device.caps().clone(), &opts)?);
         let exec = device.load(Arc::clone(&lowering), weights, capacity, progress)?;
         Ok(Driver { lowering, exec, capacity, steps: HashMap::new(), profiling: false, last: None, timing: StepTiming::default(), notes })

@@ -39,11 +39,32 @@ impl Graph {
                     let tensor = weights.display_name(name);
                     return Err(Error::ShapeMismatch { path: weights.path().to_path_buf(), tensor, found, expected });
                 }
-                weights.file_type(name)?;
             }
-            types.push(weights.file_type(&p.parts[0].tensor)?);
+            let parts: Vec<FileType> = p.parts.iter().map(|part| weights.file_type(&part.tensor)).collect::<Result<_>>()?;
+            // Parts of different types are only ever read decoded: f32 holds each exactly.
+            types.push(if parts.windows(2).all(|w| w[0] == w[1]) { parts[0] } else { FileType::F32 });
         }
         Ok(types)
+    }
+
+    /// Reads one parameter as the file stores it (`ty`, which `check_weights` gave for it),
+    /// its parts' bytes stacked along rows.
+    pub fn load_param_raw(&self, param: ParamId, weights: &dyn WeightSource, ty: FileType) -> Result<Vec<u8>> {
+        let p = &self.params[param];
+        let mut bytes = Vec::with_capacity(ty.bytes(p.numel()));
+        for part in &p.parts {
+            let b = weights.load_raw(&part.tensor)?;
+            if b.len() != ty.bytes(part.rows * p.shape[1..].iter().product::<usize>()) {
+                let (path, tensor) = (weights.path().to_path_buf(), weights.display_name(&part.tensor));
+                return Err(Error::Malformed {
+                    path,
+                    what: format!("tensor `{tensor}`"),
+                    reason: format!("{} bytes, not whole {ty} rows", b.len()),
+                });
+            }
+            bytes.extend_from_slice(&b);
+        }
+        Ok(bytes)
     }
 
     /// Reads one parameter in `dtype`, its parts stacked along rows (call `check_weights`

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataflow::DataflowTable;
 pub use crate::dataflow::{FlatTiling, Tile};
 use crate::lower::kernel::Variant;
-use crate::tensor::DType;
+use crate::tensor::{DType, FileType};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BackendKind {
@@ -233,6 +233,10 @@ pub struct BackendCaps {
     pub kernels: String,
     /// How weights are stored on the device.
     pub weight_dtype: DType,
+    /// Block-quantized file types whose matrices the kernels read as stored, dequantizing
+    /// as they load (empty: every weight is widened to `weight_dtype`).
+    #[serde(default)]
+    pub native_weights: Vec<FileType>,
     /// How the KV cache is stored (files written before this field existed: f32).
     #[serde(default = "f32_kv")]
     pub kv_dtype: DType,
@@ -468,6 +472,7 @@ impl BackendCaps {
             driver: String::new(),
             kernels: String::new(),
             weight_dtype: DType::F32,
+            native_weights: vec![],
             kv_dtype: DType::F32,
             max_binding_bytes: u64::MAX,
             host_emulated: false,
@@ -503,6 +508,7 @@ impl BackendCaps {
             driver: String::new(),
             kernels: String::new(),
             weight_dtype: DType::F16,
+            native_weights: vec![],
             // `--kv auto` on a device with SHADER_F16.
             kv_dtype: DType::F16,
             max_binding_bytes: 2 << 30,
@@ -573,6 +579,7 @@ impl BackendCaps {
             driver: String::new(),
             kernels: String::new(),
             weight_dtype,
+            native_weights: vec![],
             // `FDPP_KV_F16` follows the weights.
             kv_dtype: weight_dtype,
             // Kernels index within a chunk with 32-bit element offsets.

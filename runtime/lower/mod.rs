@@ -27,6 +27,7 @@ use memory::{BufferId, MemoryPlan};
 use crate::dataflow::{DataflowTable, LinearImpl};
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, NodeId, Op, ParamId};
+use crate::tensor::FileType;
 use crate::trace::{How, NodeRecord, Reason, StepShape};
 
 /// A weight split by rows into chunks that each fit one binding of the backend.
@@ -36,6 +37,20 @@ pub struct WeightLayout {
     /// Elements per row.
     pub cols: usize,
     pub chunks: Vec<Range<usize>>,
+    /// A block-quantized type the weight stays in on the device (the kernels dequantize as
+    /// they read it); `None`: the backend's float type, `caps.weight_dtype`.
+    #[serde(default)]
+    pub quantized: Option<FileType>,
+}
+
+impl WeightLayout {
+    /// Bytes of one row on the device (vectors, stored as one row, also as f32 on wgpu).
+    pub fn row_bytes(&self, caps: &BackendCaps) -> u64 {
+        match self.quantized {
+            Some(q) => q.bytes(self.cols) as u64,
+            None => (self.cols * caps.weight_dtype.size()) as u64,
+        }
+    }
 }
 
 /// One chunk of a parameter.
@@ -152,6 +167,10 @@ pub struct LoweringOptions {
     pub phi_source: PhiSource,
     /// Which dataflow table decides A/B/C.
     pub table: TableChoice,
+    /// Each parameter's type in the model file (`Graph::check_weights`), for backends that
+    /// read block-quantized weights as stored (`BackendCaps::native_weights`); empty: not
+    /// known, every weight in the backend's float type.
+    pub file_types: Vec<FileType>,
 }
 
 impl Default for LoweringOptions {
@@ -162,6 +181,7 @@ impl Default for LoweringOptions {
             synchronised: vec![],
             phi_source: PhiSource::Default,
             table: TableChoice::BuiltIn,
+            file_types: vec![],
         }
     }
 }
@@ -201,7 +221,10 @@ impl Lowering {
             return Err(Error::InvalidArgument(format!("synchronised layers: give one flag per layer ({}) or none", c.num_layers)));
         }
         let order = graph.topological_order()?;
-        let weights = weight_layouts(&graph, &caps)?;
+        if !opts.file_types.is_empty() && opts.file_types.len() != graph.params.len() {
+            return Err(Error::InvalidArgument(format!("file types: give one per parameter ({}) or none", graph.params.len())));
+        }
+        let weights = weight_layouts(&graph, &caps, &opts.file_types)?;
         let single_chunk = |n: NodeId| graph.nodes[n].op.param().is_some_and(|p| weights[p].chunks.len() == 1);
         let fusions = if opts.fuse { fusion::find(&graph, &order, &caps.fusions, &single_chunk) } else { vec![] };
         let memory = memory::plan(&graph, &order, &fusions);
@@ -210,6 +233,11 @@ impl Lowering {
             Lowering { graph, caps, order, weights, fusions, memory, templates: vec![], programs: vec![], synchronised, phi_source };
         l.programs = l.order.clone().into_iter().map(|n| l.program(n, &opts.unified_max)).collect();
         Ok(l)
+    }
+
+    /// Bytes of the weights on the device, each in the type it is stored in.
+    pub fn weight_bytes(&self) -> u64 {
+        self.weights.iter().map(|w| (w.rows as u64).saturating_mul(w.row_bytes(&self.caps))).fold(0, u64::saturating_add)
     }
 
     fn buffer(&self, t: usize) -> BufferId {
@@ -656,15 +684,18 @@ fn fixed_variant(p: &Params) -> Variant {
     }
 }
 
-/// Every parameter split by rows so that each chunk fits one binding of `caps`.
-fn weight_layouts(g: &Graph, caps: &BackendCaps) -> Result<Vec<WeightLayout>> {
-    let elem = caps.weight_dtype.size() as u64;
+/// Every parameter split by rows so that each chunk fits one binding of `caps`, each in
+/// the type it is stored in (`quantized_storage`).
+fn weight_layouts(g: &Graph, caps: &BackendCaps, file_types: &[FileType]) -> Result<Vec<WeightLayout>> {
     g.params
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let rows = p.shape[0];
             let cols: usize = p.shape[1..].iter().product();
-            let row_bytes = cols as u64 * elem;
+            let quantized = quantized_storage(p, file_types.get(i).copied(), caps);
+            let layout = WeightLayout { rows, cols, chunks: vec![], quantized };
+            let row_bytes = layout.row_bytes(caps);
             if row_bytes > caps.max_binding_bytes {
                 let reason =
                     format!("a row of `{}` is {row_bytes} bytes, more than one binding holds ({} bytes)", p.name, caps.max_binding_bytes);
@@ -673,9 +704,19 @@ fn weight_layouts(g: &Graph, caps: &BackendCaps) -> Result<Vec<WeightLayout>> {
             // Vectors (norm weights) are one row of `rows` elements: never split.
             let per = if p.shape.len() == 1 { rows } else { ((caps.max_binding_bytes / row_bytes) as usize).max(1) };
             let chunks = (0..rows).step_by(per.max(1)).map(|r| r..(r + per).min(rows)).collect();
-            Ok(WeightLayout { rows, cols, chunks })
+            Ok(WeightLayout { chunks, ..layout })
         })
         .collect()
+}
+
+/// The block-quantized type a parameter stays in on the device: its file's, for a matrix
+/// (a linear layer's weight or the embedding table: every kernel that reads one
+/// dequantizes) whose rows are whole blocks, where the backend reads that type
+/// (`caps.native_weights`, which the user's `--weights` decides). Everything else is
+/// widened to the backend's float type.
+pub fn quantized_storage(p: &crate::graph::ParamDesc, file_type: Option<FileType>, caps: &BackendCaps) -> Option<FileType> {
+    let ty = file_type.filter(|t| t.is_quantized() && caps.native_weights.contains(t))?;
+    (p.shape.len() == 2 && p.shape[1].is_multiple_of(ty.block().0)).then_some(ty)
 }
 
 #[cfg(test)]

@@ -263,24 +263,31 @@ impl GgufWeights {
 pub fn unpermute_rows(t: HostTensor, heads: usize) -> HostTensor {
     let rows = t.shape[0];
     let cols: usize = t.shape[1..].iter().product();
-    let head_dim = rows / heads;
-    let half = head_dim / 2;
-    fn apply<T: Copy>(v: &[T], rows: usize, cols: usize, head_dim: usize, half: usize) -> Vec<T> {
-        let mut out = v.to_vec();
-        for r in 0..rows {
-            let (h, within) = (r / head_dim, r % head_dim);
-            let (i, j) = (within / 2, within % 2);
-            let dst = h * head_dim + j * half + i;
-            out[dst * cols..(dst + 1) * cols].copy_from_slice(&v[r * cols..(r + 1) * cols]);
-        }
-        out
-    }
     let data = match &t.data {
-        TensorData::F32(v) => TensorData::F32(apply(v, rows, cols, head_dim, half)),
-        TensorData::F16(v) => TensorData::F16(apply(v, rows, cols, head_dim, half)),
-        TensorData::BF16(v) => TensorData::BF16(apply(v, rows, cols, head_dim, half)),
+        TensorData::F32(v) => TensorData::F32(unpermute(v, rows, cols, heads)),
+        TensorData::F16(v) => TensorData::F16(unpermute(v, rows, cols, heads)),
+        TensorData::BF16(v) => TensorData::BF16(unpermute(v, rows, cols, heads)),
     };
     HostTensor { shape: t.shape, data }
+}
+
+/// `unpermute_rows` on `rows` rows of `cols` items each (values, or a quantized row's bytes).
+fn unpermute<T: Copy>(v: &[T], rows: usize, cols: usize, heads: usize) -> Vec<T> {
+    let head_dim = rows / heads;
+    let half = head_dim / 2;
+    let mut out = v.to_vec();
+    for r in 0..rows {
+        let (h, within) = (r / head_dim, r % head_dim);
+        let (i, j) = (within / 2, within % 2);
+        let dst = h * head_dim + j * half + i;
+        out[dst * cols..(dst + 1) * cols].copy_from_slice(&v[r * cols..(r + 1) * cols]);
+    }
+    out
+}
+
+/// Whether a tensor of `shape` whose rows GGUF permuted splits into `heads` heads of rotary pairs.
+fn splits_into_heads(shape: &[usize], heads: usize) -> bool {
+    (1..=2).contains(&shape.len()) && heads > 0 && shape[0].is_multiple_of(heads) && (shape[0] / heads).is_multiple_of(2)
 }
 
 impl WeightSource for GgufWeights {
@@ -309,11 +316,20 @@ impl WeightSource for GgufWeights {
         let m = self.mapping(name)?;
         let t = self.file.read_tensor(&m.gguf, dtype)?;
         match m.unpermute_heads {
-            Some(heads) if (1..=2).contains(&t.shape.len()) && heads > 0 && t.shape[0] % heads == 0 && (t.shape[0] / heads) % 2 == 0 => {
-                Ok(unpermute_rows(t, heads))
-            }
+            Some(heads) if splits_into_heads(&t.shape, heads) => Ok(unpermute_rows(t, heads)),
             // A shape that does not split into heads is reported by the graph's shape check.
             _ => Ok(t),
+        }
+    }
+    fn load_raw(&self, name: &str) -> Result<Vec<u8>> {
+        let m = self.mapping(name)?;
+        let info = self.info(name)?;
+        let bytes = self.file.tensor_bytes(info)?;
+        let shape = info.shape();
+        match m.unpermute_heads {
+            // Rows are whole blocks, so rows move as they do decoded.
+            Some(heads) if splits_into_heads(&shape, heads) => Ok(unpermute(bytes, shape[0], bytes.len() / shape[0], heads)),
+            _ => Ok(bytes.to_vec()),
         }
     }
     fn display_name(&self, name: &str) -> String {

@@ -38,6 +38,11 @@ pub trait WeightSource: Send + Sync {
     fn file_type(&self, name: &str) -> Result<FileType>;
     /// Reads one tensor, decoded into `dtype`. Absent names give `Error::MissingTensor`.
     fn load(&self, name: &str, dtype: DType) -> Result<HostTensor>;
+    /// One tensor's bytes as the file stores them (block-quantized rows stay blocks), rows
+    /// in the order `load` gives them. For backends that read a quantized type themselves.
+    fn load_raw(&self, name: &str) -> Result<Vec<u8>> {
+        Err(Error::NotSupported { backend: self.path().display().to_string(), what: format!("reading `{name}` as stored") })
+    }
     /// How errors should name a tensor: the file's own name where it differs.
     fn display_name(&self, name: &str) -> String {
         name.to_string()

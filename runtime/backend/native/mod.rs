@@ -19,6 +19,10 @@ use crate::tensor::DType;
 /// for. The kernels are built and tested with the KV cache in the weights' type only (the
 /// tensor-core attention reads f16 K and V beside f16 weights).
 pub fn storage(backend: &str, weights: WeightPrecision, kv: KvPrecision) -> Result<DType> {
+    if weights == WeightPrecision::Native || kv == WeightPrecision::Native {
+        let what = "quantized weights as stored (--weights native; its kernels read f16 or f32: use --weights auto)".into();
+        return Err(Error::NotSupported { backend: backend.into(), what });
+    }
     let stored = |p: WeightPrecision| if p == WeightPrecision::F32 { DType::F32 } else { DType::F16 };
     let dtype = stored(weights);
     let kv = if kv == WeightPrecision::Auto { dtype } else { stored(kv) };

@@ -12,6 +12,8 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     /// Weights stored as f16 (SHADER_F16), else f32.
     pub f16_weights: bool,
+    /// Block-quantized matrices stay quantized (`--weights native`).
+    pub native_weights: bool,
     /// The K and V caches stored as f16 (SHADER_F16), else f32.
     pub f16_kv: bool,
     pub timestamps: bool,
@@ -112,9 +114,13 @@ impl GpuContext {
         let info = adapter.get_info();
         let available = adapter.features();
         let has_f16 = available.contains(wgpu::Features::SHADER_F16);
+        if kv == WeightPrecision::Native {
+            let reason = "the KV cache has no file type to keep: use --kv auto, f16 or f32".into();
+            return Err(Error::InvalidArgument(reason));
+        }
         let f16 = |p: WeightPrecision, what: &str| match p {
             WeightPrecision::F32 => Ok(false),
-            WeightPrecision::Auto => Ok(has_f16),
+            WeightPrecision::Auto | WeightPrecision::Native => Ok(has_f16),
             WeightPrecision::F16 if has_f16 => Ok(true),
             WeightPrecision::F16 => Err(Error::BackendUnavailable {
                 backend: "wgpu".into(),
@@ -163,7 +169,20 @@ impl GpuContext {
         device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| on_error(with_sources(&e))));
         let on_lost = record(&fault, true);
         device.set_device_lost_callback(move |reason, message| on_lost(format!("the device was lost ({reason:?}) {message}")));
-        Ok(GpuContext { device, queue, info, f16_weights, f16_kv, timestamps, subgroup_size, limits, adapter_features: available, fault })
+        let native_weights = precision == WeightPrecision::Native;
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            f16_weights,
+            native_weights,
+            f16_kv,
+            timestamps,
+            subgroup_size,
+            limits,
+            adapter_features: available,
+            fault,
+        })
     }
 
     /// An error if the device has been lost or an error escaped every error scope (`op`:
@@ -193,6 +212,7 @@ impl GpuContext {
             driver: format!("{} {}", self.info.driver, self.info.driver_info).trim().to_string(),
             kernels: super::shaders::sources_hash(self.f16_weights, self.f16_kv, self.subgroup_size),
             weight_dtype: self.weight_dtype(),
+            native_weights: if self.native_weights { super::shaders::QUANTIZED.to_vec() } else { vec![] },
             kv_dtype: self.kv_dtype(),
             max_binding_bytes: binding_limit.map_or(max_binding, |l| l.min(max_binding)),
             host_emulated: self.info.device_type == wgpu::DeviceType::Cpu,

@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use bytemuck::{Pod, Zeroable};
 
 use super::device::GpuContext;
-use super::shaders;
+use super::shaders::{self, Storage};
 use crate::error::{Error, Result};
 use crate::lower::caps::{FlatTiling, Tile, wgsl};
 use crate::lower::kernel::{Epilogue, LaunchScalars, Params, Variant};
-use crate::lower::{Launch, Template};
+use crate::lower::{Launch, Template, WeightLayout};
+use crate::tensor::FileType;
 
 /// Matches `Step` in shaders/common.wgsl.
 #[repr(C)]
@@ -192,13 +193,27 @@ impl Shared {
     }
 }
 
-/// One dispatch: entry point, bind group, grid.
-pub type Dispatch<'a> = (&'static str, &'a wgpu::BindGroup, [u32; 3]);
+/// One dispatch: the pipeline (entry point, compiled for a weight storage), bind group, grid.
+#[derive(Clone, Copy)]
+pub struct Dispatch<'a> {
+    pub kernel: &'static str,
+    pub storage: Storage,
+    pub group: &'a wgpu::BindGroup,
+    pub grid: [u32; 3],
+}
+
+impl<'a> Dispatch<'a> {
+    /// A kernel that reads no weights, or float ones.
+    pub fn new(kernel: &'static str, group: &'a wgpu::BindGroup, grid: [u32; 3]) -> Self {
+        Dispatch { kernel, storage: Storage::Float, group, grid }
+    }
+}
 
 pub struct Kernels {
     pub ctx: GpuContext,
     layout: wgpu::BindGroupLayout,
-    pipelines: HashMap<String, wgpu::ComputePipeline>,
+    /// Per weight storage, the pipelines by name (families that read no weights: `Float`).
+    pipelines: HashMap<Storage, HashMap<String, wgpu::ComputePipeline>>,
     placeholders: [wgpu::Buffer; 7],
 }
 
@@ -248,8 +263,9 @@ pub fn grid(x: usize, y: usize, z: usize) -> [u32; 3] {
 
 impl Kernels {
     /// Compiles every kernel family for this device (weight and KV types and reduction chosen
-    /// by its capabilities and the user).
-    pub fn new(ctx: GpuContext) -> Result<Kernels> {
+    /// by its capabilities and the user), and those that read weights also for each
+    /// block-quantized type of `quantized`.
+    pub fn new(ctx: GpuContext, quantized: &[FileType]) -> Result<Kernels> {
         let device = &ctx.device;
         let mut entries = vec![uniform(0), storage(true, 1), uniform(2)];
         entries.extend([storage(true, 3), storage(true, 4), storage(true, 5)]);
@@ -261,13 +277,15 @@ impl Kernels {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let mut pipelines = HashMap::new();
+        let mut pipelines: HashMap<Storage, HashMap<String, wgpu::ComputePipeline>> = HashMap::new();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        for family in shaders::FAMILIES {
+        for (family, storage) in shaders::compilations(quantized) {
+            let source = shaders::source(family, storage, ctx.f16_weights, ctx.f16_kv, ctx.subgroup_size);
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(family.name),
-                source: wgpu::ShaderSource::Wgsl(shaders::source(family, ctx.f16_weights, ctx.f16_kv, ctx.subgroup_size).into()),
+                label: Some(&format!("{}{}", family.name, storage.suffix())),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
             });
+            let pipelines = pipelines.entry(storage).or_default();
             for &entry in family.entries {
                 // The flat GEMM: a pipeline per tiling, its pipeline constants set.
                 let variants: Vec<(String, Vec<(&str, f64)>)> = if entry == "flat_gemm" {
@@ -362,10 +380,11 @@ impl Kernels {
 
     /// Encodes `dispatches` into `pass`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass, dispatches: &[Dispatch]) {
-        for (kernel, group, [x, y, z]) in dispatches {
-            pass.set_pipeline(&self.pipelines[*kernel]);
-            pass.set_bind_group(0, *group, &[]);
-            pass.dispatch_workgroups(*x, *y, *z);
+        for d in dispatches {
+            pass.set_pipeline(&self.pipelines[&d.storage][d.kernel]);
+            pass.set_bind_group(0, d.group, &[]);
+            let [x, y, z] = d.grid;
+            pass.dispatch_workgroups(x, y, z);
         }
     }
 }
@@ -378,10 +397,28 @@ fn check_tile(tile: Tile, have: Tile, what: &str) -> Result<()> {
     if tile == have { Ok(()) } else { Err(no_kernel(format!("a {what} with tile {tile} (the kernel's is {have})"))) }
 }
 
-/// The dispatches of one launch of template `t` over `group`; `m` is the step's tokens.
-pub fn dispatches<'a>(launch: &Launch, t: &Template, group: &'a wgpu::BindGroup, m: usize, out: &mut Vec<Dispatch<'a>>) -> Result<()> {
+/// How the weight template `t` reads is stored (`Float` where it reads none).
+pub fn storage_of(weights: &[WeightLayout], t: &Template) -> Storage {
+    match t.io.weight.and_then(|w| weights[w.param].quantized) {
+        Some(q) => Storage::Quantized(q),
+        None => Storage::Float,
+    }
+}
+
+/// The dispatches of one launch of template `t` over `group`, whose weight is stored as
+/// `storage` (`storage_of`); `m` is the step's tokens.
+pub fn dispatches<'a>(
+    launch: &Launch,
+    t: &Template,
+    storage: Storage,
+    group: &'a wgpu::BindGroup,
+    m: usize,
+    out: &mut Vec<Dispatch<'a>>,
+) -> Result<()> {
     let rows = launch.rows;
-    let mut push = |kernel: &'static str, g: [u32; 3]| out.push((kernel, group, g));
+    // Only the embedding and linear kernels read weights; every other one is compiled once.
+    let storage = if matches!(t.params, Params::Embedding { .. } | Params::Linear { .. }) { storage } else { Storage::Float };
+    let mut push = |kernel: &'static str, grid: [u32; 3]| out.push(Dispatch { kernel, storage, group, grid });
     match (t.params, launch.variant) {
         (Params::Embedding { hidden, .. }, Variant::Gather) => push("embedding", grid(hidden.div_ceil(64), m, 1)),
         (Params::RmsNorm { .. }, Variant::RmsNorm) => push("rms_norm", grid(1, rows, 1)),

@@ -12,6 +12,7 @@
 use wgpu::util::DeviceExt;
 
 use super::kernels::{self, Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform, TemplateInputs};
+use super::shaders::Storage;
 use super::{GpuContext, read_buffer};
 use crate::backend::WgpuOptions;
 pub use crate::backend::microbench::*;
@@ -50,7 +51,7 @@ fn storage_buffer(d: &wgpu::Device, bytes: u64, usage: wgpu::BufferUsages) -> wg
 impl Bench {
     /// The kernels on the adapter `opts` names, with partials and flags for one row of `a`.
     fn new(opts: &WgpuOptions, a: AttentionShape) -> Result<Bench> {
-        let kernels = Kernels::new(GpuContext::new(opts.adapter.as_deref(), opts.precision, opts.kv)?)?;
+        let kernels = Kernels::new(GpuContext::new(opts.adapter.as_deref(), opts.precision, opts.kv)?, &[])?;
         let scratch = (a.heads * wgsl::MAX_ATTN_CHUNKS * (a.head_dim + 1) * 4) as u64;
         let shared = Shared::new(&kernels.ctx, MAX_M, scratch, FLAG_OFFSET + a.heads);
         Ok(Bench { kernels, shared })
@@ -139,7 +140,8 @@ impl Bench {
         let forth = self.bind_group(&ubuf, Binds { x: Some(&a), x2: Some(&a), y: Some(&b), ..Default::default() });
         let back = self.bind_group(&ubuf, Binds { x: Some(&b), x2: Some(&b), y: Some(&a), ..Default::default() });
         self.set_step(StepUniform::new(1, 0, MAX_M, None), &[]);
-        let chain: Vec<Dispatch> = (0..DISPATCH_CHAIN).map(|i| ("add", if i % 2 == 0 { &forth } else { &back }, [1, 1, 1])).collect();
+        let chain: Vec<Dispatch> =
+            (0..DISPATCH_CHAIN).map(|i| Dispatch::new("add", if i % 2 == 0 { &forth } else { &back }, [1, 1, 1])).collect();
         Ok(self.time_pass(repeats, &chain)? / DISPATCH_CHAIN as f64)
     }
 
@@ -166,7 +168,8 @@ impl Bench {
         let sums = storage_buffer(d, (read_groups * 4) as u64, wgpu::BufferUsages::empty());
         let read_binds: Vec<wgpu::BindGroup> =
             bufs.iter().map(|b| self.bind_group(&ubuf, Binds { x: Some(b), y: Some(&sums), ..Default::default() })).collect();
-        let cmds: Vec<Dispatch> = (0..ops).map(|i| ("stream_read", &read_binds[i % count], [read_groups as u32, 1, 1])).collect();
+        let cmds: Vec<Dispatch> =
+            (0..ops).map(|i| Dispatch::new("stream_read", &read_binds[i % count], [read_groups as u32, 1, 1])).collect();
         let read = (ops as u64 * size) as f64 / self.time_pass(effort.repeats, &cmds)? / 1e3;
         progress();
 
@@ -175,7 +178,8 @@ impl Bench {
         let copy_binds: Vec<wgpu::BindGroup> = (0..count)
             .map(|i| self.bind_group(&ubuf, Binds { x: Some(&bufs[i]), y: Some(&bufs[(i + 1) % count]), ..Default::default() }))
             .collect();
-        let cmds: Vec<Dispatch> = (0..ops).map(|i| ("stream_copy", &copy_binds[i % count], [copy_groups as u32, 1, 1])).collect();
+        let cmds: Vec<Dispatch> =
+            (0..ops).map(|i| Dispatch::new("stream_copy", &copy_binds[i % count], [copy_groups as u32, 1, 1])).collect();
         let copy_kernel = (2 * ops as u64 * size) as f64 / self.time_pass(effort.repeats, &cmds)? / 1e3;
         progress();
 
@@ -275,9 +279,9 @@ impl Bench {
             self.ctx().queue.submit([enc.finish()]);
 
             let reps = effort.dispatches(copies);
-            let split = |r: usize| ("attn_split", &groups[r % copies], [chunks as u32, heads as u32, 1]);
-            let combine = |r: usize| ("attn_combine", &groups[r % copies], [heads as u32, 1, 1]);
-            let online = |r: usize| ("attn_online", &groups[r % copies], [heads as u32, 1, 1]);
+            let split = |r: usize| Dispatch::new("attn_split", &groups[r % copies], [chunks as u32, heads as u32, 1]);
+            let combine = |r: usize| Dispatch::new("attn_combine", &groups[r % copies], [heads as u32, 1, 1]);
+            let online = |r: usize| Dispatch::new("attn_online", &groups[r % copies], [heads as u32, 1, 1]);
             let split_only: Vec<Dispatch> = (0..reps).map(split).collect();
             let both: Vec<Dispatch> = (0..reps).flat_map(|r| [split(r), combine(r)]).collect();
             let online_only: Vec<Dispatch> = (0..reps).map(online).collect();
@@ -438,7 +442,14 @@ impl LinearBench for WgpuLinear {
         let mut cmds: Vec<Dispatch> = vec![];
         for r in 0..reps {
             for ((t, variant), groups) in launches.iter().zip(&groups) {
-                kernels::dispatches(&Launch { template: 0, variant: *variant, rows: m }, t, &groups[r % copies], m, &mut cmds)?;
+                kernels::dispatches(
+                    &Launch { template: 0, variant: *variant, rows: m },
+                    t,
+                    Storage::Float,
+                    &groups[r % copies],
+                    m,
+                    &mut cmds,
+                )?;
             }
         }
         self.bench.set_step(StepUniform::new(m, m, MAX_M, None), &[]);
@@ -535,7 +546,11 @@ mod tests {
             let read = ex.bind_group(&ubuf, Binds { x: Some(&xb), y: Some(&sums), ..Default::default() });
             let cp = ex.bind_group(&ubuf, Binds { x: Some(&xb), y: Some(&copy), ..Default::default() });
             let mut enc = d.create_command_encoder(&Default::default());
-            ex.encode_pass(&mut enc, None, &[("stream_read", &read, [groups as u32, 1, 1]), ("stream_copy", &cp, [groups as u32, 1, 1])]);
+            ex.encode_pass(
+                &mut enc,
+                None,
+                &[Dispatch::new("stream_read", &read, [groups as u32, 1, 1]), Dispatch::new("stream_copy", &cp, [groups as u32, 1, 1])],
+            );
             ex.ctx().queue.submit([enc.finish()]);
             let got: f64 = ex.read_words(&sums, 0, groups).unwrap().iter().map(|&w| f32::from_bits(w) as f64).sum();
             let want: f64 = values.iter().map(|&v| v as f64).sum();

@@ -11,6 +11,7 @@ pub mod kernels;
 pub mod microbench;
 pub mod sampling;
 pub mod shaders;
+pub mod weights;
 
 use std::sync::Arc;
 
@@ -86,7 +87,10 @@ impl Device for WgpuDevice {
             );
             return Err(oom(&what, kv_bytes));
         }
-        let kernels = Kernels::new(ctx)?;
+        let mut quantized: Vec<_> = lowering.weights.iter().filter_map(|w| w.quantized).collect();
+        quantized.sort_by_key(|t| t.to_string());
+        quantized.dedup();
+        let kernels = Kernels::new(ctx, &quantized)?;
         let ctx = &kernels.ctx;
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -94,16 +98,28 @@ impl Device for WgpuDevice {
         let mut params = Vec::with_capacity(g.params.len());
         for (p, layout) in g.params.iter().zip(&lowering.weights) {
             let id = params.len();
-            // One tensor at a time, in the device's type: no copy of the model is held.
-            let t = g.load_param(id, weights, dtype)?;
-            let row_bytes = layout.cols * dtype.size();
-            let bytes = t.as_le_bytes();
-            let chunks = layout
-                .chunks
-                .iter()
-                .map(|r| ctx.upload_weights(&p.name, &bytes[r.start * row_bytes..r.end * row_bytes], dtype.size()))
-                .collect();
-            let vector_f32 = (p.shape.len() == 1).then(|| {
+            // One tensor at a time, as it is stored on the device: no copy of the model is held.
+            let (chunks, t) = match layout.quantized {
+                Some(ty) => {
+                    let bytes = g.load_param_raw(id, weights, ty)?;
+                    let row_bytes = ty.bytes(layout.cols);
+                    let chunk = |r: &std::ops::Range<usize>| {
+                        let packed = weights::repack(ty, &bytes[r.start * row_bytes..r.end * row_bytes], r.len(), layout.cols);
+                        ctx.upload_weights(&p.name, &packed, 4)
+                    };
+                    (layout.chunks.iter().map(chunk).collect(), None)
+                }
+                None => {
+                    let t = g.load_param(id, weights, dtype)?;
+                    let row_bytes = layout.cols * dtype.size();
+                    let bytes = t.as_le_bytes();
+                    let chunk = |r: &std::ops::Range<usize>| {
+                        ctx.upload_weights(&p.name, &bytes[r.start * row_bytes..r.end * row_bytes], dtype.size())
+                    };
+                    (layout.chunks.iter().map(chunk).collect(), Some(t))
+                }
+            };
+            let vector_f32 = t.filter(|_| p.shape.len() == 1).map(|t| {
                 let v = t.convert(DType::F32);
                 ctx.upload_weights(&p.name, v.as_le_bytes(), 4)
             });
@@ -379,13 +395,14 @@ impl WgpuExecutor {
         let mut starts = Vec::with_capacity(step.launches.len() + 1);
         for launch in &step.launches {
             starts.push(cmds.len());
-            kernels::dispatches(launch, &l.templates[launch.template], &self.groups[launch.template], m, &mut cmds)?;
+            let t = &l.templates[launch.template];
+            kernels::dispatches(launch, t, kernels::storage_of(&l.weights, t), &self.groups[launch.template], m, &mut cmds)?;
         }
         starts.push(cmds.len());
         let argmax = self.argmax_group.as_ref().expect("built with the bind groups");
         let pick_ids = |pass: &mut wgpu::ComputePass| match pick {
             Pick::Logits => {}
-            Pick::Argmax => self.kernels.encode(pass, &[("argmax", argmax, [1, n_out as u32, 1])]),
+            Pick::Argmax => self.kernels.encode(pass, &[Dispatch::new("argmax", argmax, [1, n_out as u32, 1])]),
             Pick::Sample { .. } => {
                 let (sampler, group) = self.sampler.as_ref().expect("prepared above");
                 sampler.encode(pass, group, n_out);

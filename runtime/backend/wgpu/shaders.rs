@@ -1,47 +1,109 @@
 //! WGSL sources from `shaders/`, specialised per device: the weight and KV cache types, the lane-group
 //! reduction its subgroups allow, and the constants the Rust side shares with the kernels
-//! (`crate::lower::caps::wgsl`, written only there).
+//! (`crate::lower::caps::wgsl`, written only there). The families that read weights are
+//! compiled once per weight storage: float, and each block-quantized type a model keeps.
 
 use crate::lower::caps::wgsl;
+use crate::tensor::FileType;
 
 pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+const WEIGHTS_FLOAT: &str = include_str!("../../../shaders/weights_float.wgsl");
+const WEIGHTS_QUANT: &str = include_str!("../../../shaders/weights_quant.wgsl");
 
-/// One compilation of a kernel source: `specialisation` is WGSL prepended to it, and its
-/// pipelines are keyed `entry` + `suffix` (the biased linear kernels are `gemv_bias`, ...).
+/// One compilation of kernel sources: `specialisation` is WGSL prepended to them, and its
+/// pipelines are keyed `entry` + `suffix` (the biased linear kernels are `gemv_bias`, ...),
+/// then the weight storage's suffix (`Storage::suffix`).
 pub struct Family {
     pub name: &'static str,
-    pub source: &'static str,
+    pub sources: &'static [&'static str],
     pub specialisation: &'static str,
     pub suffix: &'static str,
     pub entries: &'static [&'static str],
+    /// Its kernels read weights: compiled once per weight storage.
+    pub reads_weights: bool,
+    /// The GEMV of the weights' storage (gemv.wgsl or gemv_quant.wgsl) follows `sources`.
+    pub gemv: bool,
 }
 
 impl Family {
     /// A source compiled once, its pipelines named by their entry points.
-    const fn plain(name: &'static str, source: &'static str, entries: &'static [&'static str]) -> Family {
-        Family { name, source, specialisation: "", suffix: "", entries }
+    const fn plain(name: &'static str, source: &'static [&'static str], entries: &'static [&'static str]) -> Family {
+        Family { name, sources: source, specialisation: "", suffix: "", entries, reads_weights: false, gemv: false }
     }
 }
 
 const LINEAR: &str = include_str!("../../../shaders/linear.wgsl");
+const GEMV: &str = include_str!("../../../shaders/gemv.wgsl");
+const GEMV_QUANT: &str = include_str!("../../../shaders/gemv_quant.wgsl");
 const LINEAR_ENTRIES: &[&str] = &["gemv", "gemv_split_k", "flat_gemm", "gemm"];
 
+/// How a family's weights are stored: the device's float type, or a block-quantized type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Storage {
+    Float,
+    Quantized(FileType),
+}
+
+/// The block-quantized types the kernels read as stored (`--weights native`).
+pub const QUANTIZED: [FileType; 3] = [FileType::Q8_0, FileType::Q4_0, FileType::Q4_1];
+
+impl Storage {
+    /// Appended to the pipeline keys of families that read weights.
+    pub fn suffix(self) -> String {
+        match self {
+            Storage::Float => String::new(),
+            Storage::Quantized(t) => format!("_{t}"),
+        }
+    }
+
+    /// The weights' binding and accessors (and a quantized type's constants).
+    fn source(self) -> String {
+        let Storage::Quantized(t) = self else { return WEIGHTS_FLOAT.to_string() };
+        let (bits, min, offset) = match t {
+            FileType::Q8_0 => (8, false, 0.0),
+            FileType::Q4_0 => (4, false, -8.0),
+            FileType::Q4_1 => (4, true, 0.0),
+            other => unreachable!("{other} is not a block-quantized type the kernels read"),
+        };
+        format!(
+            "const Q_BITS: u32 = {bits}u;\nconst Q_VEC4S: u32 = {}u;\nconst Q_MIN: bool = {min};\nconst Q_OFFSET: f32 = {offset:.1};\n{WEIGHTS_QUANT}",
+            bits / 4
+        )
+    }
+
+    /// The GEMV kernels for this storage.
+    fn gemv(self) -> &'static str {
+        if self == Storage::Float { GEMV } else { GEMV_QUANT }
+    }
+}
+
 pub const FAMILIES: &[Family] = &[
-    Family { name: "linear", source: LINEAR, specialisation: "const BIASED: bool = false;\n", suffix: "", entries: LINEAR_ENTRIES },
+    Family {
+        name: "linear",
+        sources: &[LINEAR],
+        specialisation: "const BIASED: bool = false;\n",
+        suffix: "",
+        entries: LINEAR_ENTRIES,
+        reads_weights: true,
+        gemv: true,
+    },
     Family {
         name: "linear_bias",
-        source: LINEAR,
+        sources: &[LINEAR],
         specialisation: "const BIASED: bool = true;\n",
         suffix: "_bias",
         entries: LINEAR_ENTRIES,
+        reads_weights: true,
+        gemv: true,
     },
+    Family { reads_weights: true, ..Family::plain("embedding", &[include_str!("../../../shaders/embedding.wgsl")], &["embedding"]) },
     Family::plain(
         "elementwise",
-        include_str!("../../../shaders/elementwise.wgsl"),
-        &["embedding", "rms_norm", "rope", "swiglu", "add", "select_rows", "kv_write", "argmax"],
+        &[include_str!("../../../shaders/elementwise.wgsl")],
+        &["rms_norm", "rope", "swiglu", "add", "select_rows", "kv_write", "argmax"],
     ),
-    Family::plain("attention", include_str!("../../../shaders/attention.wgsl"), &["attn_split", "attn_combine", "attn_online"]),
-    Family::plain("bandwidth", include_str!("../../../shaders/bandwidth.wgsl"), &["stream_read", "stream_copy"]),
+    Family::plain("attention", &[include_str!("../../../shaders/attention.wgsl")], &["attn_split", "attn_combine", "attn_online"]),
+    Family::plain("bandwidth", &[include_str!("../../../shaders/bandwidth.wgsl")], &["stream_read", "stream_copy"]),
 ];
 
 /// Lane-group reductions: subgroup shuffles (subgroups of at least 32 lanes), shuffles then
@@ -57,19 +119,31 @@ pub fn header(f16_weights: bool, f16_kv: bool) -> String {
     format!("{enable}alias W = {};\nalias KV = {};\n{}", ty(f16_weights), ty(f16_kv), wgsl::header())
 }
 
-/// The full source of one family: header, reductions, the shared bindings, the kernels.
-pub fn source(family: &Family, f16_weights: bool, f16_kv: bool, subgroup_size: Option<u32>) -> String {
+/// The full source of one family with weights stored as `storage`: header, reductions, the
+/// shared bindings, the weights' accessors, the kernels.
+pub fn source(family: &Family, storage: Storage, f16_weights: bool, f16_kv: bool, subgroup_size: Option<u32>) -> String {
     let reduce = match subgroup_size {
         Some(s) if s >= 32 => REDUCE_SUBGROUP.to_string(),
         Some(s) => format!("const SUBGROUP: u32 = {s}u;\n{REDUCE_SUBGROUP_NARROW}"),
         None => REDUCE_WORKGROUP.to_string(),
     };
-    format!("{}{}{reduce}\n{COMMON}\n{}", header(f16_weights, f16_kv), family.specialisation, family.source)
+    let gemv = family.gemv.then(|| storage.gemv());
+    let kernels = family.sources.iter().copied().chain(gemv).collect::<Vec<_>>().join("\n");
+    format!("{}{}{reduce}\n{COMMON}\n{}\n{kernels}", header(f16_weights, f16_kv), family.specialisation, storage.source())
 }
 
-/// SHA-256 of every kernel source as this device compiles it (sampling included).
+/// Every (family, storage) a device compiles: each family with float weights, and the
+/// families that read weights once per type of `quantized`.
+pub fn compilations(quantized: &[FileType]) -> impl Iterator<Item = (&'static Family, Storage)> + '_ {
+    let float = FAMILIES.iter().map(|f| (f, Storage::Float));
+    let quant = quantized.iter().flat_map(|&t| FAMILIES.iter().filter(|f| f.reads_weights).map(move |f| (f, Storage::Quantized(t))));
+    float.chain(quant)
+}
+
+/// SHA-256 of every kernel source as this device compiles it (sampling and every quantized
+/// form included).
 pub fn sources_hash(f16_weights: bool, f16_kv: bool, subgroup_size: Option<u32>) -> String {
-    let mut all: String = FAMILIES.iter().map(|f| source(f, f16_weights, f16_kv, subgroup_size)).collect();
+    let mut all: String = compilations(&QUANTIZED).map(|(f, s)| source(f, s, f16_weights, f16_kv, subgroup_size)).collect();
     all.push_str(super::sampling::SOURCE);
     crate::cache::sha256_hex(&all)
 }
@@ -78,16 +152,16 @@ pub fn sources_hash(f16_weights: bool, f16_kv: bool, subgroup_size: Option<u32>)
 mod tests {
     use super::*;
 
-    /// Every family parses and validates for every weight and KV type and every reduction,
+    /// Every family parses and validates for every weight storage, KV type and reduction,
     /// with no GPU.
     #[test]
     fn every_shader_validates_with_naga() {
-        for family in FAMILIES {
+        for (family, storage) in compilations(&QUANTIZED) {
             let (name, entries) = (family.name, family.entries);
             for (f16, f16_kv) in [(false, false), (true, false), (false, true), (true, true)] {
                 for subgroup in [None, Some(32), Some(64), Some(8), Some(16)] {
-                    let code = source(family, f16, f16_kv, subgroup);
-                    let what = format!("{name} (f16={f16}, f16_kv={f16_kv}, subgroup={subgroup:?})");
+                    let code = source(family, storage, f16, f16_kv, subgroup);
+                    let what = format!("{name} ({storage:?}, f16={f16}, f16_kv={f16_kv}, subgroup={subgroup:?})");
                     let module = naga::front::wgsl::parse_str(&code).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&code)));
                     let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
                     v.validate(&module).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&code)));

@@ -3,7 +3,8 @@
 //! allows (whole lowered steps are tested in `engine/tests.rs`).
 //! Without an adapter they skip with the reason printed (and fail under FDPP_REQUIRE_GPU=1).
 
-use super::kernels::{Binds, Kernels, NodeUniform, Shared, StepUniform, flat_gemm_kernel, grid};
+use super::kernels::{Binds, Dispatch, Kernels, NodeUniform, Shared, StepUniform, flat_gemm_kernel, grid};
+use super::shaders::{QUANTIZED, Storage};
 use super::*;
 use crate::backend::cpu::kernels as cpu;
 use crate::backend::{KvPrecision, WeightPrecision};
@@ -11,7 +12,7 @@ use crate::compare::rel_error;
 use crate::lower::kernel::UnifiedMax;
 use crate::model::ModelConfig;
 use crate::sampling::Rng;
-use crate::tensor::HostTensor;
+use crate::tensor::{FileType, HostTensor};
 
 fn config() -> ModelConfig {
     ModelConfig {
@@ -51,13 +52,18 @@ impl Rig {
     /// On this machine's adapter; `reduction` replaces the adapter's own lane-group
     /// reduction (`Some(None)`: the workgroup one).
     fn new(precision: WeightPrecision, kv: KvPrecision, reduction: Option<Option<u32>>) -> Option<Rig> {
+        Rig::build(precision, kv, reduction, &[])
+    }
+
+    /// As `new`, with the kernels that read weights also compiled for each of `quantized`.
+    fn build(precision: WeightPrecision, kv: KvPrecision, reduction: Option<Option<u32>>, quantized: &[FileType]) -> Option<Rig> {
         let mut ctx = GpuContext::new(None, precision, kv).map_err(crate::testing::skip_unavailable).ok()?;
         if let Some(r) = reduction {
             ctx.subgroup_size = r;
         }
         let scratch = (ATTN_ROWS * ATTN_HEADS * wgsl::MAX_ATTN_CHUNKS * (wgsl::MAX_HEAD_DIM + 1) * 4) as u64;
         let shared = Shared::new(&ctx, CAP, scratch, FLAGS + ATTN_ROWS * ATTN_HEADS);
-        Some(Rig { kernels: Kernels::new(ctx).unwrap(), shared })
+        Some(Rig { kernels: Kernels::new(ctx, quantized).unwrap(), shared })
     }
 
     /// f32 weights and an f16 KV cache; `None` (skipped with the reason) where the adapter
@@ -88,6 +94,21 @@ impl Rig {
     }
 
     fn dispatch(&self, kernel: &'static str, binds: Binds, node: NodeUniform, step: StepUniform, data: &[u32], g: [u32; 3]) {
+        self.dispatch_on(kernel, Storage::Float, binds, node, step, data, g)
+    }
+
+    /// As `dispatch`, with the weights stored as `storage`.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_on(
+        &self,
+        kernel: &'static str,
+        storage: Storage,
+        binds: Binds,
+        node: NodeUniform,
+        step: StepUniform,
+        data: &[u32],
+        g: [u32; 3],
+    ) {
         let (ubuf, _) = self.kernels.node_uniforms(&[node]);
         self.ctx().queue.write_buffer(&self.shared.step_uniform, 0, bytemuck::bytes_of(&step));
         let mut sd = vec![0u32; 4 * CAP];
@@ -95,7 +116,7 @@ impl Rig {
         self.ctx().queue.write_buffer(&self.shared.step_data, 0, bytemuck::cast_slice(&sd));
         let group = self.kernels.bind_group(&self.shared, &ubuf, 0, binds);
         let mut enc = self.ctx().device.create_command_encoder(&Default::default());
-        self.kernels.encode(&mut enc.begin_compute_pass(&Default::default()), &[(kernel, &group, g)]);
+        self.kernels.encode(&mut enc.begin_compute_pass(&Default::default()), &[Dispatch { kernel, storage, group: &group, grid: g }]);
         self.ctx().queue.submit([enc.finish()]);
     }
 
@@ -209,6 +230,93 @@ fn linear_kernels_match_the_oracle_f16() {
         return;
     }
     check_linear(&rig);
+}
+
+/// `rows` rows of `cols` random values as `ty` stores them (ggml's blocks): random value
+/// bits, scales of either sign, Q4_1's mins too.
+fn random_blocks(rng: &mut Rng, ty: FileType, rows: usize, cols: usize) -> Vec<u8> {
+    let (per_block, block_bytes) = ty.block();
+    let mut out = Vec::with_capacity(ty.bytes(rows * cols));
+    for _ in 0..rows * cols / per_block {
+        let start = out.len();
+        out.extend(half::f16::from_f32((rng.next_f32() * 2.0 - 1.0) * 0.1).to_le_bytes());
+        if ty == FileType::Q4_1 {
+            out.extend(half::f16::from_f32(rng.next_f32() - 0.5).to_le_bytes());
+        }
+        while out.len() < start + block_bytes {
+            out.push(rng.next_u64() as u8);
+        }
+    }
+    out
+}
+
+/// Every linear kernel and the embedding gather on weights kept in each block-quantized
+/// type, against the f64 product with the CPU's dequantized values (which the kernels must
+/// reproduce exactly: only the order of the sums differs). The GEMV also with its RMSNorm
+/// prologue.
+#[test]
+fn quantized_weights_match_the_oracle() {
+    let Some(rig) = Rig::build(WeightPrecision::F32, KvPrecision::F32, None, &QUANTIZED) else { return };
+    let mut rng = Rng::new(11);
+    for ty in QUANTIZED {
+        let storage = Storage::Quantized(ty);
+        // K = 1120 is 35 blocks: more than a lane group's 32, and odd for the split halves.
+        for &(n, k) in &[(37usize, 32usize), (70, 96), (21, 1120)] {
+            let file = random_blocks(&mut rng, ty, n, k);
+            let crate::tensor::TensorData::F32(w) = crate::model::dequant::decode(ty, &file, DType::F32) else {
+                unreachable!("asked for f32")
+            };
+            let wbuf = rig.ctx().upload_weights("w", &super::weights::repack(ty, &file, n, k), 4);
+            let gain = random(&mut rng, k, 1.0);
+            let gain_buf = rig.upload(&gain);
+            for &m in &[1usize, 2, 3, 5, 8, 9, 33, 70] {
+                let x = random(&mut rng, m * k, 1.0);
+                let dot = |row: &[f32], o: usize| -> f64 { (0..k).map(|p| row[p] as f64 * w[o * k + p] as f64).sum() };
+                let want: Vec<f64> = (0..m * n).map(|o| dot(&x[(o / n) * k..(o / n + 1) * k], o % n)).collect();
+                let normed: Vec<f32> = x
+                    .chunks_exact(k)
+                    .flat_map(|r| {
+                        let inv = 1.0 / ((r.iter().map(|v| (v * v) as f64).sum::<f64>() / k as f64 + 1e-5).sqrt() as f32);
+                        r.iter().zip(&gain).map(move |(v, g)| v * inv * g)
+                    })
+                    .collect();
+                let want_norm: Vec<f64> = (0..m * n).map(|o| dot(&normed[(o / n) * k..(o / n + 1) * k], o % n)).collect();
+                let xbuf = rig.upload(&x);
+                let mut run: Vec<(&str, [u32; 3], bool)> = wgsl::flat_tilings()
+                    .into_iter()
+                    .map(|t| (flat_gemm_kernel(t, false).unwrap(), grid(n.div_ceil(t.tile.n), m.div_ceil(t.tile.m), 1), false))
+                    .collect();
+                run.push(("gemm", grid(n.div_ceil(wgsl::GM), m.div_ceil(wgsl::GM), 1), false));
+                if m <= wgsl::GEMV_MAX_M {
+                    for kernel in ["gemv", "gemv_split_k"] {
+                        for norm in [false, true] {
+                            run.push((kernel, grid(n.div_ceil(2 * wgsl::GV_GROUPS), 1, 1), norm));
+                        }
+                    }
+                }
+                for (kernel, g, norm) in run {
+                    let ybuf = rig.upload(&vec![f32::NAN; m * n]);
+                    let mode = if norm { wgsl::MODE_NORM } else { 0 };
+                    let node = NodeUniform { n: n as u32, k: k as u32, ldy: n as u32, mode, eps: 1e-5, ..Default::default() };
+                    let x2 = norm.then_some(&gain_buf);
+                    let binds = Binds { x: Some(&xbuf), x2, w: Some(&wbuf), y: Some(&ybuf), ..Default::default() };
+                    rig.dispatch_on(kernel, storage, binds, node, StepUniform::new(m, 0, CAP, None), &[], g);
+                    let what = format!("{kernel} {ty} m={m} n={n} k={k} norm={norm}");
+                    let err = rel_error(&rig.download(&ybuf, m * n), if norm { &want_norm } else { &want }, &what);
+                    assert!(err <= 1e-5, "{what}: relative error {err:e}");
+                }
+            }
+            // The embedding gather: rows of the table picked by token id, exactly the CPU's values.
+            let tokens: Vec<u32> = (0..9u32).map(|i| (i * 7 + 3) % n as u32).collect();
+            let ybuf = rig.upload(&vec![f32::NAN; tokens.len() * k]);
+            let node = NodeUniform { n: n as u32, k: k as u32, ..Default::default() };
+            let binds = Binds { w: Some(&wbuf), y: Some(&ybuf), ..Default::default() };
+            let step = StepUniform::new(tokens.len(), 0, CAP, None);
+            rig.dispatch_on("embedding", storage, binds, node, step, &tokens, grid(k.div_ceil(64), tokens.len(), 1));
+            let want: Vec<f32> = tokens.iter().flat_map(|&t| w[t as usize * k..(t as usize + 1) * k].to_vec()).collect();
+            assert_eq!(rel_error(&rig.download(&ybuf, tokens.len() * k), &want, "embedding"), 0.0, "embedding {ty} n={n} k={k}");
+        }
+    }
 }
 
 /// The lane-group sums the GEMV and flat GEMM end with, on every reduction this adapter
