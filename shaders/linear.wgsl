@@ -282,6 +282,7 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
     var c3 = vec4<f32>(0.0);
+    let aligned = K % 4u == 0u;
     for (var k0 = 0u; k0 < K; k0 += GK) {
         for (var j = 0u; j < 4u; j++) {
             let e = t + 256u * j;
@@ -290,9 +291,25 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             var a = 0.0;
             if (m0 + r < M && k0 + c < K) { a = xs((m0 + r) * K + k0 + c); }
             ga[c * 16u + r / 4u][r % 4u] = a;
-            var b = 0.0;
-            if (n0 + r < node.n && k0 + c < K) { b = ws((n0 + r) * K + k0 + c); }
-            gb[c * 16u + r / 4u][r % 4u] = b;
+        }
+        // The weight tile: four consecutive k of one row per thread (one vector load, or one
+        // block word and its scale for quantized weights), element by element when K is not
+        // a multiple of 4.
+        if (aligned) {
+            let r = t / 4u;
+            let c = (t % 4u) * 4u;
+            var b = vec4<f32>(0.0);
+            if (n0 + r < node.n && k0 + c < K) { b = w4(n0 + r, k0 + c); }
+            for (var i = 0u; i < 4u; i++) { gb[(c + i) * 16u + r / 4u][r % 4u] = b[i]; }
+        } else {
+            for (var j = 0u; j < 4u; j++) {
+                let e = t + 256u * j;
+                let r = e / GK;
+                let c = e % GK;
+                var b = 0.0;
+                if (n0 + r < node.n && k0 + c < K) { b = ws((n0 + r) * K + k0 + c); }
+                gb[c * 16u + r / 4u][r % 4u] = b;
+            }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < GK; kk++) {

@@ -28,16 +28,25 @@ fn q_scale(blk: u32) -> vec2<f32> {
     return vec2<f32>(d, Q_OFFSET * d);
 }
 
-// The four bytes of a word as values: unsigned, or two's complement (8 bits).
-fn q_bytes(v: u32) -> vec4<f32> {
-    if (Q_BITS == 8u) {
-        let s = bitcast<vec4<i32>>(vec4<u32>(v << 24u, v << 16u, v << 8u, v)) >> vec4<u32>(24u);
-        return vec4<f32>(s);
-    }
-    return vec4<f32>(vec4<u32>(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u));
+// Four small integers as floats without integer-to-float conversions (a quarter of the
+// FMA rate on NVIDIA): each goes into the low mantissa bits of 2^23 and 2^23 is subtracted,
+// exactly. `bias` is 2^23 plus what the stored value is offset by.
+fn q_magic(b: vec4<u32>, bias: f32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(b | vec4<u32>(0x4b000000u)) - bias;
 }
-fn q_low(v: u32) -> vec4<f32> { return q_bytes(v & 0x0f0f0f0fu); }
-fn q_high(v: u32) -> vec4<f32> { return q_bytes((v >> 4u) & 0x0f0f0f0fu); }
+// The four bytes of a word as two's complement values (8 bits): each byte's sign bit
+// flipped makes it the value plus 128.
+fn q_bytes(v: u32) -> vec4<f32> {
+    let b = vec4<u32>(v, v >> 8u, v >> 16u, v >> 24u) & vec4<u32>(0xffu);
+    return q_magic(b ^ vec4<u32>(0x80u), 8388736.0);
+}
+// The low and the high nibbles of a word's four bytes.
+fn q_low(v: u32) -> vec4<f32> {
+    return q_magic(vec4<u32>(v, v >> 8u, v >> 16u, v >> 24u) & vec4<u32>(0xfu), 8388608.0);
+}
+fn q_high(v: u32) -> vec4<f32> {
+    return q_low(v >> 4u);
+}
 
 // Values e .. e + 3 of row `row` (e a multiple of 4): the word holding them and its scale.
 fn w4(row: u32, e: u32) -> vec4<f32> {
@@ -48,8 +57,8 @@ fn w4(row: u32, e: u32) -> vec4<f32> {
     if (Q_BITS == 8u) {
         q = q_bytes(qword(blk * 8u + j / 4u));
     } else {
-        let v = qword(blk * 4u + (j % 16u) / 4u);
-        q = select(q_low(v), q_high(v), j >= 16u);
+        // Values 16 .. 31 are the high nibbles of the words of 0 .. 15.
+        q = q_low(qword(blk * 4u + (j % 16u) / 4u) >> (4u * (j / 16u)));
     }
     return q * s.x + s.y;
 }
@@ -60,21 +69,23 @@ fn ws(i: u32) -> f32 {
     return w4(i / node.k, e & ~3u)[e & 3u];
 }
 
-// Block `blk`'s dot product with the 32 values x0 .. x7 (vec4s in order), whose sum is
-// xsum: d * sum(q x) + c * sum(x), one multiply by the scale per block.
-fn q_block_dot(blk: u32, x0: vec4<f32>, x1: vec4<f32>, x2v: vec4<f32>, x3: vec4<f32>,
-               x4v: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>, xsum: f32) -> f32 {
-    let s = q_scale(blk);
-    var d: f32;
-    if (Q_BITS == 8u) {
-        let a = w[2u * blk];
-        let b = w[2u * blk + 1u];
-        d = dot(q_bytes(a.x), x0) + dot(q_bytes(a.y), x1) + dot(q_bytes(a.z), x2v) + dot(q_bytes(a.w), x3)
-          + dot(q_bytes(b.x), x4v) + dot(q_bytes(b.y), x5) + dot(q_bytes(b.z), x6) + dot(q_bytes(b.w), x7);
-    } else {
-        let q = w[blk];
-        d = dot(q_low(q.x), x0) + dot(q_low(q.y), x1) + dot(q_low(q.z), x2v) + dot(q_low(q.w), x3)
-          + dot(q_high(q.x), x4v) + dot(q_high(q.y), x5) + dot(q_high(q.z), x6) + dot(q_high(q.w), x7);
-    }
-    return s.x * d + s.y * xsum;
+// The GEMV's unit of work: one word of a block's values (4 bits: 8 values, 8 bits: 4).
+const Q_WORDS: u32 = Q_VEC4S * 4u;
+
+// The vec4s of an x row that unit u multiplies: its first four values, and (4 bits) the
+// four in the high nibbles, 16 further on (8 bits: the same vec4 twice).
+fn q_unit_x(u: u32) -> vec2<u32> {
+    let b = 8u * (u / Q_WORDS);
+    let i = u % Q_WORDS;
+    if (Q_BITS == 8u) { return vec2<u32>(b + i, b + i); }
+    return vec2<u32>(b + i, b + 4u + i);
+}
+
+// Unit u of the row whose first block is `row_blk` (row * K / 32) against the x values `lo`
+// and `hi` of `q_unit_x` (8 bits: `hi` unused), whose sum is xsum: d * sum(q x) + c * sum(x).
+fn q_unit_dot(row_blk: u32, u: u32, lo: vec4<f32>, hi: vec4<f32>, xsum: f32) -> f32 {
+    let s = q_scale(row_blk + u / Q_WORDS);
+    let v = qword(row_blk * Q_WORDS + u);
+    if (Q_BITS == 8u) { return s.x * dot(q_bytes(v), lo) + s.y * xsum; }
+    return s.x * (dot(q_low(v), lo) + dot(q_high(v), hi)) + s.y * xsum;
 }

@@ -10,6 +10,7 @@ use fdpp_runtime::engine::{Driver, Sampler, SamplingParams};
 use fdpp_runtime::graph;
 use fdpp_runtime::model::synthetic::SyntheticWeights;
 use fdpp_runtime::model::{Model, WeightSource};
+use fdpp_runtime::tensor::FileType;
 use fdpp_runtime::trace::NodeRecord;
 use fdpp_runtime::{Error, Result};
 
@@ -61,6 +62,29 @@ struct KernelArgs {
     /// beside their plain forms, at the M up to the GEMV's rows (cuda).
     #[arg(long)]
     fused: bool,
+}
+
+/// The file type of synthetic matrices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SyntheticType {
+    F32,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+    #[value(name = "q4_1")]
+    Q4_1,
+}
+
+impl SyntheticType {
+    fn file_type(self) -> FileType {
+        match self {
+            SyntheticType::F32 => FileType::F32,
+            SyntheticType::Q8_0 => FileType::Q8_0,
+            SyntheticType::Q4_0 => FileType::Q4_0,
+            SyntheticType::Q4_1 => FileType::Q4_1,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -200,6 +224,10 @@ pub struct BenchArgs {
     /// Synthetic weights with this model's shapes instead of a model file.
     #[arg(long, value_enum)]
     shape: Option<Shape>,
+    /// How the synthetic matrices are stored (with --shape): a block-quantized type gives
+    /// random blocks, for `--weights native`.
+    #[arg(long, value_enum, default_value_t = SyntheticType::F32, requires = "shape")]
+    shape_type: SyntheticType,
     #[command(flatten)]
     device: DeviceArgs,
     /// Prompt length of the prefill measurement (per sequence).
@@ -358,9 +386,10 @@ fn run(args: BenchArgs) -> Result<()> {
     let (config, weights, what): (_, Box<dyn WeightSource>, _) = match args.shape {
         Some(shape) => {
             let c = shape.config();
-            eprintln!("fdpp: synthetic {} weights ({:.1}M parameters)", shape.name(), c.num_params() as f64 / 1e6);
-            let w = SyntheticWeights::new(&c);
-            (c, Box::new(w), format!("synthetic {}", shape.name()))
+            let ty = args.shape_type.file_type();
+            eprintln!("fdpp: synthetic {} weights ({:.1}M parameters, matrices {ty})", shape.name(), c.num_params() as f64 / 1e6);
+            let w = SyntheticWeights::with_matrices(&c, ty);
+            (c, Box::new(w), format!("synthetic {} ({ty})", shape.name()))
         }
         None => {
             let path = crate::resolve_model(args.model.as_deref())?;
@@ -389,6 +418,7 @@ fn run(args: BenchArgs) -> Result<()> {
     }
     let device = exec.describe();
     eprintln!("fdpp: {device}");
+    eprintln!("fdpp: {}", crate::weights_summary(exec.lowering()));
     // Warm-up, inside the context the executor was sized for.
     measure(&mut exec, config.vocab_size, 1, args.prompt_tokens.min(16), 0, args.gen_tokens.min(4))?;
     let mut rows = Vec::new();

@@ -301,6 +301,7 @@ pub fn load_engine(model: Option<&Path>, opts: &EngineOptions) -> Result<Engine>
     let engine = Engine::load(model, opts, &mut |done, total| bar.count(done, total, "loading weights"))?;
     bar.finish();
     eprintln!("fdpp: backend {}", engine.backend_description());
+    eprintln!("fdpp: {}", weights_summary(engine.driver().lowering()));
     for note in engine.driver().notes().iter().map(String::as_str).chain(engine.calibration_note()) {
         eprintln!("fdpp: note: {note}");
     }
@@ -314,6 +315,21 @@ pub fn load_engine(model: Option<&Path>, opts: &EngineOptions) -> Result<Engine>
         );
     }
     Ok(engine)
+}
+
+/// What the weights take on the device, by the type each is stored in, e.g. "weights on the
+/// device 96.1 MB: 210 q4_1, 1 q8_0, 61 f16".
+pub fn weights_summary(l: &fdpp_runtime::lower::Lowering) -> String {
+    let mut types: Vec<(String, usize)> = vec![];
+    for w in &l.weights {
+        let ty = w.quantized.map_or(l.caps.weight_dtype.to_string(), |q| q.to_string());
+        match types.iter_mut().find(|(t, _)| *t == ty) {
+            Some((_, n)) => *n += 1,
+            None => types.push((ty, 1)),
+        }
+    }
+    let types: Vec<String> = types.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    format!("weights on the device {:.1} MB: {}", l.weight_bytes() as f64 / 1e6, types.join(", "))
 }
 
 /// This process's resident host memory, now and at its peak (Linux).

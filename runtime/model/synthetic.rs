@@ -19,11 +19,19 @@ pub struct SyntheticWeights {
     path: PathBuf,
     /// (Hugging Face name, shape), sorted by name.
     tensors: Vec<(String, Vec<usize>)>,
+    /// How the matrices are "stored" (vectors are f32).
+    matrices: FileType,
 }
 
 impl SyntheticWeights {
-    /// Every tensor a Llama-family model of `config` has.
+    /// Every tensor a Llama-family model of `config` has, in f32.
     pub fn new(config: &ModelConfig) -> Self {
+        Self::with_matrices(config, FileType::F32)
+    }
+
+    /// As `new`, with the matrices stored as `matrices` (a block-quantized type: random
+    /// blocks, as a quantized file holds them, so backends that read blocks can be timed).
+    pub fn with_matrices(config: &ModelConfig, matrices: FileType) -> Self {
         let c = config;
         let h = c.hidden_size;
         let mut tensors = vec![(names::EMBED.to_string(), vec![c.vocab_size, h]), (names::FINAL_NORM.to_string(), vec![h])];
@@ -47,7 +55,7 @@ impl SyntheticWeights {
             }
         }
         tensors.sort();
-        SyntheticWeights { path: PathBuf::from("(synthetic weights)"), tensors }
+        SyntheticWeights { path: PathBuf::from("(synthetic weights)"), tensors, matrices }
     }
 
     fn find(&self, name: &str) -> Result<&(String, Vec<usize>)> {
@@ -74,7 +82,7 @@ impl WeightSource for SyntheticWeights {
         self.find(name).ok().map(|(_, s)| s.clone())
     }
     fn file_type(&self, name: &str) -> Result<FileType> {
-        self.find(name).map(|_| FileType::F32)
+        self.find(name).map(|(_, shape)| if shape.len() == 1 { FileType::F32 } else { self.matrices })
     }
     /// Matrices uniform in +-0.05 (activations stay O(1) through many layers), norm weights 1.
     fn load(&self, name: &str, dtype: DType) -> Result<HostTensor> {
@@ -84,6 +92,9 @@ impl WeightSource for SyntheticWeights {
             let mut data = TensorData::with_capacity(dtype, n);
             data.extend_f32(&vec![1.0; n]);
             return Ok(HostTensor { shape: shape.clone(), data });
+        }
+        if self.matrices.is_quantized() {
+            return Ok(HostTensor { shape: shape.clone(), data: super::dequant::decode(self.matrices, &self.load_raw(name)?, dtype) });
         }
         let seed = seed_of(name);
         let blocks: Vec<TensorData> = (0..n.div_ceil(BLOCK))
@@ -101,6 +112,38 @@ impl WeightSource for SyntheticWeights {
             data.append(block);
         }
         Ok(HostTensor { shape: shape.clone(), data })
+    }
+    /// Quantized matrices: blocks of random values whose scales span about +-0.05, as `load`'s floats.
+    fn load_raw(&self, name: &str) -> Result<Vec<u8>> {
+        let (_, shape) = self.find(name)?;
+        let ty = self.matrices;
+        if shape.len() == 1 || !ty.is_quantized() {
+            return Err(Error::NotSupported { backend: "synthetic weights".into(), what: format!("`{name}` as stored: it is f32") });
+        }
+        let (per_block, block_bytes) = ty.block();
+        let h = |x: f32| half::f16::from_f32(x).to_le_bytes();
+        let scales: Vec<u8> = match ty {
+            FileType::Q8_0 => h(0.05 / 127.0).to_vec(),
+            FileType::Q4_0 => h(0.05 / 8.0).to_vec(),
+            _ => [h(0.1 / 15.0), h(-0.05)].concat(),
+        };
+        let seed = seed_of(name);
+        let blocks = shape.iter().product::<usize>() / per_block;
+        let per_batch = BLOCK / per_block;
+        let batches: Vec<Vec<u8>> = (0..blocks.div_ceil(per_batch))
+            .into_par_iter()
+            .map(|b| {
+                let mut rng = Rng::new(seed ^ (b as u64).wrapping_mul(0x9e3779b97f4a7c15));
+                let count = per_batch.min(blocks - b * per_batch);
+                let mut out = Vec::with_capacity(count * block_bytes);
+                for _ in 0..count {
+                    out.extend_from_slice(&scales);
+                    out.extend((scales.len()..block_bytes).map(|_| rng.next_u64() as u8));
+                }
+                out
+            })
+            .collect();
+        Ok(batches.concat())
     }
 }
 

@@ -200,7 +200,8 @@ impl GpuContext {
             Some(s) => format!("subgroup ({s}) + workgroup reductions"),
             None => "workgroup reductions".into(),
         };
-        format!("wgpu {} weights {}, KV {}, {reduce}", describe(&self.info), self.weight_dtype(), self.kv_dtype())
+        let native = if self.native_weights { " (quantized ones as stored)" } else { "" };
+        format!("wgpu {} weights {}{native}, KV {}, {reduce}", describe(&self.info), self.weight_dtype(), self.kv_dtype())
     }
 
     /// What the lowering may plan with on this device; `binding_limit` caps the weight
