@@ -2,27 +2,27 @@
 // as the file stores them and dequantized as they are loaded. The loader prepends the
 // type's constants:
 //   Q_BITS    4 or 8 bits a value
-//   Q_VEC4S   vec4<u32>s of one block's values (1 or 2)
+//   Q_WORDS   u32 words of one block's values (4 or 8)
 //   Q_MIN     the block carries a min m beside its scale d (Q4_1: x = d * q + m)
 //   Q_OFFSET  else x = d * (q + Q_OFFSET) (Q4_0: -8; Q8_0: 0, q signed)
 // The upload (runtime/backend/wgpu/weights.rs) moves each block's scale apart from its
-// values, so values load as whole vec4s; the bits are the file's. A chunk of node.n rows
-// of node.k values is:
-//   [rows x blocks] x Q_VEC4S vec4<u32>: block (r, b) at (r * B + b) * Q_VEC4S, B = K / 32;
+// values, so values load as aligned words; the bits are the file's. A chunk of node.n rows
+// of node.k values is, in u32 words:
+//   [rows x blocks] x Q_WORDS: block (r, b) at (r * B + b) * Q_WORDS, B = K / 32;
 //     4 bits: byte j holds value j (low nibble) and value j + 16 (high nibble), as in ggml;
 //     8 bits: byte j holds value j;
 //   then the scales: Q4_1 one u32 per block (d | m << 16, f16 each), the others one f16 d
 //     per block, two per u32.
 
-@group(0) @binding(5) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> w: array<u32>;
 
 const QK: u32 = 32u;
 
-fn qword(i: u32) -> u32 { return w[i >> 2u][i & 3u]; }
+fn qword(i: u32) -> u32 { return w[i]; }
 
 // (d, c) of block `blk` (r * B + b) of the chunk: a value is d * q + c.
 fn q_scale(blk: u32) -> vec2<f32> {
-    let base = node.n * (node.k / QK) * Q_VEC4S * 4u;
+    let base = node.n * (node.k / QK) * Q_WORDS;
     if (Q_MIN) { return unpack2x16float(qword(base + blk)); }
     let d = unpack2x16float(qword(base + blk / 2u))[blk & 1u];
     return vec2<f32>(d, Q_OFFSET * d);
@@ -69,9 +69,7 @@ fn ws(i: u32) -> f32 {
     return w4(i / node.k, e & ~3u)[e & 3u];
 }
 
-// The GEMV's unit of work: one word of a block's values (4 bits: 8 values, 8 bits: 4).
-const Q_WORDS: u32 = Q_VEC4S * 4u;
-
+// The GEMV's unit of work is one word of a block's values (4 bits: 8 values, 8 bits: 4).
 // The vec4s of an x row that unit u multiplies: its first four values, and (4 bits) the
 // four in the high nibbles, 16 further on (8 bits: the same vec4 twice).
 fn q_unit_x(u: u32) -> vec2<u32> {

@@ -96,7 +96,13 @@ pub fn run(args: InspectArgs) -> Result<()> {
         }
         opts = calibrated;
     }
-    let lowering = Lowering::new(graph::llama::build(&config), caps, &opts)?;
+    let graph = graph::llama::build(&config);
+    // Which weights stay in their file's quantized type (`--weights native`), as generate
+    // would store them: the file's types are in its header.
+    if let Some(m) = &loaded {
+        opts.file_types = graph.check_weights(m.weights.as_ref())?;
+    }
+    let lowering = Lowering::new(graph, caps, &opts)?;
     let caps = &lowering.caps;
     println!("model:   {model}");
     for note in &config_notes {
@@ -112,6 +118,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         caps.subgroup_size.map_or("none".into(), |s| format!("{s} lanes")),
         caps.table.source
     );
+    println!("{}", crate::weights_summary(&lowering));
     if tuned {
         crate::tune::print_table(&caps.table);
     }

@@ -80,22 +80,30 @@ fn smollm2_reference_prompts_on_wgpu_match_cpu() {
     let Some(model) = common::smollm2() else { return };
     for chat in [false, true] {
         let prompt = if chat { "What is the boiling point of water at sea level?" } else { "The capital of France is" };
-        let run = |backend: &str| common::generate_json(env!("CARGO_BIN_EXE_fdpp"), &model, backend, ("f32", "f32"), chat, prompt);
-        let (gpu, cpu) = (run("wgpu"), run("cpu"));
-        assert_eq!(gpu["prompt_ids"], cpu["prompt_ids"]);
-        assert_eq!(gpu["ids"], cpu["ids"], "greedy tokens differ for {prompt:?}");
-        let logits = |v: &serde_json::Value| -> Vec<f32> {
-            v["first_top5"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap() as f32).collect()
+        let run = |backend: &str, weights: &str| {
+            common::generate_json(env!("CARGO_BIN_EXE_fdpp"), &model, backend, (weights, "f32"), chat, prompt)
         };
-        assert_eq!(common::top5_ids(&gpu), common::top5_ids(&cpu));
-        let err = common::rel_err(&logits(&gpu), &logits(&cpu), "top-5 logits");
-        assert!(err <= 1e-4, "top-5 logits {:?} vs {:?}", logits(&gpu), logits(&cpu));
+        let cpu = run("cpu", "f32");
+        // f32 weights, and the file's Q4_1 layers and Q8_0 embedding read as stored: the
+        // kernels dequantize to the values the CPU widens them to, so only the order of the
+        // sums differs.
+        for weights in ["f32", "native"] {
+            let gpu = run("wgpu", weights);
+            assert_eq!(gpu["prompt_ids"], cpu["prompt_ids"]);
+            assert_eq!(gpu["ids"], cpu["ids"], "--weights {weights}: greedy tokens differ for {prompt:?}");
+            let logits = |v: &serde_json::Value| -> Vec<f32> {
+                v["first_top5"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap() as f32).collect()
+            };
+            assert_eq!(common::top5_ids(&gpu), common::top5_ids(&cpu), "--weights {weights}");
+            let err = common::rel_err(&logits(&gpu), &logits(&cpu), "top-5 logits");
+            assert!(err <= 1e-4, "--weights {weights}: top-5 logits {:?} vs {:?}", logits(&gpu), logits(&cpu));
+        }
     }
 }
 
 /// `generate --kv f16` on the tiny model: wgpu's greedy tokens are the CPU's and its backend
 /// line says the KV cache is f16; on an adapter without SHADER_F16 the refusal names it. The
-/// CPU, the f32 reference, refuses `--kv f16` and `--weights f16` by name.
+/// CPU, the f32 reference, refuses `--kv f16` and `--weights f16` by name; `--kv native` is refused.
 #[test]
 fn generate_with_an_f16_kv_cache_gives_the_cpus_greedy_tokens() {
     let path = common::temp_dir("wgpu-kv16").join("tiny.gguf");
@@ -115,6 +123,10 @@ fn generate_with_an_f16_kv_cache_gives_the_cpus_greedy_tokens() {
     let refused = run(&["--backend", "cpu", "--weights", "f16"]);
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
     assert!(stderr(&refused).contains("cpu does not support f16 weights: it is the f32 reference"), "{}", stderr(&refused));
+    // Native storage is the weights' file type: a KV cache has none.
+    let refused = run(&["--backend", "wgpu", "--kv", "native"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("--kv native: the KV cache has no file type"), "{}", stderr(&refused));
     let has_f16 = match fdpp_runtime::backend::open(&wgpu(WeightPrecision::Auto, KvPrecision::Auto)) {
         Ok(device) => device.caps().kv_dtype == fdpp_runtime::tensor::DType::F16,
         Err(e) => {

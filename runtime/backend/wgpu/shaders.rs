@@ -66,8 +66,7 @@ impl Storage {
             other => unreachable!("{other} is not a block-quantized type the kernels read"),
         };
         format!(
-            "const Q_BITS: u32 = {bits}u;\nconst Q_VEC4S: u32 = {}u;\nconst Q_MIN: bool = {min};\nconst Q_OFFSET: f32 = {offset:.1};\n{WEIGHTS_QUANT}",
-            bits / 4
+            "const Q_BITS: u32 = {bits}u;\nconst Q_WORDS: u32 = {bits}u;\nconst Q_MIN: bool = {min};\nconst Q_OFFSET: f32 = {offset:.1};\n{WEIGHTS_QUANT}"
         )
     }
 

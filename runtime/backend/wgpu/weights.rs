@@ -1,6 +1,7 @@
 //! Block-quantized weights as the WGSL kernels read them (shaders/weights_quant.wgsl): each
-//! chunk's blocks with their scales moved apart, so a block's values load as whole 16-byte
-//! vectors. The bits are the file's; only where they lie changes.
+//! chunk's blocks with their scales moved apart, so a block's values lie in aligned 32-bit
+//! words (a Q4_0 or Q8_0 block is 18 or 34 bytes in the file). The bits are the file's;
+//! only where they lie changes.
 
 use crate::tensor::FileType;
 
