@@ -260,8 +260,9 @@ fn quantized_weights_match_the_oracle() {
     let mut rng = Rng::new(11);
     for ty in QUANTIZED {
         let storage = Storage::Quantized(ty);
-        // Rounds of one to four words a lane: K = 320 and 576 (SmolLM2's) end in rounds of two
-        // and three with 4-bit blocks; K = 1120 is 35 blocks, odd for the split halves.
+        // A lane's rounds of four words end masked after one to three (K = 320 and 576,
+        // SmolLM2's, with 4-bit blocks: two and three); K = 1120 is 35 blocks, odd for the
+        // split halves.
         for &(n, k) in &[(37usize, 32usize), (70, 96), (33, 320), (9, 576), (21, 1120)] {
             let file = random_blocks(&mut rng, ty, n, k);
             let crate::tensor::TensorData::F32(w) = crate::model::dequant::decode(ty, &file, DType::F32) else {
