@@ -61,24 +61,7 @@ fn gemv_quant_body(wgi: u32, t: u32, split: bool) {
     let upper = t >= GV_GROUPS * GV_LANES;
     let lane = t % GV_LANES;
     let norm = (node.mode & MODE_NORM) != 0u;
-    var ca = wgi * GV_COLS + g;
-    var cb = ca + GV_GROUPS;
-    var va = ca < node.n;
-    var vb = cb < node.n;
-    if ((node.mode & MODE_SWIGLU) != 0u) {
-        ca = wgi * GV_GROUPS + g;
-        cb = ca + node.ldy;
-        va = ca < node.ldy;
-        vb = va;
-    }
-    if ((node.mode & MODE_ROPE) != 0u) {
-        let p = wgi * GV_GROUPS + g;
-        let pair = rope_pair(p);
-        ca = pair.x;
-        cb = pair.y;
-        va = p < node.n / 2u;
-        vb = va;
-    }
+    let c = gemv_columns(wgi, g);
     let m = min(row_count(), GEMV_MAX_M);
     let blocks = node.k / QK;
     let units = blocks * Q_WORDS;
@@ -86,8 +69,8 @@ fn gemv_quant_body(wgi: u32, t: u32, split: bool) {
     let u_begin = select(0u, half, upper) + lane;
     let u_end = select(half, units, upper);
     // Columns past N read a valid row (their sums are never stored).
-    let ba = min(ca, node.n - 1u) * blocks;
-    let bb = min(cb, node.n - 1u) * blocks;
+    let ba = min(c.a, node.n - 1u) * blocks;
+    let bb = min(c.b, node.n - 1u) * blocks;
     for (var r0 = 0u; r0 < m; r0 += 4u) {
         // Rows past m repeat the last row; their sums are never stored.
         var da = vec4<f32>(0.0);
@@ -109,23 +92,6 @@ fn gemv_quant_body(wgi: u32, t: u32, split: bool) {
                 sq += vec4<f32>(0.0, s1.z, s2.z, s3.z);
             }
         }
-        var sa = lanes_sum4(da, t);
-        var sb = lanes_sum4(db, t);
-        var ss = lanes_sum4(sq, t);
-        if (upper && lane == 0u) {
-            gv_upper[3u * g] = sa;
-            gv_upper[3u * g + 1u] = sb;
-            gv_upper[3u * g + 2u] = ss;
-        }
-        workgroupBarrier();
-        if (!upper && lane == 0u) {
-            sa += gv_upper[3u * g];
-            sb += gv_upper[3u * g + 1u];
-            ss += gv_upper[3u * g + 2u];
-            for (var i = 0u; i < 4u; i++) {
-                if (r0 + i < m) { gemv_store(r0 + i, ca, cb, va, vb, sa[i], sb[i], ss[i]); }
-            }
-        }
-        workgroupBarrier(); // gv_upper is refilled by the next rows
+        gemv_finish4(t, g, upper, r0, m, c, da, db, sq);
     }
 }

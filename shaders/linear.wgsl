@@ -42,6 +42,57 @@ const_assert GV_GROUPS * GV_LANES == 128u; // gemv's workgroup size
 // memory latency; shorter rows lose more to the extra barrier than they gain.
 var<workgroup> gv_upper: array<vec4<f32>, 12>; // the upper half's sums: [pair][a, b, x^2]
 
+// The two columns lane group g of GEMV workgroup `wgi` computes, and which of them exist:
+// columns g and g + GV_GROUPS of the workgroup's, or with SwiGLU gate j and up j, or with
+// RoPE a rotary pair. The quantized GEMV's; the float one (gemv_body) keeps its own copy of
+// this and of gemv_finish4: calling them cost its steps 0.6% (SmolLM2) and 1.1% (Llama-2-7B)
+// on an H200 (bench/results/h200.md, session 12, call H).
+struct GemvColumns {
+    a: u32,
+    b: u32,
+    va: bool,
+    vb: bool,
+}
+
+fn gemv_columns(wgi: u32, g: u32) -> GemvColumns {
+    if ((node.mode & MODE_SWIGLU) != 0u) {
+        let a = wgi * GV_GROUPS + g;
+        return GemvColumns(a, a + node.ldy, a < node.ldy, a < node.ldy);
+    }
+    if ((node.mode & MODE_ROPE) != 0u) {
+        let p = wgi * GV_GROUPS + g;
+        let pair = rope_pair(p);
+        return GemvColumns(pair.x, pair.y, p < node.n / 2u, p < node.n / 2u);
+    }
+    let a = wgi * GV_COLS + g;
+    return GemvColumns(a, a + GV_GROUPS, a < node.n, a + GV_GROUPS < node.n);
+}
+
+// Rows r0 .. r0 + 3 (those below m) of a GEMV: each lane's sums of columns a and b and of
+// x^2 added over the lane group and, with a K split, the upper half's through gv_upper, then
+// stored. Every invocation calls it (it holds barriers).
+fn gemv_finish4(t: u32, g: u32, upper: bool, r0: u32, m: u32, c: GemvColumns, da: vec4<f32>, db: vec4<f32>, sq: vec4<f32>) {
+    var sa = lanes_sum4(da, t);
+    var sb = lanes_sum4(db, t);
+    var ss = lanes_sum4(sq, t);
+    let lane0 = t % GV_LANES == 0u;
+    if (upper && lane0) {
+        gv_upper[3u * g] = sa;
+        gv_upper[3u * g + 1u] = sb;
+        gv_upper[3u * g + 2u] = ss;
+    }
+    workgroupBarrier();
+    if (!upper && lane0) {
+        sa += gv_upper[3u * g];
+        sb += gv_upper[3u * g + 1u];
+        ss += gv_upper[3u * g + 2u];
+        for (var i = 0u; i < 4u; i++) {
+            if (r0 + i < m) { gemv_store(r0 + i, c.a, c.b, c.va, c.vb, sa[i], sb[i], ss[i]); }
+        }
+    }
+    workgroupBarrier(); // gv_upper is refilled by the next rows
+}
+
 // Row r's outputs of columns a and b from their dot products and the row's sum of squares.
 fn gemv_store(r: u32, ca: u32, cb: u32, va: bool, vb: bool, dot_a: f32, dot_b: f32, sumsq: f32) {
     var a = dot_a;
