@@ -44,7 +44,7 @@ pub struct WeightLayout {
 }
 
 impl WeightLayout {
-    /// Bytes of one row on the device (vectors, stored as one row, also as f32 on wgpu).
+    /// Bytes of one row on the device.
     pub fn row_bytes(&self, caps: &BackendCaps) -> u64 {
         match self.quantized {
             Some(q) => q.bytes(self.cols) as u64,

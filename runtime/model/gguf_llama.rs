@@ -287,7 +287,7 @@ fn unpermute<T: Copy>(v: &[T], rows: usize, cols: usize, heads: usize) -> Vec<T>
 
 /// Whether a tensor of `shape` whose rows GGUF permuted splits into `heads` heads of rotary pairs.
 fn splits_into_heads(shape: &[usize], heads: usize) -> bool {
-    (1..=2).contains(&shape.len()) && heads > 0 && shape[0].is_multiple_of(heads) && (shape[0] / heads).is_multiple_of(2)
+    (1..=2).contains(&shape.len()) && heads > 0 && shape[0] > 0 && shape[0].is_multiple_of(heads) && (shape[0] / heads).is_multiple_of(2)
 }
 
 impl WeightSource for GgufWeights {

@@ -69,6 +69,7 @@ impl Device for WgpuDevice {
         let l = &lowering.caps;
         if l.backend != caps.backend
             || l.weight_dtype != caps.weight_dtype
+            || l.native_weights != caps.native_weights
             || l.kv_dtype != caps.kv_dtype
             || l.subgroup_size != caps.subgroup_size
             || l.max_binding_bytes > caps.max_binding_bytes
@@ -87,9 +88,8 @@ impl Device for WgpuDevice {
             );
             return Err(oom(&what, kv_bytes));
         }
-        let mut quantized: Vec<_> = lowering.weights.iter().filter_map(|w| w.quantized).collect();
-        quantized.sort_by_key(|t| t.to_string());
-        quantized.dedup();
+        let in_use = |q: &crate::tensor::FileType| lowering.weights.iter().any(|w| w.quantized == Some(*q));
+        let quantized: Vec<_> = shaders::QUANTIZED.into_iter().filter(in_use).collect();
         let kernels = Kernels::new(ctx, &quantized)?;
         let ctx = &kernels.ctx;
         let device = &ctx.device;
