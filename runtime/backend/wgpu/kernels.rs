@@ -397,7 +397,9 @@ fn check_tile(tile: Tile, have: Tile, what: &str) -> Result<()> {
     if tile == have { Ok(()) } else { Err(no_kernel(format!("a {what} with tile {tile} (the kernel's is {have})"))) }
 }
 
-/// How the weight template `t` reads is stored (`Float` where it reads none).
+/// How the weight template `t` reads is stored (`Float` where it reads none). Only matrices
+/// are ever quantized, and only the embedding and linear kernels read them, so every other
+/// launch gets `Float`, the one storage its family is compiled for.
 pub fn storage_of(weights: &[WeightLayout], t: &Template) -> Storage {
     match t.io.weight.and_then(|w| weights[w.param].quantized) {
         Some(q) => Storage::Quantized(q),
@@ -416,8 +418,6 @@ pub fn dispatches<'a>(
     out: &mut Vec<Dispatch<'a>>,
 ) -> Result<()> {
     let rows = launch.rows;
-    // Only the embedding and linear kernels read weights; every other one is compiled once.
-    let storage = if matches!(t.params, Params::Embedding { .. } | Params::Linear { .. }) { storage } else { Storage::Float };
     let mut push = |kernel: &'static str, grid: [u32; 3]| out.push(Dispatch { kernel, storage, group, grid });
     match (t.params, launch.variant) {
         (Params::Embedding { hidden, .. }, Variant::Gather) => push("embedding", grid(hidden.div_ceil(64), m, 1)),

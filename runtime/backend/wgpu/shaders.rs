@@ -27,8 +27,8 @@ pub struct Family {
 
 impl Family {
     /// A source compiled once, its pipelines named by their entry points.
-    const fn plain(name: &'static str, source: &'static [&'static str], entries: &'static [&'static str]) -> Family {
-        Family { name, sources: source, specialisation: "", suffix: "", entries, reads_weights: false, gemv: false }
+    const fn plain(name: &'static str, sources: &'static [&'static str], entries: &'static [&'static str]) -> Family {
+        Family { name, sources, specialisation: "", suffix: "", entries, reads_weights: false, gemv: false }
     }
 }
 
