@@ -2,7 +2,8 @@
 //! model): they print why they cannot run, and fail instead where the environment says
 //! they must run (`FDPP_REQUIRE_GPU=1`, `FDPP_REQUIRE_MODEL=1`, as CI sets them;
 //! `FDPP_REQUIRE_CUDA=1` / `FDPP_REQUIRE_HIP=1` where an NVIDIA / AMD GPU must be used,
-//! `FDPP_REQUIRE_ROCM=1` where ROCm's compilers must be installed).
+//! `FDPP_REQUIRE_ROCM=1` where ROCm's compilers must be installed,
+//! `FDPP_REQUIRE_COOPERATIVE_MATRIX=1` where the wgpu adapter must have cooperative matrices).
 
 /// What a test needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +18,9 @@ pub enum Requirement {
     /// ROCm's compilers (`hipcc`, hiprtc) for the compile checks of the kernels for AMD GPUs
     /// (no GPU needed).
     Rocm,
+    /// A wgpu adapter with the cooperative matrices the WGSL GEMM uses (separate from `Gpu`:
+    /// CI's software Vulkan driver has none).
+    CooperativeMatrix,
 }
 
 impl Requirement {
@@ -27,6 +31,7 @@ impl Requirement {
             Requirement::Model => "FDPP_REQUIRE_MODEL",
             Requirement::Hip => "FDPP_REQUIRE_HIP",
             Requirement::Rocm => "FDPP_REQUIRE_ROCM",
+            Requirement::CooperativeMatrix => "FDPP_REQUIRE_COOPERATIVE_MATRIX",
         }
     }
 

@@ -3,7 +3,9 @@
 //   (gemv.wgsl for float weights, gemv_quant.wgsl for block-quantized ones).
 // B (flat_gemm): M padded to FB_M, N tiled across workgroups (a tiling per shape), K walked
 //   inside the workgroup; each weight load feeds FB_M rows.
-// C (gemm): 64 x 64 output tiles, 4 x 4 per thread, for large M (prefill).
+// C (gemm): 64 x 64 output tiles, 4 x 4 per thread, for large M (prefill); on devices with
+//   cooperative matrices gemm_matrix.wgsl's kernel takes its place.
+// The bias and residual epilogue (bias_of, epilogue) come from linear_epilogue.wgsl.
 
 // node.mode bits (MODE_*, in the generated header). The residual epilogue serves all
 // three kernels; the norm prologue and the SwiGLU / RoPE epilogues only GEMV (the lowering
@@ -16,22 +18,6 @@
 // MODE_ROPE:     QKV: a lane group's two columns are a rotary pair of a Q or K head (V: two
 //                adjacent columns); the epilogue rotates them (angle table in `scratch`)
 //                and appends K and V to the cache
-
-// BIASED (set when the module is compiled, see shaders.rs): the kernels add bias[column] to
-// the product before the epilogue. The source is compiled once without and once with it,
-// so the plain kernels carry no bias code and their registers, and so their occupancy,
-// stay what they were (a runtime flag, or a second entry point sharing a body function,
-// cost the H200 8% at batch 8).
-fn bias_of(col: u32) -> f32 {
-    if (BIASED) { return bias[col]; }
-    return 0.0;
-}
-
-fn epilogue(row: u32, col: u32, v: f32) -> f32 {
-    let b = v + bias_of(col);
-    if ((node.mode & MODE_RESIDUAL) != 0u) { return b + x2s(row * node.ldy + col); }
-    return b;
-}
 
 // GEMV_MAX_M (rows) and GV_GROUPS (column pairs per workgroup) come from the header.
 const GV_LANES: u32 = 32u;             // threads per lane group

@@ -289,6 +289,11 @@ pub mod wgsl {
     }
     /// The tiled GEMM's square tile (`GM`).
     pub const GM: usize = 64;
+    /// The GEMM on cooperative matrices (`gemm_matrix.wgsl`, where the adapter has them):
+    /// tokens x columns per workgroup (`MX_M`, `MX_N`) and K per staged step (`MX_K`).
+    pub const MATRIX_TILE_M: usize = 64;
+    pub const MATRIX_TILE_N: usize = 128;
+    pub const MATRIX_K: usize = 32;
     /// Keys per tile of `attn_split` (`SPLIT_TILE`): the shortest chunk.
     pub const SPLIT_TILE: usize = 16;
     /// Chunks per (token, head) of the split-KV attention (the partials are sized for it).
@@ -313,6 +318,9 @@ pub mod wgsl {
             u("GV_GROUPS", GV_GROUPS),
             u("FB_M", FB_M),
             u("GM", GM),
+            u("MX_M", MATRIX_TILE_M),
+            u("MX_N", MATRIX_TILE_N),
+            u("MX_K", MATRIX_K),
             u("SPLIT_TILE", SPLIT_TILE),
             u("MAX_HD", MAX_HEAD_DIM),
             u("MODE_RESIDUAL", MODE_RESIDUAL as usize),

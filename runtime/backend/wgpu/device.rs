@@ -3,7 +3,7 @@
 
 use crate::backend::{KvPrecision, WeightPrecision};
 use crate::error::{Error, Result};
-use crate::lower::caps::BackendCaps;
+use crate::lower::caps::{BackendCaps, Tile, wgsl};
 use crate::tensor::{DType, HostTensor};
 
 pub struct GpuContext {
@@ -20,6 +20,8 @@ pub struct GpuContext {
     /// Lanes per subgroup where the kernels reduce with subgroup shuffles: SUBGROUP, and
     /// either one fixed size (lavapipe: 8) or never fewer than a lane group's 32 lanes.
     pub subgroup_size: Option<u32>,
+    /// C runs on the device's matrix units (`gemm_matrix.wgsl`): see `matrix_units`.
+    pub cooperative_matrix: bool,
     pub limits: wgpu::Limits,
     /// Everything the adapter offers (a subset is requested).
     pub adapter_features: wgpu::Features,
@@ -80,6 +82,35 @@ pub fn adapters() -> Vec<wgpu::Adapter> {
 /// Whether a hardware GPU adapter exists (what `--backend auto` asks).
 pub fn has_hardware_adapter() -> bool {
     adapters().iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+}
+
+/// Set to 0, the wgpu backend leaves the adapter's cooperative matrices unused (the GEMM of
+/// linear.wgsl runs instead): to compare the two, or to step around a driver's bug.
+pub const COOPERATIVE_MATRIX_ENV: &str = "FDPP_WGPU_COOPERATIVE_MATRIX";
+
+/// Whether the GEMM runs on cooperative matrices: the adapter multiplies 16 x 16 x 16 f16
+/// matrices into f32 sums on subgroups of exactly 32 lanes (gemm_matrix.wgsl's workgroup is
+/// eight of them), the weights are stored as f16 or block-quantized (f32 weights were asked
+/// for f32 products), and `COOPERATIVE_MATRIX_ENV` is not 0. Else why not.
+pub fn matrix_units(adapter: &wgpu::Adapter, f16_weights: bool) -> std::result::Result<(), String> {
+    use wgpu::CooperativeScalarType as T;
+    let info = adapter.get_info();
+    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
+    let configs = adapter.cooperative_matrix_properties();
+    let config = |p: &wgpu::CooperativeMatrixProperties| (p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type);
+    if std::env::var(COOPERATIVE_MATRIX_ENV).is_ok_and(|v| v == "0") {
+        Err(format!("{COOPERATIVE_MATRIX_ENV}=0"))
+    } else if !f16_weights {
+        Err("the weights are f32".into())
+    } else if !adapter.features().contains(needed) {
+        Err(format!("the adapter lacks {:?}", needed - adapter.features()))
+    } else if (info.subgroup_min_size, info.subgroup_max_size) != (32, 32) {
+        Err(format!("its subgroups are {}..{} lanes, not 32", info.subgroup_min_size, info.subgroup_max_size))
+    } else if !configs.iter().any(|p| config(p) == (16, 16, 16, T::F16, T::F32)) {
+        Err(format!("no 16x16x16 f16 -> f32 configuration among {:?}", configs.iter().map(config).collect::<Vec<_>>()))
+    } else {
+        Ok(())
+    }
 }
 
 /// How adapters are described to users choosing one with `--adapter`.
@@ -145,12 +176,27 @@ impl GpuContext {
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        let cooperative_matrix = matrix_units(adapter, f16_weights).is_ok();
+        if cooperative_matrix {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         // Everything the adapter offers: large bindings, more storage buffers per stage.
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("fdpp"),
             required_features: features,
             required_limits: limits.clone(),
+            // SAFETY: the token only states that wgpu's experimental features may still hold
+            // bugs; it is needed for EXPERIMENTAL_COOPERATIVE_MATRIX, requested only where
+            // `matrix_units` found the configuration gemm_matrix.wgsl uses. That one kernel
+            // is the only user, its results are checked against the CPU oracle on such a
+            // device (`matrix_gemm_matches_the_oracle`), and COOPERATIVE_MATRIX_ENV=0 leaves
+            // the feature unrequested.
+            experimental_features: if cooperative_matrix {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             ..Default::default()
         }))
         .map_err(|e| backend_err("request_device", e))?;
@@ -179,6 +225,7 @@ impl GpuContext {
             f16_kv,
             timestamps,
             subgroup_size,
+            cooperative_matrix,
             limits,
             adapter_features: available,
             fault,
@@ -201,17 +248,18 @@ impl GpuContext {
             None => "workgroup reductions".into(),
         };
         let native = if self.native_weights { " (quantized ones as stored)" } else { "" };
-        format!("wgpu {} weights {}{native}, KV {}, {reduce}", describe(&self.info), self.weight_dtype(), self.kv_dtype())
+        let matrix = if self.cooperative_matrix { ", GEMM on cooperative matrices" } else { "" };
+        format!("wgpu {} weights {}{native}, KV {}, {reduce}{matrix}", describe(&self.info), self.weight_dtype(), self.kv_dtype())
     }
 
     /// What the lowering may plan with on this device; `binding_limit` caps the weight
     /// chunks below the device's own limit.
     pub fn caps(&self, binding_limit: Option<u64>) -> BackendCaps {
         let max_binding = self.max_binding();
-        BackendCaps {
+        let mut caps = BackendCaps {
             device: self.describe(),
             driver: format!("{} {}", self.info.driver, self.info.driver_info).trim().to_string(),
-            kernels: super::shaders::sources_hash(self.f16_weights, self.f16_kv, self.subgroup_size),
+            kernels: super::shaders::sources_hash(self.f16_weights, self.f16_kv, self.subgroup_size, self.cooperative_matrix),
             weight_dtype: self.weight_dtype(),
             native_weights: if self.native_weights { super::shaders::QUANTIZED.to_vec() } else { vec![] },
             kv_dtype: self.kv_dtype(),
@@ -219,7 +267,12 @@ impl GpuContext {
             host_emulated: self.info.device_type == wgpu::DeviceType::Cpu,
             subgroup_size: self.subgroup_size,
             ..BackendCaps::wgpu_builtin()
+        };
+        if self.cooperative_matrix {
+            caps.cooperative_matrix = true;
+            caps.linear.gemm_tile = Tile { m: wgsl::MATRIX_TILE_M, n: wgsl::MATRIX_TILE_N };
         }
+        caps
     }
 
     /// A storage buffer of weights as the kernels read them (`vec4<W>` in the shaders):

@@ -279,7 +279,7 @@ impl Kernels {
         });
         let mut pipelines: HashMap<Storage, HashMap<String, wgpu::ComputePipeline>> = HashMap::new();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        for (family, storage) in shaders::compilations(quantized) {
+        for (family, storage) in shaders::compilations(quantized, ctx.cooperative_matrix) {
             let source = shaders::source(family, storage, ctx.f16_weights, ctx.f16_kv, ctx.subgroup_size);
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&format!("{}{}", family.name, storage.suffix())),
@@ -442,8 +442,16 @@ pub fn dispatches<'a>(
             push(kernel, grid(n.div_ceil(tiling.tile.n), rows.div_ceil(tiling.tile.m), 1));
         }
         (Params::Linear { n, bias, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::Gemm { tile }) => {
-            check_tile(tile, Tile { m: wgsl::GM, n: wgsl::GM }, "GEMM")?;
-            push(if bias { "gemm_bias" } else { "gemm" }, grid(n.div_ceil(tile.n), rows.div_ceil(tile.m), 1));
+            // The caps give the cooperative-matrix tile only where those kernels are compiled.
+            let kernel = match (tile == Tile { m: wgsl::MATRIX_TILE_M, n: wgsl::MATRIX_TILE_N }, bias) {
+                (true, false) => "gemm_matrix",
+                (true, true) => "gemm_matrix_bias",
+                (false, bias) => {
+                    check_tile(tile, Tile { m: wgsl::GM, n: wgsl::GM }, "GEMM")?;
+                    if bias { "gemm_bias" } else { "gemm" }
+                }
+            };
+            push(kernel, grid(n.div_ceil(tile.n), rows.div_ceil(tile.m), 1));
         }
         (Params::Rope { dims, .. }, Variant::Rope) => push("rope", grid(dims.qkv_width().div_ceil(64), m, 1)),
         (Params::Attention { dims, kv_write, .. }, v) => {

@@ -23,16 +23,21 @@ pub struct Family {
     pub reads_weights: bool,
     /// The GEMV of the weights' storage (gemv.wgsl or gemv_quant.wgsl) follows `sources`.
     pub gemv: bool,
+    /// Its kernels use cooperative matrices: compiled only on devices that have them, its
+    /// source opened by their `enable` directive.
+    pub matrix: bool,
 }
 
 impl Family {
     /// A source compiled once, its pipelines named by their entry points.
     const fn plain(name: &'static str, sources: &'static [&'static str], entries: &'static [&'static str]) -> Family {
-        Family { name, sources, specialisation: "", suffix: "", entries, reads_weights: false, gemv: false }
+        Family { name, sources, specialisation: "", suffix: "", entries, reads_weights: false, gemv: false, matrix: false }
     }
 }
 
+const LINEAR_EPILOGUE: &str = include_str!("../../../shaders/linear_epilogue.wgsl");
 const LINEAR: &str = include_str!("../../../shaders/linear.wgsl");
+const GEMM_MATRIX: &str = include_str!("../../../shaders/gemm_matrix.wgsl");
 const GEMV: &str = include_str!("../../../shaders/gemv.wgsl");
 const GEMV_QUANT: &str = include_str!("../../../shaders/gemv_quant.wgsl");
 const LINEAR_ENTRIES: &[&str] = &["gemv", "gemv_split_k", "flat_gemm", "gemm"];
@@ -79,21 +84,43 @@ impl Storage {
 pub const FAMILIES: &[Family] = &[
     Family {
         name: "linear",
-        sources: &[LINEAR],
+        sources: &[LINEAR_EPILOGUE, LINEAR],
         specialisation: "const BIASED: bool = false;\n",
         suffix: "",
         entries: LINEAR_ENTRIES,
         reads_weights: true,
         gemv: true,
+        matrix: false,
     },
     Family {
         name: "linear_bias",
-        sources: &[LINEAR],
+        sources: &[LINEAR_EPILOGUE, LINEAR],
         specialisation: "const BIASED: bool = true;\n",
         suffix: "_bias",
         entries: LINEAR_ENTRIES,
         reads_weights: true,
         gemv: true,
+        matrix: false,
+    },
+    Family {
+        name: "matrix",
+        sources: &[LINEAR_EPILOGUE, GEMM_MATRIX],
+        specialisation: "const BIASED: bool = false;\n",
+        suffix: "",
+        entries: &["gemm_matrix"],
+        reads_weights: true,
+        gemv: false,
+        matrix: true,
+    },
+    Family {
+        name: "matrix_bias",
+        sources: &[LINEAR_EPILOGUE, GEMM_MATRIX],
+        specialisation: "const BIASED: bool = true;\n",
+        suffix: "_bias",
+        entries: &["gemm_matrix"],
+        reads_weights: true,
+        gemv: false,
+        matrix: true,
     },
     Family { reads_weights: true, ..Family::plain("embedding", &[include_str!("../../../shaders/embedding.wgsl")], &["embedding"]) },
     Family::plain(
@@ -128,21 +155,25 @@ pub fn source(family: &Family, storage: Storage, f16_weights: bool, f16_kv: bool
     };
     let gemv = family.gemv.then(|| storage.gemv());
     let kernels = family.sources.iter().copied().chain(gemv).collect::<Vec<_>>().join("\n");
-    format!("{}{}{reduce}\n{COMMON}\n{}\n{kernels}", header(f16_weights, f16_kv), family.specialisation, storage.source())
+    // Enable directives come before every declaration.
+    let enable = if family.matrix { "enable wgpu_cooperative_matrix;\n" } else { "" };
+    format!("{enable}{}{}{reduce}\n{COMMON}\n{}\n{kernels}", header(f16_weights, f16_kv), family.specialisation, storage.source())
 }
 
 /// Every (family, storage) a device compiles: each family with float weights, and the
-/// families that read weights once per type of `quantized`.
-pub fn compilations(quantized: &[FileType]) -> impl Iterator<Item = (&'static Family, Storage)> + '_ {
-    let float = FAMILIES.iter().map(|f| (f, Storage::Float));
-    let quant = quantized.iter().flat_map(|&t| FAMILIES.iter().filter(|f| f.reads_weights).map(move |f| (f, Storage::Quantized(t))));
+/// families that read weights once per type of `quantized`; the cooperative-matrix families
+/// only where `matrix` (the device has them).
+pub fn compilations(quantized: &[FileType], matrix: bool) -> impl Iterator<Item = (&'static Family, Storage)> + '_ {
+    let families = move || FAMILIES.iter().filter(move |f| matrix || !f.matrix);
+    let float = families().map(|f| (f, Storage::Float));
+    let quant = quantized.iter().flat_map(move |&t| families().filter(|f| f.reads_weights).map(move |f| (f, Storage::Quantized(t))));
     float.chain(quant)
 }
 
 /// SHA-256 of every kernel source as this device compiles it (sampling and every quantized
 /// form included).
-pub fn sources_hash(f16_weights: bool, f16_kv: bool, subgroup_size: Option<u32>) -> String {
-    let mut all: String = compilations(&QUANTIZED).map(|(f, s)| source(f, s, f16_weights, f16_kv, subgroup_size)).collect();
+pub fn sources_hash(f16_weights: bool, f16_kv: bool, subgroup_size: Option<u32>, matrix: bool) -> String {
+    let mut all: String = compilations(&QUANTIZED, matrix).map(|(f, s)| source(f, s, f16_weights, f16_kv, subgroup_size)).collect();
     all.push_str(super::sampling::SOURCE);
     crate::cache::sha256_hex(&all)
 }
@@ -155,9 +186,13 @@ mod tests {
     /// with no GPU.
     #[test]
     fn every_shader_validates_with_naga() {
-        for (family, storage) in compilations(&QUANTIZED) {
+        for (family, storage) in compilations(&QUANTIZED, true) {
             let (name, entries) = (family.name, family.entries);
             for (f16, f16_kv) in [(false, false), (true, false), (false, true), (true, true)] {
+                // The cooperative-matrix kernels are compiled only with f16 weights.
+                if family.matrix && !f16 {
+                    continue;
+                }
                 for subgroup in [None, Some(32), Some(64), Some(8), Some(16)] {
                     let code = source(family, storage, f16, f16_kv, subgroup);
                     let what = format!("{name} ({storage:?}, f16={f16}, f16_kv={f16_kv}, subgroup={subgroup:?})");
@@ -166,6 +201,13 @@ mod tests {
                     v.validate(&module).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&code)));
                     for e in entries.iter() {
                         assert!(module.entry_points.iter().any(|p| p.name == *e), "{name}: entry point {e} missing");
+                    }
+                    if family.matrix {
+                        // The cooperative-matrix kernels run on no CI adapter: at least their
+                        // SPIR-V (what wgpu hands a Vulkan driver) is written here.
+                        let info = v.validate(&module).expect("validated above");
+                        let spv = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None);
+                        spv.unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
                     }
                 }
             }

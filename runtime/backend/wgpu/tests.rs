@@ -321,6 +321,97 @@ fn quantized_weights_match_the_oracle() {
     }
 }
 
+/// C on cooperative matrices (gemm_matrix.wgsl), where the adapter has them: f16 and every
+/// block-quantized storage, K past, below and between its staged steps (and not a multiple
+/// of 4), M and N across tile edges, the bias and residual epilogue into a wider output.
+#[test]
+fn matrix_gemm_matches_the_oracle() {
+    let Some(rig) = Rig::build(WeightPrecision::Auto, KvPrecision::F32, None, &QUANTIZED) else { return };
+    let ctx = rig.ctx();
+    if !ctx.cooperative_matrix {
+        let why = device::adapters().iter().find(|a| a.get_info() == ctx.info).map(|a| device::matrix_units(a, ctx.f16_weights));
+        let why = format!("{} runs no GEMM on cooperative matrices: {why:?}", ctx.info.name);
+        crate::testing::skip(crate::testing::Requirement::CooperativeMatrix, &why);
+        return;
+    }
+    let mut rng = Rng::new(12);
+    let shapes = [(37usize, 19usize), (70, 33), (129, 100), (300, 576), (21, 1120), (256, 4096)];
+    for (n, k) in shapes {
+        // Float weights, and each quantized type where K is whole blocks.
+        let mut storages = vec![(Storage::Float, None)];
+        if k % 32 == 0 {
+            storages.extend(QUANTIZED.iter().map(|&t| (Storage::Quantized(t), Some(t))));
+        }
+        for (storage, ty) in storages {
+            let (w, wbuf) = match ty {
+                None => {
+                    let w = random(&mut rng, n * k, 1.0);
+                    let buf = ctx.upload_f32_weights("w", &w);
+                    (w, buf)
+                }
+                Some(ty) => {
+                    let file = random_blocks(&mut rng, ty, n, k);
+                    let crate::tensor::TensorData::F32(w) = crate::model::dequant::decode(ty, &file, DType::F32) else {
+                        unreachable!("asked for f32")
+                    };
+                    let buf = ctx.upload_weights("w", &super::weights::repack(ty, &file, n, k), 4);
+                    (w, buf)
+                }
+            };
+            for m in [1usize, 2, 15, 16, 17, 63, 64, 65, 200] {
+                let x = random(&mut rng, m * k, 1.0);
+                let xbuf = rig.upload(&x);
+                let dot = |o: usize| -> f64 { (0..k).map(|p| x[(o / n) * k + p] as f64 * w[(o % n) * k + p] as f64).sum() };
+                // Plain; then with the bias and the residual, into columns 3 .. 3 + n of rows n + 5 wide.
+                for epilogue in [false, true] {
+                    let (ldy, offset) = if epilogue { (n + 5, 3) } else { (n, 0) };
+                    let bias = random(&mut rng, ldy, 1.0);
+                    let residual = random(&mut rng, m * ldy, 1.0);
+                    let (bias_buf, res_buf) = (rig.upload(&bias), rig.upload(&residual));
+                    let want: Vec<f64> = (0..m * n)
+                        .map(|o| {
+                            let (r, c) = (o / n, offset + o % n);
+                            dot(o) + if epilogue { (bias[c] + residual[r * ldy + c]) as f64 } else { 0.0 }
+                        })
+                        .collect();
+                    let ybuf = rig.upload(&vec![f32::NAN; m * ldy]);
+                    let mode = if epilogue { wgsl::MODE_RESIDUAL } else { 0 };
+                    let node =
+                        NodeUniform { n: n as u32, k: k as u32, ldy: ldy as u32, n_offset: offset as u32, mode, ..Default::default() };
+                    let binds = if epilogue {
+                        Binds {
+                            x: Some(&xbuf),
+                            x2: Some(&res_buf),
+                            w: Some(&wbuf),
+                            y: Some(&ybuf),
+                            bias: Some(&bias_buf),
+                            ..Default::default()
+                        }
+                    } else {
+                        Binds { x: Some(&xbuf), w: Some(&wbuf), y: Some(&ybuf), ..Default::default() }
+                    };
+                    let kernel = if epilogue { "gemm_matrix_bias" } else { "gemm_matrix" };
+                    let g = grid(n.div_ceil(wgsl::MATRIX_TILE_N), m.div_ceil(wgsl::MATRIX_TILE_M), 1);
+                    rig.dispatch_on(kernel, storage, binds, node, StepUniform::new(m, 0, CAP, None), &[], g);
+                    let y = rig.download(&ybuf, m * ldy);
+                    let got: Vec<f32> = (0..m * n).map(|o| y[(o / n) * ldy + offset + o % n]).collect();
+                    let what = format!("{kernel} {storage:?} m={m} n={n} k={k}");
+                    let err = rel_error(&got, &want, &what);
+                    // x is rounded to f16 once; the sums stay f32.
+                    assert!(err <= 5e-3, "{what}: relative error {err:e}");
+                    if epilogue {
+                        // Columns outside the chunk are left as they were.
+                        assert!(
+                            y.chunks(ldy).all(|row| row[..offset].iter().chain(&row[offset + n..]).all(|v| v.is_nan())),
+                            "{what}: wrote outside its columns"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The lane-group sums the GEMV and flat GEMM end with, on every reduction this adapter
 /// can run: its own (subgroup shuffles where it has subgroups; lavapipe's are 8 lanes
 /// wide, so shuffles then workgroup memory) and the workgroup-only one.
