@@ -8,17 +8,18 @@
 // accumulators. Each step of MX_K along K stages the tokens' x (rounded to f16 once, as the
 // CUDA tensor-core kernels do) and the columns' weights (through `w4`, so quantized blocks
 // are dequantized here) in workgroup memory; each subgroup then takes MX_K / 16 products per
-// accumulator. Rows past M, columns past N and K past its end are staged as zeros.
+// accumulator. The next step's values are fetched into registers before this step's
+// products, so their loads are in flight while the matrix units work. Rows past M, columns
+// past N and K past its end are staged as zeros.
 //
 // y = x w^T: the A operand is x's [token][k] tile (row-major), the B operand w^T, whose
 // column n is weight row n, so w's [column][k] tile is B in column-major order.
 
 const MX_LD: u32 = MX_K + 8u; // staged row stride in halves: 16 bytes of padding between rows
-const_assert MX_M == 64u && MX_N == 128u && MX_K % 16u == 0u;
+const_assert MX_M == 64u && MX_N == 128u && MX_K == 32u;
 var<workgroup> mx: array<f16, MX_M * MX_LD>;  // [token][k]
 var<workgroup> mw: array<f16, MX_N * MX_LD>;  // [column][k]
 var<workgroup> mc: array<f32, 8u * 256u>;     // per subgroup, a 16 x 16 tile of sums on its way out
-
 alias Acc = coop_mat16x16<f32, C>;
 
 // One accumulator to y: rows row0 .., columns col0 .. of the output, through the epilogue.
@@ -36,6 +37,84 @@ fn matrix_out(c: Acc, sg: u32, lane: u32, row0: u32, col0: u32, M: u32) {
     workgroupBarrier();
 }
 
+// What invocation t fetches for one step, four consecutive k from column c = 4 (t % 8) of
+// the step: x of token rows r = t / 8 and r + 32, weights of rows r, r + 32, r + 64, r + 96.
+// Named values, not an array, and every load unconditional (a clamped index, zeros chosen
+// after): the six loads are issued back to back. (Fetched in loops with the bounds checks
+// around each load, one step waited for each load in turn: 3.3 us per step on an H200.)
+struct Fetch {
+    x0: vec4<f32>,
+    x1: vec4<f32>,
+    w0: vec4<f32>,
+    w1: vec4<f32>,
+    w2: vec4<f32>,
+    w3: vec4<f32>,
+}
+
+// Token row r's x at k .. k + 3 (zeros past M and K).
+fn matrix_x(r: u32, k: u32, M: u32, K: u32, aligned: bool) -> vec4<f32> {
+    let ok = r < M && k < K;
+    if (aligned) {
+        return select(vec4<f32>(0.0), x[select(0u, (r * K + k) >> 2u, ok)], ok);
+    }
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        if (r < M && k + j < K) { v[j] = xs(r * K + k + j); }
+    }
+    return v;
+}
+
+// Weight row n at k .. k + 3 (zeros past N and K).
+fn matrix_w(n: u32, k: u32, K: u32, aligned: bool) -> vec4<f32> {
+    let ok = n < node.n && k < K;
+    if (aligned) {
+        return select(vec4<f32>(0.0), w4(select(0u, n, ok), select(0u, k, ok)), ok);
+    }
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        if (n < node.n && k + j < K) { v[j] = ws(n * K + k + j); }
+    }
+    return v;
+}
+
+fn fetch(t: u32, m0: u32, n0: u32, k0: u32, M: u32, K: u32, aligned: bool) -> Fetch {
+    let r = t / 8u;
+    let k = k0 + (t % 8u) * 4u;
+    return Fetch(
+        matrix_x(m0 + r, k, M, K, aligned),
+        matrix_x(m0 + r + 32u, k, M, K, aligned),
+        matrix_w(n0 + r, k, K, aligned),
+        matrix_w(n0 + r + 32u, k, K, aligned),
+        matrix_w(n0 + r + 64u, k, K, aligned),
+        matrix_w(n0 + r + 96u, k, K, aligned),
+    );
+}
+
+fn stage_x(at: u32, v: vec4<f32>) {
+    mx[at] = f16(v.x);
+    mx[at + 1u] = f16(v.y);
+    mx[at + 2u] = f16(v.z);
+    mx[at + 3u] = f16(v.w);
+}
+
+fn stage_w(at: u32, v: vec4<f32>) {
+    mw[at] = f16(v.x);
+    mw[at + 1u] = f16(v.y);
+    mw[at + 2u] = f16(v.z);
+    mw[at + 3u] = f16(v.w);
+}
+
+// One step's values into workgroup memory, rounded to f16.
+fn stage(t: u32, f: Fetch) {
+    let at = (t / 8u) * MX_LD + (t % 8u) * 4u;
+    stage_x(at, f.x0);
+    stage_x(at + 32u * MX_LD, f.x1);
+    stage_w(at, f.w0);
+    stage_w(at + 32u * MX_LD, f.w1);
+    stage_w(at + 64u * MX_LD, f.w2);
+    stage_w(at + 96u * MX_LD, f.w3);
+}
+
 @compute @workgroup_size(256)
 fn gemm_matrix(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -50,53 +129,18 @@ fn gemm_matrix(
     let tm = (sg / 4u) * 32u;
     let tn = (sg % 4u) * 32u;
     let aligned = K % 4u == 0u;
+    var next = fetch(t, m0, n0, 0u, M, K, aligned);
     var c00 = Acc();
     var c01 = Acc();
     var c10 = Acc();
     var c11 = Acc();
     for (var k0 = 0u; k0 < K; k0 += MX_K) {
-        // x: MX_M x MX_K values, four per invocation and round.
-        for (var e = t; e < MX_M * MX_K / 4u; e += 256u) {
-            let r = e / (MX_K / 4u);
-            let c = (e % (MX_K / 4u)) * 4u;
-            var v = vec4<f32>(0.0);
-            if (m0 + r < M) {
-                let i = (m0 + r) * K + k0 + c;
-                if (aligned && k0 + c < K) {
-                    v = x[i >> 2u];
-                } else {
-                    for (var j = 0u; j < 4u; j++) {
-                        if (k0 + c + j < K) { v[j] = xs(i + j); }
-                    }
-                }
-            }
-            let at = r * MX_LD + c;
-            mx[at] = f16(v.x);
-            mx[at + 1u] = f16(v.y);
-            mx[at + 2u] = f16(v.z);
-            mx[at + 3u] = f16(v.w);
-        }
-        // w: MX_N x MX_K values, four consecutive k of one row per invocation and round.
-        for (var e = t; e < MX_N * MX_K / 4u; e += 256u) {
-            let r = e / (MX_K / 4u);
-            let c = (e % (MX_K / 4u)) * 4u;
-            var v = vec4<f32>(0.0);
-            if (n0 + r < node.n) {
-                if (aligned && k0 + c < K) {
-                    v = w4(n0 + r, k0 + c);
-                } else {
-                    for (var j = 0u; j < 4u; j++) {
-                        if (k0 + c + j < K) { v[j] = ws((n0 + r) * K + k0 + c + j); }
-                    }
-                }
-            }
-            let at = r * MX_LD + c;
-            mw[at] = f16(v.x);
-            mw[at + 1u] = f16(v.y);
-            mw[at + 2u] = f16(v.z);
-            mw[at + 3u] = f16(v.w);
-        }
+        stage(t, next);
         workgroupBarrier();
+        // The next step's loads are in flight during this step's products.
+        if (k0 + MX_K < K) {
+            next = fetch(t, m0, n0, k0 + MX_K, M, K, aligned);
+        }
         for (var kk = 0u; kk < MX_K; kk += 16u) {
             let a0 = coopLoadT<coop_mat16x16<f16, A>>(&mx[tm * MX_LD + kk], MX_LD);
             let a1 = coopLoadT<coop_mat16x16<f16, A>>(&mx[(tm + 16u) * MX_LD + kk], MX_LD);
