@@ -1,41 +1,12 @@
-// C on the device's matrix units: cooperative matrices (NVIDIA tensor cores, AMD WMMA, ...;
-// `enable wgpu_cooperative_matrix;` is prepended by shaders.rs). Compiled only where the
-// adapter offers 16 x 16 x 16 products of f16 into f32 sums on subgroups of 32 lanes and the
-// weights are f16 or block-quantized (f32 weights keep f32 products in linear.wgsl's gemm).
-//
-// A workgroup (8 subgroups) owns MX_M tokens x MX_N columns (constants from the header);
-// subgroup s owns the 32 x 32 block at tokens 32 (s / 4), columns 32 (s % 4), as 2 x 2
-// accumulators. Each step of MX_K along K stages the tokens' x (rounded to f16 once, as the
-// CUDA tensor-core kernels do) and the columns' weights (through `w4`, so quantized blocks
-// are dequantized here) in workgroup memory; each subgroup then takes MX_K / 16 products per
-// accumulator. The next step's values are fetched into registers before this step's
-// products, so their loads are in flight while the matrix units work. Rows past M, columns
-// past N and K past its end are staged as zeros.
-//
-// y = x w^T: the A operand is x's [token][k] tile (row-major), the B operand w^T, whose
-// column n is weight row n, so w's [column][k] tile is B in column-major order.
+// C on the device's matrix units, the staged form (matrix_common.wgsl has the tile): each
+// step of MX_K along K stages the tokens' x and the columns' weights (through `w4`, so
+// block-quantized weights are dequantized here, rounded to f16) in workgroup memory; each
+// subgroup then takes MX_K / 16 products per accumulator. The next step's values are
+// fetched into registers before this step's products, so their loads are in flight while
+// the matrix units work. Columns past N are staged as zeros. Every weight storage compiles
+// it; f16 weights whose rows are whole steps of 16 run gemm_matrix_direct.wgsl instead.
 
-const MX_LD: u32 = MX_K + 8u; // staged row stride in halves: 16 bytes of padding between rows
-const_assert MX_M == 64u && MX_N == 128u && MX_K == 32u;
-var<workgroup> mx: array<f16, MX_M * MX_LD>;  // [token][k]
 var<workgroup> mw: array<f16, MX_N * MX_LD>;  // [column][k]
-var<workgroup> mc: array<f32, 8u * 256u>;     // per subgroup, a 16 x 16 tile of sums on its way out
-alias Acc = coop_mat16x16<f32, C>;
-
-// One accumulator to y: rows row0 .., columns col0 .. of the output, through the epilogue.
-fn matrix_out(c: Acc, sg: u32, lane: u32, row0: u32, col0: u32, M: u32) {
-    coopStoreT(c, &mc[sg * 256u], 16u);
-    workgroupBarrier();
-    for (var e = lane; e < 256u; e += 32u) {
-        let r = row0 + e / 16u;
-        let col = col0 + e % 16u;
-        if (r < M && col < node.n) {
-            let c = node.n_offset + col;
-            y[r * node.ldy + c] = epilogue(r, c, mc[sg * 256u + e]);
-        }
-    }
-    workgroupBarrier();
-}
 
 // What invocation t fetches for one step, four consecutive k from column c = 4 (t % 8) of
 // the step: x of token rows r = t / 8 and r + 32, weights of rows r, r + 32, r + 64, r + 96.
@@ -49,19 +20,6 @@ struct Fetch {
     w1: vec4<f32>,
     w2: vec4<f32>,
     w3: vec4<f32>,
-}
-
-// Token row r's x at k .. k + 3 (zeros past M and K).
-fn matrix_x(r: u32, k: u32, M: u32, K: u32, aligned: bool) -> vec4<f32> {
-    let ok = r < M && k < K;
-    if (aligned) {
-        return select(vec4<f32>(0.0), x[select(0u, (r * K + k) >> 2u, ok)], ok);
-    }
-    var v = vec4<f32>(0.0);
-    for (var j = 0u; j < 4u; j++) {
-        if (r < M && k + j < K) { v[j] = xs(r * K + k + j); }
-    }
-    return v;
 }
 
 // Weight row n at k .. k + 3 (zeros past N and K).

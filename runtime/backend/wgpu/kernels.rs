@@ -441,12 +441,17 @@ pub fn dispatches<'a>(
             let kernel = flat_gemm_kernel(tiling, bias).ok_or_else(|| no_kernel(format!("a flat GEMM with tiling {tiling}")))?;
             push(kernel, grid(n.div_ceil(tiling.tile.n), rows.div_ceil(tiling.tile.m), 1));
         }
-        (Params::Linear { n, bias, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::Gemm { tile }) => {
-            // The caps give the cooperative-matrix tile only where those kernels are compiled.
-            let kernel = match (tile == Tile { m: wgsl::MATRIX_TILE_M, n: wgsl::MATRIX_TILE_N }, bias) {
-                (true, false) => "gemm_matrix",
-                (true, true) => "gemm_matrix_bias",
-                (false, bias) => {
+        (Params::Linear { n, k, bias, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::Gemm { tile }) => {
+            // The caps give the cooperative-matrix tile only where those kernels are compiled;
+            // f16 weights in rows of whole 16-deep operands are read as they lie.
+            let matrix = tile == Tile { m: wgsl::MATRIX_TILE_M, n: wgsl::MATRIX_TILE_N };
+            let direct = storage == Storage::Float && k % 16 == 0 && std::env::var("FDPP_WGPU_MATRIX_DIRECT").map_or(true, |v| v != "0");
+            let kernel = match (matrix, direct, bias) {
+                (true, true, false) => "gemm_matrix_direct",
+                (true, true, true) => "gemm_matrix_direct_bias",
+                (true, false, false) => "gemm_matrix",
+                (true, false, true) => "gemm_matrix_bias",
+                (false, _, bias) => {
                     check_tile(tile, Tile { m: wgsl::GM, n: wgsl::GM }, "GEMM")?;
                     if bias { "gemm_bias" } else { "gemm" }
                 }

@@ -26,18 +26,33 @@ pub struct Family {
     /// Its kernels use cooperative matrices: compiled only on devices that have them, its
     /// source opened by their `enable` directive.
     pub matrix: bool,
+    /// It declares the weights' binding itself (as f16 scalars): compiled for float weights
+    /// only, without a storage's accessors.
+    pub own_weights: bool,
 }
 
 impl Family {
     /// A source compiled once, its pipelines named by their entry points.
     const fn plain(name: &'static str, sources: &'static [&'static str], entries: &'static [&'static str]) -> Family {
-        Family { name, sources, specialisation: "", suffix: "", entries, reads_weights: false, gemv: false, matrix: false }
+        Family {
+            name,
+            sources,
+            specialisation: "",
+            suffix: "",
+            entries,
+            reads_weights: false,
+            gemv: false,
+            matrix: false,
+            own_weights: false,
+        }
     }
 }
 
 const LINEAR_EPILOGUE: &str = include_str!("../../../shaders/linear_epilogue.wgsl");
 const LINEAR: &str = include_str!("../../../shaders/linear.wgsl");
+const MATRIX_COMMON: &str = include_str!("../../../shaders/matrix_common.wgsl");
 const GEMM_MATRIX: &str = include_str!("../../../shaders/gemm_matrix.wgsl");
+const GEMM_MATRIX_DIRECT: &str = include_str!("../../../shaders/gemm_matrix_direct.wgsl");
 const GEMV: &str = include_str!("../../../shaders/gemv.wgsl");
 const GEMV_QUANT: &str = include_str!("../../../shaders/gemv_quant.wgsl");
 const LINEAR_ENTRIES: &[&str] = &["gemv", "gemv_split_k", "flat_gemm", "gemm"];
@@ -91,6 +106,7 @@ pub const FAMILIES: &[Family] = &[
         reads_weights: true,
         gemv: true,
         matrix: false,
+        own_weights: false,
     },
     Family {
         name: "linear_bias",
@@ -101,26 +117,51 @@ pub const FAMILIES: &[Family] = &[
         reads_weights: true,
         gemv: true,
         matrix: false,
+        own_weights: false,
     },
     Family {
         name: "matrix",
-        sources: &[LINEAR_EPILOGUE, GEMM_MATRIX],
+        sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX],
         specialisation: "const BIASED: bool = false;\n",
         suffix: "",
         entries: &["gemm_matrix"],
         reads_weights: true,
         gemv: false,
         matrix: true,
+        own_weights: false,
     },
     Family {
         name: "matrix_bias",
-        sources: &[LINEAR_EPILOGUE, GEMM_MATRIX],
+        sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX],
         specialisation: "const BIASED: bool = true;\n",
         suffix: "_bias",
         entries: &["gemm_matrix"],
         reads_weights: true,
         gemv: false,
         matrix: true,
+        own_weights: false,
+    },
+    Family {
+        name: "matrix_direct",
+        sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX_DIRECT],
+        specialisation: "const BIASED: bool = false;\n",
+        suffix: "",
+        entries: &["gemm_matrix_direct"],
+        reads_weights: false,
+        gemv: false,
+        matrix: true,
+        own_weights: true,
+    },
+    Family {
+        name: "matrix_direct_bias",
+        sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX_DIRECT],
+        specialisation: "const BIASED: bool = true;\n",
+        suffix: "_bias",
+        entries: &["gemm_matrix_direct"],
+        reads_weights: false,
+        gemv: false,
+        matrix: true,
+        own_weights: true,
     },
     Family { reads_weights: true, ..Family::plain("embedding", &[include_str!("../../../shaders/embedding.wgsl")], &["embedding"]) },
     Family::plain(
@@ -157,7 +198,8 @@ pub fn source(family: &Family, storage: Storage, f16_weights: bool, f16_kv: bool
     let kernels = family.sources.iter().copied().chain(gemv).collect::<Vec<_>>().join("\n");
     // Enable directives come before every declaration.
     let enable = if family.matrix { "enable wgpu_cooperative_matrix;\n" } else { "" };
-    format!("{enable}{}{}{reduce}\n{COMMON}\n{}\n{kernels}", header(f16_weights, f16_kv), family.specialisation, storage.source())
+    let weights = if family.own_weights { String::new() } else { storage.source() };
+    format!("{enable}{}{}{reduce}\n{COMMON}\n{weights}\n{kernels}", header(f16_weights, f16_kv), family.specialisation)
 }
 
 /// Every (family, storage) a device compiles: each family with float weights, and the
