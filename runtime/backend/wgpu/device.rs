@@ -95,15 +95,20 @@ pub const COOPERATIVE_MATRIX_ENV: &str = "FDPP_WGPU_COOPERATIVE_MATRIX";
 pub fn matrix_units(adapter: &wgpu::Adapter, f16_weights: bool) -> std::result::Result<(), String> {
     use wgpu::CooperativeScalarType as T;
     let info = adapter.get_info();
-    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
+    let needed = [
+        (wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX, "EXPERIMENTAL_COOPERATIVE_MATRIX"),
+        (wgpu::Features::SUBGROUP, "SUBGROUP"),
+        (wgpu::Features::SHADER_F16, "SHADER_F16"),
+    ];
+    let missing: Vec<&str> = needed.iter().filter(|(f, _)| !adapter.features().contains(*f)).map(|(_, name)| *name).collect();
     let configs = adapter.cooperative_matrix_properties();
     let config = |p: &wgpu::CooperativeMatrixProperties| (p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type);
     if std::env::var(COOPERATIVE_MATRIX_ENV).is_ok_and(|v| v == "0") {
         Err(format!("{COOPERATIVE_MATRIX_ENV}=0"))
     } else if !f16_weights {
         Err("the weights are f32".into())
-    } else if !adapter.features().contains(needed) {
-        Err(format!("the adapter lacks {:?}", needed - adapter.features()))
+    } else if !missing.is_empty() {
+        Err(format!("the adapter lacks {}", missing.join(", ")))
     } else if (info.subgroup_min_size, info.subgroup_max_size) != (32, 32) {
         Err(format!("its subgroups are {}..{} lanes, not 32", info.subgroup_min_size, info.subgroup_max_size))
     } else if !configs.iter().any(|p| config(p) == (16, 16, 16, T::F16, T::F32)) {

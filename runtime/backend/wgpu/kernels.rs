@@ -445,7 +445,7 @@ pub fn dispatches<'a>(
             // The caps give the cooperative-matrix tile only where those kernels are compiled;
             // f16 weights in rows of whole 16-deep operands are read as they lie.
             let matrix = tile == Tile { m: wgsl::MATRIX_TILE_M, n: wgsl::MATRIX_TILE_N };
-            let direct = storage == Storage::Float && k % 16 == 0 && std::env::var("FDPP_WGPU_MATRIX_DIRECT").map_or(true, |v| v != "0");
+            let direct = storage == Storage::Float && k % 16 == 0;
             let kernel = match (matrix, direct, bias) {
                 (true, true, false) => "gemm_matrix_direct",
                 (true, true, true) => "gemm_matrix_direct_bias",
