@@ -96,73 +96,62 @@ impl Storage {
     }
 }
 
+/// The linear kernels (A, B and the CUDA-core C), with the GEMV of each weight storage.
+const LINEAR_FAMILY: Family = Family {
+    name: "linear",
+    sources: &[LINEAR_EPILOGUE, LINEAR],
+    specialisation: UNBIASED,
+    suffix: "",
+    entries: LINEAR_ENTRIES,
+    reads_weights: true,
+    gemv: true,
+    matrix: false,
+    own_weights: false,
+};
+
+/// C on cooperative matrices, staged (any weight storage).
+const MATRIX_FAMILY: Family = Family {
+    name: "matrix",
+    sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX],
+    specialisation: UNBIASED,
+    suffix: "",
+    entries: &["gemm_matrix"],
+    reads_weights: true,
+    gemv: false,
+    matrix: true,
+    own_weights: false,
+};
+
+/// C on cooperative matrices reading f16 weights as they lie.
+const MATRIX_DIRECT_FAMILY: Family = Family {
+    name: "matrix_direct",
+    sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX_DIRECT],
+    specialisation: UNBIASED,
+    suffix: "",
+    entries: &["gemm_matrix_direct"],
+    reads_weights: false,
+    gemv: false,
+    matrix: true,
+    own_weights: true,
+};
+
+const UNBIASED: &str = "const BIASED: bool = false;\n";
+
+impl Family {
+    /// The same kernels with the bias epilogue compiled in, their pipelines suffixed `_bias`
+    /// (see linear_epilogue.wgsl for why not a runtime flag).
+    const fn with_bias(self, name: &'static str) -> Family {
+        Family { name, specialisation: "const BIASED: bool = true;\n", suffix: "_bias", ..self }
+    }
+}
+
 pub const FAMILIES: &[Family] = &[
-    Family {
-        name: "linear",
-        sources: &[LINEAR_EPILOGUE, LINEAR],
-        specialisation: "const BIASED: bool = false;\n",
-        suffix: "",
-        entries: LINEAR_ENTRIES,
-        reads_weights: true,
-        gemv: true,
-        matrix: false,
-        own_weights: false,
-    },
-    Family {
-        name: "linear_bias",
-        sources: &[LINEAR_EPILOGUE, LINEAR],
-        specialisation: "const BIASED: bool = true;\n",
-        suffix: "_bias",
-        entries: LINEAR_ENTRIES,
-        reads_weights: true,
-        gemv: true,
-        matrix: false,
-        own_weights: false,
-    },
-    Family {
-        name: "matrix",
-        sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX],
-        specialisation: "const BIASED: bool = false;\n",
-        suffix: "",
-        entries: &["gemm_matrix"],
-        reads_weights: true,
-        gemv: false,
-        matrix: true,
-        own_weights: false,
-    },
-    Family {
-        name: "matrix_bias",
-        sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX],
-        specialisation: "const BIASED: bool = true;\n",
-        suffix: "_bias",
-        entries: &["gemm_matrix"],
-        reads_weights: true,
-        gemv: false,
-        matrix: true,
-        own_weights: false,
-    },
-    Family {
-        name: "matrix_direct",
-        sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX_DIRECT],
-        specialisation: "const BIASED: bool = false;\n",
-        suffix: "",
-        entries: &["gemm_matrix_direct"],
-        reads_weights: false,
-        gemv: false,
-        matrix: true,
-        own_weights: true,
-    },
-    Family {
-        name: "matrix_direct_bias",
-        sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX_DIRECT],
-        specialisation: "const BIASED: bool = true;\n",
-        suffix: "_bias",
-        entries: &["gemm_matrix_direct"],
-        reads_weights: false,
-        gemv: false,
-        matrix: true,
-        own_weights: true,
-    },
+    LINEAR_FAMILY,
+    LINEAR_FAMILY.with_bias("linear_bias"),
+    MATRIX_FAMILY,
+    MATRIX_FAMILY.with_bias("matrix_bias"),
+    MATRIX_DIRECT_FAMILY,
+    MATRIX_DIRECT_FAMILY.with_bias("matrix_direct_bias"),
     Family { reads_weights: true, ..Family::plain("embedding", &[include_str!("../../../shaders/embedding.wgsl")], &["embedding"]) },
     Family::plain(
         "elementwise",
