@@ -48,13 +48,6 @@ fn fetch(t: u32, m0: u32, n0: u32, k0: u32, M: u32, K: u32, aligned: bool) -> Fe
     );
 }
 
-fn stage_x(at: u32, v: vec4<f32>) {
-    mx[at] = f16(v.x);
-    mx[at + 1u] = f16(v.y);
-    mx[at + 2u] = f16(v.z);
-    mx[at + 3u] = f16(v.w);
-}
-
 fn stage_w(at: u32, v: vec4<f32>) {
     mw[at] = f16(v.x);
     mw[at + 1u] = f16(v.y);

@@ -45,14 +45,8 @@ fn gemm_matrix_direct(
     var c10 = Acc();
     var c11 = Acc();
     for (var k0 = 0u; k0 < K; k0 += MX_K) {
-        mx[at] = f16(x0.x);
-        mx[at + 1u] = f16(x0.y);
-        mx[at + 2u] = f16(x0.z);
-        mx[at + 3u] = f16(x0.w);
-        mx[at + 32u * MX_LD] = f16(x1.x);
-        mx[at + 32u * MX_LD + 1u] = f16(x1.y);
-        mx[at + 32u * MX_LD + 2u] = f16(x1.z);
-        mx[at + 32u * MX_LD + 3u] = f16(x1.w);
+        stage_x(at, x0);
+        stage_x(at + 32u * MX_LD, x1);
         workgroupBarrier();
         let n00 = b00;
         let n01 = b01;

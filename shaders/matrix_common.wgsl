@@ -42,3 +42,10 @@ fn matrix_x(r: u32, k: u32, M: u32, K: u32, aligned: bool) -> vec4<f32> {
     return v;
 }
 
+// Four values of x into the staged tile at `at`, rounded to f16.
+fn stage_x(at: u32, v: vec4<f32>) {
+    mx[at] = f16(v.x);
+    mx[at + 1u] = f16(v.y);
+    mx[at + 2u] = f16(v.z);
+    mx[at + 3u] = f16(v.w);
+}

@@ -250,6 +250,14 @@ fn random_blocks(rng: &mut Rng, ty: FileType, rows: usize, cols: usize) -> Vec<u
     out
 }
 
+/// `random_blocks` of `ty` uploaded as the kernels read them, and the values the CPU
+/// dequantizes from them.
+fn random_quantized(ctx: &GpuContext, rng: &mut Rng, ty: FileType, rows: usize, cols: usize) -> (Vec<f32>, wgpu::Buffer) {
+    let file = random_blocks(rng, ty, rows, cols);
+    let crate::tensor::TensorData::F32(w) = crate::model::dequant::decode(ty, &file, DType::F32) else { unreachable!("asked for f32") };
+    (w, ctx.upload_weights("w", &super::weights::repack(ty, &file, rows, cols), 4))
+}
+
 /// Every linear kernel and the embedding gather on weights kept in each block-quantized
 /// type, against the f64 product with the CPU's dequantized values (which the kernels must
 /// reproduce exactly: only the order of the sums differs). The GEMV also with its RMSNorm
@@ -264,11 +272,7 @@ fn quantized_weights_match_the_oracle() {
         // SmolLM2's, with 4-bit blocks: two and three); K = 1120 is 35 blocks, odd for the
         // split halves.
         for &(n, k) in &[(37usize, 32usize), (70, 96), (33, 320), (9, 576), (21, 1120)] {
-            let file = random_blocks(&mut rng, ty, n, k);
-            let crate::tensor::TensorData::F32(w) = crate::model::dequant::decode(ty, &file, DType::F32) else {
-                unreachable!("asked for f32")
-            };
-            let wbuf = rig.ctx().upload_weights("w", &super::weights::repack(ty, &file, n, k), 4);
+            let (w, wbuf) = random_quantized(rig.ctx(), &mut rng, ty, n, k);
             let gain = random(&mut rng, k, 1.0);
             let gain_buf = rig.upload(&gain);
             for &m in &[1usize, 2, 3, 5, 8, 9, 33, 70] {
@@ -351,14 +355,7 @@ fn matrix_gemm_matches_the_oracle() {
                     let buf = ctx.upload_f32_weights("w", &w);
                     (w, buf)
                 }
-                Some(ty) => {
-                    let file = random_blocks(&mut rng, ty, n, k);
-                    let crate::tensor::TensorData::F32(w) = crate::model::dequant::decode(ty, &file, DType::F32) else {
-                        unreachable!("asked for f32")
-                    };
-                    let buf = ctx.upload_weights("w", &super::weights::repack(ty, &file, n, k), 4);
-                    (w, buf)
-                }
+                Some(ty) => random_quantized(ctx, &mut rng, ty, n, k),
             };
             for m in [1usize, 2, 15, 16, 17, 63, 64, 65, 200] {
                 let x = random(&mut rng, m * k, 1.0);
