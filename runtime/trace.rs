@@ -77,6 +77,8 @@ pub enum Reason {
     NotDecode { tokens: usize, sequences: usize },
     /// Prefill, and the backend's tensor-core attention is not compiled for this head size.
     FlashHeadDim { head_dim: usize, supported: Vec<usize> },
+    /// Prefill of several sequences, and the backend's tensor-core attention takes one.
+    FlashOneSequence { sequences: usize },
     /// More rows than the split-KV kernel takes.
     TooManyRows { rows: usize, max: usize },
     /// The backend has no split-KV kernel.
@@ -179,6 +181,9 @@ impl std::fmt::Display for Reason {
             }
             Reason::FlashHeadDim { head_dim, supported } => {
                 write!(f, "prefill; the tensor-core attention takes head sizes {supported:?}, not {head_dim}")
+            }
+            Reason::FlashOneSequence { sequences } => {
+                write!(f, "prefill of {sequences} sequences; the tensor-core attention takes one sequence per step")
             }
             Reason::TooManyRows { rows, max } => write!(f, "{rows} rows: the split-KV kernel takes at most {max}"),
             Reason::NoSplitKv => f.write_str("the backend has no split-KV kernel"),

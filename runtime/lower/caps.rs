@@ -178,6 +178,9 @@ pub struct FlashLimits {
     pub keys: usize,
     /// The head sizes it is compiled for.
     pub head_dims: Vec<usize>,
+    /// Its rows must all be of one sequence: it runs only on steps of one sequence.
+    #[serde(default)]
+    pub one_sequence: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -294,6 +297,22 @@ pub mod wgsl {
     pub const MATRIX_TILE_M: usize = 64;
     pub const MATRIX_TILE_N: usize = 128;
     pub const MATRIX_K: usize = 32;
+    /// The prefill attention on cooperative matrices (`attention_matrix.wgsl`, where the
+    /// adapter has them and the KV cache is f16): query rows per workgroup, keys per tile,
+    /// and the longest head (`MX_MAX_HD`; any multiple of 16 up to it).
+    pub const MATRIX_ATTN_ROWS: usize = 16;
+    pub const MATRIX_ATTN_KEYS: usize = 16;
+    pub const MATRIX_ATTN_MAX_HD: usize = 128;
+
+    /// The matrix attention as the lowering sees it.
+    pub fn matrix_attention() -> super::FlashLimits {
+        super::FlashLimits {
+            rows: MATRIX_ATTN_ROWS,
+            keys: MATRIX_ATTN_KEYS,
+            head_dims: (16..=MATRIX_ATTN_MAX_HD).step_by(16).collect(),
+            one_sequence: true,
+        }
+    }
     /// Keys per tile of `attn_split` (`SPLIT_TILE`): the shortest chunk.
     pub const SPLIT_TILE: usize = 16;
     /// Chunks per (token, head) of the split-KV attention (the partials are sized for it).
@@ -321,6 +340,7 @@ pub mod wgsl {
             u("MX_M", MATRIX_TILE_M),
             u("MX_N", MATRIX_TILE_N),
             u("MX_K", MATRIX_K),
+            u("MX_MAX_HD", MATRIX_ATTN_MAX_HD),
             u("SPLIT_TILE", SPLIT_TILE),
             u("MAX_HD", MAX_HEAD_DIM),
             u("MODE_RESIDUAL", MODE_RESIDUAL as usize),
@@ -618,6 +638,7 @@ impl BackendCaps {
                     rows: cuda::FLASH_ROWS,
                     keys: cuda::FLASH_KEYS,
                     head_dims: cuda::FLASH_HEAD_DIMS.to_vec(),
+                    one_sequence: false,
                 }),
                 general: GeneralAttention::Online,
                 max_head_dim: cuda::MAX_HEAD_DIM,

@@ -401,6 +401,7 @@ impl Lowering {
         };
         // A step that is not split-KV: the tensor-core kernel where it takes this head size.
         let not_split = |why: Reason| match &kernels.flash {
+            Some(f) if f.one_sequence && shape.sequences > 1 => (general, Reason::FlashOneSequence { sequences: shape.sequences }, None),
             Some(f) if f.head_dims.contains(&head_dim) => (Variant::FlashAttention { rows: f.rows, keys: f.keys }, why, None),
             Some(f) => (general, Reason::FlashHeadDim { head_dim, supported: f.head_dims.clone() }, None),
             None => (general, why, None),

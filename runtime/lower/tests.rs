@@ -390,6 +390,15 @@ fn prefill_attention_runs_on_tensor_cores_for_the_head_sizes_the_kernel_takes() 
     assert_eq!(reason, Reason::FlashHeadDim { head_dim: 80, supported: flash.head_dims.clone() });
     // f32 weights keep an f32 KV cache: no tensor-core attention.
     assert_eq!(sdpa(BackendCaps::cuda_builtin(crate::tensor::DType::F32), 64, prefill(40)).0, Variant::OnlineAttention);
+    use crate::lower::caps::wgsl;
+    // A kernel whose tiles hold one sequence (wgpu's on cooperative matrices) runs on
+    // single-sequence steps only.
+    let mut wgpu = BackendCaps::wgpu_builtin();
+    wgpu.attention.flash = Some(wgsl::matrix_attention());
+    let matrix = Variant::FlashAttention { rows: wgsl::MATRIX_ATTN_ROWS, keys: wgsl::MATRIX_ATTN_KEYS };
+    assert_eq!(sdpa(wgpu.clone(), 64, prefill(40)).0, matrix);
+    let two = StepShape { m: 40, out: 2, sequences: 2, max_keys: 20 };
+    assert_eq!(sdpa(wgpu.clone(), 64, two), (Variant::OnlineAttention, Reason::FlashOneSequence { sequences: 2 }));
 }
 
 #[test]

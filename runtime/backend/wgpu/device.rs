@@ -276,6 +276,9 @@ impl GpuContext {
         if self.cooperative_matrix {
             caps.cooperative_matrix = true;
             caps.linear.gemm_tile = Tile { m: wgsl::MATRIX_TILE_M, n: wgsl::MATRIX_TILE_N };
+            if self.f16_kv {
+                caps.attention.flash = Some(wgsl::matrix_attention());
+            }
         }
         caps
     }

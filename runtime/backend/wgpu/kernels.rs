@@ -279,7 +279,7 @@ impl Kernels {
         });
         let mut pipelines: HashMap<Storage, HashMap<String, wgpu::ComputePipeline>> = HashMap::new();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        for (family, storage) in shaders::compilations(quantized, ctx.cooperative_matrix) {
+        for (family, storage) in shaders::compilations(quantized, ctx.cooperative_matrix, ctx.f16_kv) {
             let source = shaders::source(family, storage, ctx.f16_weights, ctx.f16_kv, ctx.subgroup_size);
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&format!("{}{}", family.name, storage.suffix())),
@@ -469,6 +469,15 @@ pub fn dispatches<'a>(
                     push("attn_combine", grid(dims.heads, m, 1));
                 }
                 Variant::OnlineAttention => push("attn_online", grid(dims.heads, m, 1)),
+                // The caps offer it only where it is compiled (cooperative matrices, f16 cache).
+                Variant::FlashAttention { rows, keys } => {
+                    check_tile(
+                        Tile { m: rows, n: keys },
+                        Tile { m: wgsl::MATRIX_ATTN_ROWS, n: wgsl::MATRIX_ATTN_KEYS },
+                        "matrix attention",
+                    )?;
+                    push("attn_matrix", grid(m.div_ceil(rows), dims.heads, 1));
+                }
                 other => return Err(no_kernel(format!("attention variant {other}"))),
             }
         }

@@ -29,6 +29,8 @@ pub struct Family {
     /// It declares the weights' binding itself (as f16 scalars): compiled for float weights
     /// only, without a storage's accessors.
     pub own_weights: bool,
+    /// Its kernels read the KV cache as f16: compiled only where the cache is f16.
+    pub f16_kv: bool,
 }
 
 impl Family {
@@ -44,6 +46,7 @@ impl Family {
             gemv: false,
             matrix: false,
             own_weights: false,
+            f16_kv: false,
         }
     }
 }
@@ -107,6 +110,7 @@ const LINEAR_FAMILY: Family = Family {
     gemv: true,
     matrix: false,
     own_weights: false,
+    f16_kv: false,
 };
 
 /// C on cooperative matrices, staged (any weight storage).
@@ -120,6 +124,7 @@ const MATRIX_FAMILY: Family = Family {
     gemv: false,
     matrix: true,
     own_weights: false,
+    f16_kv: false,
 };
 
 /// C on cooperative matrices reading f16 weights as they lie.
@@ -133,6 +138,7 @@ const MATRIX_DIRECT_FAMILY: Family = Family {
     gemv: false,
     matrix: true,
     own_weights: true,
+    f16_kv: false,
 };
 
 const UNBIASED: &str = "const BIASED: bool = false;\n";
@@ -152,6 +158,11 @@ pub const FAMILIES: &[Family] = &[
     MATRIX_FAMILY.with_bias("matrix_bias"),
     MATRIX_DIRECT_FAMILY,
     MATRIX_DIRECT_FAMILY.with_bias("matrix_direct_bias"),
+    Family {
+        matrix: true,
+        f16_kv: true,
+        ..Family::plain("attention_matrix", &[include_str!("../../../shaders/attention_matrix.wgsl")], &["attn_matrix"])
+    },
     Family { reads_weights: true, ..Family::plain("embedding", &[include_str!("../../../shaders/embedding.wgsl")], &["embedding"]) },
     Family::plain(
         "elementwise",
@@ -193,9 +204,9 @@ pub fn source(family: &Family, storage: Storage, f16_weights: bool, f16_kv: bool
 
 /// Every (family, storage) a device compiles: each family with float weights, and the
 /// families that read weights once per type of `quantized`; the cooperative-matrix families
-/// only where `matrix` (the device has them).
-pub fn compilations(quantized: &[FileType], matrix: bool) -> impl Iterator<Item = (&'static Family, Storage)> + '_ {
-    let families = move || FAMILIES.iter().filter(move |f| matrix || !f.matrix);
+/// only where `matrix` (the device has them), those reading an f16 cache only where `f16_kv`.
+pub fn compilations(quantized: &[FileType], matrix: bool, f16_kv: bool) -> impl Iterator<Item = (&'static Family, Storage)> + '_ {
+    let families = move || FAMILIES.iter().filter(move |f| (matrix || !f.matrix) && (f16_kv || !f.f16_kv));
     let float = families().map(|f| (f, Storage::Float));
     let quant = quantized.iter().flat_map(move |&t| families().filter(|f| f.reads_weights).map(move |f| (f, Storage::Quantized(t))));
     float.chain(quant)
@@ -204,7 +215,7 @@ pub fn compilations(quantized: &[FileType], matrix: bool) -> impl Iterator<Item 
 /// SHA-256 of every kernel source as this device compiles it (sampling and every quantized
 /// form included).
 pub fn sources_hash(f16_weights: bool, f16_kv: bool, subgroup_size: Option<u32>, matrix: bool) -> String {
-    let mut all: String = compilations(&QUANTIZED, matrix).map(|(f, s)| source(f, s, f16_weights, f16_kv, subgroup_size)).collect();
+    let mut all: String = compilations(&QUANTIZED, matrix, f16_kv).map(|(f, s)| source(f, s, f16_weights, f16_kv, subgroup_size)).collect();
     all.push_str(super::sampling::SOURCE);
     crate::cache::sha256_hex(&all)
 }
@@ -217,11 +228,12 @@ mod tests {
     /// with no GPU.
     #[test]
     fn every_shader_validates_with_naga() {
-        for (family, storage) in compilations(&QUANTIZED, true) {
+        for (family, storage) in compilations(&QUANTIZED, true, true) {
             let (name, entries) = (family.name, family.entries);
             for (f16, f16_kv) in [(false, false), (true, false), (false, true), (true, true)] {
-                // The cooperative-matrix kernels are compiled only with f16 weights.
-                if family.matrix && !f16 {
+                // The cooperative-matrix kernels are compiled only with f16 weights, the
+                // matrix attention only with an f16 cache.
+                if family.matrix && !f16 || family.f16_kv && !f16_kv {
                     continue;
                 }
                 for subgroup in [None, Some(32), Some(64), Some(8), Some(16)] {

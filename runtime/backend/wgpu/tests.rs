@@ -633,6 +633,69 @@ fn check_attention(rig: &Rig, unified: UnifiedMax, expect_fallback: bool) {
     }
 }
 
+/// The prefill attention on cooperative matrices (attention_matrix.wgsl), where the adapter
+/// has them and the cache is f16: head sizes from 16 to 128, grouped heads, prompts of 1 to
+/// 40 tokens (partial row tiles) from position 0 and after a cached prefix, in the second
+/// sequence of the cache, against the CPU's softmax over the values the cache holds.
+#[test]
+fn matrix_attention_matches_the_oracle() {
+    let Some(rig) = Rig::new(WeightPrecision::Auto, KvPrecision::Auto, None) else { return };
+    let ctx = rig.ctx();
+    if !ctx.cooperative_matrix || !ctx.f16_kv {
+        let adapter = device::adapters().into_iter().find(|a| a.get_info() == ctx.info);
+        let why = adapter.map_or(Ok(()), |a| device::matrix_units(&a, ctx.f16_weights)).err().unwrap_or("the KV cache is f32".into());
+        let why = format!("{} runs no attention on cooperative matrices: {why}", ctx.info.name);
+        crate::testing::skip(crate::testing::Requirement::CooperativeMatrix, &why);
+        return;
+    }
+    let mut rng = Rng::new(13);
+    for (heads, kvh, hd) in [(4usize, 2usize, 64usize), (2, 2, 128), (3, 1, 16), (2, 1, 48)] {
+        for (m, first) in [(1usize, 0usize), (5, 7), (16, 0), (17, 3), (40, 0), (40, 9)] {
+            let (kv_dim, width, seq) = (kvh * hd, (heads + 2 * kvh) * hd, 1);
+            // Two sequences' caches and the tile of rows the backend allocates past them.
+            let max_ctx = first + m + 3;
+            let rows = 2 * max_ctx + wgsl::MATRIX_ATTN_KEYS;
+            let kc = random(&mut rng, rows * kv_dim, 1.0);
+            let vc = random(&mut rng, rows * kv_dim, 1.0);
+            let qkv = random(&mut rng, m * width, 2.0);
+            let (kb, vb, qb) = (rig.upload_kv(&kc), rig.upload_kv(&vc), rig.upload(&qkv));
+            let (kc, vc) = (rig.stored(&kc), rig.stored(&vc));
+            let mut data = vec![0u32; 4 * CAP];
+            for i in 0..m {
+                data[CAP + i] = (first + i) as u32;
+                data[2 * CAP + i] = seq as u32;
+            }
+            let scale = 1.0 / (hd as f32).sqrt();
+            let mut want = vec![0.0f32; m * heads * hd];
+            let base = seq * max_ctx * kv_dim;
+            for i in 0..m {
+                for h in 0..heads {
+                    let q = &qkv[i * width + h * hd..i * width + (h + 1) * hd];
+                    let out = &mut want[(i * heads + h) * hd..(i * heads + h + 1) * hd];
+                    let head = cpu::KvHead { keys: &kc[base..], values: &vc[base..], kv_dim, offset: (h / (heads / kvh)) * hd };
+                    cpu::attend(q, head, first + i + 1, scale, out, &mut vec![]);
+                }
+            }
+            let node = NodeUniform {
+                heads: heads as u32,
+                kv_heads: kvh as u32,
+                head_dim: hd as u32,
+                max_ctx: max_ctx as u32,
+                scale,
+                ..Default::default()
+            };
+            let y = rig.upload(&vec![f32::NAN; m * heads * hd]);
+            let binds = Binds { x: Some(&qb), y: Some(&y), kc: Some(&kb), vc: Some(&vb), ..Default::default() };
+            let g = grid(m.div_ceil(wgsl::MATRIX_ATTN_ROWS), heads, 1);
+            rig.dispatch("attn_matrix", binds, node, StepUniform::new(m, 0, CAP, None), &data, g);
+            let what = format!("attn_matrix, {heads} heads / {kvh} KV heads of {hd}, {m} rows from position {first}");
+            let err = rel_error(&rig.download(&y, m * heads * hd), &want, &what);
+            // Q and P are rounded to f16 once; scores and sums stay f32.
+            assert!(err < 5e-3, "{what}: relative error {err:e}");
+        }
+    }
+}
+
 #[test]
 fn unified_max_attention_matches_online_and_oracle() {
     if let Some(rig) = Rig::new(WeightPrecision::F32, KvPrecision::F32, None) {
