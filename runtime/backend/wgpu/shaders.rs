@@ -224,6 +224,17 @@ pub fn sources_hash(f16_weights: bool, f16_kv: bool, subgroup_size: Option<u32>,
 mod tests {
     use super::*;
 
+    /// The cooperative-matrix probe only a test compiles (on adapters that have them) parses,
+    /// validates and is written as SPIR-V here.
+    #[test]
+    fn the_matrix_probe_validates_with_naga() {
+        let code = include_str!("../../../shaders/matrix_probe.wgsl");
+        let module = naga::front::wgsl::parse_str(code).unwrap_or_else(|e| panic!("{}", e.emit_to_string(code)));
+        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+        let info = v.validate(&module).unwrap_or_else(|e| panic!("{}", e.emit_to_string(code)));
+        naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None).expect("SPIR-V");
+    }
+
     /// Every family parses and validates for every weight storage, KV type and reduction,
     /// with no GPU.
     #[test]

@@ -696,6 +696,72 @@ fn matrix_attention_matches_the_oracle() {
     }
 }
 
+/// Each way the matrix kernels load and store cooperative matrices (shaders/matrix_probe.wgsl:
+/// B row-major and column-major from storage, read-only and read-write, C from workgroup
+/// memory, A from storage), read back exactly through products with the identity, where the
+/// adapter has them: a failure names the layout the driver gets wrong.
+#[test]
+fn cooperative_matrix_layouts_read_back() {
+    use wgpu::util::DeviceExt;
+    let Some(rig) = Rig::new(WeightPrecision::Auto, KvPrecision::Auto, None) else { return };
+    let ctx = rig.ctx();
+    if !ctx.cooperative_matrix {
+        let why = format!("{} runs nothing on cooperative matrices", ctx.info.name);
+        crate::testing::skip(crate::testing::Requirement::CooperativeMatrix, &why);
+        return;
+    }
+    let device = &ctx.device;
+    // Small integers: every product with the identity and every sum is exact.
+    let src: Vec<half::f16> = (0..512).map(|e| half::f16::from_f32((e % 97) as f32 - 40.0)).collect();
+    let input = |label| {
+        let usage = wgpu::BufferUsages::STORAGE;
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(&src), usage })
+    };
+    let (read_only, read_write) = (input("src"), input("src_rw"));
+    let dst = rig.upload(&vec![f32::NAN; 1024]);
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("matrix_probe"),
+        source: wgpu::ShaderSource::Wgsl(include_str!("../../../shaders/matrix_probe.wgsl").into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("matrix_probe"),
+        layout: None,
+        module: &module,
+        entry_point: Some("matrix_probe"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let entries: Vec<wgpu::BindGroupEntry> = [&read_only, &read_write, &dst]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+        .collect();
+    let group =
+        device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.get_bind_group_layout(0), entries: &entries });
+    let mut enc = device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(1, 1, 1);
+    }
+    ctx.queue.submit([enc.finish()]);
+    let got = rig.download(&dst, 1024);
+    let at = |r: usize, c: usize| src[r * 32 + c].to_f32();
+    let probes: [(&str, &dyn Fn(usize, usize) -> f32); 4] = [
+        ("B row-major from read-only storage", &|r, c| at(r, c)),
+        ("B column-major from read-only storage", &|r, c| at(c, r)),
+        ("B row-major from read-write storage", &|r, c| at(r, c)),
+        ("C row-major from workgroup memory, plus A row-major from storage", &|r, c| (r * 100 + c) as f32 + at(r, c)),
+    ];
+    for (p, (what, want)) in probes.iter().enumerate() {
+        for e in 0..256 {
+            let (r, c) = (e / 16, e % 16);
+            assert_eq!(got[p * 256 + e], want(r, c), "{what}: element ({r}, {c})");
+        }
+    }
+}
+
 #[test]
 fn unified_max_attention_matches_online_and_oracle() {
     if let Some(rig) = Rig::new(WeightPrecision::F32, KvPrecision::F32, None) {
