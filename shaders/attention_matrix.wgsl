@@ -15,10 +15,14 @@
 const AM_QLD: u32 = MX_MAX_HD + 8u; // row stride of Q (halves)
 const AM_PLD: u32 = 24u;            // row stride of P (halves)
 const AM_NEG: f32 = -3.0e38;
+// The scalar comes first: declared after the f16 arrays (in three orders of them tried),
+// the H200's driver (NVIDIA 580.159.04) put the cooperative-matrix stores into `as_` 33
+// floats before where its plain loads read them. matrix_attention_matches_the_oracle
+// catches an order that breaks.
+var<workgroup> am_last: u32;
 var<workgroup> aq: array<f16, 16u * AM_QLD>;  // Q * scale, [row][dim]
 var<workgroup> as_: array<f32, 256u>;          // S, [row][key]
 var<workgroup> ap: array<f16, 16u * AM_PLD>;  // P, [row][key]
-var<workgroup> am_last: u32;
 
 // S of key tile j0: the rows' staged Q against 16 cache rows from `kbase`.
 fn matrix_scores(j0: u32, kbase: u32, kv_dim: u32, hd: u32) -> coop_mat16x16<f32, C> {

@@ -261,6 +261,14 @@ pub fn grid(x: usize, y: usize, z: usize) -> [u32; 3] {
     [x as u32, y as u32, z as u32]
 }
 
+/// Held while a device compiles cooperative-matrix kernels, so two devices of one process
+/// never do it at once: on the H200 (NVIDIA 580.159.04) the tests, a device per thread,
+/// crashed or hung when they did.
+pub fn matrix_compile_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Kernels {
     /// Compiles every kernel family for this device (weight and KV types and reduction chosen
     /// by its capabilities and the user), and those that read weights also for each
@@ -280,6 +288,7 @@ impl Kernels {
         let mut pipelines: HashMap<Storage, HashMap<String, wgpu::ComputePipeline>> = HashMap::new();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         for (family, storage) in shaders::compilations(quantized, ctx.cooperative_matrix, ctx.f16_kv) {
+            let _one_at_a_time = family.matrix.then(matrix_compile_lock);
             let source = shaders::source(family, storage, ctx.f16_weights, ctx.f16_kv, ctx.subgroup_size);
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&format!("{}{}", family.name, storage.suffix())),

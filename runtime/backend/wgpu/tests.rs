@@ -719,6 +719,7 @@ fn cooperative_matrix_layouts_read_back() {
     };
     let (read_only, read_write) = (input("src"), input("src_rw"));
     let dst = rig.upload(&vec![f32::NAN; 1024]);
+    let compiling = super::kernels::matrix_compile_lock();
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some("matrix_probe"),
         source: wgpu::ShaderSource::Wgsl(include_str!("../../../shaders/matrix_probe.wgsl").into()),
@@ -731,6 +732,7 @@ fn cooperative_matrix_layouts_read_back() {
         compilation_options: Default::default(),
         cache: None,
     });
+    drop(compiling);
     let entries: Vec<wgpu::BindGroupEntry> = [&read_only, &read_write, &dst]
         .iter()
         .enumerate()
