@@ -55,6 +55,10 @@ pub enum Reason {
         /// (`LinearKernels::gemv_per_warp_max_k`).
         #[serde(default)]
         per_warp_max_k: Option<usize>,
+        /// B runs on the device's matrix units, tokens padded to their tile, as it does up to
+        /// this K (`LinearKernels::flat_matrix`).
+        #[serde(default)]
+        matrix: Option<usize>,
     },
     /// A decode step (every token of its own sequence): split-KV with a unified max, this
     /// layer's `phi`, from `source` (files written before phi was recorded read as the default).
@@ -106,6 +110,7 @@ impl std::fmt::Display for Reason {
                 long_k,
                 wide,
                 per_warp_max_k,
+                matrix,
             } => {
                 let rule = if m < &inf.m1 {
                     format!("M={m} < M1={}", inf.m1)
@@ -143,6 +148,9 @@ impl std::fmt::Display for Reason {
                 }
                 if *wide {
                     write!(f, "; N={n} columns over a short K={k}: B's wide tiling")?;
+                }
+                if let Some(max) = matrix {
+                    write!(f, "; B on the matrix units: K={k} <= {max}, in whole 16-deep operands")?;
                 }
                 if (*long_k || *wide) && m < &inf.m1 {
                     write!(f, ", which reads faster than the GEMV from one row on")?;
@@ -451,6 +459,7 @@ mod tests {
             long_k: false,
             wide: false,
             per_warp_max_k: None,
+            matrix: None,
         };
         assert_eq!(r.to_string(), "M1=2 <= M=12 < M2=65 (fallback for [N=960, K=576], wgpu defaults)");
         // A shape with several B tilings over M says which range of M this one covers.

@@ -1,28 +1,48 @@
 // Row-wise and elementwise stages of the transformer. Grids: x over columns (64 per
 // workgroup), y over rows, unless noted.
 
-var<workgroup> sq: array<f32, 128>;
+const RN_T: u32 = 256u;
+var<workgroup> sq: array<f32, RN_T>;
 
-// One workgroup per row: x / sqrt(mean(x^2) + eps) * weight.
-@compute @workgroup_size(128)
+// One workgroup per row: x / sqrt(mean(x^2) + eps) * weight. Rows of whole vec4s (every
+// model's hidden size) are read 16 bytes a load: a decode step's few rows are few
+// workgroups, whose time is the chain of loads each invocation waits for (on an H200, a
+// 4096-wide row took 26 us read a float at a time by 128 invocations).
+@compute @workgroup_size(256)
 fn rms_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let i = wg.y;
     if (i >= row_count()) { return; }
     let H = node.k;
+    let row = i * H;
+    let whole = H % 4u == 0u;
     var s = 0.0;
-    for (var j = t; j < H; j += 128u) {
-        let v = xs(i * H + j);
-        s += v * v;
+    if (whole) {
+        for (var j = t * 4u; j < H; j += 4u * RN_T) {
+            let v = x[(row + j) >> 2u];
+            s += dot(v, v);
+        }
+    } else {
+        for (var j = t; j < H; j += RN_T) {
+            let v = xs(row + j);
+            s += v * v;
+        }
     }
     sq[t] = s;
     workgroupBarrier();
-    for (var k = 64u; k > 0u; k >>= 1u) {
+    for (var k = RN_T / 2u; k > 0u; k >>= 1u) {
         if (t < k) { sq[t] += sq[t + k]; }
         workgroupBarrier();
     }
     let inv = 1.0 / sqrt(sq[0] / f32(H) + node.eps);
-    for (var j = t; j < H; j += 128u) {
-        y[i * H + j] = xs(i * H + j) * inv * ws(j);
+    if (whole) {
+        for (var j = t * 4u; j < H; j += 4u * RN_T) {
+            let v = x[(row + j) >> 2u] * inv * w4(0u, j);
+            for (var e = 0u; e < 4u; e++) { y[row + j + e] = v[e]; }
+        }
+    } else {
+        for (var j = t; j < H; j += RN_T) {
+            y[row + j] = xs(row + j) * inv * ws(j);
+        }
     }
 }
 

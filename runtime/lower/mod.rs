@@ -627,6 +627,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
     let mut flat_range = None;
     let mut long_k = false;
     let mut wide = false;
+    let mut matrix = None;
     let variant = match imp {
         LinearImpl::Gemv => match (entry.and_then(|e| e.gemv_split_k_from), lin.gemv_split_k_min) {
             (Some(from), Some(_)) => {
@@ -647,7 +648,12 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
             let wide_tiling = lin.flat_wide.filter(|_| tuned.is_none() && long_k_tiling.is_none() && wide_applies).map(|w| w.tiling);
             long_k = long_k_tiling.is_some();
             wide = wide_tiling.is_some();
-            Variant::FlatGemm { tiling: tuned.or(long_k_tiling).or(wide_tiling).unwrap_or(lin.flat_tilings[0]) }
+            let untuned = tuned.is_none() && long_k_tiling.is_none() && wide_tiling.is_none();
+            let on_matrix = lin.flat_matrix.filter(|m| untuned && m.applies(k));
+            matrix = on_matrix.map(|m| m.max_k);
+            Variant::FlatGemm {
+                tiling: tuned.or(long_k_tiling).or(wide_tiling).or(on_matrix.map(|m| m.tiling)).unwrap_or(lin.flat_tilings[0]),
+            }
         }
         LinearImpl::Gemm => Variant::Gemm { tile: lin.gemm_tile },
     };
@@ -668,6 +674,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
         long_k,
         wide,
         per_warp_max_k,
+        matrix,
     };
     (variant, reason)
 }

@@ -205,6 +205,32 @@ fn b_runs_the_shapes_tiling_for_the_range_of_m_and_says_so() {
     assert!(matches!(record(&r, "layers.0.attn.o").reason, Reason::Dataflow { flat_range: None, tuned_params: false, .. }));
 }
 
+/// Where the wgpu device has matrix units and f16 weights, B runs on them by default where
+/// K is whole 16-deep operands and not long, and says so; elsewhere the first SIMT tiling.
+#[test]
+fn b_runs_on_matrix_units_where_the_device_offers_them_and_k_fits() {
+    let mut caps = BackendCaps::wgpu_builtin();
+    caps.cooperative_matrix = true;
+    caps.linear.flat_matrix = Some(wgsl::matrix_tiling());
+    caps.linear.flat_tilings.push(wgsl::flat_matrix());
+    let long = wgsl::FLAT_MATRIX_MAX_K + 16;
+    for (inner, want) in [(1536, wgsl::flat_matrix()), (1544, wgsl::flat_tilings()[0]), (long, wgsl::flat_tilings()[0])] {
+        let c = ModelConfig { intermediate_size: inner, ..config() };
+        let l = Lowering::new(llama::build(&c), caps.clone(), &LoweringOptions::default()).unwrap();
+        let records = l.records(&l.lower(&decode(8, 100)), None);
+        let rec = record(&records, "layers.0.ffn.down");
+        assert_eq!(variant(rec), Variant::FlatGemm { tiling: want }, "K = {inner}");
+        let on_matrix = rec.reason.to_string().ends_with(&format!("B on the matrix units: K={inner} <= 2048, in whole 16-deep operands"));
+        assert_eq!(on_matrix, want == wgsl::flat_matrix(), "K = {inner}: {}", rec.reason);
+    }
+    // The built-in profile (no matrix units) keeps the SIMT tiling.
+    let l = lowering(BackendCaps::wgpu_builtin());
+    assert_eq!(
+        variant(record(&l.records(&l.lower(&decode(8, 100)), None), "layers.0.attn.o")),
+        Variant::FlatGemm { tiling: wgsl::flat_tilings()[0] }
+    );
+}
+
 #[test]
 fn untuned_b_splits_long_k_over_more_warps_on_few_columns_and_says_so() {
     use super::caps::cuda;

@@ -279,6 +279,11 @@ impl GpuContext {
             if self.f16_kv {
                 caps.attention.flash = Some(wgsl::matrix_attention());
             }
+            // B reads the weights as they lie, so only f16 ones (not those stored quantized).
+            if !self.native_weights {
+                caps.linear.flat_matrix = Some(wgsl::matrix_tiling());
+                caps.linear.flat_tilings.push(wgsl::flat_matrix());
+            }
         }
         caps
     }

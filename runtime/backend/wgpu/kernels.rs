@@ -446,8 +446,20 @@ pub fn dispatches<'a>(
             };
             push(kernel, grid(groups, 1, 1));
         }
-        (Params::Linear { n, bias, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::FlatGemm { tiling }) => {
-            let kernel = flat_gemm_kernel(tiling, bias).ok_or_else(|| no_kernel(format!("a flat GEMM with tiling {tiling}")))?;
+        (
+            Params::Linear { n, k, bias, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. },
+            Variant::FlatGemm { tiling },
+        ) => {
+            // The caps offer the matrix tiling only where `flat_matrix` is compiled and the
+            // weights are f16; the lowering gives it only K in whole 16-deep operands.
+            let kernel = if tiling == wgsl::flat_matrix() {
+                if storage != Storage::Float || k % 16 != 0 {
+                    return Err(no_kernel(format!("B on cooperative matrices over {storage:?} weights with K = {k}")));
+                }
+                if bias { "flat_matrix_bias" } else { "flat_matrix" }
+            } else {
+                flat_gemm_kernel(tiling, bias).ok_or_else(|| no_kernel(format!("a flat GEMM with tiling {tiling}")))?
+            };
             push(kernel, grid(n.div_ceil(tiling.tile.n), rows.div_ceil(tiling.tile.m), 1));
         }
         (Params::Linear { n, k, bias, prologue: None, epilogue: Epilogue::None | Epilogue::Residual, .. }, Variant::Gemm { tile }) => {

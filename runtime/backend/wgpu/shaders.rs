@@ -56,6 +56,7 @@ const LINEAR: &str = include_str!("../../../shaders/linear.wgsl");
 const MATRIX_COMMON: &str = include_str!("../../../shaders/matrix_common.wgsl");
 const GEMM_MATRIX: &str = include_str!("../../../shaders/gemm_matrix.wgsl");
 const GEMM_MATRIX_DIRECT: &str = include_str!("../../../shaders/gemm_matrix_direct.wgsl");
+const FLAT_MATRIX: &str = include_str!("../../../shaders/flat_matrix.wgsl");
 const GEMV: &str = include_str!("../../../shaders/gemv.wgsl");
 const GEMV_QUANT: &str = include_str!("../../../shaders/gemv_quant.wgsl");
 const LINEAR_ENTRIES: &[&str] = &["gemv", "gemv_split_k", "flat_gemm", "gemm"];
@@ -127,13 +128,13 @@ const MATRIX_FAMILY: Family = Family {
     f16_kv: false,
 };
 
-/// C on cooperative matrices reading f16 weights as they lie.
+/// C and B on cooperative matrices reading f16 weights as they lie.
 const MATRIX_DIRECT_FAMILY: Family = Family {
     name: "matrix_direct",
-    sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX_DIRECT],
+    sources: &[LINEAR_EPILOGUE, MATRIX_COMMON, GEMM_MATRIX_DIRECT, FLAT_MATRIX],
     specialisation: UNBIASED,
     suffix: "",
-    entries: &["gemm_matrix_direct"],
+    entries: &["gemm_matrix_direct", "flat_matrix"],
     reads_weights: false,
     gemv: false,
     matrix: true,

@@ -325,9 +325,10 @@ fn quantized_weights_match_the_oracle() {
     }
 }
 
-/// C on cooperative matrices (gemm_matrix.wgsl), where the adapter has them: f16 and every
-/// block-quantized storage, K past, below and between its staged steps (and not a multiple
-/// of 4), M and N across tile edges, the bias and residual epilogue into a wider output.
+/// C on cooperative matrices (gemm_matrix.wgsl, gemm_matrix_direct.wgsl) and B on them
+/// (flat_matrix.wgsl, f16 weights only), where the adapter has them: f16 and every
+/// block-quantized storage, K past, below and between their steps (and not a multiple of
+/// 4), M and N across tile edges, the bias and residual epilogue into a wider output.
 #[test]
 fn matrix_gemm_matches_the_oracle() {
     let Some(rig) = Rig::build(WeightPrecision::Auto, KvPrecision::F32, None, &QUANTIZED) else { return };
@@ -382,14 +383,17 @@ fn matrix_gemm_matches_the_oracle() {
                         Binds { x: Some(&xbuf), w: Some(&wbuf), ..Default::default() }
                     };
                     // The staged kernel for every storage; f16 weights in whole 16-deep operands also read as they lie.
-                    let mut kernels = vec![if epilogue { "gemm_matrix_bias" } else { "gemm_matrix" }];
+                    // B on matrices (flat_matrix) too, with its own grid.
+                    let gemm = grid(n.div_ceil(wgsl::MATRIX_TILE_N), m.div_ceil(wgsl::MATRIX_TILE_M), 1);
+                    let mut kernels = vec![(if epilogue { "gemm_matrix_bias" } else { "gemm_matrix" }, gemm)];
                     if storage == Storage::Float && k % 16 == 0 {
-                        kernels.push(if epilogue { "gemm_matrix_direct_bias" } else { "gemm_matrix_direct" });
+                        kernels.push((if epilogue { "gemm_matrix_direct_bias" } else { "gemm_matrix_direct" }, gemm));
+                        let flat = grid(n.div_ceil(wgsl::FLAT_MATRIX_N), m.div_ceil(wgsl::FLAT_MATRIX_ROWS), 1);
+                        kernels.push((if epilogue { "flat_matrix_bias" } else { "flat_matrix" }, flat));
                     }
-                    for kernel in kernels {
+                    for (kernel, g) in kernels {
                         let ybuf = rig.upload(&vec![f32::NAN; m * ldy]);
                         let binds = Binds { y: Some(&ybuf), ..binds };
-                        let g = grid(n.div_ceil(wgsl::MATRIX_TILE_N), m.div_ceil(wgsl::MATRIX_TILE_M), 1);
                         rig.dispatch_on(kernel, storage, binds, node, StepUniform::new(m, 0, CAP, None), &[], g);
                         let y = rig.download(&ybuf, m * ldy);
                         let got: Vec<f32> = (0..m * n).map(|o| y[(o / n) * ldy + offset + o % n]).collect();
@@ -443,15 +447,27 @@ fn row_kernels_match_the_oracle() {
     let g = grid(h.div_ceil(64), m, 1);
     let step = StepUniform::new(m, 0, CAP, None);
 
-    // rms_norm
-    let gw = random(&mut rng, h, 1.0);
-    let gb = rig.ctx().upload_f32_weights("norm", &gw);
+    // rms_norm: the model's width, one of several vec4s per invocation, one not of whole vec4s.
+    for h in [h, 4100, 75] {
+        let x = random(&mut rng, m * h, 2.0);
+        let xb = rig.upload(&x);
+        let gw = random(&mut rng, h, 1.0);
+        let gb = rig.ctx().upload_f32_weights("norm", &gw);
+        let yb = rig.upload(&vec![f32::NAN; m * h]);
+        let node = NodeUniform { k: h as u32, eps: 1e-5, ..Default::default() };
+        rig.dispatch(
+            "rms_norm",
+            Binds { x: Some(&xb), w: Some(&gb), y: Some(&yb), ..Default::default() },
+            node,
+            step,
+            &[],
+            [1, m as u32, 1],
+        );
+        let mut want = vec![0.0; m * h];
+        cpu::rms_norm(&x, &gw, 1e-5, &mut want);
+        assert!(rel_error(&rig.download(&yb, m * h), &want, "rms_norm") < 1e-5, "rms_norm, width {h}");
+    }
     let yb = rig.upload(&vec![f32::NAN; m * h]);
-    let node = NodeUniform { k: h as u32, eps: 1e-5, ..Default::default() };
-    rig.dispatch("rms_norm", Binds { x: Some(&xb), w: Some(&gb), y: Some(&yb), ..Default::default() }, node, step, &[], [1, m as u32, 1]);
-    let mut want = vec![0.0; m * h];
-    cpu::rms_norm(&x, &gw, 1e-5, &mut want);
-    assert!(rel_error(&rig.download(&yb, m * h), &want, "rms_norm") < 1e-5, "rms_norm");
 
     // add
     let node = NodeUniform { n: h as u32, ..Default::default() };
