@@ -26,12 +26,6 @@ fn stage_x16(at: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>
     }
 }
 
-// Token row r's x at k .. k + 3 (zeros past M and K; K a multiple of 4).
-fn flat_matrix_x(r: u32, k: u32, M: u32, K: u32) -> vec4<f32> {
-    let ok = r < M && k < K;
-    return select(vec4<f32>(0.0), x[select(0u, (r * K + k) >> 2u, ok)], ok);
-}
-
 @compute @workgroup_size(256)
 fn flat_matrix(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -50,10 +44,10 @@ fn flat_matrix(
     let round = FM_SPLIT * FM_K;
     let rounds = (K + round - 1u) / round;
     let last = K - 16u;
-    var x0 = flat_matrix_x(m0 + xr, xk, M, K);
-    var x1 = flat_matrix_x(m0 + xr, xk + 4u, M, K);
-    var x2 = flat_matrix_x(m0 + xr, xk + 8u, M, K);
-    var x3 = flat_matrix_x(m0 + xr, xk + 12u, M, K);
+    var x0 = matrix_x(m0 + xr, xk, M, K, true);
+    var x1 = matrix_x(m0 + xr, xk + 4u, M, K, true);
+    var x2 = matrix_x(m0 + xr, xk + 8u, M, K, true);
+    var x3 = matrix_x(m0 + xr, xk + 12u, M, K, true);
     // B operands of columns n0 and n0 + 16 (second digit), 16 deep at k and k + 16 (first).
     // (Two rounds of them in flight ran slower on an H200: 20.5 against 18.0 ms for a
     // Llama-2-7B batch-8 step's B.)
@@ -73,10 +67,10 @@ fn flat_matrix(
         let n11 = b11;
         if (i + 1u < rounds) {
             let kx = (i + 1u) * round + xk;
-            x0 = flat_matrix_x(m0 + xr, kx, M, K);
-            x1 = flat_matrix_x(m0 + xr, kx + 4u, M, K);
-            x2 = flat_matrix_x(m0 + xr, kx + 8u, M, K);
-            x3 = flat_matrix_x(m0 + xr, kx + 12u, M, K);
+            x0 = matrix_x(m0 + xr, kx, M, K, true);
+            x1 = matrix_x(m0 + xr, kx + 4u, M, K, true);
+            x2 = matrix_x(m0 + xr, kx + 8u, M, K, true);
+            x3 = matrix_x(m0 + xr, kx + 12u, M, K, true);
             k += round;
             b00 = direct_b(n0, min(k, last), K);
             b01 = direct_b(n0 + 16u, min(k, last), K);

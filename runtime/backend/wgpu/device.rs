@@ -193,9 +193,11 @@ impl GpuContext {
             required_limits: limits.clone(),
             // SAFETY: the token only states that wgpu's experimental features may still hold
             // bugs; it is needed for EXPERIMENTAL_COOPERATIVE_MATRIX, requested only where
-            // `matrix_units` found the configuration gemm_matrix.wgsl uses. That one kernel
-            // is the only user, its results are checked against the CPU oracle on such a
-            // device (`matrix_gemm_matches_the_oracle`), and COOPERATIVE_MATRIX_ENV=0 leaves
+            // `matrix_units` found the configuration the matrix kernels use. Their users
+            // (gemm_matrix*, flat_matrix, attention_matrix) are checked against the CPU
+            // oracle on such a device (`matrix_gemm_matches_the_oracle`,
+            // `matrix_attention_matches_the_oracle`), their load and store layouts read back
+            // (`cooperative_matrix_layouts_read_back`), and COOPERATIVE_MATRIX_ENV=0 leaves
             // the feature unrequested.
             experimental_features: if cooperative_matrix {
                 unsafe { wgpu::ExperimentalFeatures::enabled() }
