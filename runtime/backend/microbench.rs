@@ -309,7 +309,7 @@ pub fn linear_candidates(lin: &LinearKernels, k: usize, m: usize) -> Vec<Variant
             out.push(lin.gemv(k, true));
         }
     }
-    out.extend(lin.flat_tilings.iter().map(|&tiling| Variant::FlatGemm { tiling }));
+    out.extend(lin.flat_tilings.iter().filter(|&&t| lin.flat_takes(t, k)).map(|&tiling| Variant::FlatGemm { tiling }));
     out.push(Variant::Gemm { tile: lin.gemm_tile });
     out
 }

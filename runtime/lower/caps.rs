@@ -76,6 +76,12 @@ impl LinearKernels {
         Variant::Gemv { split_k, per_warp: !split_k && self.gemv_per_warp(k) }
     }
 
+    /// Whether B's `tiling` is the backend's and runs on K (the matrix tiling takes only K
+    /// in whole 16-deep operands).
+    pub fn flat_takes(&self, tiling: FlatTiling, k: usize) -> bool {
+        self.flat_tilings.contains(&tiling) && self.flat_matrix.is_none_or(|m| m.tiling != tiling || k.is_multiple_of(16))
+    }
+
     /// Whether the GEMV gives each warp its own columns at K.
     pub fn gemv_per_warp(&self, k: usize) -> bool {
         self.gemv_per_warp_max_k.is_some_and(|max| k <= max && k.is_multiple_of(8))

@@ -640,7 +640,7 @@ pub fn linear_choice(table: &DataflowTable, lin: &LinearKernels, n: usize, k: us
             }
         },
         LinearImpl::FlatGemm => {
-            let tuned = entry.and_then(|e| e.flat_at(rows, |t| lin.flat_tilings.contains(&t)));
+            let tuned = entry.and_then(|e| e.flat_at(rows, |t| lin.flat_takes(t, k)));
             flat_range = tuned.map(|(_, range)| range).filter(|r| r.tilings > 1);
             let tuned = tuned.map(|(tiling, _)| tiling);
             tuned_params = tuned.is_some();

@@ -223,6 +223,20 @@ fn b_runs_on_matrix_units_where_the_device_offers_them_and_k_fits() {
         let on_matrix = rec.reason.to_string().ends_with(&format!("B on the matrix units: K={inner} <= 2048, in whole 16-deep operands"));
         assert_eq!(on_matrix, want == wgsl::flat_matrix(), "K = {inner}: {}", rec.reason);
     }
+    // Neither the tuner's candidates nor a table's entry give it a K it cannot take.
+    let candidates = crate::backend::microbench::linear_candidates(&caps.linear, 1544, 8);
+    assert!(!candidates.contains(&Variant::FlatGemm { tiling: wgsl::flat_matrix() }), "{candidates:?}");
+    assert!(
+        crate::backend::microbench::linear_candidates(&caps.linear, 1536, 8).contains(&Variant::FlatGemm { tiling: wgsl::flat_matrix() })
+    );
+    let mut named = caps.clone();
+    named.table.shapes.push(ShapeTuning { flat: Some(wgsl::flat_matrix()), ..ShapeTuning::new(576, 1544, Inflections { m1: 2, m2: 65 }) });
+    let c = ModelConfig { intermediate_size: 1544, ..config() };
+    let l = Lowering::new(llama::build(&c), named, &LoweringOptions::default()).unwrap();
+    assert_eq!(
+        variant(record(&l.records(&l.lower(&decode(8, 100)), None), "layers.0.ffn.down")),
+        Variant::FlatGemm { tiling: wgsl::flat_tilings()[0] }
+    );
     // The built-in profile (no matrix units) keeps the SIMT tiling.
     let l = lowering(BackendCaps::wgpu_builtin());
     assert_eq!(
