@@ -255,7 +255,14 @@ impl GpuContext {
             None => "workgroup reductions".into(),
         };
         let native = if self.native_weights { " (quantized ones as stored)" } else { "" };
-        let matrix = if self.cooperative_matrix { ", GEMM on cooperative matrices" } else { "" };
+        // What runs on the matrix units: as `caps` offers them to the lowering.
+        let matrix = if self.cooperative_matrix {
+            let b = if self.native_weights { "" } else { ", B" };
+            let attention = if self.f16_kv { ", prefill attention" } else { "" };
+            format!(", on cooperative matrices: C{b}{attention}")
+        } else {
+            String::new()
+        };
         format!("wgpu {} weights {}{native}, KV {}, {reduce}{matrix}", describe(&self.info), self.weight_dtype(), self.kv_dtype())
     }
 
