@@ -93,11 +93,6 @@ fn flat_matrix(
         for (var p = 0u; p < FM_SPLIT; p++) {
             s += fm_sum[p * 512u + e];
         }
-        let r = m0 + (e % 256u) / 16u;
-        let col = n0 + (e / 256u) * 16u + e % 16u;
-        if (r < M && col < node.n) {
-            let c = node.n_offset + col;
-            y[r * node.ldy + c] = epilogue(r, c, s);
-        }
+        store_y(m0 + (e % 256u) / 16u, n0 + (e / 256u) * 16u + e % 16u, M, s);
     }
 }

@@ -188,15 +188,10 @@ fn flat_col(lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>, wv: vec4
     *hi += vec4<f32>(dot(wv, x4v), dot(wv, x5), dot(wv, x6), dot(wv, x7));
 }
 
-fn flat_store(row: u32, col: u32, M: u32, v: f32) {
-    let c = node.n_offset + col;
-    if (row < M && col < node.n) { y[row * node.ldy + c] = epilogue(row, c, v); }
-}
-
 fn flat_store8(m0: u32, col: u32, M: u32, a: vec4<f32>, b: vec4<f32>) {
     for (var r = 0u; r < 4u; r++) {
-        flat_store(m0 + r, col, M, a[r]);
-        flat_store(m0 + 4u + r, col, M, b[r]);
+        store_y(m0 + r, col, M, a[r]);
+        store_y(m0 + 4u + r, col, M, b[r]);
     }
 }
 

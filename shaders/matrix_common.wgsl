@@ -19,12 +19,7 @@ fn matrix_out(c: Acc, sg: u32, lane: u32, row0: u32, col0: u32, M: u32) {
     coopStoreT(c, &mc[sg * 256u], 16u);
     workgroupBarrier();
     for (var e = lane; e < 256u; e += 32u) {
-        let r = row0 + e / 16u;
-        let col = col0 + e % 16u;
-        if (r < M && col < node.n) {
-            let c = node.n_offset + col;
-            y[r * node.ldy + c] = epilogue(r, c, mc[sg * 256u + e]);
-        }
+        store_y(row0 + e / 16u, col0 + e % 16u, M, mc[sg * 256u + e]);
     }
     workgroupBarrier();
 }

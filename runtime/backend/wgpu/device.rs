@@ -255,15 +255,25 @@ impl GpuContext {
             None => "workgroup reductions".into(),
         };
         let native = if self.native_weights { " (quantized ones as stored)" } else { "" };
-        // What runs on the matrix units: as `caps` offers them to the lowering.
         let matrix = if self.cooperative_matrix {
-            let b = if self.native_weights { "" } else { ", B" };
-            let attention = if self.f16_kv { ", prefill attention" } else { "" };
+            let b = if self.matrix_flat_gemm() { ", B" } else { "" };
+            let attention = if self.matrix_attention() { ", prefill attention" } else { "" };
             format!(", on cooperative matrices: C{b}{attention}")
         } else {
             String::new()
         };
         format!("wgpu {} weights {}{native}, KV {}, {reduce}{matrix}", describe(&self.info), self.weight_dtype(), self.kv_dtype())
+    }
+
+    /// B runs on the matrix units: they read the weights as they lie, so only f16 ones (not
+    /// those stored quantized).
+    fn matrix_flat_gemm(&self) -> bool {
+        self.cooperative_matrix && !self.native_weights
+    }
+
+    /// The prefill attention runs on the matrix units: it reads an f16 KV cache.
+    fn matrix_attention(&self) -> bool {
+        self.cooperative_matrix && self.f16_kv
     }
 
     /// What the lowering may plan with on this device; `binding_limit` caps the weight
@@ -285,11 +295,10 @@ impl GpuContext {
         if self.cooperative_matrix {
             caps.cooperative_matrix = true;
             caps.linear.gemm_tile = Tile { m: wgsl::MATRIX_TILE_M, n: wgsl::MATRIX_TILE_N };
-            if self.f16_kv {
+            if self.matrix_attention() {
                 caps.attention.flash = Some(wgsl::matrix_attention());
             }
-            // B reads the weights as they lie, so only f16 ones (not those stored quantized).
-            if !self.native_weights {
+            if self.matrix_flat_gemm() {
                 caps.linear.flat_matrix = Some(wgsl::matrix_tiling());
                 caps.linear.flat_tilings.push(wgsl::flat_matrix());
             }

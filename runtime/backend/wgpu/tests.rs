@@ -81,6 +81,25 @@ impl Rig {
         &self.kernels.ctx
     }
 
+    /// Whether a test cannot run `what` on cooperative matrices here: the device has none
+    /// (`device::matrix_units` says why) or lacks `unmet`, the test's own further
+    /// requirement. Then the test is skipped with the reason (a failure under
+    /// FDPP_REQUIRE_COOPERATIVE_MATRIX).
+    fn lacks_matrix_units(&self, what: &str, unmet: Option<&str>) -> bool {
+        let ctx = self.ctx();
+        let why = match (ctx.cooperative_matrix, unmet) {
+            (true, None) => return false,
+            (true, Some(unmet)) => unmet.to_string(),
+            (false, _) => {
+                let adapter = device::adapters().into_iter().find(|a| a.get_info() == ctx.info);
+                adapter.map_or(Ok(()), |a| device::matrix_units(&a, ctx.f16_weights)).err().unwrap_or_default()
+            }
+        };
+        let why = format!("{} runs no {what} on cooperative matrices: {why}", ctx.info.name);
+        crate::testing::skip(crate::testing::Requirement::CooperativeMatrix, &why);
+        true
+    }
+
     fn upload(&self, data: &[f32]) -> wgpu::Buffer {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         // Whole vec4s, as the kernels read activations.
@@ -332,14 +351,10 @@ fn quantized_weights_match_the_oracle() {
 #[test]
 fn matrix_gemm_matches_the_oracle() {
     let Some(rig) = Rig::build(WeightPrecision::Auto, KvPrecision::F32, None, &QUANTIZED) else { return };
-    let ctx = rig.ctx();
-    if !ctx.cooperative_matrix {
-        let adapter = device::adapters().into_iter().find(|a| a.get_info() == ctx.info);
-        let why = adapter.map_or(Ok(()), |a| device::matrix_units(&a, ctx.f16_weights)).err().unwrap_or_default();
-        let why = format!("{} runs no GEMM on cooperative matrices: {why}", ctx.info.name);
-        crate::testing::skip(crate::testing::Requirement::CooperativeMatrix, &why);
+    if rig.lacks_matrix_units("GEMM", None) {
         return;
     }
+    let ctx = rig.ctx();
     let mut rng = Rng::new(12);
     // K = 48: the direct kernel's last step holds one 16-deep operand of the two.
     let shapes = [(37usize, 19usize), (70, 33), (129, 100), (70, 48), (300, 576), (21, 1120), (256, 4096)];
@@ -656,12 +671,7 @@ fn check_attention(rig: &Rig, unified: UnifiedMax, expect_fallback: bool) {
 #[test]
 fn matrix_attention_matches_the_oracle() {
     let Some(rig) = Rig::new(WeightPrecision::Auto, KvPrecision::Auto, None) else { return };
-    let ctx = rig.ctx();
-    if !ctx.cooperative_matrix || !ctx.f16_kv {
-        let adapter = device::adapters().into_iter().find(|a| a.get_info() == ctx.info);
-        let why = adapter.map_or(Ok(()), |a| device::matrix_units(&a, ctx.f16_weights)).err().unwrap_or("the KV cache is f32".into());
-        let why = format!("{} runs no attention on cooperative matrices: {why}", ctx.info.name);
-        crate::testing::skip(crate::testing::Requirement::CooperativeMatrix, &why);
+    if rig.lacks_matrix_units("attention", (!rig.ctx().f16_kv).then_some("the KV cache is f32")) {
         return;
     }
     let mut rng = Rng::new(13);
@@ -720,12 +730,10 @@ fn matrix_attention_matches_the_oracle() {
 fn cooperative_matrix_layouts_read_back() {
     use wgpu::util::DeviceExt;
     let Some(rig) = Rig::new(WeightPrecision::Auto, KvPrecision::Auto, None) else { return };
-    let ctx = rig.ctx();
-    if !ctx.cooperative_matrix {
-        let why = format!("{} runs nothing on cooperative matrices", ctx.info.name);
-        crate::testing::skip(crate::testing::Requirement::CooperativeMatrix, &why);
+    if rig.lacks_matrix_units("kernel", None) {
         return;
     }
+    let ctx = rig.ctx();
     let device = &ctx.device;
     // Small integers: every product with the identity and every sum is exact.
     let src: Vec<half::f16> = (0..512).map(|e| half::f16::from_f32((e % 97) as f32 - 40.0)).collect();
