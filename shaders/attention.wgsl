@@ -11,18 +11,25 @@
 // with the ordinary synchronised online softmax (also the fallback of flagged rows).
 
 const AT: u32 = 64u;          // threads per workgroup = keys per tile of attn_online
-const KEY_LANES: u32 = 4u;    // attn_split: threads per key, each a quarter of the dot product
-// SPLIT_TILE (attn_split's keys per tile, the shortest chunk) and MAX_HD come from the header.
-const_assert SPLIT_TILE == AT / KEY_LANES;
-const_assert MAX_HD == 4u * AT; // four output dims per thread
+// MAX_HD comes from the header.
+const_assert MAX_HD == 4u * AT; // attn_online: four output dims per thread
 const NEG: f32 = -3.0e38;
+// attn_split: keys each lane group has in flight (their K and V loads issued together).
+const SPLIT_BATCH: u32 = 4u;
 
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> ps: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
-var<workgroup> sp: array<f32, 64>; // attn_split: the KEY_LANES partial scores of each key
 var<workgroup> wg_u32: u32;
 var<workgroup> wg_pos: u32;
+// attn_split: each lane's sums of its eight dims, then each lane group's sum of e^(s - phi).
+var<workgroup> split_o: array<vec4<f32>, 128>;
+var<workgroup> split_l: array<f32, 64>;
+
+// The caches as 16-byte words (8 f16 or 4 f32 values), for attn_split's vector loads: the
+// same bindings as kc and vc, which no entry point uses together with these.
+@group(0) @binding(7) var<storage, read_write> kc_words: array<vec4<u32>>;
+@group(0) @binding(8) var<storage, read_write> vc_words: array<vec4<u32>>;
 
 fn qkv_width() -> u32 {
     return (node.heads + 2u * node.kv_heads) * node.head_dim;
@@ -66,35 +73,6 @@ fn score(i: u32, j: u32, kvh: u32) -> f32 {
         s += qs[d] * key(base + d);
     }
     return s * node.scale;
-}
-
-// The share of lane `part` of q . k_j (unscaled): every KEY_LANES-th group of four dims, so
-// the lanes of one key read adjacent bytes and each walks a quarter of the row.
-fn partial_score(i: u32, j: u32, kvh: u32, part: u32) -> f32 {
-    let hd = node.head_dim;
-    let kv_dim = node.kv_heads * hd;
-    let base = (seq_at(i) * node.max_ctx + j) * kv_dim + kvh * hd;
-    let h4 = hd / 4u * 4u;
-    let step = 4u * KEY_LANES;
-    var s4 = vec4<f32>(0.0);
-    var d = 4u * part;
-    // Two steps' loads per iteration, in flight together.
-    for (; d + step < h4; d += 2u * step) {
-        let e = d + step;
-        let k0 = key4(base + d);
-        let k1 = key4(base + e);
-        s4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]) * k0 + vec4<f32>(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]) * k1;
-    }
-    for (; d < h4; d += step) {
-        s4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]) * key4(base + d);
-    }
-    var s = s4.x + s4.y + s4.z + s4.w;
-    if (part == 0u) {
-        for (var d = h4; d < hd; d++) {
-            s += qs[d] * key(base + d);
-        }
-    }
-    return s;
 }
 
 // One dim of four consecutive keys' values.
@@ -142,10 +120,97 @@ fn reduce_max(t: u32, v: f32) -> f32 {
     return r;
 }
 
+// Eight values of a K or V row, as f32: dims d .. d + 7 of a lane.
+struct Dims8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn dot8(a: Dims8, b: Dims8) -> f32 {
+    return dot(a.lo, b.lo) + dot(a.hi, b.hi);
+}
+
+// Cache values per 16-byte word.
+const KV_PER_WORD: u32 = select(4u, 8u, KV_F16);
+
+// One word of an f16 cache as its eight values.
+fn halves8(w: vec4<u32>) -> Dims8 {
+    return Dims8(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+}
+
+// Element e of a cache, read through the word `w` that holds it.
+fn word_value(w: vec4<u32>, e: u32) -> f32 {
+    if (KV_F16) {
+        return unpack2x16float(w[(e / 2u) % 4u])[e % 2u];
+    }
+    return bitcast<f32>(w[e % 4u]);
+}
+
+fn dims8(v: array<f32, 8>) -> Dims8 {
+    return Dims8(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+}
+
+// Dims d .. d + 7 of the K row whose dim 0 is element `row`, zero from dim hd on: one word
+// (f16) or two (f32) when the row is in whole words (`vec`: hd a multiple of 8).
+fn key8(row: u32, d: u32, hd: u32, vec: bool) -> Dims8 {
+    let e = row + d;
+    if (vec && d + 8u <= hd) {
+        let w = e / KV_PER_WORD;
+        if (KV_F16) { return halves8(kc_words[w]); }
+        return Dims8(bitcast<vec4<f32>>(kc_words[w]), bitcast<vec4<f32>>(kc_words[w + 1u]));
+    }
+    var v = array<f32, 8>();
+    for (var i = 0u; i < 8u; i++) {
+        if (d + i < hd) { v[i] = word_value(kc_words[(e + i) / KV_PER_WORD], e + i); }
+    }
+    return dims8(v);
+}
+
+// The same from the V cache.
+fn value8(row: u32, d: u32, hd: u32, vec: bool) -> Dims8 {
+    let e = row + d;
+    if (vec && d + 8u <= hd) {
+        let w = e / KV_PER_WORD;
+        if (KV_F16) { return halves8(vc_words[w]); }
+        return Dims8(bitcast<vec4<f32>>(vc_words[w]), bitcast<vec4<f32>>(vc_words[w + 1u]));
+    }
+    var v = array<f32, 8>();
+    for (var i = 0u; i < 8u; i++) {
+        if (d + i < hd) { v[i] = word_value(vc_words[(e + i) / KV_PER_WORD], e + i); }
+    }
+    return dims8(v);
+}
+
+// Dims d .. d + 7 of the query of (token i, head h), zero from hd on.
+fn query8(i: u32, h: u32, d: u32, hd: u32) -> Dims8 {
+    let at = i * qkv_width() + h * hd + d;
+    if (d + 8u <= hd) {
+        return Dims8(x4(at), x4(at + 4u));
+    }
+    var v = array<f32, 8>();
+    for (var e = 0u; e < 8u; e++) {
+        if (d + e < hd) { v[e] = xs(at + e); }
+    }
+    return dims8(v);
+}
+
+// Lanes per key in attn_split: enough for eight dims each, a power of two up to 32.
+fn lanes_per_key(hd: u32) -> u32 {
+    var l = 1u;
+    while (l * 8u < hd && l < 32u) {
+        l *= 2u;
+    }
+    return l;
+}
+
 // grid: (chunks, heads, m), step.attn_chunk_keys keys per chunk; partials in
-// scratch[((i * heads + h) * chunks + c) * (hd + 1)]. Tiles of SPLIT_TILE keys with
-// KEY_LANES threads per key keep every thread's chain of dependent loads short: at decode
-// the KV bytes are few, and latency is what costs.
+// scratch[((i * heads + h) * chunks + c) * (hd + 1)]. The workgroup's lanes are cut into
+// groups of L = lanes_per_key(hd), one key per group at a time; a lane holds 8 dims of q,
+// k and v, so a K or V row is read by adjacent lanes in 16-byte words (f16 cache), and each
+// group issues the loads of SPLIT_BATCH keys before the first score needs one. The score's
+// sum over the group's lanes is a shuffle butterfly where subgroups allow (group_sum4); no
+// barrier between keys. At decode the KV bytes are few and far: the loads in flight are
+// what costs.
 @compute @workgroup_size(64)
 fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let c = wg.x;
@@ -153,71 +218,65 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let i = wg.z;
     let hd = node.head_dim;
     let kvh = h / (node.heads / node.kv_heads);
-    let pos = begin_row(i, h, t);
+    if (t == 0u) { wg_pos = position_at(i); }
+    let pos = workgroupUniformLoad(&wg_pos);
     let start = c * step.attn_chunk_keys;
     // Rows of a batch sit at different positions: a chunk past a row's end is empty.
     let end = max(min(start + step.attn_chunk_keys, pos + 1u), start);
-    var acc: array<f32, 4>;  // output dims t, t + 64, t + 128, t + 192
+    let L = lanes_per_key(hd);
+    let groups = AT / L;
+    let grp = t / L;
+    let d = (t % L) * 8u;
+    let vec = hd % 8u == 0u;
+    let q = query8(i, h, d, hd);
+    let kv_dim = node.kv_heads * hd;
+    // Element of key 0's dim 0 in this (sequence, KV head).
+    let base = seq_at(i) * node.max_ctx * kv_dim + kvh * hd;
+    var o = Dims8(vec4<f32>(0.0), vec4<f32>(0.0));
     var l = 0.0;
     var out_of_range = false;
-    for (var j0 = start; j0 < end; j0 += SPLIT_TILE) {
-        let j = j0 + t / KEY_LANES;
-        var s = 0.0;
-        if (j < end) { s = partial_score(i, j, kvh, t % KEY_LANES); }
-        sp[t] = s;
-        workgroupBarrier();
-        if (t < SPLIT_TILE) {
-            var e = 0.0;
-            if (j0 + t < end) {
-                let q = KEY_LANES * t;
-                let d = (sp[q] + sp[q + 1u] + sp[q + 2u] + sp[q + 3u]) * node.scale - node.phi;
-                if (d < node.lo || d > node.hi) { out_of_range = true; }
-                e = exp(d);
-            }
-            ps[t] = e;
-        }
-        workgroupBarrier();
-        let n = min(SPLIT_TILE, end - j0);
-        for (var q = 0u; q < n; q++) {
-            l += ps[q];
-        }
-        // Every dim of this thread in one walk over the keys: their loads overlap.
-        let kv_dim = node.kv_heads * hd;
-        let vb = (seq_at(i) * node.max_ctx + j0) * kv_dim + kvh * hd;
-        let dims = min(4u, (hd + AT - 1u - t) / AT); // dims t, t + 64, ... below hd
-        var o = vec4<f32>(0.0);
-        var q = 0u;
-        for (; q + 4u <= n; q += 4u) {
-            let r = vb + q * kv_dim + t;
-            let p = vec4<f32>(ps[q], ps[q + 1u], ps[q + 2u], ps[q + 3u]);
-            o.x += dot(p, value4(r, kv_dim));
-            if (dims > 1u) { o.y += dot(p, value4(r + AT, kv_dim)); }
-            if (dims > 2u) { o.z += dot(p, value4(r + 2u * AT, kv_dim)); }
-            if (dims > 3u) { o.w += dot(p, value4(r + 3u * AT, kv_dim)); }
-        }
-        for (; q < n; q++) {
-            let r = vb + q * kv_dim + t;
-            let p = ps[q];
-            o.x += p * value(r);
-            if (dims > 1u) { o.y += p * value(r + AT); }
-            if (dims > 2u) { o.z += p * value(r + 2u * AT); }
-            if (dims > 3u) { o.w += p * value(r + 3u * AT); }
-        }
-        acc[0] += o.x;
-        acc[1] += o.y;
-        acc[2] += o.z;
-        acc[3] += o.w;
-        workgroupBarrier();
+    // A uniform loop (group_sum4 may hold barriers); group g takes keys jb + g + n * groups.
+    for (var jb = start; jb < end; jb += SPLIT_BATCH * groups) {
+        // Keys past the chunk read its first key and weigh nothing.
+        let j = vec4<u32>(0u, 1u, 2u, 3u) * groups + jb + grp;
+        let ok = j < vec4<u32>(end);
+        let r = (base + select(vec4<u32>(start), j, ok) * kv_dim);
+        let k0 = key8(r.x, d, hd, vec);
+        let k1 = key8(r.y, d, hd, vec);
+        let k2 = key8(r.z, d, hd, vec);
+        let k3 = key8(r.w, d, hd, vec);
+        let v0 = value8(r.x, d, hd, vec);
+        let v1 = value8(r.y, d, hd, vec);
+        let v2 = value8(r.z, d, hd, vec);
+        let v3 = value8(r.w, d, hd, vec);
+        let s = group_sum4(vec4<f32>(dot8(q, k0), dot8(q, k1), dot8(q, k2), dot8(q, k3)), t, L) * node.scale - node.phi;
+        if (any(ok & ((s < vec4<f32>(node.lo)) | (s > vec4<f32>(node.hi))))) { out_of_range = true; }
+        let p = select(vec4<f32>(0.0), exp(s), ok);
+        l += p.x + p.y + p.z + p.w;
+        o.lo += p.x * v0.lo + p.y * v1.lo + p.z * v2.lo + p.w * v3.lo;
+        o.hi += p.x * v0.hi + p.y * v1.hi + p.z * v2.hi + p.w * v3.hi;
     }
     if (out_of_range) {
         atomicStore(&flags[node.flag_offset + i * node.heads + h], 1u);
     }
-    let base = ((i * node.heads + h) * step.attn_chunks + c) * (hd + 1u);
-    for (var a = 0u; a < 4u; a++) {
-        let d = t + a * AT;
-        if (d < hd) { scratch[base + d] = acc[a]; }
+    // The groups' sums meet in workgroup memory: dim e of the head is lane e / 8 of each group.
+    split_o[2u * t] = o.lo;
+    split_o[2u * t + 1u] = o.hi;
+    if (t % L == 0u) { split_l[grp] = l; }
+    workgroupBarrier();
+    let out = ((i * node.heads + h) * step.attn_chunks + c) * (hd + 1u);
+    for (var e = t; e <= hd; e += AT) {
+        var sum = 0.0;
+        for (var g = 0u; g < groups; g++) {
+            if (e == hd) {
+                sum += split_l[g];
+            } else {
+                let lane = g * L + e / 8u;
+                sum += split_o[2u * lane + (e % 8u) / 4u][e % 4u];
+            }
+        }
+        scratch[out + e] = sum;
     }
-    if (t == 0u) { scratch[base + hd] = l; }
 }
 
 // The synchronised online softmax for one (token, head); the whole workgroup calls it.

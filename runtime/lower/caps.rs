@@ -356,7 +356,8 @@ pub mod wgsl {
             one_sequence: true,
         }
     }
-    /// Keys per tile of `attn_split` (`SPLIT_TILE`): the shortest chunk.
+    /// The shortest chunk of `attn_split`: one round of its lane groups at head size 128
+    /// (four groups of 16 lanes, four keys each).
     pub const SPLIT_TILE: usize = 16;
     /// Chunks per (token, head) of the split-KV attention (the partials are sized for it).
     pub const MAX_ATTN_CHUNKS: usize = 64;
@@ -387,7 +388,6 @@ pub mod wgsl {
             u("FM_ROWS", FLAT_MATRIX_ROWS),
             u("FM_N", FLAT_MATRIX_N),
             u("FM_SPLIT", FLAT_MATRIX_SPLIT),
-            u("SPLIT_TILE", SPLIT_TILE),
             u("MAX_HD", MAX_HEAD_DIM),
             u("MODE_RESIDUAL", MODE_RESIDUAL as usize),
             u("MODE_NORM", MODE_NORM as usize),

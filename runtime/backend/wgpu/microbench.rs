@@ -244,7 +244,9 @@ impl Bench {
         for &ctx in ctxs {
             let cache_bytes = ctx * kv_dim * kv_dtype.size();
             let copies = effort.copies(2 * cache_bytes);
-            let (k, v) = (in_kv_type(random(ctx * kv_dim)), in_kv_type(random(ctx * kv_dim)));
+            // Whole 16-byte words, as the decode attention reads them.
+            let elems = (ctx * kv_dim).next_multiple_of(8);
+            let (k, v) = (in_kv_type(random(elems)), in_kv_type(random(elems)));
             let caches: Vec<(wgpu::Buffer, wgpu::Buffer)> =
                 (0..copies).map(|_| (upload(k.as_le_bytes()), upload(v.as_le_bytes()))).collect();
             drop((k, v));

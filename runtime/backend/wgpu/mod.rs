@@ -79,11 +79,11 @@ impl Device for WgpuDevice {
         let g = &lowering.graph;
         let c = &g.config;
         let max_binding = ctx.max_binding();
-        // Whole words: a storage binding's size is a multiple of 4 bytes. The prefill attention
+        // Whole 16-byte words: the decode attention reads the caches in them. The prefill attention
         // on cooperative matrices reads whole tiles of cache rows: the last sequence's last
         // tile may reach MATRIX_ATTN_KEYS - 1 rows past its context, which stay in the buffer.
         let rows = capacity.max_seqs * capacity.max_context + wgsl::MATRIX_ATTN_KEYS;
-        let kv_bytes = (rows * c.kv_dim() * caps.kv_dtype.size()).next_multiple_of(4) as u64;
+        let kv_bytes = (rows * c.kv_dim() * caps.kv_dtype.size()).next_multiple_of(16) as u64;
         if kv_bytes > max_binding {
             let what = format!(
                 "KV cache of one layer ({} sequences x {} positions; one binding holds {max_binding} bytes)",

@@ -184,7 +184,7 @@ pub const REDUCE_WORKGROUP: &str = include_str!("../../../shaders/reduce_workgro
 pub fn header(f16_weights: bool, f16_kv: bool) -> String {
     let ty = |f16: bool| if f16 { "f16" } else { "f32" };
     let enable = if f16_weights || f16_kv { "enable f16;\n" } else { "" };
-    format!("{enable}alias W = {};\nalias KV = {};\n{}", ty(f16_weights), ty(f16_kv), wgsl::header())
+    format!("{enable}alias W = {};\nalias KV = {};\nconst KV_F16: bool = {f16_kv};\n{}", ty(f16_weights), ty(f16_kv), wgsl::header())
 }
 
 /// The full source of one family with weights stored as `storage`: header, reductions, the

@@ -104,7 +104,8 @@ impl Rig {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         // Whole vec4s, as the kernels read activations.
         let mut padded = data.to_vec();
-        padded.resize(data.len().next_multiple_of(4).max(4), 0.0);
+        // Whole 16-byte words, as the decode attention reads them.
+        padded.resize(data.len().next_multiple_of(8).max(8), 0.0);
         self.ctx().device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
             contents: bytemuck::cast_slice(&padded),
@@ -142,7 +143,8 @@ impl Rig {
     /// A K or V cache holding `data` as the device stores it (whole vec4s, as activations).
     fn upload_kv(&self, data: &[f32]) -> wgpu::Buffer {
         let mut padded = data.to_vec();
-        padded.resize(data.len().next_multiple_of(4).max(4), 0.0);
+        // Whole 16-byte words, as the decode attention reads them.
+        padded.resize(data.len().next_multiple_of(8).max(8), 0.0);
         let t = HostTensor::f32(vec![padded.len()], padded).convert(self.ctx().kv_dtype());
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         self.ctx().device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: t.as_le_bytes(), usage })
@@ -793,10 +795,14 @@ fn cooperative_matrix_layouts_read_back() {
     }
 }
 
+/// With the adapter's own lane-group sums (attn_split's score over a key's lanes), and with
+/// the workgroup-memory ones that devices without subgroups use.
 #[test]
 fn unified_max_attention_matches_online_and_oracle() {
-    if let Some(rig) = Rig::new(WeightPrecision::F32, KvPrecision::F32, None) {
-        check_attention(&rig, UnifiedMax::default(), false);
+    for reduction in [None, Some(None)] {
+        if let Some(rig) = Rig::new(WeightPrecision::F32, KvPrecision::F32, reduction) {
+            check_attention(&rig, UnifiedMax::default(), false);
+        }
     }
 }
 
