@@ -14,7 +14,8 @@ const AT: u32 = 64u;          // threads per workgroup = keys per tile of attn_o
 // MAX_HD comes from the header.
 const_assert MAX_HD == 4u * AT; // attn_online: four output dims per thread
 const NEG: f32 = -3.0e38;
-// attn_split: keys each lane group has in flight (their K and V loads issued together).
+// attn_split: keys each lane group has in flight (their K and V loads issued together; the
+// kernel's vec4s hold one value per key).
 const SPLIT_BATCH: u32 = 4u;
 
 var<workgroup> qs: array<f32, 256>;
@@ -166,7 +167,8 @@ fn key8(row: u32, d: u32, hd: u32, vec: bool) -> Dims8 {
     return dims8(v);
 }
 
-// The same from the V cache.
+// The same from the V cache (a second copy: WGSL takes no pointer into a storage buffer as
+// an argument).
 fn value8(row: u32, d: u32, hd: u32, vec: bool) -> Dims8 {
     let e = row + d;
     if (vec && d + 8u <= hd) {
