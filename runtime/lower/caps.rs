@@ -301,11 +301,15 @@ pub mod wgsl {
     /// The flat GEMM's rows per workgroup (`FB_M`), and its tilings: (`FB_GROUPS` lane groups
     /// of `FB_CPL` columns side by side, `FB_KGROUPS` lane groups splitting K), at most
     /// `FB_MAX_LANE_GROUPS` lane groups in all; pipeline constants of one kernel. The first
-    /// is the default: on an H200, 32 columns was fastest on Llama-2-7B's shapes.
+    /// is the default: 16 columns with K over 2 lane groups. `fdpp tune` on an H200 chose it
+    /// for Llama-2-7B's O, gate/up and down and SmolLM2's QKV, O and gate/up, where the
+    /// 32-column tile leaves N = 4096 or 576 with few workgroups; its table took the 7B
+    /// batch-8 step from 521 to 624 tok/s and SmolLM2's from 2208 to 3147, same call
+    /// (bench/results/h200.md, 2026-11-30, session 4).
     pub const FB_M: usize = 8;
     pub const FB_CPL: usize = 8;
     pub const FB_MAX_LANE_GROUPS: usize = 4;
-    pub const FLAT_TILINGS: [(usize, usize); 5] = [(4, 1), (2, 1), (1, 1), (2, 2), (1, 4)];
+    pub const FLAT_TILINGS: [(usize, usize); 5] = [(2, 2), (4, 1), (2, 1), (1, 1), (1, 4)];
 
     /// `FLAT_TILINGS` as the lowering's tilings.
     pub fn flat_tilings() -> Vec<super::FlatTiling> {

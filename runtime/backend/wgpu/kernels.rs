@@ -242,10 +242,10 @@ fn uniform(binding: u32) -> wgpu::BindGroupLayoutEntry {
 /// The flat GEMM's pipelines, plain and with the bias, per tiling of `wgsl::FLAT_TILINGS`
 /// (same order).
 pub const FLAT_GEMM_KERNELS: [[&str; 2]; wgsl::FLAT_TILINGS.len()] = [
+    ["flat_gemm_16_k2", "flat_gemm_16_k2_bias"],
     ["flat_gemm", "flat_gemm_bias"],
     ["flat_gemm_16", "flat_gemm_16_bias"],
     ["flat_gemm_8", "flat_gemm_8_bias"],
-    ["flat_gemm_16_k2", "flat_gemm_16_k2_bias"],
     ["flat_gemm_8_k4", "flat_gemm_8_k4_bias"],
 ];
 
