@@ -161,6 +161,23 @@ fn kernels(args: KernelArgs) -> Result<()> {
             };
             println!("{m:>5} {:>26} {:>26} {:>26}", show(LinearImpl::Gemv), show(LinearImpl::FlatGemm), show(LinearImpl::Gemm));
         }
+        // B's column is its fastest tiling: each tiling's time too, where there are several.
+        for &m in &args.m {
+            let mut tilings: Vec<(String, f64)> = report
+                .linear
+                .iter()
+                .filter(|t| (t.n, t.k, t.m) == (*n, *k, m))
+                .filter_map(|t| match t.variant {
+                    Some(fdpp_runtime::lower::kernel::Variant::FlatGemm { tiling }) => Some((tiling.to_string(), t.micros)),
+                    _ => None,
+                })
+                .collect();
+            if tilings.len() > 1 {
+                tilings.sort_by(|a, b| a.1.total_cmp(&b.1));
+                let list: Vec<String> = tilings.iter().map(|(t, us)| format!("{t}: {us:.1}")).collect();
+                println!("      B at M = {m}, us per tiling: {}", list.join("; "));
+            }
+        }
         let f = |v: &Option<usize>| v.map_or("not in grid".to_string(), |m| m.to_string());
         let (table, builtin) = match args.backend {
             KernelBackend::Wgpu => ("wgpu", DataflowTable::wgpu_default().fallback),
