@@ -104,8 +104,7 @@ impl Rig {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         // Whole vec4s, as the kernels read activations.
         let mut padded = data.to_vec();
-        // Whole 16-byte words, as the decode attention reads them.
-        padded.resize(data.len().next_multiple_of(8).max(8), 0.0);
+        padded.resize(data.len().next_multiple_of(4).max(4), 0.0);
         self.ctx().device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
             contents: bytemuck::cast_slice(&padded),
@@ -140,10 +139,10 @@ impl Rig {
         self.ctx().queue.submit([enc.finish()]);
     }
 
-    /// A K or V cache holding `data` as the device stores it (whole vec4s, as activations).
+    /// A K or V cache holding `data` as the device stores it: in whole 16-byte words (8
+    /// values), as the decode attention reads them.
     fn upload_kv(&self, data: &[f32]) -> wgpu::Buffer {
         let mut padded = data.to_vec();
-        // Whole 16-byte words, as the decode attention reads them.
         padded.resize(data.len().next_multiple_of(8).max(8), 0.0);
         let t = HostTensor::f32(vec![padded.len()], padded).convert(self.ctx().kv_dtype());
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
