@@ -76,11 +76,6 @@ fn score(i: u32, j: u32, kvh: u32) -> f32 {
     return s * node.scale;
 }
 
-// One dim of four consecutive keys' values.
-fn value4(r: u32, kv_dim: u32) -> vec4<f32> {
-    return vec4<f32>(value(r), value(r + kv_dim), value(r + 2u * kv_dim), value(r + 3u * kv_dim));
-}
-
 // sum over q < n of ps[q] * V[first + q][d], four keys per step.
 fn weighted_values(i: u32, first: u32, n: u32, kvh: u32, d: u32) -> f32 {
     let kv_dim = node.kv_heads * node.head_dim;
@@ -151,34 +146,26 @@ fn dims8(v: array<f32, 8>) -> Dims8 {
     return Dims8(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
 }
 
-// Dims d .. d + 7 of the K row whose dim 0 is element `row`, zero from dim hd on: one word
-// (f16) or two (f32) when the row is in whole words (`vec`: hd a multiple of 8).
-fn key8(row: u32, d: u32, hd: u32, vec: bool) -> Dims8 {
-    let e = row + d;
-    if (vec && d + 8u <= hd) {
-        let w = e / KV_PER_WORD;
-        if (KV_F16) { return halves8(kc_words[w]); }
-        return Dims8(bitcast<vec4<f32>>(kc_words[w]), bitcast<vec4<f32>>(kc_words[w + 1u]));
-    }
-    var v = array<f32, 8>();
-    for (var i = 0u; i < 8u; i++) {
-        if (d + i < hd) { v[i] = word_value(kc_words[(e + i) / KV_PER_WORD], e + i); }
-    }
-    return dims8(v);
+// Word w of the V cache (`values`) or of the K cache. Callers pass a literal, so the branch
+// folds away (WGSL takes no pointer into a storage buffer as an argument).
+fn cache_word(values: bool, w: u32) -> vec4<u32> {
+    if (values) { return vc_words[w]; }
+    return kc_words[w];
 }
 
-// The same from the V cache (a second copy: WGSL takes no pointer into a storage buffer as
-// an argument).
-fn value8(row: u32, d: u32, hd: u32, vec: bool) -> Dims8 {
+// Dims d .. d + 7 of the V (`values`) or K row whose dim 0 is element `row`, zero from dim
+// hd on: one word (f16) or two (f32) when the row is in whole words (`vec`: hd a multiple
+// of 8).
+fn cache8(values: bool, row: u32, d: u32, hd: u32, vec: bool) -> Dims8 {
     let e = row + d;
     if (vec && d + 8u <= hd) {
         let w = e / KV_PER_WORD;
-        if (KV_F16) { return halves8(vc_words[w]); }
-        return Dims8(bitcast<vec4<f32>>(vc_words[w]), bitcast<vec4<f32>>(vc_words[w + 1u]));
+        if (KV_F16) { return halves8(cache_word(values, w)); }
+        return Dims8(bitcast<vec4<f32>>(cache_word(values, w)), bitcast<vec4<f32>>(cache_word(values, w + 1u)));
     }
     var v = array<f32, 8>();
     for (var i = 0u; i < 8u; i++) {
-        if (d + i < hd) { v[i] = word_value(vc_words[(e + i) / KV_PER_WORD], e + i); }
+        if (d + i < hd) { v[i] = word_value(cache_word(values, (e + i) / KV_PER_WORD), e + i); }
     }
     return dims8(v);
 }
@@ -243,14 +230,14 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         let j = vec4<u32>(0u, 1u, 2u, 3u) * groups + jb + grp;
         let ok = j < vec4<u32>(end);
         let r = (base + select(vec4<u32>(start), j, ok) * kv_dim);
-        let k0 = key8(r.x, d, hd, vec);
-        let k1 = key8(r.y, d, hd, vec);
-        let k2 = key8(r.z, d, hd, vec);
-        let k3 = key8(r.w, d, hd, vec);
-        let v0 = value8(r.x, d, hd, vec);
-        let v1 = value8(r.y, d, hd, vec);
-        let v2 = value8(r.z, d, hd, vec);
-        let v3 = value8(r.w, d, hd, vec);
+        let k0 = cache8(false, r.x, d, hd, vec);
+        let k1 = cache8(false, r.y, d, hd, vec);
+        let k2 = cache8(false, r.z, d, hd, vec);
+        let k3 = cache8(false, r.w, d, hd, vec);
+        let v0 = cache8(true, r.x, d, hd, vec);
+        let v1 = cache8(true, r.y, d, hd, vec);
+        let v2 = cache8(true, r.z, d, hd, vec);
+        let v3 = cache8(true, r.w, d, hd, vec);
         let s = group_sum4(vec4<f32>(dot8(q, k0), dot8(q, k1), dot8(q, k2), dot8(q, k3)), t, L) * node.scale - node.phi;
         if (any(ok & ((s < vec4<f32>(node.lo)) | (s > vec4<f32>(node.hi))))) { out_of_range = true; }
         let p = select(vec4<f32>(0.0), exp(s), ok);
@@ -270,12 +257,7 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     for (var e = t; e <= hd; e += AT) {
         var sum = 0.0;
         for (var g = 0u; g < groups; g++) {
-            if (e == hd) {
-                sum += split_l[g];
-            } else {
-                let lane = g * L + e / 8u;
-                sum += split_o[2u * lane + (e % 8u) / 4u][e % 4u];
-            }
+            if (e == hd) { sum += split_l[g]; } else { sum += split_o[2u * (g * L + e / 8u) + (e % 8u) / 4u][e % 4u]; }
         }
         scratch[out + e] = sum;
     }

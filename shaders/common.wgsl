@@ -1,9 +1,9 @@
 // Shared by every kernel family. The loader prepends the storage types first:
 //   `alias W = f16;` (float weights) and `alias KV = f16;` (the K and V caches), each f32
 //   unless the device has SHADER_F16 and the user did not ask for f32 (`enable f16;` with
-//   either; `KV_F16` says which the cache is), then one of reduce_subgroup.wgsl / reduce_workgroup.wgsl (see there), and after
-//   this file the weights' binding and accessors (weights_float.wgsl, or a block-quantized
-//   type's constants and weights_quant.wgsl).
+//   either; `KV_F16` says which the cache is), then one of the reduce_*.wgsl snippets (see
+//   there), and after this file the weights' binding and accessors (weights_float.wgsl, or a
+//   block-quantized type's constants and weights_quant.wgsl).
 // The caches are only storage: every read converts to f32 (`f32(kc[i])`), every write
 // rounds once (`KV(v)`); scores, softmax and sums stay f32.
 // Every family sees the same bindings, so one bind group layout serves all pipelines;
