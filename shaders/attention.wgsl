@@ -296,24 +296,11 @@ fn online_row(i: u32, h: u32, t: u32) {
     }
 }
 
-// sum over chunks c of scratch[(base + c) * stride + offset], four chunks per iteration:
-// independent loads, a quarter of the dependent chain.
-fn chunk_sum(base: u32, chunks: u32, stride: u32, offset: u32) -> f32 {
-    let c4 = chunks / 4u * 4u;
-    var s4 = vec4<f32>(0.0);
-    for (var c = 0u; c < c4; c += 4u) {
-        let r = (base + c) * stride + offset;
-        s4 += vec4<f32>(scratch[r], scratch[r + stride], scratch[r + 2u * stride], scratch[r + 3u * stride]);
-    }
-    var s = s4.x + s4.y + s4.z + s4.w;
-    for (var c = c4; c < chunks; c++) {
-        s += scratch[(base + c) * stride + offset];
-    }
-    return s;
-}
-
 // grid: (heads, m). Adds the chunks' partial sums and divides once; a row that
 // attn_split flagged is recomputed here with the online softmax (counted in flags[0]).
+// A lane holds up to four dims (t + 64a) and the sum of weights; every load of eight
+// chunks sits in one branch-free block, so a lane waits chunks / 8 times on memory, not
+// once per chunk per dim (dims past the head read the weights' slot and are not stored).
 @compute @workgroup_size(64)
 fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let h = wg.x;
@@ -332,10 +319,29 @@ fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let chunks = pos / step.attn_chunk_keys + 1u;
     let base = (i * node.heads + h) * step.attn_chunks;
     let stride = hd + 1u;
-    let l = chunk_sum(base, chunks, stride, hd);
-    for (var d = t; d < hd; d += AT) {
-        let s = chunk_sum(base, chunks, stride, d);
-        y[i * node.heads * hd + h * hd + d] = s / l;
+    let dims = min(vec4<u32>(t) + vec4<u32>(0u, 1u, 2u, 3u) * AT, vec4<u32>(hd));
+    var o = vec4<f32>(0.0);
+    var l = 0.0;
+    var c = 0u;
+    for (; c + 8u <= chunks; c += 8u) {
+        var po = vec4<f32>(0.0);
+        var pl = 0.0;
+        for (var u = 0u; u < 8u; u++) {
+            let r = (base + c + u) * stride;
+            pl += scratch[r + hd];
+            po += vec4<f32>(scratch[r + dims.x], scratch[r + dims.y], scratch[r + dims.z], scratch[r + dims.w]);
+        }
+        o += po;
+        l += pl;
+    }
+    for (; c < chunks; c++) {
+        let r = (base + c) * stride;
+        l += scratch[r + hd];
+        o += vec4<f32>(scratch[r + dims.x], scratch[r + dims.y], scratch[r + dims.z], scratch[r + dims.w]);
+    }
+    for (var a = 0u; a < 4u; a++) {
+        let d = t + a * AT;
+        if (d < hd) { y[i * node.heads * hd + h * hd + d] = o[a] / l; }
     }
 }
 

@@ -89,6 +89,10 @@ pub struct AttentionTiming {
     /// Heads whose scores left the unified-max safe range (recomputed by the fallback
     /// inside the timed combine); 0 with the default phi on these random inputs.
     pub fallback_heads: usize,
+    /// Split + combine at other chunk lengths (keys per chunk, microseconds), where the
+    /// backend times them: the evidence for the lowering's chunking rule.
+    #[serde(default)]
+    pub other_chunkings: Vec<(usize, f64)>,
 }
 
 impl AttentionTiming {
@@ -116,6 +120,7 @@ impl AttentionTiming {
             split_combine_gbytes_per_s: kv_bytes as f64 / both / 1e3,
             online_gbytes_per_s: kv_bytes as f64 / online / 1e3,
             fallback_heads,
+            other_chunkings: vec![],
         }
     }
 }

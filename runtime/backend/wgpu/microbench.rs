@@ -291,8 +291,24 @@ impl Bench {
             let t_both = self.time_pass(effort.repeats, &both)? / reps as f64;
             let t_online = self.time_pass(effort.repeats, &online_only)? / reps as f64;
             let fallback_heads = self.read_words(&self.shared.flags, FLAG_OFFSET, heads)?.iter().filter(|&&f| f != 0).count();
+            // Split + combine at every other chunk length the kernels take (powers of two
+            // times the key tile, within the partials' chunk count).
+            let mut other_chunkings = vec![];
+            for keys in (0..).map(|s| limits.min_chunk_keys << s).take_while(|&k| k < 2 * ctx) {
+                let n = ctx.div_ceil(keys);
+                if keys == chunk_keys || n > limits.max_chunks {
+                    continue;
+                }
+                self.set_step(StepUniform::new(1, 0, MAX_M, Some((n, keys))), &data);
+                let pairs: Vec<Dispatch> = (0..reps)
+                    .flat_map(|r| [Dispatch::new("attn_split", &groups[r % copies], [n as u32, heads as u32, 1]), combine(r)])
+                    .collect();
+                other_chunkings.push((keys, self.time_pass(effort.repeats, &pairs)? / reps as f64));
+            }
             let kv_bytes = 2 * cache_bytes;
-            out.push(AttentionTiming::new(&a, ctx, kv_bytes, (chunks, chunk_keys), [t_split, t_both, t_online], fallback_heads));
+            let mut timing = AttentionTiming::new(&a, ctx, kv_bytes, (chunks, chunk_keys), [t_split, t_both, t_online], fallback_heads);
+            timing.other_chunkings = other_chunkings;
+            out.push(timing);
             progress();
         }
         Ok(out)
