@@ -163,7 +163,7 @@ override FB_KGROUPS: u32 = 1u;
 const FB_CPL: u32 = 8u;                    // columns per lane group
 const_assert FB_M == 8u;                   // the eight row registers of flat_gemm
 // Partial sums of the K groups: [lane group][column][rows 0-3, rows 4-7].
-var<workgroup> fb_part: array<vec4<f32>, 64>;
+var<workgroup> fb_part: array<vec4<f32>, FB_MAX_LANE_GROUPS * FB_CPL * 2u>;
 
 // Elements e .. e + 3 of a row of x (K a multiple of 4), or element e alone.
 fn flat_load_x(row: u32, e: u32, M: u32, aligned: bool) -> vec4<f32> {

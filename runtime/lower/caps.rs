@@ -308,8 +308,8 @@ pub mod wgsl {
     /// (bench/results/h200.md, 2026-11-30, session 4).
     pub const FB_M: usize = 8;
     pub const FB_CPL: usize = 8;
-    pub const FB_MAX_LANE_GROUPS: usize = 4;
-    pub const FLAT_TILINGS: [(usize, usize); 5] = [(2, 2), (4, 1), (2, 1), (1, 1), (1, 4)];
+    pub const FB_MAX_LANE_GROUPS: usize = 8;
+    pub const FLAT_TILINGS: [(usize, usize); 7] = [(2, 2), (4, 1), (2, 1), (1, 1), (1, 4), (2, 4), (1, 8)];
 
     /// `FLAT_TILINGS` as the lowering's tilings.
     pub fn flat_tilings() -> Vec<super::FlatTiling> {
@@ -384,6 +384,7 @@ pub mod wgsl {
             u("GEMV_MAX_M", GEMV_MAX_M),
             u("GV_GROUPS", GV_GROUPS),
             u("FB_M", FB_M),
+            u("FB_MAX_LANE_GROUPS", FB_MAX_LANE_GROUPS),
             u("GM", GM),
             u("MX_M", MATRIX_TILE_M),
             u("MX_N", MATRIX_TILE_N),

@@ -247,6 +247,8 @@ pub const FLAT_GEMM_KERNELS: [[&str; 2]; wgsl::FLAT_TILINGS.len()] = [
     ["flat_gemm_16", "flat_gemm_16_bias"],
     ["flat_gemm_8", "flat_gemm_8_bias"],
     ["flat_gemm_8_k4", "flat_gemm_8_k4_bias"],
+    ["flat_gemm_16_k4", "flat_gemm_16_k4_bias"],
+    ["flat_gemm_8_k8", "flat_gemm_8_k8_bias"],
 ];
 
 /// The flat GEMM pipeline of `tiling`, if the kernel is compiled for it.
