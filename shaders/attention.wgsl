@@ -26,6 +26,12 @@ var<workgroup> wg_pos: u32;
 // attn_split: each lane's sums of its eight dims, then each lane group's sum of e^(s - phi).
 var<workgroup> split_o: array<vec4<f32>, 128>;
 var<workgroup> split_l: array<f32, 64>;
+// attn_single: each lane's eight dims of its group's output, each group's max and sum.
+const SINGLE_LANES: u32 = 256u;
+const_assert MAX_HD <= SINGLE_LANES; // attn_single: one output dim per thread
+var<workgroup> single_o: array<vec4<f32>, 2u * SINGLE_LANES>;
+var<workgroup> single_m: array<f32, SINGLE_LANES>;
+var<workgroup> single_l: array<f32, SINGLE_LANES>;
 
 // The caches as 16-byte words (8 f16 or 4 f32 values), for attn_split's vector loads: the
 // same bindings as kc and vc, which no entry point uses together with these.
@@ -263,6 +269,74 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
 }
 
+// grid: (heads, m). A decode step's short context, one workgroup per (token, head): no
+// partials, no combine launch. attn_split's lanes and loads (groups of lanes_per_key(hd)
+// lanes, 8 dims a lane, SPLIT_BATCH keys a group in flight), over four times the lanes, and
+// each group keeps its own running max (the online softmax, rescaling once per SPLIT_BATCH
+// keys), so no window phi is needed and no row falls back. The groups' (max, sum, output)
+// meet in workgroup memory, rescaled to the largest max.
+@compute @workgroup_size(SINGLE_LANES)
+fn attn_single(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let h = wg.x;
+    let i = wg.y;
+    let hd = node.head_dim;
+    let kvh = h / (node.heads / node.kv_heads);
+    if (t == 0u) { wg_pos = position_at(i); }
+    let end = workgroupUniformLoad(&wg_pos) + 1u;
+    let L = lanes_per_key(hd);
+    let groups = SINGLE_LANES / L;
+    let grp = t / L;
+    let d = (t % L) * 8u;
+    let vec = hd % 8u == 0u;
+    let q = query8(i, h, d, hd);
+    let kv_dim = node.kv_heads * hd;
+    let base = seq_at(i) * node.max_ctx * kv_dim + kvh * hd;
+    var o = Dims8(vec4<f32>(0.0), vec4<f32>(0.0));
+    var l = 0.0;
+    var m = NEG;
+    for (var jb = 0u; jb < end; jb += SPLIT_BATCH * groups) {
+        let j = vec4<u32>(0u, 1u, 2u, 3u) * groups + jb + grp;
+        let ok = j < vec4<u32>(end);
+        let r = base + select(vec4<u32>(0u), j, ok) * kv_dim;
+        let k0 = cache8(false, r.x, d, hd, vec);
+        let k1 = cache8(false, r.y, d, hd, vec);
+        let k2 = cache8(false, r.z, d, hd, vec);
+        let k3 = cache8(false, r.w, d, hd, vec);
+        let v0 = cache8(true, r.x, d, hd, vec);
+        let v1 = cache8(true, r.y, d, hd, vec);
+        let v2 = cache8(true, r.z, d, hd, vec);
+        let v3 = cache8(true, r.w, d, hd, vec);
+        let s = select(vec4<f32>(NEG), group_sum4(vec4<f32>(dot8(q, k0), dot8(q, k1), dot8(q, k2), dot8(q, k3)), t, L) * node.scale, ok);
+        let m_new = max(m, max(max(s.x, s.y), max(s.z, s.w)));
+        let corr = exp(m - m_new);
+        let p = select(vec4<f32>(0.0), exp(s - m_new), ok);
+        l = l * corr + p.x + p.y + p.z + p.w;
+        o.lo = o.lo * corr + p.x * v0.lo + p.y * v1.lo + p.z * v2.lo + p.w * v3.lo;
+        o.hi = o.hi * corr + p.x * v0.hi + p.y * v1.hi + p.z * v2.hi + p.w * v3.hi;
+        m = m_new;
+    }
+    single_o[2u * t] = o.lo;
+    single_o[2u * t + 1u] = o.hi;
+    if (t % L == 0u) {
+        single_m[grp] = m;
+        single_l[grp] = l;
+    }
+    workgroupBarrier();
+    if (t >= hd) { return; }
+    var top = NEG;
+    for (var g = 0u; g < groups; g++) {
+        top = max(top, single_m[g]);
+    }
+    var num = 0.0;
+    var den = 0.0;
+    for (var g = 0u; g < groups; g++) {
+        let wgt = exp(single_m[g] - top);
+        num += wgt * single_o[2u * (g * L + t / 8u) + (t % 8u) / 4u][t % 4u];
+        den += wgt * single_l[g];
+    }
+    y[i * node.heads * hd + h * hd + t] = num / den;
+}
+
 // The synchronised online softmax for one (token, head); the whole workgroup calls it.
 fn online_row(i: u32, h: u32, t: u32) {
     let hd = node.head_dim;
@@ -296,11 +370,24 @@ fn online_row(i: u32, h: u32, t: u32) {
     }
 }
 
+// sum over chunks c of scratch[(base + c) * stride + offset], four chunks per iteration:
+// independent loads, a quarter of the dependent chain.
+fn chunk_sum(base: u32, chunks: u32, stride: u32, offset: u32) -> f32 {
+    let c4 = chunks / 4u * 4u;
+    var s4 = vec4<f32>(0.0);
+    for (var c = 0u; c < c4; c += 4u) {
+        let r = (base + c) * stride + offset;
+        s4 += vec4<f32>(scratch[r], scratch[r + stride], scratch[r + 2u * stride], scratch[r + 3u * stride]);
+    }
+    var s = s4.x + s4.y + s4.z + s4.w;
+    for (var c = c4; c < chunks; c++) {
+        s += scratch[(base + c) * stride + offset];
+    }
+    return s;
+}
+
 // grid: (heads, m). Adds the chunks' partial sums and divides once; a row that
 // attn_split flagged is recomputed here with the online softmax (counted in flags[0]).
-// A lane holds up to four dims (t + 64a) and the sum of weights; every load of eight
-// chunks sits in one branch-free block, so a lane waits chunks / 8 times on memory, not
-// once per chunk per dim (dims past the head read the weights' slot and are not stored).
 @compute @workgroup_size(64)
 fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let h = wg.x;
@@ -319,29 +406,10 @@ fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let chunks = pos / step.attn_chunk_keys + 1u;
     let base = (i * node.heads + h) * step.attn_chunks;
     let stride = hd + 1u;
-    let dims = min(vec4<u32>(t) + vec4<u32>(0u, 1u, 2u, 3u) * AT, vec4<u32>(hd));
-    var o = vec4<f32>(0.0);
-    var l = 0.0;
-    var c = 0u;
-    for (; c + 8u <= chunks; c += 8u) {
-        var po = vec4<f32>(0.0);
-        var pl = 0.0;
-        for (var u = 0u; u < 8u; u++) {
-            let r = (base + c + u) * stride;
-            pl += scratch[r + hd];
-            po += vec4<f32>(scratch[r + dims.x], scratch[r + dims.y], scratch[r + dims.z], scratch[r + dims.w]);
-        }
-        o += po;
-        l += pl;
-    }
-    for (; c < chunks; c++) {
-        let r = (base + c) * stride;
-        l += scratch[r + hd];
-        o += vec4<f32>(scratch[r + dims.x], scratch[r + dims.y], scratch[r + dims.z], scratch[r + dims.w]);
-    }
-    for (var a = 0u; a < 4u; a++) {
-        let d = t + a * AT;
-        if (d < hd) { y[i * node.heads * hd + h * hd + d] = o[a] / l; }
+    let l = chunk_sum(base, chunks, stride, hd);
+    for (var d = t; d < hd; d += AT) {
+        let s = chunk_sum(base, chunks, stride, d);
+        y[i * node.heads * hd + h * hd + d] = s / l;
     }
 }
 

@@ -365,6 +365,17 @@ pub mod wgsl {
     pub const SPLIT_TILE: usize = 16;
     /// Chunks per (token, head) of the split-KV attention (the partials are sized for it).
     pub const MAX_ATTN_CHUNKS: usize = 64;
+    /// Split-KV workgroups a decode step aims at (`SplitKvLimits::target_blocks`): fewer,
+    /// longer chunks as rows grow. wgpu does not say how many compute units an adapter has;
+    /// this suits a large GPU and costs a small one little (longer chunks, fewer partials).
+    /// On an H200 after a 512-token prompt (bench/results/h200.md, session 16, call 2),
+    /// against chunks of 16 keys at every batch: SmolLM2 batch 8 3061 -> 2711 us per step,
+    /// Llama-2-7B batch 8 13303 -> 12409; batch 1 at 512 keys unchanged (the same chunks);
+    /// 7B batch 1 at 4096 keys 6085 -> 6170 (32 chunks instead of 64).
+    pub const ATTN_TARGET_BLOCKS: usize = 1024;
+    /// Up to this many keys a decode step's (token, head) is one workgroup of `attn_single`
+    /// (no partials, no combine launch; `SplitKvLimits::single`).
+    pub const SINGLE_MAX_KEYS: usize = 1024;
     /// Most rows of a split-KV step (flags per layer are sized for it).
     pub const SPLIT_MAX_M: usize = 64;
     /// Longest head the attention kernels hold (`MAX_HD`).
@@ -611,9 +622,8 @@ impl BackendCaps {
                     max_chunks: wgsl::MAX_ATTN_CHUNKS,
                     min_chunk_keys: wgsl::SPLIT_TILE,
                     max_rows: wgsl::SPLIT_MAX_M,
-                    // wgpu does not say how many compute units an adapter has.
-                    target_blocks: None,
-                    single_max_keys: None,
+                    target_blocks: Some(wgsl::ATTN_TARGET_BLOCKS),
+                    single_max_keys: Some(wgsl::SINGLE_MAX_KEYS),
                     single_min_rows_heads: 0,
                 }),
                 flash: None,

@@ -367,10 +367,17 @@ fn attention_splits_kv_on_decode_steps_only() {
         let a = record(&r, "layers.1.attn.sdpa").clone();
         (variant(&a), a.reason, step.split_kv)
     };
+    // 4 rows x 9 heads = 36 pairs aim at 1024 workgroups: 29 chunks of 69 keys, rounded up
+    // to the 16-key tile: 25 chunks of 80.
     let (v, reason, split) = att(decode(4, 2000));
-    assert_eq!(split, Some((63, 32)));
-    assert!(matches!(v, Variant::SplitKvAttention { chunks: 63, chunk_keys: 32, .. }), "{v:?}");
-    assert!(matches!(reason, Reason::SplitKv { sequences: 4, .. }));
+    assert_eq!(split, Some((25, 80)));
+    assert!(matches!(v, Variant::SplitKvAttention { chunks: 25, chunk_keys: 80, .. }), "{v:?}");
+    assert!(matches!(reason, Reason::SplitKv { sequences: 4, single: false, .. }));
+    // Up to 1024 keys, one workgroup per (row, head).
+    let (v, reason, split) = att(decode(4, 1000));
+    assert_eq!(split, Some((1, 1008)));
+    assert!(matches!(v, Variant::SplitKvAttention { chunks: 1, .. }), "{v:?}");
+    assert!(matches!(reason, Reason::SplitKv { single: true, .. }));
     let (v, reason, split) = att(prefill(40));
     assert_eq!((v, split), (Variant::OnlineAttention, None));
     assert!(matches!(reason, Reason::NotDecode { tokens: 40, sequences: 1 }));
