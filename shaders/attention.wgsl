@@ -370,24 +370,19 @@ fn online_row(i: u32, h: u32, t: u32) {
     }
 }
 
-// sum over chunks c of scratch[(base + c) * stride + offset], four chunks per iteration:
-// independent loads, a quarter of the dependent chain.
-fn chunk_sum(base: u32, chunks: u32, stride: u32, offset: u32) -> f32 {
-    let c4 = chunks / 4u * 4u;
-    var s4 = vec4<f32>(0.0);
-    for (var c = 0u; c < c4; c += 4u) {
-        let r = (base + c) * stride + offset;
-        s4 += vec4<f32>(scratch[r], scratch[r + stride], scratch[r + 2u * stride], scratch[r + 3u * stride]);
-    }
-    var s = s4.x + s4.y + s4.z + s4.w;
-    for (var c = c4; c < chunks; c++) {
-        s += scratch[(base + c) * stride + offset];
-    }
-    return s;
+// scratch[r + off] of the four chunks from the one at r (chunks `stride` apart).
+fn chunks4(r: u32, stride: u32, off: u32) -> vec4<f32> {
+    return vec4<f32>(scratch[r + off], scratch[r + stride + off], scratch[r + 2u * stride + off], scratch[r + 3u * stride + off]);
 }
 
 // grid: (heads, m). Adds the chunks' partial sums and divides once; a row that
 // attn_split flagged is recomputed here with the online softmax (counted in flags[0]).
+// A lane adds up the sum of weights and up to four dims (t + 64a) in one walk over the
+// chunks, the loads of eight chunks written out in one block: all in flight together, so
+// a lane waits on memory about chunks / 8 times, not once per four chunks of each sum in
+// turn. (A loop over eight chunks that the compiler did not unroll was slower than the
+// sums one by one: session 16, call 2.) Dims past the head read the weights' slot again
+// and are not stored.
 @compute @workgroup_size(64)
 fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let h = wg.x;
@@ -406,10 +401,42 @@ fn attn_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let chunks = pos / step.attn_chunk_keys + 1u;
     let base = (i * node.heads + h) * step.attn_chunks;
     let stride = hd + 1u;
-    let l = chunk_sum(base, chunks, stride, hd);
-    for (var d = t; d < hd; d += AT) {
-        let s = chunk_sum(base, chunks, stride, d);
-        y[i * node.heads * hd + h * hd + d] = s / l;
+    let dims = min(vec4<u32>(t) + vec4<u32>(0u, 1u, 2u, 3u) * AT, vec4<u32>(hd));
+    var l4 = vec4<f32>(0.0);
+    var o0 = vec4<f32>(0.0);
+    var o1 = vec4<f32>(0.0);
+    var o2 = vec4<f32>(0.0);
+    var o3 = vec4<f32>(0.0);
+    var c = 0u;
+    for (; c + 8u <= chunks; c += 8u) {
+        let ra = (base + c) * stride;
+        let rb = ra + 4u * stride;
+        l4 += chunks4(ra, stride, hd) + chunks4(rb, stride, hd);
+        o0 += chunks4(ra, stride, dims.x) + chunks4(rb, stride, dims.x);
+        o1 += chunks4(ra, stride, dims.y) + chunks4(rb, stride, dims.y);
+        o2 += chunks4(ra, stride, dims.z) + chunks4(rb, stride, dims.z);
+        o3 += chunks4(ra, stride, dims.w) + chunks4(rb, stride, dims.w);
+    }
+    if (c + 4u <= chunks) {
+        let r = (base + c) * stride;
+        l4 += chunks4(r, stride, hd);
+        o0 += chunks4(r, stride, dims.x);
+        o1 += chunks4(r, stride, dims.y);
+        o2 += chunks4(r, stride, dims.z);
+        o3 += chunks4(r, stride, dims.w);
+        c += 4u;
+    }
+    let one = vec4<f32>(1.0);
+    var l = dot(l4, one);
+    var o = vec4<f32>(dot(o0, one), dot(o1, one), dot(o2, one), dot(o3, one));
+    for (; c < chunks; c++) {
+        let r = (base + c) * stride;
+        l += scratch[r + hd];
+        o += vec4<f32>(scratch[r + dims.x], scratch[r + dims.y], scratch[r + dims.z], scratch[r + dims.w]);
+    }
+    for (var a = 0u; a < 4u; a++) {
+        let d = t + a * AT;
+        if (d < hd) { y[i * node.heads * hd + h * hd + d] = o[a] / l; }
     }
 }
 

@@ -371,11 +371,15 @@ pub mod wgsl {
     /// On an H200 after a 512-token prompt (bench/results/h200.md, session 16, call 2),
     /// against chunks of 16 keys at every batch: SmolLM2 batch 8 3061 -> 2711 us per step,
     /// Llama-2-7B batch 8 13303 -> 12409; batch 1 at 512 keys unchanged (the same chunks);
-    /// 7B batch 1 at 4096 keys 6085 -> 6170 (32 chunks instead of 64).
+    /// 7B batch 1 at 4096 keys 6085 -> 6170 (32 chunks of 128 instead of 64 of 64; in
+    /// call 3 2048 workgroups, the 64 chunks, lost to it: 6492 against 6143).
     pub const ATTN_TARGET_BLOCKS: usize = 1024;
-    /// Up to this many keys a decode step's (token, head) is one workgroup of `attn_single`
-    /// (no partials, no combine launch; `SplitKvLimits::single`).
-    pub const SINGLE_MAX_KEYS: usize = 1024;
+    /// A step whose chunking leaves one chunk per (token, head) runs `attn_single` (no
+    /// partials, no combine launch). It is not chosen for short contexts as CUDA's is
+    /// (`SplitKvLimits::single_max_keys` stays `None`): on an H200 (session 16, call 3) its
+    /// 256 lanes per head took Llama-2-7B's 32 heads at 512 keys 38.1 us against 18.6 for
+    /// split + combine, and the batch-1 steps lost (SmolLM2 1129 -> 1402 us, 7B 5022 ->
+    /// 5644); only 7B batch 8 gained, 1.3%.
     /// Most rows of a split-KV step (flags per layer are sized for it).
     pub const SPLIT_MAX_M: usize = 64;
     /// Longest head the attention kernels hold (`MAX_HD`).
@@ -623,7 +627,7 @@ impl BackendCaps {
                     min_chunk_keys: wgsl::SPLIT_TILE,
                     max_rows: wgsl::SPLIT_MAX_M,
                     target_blocks: Some(wgsl::ATTN_TARGET_BLOCKS),
-                    single_max_keys: Some(wgsl::SINGLE_MAX_KEYS),
+                    single_max_keys: None,
                     single_min_rows_heads: 0,
                 }),
                 flash: None,
