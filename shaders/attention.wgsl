@@ -26,12 +26,6 @@ var<workgroup> wg_pos: u32;
 // attn_split: each lane's sums of its eight dims, then each lane group's sum of e^(s - phi).
 var<workgroup> split_o: array<vec4<f32>, 128>;
 var<workgroup> split_l: array<f32, 64>;
-// attn_single: each lane's eight dims of its group's output, each group's max and sum.
-const SINGLE_LANES: u32 = 256u;
-const_assert MAX_HD <= SINGLE_LANES; // attn_single: one output dim per thread
-var<workgroup> single_o: array<vec4<f32>, 2u * SINGLE_LANES>;
-var<workgroup> single_m: array<f32, SINGLE_LANES>;
-var<workgroup> single_l: array<f32, SINGLE_LANES>;
 
 // The caches as 16-byte words (8 f16 or 4 f32 values), for attn_split's vector loads: the
 // same bindings as kc and vc, which no entry point uses together with these.
@@ -267,74 +261,6 @@ fn attn_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         }
         scratch[out + e] = sum;
     }
-}
-
-// grid: (heads, m). A decode step's short context, one workgroup per (token, head): no
-// partials, no combine launch. attn_split's lanes and loads (groups of lanes_per_key(hd)
-// lanes, 8 dims a lane, SPLIT_BATCH keys a group in flight), over four times the lanes, and
-// each group keeps its own running max (the online softmax, rescaling once per SPLIT_BATCH
-// keys), so no window phi is needed and no row falls back. The groups' (max, sum, output)
-// meet in workgroup memory, rescaled to the largest max.
-@compute @workgroup_size(SINGLE_LANES)
-fn attn_single(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let h = wg.x;
-    let i = wg.y;
-    let hd = node.head_dim;
-    let kvh = h / (node.heads / node.kv_heads);
-    if (t == 0u) { wg_pos = position_at(i); }
-    let end = workgroupUniformLoad(&wg_pos) + 1u;
-    let L = lanes_per_key(hd);
-    let groups = SINGLE_LANES / L;
-    let grp = t / L;
-    let d = (t % L) * 8u;
-    let vec = hd % 8u == 0u;
-    let q = query8(i, h, d, hd);
-    let kv_dim = node.kv_heads * hd;
-    let base = seq_at(i) * node.max_ctx * kv_dim + kvh * hd;
-    var o = Dims8(vec4<f32>(0.0), vec4<f32>(0.0));
-    var l = 0.0;
-    var m = NEG;
-    for (var jb = 0u; jb < end; jb += SPLIT_BATCH * groups) {
-        let j = vec4<u32>(0u, 1u, 2u, 3u) * groups + jb + grp;
-        let ok = j < vec4<u32>(end);
-        let r = base + select(vec4<u32>(0u), j, ok) * kv_dim;
-        let k0 = cache8(false, r.x, d, hd, vec);
-        let k1 = cache8(false, r.y, d, hd, vec);
-        let k2 = cache8(false, r.z, d, hd, vec);
-        let k3 = cache8(false, r.w, d, hd, vec);
-        let v0 = cache8(true, r.x, d, hd, vec);
-        let v1 = cache8(true, r.y, d, hd, vec);
-        let v2 = cache8(true, r.z, d, hd, vec);
-        let v3 = cache8(true, r.w, d, hd, vec);
-        let s = select(vec4<f32>(NEG), group_sum4(vec4<f32>(dot8(q, k0), dot8(q, k1), dot8(q, k2), dot8(q, k3)), t, L) * node.scale, ok);
-        let m_new = max(m, max(max(s.x, s.y), max(s.z, s.w)));
-        let corr = exp(m - m_new);
-        let p = select(vec4<f32>(0.0), exp(s - m_new), ok);
-        l = l * corr + p.x + p.y + p.z + p.w;
-        o.lo = o.lo * corr + p.x * v0.lo + p.y * v1.lo + p.z * v2.lo + p.w * v3.lo;
-        o.hi = o.hi * corr + p.x * v0.hi + p.y * v1.hi + p.z * v2.hi + p.w * v3.hi;
-        m = m_new;
-    }
-    single_o[2u * t] = o.lo;
-    single_o[2u * t + 1u] = o.hi;
-    if (t % L == 0u) {
-        single_m[grp] = m;
-        single_l[grp] = l;
-    }
-    workgroupBarrier();
-    if (t >= hd) { return; }
-    var top = NEG;
-    for (var g = 0u; g < groups; g++) {
-        top = max(top, single_m[g]);
-    }
-    var num = 0.0;
-    var den = 0.0;
-    for (var g = 0u; g < groups; g++) {
-        let wgt = exp(single_m[g] - top);
-        num += wgt * single_o[2u * (g * L + t / 8u) + (t % 8u) / 4u][t % 4u];
-        den += wgt * single_l[g];
-    }
-    y[i * node.heads * hd + h * hd + t] = num / den;
 }
 
 // The synchronised online softmax for one (token, head); the whole workgroup calls it.

@@ -223,14 +223,9 @@ fn kernels(args: KernelArgs) -> Result<()> {
             if t.fallback_heads > 0 { format!("  ({} heads fell back to the online softmax)", t.fallback_heads) } else { String::new() }
         );
     }
-    for t in &report.attention {
-        if !t.other_chunkings.is_empty() {
-            let list: Vec<String> = t.other_chunkings.iter().map(|(keys, us)| format!("{keys}: {us:.1}")).collect();
-            println!("      at {}, split + combine us per chunk length in keys: {}", t.ctx, list.join("; "));
-        }
-        if let Some(us) = t.single_micros {
-            println!("      at {}, one workgroup per head (attn_single): {us:.1} us", t.ctx);
-        }
+    for t in report.attention.iter().filter(|t| !t.other_chunkings.is_empty()) {
+        let list: Vec<String> = t.other_chunkings.iter().map(|(keys, us)| format!("{keys}: {us:.1}")).collect();
+        println!("      at {}, split + combine us per chunk length in keys: {}", t.ctx, list.join("; "));
     }
     for (ctx, why) in &report.skipped_ctx {
         println!("{ctx:>6} skipped: {why}");

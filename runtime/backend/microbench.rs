@@ -93,9 +93,6 @@ pub struct AttentionTiming {
     /// backend times them: the evidence for the lowering's chunking rule.
     #[serde(default)]
     pub other_chunkings: Vec<(usize, f64)>,
-    /// The whole context in one block per head (`attn_single`), where the backend has it.
-    #[serde(default)]
-    pub single_micros: Option<f64>,
 }
 
 impl AttentionTiming {
@@ -124,7 +121,6 @@ impl AttentionTiming {
             online_gbytes_per_s: kv_bytes as f64 / online / 1e3,
             fallback_heads,
             other_chunkings: vec![],
-            single_micros: None,
         }
     }
 }

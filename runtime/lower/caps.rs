@@ -374,12 +374,6 @@ pub mod wgsl {
     /// 7B batch 1 at 4096 keys 6085 -> 6170 (32 chunks of 128 instead of 64 of 64; in
     /// call 3 2048 workgroups, the 64 chunks, lost to it: 6492 against 6143).
     pub const ATTN_TARGET_BLOCKS: usize = 1024;
-    /// A step whose chunking leaves one chunk per (token, head) runs `attn_single` (no
-    /// partials, no combine launch). It is not chosen for short contexts as CUDA's is
-    /// (`SplitKvLimits::single_max_keys` stays `None`): on an H200 (session 16, call 3) its
-    /// 256 lanes per head took Llama-2-7B's 32 heads at 512 keys 38.1 us against 18.6 for
-    /// split + combine, and the batch-1 steps lost (SmolLM2 1129 -> 1402 us, 7B 5022 ->
-    /// 5644); only 7B batch 8 gained, 1.3%.
     /// Most rows of a split-KV step (flags per layer are sized for it).
     pub const SPLIT_MAX_M: usize = 64;
     /// Longest head the attention kernels hold (`MAX_HD`).
@@ -627,6 +621,11 @@ impl BackendCaps {
                     min_chunk_keys: wgsl::SPLIT_TILE,
                     max_rows: wgsl::SPLIT_MAX_M,
                     target_blocks: Some(wgsl::ATTN_TARGET_BLOCKS),
+                    // No one-chunk rule for short contexts, as CUDA has: a WGSL kernel of 256
+                    // lanes per (token, head), a running max per lane group, tried on an H200
+                    // (session 16, call 3), took Llama-2-7B's 32 heads at 512 keys 38.1 us
+                    // against 18.6 for split + combine; the batch-1 steps lost (SmolLM2 1129 ->
+                    // 1402 us, 7B 5022 -> 5644), 7B batch 8 gained 1.3%. It was removed.
                     single_max_keys: None,
                     single_min_rows_heads: 0,
                 }),

@@ -88,11 +88,10 @@ pub fn has_hardware_adapter() -> bool {
 /// linear.wgsl runs instead): to compare the two, or to step around a driver's bug.
 pub const COOPERATIVE_MATRIX_ENV: &str = "FDPP_WGPU_COOPERATIVE_MATRIX";
 
-/// Decode attention's chunking, for measuring its rule on an adapter: a number of workgroups
-/// per step to aim split-KV chunks at (`SplitKvLimits::target_blocks`; 0: chunks as short as
-/// the limits allow), and the most keys `attn_single` takes (0: never).
+/// Set to a number of workgroups, decode attention's split-KV chunks aim at that many per
+/// step (`SplitKvLimits::target_blocks`; 0: chunks as short as the limits allow): for
+/// measuring the chunking rule on an adapter.
 pub const ATTN_BLOCKS_ENV: &str = "FDPP_WGPU_ATTN_BLOCKS";
-pub const ATTN_SINGLE_ENV: &str = "FDPP_WGPU_ATTN_SINGLE";
 
 /// Whether the GEMM runs on cooperative matrices: the adapter multiplies 16 x 16 x 16 f16
 /// matrices into f32 sums on subgroups of exactly 32 lanes (gemm_matrix.wgsl's workgroup is
@@ -298,14 +297,10 @@ impl GpuContext {
             subgroup_size: self.subgroup_size,
             ..BackendCaps::wgpu_builtin()
         };
-        if let Some(limits) = caps.attention.split_kv.as_mut() {
-            let knob = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok()).map(|n| (n > 0).then_some(n));
-            if let Some(blocks) = knob(ATTN_BLOCKS_ENV) {
-                limits.target_blocks = blocks;
-            }
-            if let Some(keys) = knob(ATTN_SINGLE_ENV) {
-                limits.single_max_keys = keys;
-            }
+        if let (Some(limits), Some(blocks)) =
+            (caps.attention.split_kv.as_mut(), std::env::var(ATTN_BLOCKS_ENV).ok().and_then(|v| v.parse::<usize>().ok()))
+        {
+            limits.target_blocks = (blocks > 0).then_some(blocks);
         }
         if self.cooperative_matrix {
             caps.cooperative_matrix = true;

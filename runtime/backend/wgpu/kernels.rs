@@ -487,9 +487,6 @@ pub fn dispatches<'a>(
                 push("kv_write", grid(dims.kv_dim().div_ceil(64), m, 1));
             }
             match v {
-                // One chunk (the step's rows and heads alone fill the target): a workgroup
-                // per (token, head) adds up and divides.
-                Variant::SplitKvAttention { chunks: 1, .. } => push("attn_single", grid(dims.heads, m, 1)),
                 Variant::SplitKvAttention { chunks, .. } => {
                     push("attn_split", grid(chunks, dims.heads, m));
                     push("attn_combine", grid(dims.heads, m, 1));

@@ -305,14 +305,9 @@ impl Bench {
                     .collect();
                 other_chunkings.push((keys, self.time_pass(effort.repeats, &pairs)? / reps as f64));
             }
-            self.set_step(StepUniform::new(1, 0, MAX_M, Some((1, ctx))), &data);
-            let single: Vec<Dispatch> =
-                (0..reps).map(|r| Dispatch::new("attn_single", &groups[r % copies], [heads as u32, 1, 1])).collect();
-            let t_single = self.time_pass(effort.repeats, &single)? / reps as f64;
             let kv_bytes = 2 * cache_bytes;
             let mut timing = AttentionTiming::new(&a, ctx, kv_bytes, (chunks, chunk_keys), [t_split, t_both, t_online], fallback_heads);
             timing.other_chunkings = other_chunkings;
-            timing.single_micros = Some(t_single);
             out.push(timing);
             progress();
         }

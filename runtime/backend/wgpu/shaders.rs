@@ -170,11 +170,7 @@ pub const FAMILIES: &[Family] = &[
         &[include_str!("../../../shaders/elementwise.wgsl")],
         &["rms_norm", "rope", "swiglu", "add", "select_rows", "kv_write", "argmax"],
     ),
-    Family::plain(
-        "attention",
-        &[include_str!("../../../shaders/attention.wgsl")],
-        &["attn_split", "attn_combine", "attn_single", "attn_online"],
-    ),
+    Family::plain("attention", &[include_str!("../../../shaders/attention.wgsl")], &["attn_split", "attn_combine", "attn_online"]),
     Family::plain("bandwidth", &[include_str!("../../../shaders/bandwidth.wgsl")], &["stream_read", "stream_copy"]),
 ];
 
