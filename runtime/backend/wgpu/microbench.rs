@@ -281,11 +281,13 @@ impl Bench {
             self.ctx().queue.submit([enc.finish()]);
 
             let reps = effort.dispatches(copies);
-            let split = |r: usize| Dispatch::new("attn_split", &groups[r % copies], [chunks as u32, heads as u32, 1]);
+            // `n` chunks per head; the step uniform says how many keys each holds.
+            let split = |r: usize, n: usize| Dispatch::new("attn_split", &groups[r % copies], [n as u32, heads as u32, 1]);
             let combine = |r: usize| Dispatch::new("attn_combine", &groups[r % copies], [heads as u32, 1, 1]);
+            let split_combine = |n: usize| -> Vec<Dispatch> { (0..reps).flat_map(|r| [split(r, n), combine(r)]).collect() };
             let online = |r: usize| Dispatch::new("attn_online", &groups[r % copies], [heads as u32, 1, 1]);
-            let split_only: Vec<Dispatch> = (0..reps).map(split).collect();
-            let both: Vec<Dispatch> = (0..reps).flat_map(|r| [split(r), combine(r)]).collect();
+            let split_only: Vec<Dispatch> = (0..reps).map(|r| split(r, chunks)).collect();
+            let both = split_combine(chunks);
             let online_only: Vec<Dispatch> = (0..reps).map(online).collect();
             let t_split = self.time_pass(effort.repeats, &split_only)? / reps as f64;
             let t_both = self.time_pass(effort.repeats, &both)? / reps as f64;
@@ -300,10 +302,7 @@ impl Bench {
                     continue;
                 }
                 self.set_step(StepUniform::new(1, 0, MAX_M, Some((n, keys))), &data);
-                let pairs: Vec<Dispatch> = (0..reps)
-                    .flat_map(|r| [Dispatch::new("attn_split", &groups[r % copies], [n as u32, heads as u32, 1]), combine(r)])
-                    .collect();
-                other_chunkings.push((keys, self.time_pass(effort.repeats, &pairs)? / reps as f64));
+                other_chunkings.push((keys, self.time_pass(effort.repeats, &split_combine(n))? / reps as f64));
             }
             let kv_bytes = 2 * cache_bytes;
             let mut timing = AttentionTiming::new(&a, ctx, kv_bytes, (chunks, chunk_keys), [t_split, t_both, t_online], fallback_heads);
