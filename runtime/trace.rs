@@ -73,6 +73,9 @@ pub enum Reason {
         /// One chunk per (token, head), added up in its block (`SplitKvLimits::single`).
         #[serde(default)]
         single: bool,
+        /// Those blocks narrow, two to an SM (`SplitKvLimits::single_narrow`).
+        #[serde(default)]
+        narrow: bool,
     },
     /// A decode step, but this layer's scores spread wider than any unified-max window covers
     /// (as calibrated): it runs the synchronised softmax, never the unified max.
@@ -157,13 +160,17 @@ impl std::fmt::Display for Reason {
                 }
                 Ok(())
             }
-            Reason::SplitKv { sequences, keys, limits, phi, source, single } => {
+            Reason::SplitKv { sequences, keys, limits, phi, source, single, narrow } => {
                 write!(f, "decode step ({sequences} sequence(s), up to {keys} keys): ")?;
                 match (limits.single_max_keys.filter(|_| *single), limits.target_blocks) {
                     (Some(max), _) => write!(
                         f,
-                        "at most {max} keys over at least {} (row, head) pairs: one chunk per pair, added up in its own block; ",
-                        limits.single_min_rows_heads
+                        "at most {max} keys over at least {} (row, head) pairs: one chunk per pair, added up in its own block{}; ",
+                        limits.single_min_rows_heads,
+                        match limits.single_narrow_min_rows_heads.filter(|_| *narrow) {
+                            Some(min) => format!(" (narrow blocks, two to an SM: at least {min} pairs, more than the device has SMs)"),
+                            None => String::new(),
+                        }
                     )?,
                     (None, Some(t)) => write!(
                         f,

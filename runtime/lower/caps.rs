@@ -156,6 +156,11 @@ pub struct SplitKvLimits {
     pub single_max_keys: Option<usize>,
     #[serde(default)]
     pub single_min_rows_heads: usize,
+    /// From this many (token, head) pairs, more than the device has SMs, a one-chunk step
+    /// runs narrow blocks (half the warps), two to an SM, so every pair runs in one wave.
+    /// `None`: never.
+    #[serde(default)]
+    pub single_narrow_min_rows_heads: Option<usize>,
 }
 
 impl SplitKvLimits {
@@ -181,6 +186,11 @@ impl SplitKvLimits {
     /// Whether `keys` keys of `rows_heads` (token, head) pairs are one chunk each.
     pub fn single(&self, keys: usize, rows_heads: usize) -> bool {
         self.single_max_keys.is_some_and(|max| keys <= max) && rows_heads >= self.single_min_rows_heads
+    }
+
+    /// Whether a one-chunk step of `rows_heads` (token, head) pairs runs narrow blocks.
+    pub fn single_narrow(&self, keys: usize, rows_heads: usize) -> bool {
+        self.single(keys, rows_heads) && self.single_narrow_min_rows_heads.is_some_and(|min| rows_heads >= min)
     }
 }
 
@@ -500,6 +510,12 @@ pub mod cuda {
     /// pairs) it lost, 572 -> 581 and 4173 -> 4288; near 1000 keys batch 8 lost 0.8%.
     pub const SINGLE_MAX_KEYS: usize = 768;
     pub const SINGLE_WARPS: usize = 16;
+    /// Warps of the narrow one-chunk block (`attn_single_narrow`), run where a step has more
+    /// (token, head) pairs than the device has SMs (`SplitKvLimits::single_narrow`): a
+    /// 16-warp block holds an SM alone, so those pairs took two waves. On an H200, Llama-2-7B
+    /// batch 8 (256 pairs) after a 512-token prompt: 4868 -> 4719 us per step (session 17,
+    /// call 1); SmolLM2 batch 8 (72 pairs) lost with it, 750 -> 816.
+    pub const SINGLE_NARROW_WARPS: usize = 8;
     /// Longest head the attention kernels hold (`MAX_HEAD_DIM`).
     pub const MAX_HEAD_DIM: usize = 256;
     /// The tensor-core prefill attention (f16 KV cache): query rows per block (16 per warp),
@@ -521,6 +537,7 @@ pub mod cuda {
             d("ELEM_BLOCK", ELEM_BLOCK),
             d("ATT_WARPS", ATT_WARPS),
             d("SINGLE_WARPS", SINGLE_WARPS),
+            d("SINGLE_NARROW_WARPS", SINGLE_NARROW_WARPS),
             d("MAX_HEAD_DIM", MAX_HEAD_DIM),
             d("FLASH_ROWS", FLASH_ROWS),
             d("FLASH_KEYS", FLASH_KEYS),
@@ -628,6 +645,7 @@ impl BackendCaps {
                     // 1402 us, 7B 5022 -> 5644), 7B batch 8 gained 1.3%. It was removed.
                     single_max_keys: None,
                     single_min_rows_heads: 0,
+                    single_narrow_min_rows_heads: None,
                 }),
                 flash: None,
                 general: GeneralAttention::Online,
@@ -700,6 +718,9 @@ impl BackendCaps {
                     target_blocks: Some(cuda::BUILTIN_SMS * cuda::ATTN_BLOCKS_PER_SM),
                     single_max_keys: Some(cuda::SINGLE_MAX_KEYS),
                     single_min_rows_heads: cuda::BUILTIN_SMS / 2,
+                    // Measured on NVIDIA only (two 8-warp blocks to an SM); an AMD compute
+                    // unit's limits differ, so HIP keeps the one wide form.
+                    single_narrow_min_rows_heads: (backend == BackendKind::Cuda).then_some(cuda::BUILTIN_SMS + 1),
                 }),
                 flash: tensor_cores.then(|| FlashLimits {
                     rows: cuda::FLASH_ROWS,

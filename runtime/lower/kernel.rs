@@ -95,6 +95,10 @@ pub enum Variant {
         chunks: usize,
         chunk_keys: usize,
         unified: UnifiedMax,
+        /// One chunk per (token, head) in narrow blocks, two to an SM
+        /// (`SplitKvLimits::single_narrow`).
+        #[serde(default)]
+        narrow: bool,
     },
     /// One workgroup per (token, head) with the synchronised online softmax.
     OnlineAttention,
@@ -151,8 +155,9 @@ impl std::fmt::Display for Variant {
             Variant::FlatGemm { tiling } => write!(f, " (tile {tiling})"),
             Variant::Gemm { tile } => write!(f, " (tile {tile})"),
             Variant::FlashAttention { rows, keys } => write!(f, " ({rows} rows x {keys}-key tiles)"),
-            Variant::SplitKvAttention { chunks, chunk_keys, unified } => {
-                write!(f, " ({chunks} x {chunk_keys} keys, phi {}, range ({}, {}))", unified.phi, unified.lo, unified.hi)
+            Variant::SplitKvAttention { chunks, chunk_keys, unified, narrow } => {
+                let narrow = if *narrow { ", narrow blocks" } else { "" };
+                write!(f, " ({chunks} x {chunk_keys} keys{narrow}, phi {}, range ({}, {}))", unified.phi, unified.lo, unified.hi)
             }
             _ => Ok(()),
         }

@@ -420,7 +420,8 @@ impl Lowering {
         }
         let rows_heads = shape.m * self.graph.config.num_heads;
         let (chunks, chunk_keys) = limits.chunking(shape.max_keys, rows_heads);
-        let variant = Variant::SplitKvAttention { chunks, chunk_keys, unified };
+        let narrow = limits.single_narrow(shape.max_keys, rows_heads);
+        let variant = Variant::SplitKvAttention { chunks, chunk_keys, unified, narrow };
         let reason = Reason::SplitKv {
             sequences: shape.sequences,
             keys: chunks * chunk_keys,
@@ -428,6 +429,7 @@ impl Lowering {
             phi: unified.phi,
             source: self.phi_source.clone(),
             single: limits.single(shape.max_keys, rows_heads),
+            narrow,
         };
         (variant, reason, Some((chunks, chunk_keys)))
     }

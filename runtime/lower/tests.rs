@@ -312,6 +312,7 @@ fn split_kv_chunks_cover_the_keys_in_at_most_64_chunks() {
         target_blocks: None,
         single_max_keys: None,
         single_min_rows_heads: 0,
+        single_narrow_min_rows_heads: None,
     };
     for keys in [1, 15, 16, 17, 512, 1024, 1025, 4096, 8192, 8193, 100_000] {
         let (chunks, per_chunk) = limits.chunking(keys, 32);
@@ -329,6 +330,7 @@ fn split_kv_with_a_device_size_cuts_fewer_longer_chunks_as_rows_and_heads_grow()
         target_blocks: Some(528),
         single_max_keys: None,
         single_min_rows_heads: 0,
+        single_narrow_min_rows_heads: None,
     };
     for keys in [1, 31, 32, 33, 512, 4096, 4097, 4160, 100_000] {
         for rows_heads in [1, 9, 32, 72, 256, 2048] {
@@ -356,6 +358,11 @@ fn split_kv_with_a_device_size_cuts_fewer_longer_chunks_as_rows_and_heads_grow()
         assert!(!single.single(keys, rows_heads));
         assert_eq!(single.chunking(keys, rows_heads), limits.chunking(keys, rows_heads), "{keys} keys, {rows_heads} pairs");
     }
+    // Narrow one-chunk blocks from more pairs than SMs, and only where the step is one chunk.
+    let narrow = SplitKvLimits { single_narrow_min_rows_heads: Some(133), ..single };
+    assert!(!single.single_narrow(512, 256));
+    assert!(!narrow.single_narrow(512, 132) && narrow.single_narrow(512, 133) && narrow.single_narrow(768, 8 * 32));
+    assert!(!narrow.single_narrow(769, 256));
 }
 
 #[test]
@@ -404,6 +411,13 @@ fn cuda_decodes_short_contexts_of_many_rows_as_one_chunk_per_row_and_head_and_sa
     assert!(matches!(v, Variant::SplitKvAttention { chunks: 1, chunk_keys: 608, .. }), "{v:?}");
     assert!(matches!(reason, Reason::SplitKv { single: true, .. }), "{reason:?}");
     assert!(reason.to_string().contains("at most 768 keys over at least 66 (row, head) pairs: one chunk per pair"), "{reason}");
+    assert!(matches!(v, Variant::SplitKvAttention { narrow: false, .. }) && !reason.to_string().contains("narrow"), "{reason}");
+    // 16 rows x 9 heads = 144 pairs, more than the 132 SMs: narrow blocks, two to an SM.
+    let (v, reason) = att(decode(16, 600));
+    assert!(matches!(v, Variant::SplitKvAttention { chunks: 1, narrow: true, .. }), "{v:?}");
+    assert!(matches!(reason, Reason::SplitKv { single: true, narrow: true, .. }), "{reason:?}");
+    assert!(reason.to_string().contains("narrow blocks, two to an SM: at least 133 pairs"), "{reason}");
+    assert!(v.to_string().contains("narrow blocks"), "{v}");
     // One row (9 pairs), or more keys: chunks that fill the device, and the reason says that.
     for (rows, keys) in [(1, 600), (8, 800)] {
         let (v, reason) = att(decode(rows, keys));

@@ -15,7 +15,8 @@
 // (f16) by adjacent lanes. ATT_WARPS warps per block.
 
 #define NEG_INF (-3.0e38f)
-#define SPLIT_BATCH 4
+// Keys per lane group in one batch of the split-KV loop (two batches are kept in registers).
+#define SPLIT_BATCH 2
 
 DEV u32 lanes_per_key(u32 hd) {
     u32 need = (hd + 7) / 8, l = 1;
@@ -44,10 +45,7 @@ DEV Raw8 load_raw8(const KV* row, u32 d0, u32 hd, bool vec) {
     }
     return r;
 }
-DEV void raw8_floats(Raw8 r, float out[8]) {
-    float2 a = unpack_h2(r.v.x), b = unpack_h2(r.v.y), c = unpack_h2(r.v.z), d = unpack_h2(r.v.w);
-    out[0] = a.x; out[1] = a.y; out[2] = b.x; out[3] = b.y; out[4] = c.x; out[5] = c.y; out[6] = d.x; out[7] = d.y;
-}
+DEV void raw8_floats(Raw8 r, float out[8]) { halves8(r.v, out); }
 #else
 struct Raw8 { float f[8]; };
 DEV Raw8 load_raw8(const KV* row, u32 d0, u32 hd, bool vec) {
@@ -106,44 +104,71 @@ DEV KeyLanes key_lanes(u32 hd) {
     return k;
 }
 
+// SPLIT_BATCH keys of each lane group, as loaded: keys jb + u * step_keys + grp.
+struct KeyBatch {
+    Raw8 k[SPLIT_BATCH], v[SPLIT_BATCH];
+};
+
+// The K and V rows of a batch's keys; a key past `end` reads row `start` (its weight is 0).
+DEV void load_batch(const Args& a, const KeyLanes& kl, size_t base, u32 jb, u32 step_keys, u32 start, u32 end, KeyBatch& b) {
+    const u32 hd = a.head_dim;
+    const bool vec = hd % 8 == 0;
+    const size_t kv_dim = a.kv_heads * hd;
+#pragma unroll
+    for (int u = 0; u < SPLIT_BATCH; u++) {
+        const u32 j = jb + u * step_keys + kl.grp;
+        const size_t row = base + (size_t)(j < end ? j : start) * kv_dim;
+        b.k[u] = load_raw8(a.kc + row, kl.d0, hd, vec);
+        b.v[u] = load_raw8(a.vc + row, kl.d0, hd, vec);
+    }
+}
+
+// The batch's keys into this lane's sums: sum e^(s - phi) v (o) and sum e^(s - phi) (l).
+DEV void add_batch(const Args& a, const KeyLanes& kl, const float (&q)[8], const KeyBatch& b, u32 jb, u32 step_keys, u32 end, float (&o)[8],
+                   float& l, bool& out_of_range) {
+#pragma unroll
+    for (int u = 0; u < SPLIT_BATCH; u++) {
+        const bool ok = jb + u * step_keys + kl.grp < end;
+        float k8[8], v8[8];
+        raw8_floats(b.k[u], k8);
+        raw8_floats(b.v[u], v8);
+        float d = group_sum(dot8(q, k8), kl.L) * a.scale - a.phi;
+        if (ok && (d < a.lo || d > a.hi)) out_of_range = true;
+        float p = ok ? expf(d) : 0.0f;
+        l += p;
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[e] += p * v8[e];
+    }
+}
+
 // Keys [start, end) of (token i, head h), whose KV head starts at `base`, into `s`; the
 // whole block calls it, and `s` is complete when it returns.
 template <int WARPS>
 DEV void unified_sums(const Args& a, const KeyLanes& kl, u32 i, u32 h, size_t base, u32 start, u32 end, UnifiedSums<WARPS>& s) {
     const u32 hd = a.head_dim;
-    const u32 L = kl.L, kps = kl.kps, warp = kl.warp, lane = kl.lane, grp = kl.grp, d0 = kl.d0;
-    const bool vec = hd % 8 == 0;
-    const size_t kv_dim = a.kv_heads * hd;
+    const u32 L = kl.L, warp = kl.warp, lane = kl.lane, d0 = kl.d0;
     if (threadIdx.x == 0) s.any_out = 0;
     float q[8], o[8] = {0, 0, 0, 0, 0, 0, 0, 0}, l = 0.0f;
     load_q8(a, i, h, d0, q);
     bool out_of_range = false;
-    // SPLIT_BATCH keys per lane group at a time: all their K and V loads are issued before
-    // the first score needs one, so each lane keeps 2 x SPLIT_BATCH 16-byte loads in flight.
-    const u32 step_keys = WARPS * kps;
-    for (u32 jb = start + warp * kps; jb < end; jb += SPLIT_BATCH * step_keys) {
-        Raw8 kr[SPLIT_BATCH], vr[SPLIT_BATCH];
-        bool ok[SPLIT_BATCH];
-#pragma unroll
-        for (int u = 0; u < SPLIT_BATCH; u++) {
-            const u32 j = jb + u * step_keys + grp;
-            ok[u] = j < end;
-            const size_t row = base + (size_t)(ok[u] ? j : start) * kv_dim;
-            kr[u] = load_raw8(a.kc + row, d0, hd, vec);
-            vr[u] = load_raw8(a.vc + row, d0, hd, vec);
-        }
-#pragma unroll
-        for (int u = 0; u < SPLIT_BATCH; u++) {
-            float k8[8], v8[8];
-            raw8_floats(kr[u], k8);
-            raw8_floats(vr[u], v8);
-            float d = group_sum(dot8(q, k8), L) * a.scale - a.phi;
-            if (ok[u] && (d < a.lo || d > a.hi)) out_of_range = true;
-            float p = ok[u] ? expf(d) : 0.0f;
-            l += p;
-#pragma unroll
-            for (int e = 0; e < 8; e++) o[e] += p * v8[e];
-        }
+    // Batches of SPLIT_BATCH keys per lane group, two in registers: while one is summed,
+    // the next one's K and V loads are in flight, so a lane has 2 x SPLIT_BATCH 16-byte
+    // loads outstanding while it computes, not only between batches. (On an H200 this form
+    // with batches of 2 beat one batch of 4 at a time: SmolLM2 batch 1 533.1 -> 510.4 us
+    // per step, Llama-2-7B at 4096 keys 4695.0 -> 4677.4; batches of 4 in this form took
+    // 137 registers and lost: bench/results/h200.md, session 17, call 1.)
+    const u32 step_keys = WARPS * kl.kps, stride = SPLIT_BATCH * step_keys;
+    u32 jb = start + warp * kl.kps;
+    KeyBatch x, y;
+    if (jb < end) load_batch(a, kl, base, jb, step_keys, start, end, x);
+    while (jb < end) {
+        if (jb + stride < end) load_batch(a, kl, base, jb + stride, step_keys, start, end, y);
+        add_batch(a, kl, q, x, jb, step_keys, end, o, l, out_of_range);
+        jb += stride;
+        if (jb >= end) break;
+        if (jb + stride < end) load_batch(a, kl, base, jb + stride, step_keys, start, end, x);
+        add_batch(a, kl, q, y, jb, step_keys, end, o, l, out_of_range);
+        jb += stride;
     }
 #pragma unroll
     for (int e = 0; e < 8; e++) o[e] = xor_sum(o[e], L, 32);
@@ -292,13 +317,13 @@ KERNEL void attn_combine(Args a) {
     for (u32 d = threadIdx.x; d < hd; d += blockDim.x) a.y[(size_t)i * a.heads * hd + h * hd + d] = chunk_sum(p, chunks, stride, d) / l;
 }
 
-// grid: (1, heads, m), SINGLE_WARPS warps: a decode step with one chunk per (token, head)
-// (the lowering's choice where one block reads the keys fast enough): the unified-max sums
-// of all keys, added up and divided in the block; no partials, no attn_combine launch. A
-// flagged row is recomputed here with the online softmax (counted in flags[0]).
-// (Bounded to its block size: the compiler keeps to the registers 512 threads may hold.)
-KERNEL void __launch_bounds__(SINGLE_WARPS * 32) attn_single(Args a) {
-    __shared__ UnifiedSums<SINGLE_WARPS> s;
+// grid: (1, heads, m), WARPS warps: a decode step with one chunk per (token, head) (the
+// lowering's choice where one block reads the keys fast enough): the unified-max sums of
+// all keys, added up and divided in the block; no partials, no attn_combine launch. A
+// flagged row is recomputed here with the online softmax (counted in flags[0]). (Each
+// kernel is bounded to its block size: the compiler keeps to the registers it may hold.)
+template <int WARPS> DEV void attn_single_body(const Args& a) {
+    __shared__ UnifiedSums<WARPS> s;
     pdl_trigger();
     const u32 h = blockIdx.y, i = blockIdx.z, hd = a.head_dim;
     if (i >= step_of(a).m) return;
@@ -306,15 +331,19 @@ KERNEL void __launch_bounds__(SINGLE_WARPS * 32) attn_single(Args a) {
     const size_t base = kv_head_base(a, i, h);
     const KeyLanes kl = key_lanes(hd);
     pdl_wait();
-    unified_sums<SINGLE_WARPS>(a, kl, i, h, base, 0, keys, s);
+    unified_sums<WARPS>(a, kl, i, h, base, 0, keys, s);
     if (s.any_out) {
         if (threadIdx.x == 0) atomicAdd(&a.flags[0], 1u);
-        online_row<SINGLE_WARPS>(a, i, h);
+        online_row<WARPS>(a, i, h);
         return;
     }
     const float l = warps_sum(s, hd);
     for (u32 d = threadIdx.x; d < hd; d += blockDim.x) a.y[(size_t)i * a.heads * hd + h * hd + d] = warps_sum(s, d) / l;
 }
+KERNEL void __launch_bounds__(SINGLE_WARPS * 32) attn_single(Args a) { attn_single_body<SINGLE_WARPS>(a); }
+// The same with SINGLE_NARROW_WARPS warps, for steps of more (token, head) pairs than the
+// device has SMs: two blocks fit on an SM, so every pair runs in one wave.
+KERNEL void __launch_bounds__(SINGLE_NARROW_WARPS * 32) attn_single_narrow(Args a) { attn_single_body<SINGLE_NARROW_WARPS>(a); }
 
 // grid: (heads, m): prefill, every row with the online softmax. (Four rows per block
 // sharing their K and V loads measured 10% slower on an H200 at a 512-token prefill: the

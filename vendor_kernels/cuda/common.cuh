@@ -150,13 +150,14 @@ DEV float kvf(KV v) { return v; }
 DEV KV to_kv(float v) { return v; }
 #endif
 
-// Eight consecutive elements from a 16-byte aligned address (f16) or two 16-byte loads (f32).
-DEV void load8_f16(const f16* p, float out[8]) {
-    uint4 v = *(const uint4*)p;
+// The eight halves of a 16-byte register quad as floats.
+DEV void halves8(uint4 v, float out[8]) {
     float2 a = unpack_h2(v.x), b = unpack_h2(v.y), c = unpack_h2(v.z), d = unpack_h2(v.w);
     out[0] = a.x; out[1] = a.y; out[2] = b.x; out[3] = b.y;
     out[4] = c.x; out[5] = c.y; out[6] = d.x; out[7] = d.y;
 }
+// Eight consecutive elements from a 16-byte aligned address (f16) or two 16-byte loads (f32).
+DEV void load8_f16(const f16* p, float out[8]) { halves8(*(const uint4*)p, out); }
 DEV void load8_f32(const float* p, float out[8]) {
     float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
     out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;

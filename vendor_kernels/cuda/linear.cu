@@ -21,6 +21,19 @@
 #define MODE_SWIGLU 4u
 #define MODE_ROPE 8u
 
+// Eight weights as loaded (f16: one 16-byte register quad), converted when used.
+#if FDPP_W_F16
+typedef uint4 WRaw;
+DEV WRaw load_wraw(const W* p) { return *(const uint4*)p; }
+DEV void wraw_floats(WRaw r, float out[8]) { halves8(r, out); }
+#else
+struct WRaw { float v[8]; };
+DEV WRaw load_wraw(const W* p) { WRaw r; load8_f32(p, r.v); return r; }
+DEV void wraw_floats(WRaw r, float out[8]) {
+    for (int e = 0; e < 8; e++) out[e] = r.v[e];
+}
+#endif
+
 template <bool BIAS> DEV float bias_of(const Args& a, u32 col) {
     if constexpr (BIAS) return a.bias[col]; else return 0.0f;
 }
@@ -176,14 +189,19 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
     const W* wr[GV_COLS];
 #pragma unroll
     for (int c = 0; c < GV_COLS; c++) wr[c] = a.w + (size_t)min(col[c], N - 1) * K;
-    // Weights are never written: while the kernel before finishes, the blocks that start
-    // early (the first GV_PREFETCH_BLOCKS) pull their first loads into L2. (Prefetching
-    // whole rows, or in every block, cost the large Llama-2-7B products 10-25% on an H200.)
+    // Weights are never written: every block loads its first piece of each column into
+    // registers before it waits for the kernel before, so the blocks that start early read
+    // while that kernel finishes, where the first GV_PREFETCH_BLOCKS blocks only prefetched
+    // it into L2. On an H200 (bench/results/h200.md, session 17, call 2, with the flat GEMM
+    // doing the same) Llama-2-7B batch 1 went 4118 -> 4056 us per step and at 4096 keys
+    // 4651 -> 4549; the flat GEMM doing it lost 10% at batch 8, so it does not. (Prefetching
+    // whole rows into L2, or in every block, cost the large products 10-25%.)
     pdl_trigger();
     const u32 k_first = (warp * 32 + lane) * 8;
-    if (blockIdx.x < GV_PREFETCH_BLOCKS && k_first < K) {
+    WRaw w_first[GV_COLS];
+    if (K % 8 == 0 && k_first < K) {
 #pragma unroll
-        for (int c = 0; c < GV_COLS; c++) prefetch_l2(wr[c] + k_first);
+        for (int c = 0; c < GV_COLS; c++) w_first[c] = load_wraw(wr[c] + k_first);
     }
     pdl_wait();
     const u32 m = ROWS == 1 ? 1u : min(row_count(a), (u32)ROWS);
@@ -195,11 +213,9 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
         for (int c = 0; c < GV_COLS; c++) acc[c][r] = 0.0f;
     }
     if (K % 8 == 0) {
-#pragma unroll 2
-        for (u32 k0 = (warp * 32 + lane) * 8; k0 < K; k0 += GV_WARPS * 256) {
-            float w[GV_COLS][8], g[8];
-#pragma unroll
-            for (int c = 0; c < GV_COLS; c++) load8(wr[c] + k0, w[c]);
+        // One piece of K: the m rows' activations times the columns' weights w.
+        auto piece = [&](u32 k0, const float (&w)[GV_COLS][8]) {
+            float g[8];
             if constexpr ((MODE & MODE_NORM) != 0) load8_f32(a.norm + k0, g);
 #pragma unroll
             for (int r = 0; r < ROWS; r++) {
@@ -217,6 +233,21 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
                     }
                 }
             }
+        };
+        u32 k0 = k_first;
+        if (k0 < K) {
+            float w[GV_COLS][8];
+#pragma unroll
+            for (int c = 0; c < GV_COLS; c++) wraw_floats(w_first[c], w[c]);
+            piece(k0, w);
+            k0 += GV_WARPS * 256;
+        }
+#pragma unroll 2
+        for (; k0 < K; k0 += GV_WARPS * 256) {
+            float w[GV_COLS][8];
+#pragma unroll
+            for (int c = 0; c < GV_COLS; c++) load8(wr[c] + k0, w[c]);
+            piece(k0, w);
         }
     } else {
         for (u32 k = warp * 32 + lane; k < K; k += GV_WARPS * 32) {

@@ -203,7 +203,8 @@ impl Bench {
                     ..Args::of(&t, ctx, |_| 1)
                 })
                 .collect();
-            let split_v = Variant::SplitKvAttention { chunks, chunk_keys, unified };
+            let narrow = limits.single_narrow(ctx, a.heads);
+            let split_v = Variant::SplitKvAttention { chunks, chunk_keys, unified, narrow };
             let split_grids = grids(&Launch { template: 0, variant: split_v, rows: 1 }, &t, 1, self.tensor_cores, 0)?;
             let online_grids = grids(&Launch { template: 0, variant: Variant::OnlineAttention, rows: 1 }, &t, 1, self.tensor_cores, 0)?;
             let reps = effort.dispatches(copies);

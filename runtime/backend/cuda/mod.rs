@@ -124,6 +124,7 @@ impl CudaDevice {
         if let Some(limits) = &mut caps.attention.split_kv {
             limits.target_blocks = Some(sms.max(1) as usize * cuda::ATTN_BLOCKS_PER_SM);
             limits.single_min_rows_heads = sms as usize / 2;
+            limits.single_narrow_min_rows_heads = Some(sms as usize + 1);
         }
         // For experiments: the longest context decoded as one chunk per (token, head) (0: none).
         if let Some(max) = std::env::var("FDPP_CUDA_SINGLE_MAX_KEYS").ok().and_then(|v| v.parse::<usize>().ok())

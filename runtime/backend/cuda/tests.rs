@@ -374,9 +374,11 @@ fn check_attention(precision: WeightPrecision) {
                 ("split", UnifiedMax::default(), split),
                 ("split, long chunks", UnifiedMax::default(), long),
                 ("single", UnifiedMax::default(), single),
+                ("single, narrow", UnifiedMax::default(), single),
                 ("online", UnifiedMax::default(), split),
                 ("fallback", everything_out, split),
                 ("fallback, single", everything_out, single),
+                ("fallback, single, narrow", everything_out, single),
             ] {
                 if one_sequence && name != "online" {
                     continue; // split-KV steps hold one token per sequence
@@ -384,7 +386,7 @@ fn check_attention(precision: WeightPrecision) {
                 let step = rig.step(m, m, Some(split), &positions, &row_seqs);
                 let variant = match name {
                     "online" => Variant::OnlineAttention,
-                    _ => Variant::SplitKvAttention { chunks: split.0, chunk_keys: split.1, unified },
+                    _ => Variant::SplitKvAttention { chunks: split.0, chunk_keys: split.1, unified, narrow: name.ends_with("narrow") },
                 };
                 let params = Params::Attention { dims, layer: 0, scale, kv_write: false, unified };
                 let t = Template { node: 0, out_rows: false, params, io: io() };

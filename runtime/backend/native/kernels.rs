@@ -196,8 +196,11 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, tensor_cores: bool, chunk_
             }
             match v {
                 // One chunk: its block adds up and divides (the lowering's short contexts).
-                Variant::SplitKvAttention { chunks: 1, .. } => {
+                Variant::SplitKvAttention { chunks: 1, narrow: false, .. } => {
                     out.push(g("attn_single", 1, dims.heads, m, cuda::SINGLE_WARPS * 32));
+                }
+                Variant::SplitKvAttention { chunks: 1, narrow: true, .. } => {
+                    out.push(g("attn_single_narrow", 1, dims.heads, m, cuda::SINGLE_NARROW_WARPS * 32));
                 }
                 Variant::SplitKvAttention { chunks, .. } => {
                     out.push(g("attn_split", chunk_blocks.max(chunks), dims.heads, m, att));
@@ -250,7 +253,7 @@ pub(crate) fn exports(family: &str, tensor_cores: bool) -> Vec<String> {
             out
         }
         "attention" => {
-            let mut out = names(&["attn_split", "attn_combine", "attn_single", "attn_online"]);
+            let mut out = names(&["attn_split", "attn_combine", "attn_single", "attn_single_narrow", "attn_online"]);
             if tensor_cores {
                 out.extend(cuda::FLASH_HEAD_DIMS.iter().map(|d| format!("attn_flash_{d}")));
             }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Session 17, call 3 (record): the final CUDA code (split-KV batches of 2 keys per lane
+# group, two in registers; one-chunk blocks of 16 warps, or 8 past one pair per SM; the
+# GEMV's first weights in registers before the PDL wait) against 5ad8714's binary (base,
+# CUDA code of HEAD 74c1666), same call; the CUDA tests; bench kernels; llama.cpp CUDA
+# built and run in the same call.
+set -u
+mkdir -p /tmp/fd /tmp/base && tar xJf .device/bin.tar.xz -C /tmp/fd && tar xJf .device/base.tar.xz -C /tmp/base
+(taskset -c 0-11 setsid bash .device/lcpp/llamacpp_anchor.sh build .device/lcpp > $OUT/lcpp-build.log 2>&1 &)
+export FDPP_CACHE=/tmp/fdppcache; mkdir -p $FDPP_CACHE
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv > $OUT/gpu.txt 2>&1
+T="taskset -c 12-15"; F="$T /tmp/fd/bin/fdpp"; FB="$T /tmp/base/bin/fdpp"; RT="$T /tmp/fd/bin/runtime-tests"
+X=$OUT/tests.txt
+FDPP_REQUIRE_CUDA=1 FDPP_REQUIRE_GPU=1 timeout 150 $RT backend::cuda >> $X 2>&1; echo "exit $? at $SECONDS s" >> $X
+B=$OUT/bench.txt
+C="--backend cuda --builtin-table --prompt 512"
+S="--shape smollm2-135m $C --repeats 3 --gen 32 --batch 1,8"
+L="--shape llama2-7b $C --repeats 2 --gen 32 --batch 1,8 --ctx 512,4096"
+echo "== base SmolLM2" >> $B; timeout 60 $FB bench $S >> $B 2>&1
+echo "== final SmolLM2" >> $B; timeout 40 $F bench $S >> $B 2>&1
+echo "== base 7B" >> $B; timeout 70 $FB bench $L >> $B 2>&1
+echo "== final 7B" >> $B; timeout 70 $F bench $L >> $B 2>&1
+echo "== final SmolLM2 again" >> $B; timeout 40 $F bench $S >> $B 2>&1
+echo "bench done at $SECONDS s" >> $B
+timeout 60 $F bench kernels --backend cuda --shape llama2-7b --m 1,8 --ctx 512,4096 > $OUT/k7b.txt 2>&1; echo "exit $? at $SECONDS s" >> $OUT/k7b.txt
+for i in $(seq 1 50); do grep -q "llama.cpp built" $OUT/lcpp-build.log && break; sleep 5; done
+timeout 110 bash .device/lcpp/llamacpp_anchor.sh bench .device/lcpp > $OUT/llamacpp.txt 2>&1
+echo "all done at $SECONDS s" >> $B
+grep -E "test result|FAILED|panicked|exit" $X | head
+grep -E "^==|^ +[0-9]+ +[0-9]|rror|done at" $B
+grep -E "^ +(1|8) |^ +(512|4096) |read " $OUT/k7b.txt | head -24
+grep -E "pp512|tg128|^\|  +512|^\|  +4096" $OUT/llamacpp.txt | tail -14
+cd $OUT && tar cJf extra.tar.xz lcpp-build.log && rm -f lcpp-build.log
