@@ -82,6 +82,7 @@ impl Kernels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lower::caps::cuda;
 
     /// NVRTC needs no GPU: wherever libnvrtc loads, every family must compile for every
     /// storage type (on an sm_80 and an sm_90 target), f16 also without the tensor-core
@@ -106,5 +107,77 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Per kernel of `src`, the registers a thread uses and the bytes it spills, as ptxas
+    /// reports them when NVRTC compiles for the real sm_90 (`-Xptxas=-v`).
+    fn ptxas_report(src: &str) -> HashMap<String, (u32, u32)> {
+        use cudarc::nvrtc::result;
+        let src = std::ffi::CString::new(src).expect("no NUL in a kernel source");
+        let prog = result::create_program(&src, None).expect("an NVRTC program");
+        let opts = ["--gpu-architecture=sm_90", "--std=c++17", "-Xptxas=-v"];
+        // SAFETY: `prog` was created above and is destroyed only at the end of this block;
+        // `src`, which it refers to, outlives it.
+        let log = unsafe {
+            let compiled = result::compile_program(prog, &opts);
+            let log = result::get_program_log(prog).expect("NVRTC's log");
+            result::destroy_program(prog).expect("destroying an NVRTC program");
+            compiled.unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&log.iter().map(|&c| c as u8).collect::<Vec<_>>())));
+            log
+        };
+        let log = String::from_utf8_lossy(&log.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect::<Vec<_>>()).into_owned();
+        let number_before = |line: &str, what: &str| -> Option<u32> {
+            let head = &line[..line.find(what)?];
+            head.rsplit(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty())?.parse().ok()
+        };
+        let mut out = HashMap::new();
+        let mut current = None;
+        for line in log.lines() {
+            if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+                current = rest.split('\'').next().map(str::to_string);
+            } else if let Some(name) = &current {
+                let entry = out.entry(name.clone()).or_insert((0, 0));
+                if let Some(spilled) = number_before(line, "bytes spill stores") {
+                    entry.1 = spilled;
+                }
+                if let Some(regs) = number_before(line, "registers") {
+                    entry.0 = regs;
+                }
+            }
+        }
+        out
+    }
+
+    /// The decode kernels' block sizes rest on what ptxas makes of them: none spills, and
+    /// the narrow one-chunk attention block fits twice on an SM (65536 registers, allocated
+    /// per warp in units of 256), which is why the lowering runs it on steps of more
+    /// (token, head) pairs than SMs. NVRTC needs no GPU.
+    #[test]
+    fn decode_kernels_neither_spill_nor_outgrow_their_blocks_per_sm() {
+        // SAFETY: only opens and drops the shared library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            crate::testing::skip(crate::testing::Requirement::Cuda, "NVRTC (libnvrtc.so) was not found");
+            return;
+        }
+        let mut report = HashMap::new();
+        for f in FAMILIES.iter().filter(|f| f.name != "elementwise") {
+            report.extend(ptxas_report(&source(f, true, true, true)));
+        }
+        let decode = |name: &str| {
+            name.starts_with("attn_split")
+                || name.starts_with("attn_single")
+                || name.starts_with("attn_combine")
+                || (name.starts_with("gemv") && name.contains("_r1"))
+                || name.starts_with("flat_gemm")
+        };
+        let checked: Vec<_> = report.iter().filter(|(name, _)| decode(name)).collect();
+        assert!(checked.len() > 20, "ptxas reported too few decode kernels: {report:?}");
+        for (name, &(regs, spilled)) in checked {
+            assert!(regs > 0, "{name}: no register count in ptxas' report");
+            assert_eq!(spilled, 0, "{name} spills {spilled} bytes ({regs} registers)");
+        }
+        let (regs, _) = report["attn_single_narrow"];
+        let per_warp = (regs as usize * 32).next_multiple_of(256);
+        assert!(2 * cuda::SINGLE_NARROW_WARPS * per_warp <= 65536, "attn_single_narrow: {regs} registers, not two blocks per SM");
     }
 }
