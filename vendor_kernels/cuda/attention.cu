@@ -30,14 +30,13 @@ DEV void load_kv8(const KV* row, u32 d0, u32 hd, bool vec, float out[8]) {
     else load8_tail(row + d0, d0 < hd ? (int)(hd - d0) : 0, out);
 }
 
-// The same 8 dims kept as loaded (4 registers for f16), converted when used: a lane keeps
-// several rows in flight without spilling.
+// The same 8 dims kept as loaded (`Raw8`, 4 registers for f16), converted when used: a
+// lane keeps several rows in flight without spilling.
 #if FDPP_KV_F16
-struct Raw8 { uint4 v; };
-DEV Raw8 load_raw8(const KV* row, u32 d0, u32 hd, bool vec) {
-    Raw8 r;
+DEV Raw8<KV> load_kv_raw8(const KV* row, u32 d0, u32 hd, bool vec) {
+    Raw8<KV> r;
     if (vec && d0 + 8 <= hd) {
-        r.v = *(const uint4*)(row + d0);
+        r = load_raw8(row + d0);
     } else {
         u32 h[8];
         for (int e = 0; e < 8; e++) h[e] = d0 + e < hd ? row[d0 + e] : 0;
@@ -45,16 +44,11 @@ DEV Raw8 load_raw8(const KV* row, u32 d0, u32 hd, bool vec) {
     }
     return r;
 }
-DEV void raw8_floats(Raw8 r, float out[8]) { halves8(r.v, out); }
 #else
-struct Raw8 { float f[8]; };
-DEV Raw8 load_raw8(const KV* row, u32 d0, u32 hd, bool vec) {
-    Raw8 r;
+DEV Raw8<KV> load_kv_raw8(const KV* row, u32 d0, u32 hd, bool vec) {
+    Raw8<KV> r;
     load_kv8(row, d0, hd, vec, r.f);
     return r;
-}
-DEV void raw8_floats(Raw8 r, float out[8]) {
-    for (int e = 0; e < 8; e++) out[e] = r.f[e];
 }
 #endif
 
@@ -106,7 +100,7 @@ DEV KeyLanes key_lanes(u32 hd) {
 
 // SPLIT_BATCH keys of each lane group, as loaded: keys jb + u * step_keys + grp.
 struct KeyBatch {
-    Raw8 k[SPLIT_BATCH], v[SPLIT_BATCH];
+    Raw8<KV> k[SPLIT_BATCH], v[SPLIT_BATCH];
 };
 
 // The K and V rows of a batch's keys; a key past `end` reads row `start` (its weight is 0).
@@ -118,8 +112,8 @@ DEV void load_batch(const Args& a, const KeyLanes& kl, size_t base, u32 jb, u32 
     for (int u = 0; u < SPLIT_BATCH; u++) {
         const u32 j = jb + u * step_keys + kl.grp;
         const size_t row = base + (size_t)(j < end ? j : start) * kv_dim;
-        b.k[u] = load_raw8(a.kc + row, kl.d0, hd, vec);
-        b.v[u] = load_raw8(a.vc + row, kl.d0, hd, vec);
+        b.k[u] = load_kv_raw8(a.kc + row, kl.d0, hd, vec);
+        b.v[u] = load_kv_raw8(a.vc + row, kl.d0, hd, vec);
     }
 }
 

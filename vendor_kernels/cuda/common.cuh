@@ -165,6 +165,21 @@ DEV void load8_f32(const float* p, float out[8]) {
 }
 DEV void load8(const f16* p, float out[8]) { load8_f16(p, out); }
 DEV void load8(const float* p, float out[8]) { load8_f32(p, out); }
+// The same eight kept as loaded (f16: one 16-byte register quad), converted when used: a
+// thread keeps several in flight in few registers.
+template <typename T> struct Raw8;
+template <> struct Raw8<f16> { uint4 v; };
+template <> struct Raw8<float> { float f[8]; };
+DEV Raw8<f16> load_raw8(const f16* p) { return {*(const uint4*)p}; }
+DEV Raw8<float> load_raw8(const float* p) {
+    Raw8<float> r;
+    load8_f32(p, r.f);
+    return r;
+}
+DEV void raw8_floats(Raw8<f16> r, float out[8]) { halves8(r.v, out); }
+DEV void raw8_floats(Raw8<float> r, float out[8]) {
+    for (int e = 0; e < 8; e++) out[e] = r.f[e];
+}
 // The same, element by element, for rows that are not 16-byte aligned; past `n`: zero.
 template <typename T> DEV void load8_tail(const T* p, int n, float out[8]) {
 #pragma unroll

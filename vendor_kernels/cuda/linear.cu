@@ -21,19 +21,6 @@
 #define MODE_SWIGLU 4u
 #define MODE_ROPE 8u
 
-// Eight weights as loaded (f16: one 16-byte register quad), converted when used.
-#if FDPP_W_F16
-typedef uint4 WRaw;
-DEV WRaw load_wraw(const W* p) { return *(const uint4*)p; }
-DEV void wraw_floats(WRaw r, float out[8]) { halves8(r, out); }
-#else
-struct WRaw { float v[8]; };
-DEV WRaw load_wraw(const W* p) { WRaw r; load8_f32(p, r.v); return r; }
-DEV void wraw_floats(WRaw r, float out[8]) {
-    for (int e = 0; e < 8; e++) out[e] = r.v[e];
-}
-#endif
-
 template <bool BIAS> DEV float bias_of(const Args& a, u32 col) {
     if constexpr (BIAS) return a.bias[col]; else return 0.0f;
 }
@@ -198,10 +185,10 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
     // whole rows into L2, or in every block, cost the large products 10-25%.)
     pdl_trigger();
     const u32 k_first = (warp * 32 + lane) * 8;
-    WRaw w_first[GV_COLS];
+    Raw8<W> w_first[GV_COLS];
     if (K % 8 == 0 && k_first < K) {
 #pragma unroll
-        for (int c = 0; c < GV_COLS; c++) w_first[c] = load_wraw(wr[c] + k_first);
+        for (int c = 0; c < GV_COLS; c++) w_first[c] = load_raw8(wr[c] + k_first);
     }
     pdl_wait();
     const u32 m = ROWS == 1 ? 1u : min(row_count(a), (u32)ROWS);
@@ -238,7 +225,7 @@ template <u32 MODE, bool BIAS, int ROWS> DEV void gemv_body(const Args& a) {
         if (k0 < K) {
             float w[GV_COLS][8];
 #pragma unroll
-            for (int c = 0; c < GV_COLS; c++) wraw_floats(w_first[c], w[c]);
+            for (int c = 0; c < GV_COLS; c++) raw8_floats(w_first[c], w[c]);
             piece(k0, w);
             k0 += GV_WARPS * 256;
         }

@@ -118,14 +118,14 @@ mod tests {
         let opts = ["--gpu-architecture=sm_90", "--std=c++17", "-Xptxas=-v"];
         // SAFETY: `prog` was created above and is destroyed only at the end of this block;
         // `src`, which it refers to, outlives it.
-        let log = unsafe {
+        let (compiled, log) = unsafe {
             let compiled = result::compile_program(prog, &opts);
             let log = result::get_program_log(prog).expect("NVRTC's log");
             result::destroy_program(prog).expect("destroying an NVRTC program");
-            compiled.unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&log.iter().map(|&c| c as u8).collect::<Vec<_>>())));
-            log
+            (compiled, log)
         };
         let log = String::from_utf8_lossy(&log.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect::<Vec<_>>()).into_owned();
+        compiled.unwrap_or_else(|e| panic!("{e}: {log}"));
         let number_before = |line: &str, what: &str| -> Option<u32> {
             let head = &line[..line.find(what)?];
             head.rsplit(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty())?.parse().ok()
