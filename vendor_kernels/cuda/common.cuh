@@ -191,9 +191,10 @@ template <typename T> DEV void load8_tail(const T* p, int n, float out[8]) {
 
 // The step's scalars, at the start of the step buffer; then tokens, positions, sequences
 // and output rows, each `max_m` long. Kernels read them from device memory, so a captured
-// CUDA graph replays unchanged when only they change.
+// CUDA graph replays unchanged when only they change. `picked`: the tokens are the ids the
+// last step picked (step_begin copies them in).
 struct Step {
-    u32 m, n_out, max_m, attn_chunks, attn_chunk_keys, pad0, pad1, pad2;
+    u32 m, n_out, max_m, attn_chunks, attn_chunk_keys, picked, pad0, pad1;
 };
 #define STEP_WORDS 8
 

@@ -89,6 +89,26 @@ KERNEL void select_rows(Args a) {
     a.y[(size_t)r * H + j] = a.x[(size_t)out_row_at(a, r) * H + j];
 }
 
+// The first launch of every step: copies the step's words from host memory the device
+// reads directly (a.x, written by the host before the launch) into the step buffer (a.step,
+// a.k words), the picked ids of the last step (flags[1..=m]) in place of the tokens where
+// the words say so, then zeroes the a.n flag words. Doing this in a kernel keeps a step one
+// graph launch, with no copies queued around it. It never triggers its dependents early
+// (no pdl_trigger): every later launch may read the step buffer before its pdl_wait.
+// One block.
+KERNEL void step_begin(Args a) {
+    pdl_wait();
+    const u32* words = (const u32*)a.x;
+    u32* step = (u32*)a.step;
+    const u32 m = words[0], picked = words[5];
+    for (u32 i = threadIdx.x; i < a.k; i += blockDim.x) {
+        const u32 t = i - STEP_WORDS;
+        step[i] = (picked && i >= STEP_WORDS && t < m) ? a.flags[1 + t] : words[i];
+    }
+    __syncthreads();
+    for (u32 i = threadIdx.x; i < a.n; i += blockDim.x) a.flags[i] = 0;
+}
+
 // Greedy sampling on the device: the index of the largest logit of each output row (the
 // lowest index among equals; none if no logit is above -3.4e38), written to flags[1 + row].
 // grid (blocks per row, rows), 256 threads. Each block finds the best of its slice of the row
@@ -96,7 +116,9 @@ KERNEL void select_rows(Args a) {
 // the value's bits made order-preserving above, the complemented index below, so a larger
 // value wins and equal values keep the lower index. The row's last block to finish (counted
 // in the next word) writes the index. The flags are zeroed before every step. (One block per
-// row took 41 us for a 49152-entry row on an H200.)
+// row took 41 us for a 49152-entry row on an H200.) The same block copies the ids, and the
+// count of recomputed rows (flags[0]), into a.y: host memory the device writes directly,
+// which the host reads once the step's event has passed.
 DEV unsigned long long argmax_key(float v, u32 i) {
     u32 b = __float_as_uint(v);
     b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
@@ -134,7 +156,12 @@ KERNEL void argmax(Args a) {
         if (atomicAdd(done, 1u) == gridDim.x - 1) {
             __threadfence();
             const unsigned long long key = atomicAdd(slot, 0ull);
-            a.flags[1 + r] = key == 0 ? 0xffffffffu : ~(u32)key;
+            const u32 id = key == 0 ? 0xffffffffu : ~(u32)key;
+            u32* out = (u32*)a.y;
+            a.flags[1 + r] = id;
+            out[1 + r] = id;
+            if (r == 0) out[0] = a.flags[0];
+            __threadfence_system();
         }
     }
 }

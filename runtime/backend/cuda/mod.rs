@@ -274,24 +274,38 @@ impl Gpu for CudaGpu {
         self.stream.memcpy_dtoh(&src.slice(0..bytes), dst).map_err(copy_error)
     }
 
-    fn copy(&self, src: &CudaSlice<u8>, src_offset: usize, dst: &mut CudaSlice<u8>, dst_offset: usize, bytes: usize) -> Result<()> {
-        self.stream
-            .memcpy_dtod(&src.slice(src_offset..src_offset + bytes), &mut dst.slice_mut(dst_offset..dst_offset + bytes))
-            .map_err(copy_error)
-    }
-
-    fn zero(&self, b: &mut CudaSlice<u8>) -> Result<()> {
-        self.stream.memset_zeros(b).map_err(copy_error)
-    }
-
     fn pinned(&self, bytes: usize, what: &str) -> Result<PinnedHostSlice<u8>> {
-        // SAFETY: the memory is only read after a copy into it has finished (the executor
-        // waits for an event recorded after the copy); flags 0: ordinary cached host memory.
-        unsafe { self.ctx.alloc_pinned_with_flags::<u8>(bytes.max(1), 0) }.map_err(|e| alloc_error(what, bytes, e))
+        // SAFETY: the memory is set below before anything reads it. DEVICEMAP: kernels reach
+        // it at `pinned_address`; ordinary cached host memory otherwise.
+        let mut p = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(bytes.max(1), sys::CU_MEMHOSTALLOC_DEVICEMAP) }
+            .map_err(|e| alloc_error(what, bytes, e))?;
+        p.as_mut_slice().map_err(|e| driver_error("clearing pinned memory", e))?.fill(0);
+        Ok(p)
     }
 
     fn pinned_bytes<'a>(&self, p: &'a PinnedHostSlice<u8>) -> Result<&'a [u8]> {
         p.as_slice().map_err(|e| driver_error("reading pinned memory", e))
+    }
+
+    fn write_pinned(&self, p: &mut PinnedHostSlice<u8>, data: &[u8]) -> Result<()> {
+        let dst = p.as_mut_slice().map_err(|e| driver_error("writing pinned memory", e))?;
+        let n = data.len();
+        if n > dst.len() {
+            return Err(Error::InvalidArgument(format!("{n} bytes into {} of pinned memory", dst.len())));
+        }
+        dst[..n].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn pinned_address(&self, p: &PinnedHostSlice<u8>) -> Result<u64> {
+        let mut address: sys::CUdeviceptr = 0;
+        let host = p.as_ptr().map_err(|e| driver_error("mapping pinned memory", e))?;
+        // SAFETY: `host` is the start of a live allocation made with CU_MEMHOSTALLOC_DEVICEMAP
+        // in this context (bound to this thread by `as_ptr`'s event); one pointer is written.
+        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut address, host as *mut c_void, 0) }
+            .result()
+            .map_err(|e| driver_error("mapping pinned memory", e))?;
+        Ok(address)
     }
 
     fn event(&self) -> Result<CudaEvent> {

@@ -543,14 +543,55 @@ fn argmax_picks_the_first_largest_logit_of_each_row_across_blocks() {
     let x = rig.f32s(&rows.concat());
     let step = rig.step(n, n, None, &[], &[]);
     let offset = argmax_offset(n, 3, 1);
-    let flags = s.alloc_zeros::<u32>(offset + ARGMAX_WORDS * n).unwrap();
+    let mut flag_words = vec![0u32; offset + ARGMAX_WORDS * n];
+    flag_words[0] = 7;
+    let flags = s.clone_htod(&flag_words).unwrap();
+    let out = s.alloc_zeros::<u32>(1 + n).unwrap();
     let args = Args {
         step: ptr(&step, s),
         x: ptr(&x, s),
+        y: ptr(&out, s),
         flags: ptr(&flags, s),
         s: crate::lower::kernel::LaunchScalars { flag_offset: offset as u32, ..Args::scalars(vocab, 0) },
         ..Default::default()
     };
     rig.run(&[Grid { kernel: "argmax".into(), blocks: [ARGMAX_BLOCKS, n as u32, 1], threads: 256 }], &args);
     assert_eq!(rig.read(&flags)[1..1 + n], want[..]);
+    // The read-back copy: the count of recomputed rows, then the ids.
+    assert_eq!(rig.read(&out), [&[7], &want[..]].concat());
+}
+
+/// `step_begin` copies the step's words, the last step's picks in place of the first m
+/// tokens where the words say so, and then zeroes the flags (the picks included).
+#[test]
+fn step_begin_copies_the_words_and_the_picks_then_clears_the_flags() {
+    let Some(rig) = Rig::new(WeightPrecision::F32) else { return };
+    let s = &rig.stream;
+    let (m, max_m) = (3, 5);
+    let mut rng = Rng::new(4);
+    let flag_words: Vec<u32> = (0..300).map(|_| 1 + (rng.next_f32() * 1e6) as u32).collect();
+    for picked in [false, true] {
+        let mut words = step_words(m, 2, max_m, Some((4, 32)));
+        for (i, w) in words.iter_mut().enumerate().skip(STEP_WORDS) {
+            *w = 1000 + i as u32;
+        }
+        words[kernels::STEP_PICKED] = picked as u32;
+        let host_words = s.clone_htod(&words).unwrap();
+        let step = s.alloc_zeros::<u32>(words.len()).unwrap();
+        let flags = s.clone_htod(&flag_words).unwrap();
+        let args = Args {
+            step: ptr(&step, s),
+            x: ptr(&host_words, s),
+            flags: ptr(&flags, s),
+            s: crate::lower::kernel::LaunchScalars { k: words.len() as u32, ..Args::scalars(flag_words.len(), 0) },
+            ..Default::default()
+        };
+        rig.run(&[Grid { kernel: "step_begin".into(), blocks: [1, 1, 1], threads: 1024 }], &args);
+        let mut want = words.clone();
+        if picked {
+            want[STEP_WORDS..STEP_WORDS + m].copy_from_slice(&flag_words[1..1 + m]);
+        }
+        assert_eq!(rig.read(&step), want, "picked {picked}");
+        assert!(rig.read(&flags).iter().all(|&f| f == 0), "picked {picked}: flags left set");
+    }
 }

@@ -308,8 +308,9 @@ impl Gpu for HipGpu {
     }
 
     fn alloc(&self, bytes: usize, what: &str) -> Result<HipBuffer> {
-        let mut b = self.malloc(bytes, what)?;
-        self.zero(&mut b)?;
+        let b = self.malloc(bytes, what)?;
+        // SAFETY: the whole of a live allocation.
+        self.check("clearing device memory", unsafe { (self.rt.hipMemsetAsync)(b.ptr, 0, b.bytes, self.stream) })?;
         Ok(b)
     }
 
@@ -355,21 +356,11 @@ impl Gpu for HipGpu {
         self.check("copying from the device", unsafe { (self.rt.hipMemcpyDtoHAsync)(dst.ptr.cast(), from, bytes, self.stream) })
     }
 
-    fn copy(&self, src: &HipBuffer, src_offset: usize, dst: &mut HipBuffer, dst_offset: usize, bytes: usize) -> Result<()> {
-        let (from, to) = (Self::range(src, src_offset, bytes)?, Self::range(dst, dst_offset, bytes)?);
-        // SAFETY: both ranges lie in live allocations.
-        self.check("copying on the device", unsafe { (self.rt.hipMemcpyDtoDAsync)(to, from, bytes, self.stream) })
-    }
-
-    fn zero(&self, b: &mut HipBuffer) -> Result<()> {
-        // SAFETY: the whole of a live allocation.
-        self.check("clearing device memory", unsafe { (self.rt.hipMemsetAsync)(b.ptr, 0, b.bytes, self.stream) })
-    }
-
     fn pinned(&self, bytes: usize, what: &str) -> Result<HipPinned> {
         let mut ptr = std::ptr::null_mut();
-        // SAFETY: writes one pointer through a valid pointer; flags 0: hipHostMallocDefault.
-        self.allocated(unsafe { (self.rt.hipHostMalloc)(&mut ptr, bytes.max(1), 0) }, what, bytes)?;
+        // SAFETY: writes one pointer through a valid pointer; kernels reach the memory at
+        // `pinned_address` (hipHostMallocMapped).
+        self.allocated(unsafe { (self.rt.hipHostMalloc)(&mut ptr, bytes.max(1), sys::HOST_MALLOC_MAPPED) }, what, bytes)?;
         let p = HipPinned { rt: self.rt, ptr: ptr.cast(), bytes };
         // SAFETY: `bytes` bytes of host memory just allocated, not yet shared: zeroed so that
         // every byte `pinned_bytes` hands out is initialised.
@@ -381,6 +372,24 @@ impl Gpu for HipGpu {
         // SAFETY: `bytes` initialised bytes of host memory owned by `p` (zeroed when allocated,
         // since written only by copies); none in flight (the caller waited for them).
         Ok(unsafe { std::slice::from_raw_parts(p.ptr, p.bytes) })
+    }
+
+    fn write_pinned(&self, p: &mut HipPinned, data: &[u8]) -> Result<()> {
+        if data.len() > p.bytes {
+            return Err(Error::InvalidArgument(format!("{} bytes into {} of pinned memory", data.len(), p.bytes)));
+        }
+        // SAFETY: `data.len()` bytes fit the host memory `p` owns, which `&mut` holds alone
+        // on the host; the caller has waited for the device's work reading it.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.ptr, data.len()) };
+        Ok(())
+    }
+
+    fn pinned_address(&self, p: &HipPinned) -> Result<u64> {
+        let mut address: sys::DevicePtr = std::ptr::null_mut();
+        // SAFETY: `p.ptr` is the start of a live hipHostMallocMapped allocation; one pointer
+        // is written.
+        self.check("mapping pinned memory", unsafe { (self.rt.hipHostGetDevicePointer)(&mut address, p.ptr.cast(), 0) })?;
+        Ok(address as u64)
     }
 
     fn event(&self) -> Result<HipEvent> {

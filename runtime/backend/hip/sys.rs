@@ -24,6 +24,8 @@ pub const ERROR_OUT_OF_MEMORY: HipError = 2;
 pub const CAPTURE_THREAD_LOCAL: c_int = 1;
 /// `hipStreamNonBlocking`.
 pub const STREAM_NON_BLOCKING: c_uint = 1;
+/// hipHostMallocMapped: host memory kernels reach at hipHostGetDevicePointer's address.
+pub const HOST_MALLOC_MAPPED: c_uint = 2;
 
 /// Offsets in `hipDeviceProp_t` as `hipGetDevicePropertiesR0000` (ROCm 6) or the unversioned
 /// `hipGetDeviceProperties` (ROCm 5) fill it: ROCm 5's layout, `hipDeviceProp_tR0000` in ROCm 6.
@@ -89,9 +91,9 @@ api!(Runtime {
     hipFree: fn(DevicePtr) -> HipError;
     hipHostMalloc: fn(*mut *mut c_void, usize, c_uint) -> HipError;
     hipHostFree: fn(*mut c_void) -> HipError;
+    hipHostGetDevicePointer: fn(*mut DevicePtr, *mut c_void, c_uint) -> HipError;
     hipMemcpyHtoDAsync: fn(DevicePtr, *const c_void, usize, Stream) -> HipError;
     hipMemcpyDtoHAsync: fn(*mut c_void, DevicePtr, usize, Stream) -> HipError;
-    hipMemcpyDtoDAsync: fn(DevicePtr, DevicePtr, usize, Stream) -> HipError;
     hipMemsetAsync: fn(DevicePtr, c_int, usize, Stream) -> HipError;
     hipStreamCreateWithFlags: fn(*mut Stream, c_uint) -> HipError;
     hipStreamSynchronize: fn(Stream) -> HipError;

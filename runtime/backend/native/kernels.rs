@@ -31,9 +31,11 @@ pub struct Args {
 
 /// Words of the step header before the token arrays (`STEP_WORDS`).
 pub const STEP_WORDS: usize = 8;
+/// The header word that says the tokens are the last step's picks (`Step::picked`).
+pub const STEP_PICKED: usize = 5;
 
-/// The step buffer's contents: header (m, n_out, max_m, chunks, keys per chunk) and the
-/// tokens, positions, sequences and output rows, each `max_m` long.
+/// The step buffer's contents: header (m, n_out, max_m, chunks, keys per chunk, 0 for
+/// `picked`) and the tokens, positions, sequences and output rows, each `max_m` long.
 pub fn step_words(m: usize, n_out: usize, max_m: usize, split: Option<(usize, usize)>) -> Vec<u32> {
     let (chunks, keys) = split.unwrap_or((0, 0));
     let mut w = vec![0u32; STEP_WORDS + 4 * max_m];
@@ -227,9 +229,19 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, tensor_cores: bool, chunk_
 pub(crate) fn exports(family: &str, tensor_cores: bool) -> Vec<String> {
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match family {
-        "elementwise" => {
-            names(&["embedding", "rms_norm", "rope", "kv_write", "swiglu", "add", "select_rows", "argmax", "stream_read", "stream_copy"])
-        }
+        "elementwise" => names(&[
+            "embedding",
+            "rms_norm",
+            "rope",
+            "kv_write",
+            "swiglu",
+            "add",
+            "select_rows",
+            "step_begin",
+            "argmax",
+            "stream_read",
+            "stream_copy",
+        ]),
         "linear" => {
             let mut out = vec![];
             for (prologue, epilogue, bias) in fusion_combinations() {

@@ -40,7 +40,8 @@ pub fn storage(backend: &str, weights: WeightPrecision, kv: KvPrecision) -> Resu
 pub trait Gpu: Send + 'static {
     /// A device allocation, freed when dropped.
     type Buffer: Send;
-    /// Page-locked host memory the device copies into.
+    /// Page-locked host memory, mapped into the device's address space: copies land in it,
+    /// and kernels read and write it directly (at its `pinned_address`).
     type Pinned: Send;
     type Event: Send;
     /// A captured sequence of launches, replayed as one.
@@ -63,12 +64,13 @@ pub trait Gpu: Send + 'static {
     /// Queues a copy of the first `bytes` of `src` into `dst` (read them only after an event
     /// recorded after it has been waited for).
     fn read_pinned(&self, src: &Self::Buffer, bytes: usize, dst: &mut Self::Pinned) -> Result<()>;
-    /// Copies `bytes` of `src` from `src_offset` into `dst` from `dst_offset`.
-    fn copy(&self, src: &Self::Buffer, src_offset: usize, dst: &mut Self::Buffer, dst_offset: usize, bytes: usize) -> Result<()>;
-    fn zero(&self, b: &mut Self::Buffer) -> Result<()>;
     fn pinned(&self, bytes: usize, what: &str) -> Result<Self::Pinned>;
-    /// The contents of `p`; valid once the copies into it have been waited for.
+    /// The contents of `p`; valid once the copies and kernels writing it have been waited for.
     fn pinned_bytes<'a>(&self, p: &'a Self::Pinned) -> Result<&'a [u8]>;
+    /// Writes `data` at the start of `p` (the caller has waited for the work reading it).
+    fn write_pinned(&self, p: &mut Self::Pinned, data: &[u8]) -> Result<()>;
+    /// The address kernels reach `p` at.
+    fn pinned_address(&self, p: &Self::Pinned) -> Result<u64>;
     fn event(&self) -> Result<Self::Event>;
     fn record(&self, e: &Self::Event) -> Result<()>;
     /// Blocks until the work queued before `e` was recorded has run.
