@@ -26,6 +26,11 @@ fn tiny_llama_on_cuda_matches_cpu() {
     common::native::tiny_llama_matches_cpu("cuda", cuda);
 }
 
+#[test]
+fn batched_greedy_decode_on_cuda_matches_cpu() {
+    common::native::batched_greedy_decode_matches_cpu("cuda", cuda(WeightPrecision::F32));
+}
+
 /// Decode steps whose every linear layer runs C (cuBLAS where it loads) are captured as
 /// CUDA graphs with the cuBLAS calls inside, and replayed: the same logits and greedy ids as
 /// the CPU.

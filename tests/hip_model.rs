@@ -20,6 +20,11 @@ fn tiny_llama_on_hip_matches_cpu() {
 }
 
 #[test]
+fn batched_greedy_decode_on_hip_matches_cpu() {
+    common::native::batched_greedy_decode_matches_cpu("hip", hip(WeightPrecision::F32));
+}
+
+#[test]
 fn smollm2_reference_prompts_on_hip_match_cpu() {
     if !fdpp_runtime::backend::has_hip_device() {
         skip(Requirement::Hip, "no AMD GPU the HIP backend runs on");

@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use fdpp_runtime::backend::{BackendOptions, WeightPrecision};
-use fdpp_runtime::engine::{Engine, EngineOptions, SamplingParams};
+use fdpp_runtime::backend::{BackendOptions, Capacity, StepInput, WeightPrecision};
+use fdpp_runtime::engine::{Driver, Engine, EngineOptions, SamplingParams};
 use fdpp_runtime::lower::LoweringOptions;
 use fdpp_runtime::model::Model;
-use fdpp_runtime::sampling::argmax;
+use fdpp_runtime::sampling::{Sampler, argmax};
 
 pub fn engine(path: &Path, backend: BackendOptions, fuse: bool) -> Option<Engine> {
     let opts = EngineOptions { backend, lowering: LoweringOptions { fuse, ..Default::default() }, ..Default::default() };
@@ -57,6 +57,49 @@ pub fn tiny_llama_matches_cpu(name: &str, backend: impl Fn(WeightPrecision) -> B
             }
         }
     }
+}
+
+/// Three sequences of the tiny random Llama decoded together on `backend`, the device
+/// picking each step's greedy ids and feeding them back: the same ids as the CPU, step for
+/// step (the prompts differ in length, so the sequences sit at different positions).
+pub fn batched_greedy_decode_matches_cpu(name: &str, backend: BackendOptions) {
+    let dir = super::temp_dir(&format!("{name}-batched"));
+    let path = dir.join("tiny.gguf");
+    // Untied: with the embeddings as the output matrix, a random model's greedy ids settle
+    // on one token at once, and stale ids fed back would go unnoticed.
+    super::write_tiny(&path, &super::Spec { context: 256, tied: false, ..Default::default() }, 5);
+    let capacity = Capacity { max_seqs: 3, max_context: 128 };
+    let load = |backend: &BackendOptions| {
+        let model = Model::load(&path).unwrap();
+        let graph = fdpp_runtime::graph::llama::build(&model.config);
+        Driver::load(backend, graph, &LoweringOptions::default(), model.weights.as_ref(), capacity, &mut |_, _| {})
+    };
+    let Some(mut gpu) = load(&backend).map_err(fdpp_runtime::testing::skip_unavailable).ok() else { return };
+    let mut cpu = load(&BackendOptions::Cpu).expect("the CPU backend is always there");
+    let decode = |d: &mut Driver| {
+        let mut first = vec![];
+        for (s, len) in [5usize, 17, 40].into_iter().enumerate() {
+            let prompt: Vec<u32> = (0..len).map(|i| ((i * 7 + s * 13) % 250) as u32).collect();
+            let positions: Vec<usize> = (0..len).collect();
+            let input = StepInput { tokens: &prompt, positions: &positions, seqs: &vec![s; len], out_rows: &[len - 1] };
+            first.extend(d.step_greedy(&input).unwrap());
+        }
+        let mut ids = vec![];
+        let input = StepInput { tokens: &first, positions: &[5, 17, 40], seqs: &[0, 1, 2], out_rows: &[0, 1, 2] };
+        d.decode(&input, 12, &mut Sampler::new(SamplingParams::default()), &mut |step| {
+            ids.push(step.to_vec());
+            true
+        })
+        .unwrap();
+        (first, ids)
+    };
+    let (want, got) = (decode(&mut cpu), decode(&mut gpu));
+    for s in 0..3 {
+        let first = want.1[0][s];
+        assert!(want.1.iter().any(|step| step[s] != first), "the CPU's ids of sequence {s} never change: a weak test");
+    }
+    assert_eq!(got.1.len(), 12, "{name}: steps collected");
+    assert_eq!(got, want, "{name}: the prompts' picks, then each decode step's ids");
 }
 
 /// SmolLM2-135M's reference prompts (plain and chat) through `fdpp generate` on `backend`

@@ -460,11 +460,27 @@ template <u32 MODE, bool BIAS, int MT, int NT, int WARPS> DEV void flat_gemm_bod
         wa[j] = a.w + (size_t)min(ca, N - 1) * K;
         wb[j] = a.w + (size_t)min(cb, N - 1) * K;
     }
-    // As in the GEMV: the first blocks pull their first weights into L2 while the kernel
-    // before finishes.
+    // UNMEASURED (session 17 ran out of device time): at one row on the long-K tiling (O
+    // and down of a one-sequence decode step), each block's first batch of weights into
+    // registers before the wait, as the GEMV does; else the first blocks pull their first
+    // weights into L2. (With every tiling and every M it took 7B batch 1 4118 -> 4056 us
+    // and lost 10% at batch 8: session 17, call 2.)
+    constexpr bool PRELOAD = WARPS == 16;
     pdl_trigger();
+    const u32 M = row_count(a);
     const u32 k_first = warp * 32 + 8 * t;
-    if (blockIdx.y * gridDim.x + blockIdx.x < GV_PREFETCH_BLOCKS && k_first < K) {
+    uint4 P0[PRELOAD ? BATCH : 1][NT], P1[PRELOAD ? BATCH : 1][NT];
+    const bool pre = PRELOAD && M == 1 && K % 8 == 0 && warp * 32 + (BATCH - 1) * WARPS * 32 + 32 <= K;
+    if (pre) {
+#pragma unroll
+        for (int u = 0; u < (PRELOAD ? BATCH : 1); u++) {
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                P0[u][j] = *(const uint4*)(wa[j] + k_first + u * WARPS * 32);
+                P1[u][j] = *(const uint4*)(wb[j] + k_first + u * WARPS * 32);
+            }
+        }
+    } else if (blockIdx.y * gridDim.x + blockIdx.x < GV_PREFETCH_BLOCKS && k_first < K) {
 #pragma unroll
         for (int j = 0; j < NT; j++) {
             prefetch_l2(wa[j] + k_first);
@@ -472,7 +488,6 @@ template <u32 MODE, bool BIAS, int MT, int NT, int WARPS> DEV void flat_gemm_bod
         }
     }
     pdl_wait();
-    const u32 M = row_count(a);
     const bool vec = K % 8 == 0;
     // Token tile i's row for this lane; a padding token reads row 0 (its sums are never
     // stored, and no other token's sums depend on it).
@@ -496,9 +511,27 @@ template <u32 MODE, bool BIAS, int MT, int NT, int WARPS> DEV void flat_gemm_bod
     // even requested.)
     u32 s0 = warp * 32;
     if (vec) {
+        // One batch from slab s0, its weights A0, A1 already requested.
+        auto batch = [&](u32 s0, const uint4 (&A0)[BATCH][NT], const uint4 (&A1)[BATCH][NT]) {
+            float X[BATCH][MT][8], gamma[BATCH][8];
+#pragma unroll
+            for (int u = 0; u < BATCH; u++) {
+                const u32 k = s0 + u * WARPS * 32 + 8 * t;
+                if constexpr (NORM) load8_f32(a.norm + k, gamma[u]);
+#pragma unroll
+                for (int i = 0; i < MT; i++) load8_f32(xr[i] + k, X[u][i]);
+            }
+#pragma unroll
+            for (int u = 0; u < BATCH; u++) flat_slab<NORM, MT, NT>(c, sq, A0[u], A1[u], X[u], gamma[u]);
+        };
+        if constexpr (PRELOAD) {
+            if (pre) {
+                batch(s0, P0, P1);
+                s0 += WARPS * 32 * BATCH;
+            }
+        }
         for (; s0 + (BATCH - 1) * WARPS * 32 + 32 <= K; s0 += WARPS * 32 * BATCH) {
             uint4 A0[BATCH][NT], A1[BATCH][NT];
-            float X[BATCH][MT][8], gamma[BATCH][8];
 #pragma unroll
             for (int u = 0; u < BATCH; u++) {
                 const u32 k = s0 + u * WARPS * 32 + 8 * t;
@@ -507,12 +540,8 @@ template <u32 MODE, bool BIAS, int MT, int NT, int WARPS> DEV void flat_gemm_bod
                     A0[u][j] = *(const uint4*)(wa[j] + k);
                     A1[u][j] = *(const uint4*)(wb[j] + k);
                 }
-                if constexpr (NORM) load8_f32(a.norm + k, gamma[u]);
-#pragma unroll
-                for (int i = 0; i < MT; i++) load8_f32(xr[i] + k, X[u][i]);
             }
-#pragma unroll
-            for (int u = 0; u < BATCH; u++) flat_slab<NORM, MT, NT>(c, sq, A0[u], A1[u], X[u], gamma[u]);
+            batch(s0, A0, A1);
         }
     }
     // The rest, one slab at a time, bounds-checked.
