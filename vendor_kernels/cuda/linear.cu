@@ -460,11 +460,12 @@ template <u32 MODE, bool BIAS, int MT, int NT, int WARPS> DEV void flat_gemm_bod
         wa[j] = a.w + (size_t)min(ca, N - 1) * K;
         wb[j] = a.w + (size_t)min(cb, N - 1) * K;
     }
-    // UNMEASURED (session 17 ran out of device time): at one row on the long-K tiling (O
-    // and down of a one-sequence decode step), each block's first batch of weights into
-    // registers before the wait, as the GEMV does; else the first blocks pull their first
-    // weights into L2. (With every tiling and every M it took 7B batch 1 4118 -> 4056 us
-    // and lost 10% at batch 8: session 17, call 2.)
+    // At one row on the long-K tiling (O and down of a one-sequence decode step), each
+    // block's first batch of weights into registers before the wait, as the GEMV does; else
+    // the first blocks pull their first weights into L2. On an H200 (session 18) this took
+    // 7B's batch-1 step from 4107.9 to 4071.2 us and SmolLM2's from 502.9 to 498.3. With
+    // every tiling and every M it lost 10% at batch 8 (session 17): the t8x16x8 kernels
+    // went from 72 to 84 registers, three blocks per SM to two.
     constexpr bool PRELOAD = WARPS == 16;
     pdl_trigger();
     const u32 M = row_count(a);
