@@ -78,7 +78,8 @@ pub struct AttentionTiming {
     /// Split-KV workgroups per head, and keys per workgroup.
     pub chunks: usize,
     pub chunk_keys: usize,
-    /// `attn_split` alone, and followed by `attn_combine` (what a decode step runs).
+    /// `attn_split` alone, and followed by `attn_combine` (what a decode step runs; CUDA's
+    /// split adds its partials up itself, so there both are the one kernel).
     pub split_micros: f64,
     pub split_combine_micros: f64,
     /// `attn_online`: the synchronised online softmax, one workgroup per head.

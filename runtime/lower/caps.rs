@@ -137,7 +137,8 @@ impl LongKTiling {
 /// Limits of a split-KV unified-max decode attention kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitKvLimits {
-    /// Most chunks one (token, head) is cut into (the combine walks them one by one).
+    /// Most chunks one (token, head) is cut into (adding the partials up walks them one by
+    /// one).
     pub max_chunks: usize,
     /// Fewest keys per chunk (the kernel's key tile); chunk lengths are multiples of it.
     pub min_chunk_keys: usize,
@@ -150,8 +151,8 @@ pub struct SplitKvLimits {
     pub target_blocks: Option<usize>,
     /// Up to this many keys, and with at least `single_min_rows_heads` (token, head) pairs
     /// in the step, each pair is one chunk: the backend adds up and divides inside its block
-    /// (no partials, no combine launch). With fewer pairs the few blocks' loads in flight
-    /// bound the read, and split + combine is faster.
+    /// (no partials). With fewer pairs the few blocks' loads in flight bound the read, and
+    /// more chunks are faster.
     #[serde(default)]
     pub single_max_keys: Option<usize>,
     #[serde(default)]
@@ -504,7 +505,7 @@ pub mod cuda {
     pub const SPLIT_MAX_M: usize = 64;
     /// Up to this many keys, with at least half as many (token, head) pairs as the device
     /// has SMs, a decode step's pair is one block of `SINGLE_WARPS` warps (`attn_single`):
-    /// no partials and no combine launch (`SplitKvLimits::single`). On an H200 after a
+    /// no partials (`SplitKvLimits::single`). On an H200 after a
     /// 512-token prompt (bench/results/h200.md, session 8): SmolLM2 batch 8 (72 pairs)
     /// 842 -> 779 us per step, Llama-2-7B batch 8 (256) 5145 -> 4991; at batch 1 (9 and 32
     /// pairs) it lost, 572 -> 581 and 4173 -> 4288; near 1000 keys batch 8 lost 0.8%.

@@ -2,9 +2,10 @@
 //
 // Decode, split-KV with a unified max (FlashDecoding++ technique 1): a block takes one chunk
 // of keys of one (token, head) and accumulates sum e^(s - phi) v and sum e^(s - phi) with the
-// same fixed phi for every chunk, so `attn_combine` simply adds the partials: no rescaling,
-// no synchronisation between chunks, one division. If any s - phi leaves (lo, hi) the row
-// is flagged, and `attn_combine` recomputes exactly that row with the online softmax.
+// same fixed phi for every chunk, so the partials simply add up: no rescaling, no
+// synchronisation between chunks, one division, done by the row's last chunk block to
+// finish. If any s - phi leaves (lo, hi) the row is flagged, and that block recomputes
+// exactly that row with the online softmax.
 //
 // Prefill: `attn_flash_<head dim>` on tensor cores where the KV cache is f16 (FlashAttention-2's
 // loop, below), else `attn_online`, one block per (token, head) with the synchronised online
@@ -185,10 +186,14 @@ template <int WARPS> DEV float warps_sum(const UnifiedSums<WARPS>& s, u32 d) {
     return v;
 }
 
+// Below: the fallback of a flagged row.
+template <int WARPS> DEV void online_row(const Args& a, u32 i, u32 h);
+
 // grid: (>= chunks, heads, m); partials in scratch[((i * heads + h) * chunks + c) * (hd + 1)].
 KERNEL void attn_split(Args a) {
     __shared__ UnifiedSums<ATT_WARPS> s;
-    // The step buffer is written before the step's first kernel: readable before the wait.
+    // The step buffer is written by step_begin, which lets no kernel launch before it ends:
+    // readable before the wait.
     pdl_trigger();
     const Step& st = step_of(a);
     const u32 c = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
@@ -203,7 +208,36 @@ KERNEL void attn_split(Args a) {
     unified_sums<ATT_WARPS>(a, kl, i, h, base, start, end, s);
     const size_t out = ((size_t)(i * a.heads + h) * st.attn_chunks + c) * (hd + 1);
     for (u32 d = threadIdx.x; d <= hd; d += blockDim.x) a.scratch[out + d] = warps_sum(s, d);
-    if (threadIdx.x == 0 && s.any_out) a.flags[a.flag_offset + i * a.heads + h] = 1;
+    // The last of (i, h)'s chunks to finish adds the partials up, so a layer's attention is
+    // one launch (a separate combine kernel cost SmolLM2's batch-1 step 6 us on an H200,
+    // session 18, call 3). The pair's flag word counts finished chunks in its low 16 bits
+    // and chunks with a score out of range above; the last chunk sets it back to 0.
+    __shared__ u32 last_seen;
+    u32* count = &a.flags[a.flag_offset + i * a.heads + h];
+    const u32 add = s.any_out ? 0x10001u : 1u;
+    __threadfence(); // this block's partials before its count
+    __syncthreads();
+    if (threadIdx.x == 0) last_seen = atomicAdd(count, add) + add;
+    __syncthreads();
+    const u32 seen = last_seen;
+    if ((seen & 0xffffu) != st.attn_chunks) return;
+    __threadfence(); // the count before the others' partials
+    if (threadIdx.x == 0) *count = 0;
+    if (seen >> 16) {
+        if (threadIdx.x == 0) atomicAdd(&a.flags[0], 1u);
+        online_row<ATT_WARPS>(a, i, h);
+        return;
+    }
+    const u32 chunks = pos / st.attn_chunk_keys + 1, stride = hd + 1;
+    // Written by other blocks during this kernel: volatile, so read past this SM's L1.
+    const volatile float* p = a.scratch + (size_t)(i * a.heads + h) * st.attn_chunks * stride;
+    float l = 0.0f;
+    for (u32 k = 0; k < chunks; k++) l += p[(size_t)k * stride + hd];
+    for (u32 d = threadIdx.x; d < hd; d += blockDim.x) {
+        float v = 0.0f;
+        for (u32 k = 0; k < chunks; k++) v += p[(size_t)k * stride + d];
+        a.y[(size_t)i * a.heads * hd + h * hd + d] = v / l;
+    }
 }
 
 // The synchronised online softmax for one (token, head); the whole block (WARPS warps)
@@ -281,39 +315,9 @@ template <int WARPS> DEV void online_row(const Args& a, u32 i, u32 h) {
     }
 }
 
-// sum over chunks c of p[c * stride + off], four chunks at a time (independent loads).
-DEV float chunk_sum(const float* p, u32 chunks, u32 stride, u32 off) {
-    float s4[4] = {0, 0, 0, 0};
-    u32 c = 0;
-    for (; c + 4 <= chunks; c += 4) {
-#pragma unroll
-        for (int e = 0; e < 4; e++) s4[e] += p[(size_t)(c + e) * stride + off];
-    }
-    for (; c < chunks; c++) s4[0] += p[(size_t)c * stride + off];
-    return (s4[0] + s4[1]) + (s4[2] + s4[3]);
-}
-
-// grid: (heads, m). Adds the chunks' partial sums and divides once; a row that attn_split
-// flagged is recomputed here with the online softmax (counted in flags[0]).
-KERNEL void attn_combine(Args a) {
-    pdl_begin();
-    const Step& st = step_of(a);
-    const u32 h = blockIdx.x, i = blockIdx.y, hd = a.head_dim;
-    if (i >= st.m) return;
-    if (a.flags[a.flag_offset + i * a.heads + h] != 0) {
-        if (threadIdx.x == 0) atomicAdd(&a.flags[0], 1u);
-        online_row<ATT_WARPS>(a, i, h);
-        return;
-    }
-    const u32 chunks = position_at(a, i) / st.attn_chunk_keys + 1, stride = hd + 1;
-    const float* p = a.scratch + (size_t)(i * a.heads + h) * st.attn_chunks * stride;
-    const float l = chunk_sum(p, chunks, stride, hd);
-    for (u32 d = threadIdx.x; d < hd; d += blockDim.x) a.y[(size_t)i * a.heads * hd + h * hd + d] = chunk_sum(p, chunks, stride, d) / l;
-}
-
 // grid: (1, heads, m), WARPS warps: a decode step with one chunk per (token, head) (the
 // lowering's choice where one block reads the keys fast enough): the unified-max sums of
-// all keys, added up and divided in the block; no partials, no attn_combine launch. A
+// all keys, added up and divided in the block; no partials, no atomics. A
 // flagged row is recomputed here with the online softmax (counted in flags[0]). (Each
 // kernel is bounded to its block size: the compiler keeps to the registers it may hold.)
 template <int WARPS> DEV void attn_single_body(const Args& a) {

@@ -166,7 +166,6 @@ mod tests {
         let decode = |name: &str| {
             name.starts_with("attn_split")
                 || name.starts_with("attn_single")
-                || name.starts_with("attn_combine")
                 || (name.starts_with("gemv") && name.contains("_r1"))
                 || name.starts_with("flat_gemm")
         };

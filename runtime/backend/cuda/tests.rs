@@ -352,7 +352,7 @@ fn check_attention(precision: WeightPrecision) {
             let x = random(&mut rng, m * dims.qkv_width(), 2.0);
             let xbuf = rig.f32s(&x);
             let keys = positions.iter().max().unwrap() + 1;
-            // Chunks of one key tile (split + combine), and one chunk (attn_single).
+            // Chunks of one key tile (split, the last chunk adding up), and one chunk (attn_single).
             let split = (keys.div_ceil(limits.min_chunk_keys), limits.min_chunk_keys);
             let single = (1, keys.next_multiple_of(limits.min_chunk_keys));
             let mut want: Vec<f64> = vec![];
@@ -368,7 +368,7 @@ fn check_attention(precision: WeightPrecision) {
             let long = (keys.div_ceil(3 * limits.min_chunk_keys), 3 * limits.min_chunk_keys);
             let scratch = s.alloc_zeros::<f32>(m * dims.heads * limits.max_chunks * (hd + 1)).unwrap();
             // Split-KV, online, and split-KV whose every row leaves the unified-max range
-            // (recomputed by the combine's or the single block's fallback).
+            // (recomputed by the last chunk's or the single block's fallback).
             let everything_out = UnifiedMax { phi: 0.0, lo: -1e30, hi: -1e30 };
             for (name, unified, split) in [
                 ("split", UnifiedMax::default(), split),

@@ -206,7 +206,6 @@ pub fn grids(launch: &Launch, t: &Template, m: usize, tensor_cores: bool, chunk_
                 }
                 Variant::SplitKvAttention { chunks, .. } => {
                     out.push(g("attn_split", chunk_blocks.max(chunks), dims.heads, m, att));
-                    out.push(g("attn_combine", dims.heads, m, 1, att));
                 }
                 Variant::OnlineAttention => out.push(g("attn_online", dims.heads, m, 1, att)),
                 Variant::FlashAttention { rows, keys } if tensor_cores && cuda::FLASH_HEAD_DIMS.contains(&dims.head_dim) => {
@@ -265,7 +264,7 @@ pub(crate) fn exports(family: &str, tensor_cores: bool) -> Vec<String> {
             out
         }
         "attention" => {
-            let mut out = names(&["attn_split", "attn_combine", "attn_single", "attn_single_narrow", "attn_online"]);
+            let mut out = names(&["attn_split", "attn_single", "attn_single_narrow", "attn_online"]);
             if tensor_cores {
                 out.extend(cuda::FLASH_HEAD_DIMS.iter().map(|d| format!("attn_flash_{d}")));
             }
