@@ -196,7 +196,7 @@ template <typename T> DEV void load8_tail(const T* p, int n, float out[8]) {
 struct Step {
     u32 m, n_out, max_m, attn_chunks, attn_chunk_keys, picked, pad0, pad1;
 };
-#define STEP_WORDS 8
+static_assert(sizeof(Step) == 4 * STEP_WORDS, "struct Step differs from kernels::STEP_WORDS");
 
 // Everything a launch binds: one struct by value, `Args` (pointers, then `LaunchScalars`)
 // in kernels.rs, field for field; the static_assert below checks its size against Rust's.

@@ -2,7 +2,7 @@
 //! family of vendor_kernels/cuda, prefixed with the constants Rust and the kernels share and
 //! with the portability header common.cuh.
 
-use super::kernels::Args;
+use super::kernels::{Args, STEP_WORDS};
 use crate::lower::caps::cuda;
 
 const COMMON: &str = include_str!("../../../vendor_kernels/cuda/common.cuh");
@@ -20,11 +20,11 @@ pub const FAMILIES: &[Family] = &[
 ];
 
 /// The full source of one family: the shared constants, the size of the argument struct as
-/// Rust lays it out (common.cuh checks its own against it), common.cuh, the family. Without
-/// `tensor_cores` the tensor-core kernels are left out (HIP always; CUDA on request), the
-/// SIMT ones serving (`kernels::exports`).
+/// Rust lays it out and the step header's words (common.cuh checks its own against them),
+/// common.cuh, the family. Without `tensor_cores` the tensor-core kernels are left out (HIP
+/// always; CUDA on request), the SIMT ones serving (`kernels::exports`).
 pub fn source(family: &Family, f16_weights: bool, f16_kv: bool, tensor_cores: bool) -> String {
-    let abi = format!("#define ARGS_BYTES {}\n", std::mem::size_of::<Args>());
+    let abi = format!("#define ARGS_BYTES {}\n#define STEP_WORDS {STEP_WORDS}\n", std::mem::size_of::<Args>());
     let simt = if tensor_cores { "" } else { "#define FDPP_TENSOR_CORES 0\n" };
     format!("{}{abi}{simt}\n{COMMON}\n{}", cuda::header(f16_weights, f16_kv), family.source)
 }
