@@ -209,7 +209,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
         "\ndecode attention, one sequence, {} heads / {} KV heads x {}, K and V {}: us per call (GB/s of K + V read, % of read ceiling)",
         c.num_heads, c.num_kv_heads, c.head_dim, report.kv_dtype
     );
-    println!("{:>6} {:>9} {:>13} {:>28} {:>12} {:>28}", "ctx", "K+V MiB", "chunks x keys", "split + combine", "split alone", "online");
+    println!("{:>6} {:>9} {:>13} {:>28} {:>12} {:>28}", "ctx", "K+V MiB", "chunks x keys", "split-KV, all passes", "split pass", "online");
     for t in &report.attention {
         let show = |us: f64, gbs: f64| format!("{us:.1} ({gbs:.1}, {:.0}%)", pct(gbs));
         println!(
@@ -225,7 +225,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
     }
     for t in report.attention.iter().filter(|t| !t.other_chunkings.is_empty()) {
         let list: Vec<String> = t.other_chunkings.iter().map(|(keys, us)| format!("{keys}: {us:.1}")).collect();
-        println!("      at {}, split + combine us per chunk length in keys: {}", t.ctx, list.join("; "));
+        println!("      at {}, split-KV us per chunk length in keys: {}", t.ctx, list.join("; "));
     }
     for (ctx, why) in &report.skipped_ctx {
         println!("{ctx:>6} skipped: {why}");
