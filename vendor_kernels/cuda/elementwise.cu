@@ -99,8 +99,9 @@ KERNEL void select_rows(Args a) {
 KERNEL void step_begin(Args a) {
     pdl_wait();
     const u32* words = (const u32*)a.x;
+    const Step& header = *(const Step*)words;
+    const u32 m = header.m, picked = header.picked;
     u32* step = (u32*)a.step;
-    const u32 m = ((const Step*)words)->m, picked = ((const Step*)words)->picked;
     for (u32 i = threadIdx.x; i < a.k; i += blockDim.x) {
         const u32 t = i - STEP_WORDS;
         step[i] = (picked && i >= STEP_WORDS && t < m) ? a.flags[1 + t] : words[i];

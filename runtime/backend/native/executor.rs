@@ -21,7 +21,7 @@ use crate::backend::tap::{self, Tap, Tapped};
 use crate::backend::{BackendCaps, Capacity, Executor, Pick, StepInput, StepOutput, StepTiming, Tokens};
 use crate::error::{Error, Result};
 use crate::lower::caps::cuda;
-use crate::lower::kernel::{Params, Variant};
+use crate::lower::kernel::{LaunchScalars, Params, Variant};
 use crate::lower::{Launch, LoweredStep, Lowering, Template};
 use crate::model::WeightSource;
 
@@ -85,7 +85,6 @@ pub struct NativeExecutor<G: Gpu> {
     scratch: G::Buffer,
     /// u32 words: [recomputed rows, picked ids..., attention flags..., argmax slots...].
     flags: G::Buffer,
-    flag_words: usize,
     max_out: usize,
     /// Activations and the step buffer are sized for `cap_m` tokens; rebuilt (with every
     /// launch's arguments, and the graphs dropped) when a step needs more.
@@ -191,7 +190,6 @@ pub fn load<G: Gpu>(
         kv,
         scratch,
         flags,
-        flag_words,
         max_out,
         cap_m: 0,
         step_buf: None,
@@ -251,16 +249,13 @@ impl<G: Gpu> NativeExecutor<G> {
         let logits = &self.activations[l.memory.buffer_of[l.graph.logits].expect("the logits are stored")];
         let c = &l.graph.config;
         let flag_offset = argmax_offset(self.max_out, c.num_heads, c.num_layers) as u32;
+        let common = Args { step: self.step_ptr(), flags: self.gpu.address(&self.flags), ..Default::default() };
+        // step_begin copies `words` words and zeroes every flag word.
+        let begin = Args { s: LaunchScalars { k: words as u32, ..Args::scalars(self.gpu.size(&self.flags) / 4, 0) }, ..common };
+        let argmax = Args { x: self.gpu.address(logits), s: LaunchScalars { flag_offset, ..Args::scalars(c.vocab_size, 0) }, ..common };
         for slot in 0..2 {
-            let common = Args { step: self.step_ptr(), flags: self.gpu.address(&self.flags), ..Default::default() };
-            let words_scalars = crate::lower::kernel::LaunchScalars { k: words as u32, ..Args::scalars(self.flag_words, 0) };
-            self.begin[slot] = Args { x: self.gpu.pinned_address(&self.words_host[slot])?, s: words_scalars, ..common };
-            self.argmax[slot] = Args {
-                x: self.gpu.address(logits),
-                y: self.gpu.pinned_address(&self.ids_host[slot])?,
-                s: crate::lower::kernel::LaunchScalars { flag_offset, ..Args::scalars(c.vocab_size, 0) },
-                ..common
-            };
+            self.begin[slot] = Args { x: self.gpu.pinned_address(&self.words_host[slot])?, ..begin };
+            self.argmax[slot] = Args { y: self.gpu.pinned_address(&self.ids_host[slot])?, ..argmax };
         }
         Ok(())
     }
